@@ -1,9 +1,52 @@
-// Placeholder entry so the build and the binary script have a target; the commands land in this folder.
-export async function runCli(argv: string[]): Promise<number> {
-  if (argv.includes('--version')) {
-    console.log('edge-runner 0.1.0');
-    return 0;
+/** The command line: the contract other tools and auditors rely on. One file per command. */
+import { Command, CommanderError } from 'commander';
+import { RUNNER_VERSION } from '../version.js';
+import { capsuleCommand } from './capsule.js';
+import { execCommand } from './exec.js';
+import { initCommand } from './init.js';
+import { keygenCommand } from './keygen.js';
+import { EXIT, exitCodeFor, printError } from './output.js';
+import { trustCommand } from './trust.js';
+import { verifyCommand } from './verify.js';
+
+export function buildProgram(): Command {
+  const program = new Command('edge-runner')
+    .description('A signed agent for regulated enclaves: verified capsules in, signed evidence out.')
+    .option('--version', 'print the version and the digest of the embedded code')
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text) })
+    .showHelpAfterError(false);
+  for (const command of [keygenCommand(), trustCommand(), initCommand(), capsuleCommand(), execCommand(), verifyCommand()]) {
+    program.addCommand(command);
   }
-  console.error('usage: edge-runner <command>');
-  return 2;
+  for (const command of program.commands) {
+    command.exitOverride();
+    for (const sub of command.commands) sub.exitOverride();
+  }
+  return program;
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  if (argv[2] === '--version') {
+    process.stdout.write(`edge-runner ${RUNNER_VERSION}\n`);
+    return EXIT.ok;
+  }
+  const program = buildProgram();
+  const verifying = argv[2] === 'verify' || (argv[2] === 'trust' && argv[3] === 'show');
+  process.exitCode = undefined;
+  try {
+    await program.parseAsync(argv);
+    if (argv.length <= 2) {
+      program.outputHelp();
+      return EXIT.usage;
+    }
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') return EXIT.ok;
+      return EXIT.usage;
+    }
+    printError(err);
+    return exitCodeFor(err, verifying);
+  }
 }

@@ -1,0 +1,240 @@
+/**
+ * One capsule through the runner: verify -> record -> execute -> evidence -> record -> bundle. Every decision
+ * is a record written before its effect; if a record cannot be written the runner stops (STORE_WRITE_FAILED).
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { sha256Hex } from '../core/digest.js';
+import { CapsuleError, type CapsuleErrorCode } from '../capsule/errors.js';
+import { verifyCapsule, type AcceptedCapsule } from '../capsule/verify.js';
+import { buildBundle, signEvidence, type Bundle } from '../evidence/bundle.js';
+import { buildStatement, decideVerdict, type IsolationUsed, type StepRecord, type Verdict } from '../evidence/statement.js';
+import { collectArtifacts } from '../exec/collect.js';
+import { buildStepEnv } from '../exec/env.js';
+import { runStep, type LaunchPlan, type StepOutcome } from '../exec/step.js';
+import { createWorkspace, writeInputs } from '../exec/workspace.js';
+import { loadState, type RunnerState } from '../state/state.js';
+import { StoreError } from '../store/errors.js';
+import { Store } from '../store/store.js';
+import { RUNNER_VERSION } from '../version.js';
+
+export interface Launcher {
+  /** The isolation this launcher gives, or undefined with a reason when it cannot give any. */
+  isolation: IsolationUsed;
+  plan(argv: string[], env: Record<string, string>, workspace: string): LaunchPlan;
+}
+
+export const directLauncher: Launcher = {
+  isolation: 'none',
+  plan: (argv, env, workspace) => ({ file: argv[0]!, args: argv.slice(1), env, cwd: workspace }),
+};
+
+export interface ExecConfig {
+  defaultTimeoutSeconds: number;
+  killGraceMs: number;
+  outputCapBytes: number;
+  keepWorkspace: boolean;
+}
+
+export const DEFAULT_EXEC_CONFIG: ExecConfig = {
+  defaultTimeoutSeconds: 600, // seconds
+  killGraceMs: 2000, // ms between SIGTERM and SIGKILL
+  outputCapBytes: 8 * 1024 * 1024, // bytes kept per stream
+  keepWorkspace: false,
+};
+
+export interface ExecOptions {
+  stateDir: string;
+  capsuleBytes: Buffer;
+  config?: Partial<ExecConfig>;
+  now?: () => Date;
+  /** Chooses how a step is launched given the capsule's isolation requirement. */
+  selectLauncher?: (requirement: 'required' | 'best-effort') => Launcher | { unavailable: string };
+  openStore?: (state: RunnerState) => Store;
+}
+
+export type ExecResult =
+  | { kind: 'rejected'; code: CapsuleErrorCode; message: string; capsuleId?: string; fileDigest: string }
+  | {
+      kind: 'completed';
+      runId: string;
+      capsuleId: string;
+      verdict: Verdict;
+      isolation: IsolationUsed;
+      steps: StepRecord[];
+      bundle: Bundle;
+      bundlePath: string;
+      evidenceDigest: string;
+    };
+
+export async function execCapsule(options: ExecOptions): Promise<ExecResult> {
+  const config = { ...DEFAULT_EXEC_CONFIG, ...options.config };
+  const now = options.now ?? (() => new Date());
+  const decisionTime = now();
+  const state = loadState(options.stateDir, decisionTime);
+  const store = options.openStore ? options.openStore(state) : Store.open(state.layout.database);
+  try {
+    store.abortInterruptedRuns();
+    const fileDigest = `sha256:${sha256Hex(options.capsuleBytes)}`;
+    const reject = (err: CapsuleError): ExecResult => {
+      const capsuleId = typeof err.details.capsuleId === 'string' ? err.details.capsuleId : undefined;
+      store.appendRecord('capsule.rejected', {
+        code: err.code,
+        fileDigest,
+        ...(capsuleId ? { capsuleId } : {}),
+        ...(typeof err.details.manifestDigest === 'string' ? { manifestDigest: err.details.manifestDigest } : {}),
+      });
+      return { kind: 'rejected', code: err.code, message: err.message, fileDigest, ...(capsuleId ? { capsuleId } : {}) };
+    };
+
+    let accepted: AcceptedCapsule;
+    let launcher: Launcher;
+    try {
+      accepted = verifyCapsule(options.capsuleBytes, {
+        trust: state.trust,
+        runner: { id: state.config.id, labels: state.config.labels },
+        now: decisionTime,
+        hasSeen: (id, nonce) => store.hasSeen(id, nonce),
+      });
+      const requirement = accepted.manifest.isolation ?? 'required';
+      const selected = (options.selectLauncher ?? (() => directLauncher))(requirement);
+      if ('unavailable' in selected) {
+        throw new CapsuleError('CAPSULE_ISOLATION_UNAVAILABLE', `The capsule requires step isolation, which this host cannot give: ${selected.unavailable}.`, {
+          capsuleId: accepted.manifest.id,
+          manifestDigest: accepted.manifestDigest,
+        });
+      }
+      launcher = selected;
+      store.acceptCapsule(accepted.manifest.id, accepted.manifest.nonce, {
+        capsuleId: accepted.manifest.id,
+        kind: accepted.manifest.kind,
+        manifestDigest: accepted.manifestDigest,
+        fileDigest,
+        signers: accepted.signers,
+      });
+    } catch (err) {
+      if (err instanceof CapsuleError) return reject(err);
+      if (err instanceof StoreError && err.code === 'STORE_REPLAY') {
+        return reject(new CapsuleError('CAPSULE_REPLAY', err.message, { capsuleId: accepted!.manifest.id }));
+      }
+      throw err;
+    }
+    return await runAccepted(state, store, accepted, launcher, config, now);
+  } finally {
+    store.close();
+  }
+}
+
+async function runAccepted(
+  state: RunnerState,
+  store: Store,
+  accepted: AcceptedCapsule,
+  launcher: Launcher,
+  config: ExecConfig,
+  now: () => Date,
+): Promise<ExecResult> {
+  const { manifest } = accepted;
+  const runId = randomUUID();
+  const startedAt = now();
+  store.startRun(runId, manifest.id, accepted.manifestDigest, {
+    runId,
+    capsuleId: manifest.id,
+    manifestDigest: accepted.manifestDigest,
+    isolation: launcher.isolation,
+  });
+  const runDir = join(state.layout.runs, runId);
+  let workspace: string;
+  try {
+    workspace = createWorkspace(runDir);
+    writeInputs(workspace, manifest.inputs, accepted.inputs);
+  } catch (err) {
+    const code = err instanceof CapsuleError ? err.code : 'RUN_WORKSPACE_FAILED';
+    store.finishRun(runId, 'aborted', null, { runId, reason: code });
+    rmSync(runDir, { recursive: true, force: true });
+    throw err instanceof CapsuleError ? err : new CapsuleError('CAPSULE_PATH_ESCAPE', 'The run workspace could not be prepared.', { cause: err });
+  }
+
+  const steps: StepRecord[] = [];
+  let stopped = false;
+  for (const step of manifest.steps) {
+    if (stopped) {
+      steps.push({ name: step.name, status: 'skipped', exitCode: null, signal: null, timedOut: false, durationMs: 0 });
+      continue;
+    }
+    const plan = launcher.plan(step.run, buildStepEnv(workspace, step.env), workspace);
+    const outcome = await runStep({
+      plan,
+      timeoutMs: (step.timeoutSeconds ?? config.defaultTimeoutSeconds) * 1000,
+      killGraceMs: config.killGraceMs,
+      outputCapBytes: config.outputCapBytes,
+      blobs: state.blobs,
+    });
+    const record = toStepRecord(step.name, outcome);
+    steps.push(record);
+    store.appendRecord('step.finished', { runId, ...record }, runId);
+    if (record.status !== 'succeeded' && !step.continueOnFailure) stopped = true;
+  }
+
+  const artifacts = collectArtifacts(workspace, manifest.collect, state.blobs);
+  const continueOnFailure = new Set(manifest.steps.filter((s) => s.continueOnFailure).map((s) => s.name));
+  const verdict = decideVerdict(steps, artifacts, continueOnFailure);
+  const endedAt = now();
+  store.finishRun(runId, 'finished', verdict, { runId, verdict });
+  if (!config.keepWorkspace) rmSync(runDir, { recursive: true, force: true });
+
+  const statement = buildStatement({
+    runner: { id: state.config.id, keyid: state.key.keyid, version: RUNNER_VERSION },
+    capsule: { id: manifest.id, kind: manifest.kind, digest: accepted.manifestDigest, signers: accepted.signers },
+    run: { id: runId, startedAt: startedAt.toISOString(), endedAt: endedAt.toISOString(), isolation: launcher.isolation, verdict },
+    steps,
+    artifacts,
+    policy: { decision: 'allowed', rule: 'read-only-kind', trustVersion: state.trust.body.version },
+  });
+  const evidence = signEvidence(statement, { manifest, runner: { id: state.config.id, keyid: state.key.keyid } }, state.key);
+  store.recordEvidence(runId, evidence.digest, { runId, evidenceDigest: evidence.digest });
+  const bundle = buildBundle(evidence.envelope, accepted.envelope);
+  const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
+  writeFileAtomic(bundlePath, `${JSON.stringify(bundle, null, 2)}\n`);
+  return {
+    kind: 'completed',
+    runId,
+    capsuleId: manifest.id,
+    verdict,
+    isolation: launcher.isolation,
+    steps,
+    bundle,
+    bundlePath,
+    evidenceDigest: evidence.digest,
+  };
+}
+
+function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
+  const status = outcome.spawnFailure
+    ? 'spawn-failed'
+    : outcome.timedOut
+      ? 'timed-out'
+      : outcome.exitCode === 0
+        ? 'succeeded'
+        : 'failed';
+  return {
+    name,
+    status,
+    exitCode: outcome.exitCode,
+    signal: outcome.signal,
+    timedOut: outcome.timedOut,
+    durationMs: outcome.durationMs,
+    ...(outcome.spawnFailure ? { spawnFailure: outcome.spawnFailure } : {}),
+    ...(outcome.timedOut ? { limit: 'timeout' as const } : {}),
+    stdout: outcome.stdout,
+    stderr: outcome.stderr,
+  };
+}
+
+export function writeFileAtomic(path: string, data: string | Buffer): void {
+  const dir = join(path, '..');
+  mkdirSync(dir, { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, data, { mode: 0o644 });
+  renameSync(tmp, path);
+}

@@ -1,0 +1,44 @@
+import { parseEnvelope, type Envelope } from '../core/dsse.js';
+import { CapsuleError } from './errors.js';
+import { CAPSULE_FILE_MEDIA_TYPE } from './manifest.js';
+
+export interface CapsuleFile {
+  mediaType: typeof CAPSULE_FILE_MEDIA_TYPE;
+  envelope: Envelope;
+  /** "sha256:HEX" -> base64 bytes of an input file. */
+  blobs: Record<string, string>;
+}
+
+export const CAPSULE_MAX_BYTES = 64 * 1024 * 1024;
+
+/** Capsule file bytes to their parts; the size cap is checked before parsing. */
+export function parseCapsuleFile(bytes: Uint8Array, maxBytes = CAPSULE_MAX_BYTES): CapsuleFile {
+  if (bytes.length > maxBytes) {
+    throw new CapsuleError('CAPSULE_TOO_LARGE', `The capsule file is ${bytes.length} bytes, over the ${maxBytes}-byte cap.`, {
+      size: bytes.length,
+      cap: maxBytes,
+    });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    throw new CapsuleError('CAPSULE_UNPARSEABLE', 'The capsule file is not JSON.');
+  }
+  const unparseable = (why: string) => new CapsuleError('CAPSULE_UNPARSEABLE', `The capsule file is not a capsule: ${why}.`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw unparseable('not a JSON object');
+  const { mediaType, envelope, blobs, ...rest } = value as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) throw unparseable(`unexpected member "${Object.keys(rest)[0]}"`);
+  if (mediaType !== CAPSULE_FILE_MEDIA_TYPE) throw unparseable(`mediaType is not ${CAPSULE_FILE_MEDIA_TYPE}`);
+  if (typeof blobs !== 'object' || blobs === null || Array.isArray(blobs)) throw unparseable('blobs is not an object');
+  for (const [ref, data] of Object.entries(blobs)) {
+    if (!/^sha256:[0-9a-f]{64}$/.test(ref) || typeof data !== 'string') throw unparseable('a blob is not "sha256:HEX": base64');
+  }
+  let parsedEnvelope: Envelope;
+  try {
+    parsedEnvelope = parseEnvelope(envelope);
+  } catch (err) {
+    throw unparseable(err instanceof Error ? err.message.replace(/\.$/, '') : 'bad envelope');
+  }
+  return { mediaType: CAPSULE_FILE_MEDIA_TYPE, envelope: parsedEnvelope, blobs: blobs as Record<string, string> };
+}

@@ -1,0 +1,25 @@
+import { CodedError } from '../core/errors.js';
+
+/** Capsule rejection codes, in the order acceptance checks them (DESIGN.md, Capsule file). */
+export type CapsuleErrorCode =
+  | 'CAPSULE_TOO_LARGE'
+  | 'CAPSULE_UNPARSEABLE'
+  | 'CAPSULE_PAYLOAD_TYPE'
+  | 'CAPSULE_BASE64_INVALID'
+  | 'CAPSULE_SIGNATURE_INVALID'
+  | 'CAPSULE_SIGNATURE_DUPLICATE'
+  | 'CAPSULE_KEYID_MISMATCH'
+  | 'CAPSULE_SIGNER_ROLE'
+  | 'CAPSULE_SIGNATURE_THRESHOLD'
+  | 'CAPSULE_SCHEMA'
+  | 'CAPSULE_PATH_ESCAPE'
+  | 'CAPSULE_NOT_YET_VALID'
+  | 'CAPSULE_EXPIRED'
+  | 'CAPSULE_TARGET'
+  | 'CAPSULE_REPLAY'
+  | 'CAPSULE_INPUT_MISSING'
+  | 'CAPSULE_INPUT_DIGEST'
+  | 'CAPSULE_POLICY'
+  | 'CAPSULE_ISOLATION_UNAVAILABLE';
+
+export class CapsuleError extends CodedError<CapsuleErrorCode> {}

@@ -1,0 +1,107 @@
+import { checkSchema } from '../core/schema.js';
+import type { CapsuleKind } from '../trust/trust.js';
+import { CapsuleError } from './errors.js';
+import manifestSchema from './manifest.schema.json' with { type: 'json' };
+
+export const CAPSULE_PAYLOAD_TYPE = 'application/vnd.edge-runner.capsule.v1+json';
+export const CAPSULE_FILE_MEDIA_TYPE = 'application/vnd.edge-runner.capsule-file.v1+json';
+export const CAPSULE_API_VERSION = 'edge-runner.dev/capsule/v1';
+
+export type IsolationRequirement = 'required' | 'best-effort';
+export type CollectParser = 'file' | 'junit';
+
+export interface Step {
+  name: string;
+  run: string[];
+  env?: Record<string, string>;
+  timeoutSeconds?: number;
+  continueOnFailure?: boolean;
+}
+
+export interface InputFile {
+  path: string;
+  sha256: string;
+  size: number;
+  executable?: boolean;
+}
+
+export interface CollectRule {
+  path: string;
+  as: CollectParser;
+}
+
+export interface Manifest {
+  apiVersion: typeof CAPSULE_API_VERSION;
+  kind: CapsuleKind;
+  id: string;
+  description?: string;
+  issuedAt: string;
+  notBefore: string;
+  expiresAt: string;
+  nonce: string;
+  isolation?: IsolationRequirement;
+  target: { runners?: string[]; labels?: string[] };
+  steps: Step[];
+  inputs: InputFile[];
+  collect: CollectRule[];
+  schedule?: string;
+  change?: { target: string; patch: string };
+}
+
+export { manifestSchema };
+
+/** Manifest bytes (the verified DSSE payload) to a typed manifest; schema and path rules enforced. */
+export function parseManifest(payload: Uint8Array): Manifest {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(payload).toString('utf8'));
+  } catch {
+    throw new CapsuleError('CAPSULE_SCHEMA', 'The capsule manifest is not JSON.');
+  }
+  const problem = checkSchema(manifestSchema, value);
+  if (problem) {
+    throw new CapsuleError('CAPSULE_SCHEMA', `The capsule manifest does not match its schema at ${problem.path}: ${problem.message}.`, {
+      path: problem.path,
+    });
+  }
+  const manifest = value as Manifest;
+  verifyPaths(manifest);
+  return manifest;
+}
+
+/**
+ * A workspace path must stay inside the workspace by construction: relative, '/'-separated, with no empty,
+ * '.' or '..' segment, no NUL or backslash. Symlinks are handled where the file system is (runner/exec).
+ */
+export function isContainedPath(path: string): boolean {
+  if (path.length === 0 || path.startsWith('/') || path.includes('\0') || path.includes('\\')) return false;
+  return path.split('/').every((segment) => segment !== '' && segment !== '.' && segment !== '..');
+}
+
+function verifyPaths(manifest: Manifest): void {
+  const all = [...manifest.inputs.map((i) => i.path), ...manifest.collect.map((c) => c.path)];
+  if (manifest.change) all.push(manifest.change.patch);
+  for (const path of all) {
+    if (!isContainedPath(path)) {
+      throw new CapsuleError('CAPSULE_PATH_ESCAPE', `The path "${path}" would leave the run's workspace.`, { path });
+    }
+  }
+  const inputs = new Set<string>();
+  for (const { path } of manifest.inputs) {
+    if (inputs.has(path)) throw new CapsuleError('CAPSULE_SCHEMA', `The input "${path}" is listed twice.`, { path });
+    inputs.add(path);
+  }
+  // An input cannot also be a directory holding another input.
+  for (const path of inputs) {
+    const segments = path.split('/');
+    for (let i = 1; i < segments.length; i++) {
+      const parent = segments.slice(0, i).join('/');
+      if (inputs.has(parent)) throw new CapsuleError('CAPSULE_SCHEMA', `The input "${parent}" is both a file and a folder.`, { path });
+    }
+  }
+  const steps = new Set<string>();
+  for (const { name } of manifest.steps) {
+    if (steps.has(name)) throw new CapsuleError('CAPSULE_SCHEMA', `The step name "${name}" is used twice.`, { name });
+    steps.add(name);
+  }
+}

@@ -1,0 +1,60 @@
+import { readFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { execCapsule, writeFileAtomic } from '../agent/exec-capsule.js';
+import { selectLauncher } from '../agent/launcher.js';
+import { CapsuleError } from '../capsule/errors.js';
+import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
+import { EXIT, printJson } from './output.js';
+
+export function execCommand(): Command {
+  return new Command('exec')
+    .description('Verify a capsule, run it locally, and write its signed evidence bundle.')
+    .argument('<capsule>', 'NAME.capsule.json')
+    .requiredOption('--state <dir>', 'the runner state folder')
+    .option('--out <path>', 'also write the bundle here')
+    .option('--json', 'print a machine-readable summary')
+    .action(async (file: string, opts: { state: string; out?: string; json?: boolean }) => {
+      const bytes = readCapped(file);
+      const result = await execCapsule({ stateDir: opts.state, capsuleBytes: bytes, selectLauncher });
+      if (result.kind === 'rejected') {
+        if (opts.json) printJson({ status: 'rejected', code: result.code, message: result.message, capsuleId: result.capsuleId ?? null, fileDigest: result.fileDigest });
+        process.stderr.write(`edge-runner: ${result.code}: ${result.message}\n`);
+        process.stderr.write('nothing was executed; the rejection is recorded in the runner log\n');
+        process.exitCode = EXIT.rejected;
+        return;
+      }
+      if (opts.out) writeFileAtomic(opts.out, `${JSON.stringify(result.bundle, null, 2)}\n`);
+      if (opts.json) {
+        printJson({
+          status: 'completed',
+          runId: result.runId,
+          capsuleId: result.capsuleId,
+          verdict: result.verdict,
+          isolation: result.isolation,
+          evidenceDigest: result.evidenceDigest,
+          bundle: opts.out ?? result.bundlePath,
+          steps: result.steps.map((s) => ({ name: s.name, status: s.status, exitCode: s.exitCode, signal: s.signal, durationMs: s.durationMs })),
+        });
+      } else {
+        const lines = [
+          `capsule ${result.capsuleId}: verdict ${result.verdict.toUpperCase()} (run ${result.runId}, isolation ${result.isolation})`,
+          ...result.steps.map(
+            (s) => `  ${s.status.padEnd(12)} ${s.name}${s.exitCode !== null ? ` exit ${s.exitCode}` : ''}${s.signal ? ` ${s.signal}` : ''} ${s.durationMs} ms`,
+          ),
+          `evidence ${result.evidenceDigest}`,
+          `bundle ${opts.out ?? result.bundlePath}`,
+        ];
+        process.stdout.write(`${lines.join('\n')}\n`);
+      }
+      process.exitCode = result.verdict === 'pass' ? EXIT.ok : EXIT.failed;
+    });
+}
+
+function readCapped(file: string): Buffer {
+  const bytes = readFileSync(file);
+  // The capsule file size cap applies before anything parses it; the acceptance path checks again.
+  if (bytes.length > CAPSULE_MAX_BYTES) {
+    throw new CapsuleError('CAPSULE_TOO_LARGE', `The capsule file is ${bytes.length} bytes, over the ${CAPSULE_MAX_BYTES}-byte cap.`);
+  }
+  return bytes;
+}

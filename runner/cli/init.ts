@@ -1,0 +1,42 @@
+import { readFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { initState } from '../state/state.js';
+import { readPrivateKeyFile } from '../state/keyfile.js';
+import { Store } from '../store/store.js';
+import { collectOption } from './trust.js';
+import { printJson } from './output.js';
+
+export function initCommand(): Command {
+  return new Command('init')
+    .description("Create the runner's state folder: key pair, SQLite database, pinned trust document.")
+    .requiredOption('--state <dir>', 'the state folder to create (never overwritten)')
+    .requiredOption('--id <runner-id>', "the runner's id, as enrolled in the trust document")
+    .requiredOption('--trust <trust-dsse-json>', 'the signed trust document to pin')
+    .option('--key <runner-key>', 'use this runner private key (made by keygen) instead of generating one')
+    .option('--label <label>', 'a label capsules can target (repeatable)', collectOption, [])
+    .option('--json', 'print a machine-readable summary')
+    .action((opts: { state: string; id: string; trust: string; key?: string; label: string[]; json?: boolean }) => {
+      const { layout, config, key, trust } = initState(opts.state, {
+        id: opts.id,
+        labels: opts.label,
+        trustBytes: readFileSync(opts.trust),
+        now: new Date(),
+        ...(opts.key ? { key: readPrivateKeyFile(opts.key) } : {}),
+      });
+      Store.open(layout.database).close();
+      const enrolled = trust.keyByName(config.id, 'runner')?.keyid === key.keyid;
+      if (opts.json) {
+        printJson({ state: layout.dir, id: config.id, keyid: key.keyid, publicKey: key.publicKey.toPem(), enrolled });
+        return;
+      }
+      process.stdout.write(
+        [
+          `runner ${config.id} initialised in ${layout.dir}`,
+          `keyid ${key.keyid}`,
+          'public key (enrol it in the trust document under the runner role, named after the runner id):',
+          key.publicKey.toPem().trimEnd(),
+          enrolled ? 'this key is already enrolled in the pinned trust document' : 'not yet enrolled: its evidence will not verify until it is',
+        ].join('\n') + '\n',
+      );
+    });
+}

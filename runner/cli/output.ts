@@ -1,0 +1,47 @@
+/** Exit codes, and how an error becomes one line a person can act on. */
+import { CommanderError } from 'commander';
+import { isCodedError } from '../core/errors.js';
+
+export const EXIT = {
+  ok: 0,
+  /** Verification failed, or the run's verdict is not pass. */
+  failed: 1,
+  /** Usage or configuration error. */
+  usage: 2,
+  /** Capsule rejected; nothing executed. */
+  rejected: 3,
+} as const;
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+export class UsageError extends Error {}
+
+/** Maps an error to its exit code: capsule rejections 3, verification failures 1, everything else 2. */
+export function exitCodeFor(err: unknown, verifying = false): ExitCode {
+  if (isCodedError(err)) {
+    if (err.code.startsWith('CAPSULE_')) return EXIT.rejected;
+    if (verifying && /^(BUNDLE_|EGRESS_|LOG_|TRUST_)/.test(err.code)) return EXIT.failed;
+  }
+  return EXIT.usage;
+}
+
+export function describeError(err: unknown): { code: string; message: string } {
+  if (isCodedError(err)) return { code: err.code, message: err.message };
+  if (err instanceof UsageError) return { code: 'USAGE', message: err.message };
+  if (err instanceof CommanderError) return { code: 'USAGE', message: err.message.replace(/^error: /, '') };
+  const errno = err as NodeJS.ErrnoException;
+  if (errno && typeof errno.code === 'string' && typeof errno.path === 'string') {
+    return { code: `IO_${errno.code}`, message: `${errno.path}: ${errno.message.split(',')[0] ?? errno.code}.` };
+  }
+  return { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}
+
+export function printError(err: unknown): void {
+  const { code, message } = describeError(err);
+  process.stderr.write(`edge-runner: ${code}: ${message}\n`);
+  if (process.env.EDGE_RUNNER_DEBUG && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}

@@ -1,0 +1,37 @@
+import { readFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { isCodedError } from '../core/errors.js';
+import { verifyBundle } from '../evidence/bundle.js';
+import { verifyTrustDocument } from '../trust/trust.js';
+import { EXIT, describeError, printJson } from './output.js';
+
+export function verifyCommand(): Command {
+  return new Command('verify')
+    .description('Verify evidence bundles offline against a trust document.')
+    .argument('<bundle...>', 'one or more bundle files')
+    .requiredOption('--trust <trust-dsse-json>', 'the trust document to verify against')
+    .option('--json', 'print machine-readable results')
+    .action((files: string[], opts: { trust: string; json?: boolean }) => {
+      // Offline audit: the trust document's own signatures are checked; its expiry is not, so archived
+      // bundles stay verifiable after the document they were made under has been superseded.
+      const trust = verifyTrustDocument(readFileSync(opts.trust));
+      const results = files.map((file) => {
+        try {
+          const verified = verifyBundle(readFileSync(file), trust);
+          const p = verified.statement.predicate;
+          return { file, ok: true as const, runner: p.runner.id, capsule: p.capsule.id, kind: p.capsule.kind, verdict: p.run.verdict, runId: p.run.id, evidence: verified.evidenceDigest };
+        } catch (err) {
+          if (!isCodedError(err) && !(err as NodeJS.ErrnoException).code) throw err;
+          return { file, ok: false as const, ...describeError(err) };
+        }
+      });
+      if (opts.json) printJson(results);
+      else {
+        for (const r of results) {
+          if (r.ok) process.stdout.write(`OK    ${r.file}: ${r.kind} capsule ${r.capsule} on runner ${r.runner}, verdict ${r.verdict}\n`);
+          else process.stdout.write(`FAIL  ${r.file}: ${r.code}: ${r.message}\n`);
+        }
+      }
+      process.exitCode = results.every((r) => r.ok) ? EXIT.ok : EXIT.failed;
+    });
+}

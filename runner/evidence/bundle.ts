@@ -1,0 +1,176 @@
+/**
+ * Bundles: one JSON file an auditor verifies alone, given the trust document. Building signs the guarded
+ * statement with the runner key; verifying (pure) checks the evidence signature by an enrolled runner key,
+ * the capsule envelope against the capsule-signer threshold, both schemas, and that the statement's
+ * capsule subject is the digest of that capsule's manifest.
+ */
+import { sha256Hex } from '../core/digest.js';
+import { toCanonicalJson } from '../core/canonical-json.js';
+import { DsseError, parseEnvelope, signEnvelope, verifyEnvelope, type Envelope } from '../core/dsse.js';
+import type { PrivateKey } from '../core/ed25519.js';
+import { checkSchema } from '../core/schema.js';
+import { CAPSULE_PAYLOAD_TYPE, parseManifest, type Manifest } from '../capsule/manifest.js';
+import type { VerifiedTrust } from '../trust/trust.js';
+import { EvidenceError } from './errors.js';
+import { guardStatement, type EgressContext } from './egress.js';
+import { IN_TOTO_PAYLOAD_TYPE, statementSchema, type Statement } from './statement.js';
+
+export const BUNDLE_MEDIA_TYPE = 'application/vnd.edge-runner.bundle.v1+json';
+export const BUNDLE_MAX_BYTES = 8 * 1024 * 1024;
+
+export interface BundleLog {
+  [member: string]: unknown;
+}
+
+export interface Bundle {
+  mediaType: typeof BUNDLE_MEDIA_TYPE;
+  evidence: Envelope;
+  capsule: Envelope;
+  approvals: Envelope[];
+  log?: BundleLog;
+}
+
+export interface SignedEvidence {
+  envelope: Envelope;
+  /** The exact statement bytes that were signed. */
+  payload: Buffer;
+  /** `sha256:HEX` of the statement bytes. */
+  digest: string;
+}
+
+/** Guards, serialises canonically and signs a statement. Nothing leaves without passing the guard. */
+export function signEvidence(statement: Statement, context: EgressContext, key: PrivateKey): SignedEvidence {
+  guardStatement(statement, context);
+  const payload = Buffer.from(toCanonicalJson(statement), 'utf8');
+  return { envelope: signEnvelope(IN_TOTO_PAYLOAD_TYPE, payload, [key]), payload, digest: `sha256:${sha256Hex(payload)}` };
+}
+
+export function buildBundle(evidence: Envelope, capsule: Envelope, log?: BundleLog): Bundle {
+  return { mediaType: BUNDLE_MEDIA_TYPE, evidence, capsule, approvals: [], ...(log ? { log } : {}) };
+}
+
+export interface VerifiedBundle {
+  bundle: Bundle;
+  statement: Statement;
+  manifest: Manifest;
+  runnerKeyid: string;
+  runnerName: string;
+  capsuleSigners: string[];
+  evidenceDigest: string;
+}
+
+export function parseBundle(bytes: Uint8Array): Bundle {
+  if (bytes.length > BUNDLE_MAX_BYTES) {
+    throw new EvidenceError('BUNDLE_TOO_LARGE', `The bundle is ${bytes.length} bytes, over the ${BUNDLE_MAX_BYTES}-byte cap.`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    throw new EvidenceError('BUNDLE_UNPARSEABLE', 'The bundle is not JSON.');
+  }
+  const bad = (why: string) => new EvidenceError('BUNDLE_UNPARSEABLE', `The bundle is malformed: ${why}.`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw bad('not a JSON object');
+  const { mediaType, evidence, capsule, approvals, log, ...rest } = value as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) throw bad(`unexpected member "${Object.keys(rest)[0]}"`);
+  if (mediaType !== BUNDLE_MEDIA_TYPE) throw bad(`mediaType is not ${BUNDLE_MEDIA_TYPE}`);
+  if (!Array.isArray(approvals)) throw bad('approvals is not an array');
+  if (log !== undefined && (typeof log !== 'object' || log === null || Array.isArray(log))) throw bad('log is not an object');
+  try {
+    return {
+      mediaType: BUNDLE_MEDIA_TYPE,
+      evidence: parseEnvelope(evidence),
+      capsule: parseEnvelope(capsule),
+      approvals: approvals.map(parseEnvelope),
+      ...(log ? { log: log as BundleLog } : {}),
+    };
+  } catch (err) {
+    throw bad(err instanceof Error ? err.message.replace(/\.$/, '') : 'bad envelope');
+  }
+}
+
+export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust): VerifiedBundle {
+  const bundle = parseBundle(bytes);
+
+  // 1. The evidence is signed by one enrolled runner key (the runner role lists the real runners).
+  const evidence = verifyOrThrow(bundle.evidence, trust, IN_TOTO_PAYLOAD_TYPE, 'runner', 1, 'BUNDLE_EVIDENCE_SIGNATURE');
+  const runnerKeyid = evidence.signers[0]!;
+
+  // 2. The capsule envelope meets the capsule-signer threshold of this trust document.
+  const capsule = verifyOrThrow(
+    bundle.capsule,
+    trust,
+    CAPSULE_PAYLOAD_TYPE,
+    'capsule-signer',
+    trust.body.roles['capsule-signer'].threshold,
+    'BUNDLE_CAPSULE_SIGNATURE',
+  );
+
+  // 3. Both documents match their schemas (verified payloads only).
+  let statement: Statement;
+  try {
+    statement = JSON.parse(evidence.payload.toString('utf8')) as Statement;
+  } catch {
+    throw new EvidenceError('BUNDLE_STATEMENT_SCHEMA', 'The evidence payload is not JSON.');
+  }
+  const problem = checkSchema(statementSchema, statement);
+  if (problem) {
+    throw new EvidenceError('BUNDLE_STATEMENT_SCHEMA', `The evidence statement does not match its schema at ${problem.path}: ${problem.message}.`);
+  }
+  let manifest: Manifest;
+  try {
+    manifest = parseManifest(capsule.payload);
+  } catch (err) {
+    throw new EvidenceError('BUNDLE_CAPSULE_SCHEMA', `The capsule manifest in the bundle is invalid: ${(err as Error).message}`);
+  }
+
+  // 4. The statement's capsule subject is the digest of that capsule's manifest.
+  const manifestHex = sha256Hex(capsule.payload);
+  const subject = statement.subject.find((s) => s.name === `capsule/${statement.predicate.capsule.id}`);
+  if (!subject || subject.digest.sha256 !== manifestHex || statement.predicate.capsule.digest !== `sha256:${manifestHex}`) {
+    throw new EvidenceError('BUNDLE_CAPSULE_DIGEST', "The evidence's capsule digest is not the digest of the capsule in the bundle.");
+  }
+
+  // 5. The rest agrees: the predicate names the key that signed it, by its enrolled name, and the capsule.
+  const runnerName = trust.nameOf(runnerKeyid)!;
+  const predicate = statement.predicate;
+  const inconsistent = (what: string) => new EvidenceError('BUNDLE_INCONSISTENT', `The evidence ${what} does not match the signed bundle.`);
+  if (predicate.runner.keyid !== runnerKeyid || predicate.runner.id !== runnerName) throw inconsistent('runner identity');
+  if (predicate.capsule.id !== manifest.id || predicate.capsule.kind !== manifest.kind) throw inconsistent('capsule identity');
+  if ([...predicate.capsule.signers].sort().join() !== capsule.signers.join()) throw inconsistent('capsule signer list');
+
+  return {
+    bundle,
+    statement,
+    manifest,
+    runnerKeyid,
+    runnerName,
+    capsuleSigners: capsule.signers,
+    evidenceDigest: `sha256:${sha256Hex(evidence.payload)}`,
+  };
+}
+
+function verifyOrThrow(
+  envelope: Envelope,
+  trust: VerifiedTrust,
+  payloadType: string,
+  role: 'runner' | 'capsule-signer',
+  threshold: number,
+  code: 'BUNDLE_EVIDENCE_SIGNATURE' | 'BUNDLE_CAPSULE_SIGNATURE',
+) {
+  try {
+    return verifyEnvelope(envelope, { payloadType, keys: trust.keys, role, threshold });
+  } catch (err) {
+    if (err instanceof DsseError) {
+      const what = code === 'BUNDLE_EVIDENCE_SIGNATURE' ? 'evidence' : 'capsule';
+      const namesEnrolledRunner = envelope.signatures.some(
+        (sig) => sig.keyid !== undefined && trust.keys.some((key) => key.keyid === sig.keyid && key.roles.includes('runner')),
+      );
+      if (code === 'BUNDLE_EVIDENCE_SIGNATURE' && !namesEnrolledRunner && (err.code === 'DSSE_NO_VALID_SIGNATURE' || err.code === 'DSSE_SIGNER_ROLE')) {
+        throw new EvidenceError('BUNDLE_UNKNOWN_RUNNER', 'The evidence is not signed by a runner key enrolled in the trust document.', { dsse: err.code });
+      }
+      throw new EvidenceError(code, `The ${what} envelope does not verify: ${err.message}`, { dsse: err.code });
+    }
+    throw err;
+  }
+}

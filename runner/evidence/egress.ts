@@ -1,0 +1,34 @@
+/**
+ * The egress guard (DESIGN.md rule 3, "Nothing raw leaves"). Every outbound document is checked against a
+ * closed schema — enums, digests, integers, timestamps — and every remaining string is checked for
+ * provenance: it must be a value the signed capsule or the runner's own identity supplied. Nothing that a
+ * step printed, a file held or the host environment contained can pass.
+ */
+import { checkSchema } from '../core/schema.js';
+import type { Manifest } from '../capsule/manifest.js';
+import { EvidenceError } from './errors.js';
+import { statementSchema, type Statement } from './statement.js';
+
+export interface EgressContext {
+  manifest: Manifest;
+  runner: { id: string; keyid: string };
+}
+
+export function guardStatement(statement: Statement, context: EgressContext): void {
+  const problem = checkSchema(statementSchema, statement);
+  if (problem) {
+    throw new EvidenceError('EGRESS_SCHEMA', `The evidence does not match the closed outbound schema at ${problem.path}: ${problem.message}.`);
+  }
+  const { predicate } = statement;
+  const stepNames = new Set(context.manifest.steps.map((step) => step.name));
+  const collectPaths = new Set(context.manifest.collect.map((rule) => rule.path));
+  const provenance = (ok: boolean, what: string) => {
+    if (!ok) throw new EvidenceError('EGRESS_PROVENANCE', `The evidence ${what} did not come from the signed capsule or the runner identity.`);
+  };
+  provenance(predicate.runner.id === context.runner.id && predicate.runner.keyid === context.runner.keyid, 'runner identity');
+  provenance(predicate.capsule.id === context.manifest.id && predicate.capsule.kind === context.manifest.kind, 'capsule identity');
+  for (const step of predicate.steps) provenance(stepNames.has(step.name), 'step name');
+  for (const artifact of predicate.artifacts) provenance(collectPaths.has(artifact.path), 'artifact path');
+  const allowedSubjects = new Set([`capsule/${context.manifest.id}`, ...[...collectPaths].map((path) => `artifact/${path}`)]);
+  for (const subject of statement.subject) provenance(allowedSubjects.has(subject.name), 'subject name');
+}

@@ -1,0 +1,65 @@
+/**
+ * After the steps: each `collect` rule's file is opened without following symlinks, digested into the
+ * local evidence store, and summarised by its parser. Paths come from the signed manifest; a path that
+ * reaches through a symlink is recorded as escaped and never read.
+ */
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import type { CollectParser, CollectRule } from '../capsule/manifest.js';
+import { CapsuleError } from '../capsule/errors.js';
+import { parseJunit, type JunitSummary } from '../evidence/parsers/junit.js';
+import type { BlobStore } from '../state/blobs.js';
+import { resolveInside } from './workspace.js';
+
+export const COLLECT_MAX_BYTES = 64 * 1024 * 1024;
+
+export type ArtifactStatus = 'collected' | 'missing' | 'escaped' | 'not-a-file' | 'too-large';
+
+export interface Artifact {
+  path: string;
+  as: CollectParser;
+  status: ArtifactStatus;
+  digest?: string;
+  size?: number;
+  summary?: JunitSummary;
+}
+
+export function collectArtifacts(workspace: string, rules: readonly CollectRule[], blobs: BlobStore, maxBytes = COLLECT_MAX_BYTES): Artifact[] {
+  return rules.map((rule) => collectOne(workspace, rule, blobs, maxBytes));
+}
+
+function collectOne(workspace: string, rule: CollectRule, blobs: BlobStore, maxBytes: number): Artifact {
+  const base = { path: rule.path, as: rule.as };
+  let target: string;
+  try {
+    target = resolveInside(workspace, rule.path);
+  } catch (err) {
+    if (err instanceof CapsuleError) return { ...base, status: 'escaped' };
+    throw err;
+  }
+  let fd: number;
+  try {
+    fd = openSync(target, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { ...base, status: code === 'ELOOP' ? 'escaped' : code === 'ENOENT' ? 'missing' : 'not-a-file' };
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) return { ...base, status: 'not-a-file' };
+    if (stat.size > maxBytes) return { ...base, status: 'too-large', size: stat.size };
+    const data = Buffer.alloc(stat.size);
+    let read = 0;
+    while (read < data.length) {
+      const n = readSync(fd, data, read, data.length - read, read);
+      if (n === 0) break;
+      read += n;
+    }
+    const bytes = data.subarray(0, read);
+    const digest = blobs.put(bytes);
+    const artifact: Artifact = { ...base, status: 'collected', digest, size: bytes.length };
+    if (rule.as === 'junit') artifact.summary = parseJunit(bytes);
+    return artifact;
+  } finally {
+    closeSync(fd);
+  }
+}

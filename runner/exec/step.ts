@@ -1,0 +1,111 @@
+/**
+ * Runs one step: argv spawned without a shell, in its own process group, environment built from the
+ * allowlist, output streamed into the local evidence store with a cap, a timeout that sends SIGTERM to the
+ * whole group and SIGKILL after a grace period. Whatever the step leaves running in its group is killed
+ * when it ends.
+ */
+import { spawn } from 'node:child_process';
+import type { BlobStore, CappedBlob } from '../state/blobs.js';
+
+export interface LaunchPlan {
+  file: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd: string;
+  uid?: number;
+  gid?: number;
+}
+
+export type SpawnFailure = 'not-found' | 'permission-denied' | 'spawn-failed';
+
+export interface StepOutcome {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  durationMs: number;
+  spawnFailure: SpawnFailure | null;
+  stdout: CappedBlob;
+  stderr: CappedBlob;
+}
+
+export interface RunStepOptions {
+  plan: LaunchPlan;
+  timeoutMs: number;
+  /** Time between SIGTERM and SIGKILL once the timeout fires. */
+  killGraceMs: number;
+  outputCapBytes: number;
+  blobs: BlobStore;
+}
+
+export function runStep(options: RunStepOptions): Promise<StepOutcome> {
+  const { plan, blobs } = options;
+  const stdout = blobs.writer(options.outputCapBytes);
+  const stderr = blobs.writer(options.outputCapBytes);
+  const started = process.hrtime.bigint();
+  return new Promise((resolve) => {
+    let timedOut = false;
+    let spawnFailure: SpawnFailure | null = null;
+    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let termTimer: NodeJS.Timeout | undefined;
+    let killTimer: NodeJS.Timeout | undefined;
+    let settled = false;
+
+    const child = spawn(plan.file, plan.args, {
+      cwd: plan.cwd,
+      env: plan.env,
+      detached: true, // its own process group, so the whole group can be signalled
+      stdio: ['ignore', 'pipe', 'pipe'],
+      shell: false,
+      windowsHide: true,
+      ...(plan.uid !== undefined ? { uid: plan.uid } : {}),
+      ...(plan.gid !== undefined ? { gid: plan.gid } : {}),
+    });
+    const signalGroup = (signal: NodeJS.Signals) => {
+      if (child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        // ESRCH: the group is already gone.
+      }
+    };
+    child.stdout.on('data', (chunk: Buffer) => stdout.write(chunk));
+    child.stderr.on('data', (chunk: Buffer) => stderr.write(chunk));
+
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(termTimer);
+      clearTimeout(killTimer);
+      // Nothing the step started may outlive it.
+      signalGroup('SIGKILL');
+      const durationMs = Number((process.hrtime.bigint() - started) / 1_000_000n);
+      resolve({
+        exitCode: exit?.code ?? null,
+        signal: exit?.signal ?? null,
+        timedOut,
+        durationMs,
+        spawnFailure,
+        stdout: stdout.finish(),
+        stderr: stderr.finish(),
+      });
+    };
+
+    termTimer = setTimeout(() => {
+      timedOut = true;
+      signalGroup('SIGTERM');
+      killTimer = setTimeout(() => signalGroup('SIGKILL'), options.killGraceMs);
+    }, options.timeoutMs);
+
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      spawnFailure = err.code === 'ENOENT' ? 'not-found' : err.code === 'EACCES' ? 'permission-denied' : 'spawn-failed';
+      finish();
+    });
+    child.on('exit', (code, signal) => {
+      exit = { code, signal };
+      // A grandchild may hold the pipes open: end the group, then give the pipes a moment to drain.
+      signalGroup('SIGKILL');
+      setTimeout(finish, 2000).unref();
+    });
+    child.on('close', () => finish());
+  });
+}

@@ -1,0 +1,11 @@
+import { CodedError } from '../core/errors.js';
+
+export type StateErrorCode =
+  | 'STATE_EXISTS'
+  | 'STATE_MISSING'
+  | 'STATE_CORRUPT'
+  | 'STATE_KEY_PERMISSIONS'
+  | 'STATE_KEY_UNREADABLE'
+  | 'STATE_TRUST_INVALID';
+
+export class StateError extends CodedError<StateErrorCode> {}

@@ -1,0 +1,140 @@
+/**
+ * The runner's state folder: its identity, key pair, pinned trust document, SQLite database, local evidence
+ * store and run workspaces. Created once by `init`; never overwritten.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { PrivateKey } from '../core/ed25519.js';
+import { isCodedError } from '../core/errors.js';
+import { verifyTrustDocument, type VerifiedTrust } from '../trust/trust.js';
+import { BlobStore } from './blobs.js';
+import { StateError } from './errors.js';
+import { readPrivateKeyFile, writeKeyPair } from './keyfile.js';
+
+export const STATE_API_VERSION = 'edge-runner.dev/state/v1';
+
+export interface RunnerConfig {
+  apiVersion: typeof STATE_API_VERSION;
+  id: string;
+  labels: string[];
+  keyid: string;
+  createdAt: string;
+}
+
+export interface StateLayout {
+  dir: string;
+  config: string;
+  privateKey: string;
+  publicKey: string;
+  trust: string;
+  database: string;
+  blobs: string;
+  bundles: string;
+  runs: string;
+}
+
+export function layoutOf(dir: string): StateLayout {
+  const root = resolve(dir);
+  return {
+    dir: root,
+    config: join(root, 'runner.json'),
+    privateKey: join(root, 'runner.key'),
+    publicKey: join(root, 'runner.pub'),
+    trust: join(root, 'trust.dsse.json'),
+    database: join(root, 'runner.db'),
+    blobs: join(root, 'evidence', 'blobs'),
+    bundles: join(root, 'evidence', 'bundles'),
+    runs: join(root, 'runs'),
+  };
+}
+
+const RUNNER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export interface InitOptions {
+  id: string;
+  labels?: string[];
+  trustBytes: Buffer;
+  now: Date;
+  /** An existing runner key (made with keygen and enrolled beforehand); a new one is generated otherwise. */
+  key?: PrivateKey;
+}
+
+/**
+ * Creates the state folder. Builds everything in a sibling temporary folder and renames it into place, so a
+ * failed init leaves nothing half-written and an existing folder is never touched.
+ */
+export function initState(dir: string, options: InitOptions): { layout: StateLayout; config: RunnerConfig; key: PrivateKey; trust: VerifiedTrust } {
+  const layout = layoutOf(dir);
+  if (!RUNNER_ID.test(options.id)) {
+    throw new StateError('STATE_CORRUPT', `The runner id "${options.id}" is not a plain name (letters, digits, . _ -).`);
+  }
+  if (existsSync(layout.dir) && readdirSync(layout.dir).length > 0) {
+    throw new StateError('STATE_EXISTS', `The state folder ${layout.dir} already exists and is never overwritten.`);
+  }
+  let trust: VerifiedTrust;
+  try {
+    trust = verifyTrustDocument(options.trustBytes, { now: options.now });
+  } catch (err) {
+    const code = isCodedError(err) ? err.code : 'TRUST_UNPARSEABLE';
+    throw new StateError('STATE_TRUST_INVALID', `The trust document cannot be pinned (${code}).`, { trustCode: code }, { cause: err });
+  }
+  const staging = `${layout.dir}.init-${process.pid}`;
+  rmSync(staging, { recursive: true, force: true });
+  try {
+    const staged = layoutOf(staging);
+    mkdirSync(staging, { recursive: true, mode: 0o700 });
+    const key = options.key ?? PrivateKey.generate();
+    writeKeyPair(join(staging, 'runner'), key);
+    writeFileSync(staged.trust, options.trustBytes, { mode: 0o644, flag: 'wx' });
+    const config: RunnerConfig = {
+      apiVersion: STATE_API_VERSION,
+      id: options.id,
+      labels: options.labels ?? [],
+      keyid: key.keyid,
+      createdAt: options.now.toISOString(),
+    };
+    writeFileSync(staged.config, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o644, flag: 'wx' });
+    for (const folder of [staged.blobs, staged.bundles, staged.runs]) mkdirSync(folder, { recursive: true, mode: 0o700 });
+    if (existsSync(layout.dir)) rmSync(layout.dir, { recursive: false, force: true });
+    renameSync(staging, layout.dir);
+    return { layout, config, key, trust };
+  } catch (err) {
+    rmSync(staging, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+export interface RunnerState {
+  layout: StateLayout;
+  config: RunnerConfig;
+  key: PrivateKey;
+  trust: VerifiedTrust;
+  blobs: BlobStore;
+}
+
+/** Loads a state folder: config, private key (mode checked), pinned trust document verified at `now`. */
+export function loadState(dir: string, now: Date): RunnerState {
+  const layout = layoutOf(dir);
+  if (!existsSync(layout.config)) {
+    throw new StateError('STATE_MISSING', `${layout.dir} is not a runner state folder; create one with edge-runner init.`);
+  }
+  let config: RunnerConfig;
+  try {
+    config = JSON.parse(readFileSync(layout.config, 'utf8')) as RunnerConfig;
+    if (config.apiVersion !== STATE_API_VERSION || !RUNNER_ID.test(config.id)) throw new Error('bad config');
+  } catch (cause) {
+    throw new StateError('STATE_CORRUPT', `The runner configuration ${layout.config} is unreadable.`, {}, { cause });
+  }
+  const key = readPrivateKeyFile(layout.privateKey);
+  if (key.keyid !== config.keyid) {
+    throw new StateError('STATE_CORRUPT', 'The runner key does not match the keyid in runner.json.');
+  }
+  let trust: VerifiedTrust;
+  try {
+    trust = verifyTrustDocument(readFileSync(layout.trust), { now });
+  } catch (err) {
+    const code = isCodedError(err) ? err.code : 'TRUST_UNPARSEABLE';
+    throw new StateError('STATE_TRUST_INVALID', `The pinned trust document is not valid now (${code}).`, { trustCode: code }, { cause: err });
+  }
+  return { layout, config, key, trust, blobs: new BlobStore(layout.blobs) };
+}

@@ -1,0 +1,220 @@
+/**
+ * The only module that opens SQLite. Every decision the runner makes is a row of `records_v1`, appended in
+ * the same transaction as the state change it describes and before that decision takes effect ("no record,
+ * no run"). A record's `leaf` column holds the exact bytes that become a leaf of the runner's Merkle log:
+ * canonical JSON an auditor can recompute from the export.
+ */
+import Database from 'better-sqlite3';
+import { toCanonicalJson } from '../core/canonical-json.js';
+import { StoreError } from './errors.js';
+
+export const SCHEMA_VERSION = 1;
+
+export type RecordKind =
+  | 'capsule.accepted'
+  | 'capsule.rejected'
+  | 'run.started'
+  | 'step.finished'
+  | 'run.finished'
+  | 'run.aborted'
+  | 'evidence.signed';
+
+export interface RecordBody {
+  [field: string]: unknown;
+}
+
+export interface StoredRecord {
+  seq: number;
+  kind: RecordKind;
+  at: string;
+  leaf: Buffer;
+}
+
+export interface StoreOptions {
+  /** better-sqlite3's compiled addon, when it does not come from node_modules (single binary). */
+  nativeBinding?: unknown;
+  /** How long a write waits for another process's lock before failing. */
+  busyTimeoutMs?: number;
+  /** Clock for record timestamps; injected by tests. */
+  now?: () => Date;
+  /** Called inside each record's transaction with the leaf bytes; the Merkle log hooks in here. */
+  onLeaf?: (db: Database.Database, leaf: Buffer, seq: number) => void;
+}
+
+export type RunStatus = 'running' | 'finished' | 'aborted';
+
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE records_v1 (
+     seq INTEGER PRIMARY KEY,
+     kind TEXT NOT NULL,
+     at TEXT NOT NULL,
+     run_id TEXT,
+     leaf BLOB NOT NULL
+   );
+   CREATE INDEX records_v1_run ON records_v1(run_id);
+   CREATE TABLE seen_capsules_v1 (
+     capsule_id TEXT NOT NULL,
+     nonce TEXT NOT NULL,
+     accepted_seq INTEGER NOT NULL,
+     PRIMARY KEY (capsule_id, nonce)
+   ) WITHOUT ROWID;
+   CREATE TABLE runs_v1 (
+     run_id TEXT PRIMARY KEY,
+     capsule_id TEXT NOT NULL,
+     manifest_digest TEXT NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'aborted')),
+     verdict TEXT,
+     started_at TEXT NOT NULL,
+     ended_at TEXT,
+     evidence_digest TEXT
+   ) WITHOUT ROWID;`,
+];
+
+export class Store {
+  readonly db: Database.Database;
+  private readonly now: () => Date;
+  private readonly onLeaf: StoreOptions['onLeaf'];
+  private readonly statements;
+
+  private constructor(db: Database.Database, options: StoreOptions) {
+    this.db = db;
+    this.now = options.now ?? (() => new Date());
+    this.onLeaf = options.onLeaf;
+    this.statements = {
+      nextSeq: db.prepare<[], { next: number }>('SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM records_v1'),
+      insertRecord: db.prepare('INSERT INTO records_v1 (seq, kind, at, run_id, leaf) VALUES (?, ?, ?, ?, ?)'),
+      insertSeen: db.prepare('INSERT INTO seen_capsules_v1 (capsule_id, nonce, accepted_seq) VALUES (?, ?, ?)'),
+      hasSeen: db.prepare<[string, string], { one: number }>('SELECT 1 AS one FROM seen_capsules_v1 WHERE capsule_id = ? AND nonce = ?'),
+      insertRun: db.prepare(
+        "INSERT INTO runs_v1 (run_id, capsule_id, manifest_digest, status, started_at) VALUES (?, ?, ?, 'running', ?)",
+      ),
+      finishRun: db.prepare("UPDATE runs_v1 SET status = ?, verdict = ?, ended_at = ? WHERE run_id = ? AND status = 'running'"),
+      setEvidence: db.prepare('UPDATE runs_v1 SET evidence_digest = ? WHERE run_id = ?'),
+      runningRuns: db.prepare<[], { run_id: string; capsule_id: string }>("SELECT run_id, capsule_id FROM runs_v1 WHERE status = 'running'"),
+      records: db.prepare<[number, number], { seq: number; kind: RecordKind; at: string; leaf: Buffer }>(
+        'SELECT seq, kind, at, leaf FROM records_v1 WHERE seq >= ? ORDER BY seq LIMIT ?',
+      ),
+      run: db.prepare<[string], { run_id: string; status: RunStatus; verdict: string | null }>(
+        'SELECT run_id, status, verdict FROM runs_v1 WHERE run_id = ?',
+      ),
+    };
+  }
+
+  static open(path: string, options: StoreOptions = {}): Store {
+    let db: Database.Database;
+    try {
+      db = new Database(path, { fileMustExist: false, ...(options.nativeBinding ? { nativeBinding: options.nativeBinding as string } : {}) });
+      db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000))}`);
+      db.pragma('journal_mode = WAL');
+      // Records are evidence: each commit is durable before the decision it records takes effect.
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+    } catch (cause) {
+      throw new StoreError('STORE_OPEN_FAILED', `The runner database at ${path} cannot be opened.`, { path }, { cause });
+    }
+    migrate(db);
+    return new Store(db, options);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs `fn` in one IMMEDIATE transaction; any SQLite failure becomes STORE_WRITE_FAILED. */
+  transaction<T>(fn: () => T): T {
+    try {
+      return this.db.transaction(fn).immediate();
+    } catch (err) {
+      if (err instanceof StoreError) throw err;
+      throw new StoreError('STORE_WRITE_FAILED', 'The runner database cannot be written, so the runner will not act.', {}, { cause: err });
+    }
+  }
+
+  /** Appends one record (inside the caller's transaction when there is one). */
+  appendRecord(kind: RecordKind, body: RecordBody, runId?: string): StoredRecord {
+    const write = (): StoredRecord => {
+      const seq = this.statements.nextSeq.get()!.next;
+      const at = this.now().toISOString();
+      const leaf = Buffer.from(toCanonicalJson({ v: 1, seq, kind, at, ...body }), 'utf8');
+      this.statements.insertRecord.run(seq, kind, at, runId ?? null, leaf);
+      this.onLeaf?.(this.db, leaf, seq);
+      return { seq, kind, at, leaf };
+    };
+    return this.db.inTransaction ? write() : this.transaction(write);
+  }
+
+  hasSeen(capsuleId: string, nonce: string): boolean {
+    return this.statements.hasSeen.get(capsuleId, nonce) !== undefined;
+  }
+
+  /** Records the acceptance and burns the id+nonce in one transaction; a concurrent duplicate loses. */
+  acceptCapsule(capsuleId: string, nonce: string, body: RecordBody): StoredRecord {
+    return this.transaction(() => {
+      if (this.hasSeen(capsuleId, nonce)) {
+        throw new StoreError('STORE_REPLAY', `The capsule ${capsuleId} with this nonce was already accepted.`);
+      }
+      const record = this.appendRecord('capsule.accepted', body);
+      this.statements.insertSeen.run(capsuleId, nonce, record.seq);
+      return record;
+    });
+  }
+
+  startRun(runId: string, capsuleId: string, manifestDigest: string, body: RecordBody): StoredRecord {
+    return this.transaction(() => {
+      const record = this.appendRecord('run.started', body, runId);
+      this.statements.insertRun.run(runId, capsuleId, manifestDigest, record.at);
+      return record;
+    });
+  }
+
+  finishRun(runId: string, status: Exclude<RunStatus, 'running'>, verdict: string | null, body: RecordBody): StoredRecord {
+    return this.transaction(() => {
+      const record = this.appendRecord(status === 'finished' ? 'run.finished' : 'run.aborted', body, runId);
+      this.statements.finishRun.run(status, verdict, record.at, runId);
+      return record;
+    });
+  }
+
+  recordEvidence(runId: string, evidenceDigest: string, body: RecordBody): StoredRecord {
+    return this.transaction(() => {
+      const record = this.appendRecord('evidence.signed', body, runId);
+      this.statements.setEvidence.run(evidenceDigest, runId);
+      return record;
+    });
+  }
+
+  /** Runs left 'running' by a runner that died (SIGKILL, power loss) are closed as aborted, with a record. */
+  abortInterruptedRuns(): string[] {
+    const interrupted = this.statements.runningRuns.all();
+    for (const { run_id } of interrupted) {
+      this.finishRun(run_id, 'aborted', null, { runId: run_id, reason: 'runner-restarted' });
+    }
+    return interrupted.map((run) => run.run_id);
+  }
+
+  run(runId: string): { run_id: string; status: RunStatus; verdict: string | null } | undefined {
+    return this.statements.run.get(runId);
+  }
+
+  *records(fromSeq = 0, pageSize = 1000): Generator<StoredRecord> {
+    for (let next = fromSeq; ; ) {
+      const page = this.statements.records.all(next, pageSize);
+      yield* page;
+      if (page.length < pageSize) return;
+      next = page[page.length - 1]!.seq + 1;
+    }
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new StoreError('STORE_SCHEMA_VERSION', `The runner database has schema version ${current}, newer than this runner knows (${MIGRATIONS.length}).`);
+  }
+  for (let version = current; version < MIGRATIONS.length; version++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[version]!);
+      db.pragma(`user_version = ${version + 1}`);
+    }).immediate();
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The trust document: the runner's root of trust, shaped after a TUF root (keys, roles with thresholds,
+ * version, expiry) plus the signed policy. Pure: bytes and a clock value in, a verified document out.
+ */
+import { PublicKey } from '../core/ed25519.js';
+import { DsseError, parseEnvelope, verifyEnvelope, type Envelope, type TrustedKey } from '../core/dsse.js';
+import { checkSchema } from '../core/schema.js';
+import { TrustError } from './errors.js';
+import trustSchema from './trust.schema.json' with { type: 'json' };
+
+export const TRUST_PAYLOAD_TYPE = 'application/vnd.edge-runner.trust.v1+json';
+export const TRUST_API_VERSION = 'edge-runner.dev/trust/v1';
+export const TRUST_MAX_BYTES = 512 * 1024;
+
+export type Role = 'root' | 'capsule-signer' | 'runner' | 'approver';
+export type CapsuleKind = 'reproduce' | 'validate' | 'remediate';
+
+export interface TrustDocumentBody {
+  apiVersion: typeof TRUST_API_VERSION;
+  version: number;
+  expires: string;
+  keys: Record<string, { publicKey: string; name: string; roles: Role[] }>;
+  roles: Record<Role, { threshold: number }>;
+  policy: { allowedKinds: CapsuleKind[]; maxCapsuleBytes?: number };
+}
+
+export interface VerifiedTrust {
+  body: TrustDocumentBody;
+  keys: TrustedKey[];
+  /** The envelope as received, so a runner can pin exactly these bytes. */
+  envelope: Envelope;
+  /** Root keyids whose signatures verified. */
+  signers: string[];
+  keyByName(name: string, role: Role): TrustedKey | undefined;
+  nameOf(keyid: string): string | undefined;
+}
+
+export interface TrustVerifyOptions {
+  /** One clock reading for the whole decision. Omit to skip the expiry check (offline audit of old bundles). */
+  now?: Date;
+}
+
+/** Parses and verifies a signed trust document against its own root keys (a pinned or first root). */
+export function verifyTrustDocument(bytes: Uint8Array, options: TrustVerifyOptions = {}): VerifiedTrust {
+  const envelope = parseTrustEnvelope(bytes);
+  const body = parseTrustBody(Buffer.from(envelope.payload, 'base64'));
+  const keys = toTrustedKeys(body);
+  const verified = verifyAgainst(envelope, keys, body.roles.root.threshold);
+  // The payload we keep is the verified one; re-parse from it so nothing unverified is used.
+  const verifiedBody = parseTrustBody(verified.payload);
+  checkExpiry(verifiedBody, options.now);
+  return makeVerified(verifiedBody, toTrustedKeys(verifiedBody), envelope, verified.signers);
+}
+
+/**
+ * TUF client workflow 5.3 applied to our trust document: a new version is accepted only if it is exactly
+ * one more than the trusted one, is signed by a threshold of the old root keys and of its own root keys,
+ * and has not expired. Never goes back to a lower version.
+ */
+export function verifyTrustUpdate(current: VerifiedTrust, nextBytes: Uint8Array, now: Date): VerifiedTrust {
+  const envelope = parseTrustEnvelope(nextBytes);
+  // 5.3.4: signed by a threshold of the trusted root keys.
+  const old = verifyAgainst(envelope, current.keys, current.body.roles.root.threshold);
+  const body = parseTrustBody(old.payload);
+  // 5.3.5: rollback protection.
+  if (body.version <= current.body.version) {
+    throw new TrustError('TRUST_ROLLBACK', `Trust document version ${body.version} is not newer than the pinned version ${current.body.version}.`);
+  }
+  if (body.version !== current.body.version + 1) {
+    throw new TrustError('TRUST_VERSION_SKIP', `Trust document version ${body.version} skips past ${current.body.version + 1}.`);
+  }
+  const keys = toTrustedKeys(body);
+  const own = verifyAgainst(envelope, keys, body.roles.root.threshold);
+  checkExpiry(body, now);
+  return makeVerified(body, keys, envelope, own.signers);
+}
+
+function parseTrustEnvelope(bytes: Uint8Array): Envelope {
+  if (bytes.length > TRUST_MAX_BYTES) {
+    throw new TrustError('TRUST_TOO_LARGE', `The trust document is larger than ${TRUST_MAX_BYTES} bytes.`);
+  }
+  try {
+    return parseEnvelope(JSON.parse(Buffer.from(bytes).toString('utf8')));
+  } catch (cause) {
+    throw new TrustError('TRUST_UNPARSEABLE', 'The trust document is not a DSSE envelope in JSON.', {}, { cause });
+  }
+}
+
+function parseTrustBody(payload: Buffer): TrustDocumentBody {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch (cause) {
+    throw new TrustError('TRUST_UNPARSEABLE', 'The trust document payload is not JSON.', {}, { cause });
+  }
+  const problem = checkSchema(trustSchema, value);
+  if (problem) {
+    throw new TrustError('TRUST_SCHEMA', `The trust document does not match its schema at ${problem.path}: ${problem.message}.`);
+  }
+  return value as TrustDocumentBody;
+}
+
+function toTrustedKeys(body: TrustDocumentBody): TrustedKey[] {
+  return Object.entries(body.keys).map(([keyid, entry]) => {
+    let publicKey: PublicKey;
+    try {
+      publicKey = PublicKey.fromPem(entry.publicKey);
+    } catch (cause) {
+      throw new TrustError('TRUST_KEY_INVALID', `The key named ${entry.name} is not an Ed25519 public key.`, {}, { cause });
+    }
+    if (publicKey.keyid !== keyid) {
+      throw new TrustError('TRUST_KEYID_MISMATCH', `The keyid listed for ${entry.name} is not the SHA-256 of its public key.`, { keyid });
+    }
+    return { keyid, publicKey, roles: entry.roles };
+  });
+}
+
+function verifyAgainst(envelope: Envelope, keys: TrustedKey[], threshold: number) {
+  try {
+    return verifyEnvelope(envelope, { payloadType: TRUST_PAYLOAD_TYPE, keys, role: 'root', threshold });
+  } catch (err) {
+    if (err instanceof DsseError) {
+      throw new TrustError('TRUST_SIGNATURE', `The trust document is not signed by enough root keys: ${err.message}`, { dsse: err.code, ...err.details });
+    }
+    throw err;
+  }
+}
+
+function checkExpiry(body: TrustDocumentBody, now: Date | undefined): void {
+  if (now && Date.parse(body.expires) <= now.getTime()) {
+    throw new TrustError('TRUST_EXPIRED', `The trust document expired at ${body.expires}.`);
+  }
+}
+
+function makeVerified(body: TrustDocumentBody, keys: TrustedKey[], envelope: Envelope, signers: string[]): VerifiedTrust {
+  return {
+    body,
+    keys,
+    envelope,
+    signers,
+    keyByName: (name, role) => keys.find((key) => body.keys[key.keyid]?.name === name && key.roles.includes(role)),
+    nameOf: (keyid) => body.keys[keyid]?.name,
+  };
+}
