@@ -12,7 +12,8 @@ import { buildBundle, signEvidence, type Bundle } from '../evidence/bundle.js';
 import { buildStatement, decideVerdict, type IsolationUsed, type StepRecord, type Verdict } from '../evidence/statement.js';
 import { collectArtifacts } from '../exec/collect.js';
 import { buildStepEnv } from '../exec/env.js';
-import { runStep, type LaunchPlan, type StepOutcome } from '../exec/step.js';
+import { classifyLimitExit, type LaunchPlan } from '../exec/sandbox.js';
+import { runStep, type StepOutcome } from '../exec/step.js';
 import { createWorkspace, writeInputs } from '../exec/workspace.js';
 import { loadState, type RunnerState } from '../state/state.js';
 import { StoreError } from '../store/errors.js';
@@ -20,15 +21,20 @@ import { Store } from '../store/store.js';
 import { RUNNER_VERSION } from '../version.js';
 
 export interface Launcher {
-  /** The isolation this launcher gives, or undefined with a reason when it cannot give any. */
+  /** The isolation this launcher gives; recorded in the evidence. */
   isolation: IsolationUsed;
+  /** Called once the inputs are written, before any step: e.g. hand the workspace to the step user. */
+  prepare?(workspace: string): void;
   plan(argv: string[], env: Record<string, string>, workspace: string): LaunchPlan;
 }
 
+/** Spawns argv as it is, in the runner's own identity: for tests that exercise exec without the sandbox. */
 export const directLauncher: Launcher = {
   isolation: 'none',
   plan: (argv, env, workspace) => ({ file: argv[0]!, args: argv.slice(1), env, cwd: workspace }),
 };
+
+export type LauncherSelector = (requirement: 'required' | 'best-effort', context: { stateDir: string }) => Launcher | { unavailable: string };
 
 export interface ExecConfig {
   defaultTimeoutSeconds: number;
@@ -50,7 +56,7 @@ export interface ExecOptions {
   config?: Partial<ExecConfig>;
   now?: () => Date;
   /** Chooses how a step is launched given the capsule's isolation requirement. */
-  selectLauncher?: (requirement: 'required' | 'best-effort') => Launcher | { unavailable: string };
+  selectLauncher?: LauncherSelector;
   openStore?: (state: RunnerState) => Store;
 }
 
@@ -98,7 +104,7 @@ export async function execCapsule(options: ExecOptions): Promise<ExecResult> {
         hasSeen: (id, nonce) => store.hasSeen(id, nonce),
       });
       const requirement = accepted.manifest.isolation ?? 'required';
-      const selected = (options.selectLauncher ?? (() => directLauncher))(requirement);
+      const selected = (options.selectLauncher ?? (() => directLauncher))(requirement, { stateDir: state.layout.dir });
       if ('unavailable' in selected) {
         throw new CapsuleError('CAPSULE_ISOLATION_UNAVAILABLE', `The capsule requires step isolation, which this host cannot give: ${selected.unavailable}.`, {
           capsuleId: accepted.manifest.id,
@@ -148,6 +154,7 @@ async function runAccepted(
   try {
     workspace = createWorkspace(runDir);
     writeInputs(workspace, manifest.inputs, accepted.inputs);
+    launcher.prepare?.(workspace);
   } catch (err) {
     const code = err instanceof CapsuleError ? err.code : 'RUN_WORKSPACE_FAILED';
     store.finishRun(runId, 'aborted', null, { runId, reason: code });
@@ -209,6 +216,16 @@ async function runAccepted(
   };
 }
 
+const LIMIT_RECORDED: Record<ReturnType<typeof classifyLimitExit>['reason'], StepRecord['limit']> = {
+  'cpu-limit': 'cpu-limit',
+  'process-limit': 'process-limit',
+  'memory-limit': 'memory-limit',
+  'open-files-limit': 'file-limit',
+  timeout: 'timeout',
+  signal: undefined,
+  none: undefined,
+};
+
 function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
   const status = outcome.spawnFailure
     ? 'spawn-failed'
@@ -217,6 +234,8 @@ function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
       : outcome.exitCode === 0
         ? 'succeeded'
         : 'failed';
+  const { reason } = classifyLimitExit({ exitCode: outcome.exitCode, signal: outcome.signal, timedOut: outcome.timedOut, stderrTail: outcome.stderrTail });
+  const limit = LIMIT_RECORDED[reason];
   return {
     name,
     status,
@@ -225,7 +244,7 @@ function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
     timedOut: outcome.timedOut,
     durationMs: outcome.durationMs,
     ...(outcome.spawnFailure ? { spawnFailure: outcome.spawnFailure } : {}),
-    ...(outcome.timedOut ? { limit: 'timeout' as const } : {}),
+    ...(limit ? { limit } : {}),
     stdout: outcome.stdout,
     stderr: outcome.stderr,
   };

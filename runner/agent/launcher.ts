@@ -1,7 +1,42 @@
-/** Picks how steps are launched on this host, given what a capsule requires. */
-import { directLauncher, type Launcher } from './exec-capsule.js';
+/**
+ * How steps are launched on this host. Isolation is probed once per process (bwrap is actually tried);
+ * a capsule that requires isolation the host cannot give is rejected before anything runs.
+ */
+import { isCodedError } from '../core/errors.js';
+import {
+  DEFAULT_STEP_LIMITS,
+  grantWorkspaceToStep,
+  planLaunch,
+  probeIsolation,
+  selectIsolation,
+  type IsolationProbe,
+  type SandboxConfig,
+  type StepLimits,
+} from '../exec/sandbox.js';
+import type { Launcher, LauncherSelector } from './exec-capsule.js';
 
-export function selectLauncher(requirement: 'required' | 'best-effort'): Launcher | { unavailable: string } {
-  if (requirement === 'required') return { unavailable: 'step isolation (bubblewrap) is not wired into this build yet' };
-  return directLauncher;
+let probe: IsolationProbe | undefined;
+
+export function sandboxLauncherSelector(config: SandboxConfig = {}, limits: StepLimits = DEFAULT_STEP_LIMITS): LauncherSelector {
+  return (requirement, { stateDir }) => {
+    probe ??= probeIsolation(config);
+    let mode;
+    try {
+      mode = selectIsolation(requirement, probe);
+    } catch (err) {
+      if (isCodedError(err)) return { unavailable: 'bubblewrap (bwrap) is missing or cannot create namespaces here' };
+      throw err;
+    }
+    const launcher: Launcher = {
+      isolation: mode,
+      prepare: (workspace) => {
+        grantWorkspaceToStep(workspace, config);
+      },
+      // The state folder (keys, database, evidence) is hidden from every step; only its workspace shows.
+      plan: (argv, env, workspace) => planLaunch({ argv, env, workspace, limits, mode, hide: [stateDir] }, config),
+    };
+    return launcher;
+  };
 }
+
+export const selectLauncher: LauncherSelector = sandboxLauncherSelector();

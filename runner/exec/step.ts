@@ -6,15 +6,10 @@
  */
 import { spawn } from 'node:child_process';
 import type { BlobStore, CappedBlob } from '../state/blobs.js';
+import type { LaunchPlan } from './sandbox.js';
 
-export interface LaunchPlan {
-  file: string;
-  args: string[];
-  env: Record<string, string>;
-  cwd: string;
-  uid?: number;
-  gid?: number;
-}
+/** Bytes of stderr kept in memory to explain a limit exit; matched against patterns, never recorded. */
+const STDERR_TAIL_BYTES = 4096;
 
 export type SpawnFailure = 'not-found' | 'permission-denied' | 'spawn-failed';
 
@@ -26,6 +21,8 @@ export interface StepOutcome {
   spawnFailure: SpawnFailure | null;
   stdout: CappedBlob;
   stderr: CappedBlob;
+  /** The end of stderr, for classifying limit exits locally. Never leaves the runner. */
+  stderrTail: string;
 }
 
 export interface RunStepOptions {
@@ -46,7 +43,6 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
     let timedOut = false;
     let spawnFailure: SpawnFailure | null = null;
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-    let termTimer: NodeJS.Timeout | undefined;
     let killTimer: NodeJS.Timeout | undefined;
     let settled = false;
 
@@ -69,7 +65,12 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
       }
     };
     child.stdout.on('data', (chunk: Buffer) => stdout.write(chunk));
-    child.stderr.on('data', (chunk: Buffer) => stderr.write(chunk));
+    let tail = Buffer.alloc(0);
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr.write(chunk);
+      tail = Buffer.concat([tail, chunk]);
+      if (tail.length > STDERR_TAIL_BYTES) tail = tail.subarray(tail.length - STDERR_TAIL_BYTES);
+    });
 
     const finish = () => {
       if (settled) return;
@@ -87,10 +88,11 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
         spawnFailure,
         stdout: stdout.finish(),
         stderr: stderr.finish(),
+        stderrTail: tail.toString('utf8'),
       });
     };
 
-    termTimer = setTimeout(() => {
+    const termTimer: NodeJS.Timeout = setTimeout(() => {
       timedOut = true;
       signalGroup('SIGTERM');
       killTimer = setTimeout(() => signalGroup('SIGKILL'), options.killGraceMs);
