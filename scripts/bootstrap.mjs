@@ -36,3 +36,17 @@ if (stale || !addonLoads()) {
     process.exit(2);
   }
 }
+
+// --system: the Debian packages step isolation needs (bubblewrap, prlimit), installed when missing and we
+// are root with apt-get; otherwise a clear note, and capsules that require isolation will be refused.
+if (process.argv.includes('--system')) {
+  const have = (tool) => ['/usr/bin', '/bin', '/usr/local/bin'].some((dir) => existsSync(join(dir, tool)));
+  if (!have('bwrap') || !have('prlimit')) {
+    const canInstall = process.getuid?.() === 0 && have('apt-get');
+    if (canInstall) {
+      execFileSync('sh', [join(root, 'scripts', 'system-deps.sh')], { stdio: 'inherit' });
+    } else {
+      console.error('bootstrap: bubblewrap (bwrap) or prlimit is missing; run `sudo scripts/system-deps.sh` to install them.');
+    }
+  }
+}

@@ -1,0 +1,54 @@
+/** The README's flow through the built CLI: the demo script end to end, and the usage contract. */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { runCli } from '../helpers/cli.js';
+
+const demo = fileURLToPath(new URL('../../scripts/demo.mjs', import.meta.url));
+
+describe('the demo flow through the built CLI', () => {
+  it('makes keys, signs trust, runs both capsules, verifies the bundles and refuses a tampered capsule', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edge-runner-demo-test-'));
+    try {
+      const result = spawnSync(process.execPath, [demo], { env: { PATH: process.env.PATH, EDGE_RUNNER_DEMO_DIR: dir }, encoding: 'utf8', timeout: 120_000 });
+      expect(result.stderr).toBe('');
+      expect(result.status).toBe(0);
+      expect(result.stdout).toMatch(/validate-ledger\s+verdict PASS/);
+      expect(result.stdout).toMatch(/reproduce-rounding\s+verdict FAIL/);
+      expect(result.stdout).toContain('2/2 bundles verify offline');
+      expect(result.stdout).toMatch(/refused with CAPSULE_INPUT_DIGEST, nothing executed/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the command-line contract', () => {
+  it('exits 2 with a usage message for an unknown command or a missing option', () => {
+    expect(runCli(['frobnicate']).status).toBe(2);
+    const missing = runCli(['exec', 'x.capsule.json']);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toMatch(/--state/);
+  });
+
+  it('exits 2 with STATE_MISSING when the state folder does not exist', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edge-runner-cli-'));
+    try {
+      writeFileSync(join(dir, 'x.capsule.json'), '{}');
+      const result = runCli(['exec', join(dir, 'x.capsule.json'), '--state', join(dir, 'nope')]);
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain('STATE_MISSING');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('prints its version', () => {
+    const result = runCli(['--version']);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toMatch(/^edge-runner \d+\.\d+\.\d+/);
+  });
+});
