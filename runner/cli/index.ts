@@ -1,5 +1,6 @@
 /** The command line: the contract other tools and auditors rely on. One file per command. */
 import { Command, CommanderError } from 'commander';
+import { seaVersionInfo, verifyRuntimeEnvironment } from '../sea/addon.js';
 import { RUNNER_VERSION } from '../version.js';
 import { capsuleCommand } from './capsule.js';
 import { execCommand } from './exec.js';
@@ -27,8 +28,16 @@ export function buildProgram(): Command {
 }
 
 export async function runCli(argv: string[]): Promise<number> {
+  try {
+    verifyRuntimeEnvironment();
+  } catch (err) {
+    printError(err);
+    return EXIT.usage;
+  }
   if (argv[2] === '--version') {
+    const info = seaVersionInfo();
     process.stdout.write(`edge-runner ${RUNNER_VERSION}\n`);
+    process.stdout.write(info ? `code sha256 ${info.codeSha256}\nnode ${info.node}\n` : `code sha256 (not a single binary: running from ${process.argv[1] ?? 'source'})\n`);
     return EXIT.ok;
   }
   const program = buildProgram();

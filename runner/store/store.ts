@@ -6,6 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import { toCanonicalJson } from '../core/canonical-json.js';
+import { loadSeaNativeBinding } from '../sea/addon.js';
 import { StoreError } from './errors.js';
 
 export const SCHEMA_VERSION = 1;
@@ -102,8 +103,10 @@ export class Store {
 
   static open(path: string, options: StoreOptions = {}): Store {
     let db: Database.Database;
+    // Inside the single binary the addon comes from the binary itself (runner/sea/addon.ts).
+    const nativeBinding = options.nativeBinding ?? loadSeaNativeBinding();
     try {
-      db = new Database(path, { fileMustExist: false, ...(options.nativeBinding ? { nativeBinding: options.nativeBinding as string } : {}) });
+      db = new Database(path, { fileMustExist: false, ...(nativeBinding ? { nativeBinding: nativeBinding as string } : {}) });
       db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000))}`);
       db.pragma('journal_mode = WAL');
       // Records are evidence: each commit is durable before the decision it records takes effect.
