@@ -1,0 +1,127 @@
+/**
+ * What the runner knows about the single executable it may be running in: whether it is one, what code it
+ * carries (for `--version`), and whether the environment it was started in is one it accepts.
+ *
+ * Cheap when not a single executable: one lookup of a built-in module, cached. No `import.meta` here or in
+ * anything this imports: the binary's bundle is CommonJS, the tsc build is ESM, and both must work.
+ */
+import type * as SeaModule from 'node:sea';
+
+import { SeaError } from './errors.js';
+
+export type SeaApi = typeof SeaModule;
+
+/** Asset names; scripts/build-binary.mjs writes them. */
+export const SEA_ADDON_ASSET = 'better_sqlite3.node';
+export const SEA_BUILD_INFO_ASSET = 'build-info.json';
+
+let seaApi: SeaApi | null | undefined;
+
+/**
+ * `node:sea` when this process is a single executable, else undefined. `process.getBuiltinModule` (Node
+ * 20.16+) works the same from ESM, from CommonJS and from a SEA's main script, where `require` only
+ * reaches built-ins and `import.meta` does not exist; a node older than that is never our binary.
+ */
+export function getSeaApi(): SeaApi | undefined {
+  if (seaApi === undefined) {
+    let api: SeaApi | null = null;
+    try {
+      const mod = typeof process.getBuiltinModule === 'function' ? process.getBuiltinModule('node:sea') : undefined;
+      if (mod?.isSea()) api = mod;
+    } catch {
+      api = null;
+    }
+    seaApi = api;
+  }
+  return seaApi ?? undefined;
+}
+
+export function isSea(): boolean {
+  return getSeaApi() !== undefined;
+}
+
+/** What `scripts/build-binary.mjs` recorded about the build, embedded as the `build-info.json` asset. */
+export interface SeaBuildInfo {
+  /** SHA-256 (hex) of the bundled JavaScript that is the binary's main script (dist/sea/main.cjs). */
+  codeSha256: string;
+  /** SHA-256 (hex) of the embedded better-sqlite3 addon. */
+  addonSha256: string;
+  /** The Node.js version the binary is made of, e.g. `v20.20.2`. */
+  node: string;
+  /**
+   * `ignored`: the build disabled Node's reading of NODE_OPTIONS in this binary (see the build script).
+   * `honoured`: it could not, so the runner refuses to start while NODE_OPTIONS is set.
+   */
+  nodeOptions: 'ignored' | 'honoured';
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** Parses the build-info asset; throws SEA_BUILD_INFO_INVALID on anything unexpected. */
+export function parseSeaBuildInfo(text: string): SeaBuildInfo {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (cause) {
+    throw new SeaError('SEA_BUILD_INFO_INVALID', 'the binary’s build information is not JSON', {}, { cause });
+  }
+  const v = value as Partial<Record<keyof SeaBuildInfo, unknown>> | null;
+  if (
+    typeof v !== 'object' ||
+    v === null ||
+    typeof v.codeSha256 !== 'string' ||
+    !HEX64.test(v.codeSha256) ||
+    typeof v.addonSha256 !== 'string' ||
+    !HEX64.test(v.addonSha256) ||
+    typeof v.node !== 'string' ||
+    (v.nodeOptions !== 'ignored' && v.nodeOptions !== 'honoured')
+  ) {
+    throw new SeaError('SEA_BUILD_INFO_INVALID', 'the binary’s build information is malformed');
+  }
+  return { codeSha256: v.codeSha256, addonSha256: v.addonSha256, node: v.node, nodeOptions: v.nodeOptions };
+}
+
+let buildInfo: SeaBuildInfo | undefined;
+
+/**
+ * The embedded build information, for `edge-runner --version` (print `codeSha256`); undefined when not
+ * running as a single executable. Like any version string it is what the binary says about itself: to
+ * check a host's copy against a release, compare `sha256sum edge-runner` with the release's digest too.
+ */
+export function seaVersionInfo(): SeaBuildInfo | undefined {
+  const sea = getSeaApi();
+  if (!sea) return undefined;
+  buildInfo ??= parseSeaBuildInfo(sea.getAsset(SEA_BUILD_INFO_ASSET, 'utf8'));
+  return buildInfo;
+}
+
+/**
+ * Refuses to run in an environment that changes what Node itself does underneath the runner. Call it first
+ * thing in main. Checks, with a reason code each:
+ *
+ * - RUNTIME_NODE_OPTIONS_SET: NODE_OPTIONS is not empty and this binary's Node still reads it. Node 20's
+ *   single executables honour NODE_OPTIONS (`--require` there runs code inside the binary, before any of
+ *   ours); the build normally disables that (`nodeOptions: 'ignored'`), and then this check passes. When
+ *   it applies it is defence in depth only: by the time it runs, a `--require` has run and could have
+ *   deleted the variable. Clearing NODE_OPTIONS where the runner is started (the systemd unit does) is the
+ *   control; this check turns a forgotten one into a precise refusal.
+ * - RUNTIME_TLS_VERIFY_DISABLED: NODE_TLS_REJECT_UNAUTHORIZED=0 would turn off certificate checks for
+ *   every TLS connection the runner makes (the coordinator); applies in and out of the binary.
+ */
+export function verifyRuntimeEnvironment(env: NodeJS.ProcessEnv = process.env): void {
+  const info = seaVersionInfo();
+  if (info?.nodeOptions === 'honoured' && (env.NODE_OPTIONS ?? '').trim() !== '') {
+    throw new SeaError(
+      'RUNTIME_NODE_OPTIONS_SET',
+      'NODE_OPTIONS is set; this binary refuses to run with it (unset NODE_OPTIONS in the service or shell that starts it)',
+      { variable: 'NODE_OPTIONS' },
+    );
+  }
+  if (env.NODE_TLS_REJECT_UNAUTHORIZED === '0') {
+    throw new SeaError(
+      'RUNTIME_TLS_VERIFY_DISABLED',
+      'NODE_TLS_REJECT_UNAUTHORIZED=0 would disable certificate checks; unset it',
+      { variable: 'NODE_TLS_REJECT_UNAUTHORIZED' },
+    );
+  }
+}
