@@ -13,7 +13,7 @@ const entry = process.env.EDGE_RUNNER_BIN ? [process.env.EDGE_RUNNER_BIN] : [pro
 const work = process.env.EDGE_RUNNER_DEMO_DIR ?? mkdtempSync(join(tmpdir(), 'edge-runner-demo-'));
 const verbose = process.argv.includes('--verbose');
 // The runner never inherits the caller's environment into steps; the CLI itself gets a small one too.
-const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: work, ...(process.env.EDGE_RUNNER_CACHE_DIR ? { EDGE_RUNNER_CACHE_DIR: process.env.EDGE_RUNNER_CACHE_DIR } : {}) };
+const env = { PATH: '/usr/bin:/bin', HOME: work, ...(process.env.EDGE_RUNNER_CACHE_DIR ? { EDGE_RUNNER_CACHE_DIR: process.env.EDGE_RUNNER_CACHE_DIR } : {}) };
 
 function cli(args, { expect = [0] } = {}) {
   const [file, ...pre] = entry;

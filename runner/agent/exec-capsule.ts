@@ -19,6 +19,7 @@ import { loadState, type RunnerState } from '../state/state.js';
 import { StoreError } from '../store/errors.js';
 import { Store } from '../store/store.js';
 import { RUNNER_VERSION } from '../version.js';
+import { logger } from './logger.js';
 
 export interface Launcher {
   /** The isolation this launcher gives; recorded in the evidence. */
@@ -91,6 +92,7 @@ export async function execCapsule(options: ExecOptions): Promise<ExecResult> {
         ...(capsuleId ? { capsuleId } : {}),
         ...(typeof err.details.manifestDigest === 'string' ? { manifestDigest: err.details.manifestDigest } : {}),
       });
+      logger().warn({ code: err.code, fileDigest, capsuleId, details: err.details }, 'capsule rejected');
       return { kind: 'rejected', code: err.code, message: err.message, fileDigest, ...(capsuleId ? { capsuleId } : {}) };
     };
 
@@ -142,6 +144,7 @@ async function runAccepted(
 ): Promise<ExecResult> {
   const { manifest } = accepted;
   const runId = randomUUID();
+  const log = logger().child({ runId, capsuleId: manifest.id });
   const startedAt = now();
   store.startRun(runId, manifest.id, accepted.manifestDigest, {
     runId,
@@ -178,6 +181,7 @@ async function runAccepted(
       blobs: state.blobs,
     });
     const record = toStepRecord(step.name, outcome);
+    log.info({ step: step.name, status: record.status, exitCode: record.exitCode, signal: record.signal, durationMs: record.durationMs, limit: record.limit }, 'step finished');
     steps.push(record);
     store.appendRecord('step.finished', { runId, ...record }, runId);
     if (record.status !== 'succeeded' && !step.continueOnFailure) stopped = true;
@@ -188,6 +192,7 @@ async function runAccepted(
   const verdict = decideVerdict(steps, artifacts, continueOnFailure);
   const endedAt = now();
   store.finishRun(runId, 'finished', verdict, { runId, verdict });
+  log.info({ verdict, isolation: launcher.isolation }, 'run finished');
   if (!config.keepWorkspace) rmSync(runDir, { recursive: true, force: true });
 
   const statement = buildStatement({

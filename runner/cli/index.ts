@@ -1,7 +1,5 @@
 /** The command line: the contract other tools and auditors rely on. One file per command. */
 import { Command, CommanderError } from 'commander';
-import { seaVersionInfo, verifyRuntimeEnvironment } from '../sea/addon.js';
-import { RUNNER_VERSION } from '../version.js';
 import { capsuleCommand } from './capsule.js';
 import { execCommand } from './exec.js';
 import { initCommand } from './init.js';
@@ -13,7 +11,7 @@ import { verifyCommand } from './verify.js';
 export function buildProgram(): Command {
   const program = new Command('edge-runner')
     .description('A signed agent for regulated enclaves: verified capsules in, signed evidence out.')
-    .option('--version', 'print the version and the digest of the embedded code')
+    .option('-V, --version', 'print the version and the digest of the embedded code (answered by main.ts)')
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
     .showHelpAfterError(false);
@@ -28,18 +26,6 @@ export function buildProgram(): Command {
 }
 
 export async function runCli(argv: string[]): Promise<number> {
-  try {
-    verifyRuntimeEnvironment();
-  } catch (err) {
-    printError(err);
-    return EXIT.usage;
-  }
-  if (argv[2] === '--version') {
-    const info = seaVersionInfo();
-    process.stdout.write(`edge-runner ${RUNNER_VERSION}\n`);
-    process.stdout.write(info ? `code sha256 ${info.codeSha256}\nnode ${info.node}\n` : `code sha256 (not a single binary: running from ${process.argv[1] ?? 'source'})\n`);
-    return EXIT.ok;
-  }
   const program = buildProgram();
   const verifying = argv[2] === 'verify' || (argv[2] === 'trust' && argv[3] === 'show');
   process.exitCode = undefined;

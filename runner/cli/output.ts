@@ -20,6 +20,7 @@ export class UsageError extends Error {}
 export function exitCodeFor(err: unknown, verifying = false): ExitCode {
   if (isCodedError(err)) {
     if (err.code.startsWith('CAPSULE_')) return EXIT.rejected;
+    // SEA_*, RUNTIME_*, STATE_*, STORE_*: the host or its configuration, not the input.
     if (verifying && /^(BUNDLE_|EGRESS_|LOG_|TRUST_)/.test(err.code)) return EXIT.failed;
   }
   return EXIT.usage;
