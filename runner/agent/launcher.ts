@@ -15,9 +15,8 @@ import {
 } from '../exec/sandbox.js';
 import type { Launcher, LauncherSelector } from './exec-capsule.js';
 
-let probe: IsolationProbe | undefined;
-
 export function sandboxLauncherSelector(config: SandboxConfig = {}, limits: StepLimits = DEFAULT_STEP_LIMITS): LauncherSelector {
+  let probe: IsolationProbe | undefined; // probed on first use, once per selector (bwrap is actually run)
   return (requirement, { stateDir }) => {
     probe ??= probeIsolation(config);
     let mode;
