@@ -54,6 +54,8 @@ export const DEFAULT_EXEC_CONFIG: ExecConfig = {
 export interface ExecOptions {
   stateDir: string;
   capsuleBytes: Buffer;
+  /** The capsule file's size on disk, when `capsuleBytes` was read only up to just past the size cap. */
+  capsuleSize?: number;
   config?: Partial<ExecConfig>;
   now?: () => Date;
   /** Chooses how a step is launched given the capsule's isolation requirement. */
@@ -62,7 +64,7 @@ export interface ExecOptions {
 }
 
 export type ExecResult =
-  | { kind: 'rejected'; code: CapsuleErrorCode; message: string; capsuleId?: string; fileDigest: string }
+  | { kind: 'rejected'; code: CapsuleErrorCode; message: string; capsuleId?: string; fileDigest?: string }
   | {
       kind: 'completed';
       runId: string;
@@ -83,17 +85,20 @@ export async function execCapsule(options: ExecOptions): Promise<ExecResult> {
   const store = options.openStore ? options.openStore(state) : Store.open(state.layout.database);
   try {
     store.abortInterruptedRuns();
-    const fileDigest = `sha256:${sha256Hex(options.capsuleBytes)}`;
+    const size = options.capsuleSize ?? options.capsuleBytes.length;
+    const complete = size === options.capsuleBytes.length;
+    // A file read only up to the cap has no digest we could stand behind: its size is recorded instead.
+    const fileDigest = complete ? `sha256:${sha256Hex(options.capsuleBytes)}` : undefined;
     const reject = (err: CapsuleError): ExecResult => {
       const capsuleId = typeof err.details.capsuleId === 'string' ? err.details.capsuleId : undefined;
       store.appendRecord('capsule.rejected', {
         code: err.code,
-        fileDigest,
+        ...(fileDigest ? { fileDigest } : { fileSize: size }),
         ...(capsuleId ? { capsuleId } : {}),
         ...(typeof err.details.manifestDigest === 'string' ? { manifestDigest: err.details.manifestDigest } : {}),
       });
       logger().warn({ code: err.code, fileDigest, capsuleId, details: err.details }, 'capsule rejected');
-      return { kind: 'rejected', code: err.code, message: err.message, fileDigest, ...(capsuleId ? { capsuleId } : {}) };
+      return { kind: 'rejected', code: err.code, message: err.message, ...(fileDigest ? { fileDigest } : {}), ...(capsuleId ? { capsuleId } : {}) };
     };
 
     let accepted: AcceptedCapsule;

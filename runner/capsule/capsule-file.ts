@@ -14,7 +14,7 @@ export const CAPSULE_MAX_BYTES = 64 * 1024 * 1024;
 /** Capsule file bytes to their parts; the size cap is checked before parsing. */
 export function parseCapsuleFile(bytes: Uint8Array, maxBytes = CAPSULE_MAX_BYTES): CapsuleFile {
   if (bytes.length > maxBytes) {
-    throw new CapsuleError('CAPSULE_TOO_LARGE', `The capsule file is ${bytes.length} bytes, over the ${maxBytes}-byte cap.`, {
+    throw new CapsuleError('CAPSULE_TOO_LARGE', `The capsule file is over the ${maxBytes}-byte cap.`, {
       size: bytes.length,
       cap: maxBytes,
     });

@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { Command } from 'commander';
 import { execCapsule, writeFileAtomic } from '../agent/exec-capsule.js';
 import { selectLauncher } from '../agent/launcher.js';
-import { CapsuleError } from '../capsule/errors.js';
 import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
 import { EXIT, printJson } from './output.js';
 
@@ -14,10 +13,10 @@ export function execCommand(): Command {
     .option('--out <path>', 'also write the bundle here')
     .option('--json', 'print a machine-readable summary')
     .action(async (file: string, opts: { state: string; out?: string; json?: boolean }) => {
-      const bytes = readCapped(file);
-      const result = await execCapsule({ stateDir: opts.state, capsuleBytes: bytes, selectLauncher });
+      const { bytes, size } = readCapped(file);
+      const result = await execCapsule({ stateDir: opts.state, capsuleBytes: bytes, capsuleSize: size, selectLauncher });
       if (result.kind === 'rejected') {
-        if (opts.json) printJson({ status: 'rejected', code: result.code, message: result.message, capsuleId: result.capsuleId ?? null, fileDigest: result.fileDigest });
+        if (opts.json) printJson({ status: 'rejected', code: result.code, message: result.message, capsuleId: result.capsuleId ?? null, fileDigest: result.fileDigest ?? null });
         process.stderr.write(`edge-runner: ${result.code}: ${result.message}\n`);
         process.stderr.write('nothing was executed; the rejection is recorded in the runner log\n');
         process.exitCode = EXIT.rejected;
@@ -50,11 +49,23 @@ export function execCommand(): Command {
     });
 }
 
-function readCapped(file: string): Buffer {
-  const bytes = readFileSync(file);
-  // The capsule file size cap applies before anything parses it; the acceptance path checks again.
-  if (bytes.length > CAPSULE_MAX_BYTES) {
-    throw new CapsuleError('CAPSULE_TOO_LARGE', `The capsule file is ${bytes.length} bytes, over the ${CAPSULE_MAX_BYTES}-byte cap.`);
+/**
+ * Reads at most CAPSULE_MAX_BYTES + 1 bytes: enough for acceptance to see that a file is over the cap (and
+ * record the rejection) without a multi-gigabyte file ever being held in memory.
+ */
+function readCapped(file: string): { bytes: Buffer; size: number } {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const buffer = Buffer.alloc(Math.min(size, CAPSULE_MAX_BYTES + 1));
+    let read = 0;
+    while (read < buffer.length) {
+      const n = readSync(fd, buffer, read, buffer.length - read, read);
+      if (n === 0) break;
+      read += n;
+    }
+    return { bytes: buffer.subarray(0, read), size };
+  } finally {
+    closeSync(fd);
   }
-  return bytes;
 }

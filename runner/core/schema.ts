@@ -8,8 +8,12 @@ const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true });
 // RFC 3339 date-time in UTC with a Z suffix; the pattern keeps the format closed, Date.parse the calendar.
 ajv.addFormat('date-time-utc', {
   type: 'string',
-  validate: (value: string) =>
-    /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/.test(value) && !Number.isNaN(Date.parse(value)),
+  validate: (value: string) => {
+    if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/.test(value)) return false;
+    const parsed = Date.parse(value);
+    // Date.parse rolls 2026-02-30 over to March 2; a real calendar date survives the round trip.
+    return !Number.isNaN(parsed) && new Date(parsed).toISOString().slice(0, 19) === value.slice(0, 19);
+  },
 });
 
 const compiled = new Map<object, ValidateFunction>();

@@ -30,6 +30,10 @@ export function parseJunit(xml: Uint8Array): JunitSummary {
   } catch {
     return malformed;
   }
+  // Exactly one root element: fast-xml-parser's validator lets `<testsuites/><testsuite>…` through, and a
+  // second root must not hide a failing suite behind an empty first one.
+  const roots = Object.keys(doc).filter((key) => !key.startsWith('?') && key !== '#text');
+  if (roots.length !== 1 || asArray(doc[roots[0]!]).length !== 1) return malformed;
   const suites = rootSuites(doc);
   if (!suites) return malformed;
   const counts = { tests: 0, failures: 0, errors: 0, skipped: 0 };

@@ -1,0 +1,49 @@
+import { CodedError } from '../core/errors.js';
+
+/**
+ * Reason codes of the log module. Each has one plain sentence (LOG_ERROR_SENTENCES) that the CLI may print;
+ * the thrown error's `details` say what was expected and what was found, for the debug log.
+ */
+export type LogErrorCode =
+  | 'LOG_INDEX_OUT_OF_RANGE'
+  | 'LOG_SIZE_OUT_OF_RANGE'
+  | 'LOG_HASH_INVALID'
+  | 'LOG_PROOF_INVALID'
+  | 'LOG_CONSISTENCY_INVALID'
+  | 'LOG_NOTE_TOO_LARGE'
+  | 'LOG_NOTE_MALFORMED'
+  | 'LOG_CHECKPOINT_MALFORMED'
+  | 'LOG_CHECKPOINT_UNKNOWN_SIGNER'
+  | 'LOG_CHECKPOINT_BAD_SIGNATURE'
+  | 'LOG_CHECKPOINT_ORIGIN_MISMATCH'
+  | 'LOG_NAME_INVALID'
+  | 'LOG_VERIFIER_KEY_INVALID'
+  | 'LOG_STORE_INCONSISTENT'
+  | 'LOG_APPEND_FAILED'
+  | 'LOG_EXPORT_INVALID';
+
+export const LOG_ERROR_SENTENCES: Readonly<Record<LogErrorCode, string>> = {
+  LOG_INDEX_OUT_OF_RANGE: 'The leaf index is not inside the tree.',
+  LOG_SIZE_OUT_OF_RANGE: 'The tree size is not valid for this request.',
+  LOG_HASH_INVALID: 'A hash does not have the expected length.',
+  LOG_PROOF_INVALID: 'The inclusion proof does not lead to the checkpoint root.',
+  LOG_CONSISTENCY_INVALID: 'The consistency proof does not link the two tree roots.',
+  LOG_NOTE_TOO_LARGE: 'The signed note is larger than the allowed size.',
+  LOG_NOTE_MALFORMED: 'The signed note is not well formed.',
+  LOG_CHECKPOINT_MALFORMED: 'The checkpoint text is not well formed.',
+  LOG_CHECKPOINT_UNKNOWN_SIGNER: 'The checkpoint carries no signature from a known log key.',
+  LOG_CHECKPOINT_BAD_SIGNATURE: 'A checkpoint signature from a known log key does not verify.',
+  LOG_CHECKPOINT_ORIGIN_MISMATCH: 'The checkpoint names a different log than expected.',
+  LOG_NAME_INVALID: 'The note key name is empty or contains spaces or a plus sign.',
+  LOG_VERIFIER_KEY_INVALID: 'The note verifier key is not well formed.',
+  LOG_STORE_INCONSISTENT: 'The log store is missing or holds an unexpected tree node.',
+  LOG_APPEND_FAILED: 'The record could not be appended to the log.',
+  LOG_EXPORT_INVALID: 'The log export is not well formed.',
+};
+
+export class LogError extends CodedError<LogErrorCode> {
+  constructor(code: LogErrorCode, message?: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(code, message ?? LOG_ERROR_SENTENCES[code], details, options);
+    this.name = 'LogError';
+  }
+}

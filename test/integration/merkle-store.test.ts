@@ -1,0 +1,192 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LogError } from '../../runner/log/errors.js';
+import {
+  consistencyProof,
+  hashLeaf,
+  inclusionProof,
+  nodeReaderFromLeafHashes,
+  rootFromLeafHashes,
+  verifyConsistency,
+  verifyInclusion,
+} from '../../runner/log/merkle.js';
+import { MerkleStore } from '../../runner/store/merkle-store.js';
+
+const leafData = (i: number): Buffer => Buffer.from(`{"seq":${i},"kind":"test"}`);
+
+function codeOf(run: () => unknown): string | undefined {
+  try {
+    run();
+    return undefined;
+  } catch (err) {
+    if (err instanceof LogError) return err.code;
+    throw err;
+  }
+}
+
+describe('MerkleStore on a real SQLite file', () => {
+  let dir: string;
+  let path: string;
+  let db: Database.Database;
+  let store: MerkleStore;
+
+  const open = (): void => {
+    db = new Database(path);
+    db.pragma('journal_mode = WAL');
+    store = new MerkleStore(db);
+    store.migrate();
+  };
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'merkle-store-'));
+    path = join(dir, 'state.db');
+    open();
+  });
+
+  afterEach(() => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  describe('when leaves are appended one at a time', () => {
+    it('serves, for every size up to 70, the same roots and proofs as the pure functions', () => {
+      const leafHashes: Buffer[] = [];
+      expect(store.size()).toBe(0);
+      expect(store.root()).toEqual(rootFromLeafHashes([]));
+      for (let i = 0; i < 70; i++) {
+        expect(store.append(leafData(i))).toBe(i);
+        leafHashes.push(hashLeaf(leafData(i)));
+      }
+      const pure = nodeReaderFromLeafHashes(leafHashes);
+      for (let size = 1; size <= 70; size++) {
+        const root = rootFromLeafHashes(leafHashes.slice(0, size));
+        expect(store.root(size)).toEqual(root);
+        for (let index = 0; index < size; index++) {
+          const proof = store.inclusionProof(index, size);
+          expect(proof).toEqual(inclusionProof(index, size, pure));
+          verifyInclusion(index, size, store.leafHash(index), proof, root);
+        }
+        for (let size1 = 1; size1 <= size; size1++) {
+          const proof = store.consistencyProof(size1, size);
+          expect(proof).toEqual(consistencyProof(size1, size, pure));
+          verifyConsistency(size1, size, proof, store.root(size1), root);
+        }
+      }
+    });
+  });
+
+  describe('when leaves are appended in batches of uneven sizes', () => {
+    it('builds the same tree as single appends and survives reopening the file', () => {
+      const all = Array.from({ length: 1000 }, (_, i) => leafData(i));
+      let next = 0;
+      for (const batch of [1, 2, 5, 64, 100, 327, 1, 500]) {
+        const slice = all.slice(next, Math.min(next + batch, all.length));
+        const result = store.appendBatch(slice);
+        expect(result).toEqual({ firstIndex: next, size: next + slice.length });
+        next += slice.length;
+      }
+      db.close();
+      open();
+      expect(store.size()).toBe(1000);
+      expect(store.root()).toEqual(rootFromLeafHashes(all.map(hashLeaf)));
+      store.checkNodes();
+      store.append(leafData(1000));
+      expect(store.root()).toEqual(rootFromLeafHashes([...all, leafData(1000)].map(hashLeaf)));
+    });
+  });
+
+  describe('when append runs inside the caller`s transaction and that transaction fails', () => {
+    it('leaves no trace of the leaf', () => {
+      store.appendBatch([leafData(0), leafData(1), leafData(2)]);
+      const before = store.root();
+      expect(() =>
+        db.transaction(() => {
+          store.append(leafData(3));
+          throw new Error('the record could not be written');
+        })(),
+      ).toThrow('the record could not be written');
+      expect(store.size()).toBe(3);
+      expect(store.root()).toEqual(before);
+      store.checkNodes();
+    });
+  });
+
+  describe('when append is told the index it must land at', () => {
+    it('rejects a mismatch with LOG_APPEND_FAILED', () => {
+      store.append(leafData(0), 0);
+      expect(codeOf(() => store.append(leafData(1), 5))).toBe('LOG_APPEND_FAILED');
+      expect(store.size()).toBe(1);
+    });
+  });
+
+  describe('when a size beyond the tree is asked for', () => {
+    it('rejects with LOG_SIZE_OUT_OF_RANGE or LOG_INDEX_OUT_OF_RANGE', () => {
+      store.appendBatch([leafData(0), leafData(1)]);
+      expect(codeOf(() => store.root(3))).toBe('LOG_SIZE_OUT_OF_RANGE');
+      expect(codeOf(() => store.inclusionProof(0, 3))).toBe('LOG_SIZE_OUT_OF_RANGE');
+      expect(codeOf(() => store.inclusionProof(2))).toBe('LOG_INDEX_OUT_OF_RANGE');
+      expect(codeOf(() => store.consistencyProof(1, 3))).toBe('LOG_SIZE_OUT_OF_RANGE');
+      expect(codeOf(() => store.leafHash(2))).toBe('LOG_INDEX_OUT_OF_RANGE');
+    });
+  });
+
+  describe('when an interior row is edited in the SQLite file', () => {
+    it('is caught by proof verification against the earlier root, and by checkNodes', () => {
+      store.appendBatch(Array.from({ length: 100 }, (_, i) => leafData(i)));
+      const signedRoot = store.root(); // what a checkpoint signed before the tampering
+      db.close();
+      const raw = new Database(path);
+      raw.prepare('UPDATE merkle_nodes_v1 SET hash = ? WHERE level = 3 AND idx = 2').run(Buffer.alloc(32, 7));
+      raw.close();
+      open();
+      // Leaf 30 lies in (level 3, idx 3), whose sibling is the edited (3, 2).
+      const proof = store.inclusionProof(30, 100);
+      expect(codeOf(() => verifyInclusion(30, 100, store.leafHash(30), proof, signedRoot))).toBe('LOG_PROOF_INVALID');
+      // The root itself is read from higher complete subtrees (64 + 32 + 4 leaves), which were not edited.
+      expect(store.root()).toEqual(signedRoot);
+      expect(codeOf(() => store.checkNodes())).toBe('LOG_STORE_INCONSISTENT');
+    });
+  });
+
+  describe('when a leaf row is deleted from the SQLite file', () => {
+    it('cannot serve a proof that needs it (LOG_STORE_INCONSISTENT), and checkNodes says so', () => {
+      store.appendBatch(Array.from({ length: 16 }, (_, i) => leafData(i)));
+      db.prepare('DELETE FROM merkle_nodes_v1 WHERE level = 0 AND idx = 4').run();
+      expect(codeOf(() => store.inclusionProof(5, 16))).toBe('LOG_STORE_INCONSISTENT');
+      expect(codeOf(() => store.checkNodes())).toBe('LOG_STORE_INCONSISTENT');
+    });
+  });
+
+  describe('when the log is truncated and re-appended with other leaves', () => {
+    it('fails consistency with a root signed before the truncation', () => {
+      store.appendBatch(Array.from({ length: 40 }, (_, i) => leafData(i)));
+      const signedSize = 40;
+      const signedRoot = store.root();
+      db.prepare('DELETE FROM merkle_nodes_v1').run();
+      store.appendBatch(Array.from({ length: 45 }, (_, i) => (i === 17 ? Buffer.from('rewritten history') : leafData(i))));
+      store.checkNodes(); // internally consistent: only the earlier checkpoint reveals the rewrite
+      const proof = store.consistencyProof(signedSize, 45);
+      expect(codeOf(() => verifyConsistency(signedSize, 45, proof, signedRoot, store.root()))).toBe('LOG_CONSISTENCY_INVALID');
+    });
+  });
+
+  describe('when reading proofs at scale', () => {
+    it('reads O(log n) rows per proof', () => {
+      store.appendBatch(Array.from({ length: 5000 }, (_, i) => leafData(i)));
+      let reads = 0;
+      const counting = (level: number, index: number): Uint8Array => {
+        reads += 1;
+        return store.readNode(level, index);
+      };
+      for (const index of [0, 1, 2047, 4095, 4999]) {
+        reads = 0;
+        const proof = inclusionProof(index, 5000, counting);
+        verifyInclusion(index, 5000, store.leafHash(index), proof, store.root());
+        expect(reads).toBeLessThanOrEqual(2 * Math.ceil(Math.log2(5000)));
+      }
+    });
+  });
+});
