@@ -19,6 +19,7 @@ import { loadState, type RunnerState } from '../state/state.js';
 import { StoreError } from '../store/errors.js';
 import { Store } from '../store/store.js';
 import { RUNNER_VERSION } from '../version.js';
+import { bundleLogFor } from './log.js';
 import { logger } from './logger.js';
 
 export interface Launcher {
@@ -149,7 +150,7 @@ async function runAccepted(
 ): Promise<ExecResult> {
   const { manifest } = accepted;
   const runId = randomUUID();
-  const log = logger().child({ runId, capsuleId: manifest.id });
+  const ops = logger().child({ runId, capsuleId: manifest.id });
   const startedAt = now();
   store.startRun(runId, manifest.id, accepted.manifestDigest, {
     runId,
@@ -186,7 +187,7 @@ async function runAccepted(
       blobs: state.blobs,
     });
     const record = toStepRecord(step.name, outcome);
-    log.info({ step: step.name, status: record.status, exitCode: record.exitCode, signal: record.signal, durationMs: record.durationMs, limit: record.limit }, 'step finished');
+    ops.info({ step: step.name, status: record.status, exitCode: record.exitCode, signal: record.signal, durationMs: record.durationMs, limit: record.limit }, 'step finished');
     steps.push(record);
     store.appendRecord('step.finished', { runId, ...record }, runId);
     if (record.status !== 'succeeded' && !step.continueOnFailure) stopped = true;
@@ -197,7 +198,7 @@ async function runAccepted(
   const verdict = decideVerdict(steps, artifacts, continueOnFailure);
   const endedAt = now();
   store.finishRun(runId, 'finished', verdict, { runId, verdict });
-  log.info({ verdict, isolation: launcher.isolation }, 'run finished');
+  ops.info({ verdict, isolation: launcher.isolation }, 'run finished');
   if (!config.keepWorkspace) rmSync(runDir, { recursive: true, force: true });
 
   const statement = buildStatement({
@@ -209,8 +210,9 @@ async function runAccepted(
     policy: { decision: 'allowed', rule: 'read-only-kind', trustVersion: state.trust.body.version },
   });
   const evidence = signEvidence(statement, { manifest, runner: { id: state.config.id, keyid: state.key.keyid } }, state.key);
-  store.recordEvidence(runId, evidence.digest, { runId, evidenceDigest: evidence.digest });
-  const bundle = buildBundle(evidence.envelope, accepted.envelope);
+  const evidenceRecord = store.recordEvidence(runId, evidence.digest, { runId, evidenceDigest: evidence.digest });
+  const log = bundleLogFor(store, { runnerId: state.config.id, key: state.key }, evidenceRecord.seq, evidenceRecord.leaf);
+  const bundle = buildBundle(evidence.envelope, accepted.envelope, log);
   const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
   writeFileAtomic(bundlePath, `${JSON.stringify(bundle, null, 2)}\n`);
   return {

@@ -4,6 +4,7 @@ import { capsuleCommand } from './capsule.js';
 import { execCommand } from './exec.js';
 import { initCommand } from './init.js';
 import { keygenCommand } from './keygen.js';
+import { logCommand } from './log.js';
 import { EXIT, exitCodeFor, printError } from './output.js';
 import { trustCommand } from './trust.js';
 import { verifyCommand } from './verify.js';
@@ -15,7 +16,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
     .showHelpAfterError(false);
-  for (const command of [keygenCommand(), trustCommand(), initCommand(), capsuleCommand(), execCommand(), verifyCommand()]) {
+  for (const command of [keygenCommand(), trustCommand(), initCommand(), capsuleCommand(), execCommand(), verifyCommand(), logCommand()]) {
     program.addCommand(command);
   }
   for (const command of program.commands) {
@@ -27,7 +28,7 @@ export function buildProgram(): Command {
 
 export async function runCli(argv: string[]): Promise<number> {
   const program = buildProgram();
-  const verifying = argv[2] === 'verify' || (argv[2] === 'trust' && argv[3] === 'show');
+  const verifying = argv[2] === 'verify' || (argv[2] === 'trust' && argv[3] === 'show') || (argv[2] === 'log' && argv[3] === 'verify');
   process.exitCode = undefined;
   try {
     await program.parseAsync(argv);

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { initState } from '../state/state.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
 import { Store } from '../store/store.js';
+import { verifierKeyOf } from '../agent/log.js';
 import { collectOption } from './trust.js';
 import { printJson } from './output.js';
 
@@ -24,9 +25,10 @@ export function initCommand(): Command {
         ...(opts.key ? { key: readPrivateKeyFile(opts.key) } : {}),
       });
       Store.open(layout.database).close();
+      const verifierKey = verifierKeyOf({ runnerId: config.id, key });
       const enrolled = trust.keyByName(config.id, 'runner')?.keyid === key.keyid;
       if (opts.json) {
-        printJson({ state: layout.dir, id: config.id, keyid: key.keyid, publicKey: key.publicKey.toPem(), enrolled });
+        printJson({ state: layout.dir, id: config.id, keyid: key.keyid, publicKey: key.publicKey.toPem(), verifierKey, enrolled });
         return;
       }
       process.stdout.write(
@@ -35,6 +37,7 @@ export function initCommand(): Command {
           `keyid ${key.keyid}`,
           'public key (enrol it in the trust document under the runner role, named after the runner id):',
           key.publicKey.toPem().trimEnd(),
+          `log verifier key ${verifierKey}`,
           enrolled ? 'this key is already enrolled in the pinned trust document' : 'not yet enrolled: its evidence will not verify until it is',
         ].join('\n') + '\n',
       );

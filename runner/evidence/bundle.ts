@@ -11,6 +11,7 @@ import type { PrivateKey } from '../core/ed25519.js';
 import { checkSchema } from '../core/schema.js';
 import { CAPSULE_PAYLOAD_TYPE, parseManifest, type Manifest } from '../capsule/manifest.js';
 import type { VerifiedTrust } from '../trust/trust.js';
+import { verifyBundleLog, type BundleLogMember, type VerifiedBundleLog } from '../log/bundle-log.js';
 import { EvidenceError } from './errors.js';
 import { guardStatement, type EgressContext } from './egress.js';
 import { IN_TOTO_PAYLOAD_TYPE, statementSchema, type Statement } from './statement.js';
@@ -18,9 +19,7 @@ import { IN_TOTO_PAYLOAD_TYPE, statementSchema, type Statement } from './stateme
 export const BUNDLE_MEDIA_TYPE = 'application/vnd.edge-runner.bundle.v1+json';
 export const BUNDLE_MAX_BYTES = 8 * 1024 * 1024;
 
-export interface BundleLog {
-  [member: string]: unknown;
-}
+export type BundleLog = BundleLogMember;
 
 export interface Bundle {
   mediaType: typeof BUNDLE_MEDIA_TYPE;
@@ -57,6 +56,13 @@ export interface VerifiedBundle {
   runnerName: string;
   capsuleSigners: string[];
   evidenceDigest: string;
+  /** The verified log proof; undefined for a bundle without one, which `requireLog` refuses. */
+  log?: VerifiedBundleLog;
+}
+
+export interface BundleVerifyOptions {
+  /** Refuse a bundle that carries no log proof (BUNDLE_LOG_MISSING). Default true. */
+  requireLog?: boolean;
 }
 
 export function parseBundle(bytes: Uint8Array): Bundle {
@@ -76,6 +82,7 @@ export function parseBundle(bytes: Uint8Array): Bundle {
   if (mediaType !== BUNDLE_MEDIA_TYPE) throw bad(`mediaType is not ${BUNDLE_MEDIA_TYPE}`);
   if (!Array.isArray(approvals)) throw bad('approvals is not an array');
   if (log !== undefined && (typeof log !== 'object' || log === null || Array.isArray(log))) throw bad('log is not an object');
+  // The log member's own shape is checked by verifyBundleLog, with LOG_* codes.
   try {
     return {
       mediaType: BUNDLE_MEDIA_TYPE,
@@ -89,7 +96,7 @@ export function parseBundle(bytes: Uint8Array): Bundle {
   }
 }
 
-export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust): VerifiedBundle {
+export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust, options: BundleVerifyOptions = {}): VerifiedBundle {
   const bundle = parseBundle(bytes);
 
   // 1. The evidence is signed by one enrolled runner key (the runner role lists the real runners).
@@ -139,14 +146,25 @@ export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust): VerifiedB
   if (predicate.capsule.id !== manifest.id || predicate.capsule.kind !== manifest.kind) throw inconsistent('capsule identity');
   if ([...predicate.capsule.signers].sort().join() !== capsule.signers.join()) throw inconsistent('capsule signer list');
 
+  // 6. The evidence record is in the runner's log, under a checkpoint the runner signed (LOG_* codes).
+  const evidenceDigest = `sha256:${sha256Hex(evidence.payload)}`;
+  let log: VerifiedBundleLog | undefined;
+  if (bundle.log !== undefined) {
+    const runnerKey = trust.keys.find((key) => key.keyid === runnerKeyid)!.publicKey;
+    log = verifyBundleLog(bundle.log, { runnerId: runnerName, runnerKey, evidenceDigest });
+  } else if (options.requireLog ?? true) {
+    throw new EvidenceError('BUNDLE_LOG_MISSING', 'The bundle carries no proof that its evidence is in the runner\'s log.');
+  }
+
   return {
+    ...(log ? { log } : {}),
     bundle,
     statement,
     manifest,
     runnerKeyid,
     runnerName,
     capsuleSigners: capsule.signers,
-    evidenceDigest: `sha256:${sha256Hex(evidence.payload)}`,
+    evidenceDigest,
   };
 }
 

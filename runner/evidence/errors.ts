@@ -11,6 +11,7 @@ export type EvidenceErrorCode =
   | 'BUNDLE_STATEMENT_SCHEMA'
   | 'BUNDLE_CAPSULE_SCHEMA'
   | 'BUNDLE_CAPSULE_DIGEST'
-  | 'BUNDLE_INCONSISTENT';
+  | 'BUNDLE_INCONSISTENT'
+  | 'BUNDLE_LOG_MISSING';
 
 export class EvidenceError extends CodedError<EvidenceErrorCode> {}

@@ -8,8 +8,9 @@ import Database from 'better-sqlite3';
 import { toCanonicalJson } from '../core/canonical-json.js';
 import { loadSeaNativeBinding } from '../sea/addon.js';
 import { StoreError } from './errors.js';
+import { MERKLE_SCHEMA_SQL, MerkleStore } from './merkle-store.js';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 export type RecordKind =
   | 'capsule.accepted'
@@ -38,8 +39,6 @@ export interface StoreOptions {
   busyTimeoutMs?: number;
   /** Clock for record timestamps; injected by tests. */
   now?: () => Date;
-  /** Called inside each record's transaction with the leaf bytes; the Merkle log hooks in here. */
-  onLeaf?: (db: Database.Database, leaf: Buffer, seq: number) => void;
 }
 
 export type RunStatus = 'running' | 'finished' | 'aborted';
@@ -69,18 +68,32 @@ const MIGRATIONS: readonly string[] = [
      ended_at TEXT,
      evidence_digest TEXT
    ) WITHOUT ROWID;`,
+  // 2: the Merkle log over records_v1 (leaf i = records_v1.leaf of seq i) and its signed checkpoints.
+  `${MERKLE_SCHEMA_SQL};
+   CREATE TABLE checkpoints_v1 (
+     size INTEGER PRIMARY KEY,
+     note TEXT NOT NULL,
+     signed_at TEXT NOT NULL
+   );`,
 ];
+
+export interface StoredCheckpoint {
+  size: number;
+  note: string;
+  signedAt: string;
+}
 
 export class Store {
   readonly db: Database.Database;
+  /** The RFC 6962 tree whose leaves are the records, appended in each record's own transaction. */
+  readonly merkle: MerkleStore;
   private readonly now: () => Date;
-  private readonly onLeaf: StoreOptions['onLeaf'];
   private readonly statements;
 
   private constructor(db: Database.Database, options: StoreOptions) {
     this.db = db;
+    this.merkle = new MerkleStore(db);
     this.now = options.now ?? (() => new Date());
-    this.onLeaf = options.onLeaf;
     this.statements = {
       nextSeq: db.prepare<[], { next: number }>('SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM records_v1'),
       insertRecord: db.prepare('INSERT INTO records_v1 (seq, kind, at, run_id, leaf) VALUES (?, ?, ?, ?, ?)'),
@@ -98,6 +111,12 @@ export class Store {
       run: db.prepare<[string], { run_id: string; status: RunStatus; verdict: string | null }>(
         'SELECT run_id, status, verdict FROM runs_v1 WHERE run_id = ?',
       ),
+      recordCount: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM records_v1'),
+      insertCheckpoint: db.prepare('INSERT OR IGNORE INTO checkpoints_v1 (size, note, signed_at) VALUES (?, ?, ?)'),
+      latestCheckpoint: db.prepare<[], { size: number; note: string; signed_at: string }>(
+        'SELECT size, note, signed_at FROM checkpoints_v1 ORDER BY size DESC LIMIT 1',
+      ),
+      checkpoints: db.prepare<[], { size: number; note: string; signed_at: string }>('SELECT size, note, signed_at FROM checkpoints_v1 ORDER BY size'),
     };
   }
 
@@ -140,7 +159,8 @@ export class Store {
       const at = this.now().toISOString();
       const leaf = Buffer.from(toCanonicalJson({ v: 1, seq, kind, at, ...body }), 'utf8');
       this.statements.insertRecord.run(seq, kind, at, runId ?? null, leaf);
-      this.onLeaf?.(this.db, leaf, seq);
+      // The same transaction appends the leaf: if the tree cannot take it, the record is not written either.
+      this.merkle.append(leaf, seq);
       return { seq, kind, at, leaf };
     };
     return this.db.inTransaction ? write() : this.transaction(write);
@@ -199,6 +219,25 @@ export class Store {
     return this.statements.run.get(runId);
   }
 
+  /** Number of records, which is the size of the Merkle tree. */
+  recordCount(): number {
+    return this.statements.recordCount.get()!.n;
+  }
+
+  /** Keeps a signed checkpoint (one per tree size; the first one signed for a size stays). */
+  saveCheckpoint(size: number, note: string): void {
+    this.transaction(() => this.statements.insertCheckpoint.run(size, note, this.now().toISOString()));
+  }
+
+  latestCheckpoint(): StoredCheckpoint | undefined {
+    const row = this.statements.latestCheckpoint.get();
+    return row && { size: row.size, note: row.note, signedAt: row.signed_at };
+  }
+
+  checkpoints(): StoredCheckpoint[] {
+    return this.statements.checkpoints.all().map((row) => ({ size: row.size, note: row.note, signedAt: row.signed_at }));
+  }
+
   *records(fromSeq = 0, pageSize = 1000): Generator<StoredRecord> {
     for (let next = fromSeq; ; ) {
       const page = this.statements.records.all(next, pageSize);
@@ -217,6 +256,11 @@ function migrate(db: Database.Database): void {
   for (let version = current; version < MIGRATIONS.length; version++) {
     db.transaction(() => {
       db.exec(MIGRATIONS[version]!);
+      if (version === 1) {
+        // Records written before the log existed become its first leaves, in order.
+        const leaves = db.prepare<[], Buffer>('SELECT leaf FROM records_v1 ORDER BY seq').pluck().all();
+        new MerkleStore(db).appendBatch(leaves);
+      }
       db.pragma(`user_version = ${version + 1}`);
     }).immediate();
   }

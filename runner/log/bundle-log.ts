@@ -1,0 +1,88 @@
+/**
+ * The `log` member of a bundle: proof that the evidence record is leaf `index` of the runner's Merkle log,
+ * under a checkpoint signed by the runner's key. Pure: given the member, the runner's identity from the
+ * trust document and the evidence digest, it checks the signed note (C2SP signed-note), the checkpoint body
+ * (C2SP tlog-checkpoint), that the leaf is the `evidence.signed` record of this evidence, and the RFC 9162
+ * §2.1.3.2 inclusion proof up to the checkpoint's root.
+ */
+import { parseBase64, toBase64 } from '../core/base64.js';
+import type { PublicKey } from '../core/ed25519.js';
+import { LogError } from './errors.js';
+import { hashLeaf, verifyInclusion } from './merkle.js';
+import { runnerOrigin, verifyCheckpoint, type Checkpoint } from './checkpoint.js';
+
+export interface BundleLogMember {
+  index: number;
+  /** The leaf's bytes (canonical JSON of the evidence.signed record), base64. */
+  leaf: string;
+  inclusionProof: string[];
+  /** The signed checkpoint note covering `index`. */
+  checkpoint: string;
+}
+
+export function toBundleLogMember(index: number, leaf: Uint8Array, proof: readonly Uint8Array[], checkpointNote: string): BundleLogMember {
+  return { index, leaf: toBase64(leaf), inclusionProof: proof.map(toBase64), checkpoint: checkpointNote };
+}
+
+export interface BundleLogContext {
+  runnerId: string;
+  runnerKey: PublicKey;
+  evidenceDigest: string;
+}
+
+export interface VerifiedBundleLog {
+  index: number;
+  checkpoint: Checkpoint;
+}
+
+const MAX_PROOF_ELEMENTS = 64;
+
+export function verifyBundleLog(value: unknown, context: BundleLogContext): VerifiedBundleLog {
+  const member = parseMember(value);
+  // The note must be signed by this runner's key, under the name that is its log's origin.
+  const origin = runnerOrigin(context.runnerId, context.runnerKey.keyid);
+  const checkpoint = verifyCheckpoint(member.checkpoint, [{ name: origin, publicKey: context.runnerKey }], origin);
+  if (member.index >= checkpoint.size) {
+    throw new LogError('LOG_INDEX_OUT_OF_RANGE', `The evidence leaf index ${member.index} is not below the checkpoint size ${checkpoint.size}.`);
+  }
+  const leaf = decode(member.leaf, 'leaf');
+  verifyLeaf(leaf, member.index, context.evidenceDigest);
+  const proof = member.inclusionProof.map((p) => decode(p, 'proof element'));
+  verifyInclusion(member.index, checkpoint.size, hashLeaf(leaf), proof, checkpoint.rootHash);
+  return { index: member.index, checkpoint };
+}
+
+function parseMember(value: unknown): BundleLogMember {
+  const malformed = (why: string) => new LogError('LOG_EXPORT_INVALID', `The bundle's log member is malformed: ${why}.`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('not an object');
+  const { index, leaf, inclusionProof, checkpoint, ...rest } = value as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) throw malformed(`unexpected member "${Object.keys(rest)[0]}"`);
+  if (!Number.isSafeInteger(index) || (index as number) < 0) throw malformed('index is not a non-negative integer');
+  if (typeof leaf !== 'string' || leaf.length > 16_384) throw malformed('leaf is not a short base64 string');
+  if (!Array.isArray(inclusionProof) || inclusionProof.length > MAX_PROOF_ELEMENTS || !inclusionProof.every((p) => typeof p === 'string')) {
+    throw malformed('inclusionProof is not a list of base64 hashes');
+  }
+  if (typeof checkpoint !== 'string') throw malformed('checkpoint is not a signed note');
+  return { index: index as number, leaf, inclusionProof: inclusionProof as string[], checkpoint };
+}
+
+/** The leaf must be the evidence.signed record, at this index, of exactly this evidence. */
+function verifyLeaf(leaf: Buffer, index: number, evidenceDigest: string): void {
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(leaf.toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw new LogError('LOG_PROOF_INVALID', 'The bundle\'s log leaf is not a record.');
+  }
+  if (record.kind !== 'evidence.signed' || record.seq !== index || record.evidenceDigest !== evidenceDigest) {
+    throw new LogError('LOG_PROOF_INVALID', 'The bundle\'s log leaf is not the record of this evidence at this index.');
+  }
+}
+
+function decode(text: string, what: string): Buffer {
+  try {
+    return parseBase64(text, what);
+  } catch {
+    throw new LogError('LOG_PROOF_INVALID', `The bundle's log ${what} is not valid base64.`);
+  }
+}
