@@ -1,8 +1,8 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { Command } from 'commander';
 import { execCapsule, writeFileAtomic } from '../agent/exec-capsule.js';
 import { selectLauncher } from '../agent/launcher.js';
 import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
+import { readFileCapped } from './files.js';
 import { EXIT, printJson } from './output.js';
 
 export function execCommand(): Command {
@@ -13,7 +13,7 @@ export function execCommand(): Command {
     .option('--out <path>', 'also write the bundle here')
     .option('--json', 'print a machine-readable summary')
     .action(async (file: string, opts: { state: string; out?: string; json?: boolean }) => {
-      const { bytes, size } = readCapped(file);
+      const { bytes, size } = readFileCapped(file, CAPSULE_MAX_BYTES);
       const result = await execCapsule({ stateDir: opts.state, capsuleBytes: bytes, capsuleSize: size, selectLauncher });
       if (result.kind === 'rejected') {
         if (opts.json) printJson({ status: 'rejected', code: result.code, message: result.message, capsuleId: result.capsuleId ?? null, fileDigest: result.fileDigest ?? null });
@@ -47,25 +47,4 @@ export function execCommand(): Command {
       }
       process.exitCode = result.verdict === 'pass' ? EXIT.ok : EXIT.failed;
     });
-}
-
-/**
- * Reads at most CAPSULE_MAX_BYTES + 1 bytes: enough for acceptance to see that a file is over the cap (and
- * record the rejection) without a multi-gigabyte file ever being held in memory.
- */
-function readCapped(file: string): { bytes: Buffer; size: number } {
-  const fd = openSync(file, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    const buffer = Buffer.alloc(Math.min(size, CAPSULE_MAX_BYTES + 1));
-    let read = 0;
-    while (read < buffer.length) {
-      const n = readSync(fd, buffer, read, buffer.length - read, read);
-      if (n === 0) break;
-      read += n;
-    }
-    return { bytes: buffer.subarray(0, read), size };
-  } finally {
-    closeSync(fd);
-  }
 }

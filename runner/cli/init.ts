@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { TRUST_MAX_BYTES } from '../trust/trust.js';
+import { readFileCapped } from './files.js';
 import { Command } from 'commander';
 import { initState } from '../state/state.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
@@ -20,7 +21,7 @@ export function initCommand(): Command {
       const { layout, config, key, trust } = initState(opts.state, {
         id: opts.id,
         labels: opts.label,
-        trustBytes: readFileSync(opts.trust),
+        trustBytes: readFileCapped(opts.trust, TRUST_MAX_BYTES).bytes,
         now: new Date(),
         ...(opts.key ? { key: readPrivateKeyFile(opts.key) } : {}),
       });

@@ -3,7 +3,8 @@ import { Command } from 'commander';
 import { sha256Hex } from '../core/digest.js';
 import { signEnvelope } from '../core/dsse.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
-import { TRUST_PAYLOAD_TYPE, verifyTrustDocument } from '../trust/trust.js';
+import { TRUST_MAX_BYTES, TRUST_PAYLOAD_TYPE, verifyTrustDocument } from '../trust/trust.js';
+import { readFileCapped } from './files.js';
 import { writeFileAtomic } from '../agent/exec-capsule.js';
 import { EXIT, printJson } from './output.js';
 
@@ -31,7 +32,7 @@ export function trustCommand(): Command {
     .argument('<trust-dsse-json>')
     .option('--json', 'print the verified document as JSON')
     .action((file: string, opts: { json?: boolean }) => {
-      const bytes = readFileSync(file);
+      const bytes = readFileCapped(file, TRUST_MAX_BYTES).bytes;
       const verified = verifyTrustDocument(bytes, { now: new Date() });
       if (opts.json) {
         printJson({ sha256: sha256Hex(bytes), signers: verified.signers, document: verified.body });

@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { isCodedError } from '../core/errors.js';
-import { verifyBundle } from '../evidence/bundle.js';
-import { verifyTrustDocument } from '../trust/trust.js';
+import { BUNDLE_MAX_BYTES, verifyBundle } from '../evidence/bundle.js';
+import { TRUST_MAX_BYTES, verifyTrustDocument } from '../trust/trust.js';
+import { readFileCapped } from './files.js';
 import { EXIT, describeError, printJson } from './output.js';
 
 export function verifyCommand(): Command {
@@ -14,10 +14,10 @@ export function verifyCommand(): Command {
     .action((files: string[], opts: { trust: string; json?: boolean }) => {
       // Offline audit: the trust document's own signatures are checked; its expiry is not, so archived
       // bundles stay verifiable after the document they were made under has been superseded.
-      const trust = verifyTrustDocument(readFileSync(opts.trust));
+      const trust = verifyTrustDocument(readFileCapped(opts.trust, TRUST_MAX_BYTES).bytes);
       const results = files.map((file) => {
         try {
-          const verified = verifyBundle(readFileSync(file), trust);
+          const verified = verifyBundle(readFileCapped(file, BUNDLE_MAX_BYTES).bytes, trust);
           const p = verified.statement.predicate;
           return { file, ok: true as const, runner: p.runner.id, capsule: p.capsule.id, kind: p.capsule.kind, verdict: p.run.verdict, runId: p.run.id, evidence: verified.evidenceDigest };
         } catch (err) {
