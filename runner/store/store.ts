@@ -4,13 +4,14 @@
  * no run"). A record's `leaf` column holds the exact bytes that become a leaf of the runner's Merkle log:
  * canonical JSON an auditor can recompute from the export.
  */
+import { readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { toCanonicalJson } from '../core/canonical-json.js';
 import { loadSeaNativeBinding } from '../sea/addon.js';
 import { StoreError } from './errors.js';
 import { MERKLE_SCHEMA_SQL, MerkleStore } from './merkle-store.js';
 
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 export type RecordKind =
   | 'capsule.accepted'
@@ -75,7 +76,17 @@ const MIGRATIONS: readonly string[] = [
      note TEXT NOT NULL,
      signed_at TEXT NOT NULL
    );`,
+  // 3: which process owns a running run, so a restart aborts only runs whose runner is gone.
+  `ALTER TABLE runs_v1 ADD COLUMN owner_pid INTEGER;
+   ALTER TABLE runs_v1 ADD COLUMN owner_start TEXT;`,
 ];
+
+/** A process, named so that a reused pid is not mistaken for the runner that started a run. */
+export interface ProcessIdentity {
+  pid: number;
+  /** The process's start time as the kernel reports it (/proc/PID/stat field 22). */
+  start: string;
+}
 
 export interface StoredCheckpoint {
   size: number;
@@ -100,11 +111,13 @@ export class Store {
       insertSeen: db.prepare('INSERT INTO seen_capsules_v1 (capsule_id, nonce, accepted_seq) VALUES (?, ?, ?)'),
       hasSeen: db.prepare<[string, string], { one: number }>('SELECT 1 AS one FROM seen_capsules_v1 WHERE capsule_id = ? AND nonce = ?'),
       insertRun: db.prepare(
-        "INSERT INTO runs_v1 (run_id, capsule_id, manifest_digest, status, started_at) VALUES (?, ?, ?, 'running', ?)",
+        "INSERT INTO runs_v1 (run_id, capsule_id, manifest_digest, status, started_at, owner_pid, owner_start) VALUES (?, ?, ?, 'running', ?, ?, ?)",
       ),
       finishRun: db.prepare("UPDATE runs_v1 SET status = ?, verdict = ?, ended_at = ? WHERE run_id = ? AND status = 'running'"),
       setEvidence: db.prepare('UPDATE runs_v1 SET evidence_digest = ? WHERE run_id = ?'),
-      runningRuns: db.prepare<[], { run_id: string; capsule_id: string }>("SELECT run_id, capsule_id FROM runs_v1 WHERE status = 'running'"),
+      runningRuns: db.prepare<[], { run_id: string; owner_pid: number | null; owner_start: string | null }>(
+        "SELECT run_id, owner_pid, owner_start FROM runs_v1 WHERE status = 'running'",
+      ),
       records: db.prepare<[number, number], { seq: number; kind: RecordKind; at: string; leaf: Buffer }>(
         'SELECT seq, kind, at, leaf FROM records_v1 WHERE seq >= ? ORDER BY seq LIMIT ?',
       ),
@@ -182,10 +195,10 @@ export class Store {
     });
   }
 
-  startRun(runId: string, capsuleId: string, manifestDigest: string, body: RecordBody): StoredRecord {
+  startRun(runId: string, capsuleId: string, manifestDigest: string, body: RecordBody, owner: ProcessIdentity | undefined = currentProcess()): StoredRecord {
     return this.transaction(() => {
       const record = this.appendRecord('run.started', body, runId);
-      this.statements.insertRun.run(runId, capsuleId, manifestDigest, record.at);
+      this.statements.insertRun.run(runId, capsuleId, manifestDigest, record.at, owner?.pid ?? null, owner?.start ?? null);
       return record;
     });
   }
@@ -206,9 +219,14 @@ export class Store {
     });
   }
 
-  /** Runs left 'running' by a runner that died (SIGKILL, power loss) are closed as aborted, with a record. */
-  abortInterruptedRuns(): string[] {
-    const interrupted = this.statements.runningRuns.all();
+  /**
+   * Runs left 'running' by a runner process that no longer exists (SIGKILL, power loss) are closed as
+   * aborted, with a record. A run whose runner is still alive (a concurrent exec) is left alone.
+   */
+  abortInterruptedRuns(isAlive: (owner: ProcessIdentity) => boolean = isProcessAlive): string[] {
+    const interrupted = this.statements.runningRuns
+      .all()
+      .filter((run) => run.owner_pid === null || run.owner_start === null || !isAlive({ pid: run.owner_pid, start: run.owner_start }));
     for (const { run_id } of interrupted) {
       this.finishRun(run_id, 'aborted', null, { runId: run_id, reason: 'runner-restarted' });
     }
@@ -245,6 +263,26 @@ export class Store {
       if (page.length < pageSize) return;
       next = page[page.length - 1]!.seq + 1;
     }
+  }
+}
+
+/** This process, as ProcessIdentity; undefined where /proc is not readable. */
+export function currentProcess(): ProcessIdentity | undefined {
+  const start = processStart(process.pid);
+  return start === undefined ? undefined : { pid: process.pid, start };
+}
+
+export function isProcessAlive(owner: ProcessIdentity): boolean {
+  return processStart(owner.pid) === owner.start;
+}
+
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 2 (comm) may hold spaces and parentheses: count fields after the last ')'. starttime is field 22.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
   }
 }
 
