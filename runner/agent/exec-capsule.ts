@@ -6,19 +6,22 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256Hex } from '../core/digest.js';
+import { isCodedError } from '../core/errors.js';
 import { CapsuleError, type CapsuleErrorCode } from '../capsule/errors.js';
 import { verifyCapsule, type AcceptedCapsule } from '../capsule/verify.js';
 import { buildBundle, signEvidence, type Bundle } from '../evidence/bundle.js';
+import { guardBundle } from '../evidence/egress.js';
 import { buildStatement, decideVerdict, type IsolationUsed, type StepRecord, type Verdict } from '../evidence/statement.js';
 import { collectArtifacts } from '../exec/collect.js';
 import { buildStepEnv } from '../exec/env.js';
-import { classifyLimitExit, type LaunchPlan } from '../exec/sandbox.js';
+import { classifyLimitExit, isLoaderEnvName, type LaunchPlan } from '../exec/sandbox.js';
 import { runStep, type StepOutcome } from '../exec/step.js';
 import { createWorkspace, writeInputs } from '../exec/workspace.js';
 import { loadState, type RunnerState } from '../state/state.js';
 import { StoreError } from '../store/errors.js';
 import { Store } from '../store/store.js';
 import { RUNNER_VERSION } from '../version.js';
+import { RunError } from './errors.js';
 import { bundleLogFor } from './log.js';
 import { logger } from './logger.js';
 
@@ -111,6 +114,7 @@ export async function execCapsule(options: ExecOptions): Promise<ExecResult> {
         now: decisionTime,
         hasSeen: (id, nonce) => store.hasSeen(id, nonce),
       });
+      verifyStepEnvPolicy(accepted);
       const requirement = accepted.manifest.isolation ?? 'required';
       const selected = (options.selectLauncher ?? (() => directLauncher))(requirement, { stateDir: state.layout.dir });
       if ('unavailable' in selected) {
@@ -122,7 +126,7 @@ export async function execCapsule(options: ExecOptions): Promise<ExecResult> {
       launcher = selected;
       store.acceptCapsule(accepted.manifest.id, accepted.manifest.nonce, {
         capsuleId: accepted.manifest.id,
-        kind: accepted.manifest.kind,
+        capsuleKind: accepted.manifest.kind,
         manifestDigest: accepted.manifestDigest,
         fileDigest,
         signers: accepted.signers,
@@ -159,16 +163,54 @@ async function runAccepted(
     isolation: launcher.isolation,
   });
   const runDir = join(state.layout.runs, runId);
+  try {
+    return await runSteps(state, store, accepted, launcher, config, now, { runId, runDir, startedAt, ops });
+  } catch (err) {
+    // Whatever stopped the run midway is recorded, with a code, unless the run already ended.
+    const reason = isCodedError(err) && /^[A-Z][A-Z0-9_]{0,63}$/.test(err.code) ? err.code : 'RUN_INTERNAL';
+    try {
+      if (store.run(runId)?.status === 'running') store.finishRun(runId, 'aborted', null, { runId, reason });
+    } catch {
+      // The store itself is failing; the next start records this run as aborted (abortInterruptedRuns).
+    }
+    throw err;
+  } finally {
+    // Last, and best effort: a leftover process writing into the workspace must not cost the evidence.
+    if (!config.keepWorkspace) {
+      try {
+        rmSync(runDir, { recursive: true, force: true });
+      } catch (err) {
+        ops.warn({ code: (err as NodeJS.ErrnoException).code }, 'workspace not removed');
+      }
+    }
+  }
+}
+
+interface RunContext {
+  runId: string;
+  runDir: string;
+  startedAt: Date;
+  ops: ReturnType<typeof logger>;
+}
+
+async function runSteps(
+  state: RunnerState,
+  store: Store,
+  accepted: AcceptedCapsule,
+  launcher: Launcher,
+  config: ExecConfig,
+  now: () => Date,
+  { runId, runDir, startedAt, ops }: RunContext,
+): Promise<ExecResult> {
+  const { manifest } = accepted;
   let workspace: string;
   try {
     workspace = createWorkspace(runDir);
     writeInputs(workspace, manifest.inputs, accepted.inputs);
     launcher.prepare?.(workspace);
   } catch (err) {
-    const code = err instanceof CapsuleError ? err.code : 'RUN_WORKSPACE_FAILED';
-    store.finishRun(runId, 'aborted', null, { runId, reason: code });
-    rmSync(runDir, { recursive: true, force: true });
-    throw err instanceof CapsuleError ? err : new CapsuleError('CAPSULE_PATH_ESCAPE', 'The run workspace could not be prepared.', { cause: err });
+    if (err instanceof CapsuleError) throw err; // a symlink on an input's way: CAPSULE_PATH_ESCAPE
+    throw new RunError('RUN_WORKSPACE_FAILED', 'The run workspace could not be prepared; nothing was executed.', { runId }, { cause: err });
   }
 
   const steps: StepRecord[] = [];
@@ -199,7 +241,6 @@ async function runAccepted(
   const endedAt = now();
   store.finishRun(runId, 'finished', verdict, { runId, verdict });
   ops.info({ verdict, isolation: launcher.isolation }, 'run finished');
-  if (!config.keepWorkspace) rmSync(runDir, { recursive: true, force: true });
 
   const statement = buildStatement({
     runner: { id: state.config.id, keyid: state.key.keyid, version: RUNNER_VERSION },
@@ -213,6 +254,7 @@ async function runAccepted(
   const evidenceRecord = store.recordEvidence(runId, evidence.digest, { runId, evidenceDigest: evidence.digest });
   const log = bundleLogFor(store, { runnerId: state.config.id, key: state.key }, evidenceRecord.seq, evidenceRecord.leaf);
   const bundle = buildBundle(evidence.envelope, accepted.envelope, log);
+  guardBundle(bundle);
   const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
   writeFileAtomic(bundlePath, `${JSON.stringify(bundle, null, 2)}\n`);
   return {
@@ -226,6 +268,19 @@ async function runAccepted(
     bundlePath,
     evidenceDigest: evidence.digest,
   };
+}
+
+/** Policy: a step may not set variables that steer the dynamic loader of the sandbox's own wrappers. */
+function verifyStepEnvPolicy({ manifest, manifestDigest }: AcceptedCapsule): void {
+  for (const step of manifest.steps) {
+    const unsafe = Object.keys(step.env ?? {}).find(isLoaderEnvName);
+    if (unsafe) {
+      throw new CapsuleError('CAPSULE_POLICY', `The step "${step.name}" sets ${unsafe}, which would steer the loader of the runner's sandbox.`, {
+        capsuleId: manifest.id,
+        manifestDigest,
+      });
+    }
+  }
 }
 
 const LIMIT_RECORDED: Record<ReturnType<typeof classifyLimitExit>['reason'], StepRecord['limit']> = {

@@ -26,6 +26,11 @@ export function sandboxLauncherSelector(config: SandboxConfig = {}, limits: Step
       if (isCodedError(err)) return { unavailable: 'bubblewrap (bwrap) is missing or cannot create namespaces here' };
       throw err;
     }
+    // Without bwrap, a step of a non-root runner would run as the runner itself: able to read its key and
+    // reach the network. Only a root runner can fall back to 'none' (steps then run as uid 65534).
+    if (mode === 'none' && (config.runnerUid ?? process.getuid?.()) !== 0) {
+      return { unavailable: 'without bubblewrap, a runner that is not root cannot keep a step away from its own key' };
+    }
     const launcher: Launcher = {
       isolation: mode,
       prepare: (workspace) => {

@@ -25,13 +25,18 @@ export interface CapsuleVerifyOptions {
   /** Replay check: true when this id+nonce was accepted before. */
   hasSeen: (capsuleId: string, nonce: string) => boolean;
   maxBytes?: number;
+  /** Tolerance for a runner clock behind the signer's, applied to notBefore only. Default 60 s. */
+  clockSkewMs?: number;
 }
+
+export const DEFAULT_CLOCK_SKEW_MS = 60_000;
 
 export interface AcceptedCapsule {
   manifest: Manifest;
   /** The verified DSSE payload: the bytes the evidence's capsule subject digests. */
   manifestBytes: Buffer;
   manifestDigest: string;
+  /** The envelope rebuilt from the signatures that verified (what a bundle carries on). */
   envelope: Envelope;
   signers: string[];
   /** Input bytes by path, digests checked. */
@@ -61,7 +66,7 @@ export function verifyCapsule(bytes: Uint8Array, options: CapsuleVerifyOptions):
   const context = { capsuleId: manifest.id, manifestDigest };
   // 5. Freshness, against the one clock reading.
   const at = now.getTime();
-  if (at < Date.parse(manifest.notBefore)) {
+  if (at + (options.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS) < Date.parse(manifest.notBefore)) {
     throw new CapsuleError('CAPSULE_NOT_YET_VALID', `The capsule is not valid before ${manifest.notBefore}.`, context);
   }
   if (at >= Date.parse(manifest.expiresAt)) {
@@ -102,7 +107,7 @@ export function verifyCapsule(bytes: Uint8Array, options: CapsuleVerifyOptions):
   if (manifest.kind === 'remediate') {
     throw new CapsuleError('CAPSULE_POLICY', 'Remediation capsules need human approvals, which this runner version cannot check yet.', context);
   }
-  return { manifest, manifestBytes: verified.payload, manifestDigest, envelope: file.envelope, signers: verified.signers, inputs };
+  return { manifest, manifestBytes: verified.payload, manifestDigest, envelope: verified.verifiedEnvelope, signers: verified.signers, inputs };
 }
 
 function verifySignatures(envelope: Envelope, trust: VerifiedTrust) {

@@ -25,7 +25,7 @@ export function initCommand(): Command {
         now: new Date(),
         ...(opts.key ? { key: readPrivateKeyFile(opts.key) } : {}),
       });
-      Store.open(layout.database).close();
+      Store.open(layout.database, { create: true }).close();
       const verifierKey = verifierKeyOf({ runnerId: config.id, key });
       const enrolled = trust.keyByName(config.id, 'runner')?.keyid === key.keyid;
       if (opts.json) {

@@ -1,4 +1,188 @@
+/**
+ * `log export` and `log verify`: the runner's whole log as JSON Lines (runner/log/export.ts), and the
+ * offline audit of such a file against the trust document and, optionally, a checkpoint kept from earlier.
+ * I/O only: the format and the checks are in runner/log/export.ts.
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, createReadStream, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
+import { checkpointNow, originOf } from '../agent/log.js';
+import { BUNDLE_MAX_BYTES } from '../evidence/bundle.js';
+import { LogError } from '../log/errors.js';
+import { formatCheckpointLine, formatExportHeader, formatLeafLine, splitLines, verifyExport, type ExportReport } from '../log/export.js';
+import { loadState } from '../state/state.js';
+import { Store } from '../store/store.js';
+import { verifyTrustDocument } from '../trust/trust.js';
+import { EXIT, UsageError, printJson } from './output.js';
 
-/** `log export` and `log verify` (being written). */
-export function addLogExportCommands(_log: Command): void {}
+/** Bytes buffered before each write of the export file. */
+const WRITE_CHUNK_BYTES = 1 << 20;
+
+export function addLogExportCommands(log: Command): void {
+  log
+    .command('export')
+    .description('Write every leaf and every signed checkpoint of the log to FILE (JSON Lines), ending with a fresh checkpoint.')
+    .requiredOption('--state <dir>', 'the runner state folder')
+    .requiredOption('--out <file>', 'the export file to write (replaced atomically)')
+    .action((opts: { state: string; out: string }) => {
+      const state = loadState(opts.state, new Date());
+      const store = Store.open(state.layout.database);
+      try {
+        const { leaves, checkpoints } = exportLog(store, { runnerId: state.config.id, key: state.key }, opts.out);
+        process.stdout.write(`exported ${leaves} leaves and ${checkpoints} checkpoints to ${opts.out}\n`);
+      } finally {
+        store.close();
+      }
+    });
+  log
+    .command('verify')
+    .description("Recompute a log export's tree and check every checkpoint, and consistency with an earlier checkpoint.")
+    .argument('<file>', 'a file written by `log export`')
+    .requiredOption('--trust <trust-dsse-json>', 'the trust document that enrols the runner')
+    .option('--checkpoint <old>', 'a checkpoint note kept from earlier, or a bundle whose log.checkpoint is used')
+    .option('--json', 'print a machine-readable result')
+    .action(async (file: string, opts: { trust: string; checkpoint?: string; json?: boolean }) => {
+      // Offline audit, as `verify`: the trust document's signatures are checked, its expiry is not.
+      const trust = verifyTrustDocument(readCapped(opts.trust, BUNDLE_MAX_BYTES));
+      const earlier = opts.checkpoint !== undefined ? readEarlierCheckpoint(opts.checkpoint) : undefined;
+      let report: ExportReport;
+      try {
+        report = await verifyExport(splitLines(createReadStream(file)), { trust, ...(earlier !== undefined ? { earlier } : {}) });
+      } catch (err) {
+        if (!(err instanceof LogError)) throw err;
+        const place = err.details.earlier === true ? 'earlier checkpoint' : `line ${String(err.details.line)}`;
+        const index = typeof err.details.index === 'number' ? err.details.index : undefined;
+        const sentence = typeof err.details.sentence === 'string' ? err.details.sentence : err.message;
+        if (opts.json) {
+          printJson({ ok: false, file, code: err.code, message: err.message, line: err.details.line ?? null, index: index ?? null });
+        } else {
+          process.stdout.write(`FAIL ${place}${index !== undefined ? ` (leaf ${index})` : ''}: ${err.code}: ${sentence}\n`);
+        }
+        process.exitCode = EXIT.failed;
+        return;
+      }
+      if (opts.json) {
+        printJson({ ok: true, file, ...report });
+      } else {
+        const consistent = report.earlier ? `, consistent with the earlier checkpoint at size ${report.earlier.size}` : '';
+        process.stdout.write(
+          `OK log of runner ${report.runner.id}: ${report.size} leaves, root ${report.root}, ${report.checkpoints} checkpoints verified${consistent}\n`,
+        );
+      }
+      process.exitCode = EXIT.ok;
+    });
+}
+
+/**
+ * Writes the export of the log as it stands after signing a fresh checkpoint of size N: leaves 0..N-1, the
+ * stored checkpoints up to N in place, and any stored checkpoint larger than the tree itself at the end (a
+ * sign the tree lost leaves, which `log verify` reports). Reads inside one read transaction, so records a
+ * concurrent `exec` appends meanwhile are not mixed in. Written to a temporary file, synced, then renamed.
+ */
+export function exportLog(store: Store, identity: Parameters<typeof checkpointNow>[1], out: string): { leaves: number; checkpoints: number } {
+  const fresh = checkpointNow(store, identity);
+  const size = fresh.size;
+  const temp = join(dirname(out), `.${basename(out)}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(temp, 'wx', 0o644);
+  let written = { leaves: 0, checkpoints: 0 };
+  try {
+    const writer = bufferedWriter(fd);
+    // better-sqlite3's transaction() is BEGIN DEFERRED: one WAL snapshot for every read below.
+    written = store.db.transaction(() => {
+      const treeSize = store.merkle.size();
+      const stored = store.checkpoints();
+      const inPlace = stored.filter((c) => c.size <= size);
+      const stale = stored.filter((c) => c.size > treeSize);
+      let next = 0; // position in inPlace
+      const emitUpTo = (reached: number): void => {
+        while (next < inPlace.length && inPlace[next]!.size <= reached) writer.line(formatCheckpointLine(inPlace[next++]!.note));
+      };
+      writer.line(formatExportHeader({ origin: originOf(identity), runner: { id: identity.runnerId, keyid: identity.key.keyid }, size }));
+      emitUpTo(0);
+      let leaves = 0;
+      for (const record of store.records(0)) {
+        if (leaves >= size) break;
+        // The leaf at position i is what the store holds at position i; if rows are missing or moved, the
+        // export shows it and `log verify` names the place.
+        writer.line(formatLeafLine(leaves, record.leaf));
+        leaves += 1;
+        emitUpTo(leaves);
+      }
+      emitUpTo(Number.MAX_SAFE_INTEGER);
+      for (const checkpoint of stale) writer.line(formatCheckpointLine(checkpoint.note));
+      if (leaves !== size) {
+        process.stderr.write(`edge-runner: warning: the store holds ${leaves} records for a tree of ${size} leaves; the export shows what is there\n`);
+      }
+      return { leaves, checkpoints: inPlace.length + stale.length };
+    })();
+    writer.flush();
+    fsyncSync(fd);
+    closeSync(fd);
+    renameSync(temp, out);
+  } catch (err) {
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed
+    }
+    rmSync(temp, { force: true });
+    throw err;
+  }
+  return written;
+}
+
+function bufferedWriter(fd: number): { line(text: string): void; flush(): void } {
+  let parts: string[] = [];
+  let bytes = 0;
+  const flush = (): void => {
+    if (parts.length === 0) return;
+    const buffer = Buffer.from(parts.join(''), 'utf8');
+    for (let offset = 0; offset < buffer.length; ) offset += writeSync(fd, buffer, offset, buffer.length - offset);
+    parts = [];
+    bytes = 0;
+  };
+  return {
+    line(text) {
+      parts.push(text, '\n');
+      bytes += text.length + 1;
+      if (bytes >= WRITE_CHUNK_BYTES) flush();
+    },
+    flush,
+  };
+}
+
+/**
+ * The auditor's earlier checkpoint: a note file as `log checkpoint` prints it, or a bundle (JSON) whose
+ * `log.checkpoint` member is that note. Its signature is checked by verifyExport against the runner's key.
+ */
+function readEarlierCheckpoint(path: string): string {
+  const text = readCapped(path, BUNDLE_MAX_BYTES).toString('utf8');
+  if (!text.trimStart().startsWith('{')) return text;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new UsageError(`${path} starts like JSON but is not JSON: give a checkpoint note or a bundle.`);
+  }
+  const note = (value as { log?: { checkpoint?: unknown } } | null)?.log?.checkpoint;
+  if (typeof note !== 'string') throw new UsageError(`${path} is JSON without a log.checkpoint note: give a checkpoint note or a bundle.`);
+  return note;
+}
+
+function readCapped(path: string, limit: number): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    if (size > limit) throw new UsageError(`${path} is ${size} bytes, over the ${limit}-byte limit.`);
+    const buffer = Buffer.alloc(size);
+    for (let read = 0; read < size; ) {
+      const n = readSync(fd, buffer, read, size - read, read);
+      if (n === 0) return buffer.subarray(0, read);
+      read += n;
+    }
+    return buffer;
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -8,6 +8,10 @@ export function parseBase64(text: string, what = 'value'): Buffer {
   if (typeof text !== 'string' || !STRICT_BASE64.test(text)) {
     throw new CoreError('CORE_BASE64_INVALID', `The ${what} is not valid base64.`);
   }
+  // One alphabet per string: mixing '+/' with '-_' would give one value several encodings.
+  if (/[+/]/.test(text) && /[-_]/.test(text)) {
+    throw new CoreError('CORE_BASE64_INVALID', `The ${what} is not valid base64.`);
+  }
   const body = text.replace(/=+$/, '');
   const padding = text.length - body.length;
   // A 4-character group holds 3 bytes; a trailing group of 1 character is impossible, and padding must

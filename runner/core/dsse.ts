@@ -102,10 +102,16 @@ export interface VerifiedEnvelope {
   payload: Buffer;
   /** Distinct keyids, with the role, whose signatures verified. */
   signers: string[];
+  /**
+   * The envelope rebuilt from what verified: the payload, and one signature per counted key with its true
+   * keyid, canonical base64 throughout. Nothing unauthenticated (an extra signature, a keyid hint of any
+   * length) survives into a document we pass on.
+   */
+  verifiedEnvelope: Envelope;
 }
 
 type SignatureOutcome =
-  | { kind: 'valid'; keyid: string; hasRole: boolean }
+  | { kind: 'valid'; keyid: string; hasRole: boolean; signature: Buffer }
   | { kind: 'keyid-mismatch' }
   | { kind: 'invalid' };
 
@@ -131,7 +137,7 @@ export function verifyEnvelope(envelope: Envelope, options: VerifyOptions): Veri
     const hinted = keyid === undefined ? undefined : byKeyid.get(keyid);
     if (hinted) {
       if (hinted.publicKey.verify(message, signature)) {
-        return { kind: 'valid', keyid: hinted.keyid, hasRole: hinted.roles.includes(options.role) };
+        return { kind: 'valid', keyid: hinted.keyid, hasRole: hinted.roles.includes(options.role), signature };
       }
       // The hint names a trusted key that did not make this signature: it counts for nothing, and if
       // another trusted key did make it, someone relabelled a signature to fake a second signer.
@@ -141,13 +147,13 @@ export function verifyEnvelope(envelope: Envelope, options: VerifyOptions): Veri
     // No hint, or a hint to no key we know: try every trusted key (keyids are hints only).
     for (const key of options.keys) {
       if (key.publicKey.verify(message, signature)) {
-        return { kind: 'valid', keyid: key.keyid, hasRole: key.roles.includes(options.role) };
+        return { kind: 'valid', keyid: key.keyid, hasRole: key.roles.includes(options.role), signature };
       }
     }
     return { kind: 'invalid' };
   });
 
-  const signers = new Set<string>();
+  const signers = new Map<string, Buffer>();
   let duplicates = 0;
   let wrongRole = 0;
   let mismatched = 0;
@@ -156,11 +162,20 @@ export function verifyEnvelope(envelope: Envelope, options: VerifyOptions): Veri
     if (outcome.kind !== 'valid') continue;
     if (!outcome.hasRole) wrongRole++;
     else if (signers.has(outcome.keyid)) duplicates++;
-    else signers.add(outcome.keyid);
+    else signers.set(outcome.keyid, outcome.signature);
   }
   const found = { threshold: options.threshold, actual: signers.size, role: options.role };
   if (signers.size >= options.threshold && options.threshold >= 1) {
-    return { payload, signers: [...signers].sort() };
+    const keyids = [...signers.keys()].sort();
+    return {
+      payload,
+      signers: keyids,
+      verifiedEnvelope: {
+        payloadType: envelope.payloadType,
+        payload: toBase64(payload),
+        signatures: keyids.map((keyid) => ({ keyid, sig: toBase64(signers.get(keyid)!) })),
+      },
+    };
   }
   if (mismatched > 0) {
     throw new DsseError('DSSE_KEYID_MISMATCH', 'A signature names a trusted key that did not make it.', found);

@@ -8,6 +8,7 @@ import { checkSchema } from '../core/schema.js';
 import type { Manifest } from '../capsule/manifest.js';
 import { EvidenceError } from './errors.js';
 import { statementSchema, type Statement } from './statement.js';
+import bundleSchema from './bundle.schema.json' with { type: 'json' };
 
 export interface EgressContext {
   manifest: Manifest;
@@ -31,4 +32,32 @@ export function guardStatement(statement: Statement, context: EgressContext): vo
   for (const artifact of predicate.artifacts) provenance(collectPaths.has(artifact.path), 'artifact path');
   const allowedSubjects = new Set([`capsule/${context.manifest.id}`, ...[...collectPaths].map((path) => `artifact/${path}`)]);
   for (const subject of statement.subject) provenance(allowedSubjects.has(subject.name), 'subject name');
+}
+
+const LEAF_FIELDS = ['at', 'evidenceDigest', 'kind', 'runId', 'seq', 'v'];
+
+/**
+ * The whole bundle as it is about to be written: a closed schema over every member (envelopes rebuilt from
+ * verified signatures, canonical base64, the checkpoint note's exact shape), and the log leaf decoded and
+ * checked to be the evidence record and nothing else. The statement inside was guarded before signing.
+ */
+export function guardBundle(bundle: unknown): void {
+  const problem = checkSchema(bundleSchema, bundle);
+  if (problem) {
+    throw new EvidenceError('EGRESS_SCHEMA', `The bundle does not match the closed outbound schema at ${problem.path}: ${problem.message}.`);
+  }
+  const leaf = JSON.parse(Buffer.from((bundle as { log: { leaf: string } }).log.leaf, 'base64').toString('utf8')) as Record<string, unknown>;
+  const fields = Object.keys(leaf).sort();
+  const ok =
+    fields.join() === LEAF_FIELDS.join() &&
+    leaf.kind === 'evidence.signed' &&
+    leaf.v === 1 &&
+    typeof leaf.at === 'string' &&
+    /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(leaf.at) &&
+    typeof leaf.runId === 'string' &&
+    /^[0-9a-f-]{36}$/.test(leaf.runId) &&
+    typeof leaf.evidenceDigest === 'string' &&
+    /^sha256:[0-9a-f]{64}$/.test(leaf.evidenceDigest) &&
+    Number.isSafeInteger(leaf.seq);
+  if (!ok) throw new EvidenceError('EGRESS_PROVENANCE', 'The bundle\'s log leaf is not exactly the evidence record.');
 }

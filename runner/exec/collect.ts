@@ -3,7 +3,8 @@
  * local evidence store, and summarised by its parser. Paths come from the signed manifest; a path that
  * reaches through a symlink is recorded as escaped and never read.
  */
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from 'node:fs';
+import { sep } from 'node:path';
 import type { CollectParser, CollectRule } from '../capsule/manifest.js';
 import { CapsuleError } from '../capsule/errors.js';
 import { parseJunit, type JunitSummary } from '../evidence/parsers/junit.js';
@@ -27,6 +28,14 @@ export function collectArtifacts(workspace: string, rules: readonly CollectRule[
   return rules.map((rule) => collectOne(workspace, rule, blobs, maxBytes));
 }
 
+function openedInside(fd: number, workspace: string): boolean {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`).startsWith(workspace + sep);
+  } catch {
+    return false;
+  }
+}
+
 function collectOne(workspace: string, rule: CollectRule, blobs: BlobStore, maxBytes: number): Artifact {
   const base = { path: rule.path, as: rule.as };
   let target: string;
@@ -44,8 +53,13 @@ function collectOne(workspace: string, rule: CollectRule, blobs: BlobStore, maxB
     return { ...base, status: code === 'ELOOP' ? 'escaped' : code === 'ENOENT' ? 'missing' : 'not-a-file' };
   }
   try {
+    // The lstat walk above and this open are two moments: a step process still alive could have swapped a
+    // folder on the way for a symlink in between. What counts is the file actually opened: its path must
+    // be inside the workspace, and it must not be a hard link to a file elsewhere.
+    if (!openedInside(fd, workspace)) return { ...base, status: 'escaped' };
     const stat = fstatSync(fd);
     if (!stat.isFile()) return { ...base, status: 'not-a-file' };
+    if (stat.nlink > 1) return { ...base, status: 'escaped' };
     if (stat.size > maxBytes) return { ...base, status: 'too-large', size: stat.size };
     const data = Buffer.alloc(stat.size);
     let read = 0;

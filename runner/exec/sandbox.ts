@@ -161,7 +161,8 @@ interface BwrapLayout {
 function toBwrapArgs(layout: BwrapLayout): string[] {
   const args = [
     '--die-with-parent', // the sandbox dies with the runner
-    '--new-session', // setsid(): no TIOCSTI into the runner's terminal
+    // No --new-session: the step must stay in the process group the runner signals (SIGTERM on timeout);
+    // the runner already spawns it detached (setsid) with stdin closed, so it has no terminal to inject into.
     '--unshare-net', // a fresh network namespace: loopback only, and down
     '--unshare-pid', // its own PID namespace: when its init dies, every process in it dies
     '--unshare-ipc',
@@ -260,6 +261,11 @@ function verifyLaunchRequest(req: LaunchRequest): void {
  * run outside the sandbox or with privileges, so a step may not set them.
  */
 const LOADER_ENV = /^(LD_.*|GCONV_PATH|GETCONF_DIR|GLIBC_TUNABLES|HOSTALIASES|LOCALDOMAIN|LOCPATH|MALLOC_TRACE|NIS_PATH|NLSPATH|RESOLV_HOST_CONF|RES_OPTIONS)$/;
+
+/** True for a variable that would steer the dynamic loader of the sandbox's own wrappers. */
+export function isLoaderEnvName(name: string): boolean {
+  return LOADER_ENV.test(name);
+}
 
 function verifyWrapperEnv(env: Record<string, string>): void {
   for (const name of Object.keys(env)) {

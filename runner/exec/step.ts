@@ -46,16 +46,33 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
     let killTimer: NodeJS.Timeout | undefined;
     let settled = false;
 
-    const child = spawn(plan.file, plan.args, {
-      cwd: plan.cwd,
-      env: plan.env,
-      detached: true, // its own process group, so the whole group can be signalled
-      stdio: ['ignore', 'pipe', 'pipe'],
-      shell: false,
-      windowsHide: true,
-      ...(plan.uid !== undefined ? { uid: plan.uid } : {}),
-      ...(plan.gid !== undefined ? { gid: plan.gid } : {}),
-    });
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(plan.file, plan.args, {
+        cwd: plan.cwd,
+        env: plan.env,
+        detached: true, // its own process group, so the whole group can be signalled
+        stdio: ['ignore', 'pipe', 'pipe'],
+        shell: false,
+        windowsHide: true,
+        ...(plan.uid !== undefined ? { uid: plan.uid } : {}),
+        ...(plan.gid !== undefined ? { gid: plan.gid } : {}),
+      });
+    } catch {
+      // spawn throws synchronously on arguments it cannot pass (e.g. a NUL byte): nothing started.
+      settled = true;
+      resolve({
+        exitCode: null,
+        signal: null,
+        timedOut: false,
+        durationMs: 0,
+        spawnFailure: 'spawn-failed',
+        stdout: stdout.finish(),
+        stderr: stderr.finish(),
+        stderrTail: '',
+      });
+      return;
+    }
     const signalGroup = (signal: NodeJS.Signals) => {
       if (child.pid === undefined) return;
       try {
@@ -64,9 +81,9 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
         // ESRCH: the group is already gone.
       }
     };
-    child.stdout.on('data', (chunk: Buffer) => stdout.write(chunk));
+    child.stdout!.on('data', (chunk: Buffer) => stdout.write(chunk));
     let tail = Buffer.alloc(0);
-    child.stderr.on('data', (chunk: Buffer) => {
+    child.stderr!.on('data', (chunk: Buffer) => {
       stderr.write(chunk);
       tail = Buffer.concat([tail, chunk]);
       if (tail.length > STDERR_TAIL_BYTES) tail = tail.subarray(tail.length - STDERR_TAIL_BYTES);
@@ -77,8 +94,11 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
       settled = true;
       clearTimeout(termTimer);
       clearTimeout(killTimer);
-      // Nothing the step started may outlive it.
+      // Nothing the step started may outlive it; a process that escaped the group (setsid) may still hold
+      // the pipes, so they are closed from this side rather than waited for.
       signalGroup('SIGKILL');
+      child.stdout?.destroy();
+      child.stderr?.destroy();
       const durationMs = Number((process.hrtime.bigint() - started) / 1_000_000n);
       resolve({
         exitCode: exit?.code ?? null,
@@ -104,6 +124,7 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
     });
     child.on('exit', (code, signal) => {
       exit = { code, signal };
+      clearTimeout(termTimer); // it ended by itself: it cannot time out any more
       // A grandchild may hold the pipes open: end the group, then give the pipes a moment to drain.
       signalGroup('SIGKILL');
       setTimeout(finish, 2000).unref();

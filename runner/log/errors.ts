@@ -20,7 +20,17 @@ export type LogErrorCode =
   | 'LOG_VERIFIER_KEY_INVALID'
   | 'LOG_STORE_INCONSISTENT'
   | 'LOG_APPEND_FAILED'
-  | 'LOG_EXPORT_INVALID';
+  | 'LOG_EXPORT_INVALID'
+  | 'LOG_EXPORT_LINE_TOO_LONG'
+  | 'LOG_EXPORT_UNKNOWN_RUNNER'
+  | 'LOG_EXPORT_TRUNCATED'
+  | 'LOG_EXPORT_UNCHECKPOINTED'
+  | 'LOG_LEAF_INVALID'
+  | 'LOG_ROOT_MISMATCH'
+  | 'LOG_CHECKPOINT_BEYOND_LEAVES'
+  | 'LOG_CHECKPOINT_MISPLACED'
+  | 'LOG_EARLIER_CHECKPOINT_MISMATCH'
+  | 'LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT';
 
 export const LOG_ERROR_SENTENCES: Readonly<Record<LogErrorCode, string>> = {
   LOG_INDEX_OUT_OF_RANGE: 'The leaf index is not inside the tree.',
@@ -39,6 +49,16 @@ export const LOG_ERROR_SENTENCES: Readonly<Record<LogErrorCode, string>> = {
   LOG_STORE_INCONSISTENT: 'The log store is missing or holds an unexpected tree node.',
   LOG_APPEND_FAILED: 'The record could not be appended to the log.',
   LOG_EXPORT_INVALID: 'The log export is not well formed.',
+  LOG_EXPORT_LINE_TOO_LONG: 'A line of the log export is longer than the allowed size.',
+  LOG_EXPORT_UNKNOWN_RUNNER: 'The log export names a runner key that the trust document does not enrol under that name.',
+  LOG_EXPORT_TRUNCATED: 'The log export ends before all the leaves its header announces.',
+  LOG_EXPORT_UNCHECKPOINTED: 'The last leaves of the log export are not covered by a signed checkpoint.',
+  LOG_LEAF_INVALID: 'A leaf of the log export is not a canonical record at its index.',
+  LOG_ROOT_MISMATCH: 'A signed checkpoint does not match the tree recomputed from the leaves.',
+  LOG_CHECKPOINT_BEYOND_LEAVES: 'A checkpoint covers more leaves than the export holds at that point.',
+  LOG_CHECKPOINT_MISPLACED: 'A checkpoint is not right after the leaf that completes its tree, or sizes do not increase.',
+  LOG_EARLIER_CHECKPOINT_MISMATCH: 'The log is not an extension of the earlier checkpoint: the tree at that size differs.',
+  LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT: 'The earlier checkpoint covers more leaves than the log now holds.',
 };
 
 export class LogError extends CodedError<LogErrorCode> {

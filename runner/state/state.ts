@@ -2,7 +2,7 @@
  * The runner's state folder: its identity, key pair, pinned trust document, SQLite database, local evidence
  * store and run workspaces. Created once by `init`; never overwritten.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { PrivateKey } from '../core/ed25519.js';
 import { isCodedError } from '../core/errors.js';
@@ -95,7 +95,7 @@ export function initState(dir: string, options: InitOptions): { layout: StateLay
     };
     writeFileSync(staged.config, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o644, flag: 'wx' });
     for (const folder of [staged.blobs, staged.bundles, staged.runs]) mkdirSync(folder, { recursive: true, mode: 0o700 });
-    if (existsSync(layout.dir)) rmSync(layout.dir, { recursive: false, force: true });
+    if (existsSync(layout.dir)) rmdirSync(layout.dir); // empty (checked above), e.g. made by systemd's StateDirectory=
     renameSync(staging, layout.dir);
     return { layout, config, key, trust };
   } catch (err) {

@@ -4,7 +4,7 @@
  * no run"). A record's `leaf` column holds the exact bytes that become a leaf of the runner's Merkle log:
  * canonical JSON an auditor can recompute from the export.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { toCanonicalJson } from '../core/canonical-json.js';
 import { loadSeaNativeBinding } from '../sea/addon.js';
@@ -38,9 +38,15 @@ export interface StoreOptions {
   nativeBinding?: unknown;
   /** How long a write waits for another process's lock before failing. */
   busyTimeoutMs?: number;
+  /** Create the database when it is missing (init only). A missing database is otherwise an error: a
+   * silently recreated one would forget every nonce and restart the log at leaf 0. */
+  create?: boolean;
   /** Clock for record timestamps; injected by tests. */
   now?: () => Date;
 }
+
+/** Fields every leaf has, set by the store alone. */
+const RESERVED_FIELDS = ['v', 'seq', 'kind', 'at'] as const;
 
 export type RunStatus = 'running' | 'finished' | 'aborted';
 
@@ -134,11 +140,14 @@ export class Store {
   }
 
   static open(path: string, options: StoreOptions = {}): Store {
+    if (!options.create && !existsSync(path)) {
+      throw new StoreError('STORE_OPEN_FAILED', `The runner database ${path} is missing; it is never recreated silently (that would forget every nonce and restart the log).`, { path });
+    }
     let db: Database.Database;
     // Inside the single binary the addon comes from the binary itself (runner/sea/addon.ts).
     const nativeBinding = options.nativeBinding ?? loadSeaNativeBinding();
     try {
-      db = new Database(path, { fileMustExist: false, ...(nativeBinding ? { nativeBinding: nativeBinding as string } : {}) });
+      db = new Database(path, { fileMustExist: !options.create, ...(nativeBinding ? { nativeBinding: nativeBinding as string } : {}) });
       db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000))}`);
       db.pragma('journal_mode = WAL');
       // Records are evidence: each commit is durable before the decision it records takes effect.
@@ -170,7 +179,10 @@ export class Store {
     const write = (): StoredRecord => {
       const seq = this.statements.nextSeq.get()!.next;
       const at = this.now().toISOString();
-      const leaf = Buffer.from(toCanonicalJson({ v: 1, seq, kind, at, ...body }), 'utf8');
+      for (const reserved of RESERVED_FIELDS) {
+        if (reserved in body) throw new StoreError('STORE_WRITE_FAILED', `A record body may not set "${reserved}".`, { field: reserved });
+      }
+      const leaf = Buffer.from(toCanonicalJson({ ...body, v: 1, seq, kind, at }), 'utf8');
       this.statements.insertRecord.run(seq, kind, at, runId ?? null, leaf);
       // The same transaction appends the leaf: if the tree cannot take it, the record is not written either.
       this.merkle.append(leaf, seq);
@@ -206,7 +218,10 @@ export class Store {
   finishRun(runId: string, status: Exclude<RunStatus, 'running'>, verdict: string | null, body: RecordBody): StoredRecord {
     return this.transaction(() => {
       const record = this.appendRecord(status === 'finished' ? 'run.finished' : 'run.aborted', body, runId);
-      this.statements.finishRun.run(status, verdict, record.at, runId);
+      // Only a run still running can end, once; anything else rolls the record back.
+      if (this.statements.finishRun.run(status, verdict, record.at, runId).changes !== 1) {
+        throw new StoreError('STORE_WRITE_FAILED', `The run ${runId} is not running, so it cannot end again.`, { runId });
+      }
       return record;
     });
   }

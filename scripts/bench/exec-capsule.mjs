@@ -34,6 +34,7 @@ export async function run({ dist = 'dist' } = {}) {
   const { packCapsule } = await load(dist, 'runner/capsule/pack.js');
   const { initState } = await load(dist, 'runner/state/state.js');
   const { execCapsule } = await load(dist, 'runner/agent/exec-capsule.js');
+  const { Store } = await load(dist, 'runner/store/store.js');
   const { sandboxLauncherSelector } = await load(dist, 'runner/agent/launcher.js');
   const { probeIsolation } = await load(dist, 'runner/exec/sandbox.js');
 
@@ -56,7 +57,8 @@ export async function run({ dist = 'dist' } = {}) {
     };
     const trustBytes = Buffer.from(JSON.stringify(signEnvelope('application/vnd.edge-runner.trust.v1+json', Buffer.from(JSON.stringify(body)), [root])));
     const stateDir = join(dir, 'state');
-    initState(stateDir, { id: 'bench', labels: [], trustBytes, now: new Date(), key: runner });
+    const { layout } = initState(stateDir, { id: 'bench', labels: [], trustBytes, now: new Date(), key: runner });
+    Store.open(layout.database, { create: true }).close();
 
     const capsule = (steps, isolation) =>
       Buffer.from(

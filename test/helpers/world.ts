@@ -106,7 +106,7 @@ export function makeWorld(options: WorldOptions = {}): World {
   const stateDir = join(dir, 'state');
   if (options.init !== false) {
     const { layout } = initState(stateDir, { id: runnerId, labels: options.labels ?? ['test'], trustBytes, now: new Date(), key: runnerKey });
-    Store.open(layout.database).close();
+    Store.open(layout.database, { create: true }).close();
   }
   let counter = 0;
   return {

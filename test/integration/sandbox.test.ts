@@ -198,9 +198,11 @@ describe('planLaunch', () => {
 
   it('in mode bwrap unshares the network, PID, IPC and UTS namespaces and dies with its parent', () => {
     const plan = planStep('bwrap', ['/bin/true']);
-    for (const flag of ['--unshare-net', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session']) {
+    for (const flag of ['--unshare-net', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--die-with-parent']) {
       expect(plan.args).toContain(flag);
     }
+    // Not --new-session: the step stays in the process group the runner signals on timeout.
+    expect(plan.args).not.toContain('--new-session');
   });
 
   it('when the runner is root, drops the step to uid and gid 65534 by default', () => {

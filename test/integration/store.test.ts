@@ -17,7 +17,7 @@ describe('the runner store (a real SQLite file)', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it('makes every record a leaf: the tree root is the root of the records\' leaf bytes, in seq order', () => {
-    const store = Store.open(path);
+    const store = Store.open(path, { create: true });
     const leaves = [0, 1, 2, 3, 4].map((i) => store.appendRecord('capsule.rejected', { code: 'CAPSULE_EXPIRED', n: i }).leaf);
     expect(store.merkle.size()).toBe(5);
     expect(store.merkle.root().equals(rootFromLeafHashes(leaves.map(hashLeaf)))).toBe(true);
@@ -26,20 +26,20 @@ describe('the runner store (a real SQLite file)', () => {
   });
 
   it('burns an id+nonce once: a second acceptance is STORE_REPLAY and writes no record', () => {
-    const store = Store.open(path);
+    const store = Store.open(path, { create: true });
     store.acceptCapsule('c', 'n', { capsuleId: 'c' });
     expect(() => store.acceptCapsule('c', 'n', { capsuleId: 'c' })).toThrow(StoreError);
     expect(store.recordCount()).toBe(1);
     store.close();
     // ... and across a reopen (a restart).
-    const again = Store.open(path);
+    const again = Store.open(path, { create: true });
     expect(again.hasSeen('c', 'n')).toBe(true);
     again.close();
   });
 
   describe('when a runner restarts', () => {
     it('aborts, with a record, a run whose runner process is gone', () => {
-      const store = Store.open(path);
+      const store = Store.open(path, { create: true });
       store.startRun('dead-run', 'c', 'sha256:x', { runId: 'dead-run' }, { pid: 2 ** 22 + 7, start: '1' });
       expect(store.abortInterruptedRuns()).toEqual(['dead-run']);
       expect(store.run('dead-run')?.status).toBe('aborted');
@@ -49,7 +49,7 @@ describe('the runner store (a real SQLite file)', () => {
     });
 
     it('leaves alone a run whose runner is still alive (a concurrent exec)', () => {
-      const store = Store.open(path);
+      const store = Store.open(path, { create: true });
       store.startRun('live-run', 'c', 'sha256:x', { runId: 'live-run' }, currentProcess());
       expect(store.abortInterruptedRuns()).toEqual([]);
       expect(store.run('live-run')?.status).toBe('running');
@@ -57,7 +57,7 @@ describe('the runner store (a real SQLite file)', () => {
     });
 
     it('does not take a reused pid for the runner that started the run', () => {
-      const store = Store.open(path);
+      const store = Store.open(path, { create: true });
       store.startRun('reused', 'c', 'sha256:x', { runId: 'reused' }, { pid: process.pid, start: 'not-this-start' });
       expect(store.abortInterruptedRuns()).toEqual(['reused']);
       store.close();
@@ -66,11 +66,11 @@ describe('the runner store (a real SQLite file)', () => {
 
   describe('when the leaf cannot be appended', () => {
     it('writes no record either (one transaction), and says STORE_WRITE_FAILED', () => {
-      Store.open(path).close();
+      Store.open(path, { create: true }).close();
       const raw = new Database(path);
       raw.exec("CREATE TRIGGER refuse BEFORE INSERT ON merkle_nodes_v1 BEGIN SELECT RAISE(ABORT, 'injected'); END");
       raw.close();
-      const store = Store.open(path);
+      const store = Store.open(path, { create: true });
       expect(() => store.acceptCapsule('c', 'n', { capsuleId: 'c' })).toThrow(expect.objectContaining({ code: 'STORE_WRITE_FAILED' }));
       expect(store.recordCount()).toBe(0);
       expect(store.hasSeen('c', 'n')).toBe(false);
@@ -89,7 +89,7 @@ describe('the runner store (a real SQLite file)', () => {
       old.forEach((leaf, seq) => raw.prepare('INSERT INTO records_v1 (seq, kind, at, leaf) VALUES (?, ?, ?, ?)').run(seq, 'x', 't', leaf));
       raw.pragma('user_version = 1');
       raw.close();
-      const store = Store.open(path);
+      const store = Store.open(path, { create: true });
       expect(store.merkle.size()).toBe(2);
       expect(store.merkle.root().equals(rootFromLeafHashes(old.map(hashLeaf)))).toBe(true);
       store.appendRecord('capsule.rejected', { code: 'CAPSULE_EXPIRED' });

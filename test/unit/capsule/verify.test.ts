@@ -11,7 +11,7 @@ import { CapsuleError } from '../../../runner/capsule/errors.js';
 import type { CapsuleFile } from '../../../runner/capsule/capsule-file.js';
 import { CAPSULE_PAYLOAD_TYPE } from '../../../runner/capsule/manifest.js';
 import type { ManifestTemplate } from '../../../runner/capsule/pack.js';
-import { verifyCapsule, type AcceptedCapsule, type CapsuleVerifyOptions } from '../../../runner/capsule/verify.js';
+import { verifyCapsule, type AcceptedCapsule, type CapsuleVerifyOptions, DEFAULT_CLOCK_SKEW_MS } from '../../../runner/capsule/verify.js';
 import { TRUST_PAYLOAD_TYPE } from '../../../runner/trust/trust.js';
 import { makeWorld, type World } from '../../helpers/world.js';
 
@@ -268,8 +268,12 @@ describe('verifyCapsule', () => {
   });
 
   describe('when the capsule is not yet valid', () => {
-    it('rejects it with CAPSULE_NOT_YET_VALID one second before notBefore', () => {
-      expect(outcomeOf(single, capsule(single, { notBefore: at(1000) }))).toBe('CAPSULE_NOT_YET_VALID');
+    it('rejects it with CAPSULE_NOT_YET_VALID one second beyond the clock-skew allowance before notBefore', () => {
+      expect(outcomeOf(single, capsule(single, { notBefore: at(DEFAULT_CLOCK_SKEW_MS + 1000) }))).toBe('CAPSULE_NOT_YET_VALID');
+    });
+
+    it('accepts it when the runner clock is behind by less than the clock-skew allowance', () => {
+      expect(outcomeOf(single, capsule(single, { notBefore: at(DEFAULT_CLOCK_SKEW_MS - 1000) }))).toBe(ACCEPTED);
     });
 
     it('accepts it at exactly notBefore', () => {

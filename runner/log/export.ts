@@ -1,0 +1,455 @@
+/**
+ * The log export and its verifier: every leaf and every signed checkpoint of one runner's log, as JSON
+ * Lines, so that an auditor can recompute the tree alone and a million leaves stream through in one pass.
+ *
+ *   line 1      {"mediaType":"application/vnd.edge-runner.log-export.v1+jsonl","origin":O,"runner":{"id":I,"keyid":K},"size":N}
+ *   then        {"index":i,"leaf":"<standard base64 of the leaf bytes>"}    for i = 0 .. N-1, in order
+ *   and         {"checkpoint":"<C2SP signed note>"}                          right after the leaf that makes the
+ *               tree reach the checkpoint's size (a size-0 checkpoint right after the header)
+ *
+ * Every line is byte for byte what formatExportHeader, formatLeafLine and formatCheckpointLine emit, so one
+ * log has exactly one export (two auditors' `sha256sum` of it agree).
+ *
+ * Verification is pure (lines in, a report out, or a LogError whose details say the line), O(log n)
+ * memory: the tree is rebuilt with a CompactRange (RFC 9162 section 2.1.1), each checkpoint (C2SP
+ * tlog-checkpoint, C2SP signed-note) is checked against the root at its own position, which also makes
+ * successive checkpoints consistent by construction (RFC 9162 section 2.1.4: two roots of prefixes of one
+ * list of leaves), and an earlier checkpoint the auditor kept is checked the same way, so a log that was
+ * rewritten, or truncated and re-appended, since then fails.
+ */
+import type { RecordKind } from '../store/store.js';
+import type { VerifiedTrust } from '../trust/trust.js';
+import { toCanonicalJson } from '../core/canonical-json.js';
+import { LogError, type LogErrorCode } from './errors.js';
+import { CompactRange, hashLeaf } from './merkle.js';
+import { runnerOrigin, verifyCheckpoint, type Checkpoint, type NoteVerifier } from './checkpoint.js';
+
+export const EXPORT_MEDIA_TYPE = 'application/vnd.edge-runner.log-export.v1+jsonl';
+
+/** Caps on untrusted export input. A record leaf is a few hundred bytes; a checkpoint note about 250. */
+export const EXPORT_LIMITS = {
+  maxLineBytes: 65_536, // bytes per line, newline excluded; the exporter refuses to write a longer one
+  maxHeaderBytes: 4_096, // bytes of line 1
+} as const;
+
+/**
+ * Every kind of record the store writes (runner/store/store.ts). The `satisfies` and the type check below
+ * keep the two lists equal: a kind added to the store without being added here fails the typecheck.
+ */
+export const RECORD_KINDS = [
+  'capsule.accepted',
+  'capsule.rejected',
+  'run.started',
+  'step.finished',
+  'run.finished',
+  'run.aborted',
+  'evidence.signed',
+] as const satisfies readonly RecordKind[];
+type AssertNoneMissing<Missing extends never> = Missing;
+type _EveryRecordKindIsKnown = AssertNoneMissing<Exclude<RecordKind, (typeof RECORD_KINDS)[number]>>;
+const KNOWN_KINDS: ReadonlySet<string> = new Set(RECORD_KINDS);
+
+export interface ExportHeader {
+  readonly origin: string;
+  readonly runner: { readonly id: string; readonly keyid: string };
+  /** Number of leaves that follow. */
+  readonly size: number;
+}
+
+export interface ExportReport {
+  readonly origin: string;
+  readonly runner: { readonly id: string; readonly keyid: string };
+  readonly size: number;
+  /** RFC 9162 root of all the leaves, standard base64 (as in a checkpoint). */
+  readonly root: string;
+  /** Signed checkpoints verified in the export. */
+  readonly checkpoints: number;
+  /** Set when an earlier checkpoint was given and the log extends it. */
+  readonly earlier?: { readonly size: number };
+}
+
+export interface ExportVerifyOptions {
+  /** The trust document that enrols the runner's key (role runner) under the runner's id. */
+  trust: VerifiedTrust;
+  /** A signed checkpoint note the auditor kept from earlier (or an old bundle's `log.checkpoint`). */
+  earlier?: string;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Writing
+
+/** Line 1 of an export. */
+export function formatExportHeader(header: ExportHeader): string {
+  const line = JSON.stringify({
+    mediaType: EXPORT_MEDIA_TYPE,
+    origin: header.origin,
+    runner: { id: header.runner.id, keyid: header.runner.keyid },
+    size: header.size,
+  });
+  return capped(line, EXPORT_LIMITS.maxHeaderBytes, 'header');
+}
+
+/** The line of leaf `index`. Throws LOG_EXPORT_LINE_TOO_LONG rather than write a line no verifier reads. */
+export function formatLeafLine(index: number, leaf: Uint8Array): string {
+  return capped(`{"index":${index},"leaf":"${Buffer.from(leaf.buffer, leaf.byteOffset, leaf.byteLength).toString('base64')}"}`, EXPORT_LIMITS.maxLineBytes, `leaf ${index}`);
+}
+
+/** The line of a signed checkpoint note. */
+export function formatCheckpointLine(note: string): string {
+  return capped(JSON.stringify({ checkpoint: note }), EXPORT_LIMITS.maxLineBytes, 'checkpoint');
+}
+
+function capped(line: string, limit: number, what: string): string {
+  const bytes = Buffer.byteLength(line, 'utf8');
+  if (bytes > limit) {
+    throw new LogError('LOG_EXPORT_LINE_TOO_LONG', `The ${what} line would be ${bytes} bytes, over the ${limit}-byte limit.`, { bytes, limit });
+  }
+  return line;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reading
+
+/**
+ * Splits a byte stream into lines (at "\n" only) without ever holding more than one capped line: a line
+ * longer than `maxLineBytes` fails as soon as it is seen (LOG_EXPORT_LINE_TOO_LONG), and a line that is
+ * not UTF-8 fails (LOG_EXPORT_INVALID). A final line without its newline is still yielded. Pure: give it
+ * any async iterable of chunks (a file stream, a socket, an array in a test).
+ */
+export async function* splitLines(
+  chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  maxLineBytes: number = EXPORT_LIMITS.maxLineBytes,
+): AsyncGenerator<string> {
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let line = 0;
+  const tooLong = (): LogError =>
+    fail('LOG_EXPORT_LINE_TOO_LONG', { line: line + 1 }, `the line is longer than ${maxLineBytes} bytes.`, { limit: maxLineBytes });
+  const decode = (bytes: Uint8Array): string => {
+    line += 1;
+    try {
+      return decoder.decode(bytes);
+    } catch {
+      throw fail('LOG_EXPORT_INVALID', { line }, 'the line is not UTF-8.');
+    }
+  };
+  for await (const chunk of chunks) {
+    const buffer = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    let start = 0;
+    for (let newline = buffer.indexOf(0x0a, start); newline >= 0; newline = buffer.indexOf(0x0a, start)) {
+      if (pendingBytes + newline - start > maxLineBytes) throw tooLong();
+      const piece = buffer.subarray(start, newline);
+      if (pendingBytes > 0) {
+        pending.push(piece);
+        const joined = Buffer.concat(pending, pendingBytes + piece.length);
+        pending = [];
+        pendingBytes = 0;
+        yield decode(joined);
+      } else {
+        yield decode(piece);
+      }
+      start = newline + 1;
+    }
+    if (start < buffer.length) {
+      pendingBytes += buffer.length - start;
+      if (pendingBytes > maxLineBytes) throw tooLong();
+      // Copy: the caller may reuse the chunk's memory once we return.
+      pending.push(Buffer.from(buffer.subarray(start)));
+    }
+  }
+  if (pendingBytes > 0) yield decode(Buffer.concat(pending, pendingBytes));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Verifying
+
+/** Where a failure is: line 1234 (leaf 1232), and the tree size reached there. */
+interface Position {
+  line: number;
+  index?: number;
+  size?: number;
+}
+
+function where(position: Position): string {
+  return position.index === undefined ? `line ${position.line}` : `line ${position.line} (leaf ${position.index})`;
+}
+
+function fail(code: LogErrorCode, position: Position, sentence: string, extra: Record<string, unknown> = {}, cause?: unknown): LogError {
+  return new LogError(code, `${where(position)}: ${sentence}`, { ...position, sentence, ...extra }, cause === undefined ? undefined : { cause });
+}
+
+/**
+ * Verifies a log export line by line. Steps, in order:
+ *   1. header: media type, the runner key enrolled with the runner role under the runner's id, the origin
+ *      is runnerOrigin(id, keyid) (LOG_EXPORT_INVALID, LOG_EXPORT_UNKNOWN_RUNNER);
+ *   2. the earlier checkpoint, if given: signed by the runner's note key for this origin, and not larger
+ *      than the export (checkpoint codes, LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT);
+ *   3. each leaf: sequential index, canonical base64, a canonical record with seq = index, v = 1 and a
+ *      known kind (LOG_EXPORT_INVALID, LOG_LEAF_INVALID), appended to the compact range;
+ *   4. each checkpoint: signature and origin, size equal to the leaves seen (so sizes increase), root equal
+ *      to the recomputed root (LOG_CHECKPOINT_*, LOG_ROOT_MISMATCH);
+ *   5. when the tree reaches the earlier checkpoint's size, its root (LOG_EARLIER_CHECKPOINT_MISMATCH);
+ *   6. at the end: as many leaves as the header says, and the last ones covered by a checkpoint
+ *      (LOG_EXPORT_TRUNCATED, LOG_EXPORT_UNCHECKPOINTED).
+ */
+export async function verifyExport(lines: AsyncIterable<string> | Iterable<string>, options: ExportVerifyOptions): Promise<ExportReport> {
+  const verifier = new ExportVerifier(options);
+  for await (const line of lines) verifier.push(line);
+  return verifier.finish();
+}
+
+/** The state machine behind verifyExport, for callers that push lines themselves. Header first, then leaves and checkpoints. */
+export class ExportVerifier {
+  private readonly options: ExportVerifyOptions;
+  private readonly range = new CompactRange();
+  private line = 0;
+  private header: ExportHeader | undefined;
+  private noteVerifier: NoteVerifier | undefined;
+  private earlier: Checkpoint | undefined;
+  private lastCheckpointSize = -1;
+  private checkpoints = 0;
+
+  constructor(options: ExportVerifyOptions) {
+    this.options = options;
+  }
+
+  push(text: string): void {
+    this.line += 1;
+    if (this.header === undefined) {
+      this.readHeader(text);
+      return;
+    }
+    const position = { line: this.line, index: this.range.size };
+    // The cheap test first: a line read by readline has not been capped yet.
+    if (text.length > EXPORT_LIMITS.maxLineBytes / 3 && Buffer.byteLength(text, 'utf8') > EXPORT_LIMITS.maxLineBytes) {
+      throw fail('LOG_EXPORT_LINE_TOO_LONG', { line: this.line }, `the line is longer than ${EXPORT_LIMITS.maxLineBytes} bytes.`);
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      throw fail('LOG_EXPORT_INVALID', { line: this.line }, 'the line is not JSON.');
+    }
+    if (isObject(value) && 'leaf' in value) this.readLeaf(text, value, position);
+    else if (isObject(value) && 'checkpoint' in value) this.readCheckpoint(text, value);
+    else throw fail('LOG_EXPORT_INVALID', { line: this.line }, 'the line is neither a leaf nor a checkpoint.');
+  }
+
+  finish(): ExportReport {
+    const header = this.header;
+    if (header === undefined) throw fail('LOG_EXPORT_INVALID', { line: 1 }, 'the export is empty: it has no header.');
+    const size = this.range.size;
+    const end = { line: this.line, size };
+    if (size < header.size) {
+      throw fail('LOG_EXPORT_TRUNCATED', end, `the export ends after ${size} leaves; its header announces ${header.size}.`);
+    }
+    if (this.lastCheckpointSize !== size) {
+      throw fail(
+        'LOG_EXPORT_UNCHECKPOINTED',
+        end,
+        this.checkpoints === 0
+          ? 'the export holds no signed checkpoint.'
+          : `the last signed checkpoint covers ${this.lastCheckpointSize} of the ${size} leaves.`,
+      );
+    }
+    return {
+      origin: header.origin,
+      runner: header.runner,
+      size,
+      root: this.range.root().toString('base64'),
+      checkpoints: this.checkpoints,
+      ...(this.earlier ? { earlier: { size: this.earlier.size } } : {}),
+    };
+  }
+
+  // Step 1 and 2.
+  private readHeader(text: string): void {
+    const at = { line: 1 };
+    if (Buffer.byteLength(text, 'utf8') > EXPORT_LIMITS.maxHeaderBytes) {
+      throw fail('LOG_EXPORT_LINE_TOO_LONG', at, `the header is longer than ${EXPORT_LIMITS.maxHeaderBytes} bytes.`);
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      throw fail('LOG_EXPORT_INVALID', at, 'the header is not JSON.');
+    }
+    if (!isObject(value) || value.mediaType !== EXPORT_MEDIA_TYPE) {
+      throw fail('LOG_EXPORT_INVALID', at, `the header does not name the media type ${EXPORT_MEDIA_TYPE}.`);
+    }
+    const { origin, runner, size } = value;
+    if (
+      typeof origin !== 'string' ||
+      !isObject(runner) ||
+      typeof runner.id !== 'string' ||
+      typeof runner.keyid !== 'string' ||
+      typeof size !== 'number' ||
+      !Number.isSafeInteger(size) ||
+      size < 0
+    ) {
+      throw fail('LOG_EXPORT_INVALID', at, 'the header needs an origin, a runner {id, keyid} and a non-negative integer size.');
+    }
+    const header: ExportHeader = { origin, runner: { id: runner.id, keyid: runner.keyid }, size };
+    if (formatExportHeader(header) !== text) {
+      throw fail('LOG_EXPORT_INVALID', at, 'the header is not in its canonical form (members, order, spacing).');
+    }
+
+    // The runner is who the trust document says: its key has the runner role, under this very name.
+    const { trust } = this.options;
+    const key = trust.keys.find((k) => k.keyid === header.runner.keyid && k.roles.includes('runner'));
+    if (key === undefined || trust.nameOf(key.keyid) !== header.runner.id) {
+      throw fail('LOG_EXPORT_UNKNOWN_RUNNER', at, `the trust document does not enrol key ${header.runner.keyid.slice(0, 16)}… as runner ${header.runner.id}.`, {
+        runner: header.runner,
+      });
+    }
+    let expectedOrigin: string;
+    try {
+      expectedOrigin = runnerOrigin(header.runner.id, header.runner.keyid);
+    } catch (cause) {
+      throw fail('LOG_EXPORT_INVALID', at, 'the runner id cannot name a log.', {}, cause);
+    }
+    if (header.origin !== expectedOrigin) {
+      throw fail('LOG_EXPORT_INVALID', at, `the origin is "${header.origin}", not the runner's log "${expectedOrigin}".`);
+    }
+    this.header = header;
+    // C2SP signed-note: the runner signs its checkpoints under the log's origin as the key name.
+    this.noteVerifier = { name: expectedOrigin, publicKey: key.publicKey };
+
+    if (this.options.earlier !== undefined) {
+      let earlier: Checkpoint;
+      try {
+        earlier = verifyCheckpoint(this.options.earlier, [this.noteVerifier], expectedOrigin);
+      } catch (cause) {
+        if (!(cause instanceof LogError)) throw cause;
+        throw new LogError(cause.code, `the earlier checkpoint: ${lowerFirst(cause.message)}`, { line: 1, earlier: true, sentence: cause.message, ...cause.details }, { cause });
+      }
+      if (earlier.size > header.size) {
+        throw fail(
+          'LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT',
+          { line: 1, size: earlier.size },
+          `the earlier checkpoint covers ${earlier.size} leaves; the log now holds ${header.size}.`,
+        );
+      }
+      this.earlier = earlier;
+      this.checkEarlier({ line: 1, size: 0 });
+    }
+  }
+
+  // Step 3.
+  private readLeaf(text: string, value: Record<string, unknown>, position: Position & { index: number }): void {
+    const header = this.header!;
+    const { index } = position;
+    if (value.index !== index) {
+      throw fail('LOG_EXPORT_INVALID', position, `the leaf is numbered ${JSON.stringify(value.index)}; leaf ${index} comes next.`);
+    }
+    if (index >= header.size) {
+      throw fail('LOG_EXPORT_INVALID', position, `the export holds more leaves than the ${header.size} its header announces.`);
+    }
+    const encoded = value.leaf;
+    if (typeof encoded !== 'string') throw fail('LOG_LEAF_INVALID', position, 'the leaf is not a base64 string.');
+    // Strict: Buffer.from skips characters outside the alphabet and takes the URL-safe ones, so only the
+    // round trip proves the text is the one standard padded encoding of these bytes (RFC 4648 section 4).
+    const leaf = Buffer.from(encoded, 'base64');
+    if (leaf.toString('base64') !== encoded) throw fail('LOG_LEAF_INVALID', position, 'the leaf is not canonical standard base64.');
+    // The line as formatLeafLine writes it (same bytes, without encoding the leaf a second time).
+    if (text !== `{"index":${index},"leaf":"${encoded}"}`) {
+      throw fail('LOG_EXPORT_INVALID', position, 'the leaf line is not in its canonical form (members, order, spacing).');
+    }
+    verifyRecordLeaf(leaf, position);
+    this.range.append(hashLeaf(leaf));
+    this.checkEarlier({ line: this.line, index, size: this.range.size });
+  }
+
+  // Step 4.
+  private readCheckpoint(text: string, value: Record<string, unknown>): void {
+    const seen = this.range.size;
+    const at = { line: this.line, size: seen };
+    const note = value.checkpoint;
+    if (typeof note !== 'string' || formatCheckpointLine(note) !== text) {
+      throw fail('LOG_EXPORT_INVALID', at, 'the checkpoint line is not {"checkpoint": note} in its canonical form.');
+    }
+    let checkpoint: Checkpoint;
+    try {
+      checkpoint = verifyCheckpoint(note, [this.noteVerifier!], this.header!.origin);
+    } catch (cause) {
+      if (!(cause instanceof LogError)) throw cause;
+      throw fail(cause.code, at, `the checkpoint: ${lowerFirst(cause.message)}`, { ...cause.details }, cause);
+    }
+    if (checkpoint.size > seen) {
+      throw fail('LOG_CHECKPOINT_BEYOND_LEAVES', at, `the checkpoint covers ${checkpoint.size} leaves; only ${seen} come before it.`, {
+        checkpointSize: checkpoint.size,
+      });
+    }
+    if (checkpoint.size < seen || checkpoint.size <= this.lastCheckpointSize) {
+      throw fail(
+        'LOG_CHECKPOINT_MISPLACED',
+        at,
+        checkpoint.size < seen
+          ? `the checkpoint of size ${checkpoint.size} comes after ${seen} leaves, not right after leaf ${checkpoint.size - 1}.`
+          : `the checkpoint of size ${checkpoint.size} repeats the previous one.`,
+        { checkpointSize: checkpoint.size },
+      );
+    }
+    // RFC 9162 section 2.1.1: the root of the first `size` leaves, recomputed here, is what was signed.
+    const root = this.range.root();
+    if (!root.equals(checkpoint.rootHash)) {
+      throw fail('LOG_ROOT_MISMATCH', at, `the checkpoint of size ${checkpoint.size} signs root ${checkpoint.rootHash.toString('base64')}; the leaves give ${root.toString('base64')}.`);
+    }
+    this.lastCheckpointSize = checkpoint.size;
+    this.checkpoints += 1;
+  }
+
+  // Step 5: the tree at the earlier checkpoint's size must be the one that was signed then.
+  private checkEarlier(position: Position & { size: number }): void {
+    const earlier = this.earlier;
+    if (earlier === undefined || earlier.size !== position.size) return;
+    const root = this.range.root();
+    if (!root.equals(earlier.rootHash)) {
+      throw fail(
+        'LOG_EARLIER_CHECKPOINT_MISMATCH',
+        position,
+        `the first ${earlier.size} leaves give root ${root.toString('base64')}, not the earlier checkpoint's ${earlier.rootHash.toString('base64')}.`,
+      );
+    }
+  }
+}
+
+/**
+ * A leaf is a record exactly as runner/store/store.ts writes it: the canonical JSON (runner/core/
+ * canonical-json.ts) of an object with `v` 1, `seq` equal to the leaf index, a known `kind` and an `at`.
+ */
+function verifyRecordLeaf(leaf: Buffer, position: Position & { index: number }): void {
+  let record: unknown;
+  try {
+    record = JSON.parse(leaf.toString('utf8'));
+  } catch {
+    throw fail('LOG_LEAF_INVALID', position, 'the leaf is not JSON.');
+  }
+  if (!isObject(record)) throw fail('LOG_LEAF_INVALID', position, 'the leaf is not a JSON object.');
+  if (record.seq !== position.index) {
+    throw fail('LOG_LEAF_INVALID', position, `the record's seq is ${JSON.stringify(record.seq)}, not its index ${position.index}.`, { seq: record.seq });
+  }
+  if (record.v !== 1) throw fail('LOG_LEAF_INVALID', position, `the record's version is ${JSON.stringify(record.v)}, not 1.`);
+  if (typeof record.kind !== 'string' || !KNOWN_KINDS.has(record.kind)) {
+    throw fail('LOG_LEAF_INVALID', position, `the record's kind ${JSON.stringify(record.kind)} is not a known kind.`);
+  }
+  if (typeof record.at !== 'string') throw fail('LOG_LEAF_INVALID', position, 'the record has no time.');
+  let canonical: string;
+  try {
+    canonical = toCanonicalJson(record);
+  } catch {
+    throw fail('LOG_LEAF_INVALID', position, 'the record holds a number that is not a safe integer.');
+  }
+  if (!Buffer.from(canonical, 'utf8').equals(leaf)) {
+    throw fail('LOG_LEAF_INVALID', position, 'the leaf bytes are not the canonical encoding of the record.');
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function lowerFirst(text: string): string {
+  return text.length > 0 ? text[0]!.toLowerCase() + text.slice(1) : text;
+}

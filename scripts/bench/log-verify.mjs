@@ -1,0 +1,152 @@
+// `log verify` at 1,000,000 leaves: an export of record-sized leaves (about 200 bytes of canonical JSON each)
+// with a signed checkpoint every 100,000 leaves, under a trust document that enrols the (fresh) runner key,
+// all made in-process with the dist modules and written to a temporary folder. Timed: verifyExport over the
+// file read with node:readline, the same over splitLines (what `edge-runner log verify` uses, with its line
+// cap enforced while reading), and the CLI itself, each beside `sha256sum` of the same file in the same run.
+//
+//   node scripts/bench/log-verify.mjs [dist] [leaves]     (dist defaults to ./dist; build with npm run build)
+import { spawnSync } from 'node:child_process';
+import { closeSync, createReadStream, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { pathToFileURL } from 'node:url';
+
+const DEFAULT_LEAVES = 1_000_000;
+const CHECKPOINT_EVERY = 100_000;
+const RUNNER_ID = 'bench-runner-1';
+
+const round = (value, digits = 2) => Number(value.toFixed(digits));
+const seconds = (startNs) => Number(process.hrtime.bigint() - startNs) / 1e9;
+
+async function load(dist, path) {
+  return import(pathToFileURL(resolve(dist, path)).href);
+}
+
+/** A record as the store writes it, about 200 bytes, different for every index. */
+function recordOf(i) {
+  return {
+    v: 1,
+    seq: i,
+    kind: 'step.finished',
+    at: '2025-01-01T00:00:00.000Z',
+    runId: `r-${i >>> 3}`,
+    name: 'test',
+    exitCode: 0,
+    durationMs: i % 997,
+    stdout: { digest: `sha256:${'0'.repeat(64)}`, size: i % 4096 },
+  };
+}
+
+export async function run({ dist = 'dist', leaves = DEFAULT_LEAVES } = {}) {
+  const { PrivateKey } = await load(dist, 'runner/core/ed25519.js');
+  const { signEnvelope } = await load(dist, 'runner/core/dsse.js');
+  const { toCanonicalJson } = await load(dist, 'runner/core/canonical-json.js');
+  const { TRUST_PAYLOAD_TYPE, verifyTrustDocument } = await load(dist, 'runner/trust/trust.js');
+  const { runnerOrigin, signCheckpoint } = await load(dist, 'runner/log/checkpoint.js');
+  const { CompactRange, hashLeaf } = await load(dist, 'runner/log/merkle.js');
+  const exp = await load(dist, 'runner/log/export.js');
+
+  const dir = mkdtempSync(join(tmpdir(), 'edge-runner-bench-log-verify-'));
+  try {
+    // A trust document enrolling a fresh runner key.
+    const root = PrivateKey.generate();
+    const runnerKey = PrivateKey.generate();
+    const body = {
+      apiVersion: 'edge-runner.dev/trust/v1',
+      version: 1,
+      expires: new Date(Date.now() + 86400_000).toISOString().replace(/\.\d+Z$/, 'Z'),
+      keys: {
+        [root.keyid]: { publicKey: root.publicKey.toPem(), name: 'root-1', roles: ['root'] },
+        [runnerKey.keyid]: { publicKey: runnerKey.publicKey.toPem(), name: RUNNER_ID, roles: ['runner'] },
+      },
+      roles: { root: { threshold: 1 }, 'capsule-signer': { threshold: 1 }, runner: { threshold: 1 }, approver: { threshold: 2 } },
+      policy: { allowedKinds: ['validate'] },
+    };
+    const trustBytes = Buffer.from(JSON.stringify(signEnvelope(TRUST_PAYLOAD_TYPE, Buffer.from(JSON.stringify(body)), [root])));
+    const trustPath = join(dir, 'trust.dsse.json');
+    writeFileSync(trustPath, trustBytes);
+    const trust = verifyTrustDocument(trustBytes);
+
+    // The export, streamed to disk as `log export` writes it.
+    const origin = runnerOrigin(RUNNER_ID, runnerKey.keyid);
+    const file = join(dir, 'log.jsonl');
+    const fd = openSync(file, 'w');
+    let pending = [];
+    const flush = () => {
+      writeSync(fd, pending.join(''));
+      pending = [];
+    };
+    const range = new CompactRange();
+    let leafBytes = 0;
+    pending.push(`${exp.formatExportHeader({ origin, runner: { id: RUNNER_ID, keyid: runnerKey.keyid }, size: leaves })}\n`);
+    for (let i = 0; i < leaves; i++) {
+      const leaf = Buffer.from(toCanonicalJson(recordOf(i)), 'utf8');
+      leafBytes += leaf.length;
+      range.append(hashLeaf(leaf));
+      pending.push(`${exp.formatLeafLine(i, leaf)}\n`);
+      if (range.size % CHECKPOINT_EVERY === 0 || range.size === leaves) {
+        const note = signCheckpoint({ origin, size: range.size, rootHash: range.root(), extensions: [] }, origin, runnerKey);
+        pending.push(`${exp.formatCheckpointLine(note)}\n`);
+      }
+      if (pending.length >= 4096) flush();
+    }
+    flush();
+    closeSync(fd);
+    const fileBytes = statSync(file).size;
+    const expectedRoot = range.root().toString('base64');
+
+    // Reference: sha256sum of the same file (read cold or warm alike: the file was just written).
+    const sha256sum = () => {
+      const t = process.hrtime.bigint();
+      const res = spawnSync('sha256sum', [file], { stdio: ['ignore', 'ignore', 'pipe'] });
+      if (res.status !== 0) throw new Error(`sha256sum exited ${res.status}: ${res.stderr}`);
+      return seconds(t);
+    };
+    const referenceSeconds = Math.min(sha256sum(), sha256sum());
+
+    const check = (report) => {
+      if (report.size !== leaves || report.root !== expectedRoot) throw new Error('verifyExport returned another tree');
+      return report;
+    };
+
+    let t = process.hrtime.bigint();
+    const readline = createInterface({ input: createReadStream(file), crlfDelay: Infinity });
+    const report = check(await exp.verifyExport(readline, { trust }));
+    const readlineSeconds = seconds(t);
+
+    t = process.hrtime.bigint();
+    check(await exp.verifyExport(exp.splitLines(createReadStream(file)), { trust }));
+    const splitSeconds = seconds(t);
+
+    t = process.hrtime.bigint();
+    const cli = spawnSync(process.execPath, [resolve(dist, 'runner/main.js'), 'log', 'verify', file, '--trust', trustPath], {
+      encoding: 'utf8',
+      env: { PATH: '/usr/bin:/bin' },
+    });
+    const cliSeconds = seconds(t);
+    if (cli.status !== 0) throw new Error(`edge-runner log verify exited ${cli.status}: ${cli.stdout}${cli.stderr}`);
+
+    const n = leaves.toLocaleString('en');
+    const reference = `of sha256sum of the same file (${round(referenceSeconds, 3)} s)`;
+    return [
+      {
+        name: `log export file, ${n} leaves (~${Math.round(leafBytes / leaves)} B each) + ${report.checkpoints} checkpoints`,
+        value: round(fileBytes / 1e6, 1),
+        unit: 'MB',
+      },
+      { name: `verifyExport, ${n} leaves, lines from node:readline`, value: round(readlineSeconds), unit: 's', reference, ratio: round(readlineSeconds / referenceSeconds, 1) },
+      { name: `verifyExport, ${n} leaves, lines from splitLines (capped)`, value: round(splitSeconds), unit: 's', reference, ratio: round(splitSeconds / referenceSeconds, 1) },
+      { name: `edge-runner log verify (whole process), ${n} leaves`, value: round(cliSeconds), unit: 's', reference, ratio: round(cliSeconds / referenceSeconds, 1) },
+      { name: 'log verify throughput (splitLines)', value: Math.round(leaves / splitSeconds), unit: 'leaves/s' },
+    ];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const [dist, leaves] = process.argv.slice(2);
+  const rows = await run({ dist: dist ?? 'dist', leaves: leaves ? Number(leaves) : DEFAULT_LEAVES });
+  for (const row of rows) console.log(JSON.stringify(row));
+}

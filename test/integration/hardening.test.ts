@@ -1,0 +1,138 @@
+/** Defences added after review: each test names the attack it stops. */
+import { mkdirSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { directLauncher, execCapsule } from '../../runner/agent/exec-capsule.js';
+import { sandboxLauncherSelector } from '../../runner/agent/launcher.js';
+import { parseBase64 } from '../../runner/core/base64.js';
+import { signEnvelope } from '../../runner/core/dsse.js';
+import { CAPSULE_PAYLOAD_TYPE } from '../../runner/capsule/manifest.js';
+import { initState } from '../../runner/state/state.js';
+import { Store } from '../../runner/store/store.js';
+import { BlobStore } from '../../runner/state/blobs.js';
+import { runStep } from '../../runner/exec/step.js';
+import { DEFAULT_STEP_LIMITS, grantWorkspaceToStep, planLaunch, probeIsolation } from '../../runner/exec/sandbox.js';
+import { makeWorld, type World } from '../helpers/world.js';
+import { runCli } from '../helpers/cli.js';
+
+describe('hardening', () => {
+  let world: World;
+  beforeEach(() => {
+    world = makeWorld();
+  });
+  afterEach(() => world.cleanup());
+
+  describe('when a capsule file carries an extra, unverified signature with a long keyid', () => {
+    it('keeps only verified signatures, with their true keyids, in the bundle', async () => {
+      const file = world.capsule();
+      const secret = 'HOSTNAME=vault-01;SECRET=hunter2';
+      file.envelope.signatures.push({ keyid: secret, sig: Buffer.alloc(64, 7).toString('base64') });
+      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher: () => directLauncher });
+      expect(result.kind).toBe('completed');
+      if (result.kind !== 'completed') return;
+      expect(JSON.stringify(result.bundle)).not.toContain('hunter2');
+      expect(result.bundle.capsule.signatures).toEqual([{ keyid: world.signers[0]!.keyid, sig: expect.any(String) }]);
+    });
+  });
+
+  describe('when a step sets a variable that steers the dynamic loader', () => {
+    it('rejects the capsule with CAPSULE_POLICY before anything runs', async () => {
+      const file = world.capsule({ steps: [{ name: 'preload', run: ['/bin/true'], env: { LD_PRELOAD: '/tmp/evil.so' } }] });
+      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher: () => directLauncher });
+      expect(result).toMatchObject({ kind: 'rejected', code: 'CAPSULE_POLICY' });
+    });
+  });
+
+  describe('when an argv or env value holds a NUL byte', () => {
+    it('rejects the capsule with CAPSULE_SCHEMA', async () => {
+      const file = world.capsule();
+      const manifest = JSON.parse(parseBase64(file.envelope.payload).toString());
+      manifest.steps[0].run = ['/bin/echo', 'a\u0000b'];
+      // pack refuses to sign this, so sign it by hand as a careless or hostile signer would.
+      const resigned = { ...file, envelope: signEnvelope(CAPSULE_PAYLOAD_TYPE, Buffer.from(JSON.stringify(manifest)), [world.signers[0]!]) };
+      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(resigned)), selectLauncher: () => directLauncher });
+      expect(result).toMatchObject({ kind: 'rejected', code: 'CAPSULE_SCHEMA' });
+    });
+  });
+
+  describe('when bubblewrap is unusable and the runner is not root', () => {
+    it('refuses even a best-effort capsule rather than run a step as the runner itself', () => {
+      const select = sandboxLauncherSelector({ bwrapPath: '/nonexistent/bwrap', runnerUid: 1000 });
+      expect(select('best-effort', { stateDir: world.stateDir })).toEqual({ unavailable: expect.stringContaining('not root') });
+    });
+  });
+
+  describe('when a step hard-links a file from outside the workspace into a collect path', () => {
+    it('records the artifact as escaped and never reads it', async () => {
+      const outside = join(world.dir, 'outside-secret.txt');
+      writeFileSync(outside, 'outside secret bytes');
+      const file = world.capsule({
+        steps: [{ name: 'link', run: ['/bin/ln', outside, 'linked.txt'] }],
+        collect: [{ path: 'linked.txt', as: 'file' }],
+      });
+      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher: () => directLauncher });
+      if (result.kind !== 'completed') throw new Error(`expected a completed run, got ${result.kind}`);
+      expect(result.steps[0]!.status).toBe('succeeded');
+      const statement = JSON.parse(Buffer.from(result.bundle.evidence.payload, 'base64').toString());
+      expect(statement.predicate.artifacts).toEqual([{ path: 'linked.txt', as: 'file', status: 'escaped' }]);
+      expect(result.verdict).toBe('error');
+    });
+  });
+
+  describe('when the runner database has been deleted', () => {
+    it('refuses to run (STORE_OPEN_FAILED) instead of recreating it and forgetting every nonce', () => {
+      for (const suffix of ['', '-wal', '-shm']) rmSync(join(world.stateDir, `runner.db${suffix}`), { force: true });
+      const path = world.writeCapsule(world.capsule());
+      const result = runCli(['exec', path, '--state', world.stateDir]);
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain('STORE_OPEN_FAILED');
+      expect(existsSync(join(world.stateDir, 'runner.db'))).toBe(false);
+    });
+  });
+
+  describe('when a run is ended twice', () => {
+    it('refuses the second end and writes no second record', () => {
+      const store = Store.open(join(world.stateDir, 'runner.db'));
+      store.startRun('r1', 'c', 'sha256:x', { runId: 'r1' });
+      store.finishRun('r1', 'finished', 'pass', { runId: 'r1' });
+      const count = store.recordCount();
+      expect(() => store.finishRun('r1', 'aborted', null, { runId: 'r1' })).toThrow(expect.objectContaining({ code: 'STORE_WRITE_FAILED' }));
+      expect(store.recordCount()).toBe(count);
+      store.close();
+    });
+  });
+
+  describe('when the state folder exists but is empty (systemd StateDirectory=)', () => {
+    it('initialises it in place', () => {
+      const dir = join(world.dir, 'precreated');
+      mkdirSync(dir, { mode: 0o700 });
+      initState(dir, { id: 'runner-x', trustBytes: world.trustBytes, now: new Date() });
+      expect(JSON.parse(readFileSync(join(dir, 'runner.json'), 'utf8')).id).toBe('runner-x');
+    });
+  });
+
+  describe.each(['none', 'bwrap'] as const)('when a step in mode %s outlives its timeout', (mode) => {
+    it('receives SIGTERM itself (its trap runs) before anything is killed', async () => {
+      if (mode === 'bwrap' && probeIsolation().available !== 'bwrap') {
+        if (process.env.CI) throw new Error('bwrap is required in CI');
+        return;
+      }
+      const ws = join(world.dir, `ws-${mode}`);
+      mkdirSync(ws);
+      grantWorkspaceToStep(ws);
+      const blobs = new BlobStore(join(world.dir, `blobs-${mode}`));
+      const plan = planLaunch({ argv: ['/bin/sh', '-c', 'trap "echo got-TERM; exit 7" TERM; sleep 30 & wait'], env: { PATH: '/usr/bin:/bin' }, workspace: ws, limits: DEFAULT_STEP_LIMITS, mode, hide: [world.stateDir] });
+      const outcome = await runStep({ plan, timeoutMs: 1000, killGraceMs: 3000, outputCapBytes: 4096, blobs });
+      expect(outcome.timedOut).toBe(true);
+      expect(outcome.durationMs).toBeLessThan(3000);
+      expect(readFileSync(blobs.pathOf(outcome.stdout.digest), 'utf8')).toContain('got-TERM');
+    });
+  });
+
+  describe('when base64 mixes the standard and URL-safe alphabets', () => {
+    it('is refused, so one value has one encoding', () => {
+      expect(() => parseBase64('Y+_a')).toThrow(/not valid base64/);
+      expect(parseBase64('Y+/a')).toEqual(parseBase64('Y-_a'));
+    });
+  });
+});

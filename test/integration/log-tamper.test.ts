@@ -1,0 +1,229 @@
+/**
+ * Tampering with the runner's SQLite file is caught (issue 4): through the built CLI, on a real state folder
+ * with runs made by `exec`, an auditor keeps the checkpoint `log checkpoint` printed (and bundles), then the
+ * database is edited as an attacker would; `log export` + `log verify --checkpoint EARLIER` must fail with a
+ * code and exit 1.
+ *
+ * Whoever holds the state folder holds the runner key, so `log export` (which signs a fresh checkpoint) can
+ * always make a rewritten log agree with itself. The "thorough" cases rebuild the tree and drop the stored
+ * checkpoints, so that only what the auditor kept (a checkpoint, a bundle) can tell; they show that it does.
+ */
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MerkleStore } from '../../runner/store/merkle-store.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
+import { makeWorld, type World } from '../helpers/world.js';
+
+let world: World;
+/** Bundles of the first three runs, in order (each carries a checkpoint of the log at its end). */
+const bundles: string[] = [];
+/** What the auditor kept: `log checkpoint` after the third run. */
+let earlierPath: string;
+let earlierSize: number;
+let copies = 0;
+
+function exec(stateDir: string, out?: string): void {
+  const file = world.writeCapsule(world.capsule({ steps: [{ name: 'echo', run: ['/bin/echo', 'hello'] }] }));
+  const result = runCli(['exec', file, '--state', stateDir, ...(out ? ['--out', out] : [])]);
+  if (result.status !== 0) throw new Error(`exec failed (${result.status}): ${result.stderr}`);
+}
+
+/** A fresh copy of the pristine state folder, for one tampering. */
+function copyState(): string {
+  const dir = join(world.dir, `state-copy-${++copies}`);
+  cpSync(world.stateDir, dir, { recursive: true });
+  return dir;
+}
+
+function withDb<T>(stateDir: string, fn: (db: Database.Database) => T): T {
+  const db = new Database(join(stateDir, 'runner.db'));
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
+
+/** `log export` then `log verify`, returning the verify result. */
+function exportAndVerify(stateDir: string, checkpoint?: string): CliResult {
+  const out = join(stateDir, '..', `${stateDir.split('/').pop()}.log.jsonl`);
+  const exported = runCli(['log', 'export', '--state', stateDir, '--out', out]);
+  if (exported.status !== 0) throw new Error(`log export failed (${exported.status}): ${exported.stderr}`);
+  return runCli(['log', 'verify', out, '--trust', world.trustPath, ...(checkpoint ? ['--checkpoint', checkpoint] : [])]);
+}
+
+function failureCode(result: CliResult): string {
+  expect(result.status, result.stdout + result.stderr).toBe(1);
+  const match = /^FAIL (?:line \d+(?: \(leaf \d+\))?|earlier checkpoint): (LOG_[A-Z_]+): /.exec(result.stdout);
+  expect(match, result.stdout).not.toBeNull();
+  return match![1]!;
+}
+
+const leaves = (db: Database.Database) => db.prepare<[], { seq: number; leaf: Buffer }>('SELECT seq, leaf FROM records_v1 ORDER BY seq').all();
+
+/** What a careful attacker does after changing records: rebuild every tree node from the leaves, drop the checkpoints. */
+function rebuildTree(db: Database.Database): void {
+  db.exec('DELETE FROM merkle_nodes_v1; DELETE FROM checkpoints_v1;');
+  new MerkleStore(db).appendBatch(leaves(db).map((row) => row.leaf));
+}
+
+function leafOfKind(db: Database.Database, kind: string, nth = 0): { seq: number; leaf: Buffer } {
+  const rows = db.prepare<[string], { seq: number; leaf: Buffer }>('SELECT seq, leaf FROM records_v1 WHERE kind = ? ORDER BY seq').all(kind);
+  return rows[nth]!;
+}
+
+beforeAll(() => {
+  world = makeWorld();
+  for (let i = 0; i < 3; i++) {
+    const out = join(world.dir, `run-${i + 1}.bundle.json`);
+    exec(world.stateDir, out);
+    bundles.push(out);
+  }
+  const checkpoint = runCli(['log', 'checkpoint', '--state', world.stateDir]);
+  expect(checkpoint.status, checkpoint.stderr).toBe(0);
+  earlierPath = join(world.dir, 'earlier.checkpoint.txt');
+  writeFileSync(earlierPath, checkpoint.stdout);
+  earlierSize = Number(checkpoint.stdout.split('\n')[1]);
+  exec(world.stateDir); // the log goes on after the auditor's checkpoint
+}, 120_000);
+
+afterAll(() => world.cleanup());
+
+describe('log verify on a state folder nobody touched', () => {
+  it('passes against the earlier checkpoint and against an old bundle', () => {
+    const result = exportAndVerify(copyState(), earlierPath);
+    expect(result.status, result.stdout + result.stderr).toBe(0);
+    expect(result.stdout).toMatch(
+      new RegExp(`^OK log of runner ${world.runnerId}: ${earlierSize + 5} leaves, root \\S+, \\d+ checkpoints verified, consistent with the earlier checkpoint at size ${earlierSize}\\n$`),
+    );
+    expect(exportAndVerify(copyState(), bundles[0]).status).toBe(0);
+  });
+});
+
+describe('when a row of records_v1 has its leaf edited', () => {
+  it('log verify fails with LOG_ROOT_MISMATCH (the stored checkpoints no longer match) and exit 1', () => {
+    const dir = copyState();
+    withDb(dir, (db) => {
+      const finished = leafOfKind(db, 'run.finished');
+      const edited = Buffer.from(finished.leaf.toString('utf8').replace('"verdict":"pass"', '"verdict":"fail"'));
+      expect(edited.equals(finished.leaf)).toBe(false);
+      db.prepare('UPDATE records_v1 SET leaf = ? WHERE seq = ?').run(edited, finished.seq);
+    });
+    expect(failureCode(exportAndVerify(dir, earlierPath))).toBe('LOG_ROOT_MISMATCH');
+  });
+
+  it('and the tree rebuilt and the checkpoints dropped, fails against the earlier checkpoint and the old bundle only', () => {
+    const dir = copyState();
+    withDb(dir, (db) => {
+      const finished = leafOfKind(db, 'run.finished');
+      db.prepare('UPDATE records_v1 SET leaf = ? WHERE seq = ?').run(Buffer.from(finished.leaf.toString('utf8').replace('"verdict":"pass"', '"verdict":"fail"')), finished.seq);
+      rebuildTree(db);
+      new MerkleStore(db).checkNodes(); // the database is consistent again
+    });
+    expect(exportAndVerify(dir).status, 'without an earlier checkpoint the rewritten log agrees with itself').toBe(0);
+    expect(failureCode(exportAndVerify(dir, earlierPath))).toBe('LOG_EARLIER_CHECKPOINT_MISMATCH');
+    expect(failureCode(exportAndVerify(dir, bundles[0]))).toBe('LOG_EARLIER_CHECKPOINT_MISMATCH');
+  });
+});
+
+describe('when a row of records_v1 is deleted', () => {
+  it('log verify fails with LOG_LEAF_INVALID at the leaf that took its place, and exit 1', () => {
+    const dir = copyState();
+    const seq = withDb(dir, (db) => {
+      const { seq } = leafOfKind(db, 'step.finished');
+      db.prepare('DELETE FROM records_v1 WHERE seq = ?').run(seq);
+      return seq;
+    });
+    const result = exportAndVerify(dir, earlierPath);
+    expect(failureCode(result)).toBe('LOG_LEAF_INVALID');
+    expect(result.stdout).toContain(`(leaf ${seq}): LOG_LEAF_INVALID: the record's seq is ${seq + 1}, not its index ${seq}.`);
+  });
+});
+
+describe('when two rows of records_v1 are reordered (their leaf blobs swapped)', () => {
+  it('log verify fails with LOG_LEAF_INVALID and exit 1', () => {
+    const dir = copyState();
+    withDb(dir, (db) => {
+      const a = leafOfKind(db, 'run.started', 0);
+      const b = leafOfKind(db, 'run.started', 1);
+      const update = db.prepare('UPDATE records_v1 SET leaf = ? WHERE seq = ?');
+      db.transaction(() => {
+        update.run(b.leaf, a.seq);
+        update.run(a.leaf, b.seq);
+      })();
+    });
+    expect(failureCode(exportAndVerify(dir, earlierPath))).toBe('LOG_LEAF_INVALID');
+  });
+});
+
+describe('when the log is truncated and re-appended, the database kept consistent', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = copyState();
+    const cut = earlierSize - 3; // inside the third run, before the auditor's checkpoint
+    withDb(dir, (db) => {
+      db.transaction(() => {
+        db.prepare('DELETE FROM runs_v1 WHERE run_id IN (SELECT run_id FROM records_v1 WHERE seq >= ? AND run_id IS NOT NULL)').run(cut);
+        db.prepare('DELETE FROM seen_capsules_v1 WHERE accepted_seq >= ?').run(cut);
+        db.prepare('DELETE FROM records_v1 WHERE seq >= ?').run(cut);
+        db.prepare('DELETE FROM checkpoints_v1 WHERE size >= ?').run(cut);
+        db.exec('DELETE FROM merkle_nodes_v1');
+      })();
+      new MerkleStore(db).appendBatch(leaves(db).map((row) => row.leaf));
+      new MerkleStore(db).checkNodes();
+    });
+    exec(dir);
+    exec(dir);
+  }, 60_000);
+
+  it('still agrees with itself and with checkpoints from before the cut', () => {
+    expect(exportAndVerify(dir).status).toBe(0);
+    expect(exportAndVerify(dir, bundles[0]).status).toBe(0);
+  });
+
+  it('log verify --checkpoint EARLIER fails with LOG_EARLIER_CHECKPOINT_MISMATCH at the leaf that reaches its size, and exit 1', () => {
+    const result = exportAndVerify(dir, earlierPath);
+    expect(failureCode(result)).toBe('LOG_EARLIER_CHECKPOINT_MISMATCH');
+    expect(result.stdout).toContain(`(leaf ${earlierSize - 1})`);
+  });
+
+  it('a bundle made before the tampering no longer matches the log', () => {
+    expect(failureCode(exportAndVerify(dir, bundles[2]))).toBe('LOG_EARLIER_CHECKPOINT_MISMATCH');
+    // The bundle itself still verifies alone: it is the log that changed.
+    expect(runCli(['verify', bundles[2]!, '--trust', world.trustPath]).status).toBe(0);
+  });
+
+  it('without the re-append, fails with LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT', () => {
+    const short = copyState();
+    withDb(short, (db) => {
+      db.prepare('DELETE FROM records_v1 WHERE seq >= ?').run(5);
+      db.prepare('DELETE FROM checkpoints_v1 WHERE size > ?').run(5);
+      rebuildTree(db);
+    });
+    expect(failureCode(exportAndVerify(short, earlierPath))).toBe('LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT');
+  });
+});
+
+describe('log verify usage', () => {
+  it('exits 2 when --checkpoint is JSON without log.checkpoint', () => {
+    const notBundle = join(world.dir, 'not-a-bundle.json');
+    writeFileSync(notBundle, '{"log":{}}');
+    const tmp = mkdtempSync(join(world.dir, 'usage-'));
+    const out = join(tmp, 'log.jsonl');
+    expect(runCli(['log', 'export', '--state', copyState(), '--out', out]).status).toBe(0);
+    const result = runCli(['log', 'verify', out, '--trust', world.trustPath, '--checkpoint', notBundle]);
+    expect(result.status).toBe(2);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('prints a machine-readable result with --json', () => {
+    const dir = copyState();
+    const out = join(world.dir, 'json.log.jsonl');
+    expect(runCli(['log', 'export', '--state', dir, '--out', out]).status).toBe(0);
+    const result = runCli(['log', 'verify', out, '--trust', world.trustPath, '--checkpoint', earlierPath, '--json']);
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ ok: true, size: earlierSize + 5, earlier: { size: earlierSize }, runner: { id: world.runnerId } });
+  });
+});
