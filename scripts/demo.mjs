@@ -82,7 +82,13 @@ for (const capsule of capsules) {
 const verified = JSON.parse(cli(['verify', ...bundles, '--trust', 'trust.dsse.json', '--json']).stdout);
 rows.push(['verify', `${verified.filter((r) => r.ok).length}/${verified.length} bundles verify offline against the trust document`]);
 
-// 6. Someone alters the ledger extract inside a signed capsule: the runner refuses it and runs nothing.
+// 6. The runner's log: every decision above is a leaf of a Merkle tree. The auditor exports it and checks
+// it against the checkpoint carried by the first bundle: nothing removed, rewritten or reordered since.
+cli(['log', 'export', '--state', 'state', '--out', 'runner-log.jsonl']);
+const audit = JSON.parse(cli(['log', 'verify', 'runner-log.jsonl', '--trust', 'trust.dsse.json', '--checkpoint', bundles[0], '--json']).stdout);
+rows.push(['log', `${audit.size} records, ${audit.checkpoints} signed checkpoints verify; consistent with ${bundles[0]}'s checkpoint`]);
+
+// 7. Someone alters the ledger extract inside a signed capsule: the runner refuses it and runs nothing.
 cli(['capsule', 'pack', join(root, 'capsules', 'validate-ledger'), '--key', 'coordinator.key', '--out', 'tampered.capsule.json']);
 const tampered = JSON.parse(readFileSync(join(work, 'tampered.capsule.json'), 'utf8'));
 const [blobKey] = Object.keys(tampered.blobs).filter((k) => Buffer.from(tampered.blobs[k], 'base64').toString().startsWith('account,'));

@@ -3,7 +3,7 @@
  * is a record written before its effect; if a record cannot be written the runner stops (STORE_WRITE_FAILED).
  */
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256Hex } from '../core/digest.js';
 import { isCodedError } from '../core/errors.js';
@@ -17,6 +17,7 @@ import { buildStepEnv } from '../exec/env.js';
 import { classifyLimitExit, isLoaderEnvName, type LaunchPlan } from '../exec/sandbox.js';
 import { runStep, type StepOutcome } from '../exec/step.js';
 import { createWorkspace, writeInputs } from '../exec/workspace.js';
+import { writeFileAtomic } from '../state/files.js';
 import { loadState, type RunnerState } from '../state/state.js';
 import { StoreError } from '../store/errors.js';
 import { Store } from '../store/store.js';
@@ -81,14 +82,29 @@ export type ExecResult =
       evidenceDigest: string;
     };
 
+/**
+ * Opens the runner's database the way every command that acts on a state folder must: runs left behind by
+ * a runner process that died are closed first, each with a run.aborted record, so the log is consistent
+ * before anything new is appended.
+ */
+export function openRunnerStore(state: RunnerState): Store {
+  const store = Store.open(state.layout.database);
+  try {
+    store.abortInterruptedRuns();
+    return store;
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+}
+
 export async function execCapsule(options: ExecOptions): Promise<ExecResult> {
   const config = { ...DEFAULT_EXEC_CONFIG, ...options.config };
   const now = options.now ?? (() => new Date());
   const decisionTime = now();
   const state = loadState(options.stateDir, decisionTime);
-  const store = options.openStore ? options.openStore(state) : Store.open(state.layout.database);
+  const store = options.openStore ? options.openStore(state) : openRunnerStore(state);
   try {
-    store.abortInterruptedRuns();
     const size = options.capsuleSize ?? options.capsuleBytes.length;
     const complete = size === options.capsuleBytes.length;
     // A file read only up to the cap has no digest we could stand behind: its size is recorded instead.
@@ -315,12 +331,4 @@ function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
     stdout: outcome.stdout,
     stderr: outcome.stderr,
   };
-}
-
-export function writeFileAtomic(path: string, data: string | Buffer): void {
-  const dir = join(path, '..');
-  mkdirSync(dir, { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data, { mode: 0o644 });
-  renameSync(tmp, path);
 }

@@ -6,8 +6,8 @@ import { isContainedPath } from '../capsule/manifest.js';
 import { packCapsule, type ManifestTemplate } from '../capsule/pack.js';
 import { toDigestRef } from '../core/digest.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
-import { writeFileAtomic } from '../agent/exec-capsule.js';
-import { collectOption } from './trust.js';
+import { writeFileAtomic } from '../state/files.js';
+import { collectOption } from './options.js';
 import { UsageError } from './output.js';
 
 const DURATION = /^(\d+)([smhd])$/;

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
-import { execCapsule, writeFileAtomic } from '../agent/exec-capsule.js';
+import { execCapsule } from '../agent/exec-capsule.js';
+import { writeFileAtomic } from '../state/files.js';
 import { selectLauncher } from '../agent/launcher.js';
 import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
 import { readFileCapped } from './files.js';

@@ -5,7 +5,7 @@ import { initState } from '../state/state.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
 import { Store } from '../store/store.js';
 import { verifierKeyOf } from '../agent/log.js';
-import { collectOption } from './trust.js';
+import { collectOption } from './options.js';
 import { printJson } from './output.js';
 
 export function initCommand(): Command {

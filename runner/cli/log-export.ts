@@ -7,12 +7,13 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
+import { openRunnerStore } from '../agent/exec-capsule.js';
 import { checkpointNow, originOf } from '../agent/log.js';
 import { BUNDLE_MAX_BYTES } from '../evidence/bundle.js';
 import { LogError } from '../log/errors.js';
 import { formatCheckpointLine, formatExportHeader, formatLeafLine, splitLines, verifyExport, type ExportReport } from '../log/export.js';
 import { loadState } from '../state/state.js';
-import { Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import { verifyTrustDocument } from '../trust/trust.js';
 import { EXIT, UsageError, printJson } from './output.js';
 
@@ -27,7 +28,7 @@ export function addLogExportCommands(log: Command): void {
     .requiredOption('--out <file>', 'the export file to write (replaced atomically)')
     .action((opts: { state: string; out: string }) => {
       const state = loadState(opts.state, new Date());
-      const store = Store.open(state.layout.database);
+      const store = openRunnerStore(state);
       try {
         const { leaves, checkpoints } = exportLog(store, { runnerId: state.config.id, key: state.key }, opts.out);
         process.stdout.write(`exported ${leaves} leaves and ${checkpoints} checkpoints to ${opts.out}\n`);

@@ -1,15 +1,16 @@
+import { openRunnerStore } from '../agent/exec-capsule.js';
 import { Command } from 'commander';
 import { toBase64 } from '../core/base64.js';
 import { checkpointNow, originOf, verifierKeyOf } from '../agent/log.js';
 import { loadState } from '../state/state.js';
-import { Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import { LogError } from '../log/errors.js';
 import { addLogExportCommands } from './log-export.js';
 import { UsageError, printJson } from './output.js';
 
 function withStore<T>(stateDir: string, fn: (store: Store, state: ReturnType<typeof loadState>) => T): T {
   const state = loadState(stateDir, new Date());
-  const store = Store.open(state.layout.database);
+  const store = openRunnerStore(state);
   try {
     return fn(store, state);
   } finally {

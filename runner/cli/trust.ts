@@ -5,7 +5,8 @@ import { signEnvelope } from '../core/dsse.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
 import { TRUST_MAX_BYTES, TRUST_PAYLOAD_TYPE, verifyTrustDocument } from '../trust/trust.js';
 import { readFileCapped } from './files.js';
-import { writeFileAtomic } from '../agent/exec-capsule.js';
+import { writeFileAtomic } from '../state/files.js';
+import { collectOption } from './options.js';
 import { EXIT, printJson } from './output.js';
 
 export function trustCommand(): Command {
@@ -14,7 +15,7 @@ export function trustCommand(): Command {
     .command('sign')
     .description('Sign a trust document with root keys, then verify the result before writing it.')
     .argument('<trust-json>', 'the trust document body (JSON)')
-    .requiredOption('--key <path>', 'a root private key (repeat for a threshold)', collect, [])
+    .requiredOption('--key <path>', 'a root private key (repeat for a threshold)', collectOption, [])
     .requiredOption('--out <path>', 'where to write the signed envelope')
     .action((file: string, opts: { key: string[]; out: string }) => {
       const payload = readFileSync(file);
@@ -57,8 +58,3 @@ export function trustCommand(): Command {
     });
   return trust;
 }
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
-export { collect as collectOption };

@@ -170,6 +170,7 @@ describe('the single binary (dist/edge-runner)', () => {
       expect(result.stdout).toMatch(/validate-ledger\s+verdict PASS/);
       expect(result.stdout).toMatch(/reproduce-rounding\s+verdict FAIL/);
       expect(result.stdout).toContain('2/2 bundles verify offline');
+      expect(result.stdout).toMatch(/log\s+10 records, \d+ signed checkpoints verify; consistent with/);
       expect(result.stdout).toMatch(/refused with CAPSULE_INPUT_DIGEST, nothing executed/);
       // The addon was written once into the sandbox's own cache, nowhere near a node_modules.
       expect(readdirSync(sandbox.cacheDir).filter((f) => f.endsWith('.node'))).toHaveLength(1);

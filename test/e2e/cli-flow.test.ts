@@ -19,6 +19,7 @@ describe('the demo flow through the built CLI', () => {
       expect(result.stdout).toMatch(/validate-ledger\s+verdict PASS/);
       expect(result.stdout).toMatch(/reproduce-rounding\s+verdict FAIL/);
       expect(result.stdout).toContain('2/2 bundles verify offline');
+      expect(result.stdout).toMatch(/log\s+10 records, \d+ signed checkpoints verify; consistent with/);
       expect(result.stdout).toMatch(/refused with CAPSULE_INPUT_DIGEST, nothing executed/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
