@@ -1,7 +1,6 @@
 /** The evidence statement: in-toto Statement v1 with the edge-runner evidence predicate v1. */
 import type { CapsuleKind } from '../trust/trust.js';
 import type { CollectParser } from '../capsule/manifest.js';
-import type { ArtifactStatus } from '../exec/collect.js';
 import type { JunitSummary } from './parsers/junit.js';
 import statementSchema from './predicate.schema.json' with { type: 'json' };
 
@@ -35,6 +34,8 @@ export interface StepRecord {
   stdout?: StreamRecord;
   stderr?: StreamRecord;
 }
+
+export type ArtifactStatus = 'collected' | 'missing' | 'escaped' | 'not-a-file' | 'too-large';
 
 export interface ArtifactRecord {
   path: string;

@@ -5,24 +5,17 @@
  */
 import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from 'node:fs';
 import { sep } from 'node:path';
-import type { CollectParser, CollectRule } from '../capsule/manifest.js';
+import type { CollectRule } from '../capsule/manifest.js';
 import { CapsuleError } from '../capsule/errors.js';
-import { parseJunit, type JunitSummary } from '../evidence/parsers/junit.js';
+import { parseJunit } from '../evidence/parsers/junit.js';
+import type { ArtifactRecord } from '../evidence/statement.js';
 import type { BlobStore } from '../state/blobs.js';
 import { resolveInside } from './workspace.js';
 
 export const COLLECT_MAX_BYTES = 64 * 1024 * 1024;
 
-export type ArtifactStatus = 'collected' | 'missing' | 'escaped' | 'not-a-file' | 'too-large';
-
-export interface Artifact {
-  path: string;
-  as: CollectParser;
-  status: ArtifactStatus;
-  digest?: string;
-  size?: number;
-  summary?: JunitSummary;
-}
+/** An artifact as the evidence records it (runner/evidence/statement.ts owns the format). */
+export type Artifact = ArtifactRecord;
 
 export function collectArtifacts(workspace: string, rules: readonly CollectRule[], blobs: BlobStore, maxBytes = COLLECT_MAX_BYTES): Artifact[] {
   return rules.map((rule) => collectOne(workspace, rule, blobs, maxBytes));
