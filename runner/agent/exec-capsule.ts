@@ -29,6 +29,8 @@ import { logger } from './logger.js';
 export interface Launcher {
   /** The isolation this launcher gives; recorded in the evidence. */
   isolation: IsolationUsed;
+  /** False when the launched process is a wrapper (bwrap) rather than the step itself. */
+  leaderIsStep?: boolean;
   /** Called once the inputs are written, before any step: e.g. hand the workspace to the step user. */
   prepare?(workspace: string): void;
   plan(argv: string[], env: Record<string, string>, workspace: string): LaunchPlan;
@@ -40,7 +42,13 @@ export const directLauncher: Launcher = {
   plan: (argv, env, workspace) => ({ file: argv[0]!, args: argv.slice(1), env, cwd: workspace }),
 };
 
-export type LauncherSelector = (requirement: 'required' | 'best-effort', context: { stateDir: string }) => Launcher | { unavailable: string };
+export interface LauncherContext {
+  stateDir: string;
+  /** The identity steps run as when the runner is root (runner.json `stepUser`, set by `init`). */
+  stepUser?: { uid: number; gid: number };
+}
+
+export type LauncherSelector = (requirement: 'required' | 'best-effort', context: LauncherContext) => Launcher | { unavailable: string };
 
 export interface ExecConfig {
   defaultTimeoutSeconds: number;
@@ -132,7 +140,10 @@ export async function execCapsule(options: ExecOptions): Promise<ExecResult> {
       });
       verifyStepEnvPolicy(accepted);
       const requirement = accepted.manifest.isolation ?? 'required';
-      const selected = (options.selectLauncher ?? (() => directLauncher))(requirement, { stateDir: state.layout.dir });
+      const selected = (options.selectLauncher ?? (() => directLauncher))(requirement, {
+        stateDir: state.layout.dir,
+        ...(state.config.stepUser ? { stepUser: state.config.stepUser } : {}),
+      });
       if ('unavailable' in selected) {
         throw new CapsuleError('CAPSULE_ISOLATION_UNAVAILABLE', `The capsule requires step isolation, which this host cannot give: ${selected.unavailable}.`, {
           capsuleId: accepted.manifest.id,
@@ -243,6 +254,7 @@ async function runSteps(
       killGraceMs: config.killGraceMs,
       outputCapBytes: config.outputCapBytes,
       blobs: state.blobs,
+      leaderIsStep: launcher.leaderIsStep ?? true,
     });
     const record = toStepRecord(step.name, outcome);
     ops.info({ step: step.name, status: record.status, exitCode: record.exitCode, signal: record.signal, durationMs: record.durationMs, limit: record.limit }, 'step finished');

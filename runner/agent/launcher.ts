@@ -17,7 +17,8 @@ import type { Launcher, LauncherSelector } from './exec-capsule.js';
 
 export function sandboxLauncherSelector(config: SandboxConfig = {}, limits: StepLimits = DEFAULT_STEP_LIMITS): LauncherSelector {
   let probe: IsolationProbe | undefined; // probed on first use, once per selector (bwrap is actually run)
-  return (requirement, { stateDir }) => {
+  return (requirement, { stateDir, stepUser }) => {
+    const sandbox: SandboxConfig = stepUser ? { ...config, runAsUid: stepUser.uid, runAsGid: stepUser.gid } : config;
     probe ??= probeIsolation(config);
     let mode;
     try {
@@ -33,11 +34,12 @@ export function sandboxLauncherSelector(config: SandboxConfig = {}, limits: Step
     }
     const launcher: Launcher = {
       isolation: mode,
+      leaderIsStep: mode !== 'bwrap',
       prepare: (workspace) => {
-        grantWorkspaceToStep(workspace, config);
+        grantWorkspaceToStep(workspace, sandbox);
       },
       // The state folder (keys, database, evidence) is hidden from every step; only its workspace shows.
-      plan: (argv, env, workspace) => planLaunch({ argv, env, workspace, limits, mode, hide: [stateDir] }, config),
+      plan: (argv, env, workspace) => planLaunch({ argv, env, workspace, limits, mode, hide: [stateDir] }, sandbox),
     };
     return launcher;
   };

@@ -5,6 +5,7 @@
  * when it ends.
  */
 import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import type { BlobStore, CappedBlob } from '../state/blobs.js';
 import type { LaunchPlan } from './sandbox.js';
 
@@ -32,6 +33,12 @@ export interface RunStepOptions {
   killGraceMs: number;
   outputCapBytes: number;
   blobs: BlobStore;
+  /**
+   * Whether the process group's leader is itself the step (true) or a wrapper that must outlive the
+   * step's grace period (false: bwrap, whose death takes the whole sandbox down at once). On timeout a
+   * wrapper leader is spared the SIGTERM so that the step can run its own handlers.
+   */
+  leaderIsStep?: boolean;
 }
 
 export function runStep(options: RunStepOptions): Promise<StepOutcome> {
@@ -114,7 +121,8 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
 
     const termTimer: NodeJS.Timeout = setTimeout(() => {
       timedOut = true;
-      signalGroup('SIGTERM');
+      if (options.leaderIsStep === false && child.pid !== undefined) signalMembers(child.pid, 'SIGTERM');
+      else signalGroup('SIGTERM');
       killTimer = setTimeout(() => signalGroup('SIGKILL'), options.killGraceMs);
     }, options.timeoutMs);
 
@@ -125,10 +133,36 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
     child.on('exit', (code, signal) => {
       exit = { code, signal };
       clearTimeout(termTimer); // it ended by itself: it cannot time out any more
+      if (timedOut) {
+        // In the grace period: what is left of the group has until the SIGKILL timer to finish its handlers.
+        setTimeout(finish, options.killGraceMs + 500).unref();
+        return;
+      }
       // A grandchild may hold the pipes open: end the group, then give the pipes a moment to drain.
       signalGroup('SIGKILL');
       setTimeout(finish, 2000).unref();
     });
     child.on('close', () => finish());
   });
+}
+
+/** Signals every process of group `pgid` except its leader (found through /proc). */
+function signalMembers(pgid: number, signal: NodeJS.Signals): void {
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry) || Number(entry) === pgid) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // Fields after the command name (which may hold spaces): state ppid pgrp ...
+      const pgrp = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+      if (pgrp === pgid) process.kill(Number(entry), signal);
+    } catch {
+      // Gone meanwhile, or not ours to read.
+    }
+  }
 }

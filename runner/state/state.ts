@@ -19,6 +19,8 @@ export interface RunnerConfig {
   labels: string[];
   keyid: string;
   createdAt: string;
+  /** When the runner is root, steps run as this uid/gid (default 65534, nobody/nogroup). */
+  stepUser?: { uid: number; gid: number };
 }
 
 export interface StateLayout {
@@ -57,6 +59,7 @@ export interface InitOptions {
   now: Date;
   /** An existing runner key (made with keygen and enrolled beforehand); a new one is generated otherwise. */
   key?: PrivateKey;
+  stepUser?: { uid: number; gid: number };
 }
 
 /**
@@ -67,6 +70,9 @@ export function initState(dir: string, options: InitOptions): { layout: StateLay
   const layout = layoutOf(dir);
   if (!RUNNER_ID.test(options.id)) {
     throw new StateError('STATE_CORRUPT', `The runner id "${options.id}" is not a plain name (letters, digits, . _ -).`);
+  }
+  if (options.stepUser && !(isStepId(options.stepUser.uid) && isStepId(options.stepUser.gid))) {
+    throw new StateError('STATE_CORRUPT', 'The step user must be an ordinary uid and gid (not 0).');
   }
   if (existsSync(layout.dir) && readdirSync(layout.dir).length > 0) {
     throw new StateError('STATE_EXISTS', `The state folder ${layout.dir} already exists and is never overwritten.`);
@@ -92,6 +98,7 @@ export function initState(dir: string, options: InitOptions): { layout: StateLay
       labels: options.labels ?? [],
       keyid: key.keyid,
       createdAt: options.now.toISOString(),
+      ...(options.stepUser ? { stepUser: options.stepUser } : {}),
     };
     writeFileSync(staged.config, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o644, flag: 'wx' });
     for (const folder of [staged.blobs, staged.bundles, staged.runs]) mkdirSync(folder, { recursive: true, mode: 0o700 });
@@ -102,6 +109,11 @@ export function initState(dir: string, options: InitOptions): { layout: StateLay
     rmSync(staging, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** A step identity must be an ordinary id: never 0 (root), within the 32-bit id space. */
+export function isStepId(id: unknown): id is number {
+  return Number.isSafeInteger(id) && (id as number) > 0 && (id as number) < 2 ** 32 - 1;
 }
 
 export interface RunnerState {
@@ -122,6 +134,7 @@ export function loadState(dir: string, now: Date): RunnerState {
   try {
     config = JSON.parse(readFileSync(layout.config, 'utf8')) as RunnerConfig;
     if (config.apiVersion !== STATE_API_VERSION || !RUNNER_ID.test(config.id)) throw new Error('bad config');
+    if (config.stepUser !== undefined && !(isStepId(config.stepUser.uid) && isStepId(config.stepUser.gid))) throw new Error('bad stepUser');
   } catch (cause) {
     throw new StateError('STATE_CORRUPT', `The runner configuration ${layout.config} is unreadable.`, {}, { cause });
   }

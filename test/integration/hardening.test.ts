@@ -3,7 +3,7 @@ import { mkdirSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { directLauncher, execCapsule } from '../../runner/agent/exec-capsule.js';
-import { sandboxLauncherSelector } from '../../runner/agent/launcher.js';
+import { sandboxLauncherSelector, selectLauncher } from '../../runner/agent/launcher.js';
 import { parseBase64 } from '../../runner/core/base64.js';
 import { signEnvelope } from '../../runner/core/dsse.js';
 import { CAPSULE_PAYLOAD_TYPE } from '../../runner/capsule/manifest.js';
@@ -122,10 +122,33 @@ describe('hardening', () => {
       grantWorkspaceToStep(ws);
       const blobs = new BlobStore(join(world.dir, `blobs-${mode}`));
       const plan = planLaunch({ argv: ['/bin/sh', '-c', 'trap "echo got-TERM; exit 7" TERM; sleep 30 & wait'], env: { PATH: '/usr/bin:/bin' }, workspace: ws, limits: DEFAULT_STEP_LIMITS, mode, hide: [world.stateDir] });
-      const outcome = await runStep({ plan, timeoutMs: 1000, killGraceMs: 3000, outputCapBytes: 4096, blobs });
+      const outcome = await runStep({ plan, timeoutMs: 1000, killGraceMs: 3000, outputCapBytes: 4096, blobs, leaderIsStep: mode !== 'bwrap' });
       expect(outcome.timedOut).toBe(true);
-      expect(outcome.durationMs).toBeLessThan(3000);
+      expect(outcome.durationMs).toBeLessThan(3500);
       expect(readFileSync(blobs.pathOf(outcome.stdout.digest), 'utf8')).toContain('got-TERM');
+    });
+  });
+
+  describe('when init sets the step user (--step-uid)', () => {
+    it('runs steps as that uid when the runner is root', async () => {
+      if (process.getuid?.() !== 0) return; // only a root runner changes identity for its steps
+      const dir = join(world.dir, 'custom-user');
+      const init = runCli(['init', '--state', dir, '--id', world.runnerId, '--trust', world.trustPath, '--label', 'test', '--step-uid', '12345', '--step-gid', '12346']);
+      expect(init.status).toBe(0);
+      expect(JSON.parse(readFileSync(join(dir, 'runner.json'), 'utf8')).stepUser).toEqual({ uid: 12345, gid: 12346 });
+      const file = world.capsule({ steps: [{ name: 'whoami', run: ['/bin/sh', '-c', 'echo "$(id -u):$(id -g)"'] }] });
+      const result = await execCapsule({ stateDir: dir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher });
+      if (result.kind !== 'completed') throw new Error(`expected a completed run, got ${result.kind}`);
+      const out = result.steps[0]!.stdout!.digest.replace(':', '-');
+      expect(readFileSync(join(dir, 'evidence', 'blobs', out), 'utf8').trim()).toBe('12345:12346');
+    });
+
+    it('refuses uid 0 as a step user', () => {
+      const dir = join(world.dir, 'root-user');
+      const init = runCli(['init', '--state', dir, '--id', world.runnerId, '--trust', world.trustPath, '--step-uid', '0']);
+      expect(init.status).toBe(2);
+      expect(init.stderr).toContain('STATE_CORRUPT');
+      expect(existsSync(dir)).toBe(false);
     });
   });
 

@@ -16,7 +16,7 @@ interface WycheproofGroup {
 }
 
 const vectors = JSON.parse(
-  readFileSync(new URL('../../../../shared/vectors/wycheproof/ed25519_test.json', import.meta.url), 'utf8'),
+  readFileSync(new URL('../../fixtures/wycheproof/ed25519_test.json', import.meta.url), 'utf8'),
 ) as { numberOfTests: number; testGroups: WycheproofGroup[] };
 
 const cases = vectors.testGroups.flatMap((group) => group.tests.map((test) => ({ pk: group.publicKey.pk, ...test })));
