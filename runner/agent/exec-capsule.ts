@@ -98,7 +98,10 @@ export type ExecResult =
 export function openRunnerStore(state: RunnerState): Store {
   const store = Store.open(state.layout.database);
   try {
-    store.abortInterruptedRuns();
+    for (const runId of store.abortInterruptedRuns()) {
+      // The dead runner's workspace: nothing in it is evidence (outputs went to the blob store as they came).
+      if (/^[0-9a-f-]{36}$/.test(runId)) rmSync(join(state.layout.runs, runId), { recursive: true, force: true });
+    }
     return store;
   } catch (err) {
     store.close();
