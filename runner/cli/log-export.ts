@@ -4,7 +4,7 @@
  * I/O only: the format and the checks are in runner/log/export.ts.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { openRunnerStore } from '../agent/exec-capsule.js';
@@ -14,7 +14,8 @@ import { LogError } from '../log/errors.js';
 import { formatCheckpointLine, formatExportHeader, formatLeafLine, splitLines, verifyExport, type ExportReport } from '../log/export.js';
 import { loadState } from '../state/state.js';
 import type { Store } from '../store/store.js';
-import { verifyTrustDocument } from '../trust/trust.js';
+import { TRUST_MAX_BYTES, verifyTrustDocument } from '../trust/trust.js';
+import { readFileCapped } from './files.js';
 import { EXIT, UsageError, printJson } from './output.js';
 
 /** Bytes buffered before each write of the export file. */
@@ -45,7 +46,7 @@ export function addLogExportCommands(log: Command): void {
     .option('--json', 'print a machine-readable result')
     .action(async (file: string, opts: { trust: string; checkpoint?: string; json?: boolean }) => {
       // Offline audit, as `verify`: the trust document's signatures are checked, its expiry is not.
-      const trust = verifyTrustDocument(readCapped(opts.trust, BUNDLE_MAX_BYTES));
+      const trust = verifyTrustDocument(readFileCapped(opts.trust, TRUST_MAX_BYTES).bytes);
       const earlier = opts.checkpoint !== undefined ? readEarlierCheckpoint(opts.checkpoint) : undefined;
       let report: ExportReport;
       try {
@@ -158,7 +159,9 @@ function bufferedWriter(fd: number): { line(text: string): void; flush(): void }
  * `log.checkpoint` member is that note. Its signature is checked by verifyExport against the runner's key.
  */
 function readEarlierCheckpoint(path: string): string {
-  const text = readCapped(path, BUNDLE_MAX_BYTES).toString('utf8');
+  const { bytes, size } = readFileCapped(path, BUNDLE_MAX_BYTES);
+  if (size > BUNDLE_MAX_BYTES) throw new UsageError(`${path} is ${size} bytes, over the ${BUNDLE_MAX_BYTES}-byte limit.`);
+  const text = bytes.toString('utf8');
   if (!text.trimStart().startsWith('{')) return text;
   let value: unknown;
   try {
@@ -169,21 +172,4 @@ function readEarlierCheckpoint(path: string): string {
   const note = (value as { log?: { checkpoint?: unknown } } | null)?.log?.checkpoint;
   if (typeof note !== 'string') throw new UsageError(`${path} is JSON without a log.checkpoint note: give a checkpoint note or a bundle.`);
   return note;
-}
-
-function readCapped(path: string, limit: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    if (size > limit) throw new UsageError(`${path} is ${size} bytes, over the ${limit}-byte limit.`);
-    const buffer = Buffer.alloc(size);
-    for (let read = 0; read < size; ) {
-      const n = readSync(fd, buffer, read, size - read, read);
-      if (n === 0) return buffer.subarray(0, read);
-      read += n;
-    }
-    return buffer;
-  } finally {
-    closeSync(fd);
-  }
 }
