@@ -1,6 +1,6 @@
 /** The README's flow through the built CLI: the demo script end to end, and the usage contract. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +42,26 @@ describe('the command-line contract', () => {
       const result = runCli(['exec', join(dir, 'x.capsule.json'), '--state', join(dir, 'nope')]);
       expect(result.status).toBe(2);
       expect(result.stderr).toContain('STATE_MISSING');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keygen writes a 0600 private key, never overwrites it, and a key others can read is refused', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edge-runner-keys-'));
+    try {
+      const first = runCli(['keygen', '--out', join(dir, 'k')]);
+      expect(first.status).toBe(0);
+      expect(first.stdout.trim()).toMatch(/^[0-9a-f]{64}$/);
+      expect(statSync(join(dir, 'k.key')).mode & 0o777).toBe(0o600);
+      const again = runCli(['keygen', '--out', join(dir, 'k')]);
+      expect(again.status).toBe(2);
+      expect(readFileSync(join(dir, 'k.key'), 'utf8')).toContain('PRIVATE KEY');
+      chmodSync(join(dir, 'k.key'), 0o644);
+      writeFileSync(join(dir, 'trust.json'), '{}');
+      const refused = runCli(['trust', 'sign', join(dir, 'trust.json'), '--key', join(dir, 'k.key'), '--out', join(dir, 't.json')]);
+      expect(refused.status).toBe(2);
+      expect(refused.stderr).toContain('STATE_KEY_PERMISSIONS');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
