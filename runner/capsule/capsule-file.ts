@@ -10,6 +10,11 @@ export interface CapsuleFile {
 }
 
 export const CAPSULE_MAX_BYTES = 64 * 1024 * 1024;
+/**
+ * The signed manifest travels on in every bundle; capped so that a bundle always fits under
+ * BUNDLE_MAX_BYTES (runner/evidence/bundle.ts). Input bytes are blobs and do not count.
+ */
+export const MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
 
 /** Capsule file bytes to their parts; the size cap is checked before parsing. */
 export function parseCapsuleFile(bytes: Uint8Array, maxBytes = CAPSULE_MAX_BYTES): CapsuleFile {
@@ -39,6 +44,9 @@ export function parseCapsuleFile(bytes: Uint8Array, maxBytes = CAPSULE_MAX_BYTES
     parsedEnvelope = parseEnvelope(envelope);
   } catch (err) {
     throw unparseable(err instanceof Error ? err.message.replace(/\.$/, '') : 'bad envelope');
+  }
+  if (parsedEnvelope.payload.length > Math.ceil(MANIFEST_MAX_BYTES / 3) * 4) {
+    throw new CapsuleError('CAPSULE_TOO_LARGE', `The capsule manifest is over the ${MANIFEST_MAX_BYTES}-byte cap.`, { cap: MANIFEST_MAX_BYTES });
   }
   return { mediaType: CAPSULE_FILE_MEDIA_TYPE, envelope: parsedEnvelope, blobs: blobs as Record<string, string> };
 }

@@ -260,7 +260,7 @@ function verifyLaunchRequest(req: LaunchRequest): void {
  * code or read files chosen by the caller. In mode 'bwrap' the environment reaches bwrap and setpriv, which
  * run outside the sandbox or with privileges, so a step may not set them.
  */
-const LOADER_ENV = /^(LD_.*|GCONV_PATH|GETCONF_DIR|GLIBC_TUNABLES|HOSTALIASES|LOCALDOMAIN|LOCPATH|MALLOC_TRACE|NIS_PATH|NLSPATH|RESOLV_HOST_CONF|RES_OPTIONS)$/;
+const LOADER_ENV = /^(LD_.*|GCONV_PATH|GETCONF_DIR|GLIBC_TUNABLES|HOSTALIASES|LOCALDOMAIN|LOCPATH|MALLOC_TRACE|NIS_PATH|NLSPATH|RESOLV_HOST_CONF|RES_OPTIONS|TZDIR)$/;
 
 /** True for a variable that would steer the dynamic loader of the sandbox's own wrappers. */
 export function isLoaderEnvName(name: string): boolean {

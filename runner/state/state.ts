@@ -2,7 +2,7 @@
  * The runner's state folder: its identity, key pair, pinned trust document, SQLite database, local evidence
  * store and run workspaces. Created once by `init`; never overwritten.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { PrivateKey } from '../core/ed25519.js';
 import { isCodedError } from '../core/errors.js';
@@ -84,7 +84,11 @@ export function initState(dir: string, options: InitOptions): { layout: StateLay
     const code = isCodedError(err) ? err.code : 'TRUST_UNPARSEABLE';
     throw new StateError('STATE_TRUST_INVALID', `The trust document cannot be pinned (${code}).`, { trustCode: code }, { cause: err });
   }
-  const staging = `${layout.dir}.init-${process.pid}`;
+  // An existing empty folder (systemd's StateDirectory=, a mount point) is filled from a staging folder
+  // inside it, so every rename stays on its file system; otherwise the staging folder is a sibling that is
+  // renamed into place whole. runner.json goes last: a folder without it is not a state folder.
+  const inPlace = existsSync(layout.dir);
+  const staging = inPlace ? join(layout.dir, `.init-${process.pid}`) : `${layout.dir}.init-${process.pid}`;
   rmSync(staging, { recursive: true, force: true });
   try {
     const staged = layoutOf(staging);
@@ -102,8 +106,14 @@ export function initState(dir: string, options: InitOptions): { layout: StateLay
     };
     writeFileSync(staged.config, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o644, flag: 'wx' });
     for (const folder of [staged.blobs, staged.bundles, staged.runs]) mkdirSync(folder, { recursive: true, mode: 0o700 });
-    if (existsSync(layout.dir)) rmdirSync(layout.dir); // empty (checked above), e.g. made by systemd's StateDirectory=
-    renameSync(staging, layout.dir);
+    if (inPlace) {
+      chmodSync(layout.dir, 0o700);
+      const names = readdirSync(staging).sort((a, b) => Number(a === 'runner.json') - Number(b === 'runner.json'));
+      for (const name of names) renameSync(join(staging, name), join(layout.dir, name));
+      rmdirSync(staging);
+    } else {
+      renameSync(staging, layout.dir);
+    }
     return { layout, config, key, trust };
   } catch (err) {
     rmSync(staging, { recursive: true, force: true });

@@ -156,6 +156,11 @@ export class Store {
     } catch (cause) {
       throw new StoreError('STORE_OPEN_FAILED', `The runner database at ${path} cannot be opened.`, { path }, { cause });
     }
+    if (!options.create && (db.pragma('user_version', { simple: true }) as number) === 0) {
+      db.close();
+      // An empty file where the database was (truncated, or replaced): migrating it would be recreating it.
+      throw new StoreError('STORE_OPEN_FAILED', `The runner database ${path} is empty; it is never recreated silently (that would forget every nonce and restart the log).`, { path });
+    }
     migrate(db);
     return new Store(db, options);
   }
@@ -239,14 +244,18 @@ export class Store {
    * aborted, with a record. A run whose runner is still alive (a concurrent exec) is left alone.
    */
   abortInterruptedRuns(isAlive: (owner: ProcessIdentity) => boolean = isProcessAlive): string[] {
-    const interrupted = this.statements.runningRuns
-      .all()
-      .filter((run) => run.owner_pid === null || run.owner_start === null || !isAlive({ pid: run.owner_pid, start: run.owner_start }));
-    for (const { run_id } of interrupted) {
-      this.finishRun(run_id, 'aborted', null, { runId: run_id, reason: 'runner-restarted' });
-    }
-    return interrupted.map((run) => run.run_id);
+    // One IMMEDIATE transaction: two commands starting together after a crash cannot both end a run.
+    return this.transaction(() => {
+      const interrupted = this.statements.runningRuns
+        .all()
+        .filter((run) => run.owner_pid === null || run.owner_start === null || !isAlive({ pid: run.owner_pid, start: run.owner_start }));
+      for (const { run_id } of interrupted) {
+        this.finishRun(run_id, 'aborted', null, { runId: run_id, reason: 'runner-restarted' });
+      }
+      return interrupted.map((run) => run.run_id);
+    });
   }
+
 
   run(runId: string): { run_id: string; status: RunStatus; verdict: string | null } | undefined {
     return this.statements.run.get(runId);
@@ -291,11 +300,15 @@ export function isProcessAlive(owner: ProcessIdentity): boolean {
   return processStart(owner.pid) === owner.start;
 }
 
+let bootId: string | undefined;
+
+/** The process's start time, qualified by the boot it belongs to (a pid and start time recur across boots). */
 function processStart(pid: number): string | undefined {
   try {
+    bootId ??= readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Field 2 (comm) may hold spaces and parentheses: count fields after the last ')'. starttime is field 22.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return `${bootId}:${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]}`;
   } catch {
     return undefined;
   }

@@ -7,6 +7,7 @@ import { sandboxLauncherSelector, selectLauncher } from '../../runner/agent/laun
 import { parseBase64 } from '../../runner/core/base64.js';
 import { signEnvelope } from '../../runner/core/dsse.js';
 import { CAPSULE_PAYLOAD_TYPE } from '../../runner/capsule/manifest.js';
+import { MANIFEST_MAX_BYTES } from '../../runner/capsule/capsule-file.js';
 import { initState } from '../../runner/state/state.js';
 import { Store } from '../../runner/store/store.js';
 import { BlobStore } from '../../runner/state/blobs.js';
@@ -40,6 +41,17 @@ describe('hardening', () => {
       const file = world.capsule({ steps: [{ name: 'preload', run: ['/bin/true'], env: { LD_PRELOAD: '/tmp/evil.so' } }] });
       const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher: () => directLauncher });
       expect(result).toMatchObject({ kind: 'rejected', code: 'CAPSULE_POLICY' });
+    });
+  });
+
+  describe('when the signed manifest is too large to travel on in a bundle', () => {
+    it('rejects the capsule with CAPSULE_TOO_LARGE before anything runs, so every bundle stays verifiable', async () => {
+      const long = 'x'.repeat(4000);
+      const steps = Array.from({ length: 64 }, (_, i) => ({ name: `s${i}`, run: ['/bin/echo', ...Array.from({ length: 20 }, () => long)] }));
+      const file = world.capsule({ steps });
+      expect(Buffer.from(file.envelope.payload, 'base64').length).toBeGreaterThan(MANIFEST_MAX_BYTES);
+      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher: () => directLauncher });
+      expect(result).toMatchObject({ kind: 'rejected', code: 'CAPSULE_TOO_LARGE' });
     });
   });
 
@@ -87,6 +99,41 @@ describe('hardening', () => {
       expect(result.status).toBe(2);
       expect(result.stderr).toContain('STORE_OPEN_FAILED');
       expect(existsSync(join(world.stateDir, 'runner.db'))).toBe(false);
+    });
+  });
+
+  describe('when the runner database has been truncated to zero bytes', () => {
+    it('refuses to run (STORE_OPEN_FAILED) instead of migrating an empty file into a new log', () => {
+      for (const suffix of ['-wal', '-shm']) rmSync(join(world.stateDir, `runner.db${suffix}`), { force: true });
+      writeFileSync(join(world.stateDir, 'runner.db'), '');
+      const result = runCli(['exec', world.writeCapsule(world.capsule()), '--state', world.stateDir]);
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain('STORE_OPEN_FAILED');
+    });
+  });
+
+  describe('when two commands start together after a crash', () => {
+    it('ends each interrupted run exactly once, and neither fails', () => {
+      const path = join(world.stateDir, 'runner.db');
+      const a = Store.open(path);
+      const b = Store.open(path);
+      a.startRun('crashed', 'c', 'sha256:x', { runId: 'crashed' }, { pid: 2 ** 22 + 9, start: 'gone' });
+      let fromB: string[] = [];
+      // B runs its recovery while A is deciding: A's transaction must keep B out until it is done.
+      const fromA = a.abortInterruptedRuns((owner) => {
+        try {
+          fromB = b.abortInterruptedRuns();
+        } catch (err) {
+          fromB = [`B failed: ${(err as Error).message}`];
+        }
+        return owner.start !== 'gone';
+      });
+      expect(fromA).toEqual(['crashed']);
+      expect(fromB.length === 0 || fromB[0]!.startsWith('B failed')).toBe(true);
+      expect(b.abortInterruptedRuns()).toEqual([]);
+      expect([...a.records()].filter((r) => r.kind === 'run.aborted')).toHaveLength(1);
+      a.close();
+      b.close();
     });
   });
 
