@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LogError } from '../../runner/log/errors.js';
 import {
   consistencyProof,
   hashLeaf,
@@ -14,18 +13,10 @@ import {
   verifyInclusion,
 } from '../../runner/log/merkle.js';
 import { MerkleStore } from '../../runner/store/merkle-store.js';
+import { codeOf } from '../helpers/codes.js';
 
 const leafData = (i: number): Buffer => Buffer.from(`{"seq":${i},"kind":"test"}`);
 
-function codeOf(run: () => unknown): string | undefined {
-  try {
-    run();
-    return undefined;
-  } catch (err) {
-    if (err instanceof LogError) return err.code;
-    throw err;
-  }
-}
 
 describe('MerkleStore on a real SQLite file', () => {
   let dir: string;

@@ -3,20 +3,11 @@ import { execCapsule, directLauncher } from '../../../runner/agent/exec-capsule.
 import { signEnvelope } from '../../../runner/core/dsse.js';
 import { PrivateKey } from '../../../runner/core/ed25519.js';
 import { verifyBundle, type Bundle } from '../../../runner/evidence/bundle.js';
-import { EvidenceError } from '../../../runner/evidence/errors.js';
 import { IN_TOTO_PAYLOAD_TYPE } from '../../../runner/evidence/statement.js';
 import { makeTrustBody, makeWorld, signTrust, type World } from '../../helpers/world.js';
 import { verifyTrustDocument } from '../../../runner/trust/trust.js';
+import { codeOf } from '../../helpers/codes.js';
 
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof EvidenceError) return err.code;
-    throw err;
-  }
-  return 'NO_ERROR';
-}
 
 describe('verifyBundle', () => {
   let world: World;

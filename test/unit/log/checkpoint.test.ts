@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { PrivateKey } from '../../../runner/core/ed25519.js';
-import { LogError } from '../../../runner/log/errors.js';
 import {
   NOTE_LIMITS,
   formatCheckpoint,
@@ -17,6 +16,7 @@ import {
   type Checkpoint,
 } from '../../../runner/log/checkpoint.js';
 import { hashLeaf } from '../../../runner/log/merkle.js';
+import { codeOf } from '../../helpers/codes.js';
 
 // Known keys and notes from golang.org/x/mod/sumdb (test/fixtures/note/SOURCE).
 const go = JSON.parse(readFileSync(new URL('../../fixtures/note/golang-x-mod-note.json', import.meta.url), 'utf8')) as {
@@ -41,15 +41,6 @@ function privateKeyFromSignerKey(signerKey: string): PrivateKey {
   return PrivateKey.fromPem(`-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`);
 }
 
-function codeOf(run: () => unknown): string | undefined {
-  try {
-    run();
-    return undefined;
-  } catch (err) {
-    if (err instanceof LogError) return err.code;
-    throw err;
-  }
-}
 
 const peterKey = privateKeyFromSignerKey(go.peterSignerKey);
 const peter = parseVerifierKey(go.peterVerifierKey);

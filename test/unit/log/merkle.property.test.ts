@@ -1,6 +1,5 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { LogError } from '../../../runner/log/errors.js';
 import {
   consistencyProof,
   hashChildren,
@@ -13,21 +12,13 @@ import {
   verifyInclusion,
   type NodeReader,
 } from '../../../runner/log/merkle.js';
+import { codeOf as rejects } from '../../helpers/codes.js';
 
 const MAX_SIZE = 300;
 const leafHashes = Array.from({ length: MAX_SIZE }, (_, i) => hashLeaf(Buffer.from(`record ${i}`)));
 const read: NodeReader = nodeReaderFromLeafHashes(leafHashes);
 const roots = Array.from({ length: MAX_SIZE + 1 }, (_, size) => rootFromNodes(size, read));
 
-function rejects(run: () => void): string | undefined {
-  try {
-    run();
-    return undefined;
-  } catch (err) {
-    if (err instanceof LogError) return err.code;
-    throw err;
-  }
-}
 
 const sizeAndIndex = fc.integer({ min: 1, max: MAX_SIZE }).chain((size) => fc.tuple(fc.constant(size), fc.nat({ max: size - 1 })));
 const twoSizes = fc

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { PrivateKey } from '../../../runner/core/ed25519.js';
 import { signEnvelope } from '../../../runner/core/dsse.js';
-import { TrustError } from '../../../runner/trust/errors.js';
 import { TRUST_MAX_BYTES, TRUST_PAYLOAD_TYPE, verifyTrustDocument, verifyTrustUpdate } from '../../../runner/trust/trust.js';
 import { makeTrustBody, signTrust } from '../../helpers/world.js';
+import { codeOf } from '../../helpers/codes.js';
 
 const now = new Date();
 const rootA = PrivateKey.generate();
@@ -20,15 +20,6 @@ function body(version = 1, roots = [rootA], rootThreshold = 1) {
   };
 }
 
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof TrustError) return err.code;
-    throw err;
-  }
-  return 'NO_ERROR';
-}
 
 describe('verifyTrustDocument', () => {
   it('accepts a document signed by its root threshold and lists its keys', () => {
