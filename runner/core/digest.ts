@@ -14,8 +14,3 @@ export function sha256Hex(...parts: Uint8Array[]): string {
 export function toDigestRef(bytes: Uint8Array): string {
   return `sha256:${sha256Hex(bytes)}`;
 }
-
-const DIGEST_REF = /^sha256:[0-9a-f]{64}$/;
-export function isDigestRef(value: unknown): value is string {
-  return typeof value === 'string' && DIGEST_REF.test(value);
-}

@@ -19,11 +19,6 @@ export function isCodedError(err: unknown): err is CodedError {
   return err instanceof CodedError;
 }
 
-export type CoreErrorCode =
-  | 'CORE_BASE64_INVALID'
-  | 'CORE_KEY_INVALID'
-  | 'CORE_KEY_PERMISSIONS'
-  | 'CORE_JSON_INVALID'
-  | 'CORE_DSSE_MALFORMED';
+export type CoreErrorCode = 'CORE_BASE64_INVALID' | 'CORE_KEY_INVALID';
 
 export class CoreError extends CodedError<CoreErrorCode> {}

@@ -1,6 +1,6 @@
 /** Key files: PKCS#8 PEM private keys (mode 0600, refused when group or others can read) and SPKI PEM public keys. */
 import { closeSync, fstatSync, openSync, readFileSync, writeFileSync, constants } from 'node:fs';
-import { PrivateKey, PublicKey } from '../core/ed25519.js';
+import { PrivateKey } from '../core/ed25519.js';
 import { StateError } from './errors.js';
 
 export function readPrivateKeyFile(path: string): PrivateKey {
@@ -25,14 +25,6 @@ export function readPrivateKeyFile(path: string): PrivateKey {
     throw new StateError('STATE_KEY_UNREADABLE', `The private key ${path} is not an Ed25519 PKCS#8 PEM key.`, { path }, { cause: err });
   } finally {
     closeSync(fd);
-  }
-}
-
-export function readPublicKeyFile(path: string): PublicKey {
-  try {
-    return PublicKey.fromPem(readFileSync(path, 'utf8'));
-  } catch (cause) {
-    throw new StateError('STATE_KEY_UNREADABLE', `The public key ${path} is not an Ed25519 SPKI PEM key.`, { path }, { cause });
   }
 }
 

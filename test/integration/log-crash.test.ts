@@ -59,6 +59,18 @@ async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs: n
   }
 }
 
+
+/** The tree has one leaf per record and every stored node checks. */
+function expectTreeMatchesRecords(world: World): void {
+  const store = Store.open(join(world.stateDir, 'runner.db'));
+  try {
+    expect(store.merkle.size()).toBe(store.recordCount());
+    store.merkle.checkNodes();
+  } finally {
+    store.close();
+  }
+}
+
 describe('when the leaf cannot be appended to the log', () => {
   let world: World;
   beforeAll(() => {
@@ -107,13 +119,7 @@ describe('when the leaf cannot be appended to the log', () => {
     ]);
     expect(readDb(world, (db) => db.prepare<[], number>("SELECT COUNT(*) FROM runs_v1 WHERE status = 'running'").pluck().get())).toBe(0);
     expect(existsSync(blobOfOutput(world, `${token}\n`))).toBe(false);
-    const store = Store.open(join(world.stateDir, 'runner.db'));
-    try {
-      expect(store.merkle.size()).toBe(store.recordCount());
-      store.merkle.checkNodes();
-    } finally {
-      store.close();
-    }
+    expectTreeMatchesRecords(world);
   });
 });
 
@@ -167,13 +173,7 @@ describe('when the runner is killed with SIGKILL in the middle of a run', () => 
   });
 
   it('the log is consistent: every tree node checks, and log export + log verify pass', () => {
-    const store = Store.open(join(world.stateDir, 'runner.db'));
-    try {
-      expect(store.merkle.size()).toBe(store.recordCount());
-      store.merkle.checkNodes();
-    } finally {
-      store.close();
-    }
+    expectTreeMatchesRecords(world);
     const out = join(world.dir, 'after-kill.log.jsonl');
     const exported = runCli(['log', 'export', '--state', world.stateDir, '--out', out]);
     expect(exported.status, exported.stderr).toBe(0);
