@@ -1,25 +1,58 @@
 /**
- * How steps are launched on this host. Isolation is probed once per process (bwrap is actually tried);
- * a capsule that requires isolation the host cannot give is rejected before anything runs.
+ * How steps are launched on this host. A launcher is chosen per capsule from its isolation requirement;
+ * isolation is probed once per selector (bwrap is actually tried), and a capsule that requires isolation the
+ * host cannot give is rejected before anything runs. There is no default launcher: the runner context is
+ * always handed one (the CLI hands it `sandboxLauncherSelector()`).
  */
+import type { RunnerConfig } from '../config/config.js';
 import { isCodedError } from '../core/errors.js';
+import type { IsolationUsed } from '../evidence/statement.js';
 import {
-  DEFAULT_STEP_LIMITS,
   grantWorkspaceToStep,
   planLaunch,
   probeIsolation,
   selectIsolation,
   type IsolationProbe,
+  type LaunchPlan,
   type SandboxConfig,
   type StepLimits,
 } from '../exec/sandbox.js';
-import type { Launcher, LauncherSelector } from './exec-capsule.js';
 
-export function sandboxLauncherSelector(config: SandboxConfig = {}, limits: StepLimits = DEFAULT_STEP_LIMITS): LauncherSelector {
-  let probe: IsolationProbe | undefined; // probed on first use, once per selector (bwrap is actually run)
-  return (requirement, { stateDir, stepUser }) => {
-    const sandbox: SandboxConfig = stepUser ? { ...config, runAsUid: stepUser.uid, runAsGid: stepUser.gid } : config;
-    probe ??= probeIsolation(config);
+export interface Launcher {
+  /** The isolation this launcher gives; recorded in the evidence. */
+  isolation: IsolationUsed;
+  /** False when the launched process is a wrapper (bwrap) rather than the step itself. */
+  leaderIsStep: boolean;
+  /** Called once the inputs are written, before any step: e.g. hand the workspace to the step user. */
+  prepare(workspace: string): void;
+  plan(argv: string[], env: Record<string, string>, workspace: string): LaunchPlan;
+}
+
+export interface LauncherContext {
+  /** The runner's state folder, hidden from every step. */
+  stateDir: string;
+  /** The runner's configuration: limits, step user, where the tools are. */
+  config: RunnerConfig;
+}
+
+export type LauncherSelector = (requirement: 'required' | 'best-effort', context: LauncherContext) => Launcher | { unavailable: string };
+
+/** The sandbox settings a configuration implies. */
+export function sandboxConfigOf(config: RunnerConfig): SandboxConfig {
+  return { runAsUid: config.stepUser.uid, runAsGid: config.stepUser.gid, searchPath: config.toolSearchPath };
+}
+
+/**
+ * The production launcher: bwrap when it works here, with the configured limits and step user; 'none' only
+ * for a best-effort capsule on a root runner (steps then still run as the step user, with limits).
+ * `overrides` replace what the configuration implies (tests point bwrapPath elsewhere).
+ */
+export function sandboxLauncherSelector(overrides: SandboxConfig = {}): LauncherSelector {
+  return (requirement, { stateDir, config }) => {
+    const sandbox: SandboxConfig = { ...sandboxConfigOf(config), ...overrides };
+    const limits: StepLimits = { ...config.limits };
+    // Probed once per sandbox configuration and process (bwrap is actually run), then cached.
+    const probe: IsolationProbe = probeIsolation(sandbox);
     let mode;
     try {
       mode = selectIsolation(requirement, probe);
@@ -28,11 +61,11 @@ export function sandboxLauncherSelector(config: SandboxConfig = {}, limits: Step
       throw err;
     }
     // Without bwrap, a step of a non-root runner would run as the runner itself: able to read its key and
-    // reach the network. Only a root runner can fall back to 'none' (steps then run as uid 65534).
-    if (mode === 'none' && (config.runnerUid ?? process.getuid?.()) !== 0) {
+    // reach the network. Only a root runner can fall back to 'none' (steps then run as the step user).
+    if (mode === 'none' && (sandbox.runnerUid ?? process.getuid?.()) !== 0) {
       return { unavailable: 'without bubblewrap, a runner that is not root cannot keep a step away from its own key' };
     }
-    const launcher: Launcher = {
+    return {
       isolation: mode,
       leaderIsStep: mode !== 'bwrap',
       prepare: (workspace) => {
@@ -41,8 +74,5 @@ export function sandboxLauncherSelector(config: SandboxConfig = {}, limits: Step
       // The state folder (keys, database, evidence) is hidden from every step; only its workspace shows.
       plan: (argv, env, workspace) => planLaunch({ argv, env, workspace, limits, mode, hide: [stateDir] }, sandbox),
     };
-    return launcher;
   };
 }
-
-export const selectLauncher: LauncherSelector = sandboxLauncherSelector();

@@ -1,16 +1,16 @@
 /**
- * The runner's operational log: JSON lines (pino) on stderr, off unless EDGE_RUNNER_LOG_LEVEL is set
- * (trace, debug, info, warn, error). Decisions are in SQLite; this log is for operators. It carries ids,
- * codes and digests only — never step output, file contents or environment values.
+ * The runner's operational log: JSON lines (pino) on stderr, silent unless the configuration sets a level.
+ * Decisions are in SQLite; this log is for operators. It carries ids, codes and digests only — never step
+ * output, file contents or environment values.
  */
 import { pino, type Logger } from 'pino';
+import type { LogLevel } from '../config/config.js';
 
-let root: Logger | undefined;
+export type { Logger };
 
-export function logger(): Logger {
-  root ??= pino(
-    { name: 'edge-runner', level: process.env.EDGE_RUNNER_LOG_LEVEL ?? 'silent', base: { pid: process.pid } },
-    pino.destination({ fd: 2, sync: true }),
-  );
-  return root;
+export function createLogger(level: LogLevel): Logger {
+  return pino({ name: 'edge-runner', level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
 }
+
+/** A logger that drops everything (tests, and library callers that bring none). */
+export const silentLogger: Logger = pino({ level: 'silent' });

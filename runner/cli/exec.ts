@@ -1,8 +1,8 @@
 import { Command } from 'commander';
-import { execCapsule } from '../agent/exec-capsule.js';
+import { runCapsule } from '../agent/run-capsule.js';
 import { writeFileAtomic } from '../state/files.js';
-import { selectLauncher } from '../agent/launcher.js';
 import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
+import { inRunner } from './context.js';
 import { readFileCapped } from './files.js';
 import { EXIT, printJson } from './output.js';
 
@@ -15,7 +15,7 @@ export function execCommand(): Command {
     .option('--json', 'print a machine-readable summary')
     .action(async (file: string, opts: { state: string; out?: string; json?: boolean }) => {
       const { bytes, size } = readFileCapped(file, CAPSULE_MAX_BYTES);
-      const result = await execCapsule({ stateDir: opts.state, capsuleBytes: bytes, capsuleSize: size, selectLauncher });
+      const result = await inRunner(opts.state, (ctx) => runCapsule(ctx, bytes, { size }));
       if (result.kind === 'rejected') {
         if (opts.json) printJson({ status: 'rejected', code: result.code, message: result.message, capsuleId: result.capsuleId ?? null, fileDigest: result.fileDigest ?? null });
         process.stderr.write(`edge-runner: ${result.code}: ${result.message}\n`);

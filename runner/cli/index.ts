@@ -5,6 +5,7 @@ import { execCommand } from './exec.js';
 import { initCommand } from './init.js';
 import { keygenCommand } from './keygen.js';
 import { logCommand } from './log.js';
+import { cliConfig } from './context.js';
 import { EXIT, exitCodeFor, printError } from './output.js';
 import { trustCommand } from './trust.js';
 import { verifyCommand } from './verify.js';
@@ -42,7 +43,13 @@ export async function runCli(argv: string[]): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') return EXIT.ok;
       return EXIT.usage;
     }
-    printError(err);
+    let debug = false;
+    try {
+      debug = cliConfig().debug;
+    } catch {
+      // The environment itself is what failed; the error says so.
+    }
+    printError(err, { debug });
     return exitCodeFor(err, verifying);
   }
 }

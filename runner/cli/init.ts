@@ -1,10 +1,12 @@
 import { TRUST_MAX_BYTES } from '../trust/trust.js';
 import { readFileCapped } from './files.js';
 import { Command } from 'commander';
-import { initState } from '../state/state.js';
+import { DEFAULT_CONFIG, isStepId } from '../config/config.js';
+import { initState, isRunnerId } from '../state/state.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
 import { Store } from '../store/store.js';
 import { verifierKeyOf } from '../agent/log.js';
+import { inRunner } from './context.js';
 import { collectOption } from './options.js';
 import { UsageError, printJson } from './output.js';
 
@@ -19,16 +21,21 @@ export function initCommand(): Command {
     .option('--step-gid <gid>', 'and this gid (default: the step uid, or 65534)')
     .option('--label <label>', 'a label capsules can target (repeatable)', collectOption, [])
     .option('--json', 'print a machine-readable summary')
-    .action((opts: { state: string; id: string; trust: string; key?: string; stepUid?: string; stepGid?: string; label: string[]; json?: boolean }) => {
-      const { layout, config, key, trust } = initState(opts.state, {
+    .action(async (opts: { state: string; id: string; trust: string; key?: string; stepUid?: string; stepGid?: string; label: string[]; json?: boolean }) => {
+      if (!isRunnerId(opts.id)) throw new UsageError(`--id "${opts.id}" is not a plain name (letters, digits, . _ -, at most 128).`);
+      const stepUser = opts.stepUid !== undefined || opts.stepGid !== undefined ? toStepUser(opts.stepUid, opts.stepGid) : undefined;
+      initState(opts.state, {
         id: opts.id,
         labels: opts.label,
         trustBytes: readFileCapped(opts.trust, TRUST_MAX_BYTES).bytes,
         now: new Date(),
         ...(opts.key ? { key: readPrivateKeyFile(opts.key) } : {}),
-        ...(opts.stepUid !== undefined || opts.stepGid !== undefined ? { stepUser: toStepUser(opts.stepUid, opts.stepGid) } : {}),
+        ...(stepUser ? { stepUser } : {}),
+        createDatabase: (path) => Store.open(path, { create: true }).close(),
       });
-      Store.open(layout.database, { create: true }).close();
+      // The new state folder opens as every command opens it: the runner context.
+      const { layout, identity, key, trust } = await inRunner(opts.state, ({ state }) => state);
+      const config = identity;
       const verifierKey = verifierKeyOf({ runnerId: config.id, key });
       const enrolled = trust.keyByName(config.id, 'runner')?.keyid === key.keyid;
       if (opts.json) {
@@ -50,9 +57,10 @@ export function initCommand(): Command {
 
 function toStepUser(uid: string | undefined, gid: string | undefined): { uid: number; gid: number } {
   const parse = (text: string, what: string) => {
-    if (!/^\d+$/.test(text)) throw new UsageError(`${what} "${text}" is not a numeric id.`);
-    return Number(text);
+    const id = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+    if (!isStepId(id)) throw new UsageError(`${what} "${text}" is not an ordinary numeric id (not 0, not root).`);
+    return id;
   };
-  const u = uid !== undefined ? parse(uid, '--step-uid') : 65534;
-  return { uid: u, gid: gid !== undefined ? parse(gid, '--step-gid') : uid !== undefined ? u : 65534 };
+  const u = uid !== undefined ? parse(uid, '--step-uid') : DEFAULT_CONFIG.stepUser.uid;
+  return { uid: u, gid: gid !== undefined ? parse(gid, '--step-gid') : uid !== undefined ? u : DEFAULT_CONFIG.stepUser.gid };
 }

@@ -7,16 +7,15 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Command } from 'commander';
-import { openRunnerStore } from '../agent/exec-capsule.js';
 import { checkpointNow, originOf } from '../agent/log.js';
 import { BUNDLE_MAX_BYTES } from '../evidence/bundle.js';
 import { LogError } from '../log/errors.js';
 import { formatCheckpointLine, formatExportHeader, formatLeafLine, splitLines, verifyExport, type ExportReport } from '../log/export.js';
-import { loadState } from '../state/state.js';
 import type { Store } from '../store/store.js';
 import { TRUST_MAX_BYTES, verifyTrustDocument } from '../trust/trust.js';
 import { readFileCapped } from './files.js';
 import { EXIT, UsageError, printJson } from './output.js';
+import { inRunner } from './context.js';
 
 /** Bytes buffered before each write of the export file. */
 const WRITE_CHUNK_BYTES = 1 << 20;
@@ -27,15 +26,11 @@ export function addLogExportCommands(log: Command): void {
     .description('Write every leaf and every signed checkpoint of the log to FILE (JSON Lines), ending with a fresh checkpoint.')
     .requiredOption('--state <dir>', 'the runner state folder')
     .requiredOption('--out <file>', 'the export file to write (replaced atomically)')
-    .action((opts: { state: string; out: string }) => {
-      const state = loadState(opts.state, new Date());
-      const store = openRunnerStore(state);
-      try {
-        const { leaves, checkpoints } = exportLog(store, { runnerId: state.config.id, key: state.key }, opts.out);
+    .action(async (opts: { state: string; out: string }) => {
+      await inRunner(opts.state, ({ store, state }) => {
+        const { leaves, checkpoints } = exportLog(store, { runnerId: state.identity.id, key: state.key }, opts.out);
         process.stdout.write(`exported ${leaves} leaves and ${checkpoints} checkpoints to ${opts.out}\n`);
-      } finally {
-        store.close();
-      }
+      });
     });
   log
     .command('verify')
@@ -90,8 +85,8 @@ export function exportLog(store: Store, identity: Parameters<typeof checkpointNo
   let written = { leaves: 0, checkpoints: 0 };
   try {
     const writer = bufferedWriter(fd);
-    // better-sqlite3's transaction() is BEGIN DEFERRED: one WAL snapshot for every read below.
-    written = store.db.transaction(() => {
+    // One read transaction: every read below sees the same WAL snapshot.
+    written = store.snapshot(() => {
       const treeSize = store.merkle.size();
       const stored = store.checkpoints();
       const inPlace = stored.filter((c) => c.size <= size);
@@ -117,7 +112,7 @@ export function exportLog(store: Store, identity: Parameters<typeof checkpointNo
         process.stderr.write(`edge-runner: warning: the store holds ${leaves} records for a tree of ${size} leaves; the export shows what is there\n`);
       }
       return { leaves, checkpoints: inPlace.length + stale.length };
-    })();
+    });
     writer.flush();
     fsyncSync(fd);
     closeSync(fd);

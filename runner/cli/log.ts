@@ -1,21 +1,15 @@
-import { openRunnerStore } from '../agent/exec-capsule.js';
 import { Command } from 'commander';
 import { toBase64 } from '../core/base64.js';
 import { checkpointNow, originOf, verifierKeyOf } from '../agent/log.js';
-import { loadState } from '../state/state.js';
+import type { RunnerState } from '../state/state.js';
 import type { Store } from '../store/store.js';
 import { LogError } from '../log/errors.js';
+import { inRunner } from './context.js';
 import { addLogExportCommands } from './log-export.js';
 import { UsageError, printJson } from './output.js';
 
-function withStore<T>(stateDir: string, fn: (store: Store, state: ReturnType<typeof loadState>) => T): T {
-  const state = loadState(stateDir, new Date());
-  const store = openRunnerStore(state);
-  try {
-    return fn(store, state);
-  } finally {
-    store.close();
-  }
+function withStore<T>(stateDir: string, fn: (store: Store, state: RunnerState) => T): Promise<T> {
+  return inRunner(stateDir, (ctx) => fn(ctx.store, ctx.state));
 }
 
 function parseSize(text: string, what: string): number {
@@ -29,17 +23,18 @@ export function logCommand(): Command {
     .command('key')
     .description("Print the runner's note verifier key (name+hash+base64(0x01||key)), as golang.org/x/mod/sumdb/note reads it.")
     .requiredOption('--state <dir>', 'the runner state folder')
-    .action((opts: { state: string }) => {
-      const state = loadState(opts.state, new Date());
-      process.stdout.write(`${verifierKeyOf({ runnerId: state.config.id, key: state.key })}\n`);
+    .action(async (opts: { state: string }) => {
+      await withStore(opts.state, (_store, state) => {
+        process.stdout.write(`${verifierKeyOf({ runnerId: state.identity.id, key: state.key })}\n`);
+      });
     });
   log
     .command('checkpoint')
     .description('Print the latest signed checkpoint (C2SP tlog-checkpoint as a signed note), signing one if the log grew.')
     .requiredOption('--state <dir>', 'the runner state folder')
-    .action((opts: { state: string }) => {
-      withStore(opts.state, (store, state) => {
-        process.stdout.write(checkpointNow(store, { runnerId: state.config.id, key: state.key }).note);
+    .action(async (opts: { state: string }) => {
+      await withStore(opts.state, (store, state) => {
+        process.stdout.write(checkpointNow(store, { runnerId: state.identity.id, key: state.key }).note);
       });
     });
   log
@@ -48,14 +43,14 @@ export function logCommand(): Command {
     .requiredOption('--state <dir>', 'the runner state folder')
     .requiredOption('--index <n>', 'the leaf index (the record seq)')
     .option('--size <m>', 'the tree size to prove against')
-    .action((opts: { state: string; index: string; size?: string }) => {
-      withStore(opts.state, (store, state) => {
+    .action(async (opts: { state: string; index: string; size?: string }) => {
+      await withStore(opts.state, (store, state) => {
         const index = parseSize(opts.index, '--index');
-        const size = opts.size !== undefined ? parseSize(opts.size, '--size') : checkpointNow(store, { runnerId: state.config.id, key: state.key }).size;
+        const size = opts.size !== undefined ? parseSize(opts.size, '--size') : checkpointNow(store, { runnerId: state.identity.id, key: state.key }).size;
         if (size > store.merkle.size()) throw new LogError('LOG_SIZE_OUT_OF_RANGE', `The log has ${store.merkle.size()} leaves, fewer than ${size}.`);
         const proof = store.merkle.inclusionProof(index, size);
         printJson({
-          origin: originOf({ runnerId: state.config.id, key: state.key }),
+          origin: originOf({ runnerId: state.identity.id, key: state.key }),
           index,
           size,
           leafHash: toBase64(store.merkle.leafHash(index)),
@@ -70,13 +65,13 @@ export function logCommand(): Command {
     .requiredOption('--state <dir>', 'the runner state folder')
     .requiredOption('--from <size1>', 'the earlier tree size')
     .option('--to <size2>', 'the later tree size')
-    .action((opts: { state: string; from: string; to?: string }) => {
-      withStore(opts.state, (store, state) => {
+    .action(async (opts: { state: string; from: string; to?: string }) => {
+      await withStore(opts.state, (store, state) => {
         const size1 = parseSize(opts.from, '--from');
         const size2 = opts.to !== undefined ? parseSize(opts.to, '--to') : store.merkle.size();
         if (size2 > store.merkle.size()) throw new LogError('LOG_SIZE_OUT_OF_RANGE', `The log has ${store.merkle.size()} leaves, fewer than ${size2}.`);
         printJson({
-          origin: originOf({ runnerId: state.config.id, key: state.key }),
+          origin: originOf({ runnerId: state.identity.id, key: state.key }),
           size1,
           size2,
           root1: toBase64(store.merkle.root(size1)),

@@ -37,10 +37,15 @@ export function describeError(err: unknown): { code: string; message: string } {
   return { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
 }
 
-export function printError(err: unknown): void {
+/** One line, `edge-runner: CODE: sentence`; with `debug` (EDGE_RUNNER_DEBUG=1) the stack and causes too. */
+export function printError(err: unknown, options: { debug?: boolean } = {}): void {
   const { code, message } = describeError(err);
   process.stderr.write(`edge-runner: ${code}: ${message}\n`);
-  if (process.env.EDGE_RUNNER_DEBUG && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
+  if (options.debug && err instanceof Error) {
+    for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+      process.stderr.write(`${depth > 0 ? 'caused by: ' : ''}${e.stack ?? e.message}\n`);
+    }
+  }
 }
 
 export function printJson(value: unknown): void {

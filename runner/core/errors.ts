@@ -1,21 +1,23 @@
 /**
  * Coded errors. Every rejection the runner makes carries a stable code (UPPER_SNAKE, prefixed by the module
- * that raises it) and one plain sentence; structured details ride along for the debug log, never for egress.
- * Modelled on sigstore-js `BaseError<Code>` and go-witness `ErrThresholdNotMet{Threshold, Actual}`.
+ * that raises it) and one plain sentence; structured details, typed per code where a module declares them,
+ * ride along for the debug log, never for egress. When one error is translated into another, the original
+ * stays as `cause`. Modelled on sigstore-js `BaseError<Code>` and go-witness `ErrThresholdNotMet{Threshold, Actual}`.
  */
-export class CodedError<Code extends string = string> extends Error {
+export class CodedError<Code extends string = string, Details extends object = Readonly<Record<string, unknown>>> extends Error {
   readonly code: Code;
-  readonly details: Readonly<Record<string, unknown>>;
+  readonly details: Readonly<Details>;
 
-  constructor(code: Code, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+  constructor(code: Code, message: string, details?: Details, options?: { cause?: unknown }) {
     super(message, options);
-    this.name = 'CodedError';
+    // The subclass's own name (StoreError, CapsuleError, ...), so a stack trace says which module threw.
+    this.name = new.target.name;
     this.code = code;
-    this.details = details;
+    this.details = details ?? ({} as Details);
   }
 }
 
-export function isCodedError(err: unknown): err is CodedError {
+export function isCodedError(err: unknown): err is CodedError<string, Readonly<Record<string, unknown>>> {
   return err instanceof CodedError;
 }
 

@@ -6,7 +6,7 @@
 import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from 'node:fs';
 import { sep } from 'node:path';
 import type { CollectRule } from '../capsule/manifest.js';
-import { CapsuleError } from '../capsule/errors.js';
+import { ExecError } from './errors.js';
 import { parseJunit } from '../evidence/parsers/junit.js';
 import type { ArtifactRecord } from '../evidence/statement.js';
 import type { BlobStore } from '../state/blobs.js';
@@ -35,7 +35,7 @@ function collectOne(workspace: string, rule: CollectRule, blobs: BlobStore, maxB
   try {
     target = resolveInside(workspace, rule.path);
   } catch (err) {
-    if (err instanceof CapsuleError) return { ...base, status: 'escaped' };
+    if (err instanceof ExecError && err.code === 'EXEC_PATH_ESCAPE') return { ...base, status: 'escaped' };
     throw err;
   }
   let fd: number;

@@ -24,7 +24,8 @@
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, lchownSync, lstatSync, mkdtempSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
-import { delimiter, dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { DEFAULT_CONFIG } from '../config/config.js';
 import { SandboxError } from './sandbox-errors.js';
 
 /** What was actually used for a step; recorded in the evidence. */
@@ -40,12 +41,8 @@ export interface StepLimits {
   processes: number;
 }
 
-export const DEFAULT_STEP_LIMITS: Readonly<StepLimits> = Object.freeze({
-  cpuSeconds: 300,
-  memoryBytes: 1024 * 1024 * 1024, // 1 GiB
-  openFiles: 1024,
-  processes: 256,
-});
+/** The configuration's defaults (runner/config/config.ts owns them, with their units). */
+export const DEFAULT_STEP_LIMITS: Readonly<StepLimits> = DEFAULT_CONFIG.limits;
 
 /** SIGXCPU at the soft CPU limit; SIGKILL this many CPU seconds later if the step ignores it. */
 export const CPU_KILL_GRACE_SECONDS = 2;
@@ -70,9 +67,10 @@ export interface SandboxConfig {
   hiddenPaths?: readonly string[];
   /** The runner's own uid; defaults to process.getuid(). Tests set it to plan for another user. */
   runnerUid?: number;
+  /** Folders searched for the tools after the system ones (the configuration takes them from PATH). */
+  searchPath?: readonly string[];
 }
 
-const DEFAULT_RUN_AS_ID = 65534;
 const PROBE_TIMEOUT_MS = 10_000;
 const PROBE_REASON_MAX_CHARS = 300;
 
@@ -112,7 +110,7 @@ export interface LaunchPlan {
 
 export function planLaunch(req: LaunchRequest, config: SandboxConfig = {}): LaunchPlan {
   verifyLaunchRequest(req);
-  const prlimit = requireTool('prlimit', config.prlimitPath);
+  const prlimit = requireTool('prlimit', config.prlimitPath, config.searchPath);
   const limited = [prlimit, ...toPrlimitArgs(req.limits), '--', ...req.argv];
   const runAs = stepIdentity(config);
   const workspace = realpathSync(req.workspace);
@@ -124,8 +122,8 @@ export function planLaunch(req: LaunchRequest, config: SandboxConfig = {}): Laun
     }
     case 'bwrap': {
       verifyWrapperEnv(req.env);
-      const bwrap = requireTool('bwrap', config.bwrapPath);
-      const dropPrivileges = runAs ? toSetprivArgv(requireTool('setpriv', config.setprivPath), runAs) : [];
+      const bwrap = requireTool('bwrap', config.bwrapPath, config.searchPath);
+      const dropPrivileges = runAs ? toSetprivArgv(requireTool('setpriv', config.setprivPath, config.searchPath), runAs) : [];
       const hide = [...(config.hiddenPaths ?? DEFAULT_HIDDEN_PATHS), ...(req.hide ?? [])];
       const args = [
         ...toBwrapArgs({ workspace, hide, tmpfsBytes: req.limits.memoryBytes, privileged: runAs !== undefined }),
@@ -240,7 +238,7 @@ function toSetprivArgv(setpriv: string, id: { uid: number; gid: number }): strin
 function stepIdentity(config: SandboxConfig): { uid: number; gid: number } | undefined {
   const runnerUid = config.runnerUid ?? process.getuid?.();
   if (runnerUid !== 0) return undefined;
-  return { uid: config.runAsUid ?? DEFAULT_RUN_AS_ID, gid: config.runAsGid ?? DEFAULT_RUN_AS_ID };
+  return { uid: config.runAsUid ?? DEFAULT_CONFIG.stepUser.uid, gid: config.runAsGid ?? DEFAULT_CONFIG.stepUser.gid };
 }
 
 function verifyLaunchRequest(req: LaunchRequest): void {
@@ -286,9 +284,9 @@ function invalid(message: string, details: Record<string, unknown> = {}): Sandbo
 const TOOL_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
 
 /** The absolute path of an executable, from the configured path or PATH and the system directories. */
-export function findTool(name: string, configured?: string): string | undefined {
+export function findTool(name: string, configured?: string, searchPath: readonly string[] = []): string | undefined {
   // System directories first: a root runner must not pick up a bwrap from a writable directory on PATH.
-  const dirs = [...TOOL_DIRS, ...(process.env.PATH ?? '').split(delimiter)].filter(isAbsolute);
+  const dirs = [...TOOL_DIRS, ...searchPath].filter(isAbsolute);
   const candidates = configured !== undefined ? [configured] : dirs.map((dir) => join(dir, name));
   return candidates.find((candidate) => {
     try {
@@ -300,8 +298,8 @@ export function findTool(name: string, configured?: string): string | undefined 
   });
 }
 
-function requireTool(name: string, configured?: string): string {
-  const found = findTool(name, configured);
+function requireTool(name: string, configured: string | undefined, searchPath: readonly string[] | undefined): string {
+  const found = findTool(name, configured, searchPath);
   if (!found) throw new SandboxError('EXEC_SANDBOX_TOOL_MISSING', `${name} is not installed (scripts/system-deps.sh installs it).`, { tool: name });
   return found;
 }
@@ -323,7 +321,7 @@ export function probeIsolation(config: SandboxConfig = {}): IsolationProbe {
 }
 
 function runProbe(config: SandboxConfig): IsolationProbe {
-  if (!findTool('bwrap', config.bwrapPath)) return { available: 'none', reason: 'bwrap is not installed' };
+  if (!findTool('bwrap', config.bwrapPath, config.searchPath)) return { available: 'none', reason: 'bwrap is not installed' };
   const workspace = mkdtempSync(join(tmpdir(), 'edge-runner-probe-'));
   try {
     grantWorkspaceToStep(workspace, config);

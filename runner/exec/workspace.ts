@@ -4,7 +4,7 @@
  */
 import { chmodSync, lstatSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import { join, sep } from 'node:path';
-import { CapsuleError } from '../capsule/errors.js';
+import { ExecError } from './errors.js';
 import { isContainedPath, type InputFile } from '../capsule/manifest.js';
 
 export function createWorkspace(runDir: string): string {
@@ -18,7 +18,7 @@ export function writeInputs(workspace: string, inputs: readonly InputFile[], byt
   for (const input of inputs) {
     const target = resolveInside(workspace, input.path, { forWrite: true });
     const data = bytes.get(input.path);
-    if (!data) throw new CapsuleError('CAPSULE_INPUT_MISSING', `The capsule carries no bytes for the input "${input.path}".`);
+    if (!data) throw new ExecError('EXEC_INPUT_MISSING', `The capsule carries no bytes for the input "${input.path}".`, { path: input.path });
     writeFileSync(target, data, { flag: 'wx', mode: 0o600 });
     chmodSync(target, input.executable ? 0o555 : 0o444);
   }
@@ -29,7 +29,7 @@ export function writeInputs(workspace: string, inputs: readonly InputFile[], byt
  * the way is an escape (CAPSULE_PATH_ESCAPE), as is a lexical escape. With forWrite, missing parents are made.
  */
 export function resolveInside(workspace: string, path: string, options: { forWrite?: boolean } = {}): string {
-  const escape = () => new CapsuleError('CAPSULE_PATH_ESCAPE', `The path "${path}" would leave the run's workspace.`, { path });
+  const escape = () => new ExecError('EXEC_PATH_ESCAPE', `The path "${path}" would leave the run's workspace.`, { path });
   if (!isContainedPath(path)) throw escape();
   const segments = path.split('/');
   let current = workspace;

@@ -11,8 +11,7 @@ import { SeaError } from './errors.js';
 
 export type SeaApi = typeof SeaModule;
 
-/** Asset names; scripts/build-binary.mjs writes them. */
-export const SEA_ADDON_ASSET = 'better_sqlite3.node';
+/** The one asset's name; scripts/build-binary.mjs writes it. */
 export const SEA_BUILD_INFO_ASSET = 'build-info.json';
 
 let seaApi: SeaApi | null | undefined;
@@ -44,18 +43,14 @@ export function isSea(): boolean {
 export interface SeaBuildInfo {
   /** SHA-256 (hex) of the bundled JavaScript that is the binary's main script (dist/sea/main.cjs). */
   codeSha256: string;
-  /** SHA-256 (hex) of the embedded better-sqlite3 addon. */
-  addonSha256: string;
-  /** The Node.js version the binary is made of, e.g. `v20.20.2`. */
+  /** The Node.js version the binary is made of, e.g. `v24.22.3`. */
   node: string;
-  /**
-   * `ignored`: the build disabled Node's reading of NODE_OPTIONS in this binary (see the build script).
-   * `honoured`: it could not, so the runner refuses to start while NODE_OPTIONS is set.
-   */
-  nodeOptions: 'ignored' | 'honoured';
+  /** The esbuild version that bundled it. */
+  esbuild: string;
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+const NODE_VERSION = /^v\d+\.\d+\.\d+/;
 
 /** Parses the build-info asset; throws SEA_BUILD_INFO_INVALID on anything unexpected. */
 export function parseSeaBuildInfo(text: string): SeaBuildInfo {
@@ -71,14 +66,13 @@ export function parseSeaBuildInfo(text: string): SeaBuildInfo {
     v === null ||
     typeof v.codeSha256 !== 'string' ||
     !HEX64.test(v.codeSha256) ||
-    typeof v.addonSha256 !== 'string' ||
-    !HEX64.test(v.addonSha256) ||
     typeof v.node !== 'string' ||
-    (v.nodeOptions !== 'ignored' && v.nodeOptions !== 'honoured')
+    !NODE_VERSION.test(v.node) ||
+    typeof v.esbuild !== 'string'
   ) {
     throw new SeaError('SEA_BUILD_INFO_INVALID', 'the binary’s build information is malformed');
   }
-  return { codeSha256: v.codeSha256, addonSha256: v.addonSha256, node: v.node, nodeOptions: v.nodeOptions };
+  return { codeSha256: v.codeSha256, node: v.node, esbuild: v.esbuild };
 }
 
 let buildInfo: SeaBuildInfo | undefined;
@@ -97,26 +91,16 @@ export function seaVersionInfo(): SeaBuildInfo | undefined {
 
 /**
  * Refuses to run in an environment that changes what Node itself does underneath the runner. Call it first
- * thing in main. Checks, with a reason code each:
+ * thing in main. In and out of the binary:
  *
- * - RUNTIME_NODE_OPTIONS_SET: NODE_OPTIONS is not empty and this binary's Node still reads it. Node 20's
- *   single executables honour NODE_OPTIONS (`--require` there runs code inside the binary, before any of
- *   ours); the build normally disables that (`nodeOptions: 'ignored'`), and then this check passes. When
- *   it applies it is defence in depth only: by the time it runs, a `--require` has run and could have
- *   deleted the variable. Clearing NODE_OPTIONS where the runner is started (the systemd unit does) is the
- *   control; this check turns a forgotten one into a precise refusal.
  * - RUNTIME_TLS_VERIFY_DISABLED: NODE_TLS_REJECT_UNAUTHORIZED=0 would turn off certificate checks for
- *   every TLS connection the runner makes (the coordinator); applies in and out of the binary.
+ *   every TLS connection the runner makes (the coordinator).
+ *
+ * NODE_OPTIONS needs no check: the single binary is built with `execArgvExtension: "none"`, so its Node
+ * never reads the variable (the build proves it with a `--require` probe, and so do the e2e tests); outside
+ * the binary, plain node was asked for, options included.
  */
 export function verifyRuntimeEnvironment(env: NodeJS.ProcessEnv = process.env): void {
-  const info = seaVersionInfo();
-  if (info?.nodeOptions === 'honoured' && (env.NODE_OPTIONS ?? '').trim() !== '') {
-    throw new SeaError(
-      'RUNTIME_NODE_OPTIONS_SET',
-      'NODE_OPTIONS is set; this binary refuses to run with it (unset NODE_OPTIONS in the service or shell that starts it)',
-      { variable: 'NODE_OPTIONS' },
-    );
-  }
   if (env.NODE_TLS_REJECT_UNAUTHORIZED === '0') {
     throw new SeaError(
       'RUNTIME_TLS_VERIFY_DISABLED',

@@ -4,6 +4,7 @@
  */
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { isStepId, type ConfigOverrides, type StepUser } from '../config/config.js';
 import { PrivateKey } from '../core/ed25519.js';
 import { isCodedError } from '../core/errors.js';
 import { verifyTrustDocument, type VerifiedTrust } from '../trust/trust.js';
@@ -13,14 +14,17 @@ import { readPrivateKeyFile, writeKeyPair } from './keyfile.js';
 
 export const STATE_API_VERSION = 'edge-runner.dev/state/v1';
 
-export interface RunnerConfig {
+/** runner.json: who this runner is, and the settings its operator pinned in the state folder. */
+export interface RunnerIdentity {
   apiVersion: typeof STATE_API_VERSION;
   id: string;
   labels: string[];
   keyid: string;
   createdAt: string;
   /** When the runner is root, steps run as this uid/gid (default 65534, nobody/nogroup). */
-  stepUser?: { uid: number; gid: number };
+  stepUser?: StepUser;
+  /** Settings over the defaults (runner/config/config.ts); the environment and flags override them. */
+  settings?: ConfigOverrides;
 }
 
 export interface StateLayout {
@@ -59,20 +63,26 @@ export interface InitOptions {
   now: Date;
   /** An existing runner key (made with keygen and enrolled beforehand); a new one is generated otherwise. */
   key?: PrivateKey;
-  stepUser?: { uid: number; gid: number };
+  stepUser?: StepUser;
+  /** Creates the runner database at this path; called while the folder is still being staged. */
+  createDatabase(path: string): void;
+}
+
+export function isRunnerId(id: string): boolean {
+  return RUNNER_ID.test(id);
 }
 
 /**
- * Creates the state folder. Builds everything in a sibling temporary folder and renames it into place, so a
- * failed init leaves nothing half-written and an existing folder is never touched.
+ * Creates the state folder. Builds everything, the database included, in a temporary folder and renames it
+ * into place, so a failed init leaves nothing half-written and an existing folder is never touched.
  */
-export function initState(dir: string, options: InitOptions): { layout: StateLayout; config: RunnerConfig; key: PrivateKey; trust: VerifiedTrust } {
+export function initState(dir: string, options: InitOptions): { layout: StateLayout; identity: RunnerIdentity; key: PrivateKey; trust: VerifiedTrust } {
   const layout = layoutOf(dir);
   if (!RUNNER_ID.test(options.id)) {
-    throw new StateError('STATE_CORRUPT', `The runner id "${options.id}" is not a plain name (letters, digits, . _ -).`);
+    throw new StateError('STATE_INIT_INVALID', `The runner id "${options.id}" is not a plain name (letters, digits, . _ -).`);
   }
   if (options.stepUser && !(isStepId(options.stepUser.uid) && isStepId(options.stepUser.gid))) {
-    throw new StateError('STATE_CORRUPT', 'The step user must be an ordinary uid and gid (not 0).');
+    throw new StateError('STATE_INIT_INVALID', 'The step user must be an ordinary uid and gid (not 0).');
   }
   if (existsSync(layout.dir) && readdirSync(layout.dir).length > 0) {
     throw new StateError('STATE_EXISTS', `The state folder ${layout.dir} already exists and is never overwritten.`);
@@ -96,7 +106,7 @@ export function initState(dir: string, options: InitOptions): { layout: StateLay
     const key = options.key ?? PrivateKey.generate();
     writeKeyPair(join(staging, 'runner'), key);
     writeFileSync(staged.trust, options.trustBytes, { mode: 0o644, flag: 'wx' });
-    const config: RunnerConfig = {
+    const identity: RunnerIdentity = {
       apiVersion: STATE_API_VERSION,
       id: options.id,
       labels: options.labels ?? [],
@@ -104,8 +114,10 @@ export function initState(dir: string, options: InitOptions): { layout: StateLay
       createdAt: options.now.toISOString(),
       ...(options.stepUser ? { stepUser: options.stepUser } : {}),
     };
-    writeFileSync(staged.config, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o644, flag: 'wx' });
     for (const folder of [staged.blobs, staged.bundles, staged.runs]) mkdirSync(folder, { recursive: true, mode: 0o700 });
+    // The database is made (and closed) here, inside the staging folder: a failure leaves nothing behind.
+    options.createDatabase(staged.database);
+    writeFileSync(staged.config, `${JSON.stringify(identity, null, 2)}\n`, { mode: 0o644, flag: 'wx' });
     if (inPlace) {
       chmodSync(layout.dir, 0o700);
       const names = readdirSync(staging).sort((a, b) => Number(a === 'runner.json') - Number(b === 'runner.json'));
@@ -114,21 +126,16 @@ export function initState(dir: string, options: InitOptions): { layout: StateLay
     } else {
       renameSync(staging, layout.dir);
     }
-    return { layout, config, key, trust };
+    return { layout, identity, key, trust };
   } catch (err) {
     rmSync(staging, { recursive: true, force: true });
     throw err;
   }
 }
 
-/** A step identity must be an ordinary id: never 0 (root), within the 32-bit id space. */
-export function isStepId(id: unknown): id is number {
-  return Number.isSafeInteger(id) && (id as number) > 0 && (id as number) < 2 ** 32 - 1;
-}
-
 export interface RunnerState {
   layout: StateLayout;
-  config: RunnerConfig;
+  identity: RunnerIdentity;
   key: PrivateKey;
   trust: VerifiedTrust;
   blobs: BlobStore;
@@ -140,16 +147,18 @@ export function loadState(dir: string, now: Date): RunnerState {
   if (!existsSync(layout.config)) {
     throw new StateError('STATE_MISSING', `${layout.dir} is not a runner state folder; create one with edge-runner init.`);
   }
-  let config: RunnerConfig;
+  let identity: RunnerIdentity;
   try {
-    config = JSON.parse(readFileSync(layout.config, 'utf8')) as RunnerConfig;
-    if (config.apiVersion !== STATE_API_VERSION || !RUNNER_ID.test(config.id)) throw new Error('bad config');
-    if (config.stepUser !== undefined && !(isStepId(config.stepUser.uid) && isStepId(config.stepUser.gid))) throw new Error('bad stepUser');
+    identity = JSON.parse(readFileSync(layout.config, 'utf8')) as RunnerIdentity;
+    if (identity.apiVersion !== STATE_API_VERSION || !RUNNER_ID.test(identity.id)) throw new Error('bad config');
+    if (!Array.isArray(identity.labels) || !identity.labels.every((label) => typeof label === 'string')) throw new Error('bad labels');
+    if (identity.stepUser !== undefined && !(isStepId(identity.stepUser.uid) && isStepId(identity.stepUser.gid))) throw new Error('bad stepUser');
+    if (identity.settings !== undefined && (typeof identity.settings !== 'object' || identity.settings === null)) throw new Error('bad settings');
   } catch (cause) {
     throw new StateError('STATE_CORRUPT', `The runner configuration ${layout.config} is unreadable.`, {}, { cause });
   }
   const key = readPrivateKeyFile(layout.privateKey);
-  if (key.keyid !== config.keyid) {
+  if (key.keyid !== identity.keyid) {
     throw new StateError('STATE_CORRUPT', 'The runner key does not match the keyid in runner.json.');
   }
   let trust: VerifiedTrust;
@@ -159,5 +168,5 @@ export function loadState(dir: string, now: Date): RunnerState {
     const code = isCodedError(err) ? err.code : 'TRUST_UNPARSEABLE';
     throw new StateError('STATE_TRUST_INVALID', `The pinned trust document is not valid now (${code}).`, { trustCode: code }, { cause: err });
   }
-  return { layout, config, key, trust, blobs: new BlobStore(layout.blobs) };
+  return { layout, identity, key, trust, blobs: new BlobStore(layout.blobs) };
 }

@@ -1,5 +1,15 @@
 import { CodedError } from '../core/errors.js';
 
-export type StoreErrorCode = 'STORE_OPEN_FAILED' | 'STORE_WRITE_FAILED' | 'STORE_REPLAY' | 'STORE_SCHEMA_VERSION';
+export interface StoreErrorDetails {
+  STORE_OPEN_FAILED: { path: string };
+  STORE_WRITE_FAILED: { runId?: string };
+  STORE_REPLAY: { capsuleId: string };
+  STORE_SCHEMA_VERSION: { found: number; known: number };
+  STORE_TREE_INCONSISTENT: { level?: number; index?: number; found?: number | string; expected?: number; expectedIndex?: number };
+  STORE_TREE_RANGE: { index?: number; size?: number; current?: number };
+  STORE_CORRUPT: Record<string, never>;
+}
 
-export class StoreError extends CodedError<StoreErrorCode> {}
+export type StoreErrorCode = keyof StoreErrorDetails;
+
+export class StoreError<C extends StoreErrorCode = StoreErrorCode> extends CodedError<C, StoreErrorDetails[C]> {}

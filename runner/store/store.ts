@@ -1,42 +1,24 @@
 /**
- * The only module that opens SQLite. Every decision the runner makes is a row of `records_v1`, appended in
- * the same transaction as the state change it describes and before that decision takes effect ("no record,
- * no run"). A record's `leaf` column holds the exact bytes that become a leaf of the runner's Merkle log:
- * canonical JSON an auditor can recompute from the export.
+ * The runner's store: the only module that opens SQLite, one facade over a module per table (records and
+ * the Merkle tree over them, nonces, runs, checkpoints; outbox, schedules, approvals and changes join here).
+ * Every decision the runner makes is a record, appended in the same transaction as the state change it
+ * describes and before that decision takes effect ("no record, no run"). No database handle leaves this
+ * folder; rows come out as typed values.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import Database from 'better-sqlite3';
-import { toCanonicalJson } from '../core/canonical-json.js';
-import { loadSeaNativeBinding } from '../sea/addon.js';
+import { encodeRecordLeaf, type RecordBodies, type RecordKind } from '../log/record.js';
+import { CheckpointTable, CHECKPOINTS_SCHEMA_SQL, type StoredCheckpoint } from './checkpoints.js';
 import { StoreError } from './errors.js';
-import { MERKLE_SCHEMA_SQL, MerkleStore } from './merkle-store.js';
+import { MERKLE_SCHEMA_SQL, MerkleTable } from './merkle.js';
+import { NONCES_SCHEMA_SQL, NonceTable } from './nonces.js';
+import { RecordTable, RECORDS_SCHEMA_SQL, type StoredRecord } from './records.js';
+import { RunTable, RUNS_OWNER_SQL, RUNS_SCHEMA_SQL, type ProcessIdentity, type RunRow, type RunStatus } from './runs.js';
+import { SqliteDatabase } from './sqlite.js';
 
-export const SCHEMA_VERSION = 3;
-
-export type RecordKind =
-  | 'capsule.accepted'
-  | 'capsule.rejected'
-  | 'run.started'
-  | 'step.finished'
-  | 'run.finished'
-  | 'run.aborted'
-  | 'evidence.signed';
-
-export interface RecordBody {
-  [field: string]: unknown;
-}
-
-export interface StoredRecord {
-  seq: number;
-  kind: RecordKind;
-  at: string;
-  leaf: Buffer;
-}
+export type { ProcessIdentity, RunRow, RunStatus, StoredCheckpoint, StoredRecord };
 
 export interface StoreOptions {
-  /** better-sqlite3's compiled addon, when it does not come from node_modules (single binary). */
-  nativeBinding?: unknown;
-  /** How long a write waits for another process's lock before failing. */
+  /** How long a write waits for another process's lock before failing, in milliseconds. */
   busyTimeoutMs?: number;
   /** Create the database when it is missing (init only). A missing database is otherwise an error: a
    * silently recreated one would forget every nonce and restart the log at leaf 0. */
@@ -45,196 +27,147 @@ export interface StoreOptions {
   now?: () => Date;
 }
 
-/** Fields every leaf has, set by the store alone. */
-const RESERVED_FIELDS = ['v', 'seq', 'kind', 'at'] as const;
+export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 
-export type RunStatus = 'running' | 'finished' | 'aborted';
-
-const MIGRATIONS: readonly string[] = [
-  `CREATE TABLE records_v1 (
-     seq INTEGER PRIMARY KEY,
-     kind TEXT NOT NULL,
-     at TEXT NOT NULL,
-     run_id TEXT,
-     leaf BLOB NOT NULL
-   );
-   CREATE INDEX records_v1_run ON records_v1(run_id);
-   CREATE TABLE seen_capsules_v1 (
-     capsule_id TEXT NOT NULL,
-     nonce TEXT NOT NULL,
-     accepted_seq INTEGER NOT NULL,
-     PRIMARY KEY (capsule_id, nonce)
-   ) WITHOUT ROWID;
-   CREATE TABLE runs_v1 (
-     run_id TEXT PRIMARY KEY,
-     capsule_id TEXT NOT NULL,
-     manifest_digest TEXT NOT NULL,
-     status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'aborted')),
-     verdict TEXT,
-     started_at TEXT NOT NULL,
-     ended_at TEXT,
-     evidence_digest TEXT
-   ) WITHOUT ROWID;`,
+/** Schema migrations; the schema version is SQLite's user_version, and every table name carries its own. */
+const MIGRATIONS: readonly { sql: string; after?: (db: SqliteDatabase) => void }[] = [
+  { sql: `${RECORDS_SCHEMA_SQL}\n${NONCES_SCHEMA_SQL}\n${RUNS_SCHEMA_SQL}` },
   // 2: the Merkle log over records_v1 (leaf i = records_v1.leaf of seq i) and its signed checkpoints.
-  `${MERKLE_SCHEMA_SQL};
-   CREATE TABLE checkpoints_v1 (
-     size INTEGER PRIMARY KEY,
-     note TEXT NOT NULL,
-     signed_at TEXT NOT NULL
-   );`,
-  // 3: which process owns a running run, so a restart aborts only runs whose runner is gone.
-  `ALTER TABLE runs_v1 ADD COLUMN owner_pid INTEGER;
-   ALTER TABLE runs_v1 ADD COLUMN owner_start TEXT;`,
+  {
+    sql: `${MERKLE_SCHEMA_SQL}\n${CHECKPOINTS_SCHEMA_SQL}`,
+    // Records written before the log existed become its first leaves, in order.
+    after: (db) => new MerkleTable(db).appendBatch([...new RecordTable(db).from(0)].map((record) => record.leaf)),
+  },
+  // 3: which process owns a running run.
+  { sql: RUNS_OWNER_SQL },
 ];
 
-/** A process, named so that a reused pid is not mistaken for the runner that started a run. */
-export interface ProcessIdentity {
-  pid: number;
-  /** The process's start time as the kernel reports it (/proc/PID/stat field 22). */
-  start: string;
-}
-
-export interface StoredCheckpoint {
-  size: number;
-  note: string;
-  signedAt: string;
-}
+export const SCHEMA_VERSION = MIGRATIONS.length;
 
 export class Store {
-  readonly db: Database.Database;
   /** The RFC 6962 tree whose leaves are the records, appended in each record's own transaction. */
-  readonly merkle: MerkleStore;
+  readonly merkle: MerkleTable;
+  private readonly db: SqliteDatabase;
+  private readonly recordTable: RecordTable;
+  private readonly nonces: NonceTable;
+  private readonly runs: RunTable;
+  private readonly checkpointTable: CheckpointTable;
   private readonly now: () => Date;
-  private readonly statements;
 
-  private constructor(db: Database.Database, options: StoreOptions) {
+  private constructor(db: SqliteDatabase, options: StoreOptions) {
     this.db = db;
-    this.merkle = new MerkleStore(db);
     this.now = options.now ?? (() => new Date());
-    this.statements = {
-      nextSeq: db.prepare<[], { next: number }>('SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM records_v1'),
-      insertRecord: db.prepare('INSERT INTO records_v1 (seq, kind, at, run_id, leaf) VALUES (?, ?, ?, ?, ?)'),
-      insertSeen: db.prepare('INSERT INTO seen_capsules_v1 (capsule_id, nonce, accepted_seq) VALUES (?, ?, ?)'),
-      hasSeen: db.prepare<[string, string], { one: number }>('SELECT 1 AS one FROM seen_capsules_v1 WHERE capsule_id = ? AND nonce = ?'),
-      insertRun: db.prepare(
-        "INSERT INTO runs_v1 (run_id, capsule_id, manifest_digest, status, started_at, owner_pid, owner_start) VALUES (?, ?, ?, 'running', ?, ?, ?)",
-      ),
-      finishRun: db.prepare("UPDATE runs_v1 SET status = ?, verdict = ?, ended_at = ? WHERE run_id = ? AND status = 'running'"),
-      setEvidence: db.prepare('UPDATE runs_v1 SET evidence_digest = ? WHERE run_id = ?'),
-      runningRuns: db.prepare<[], { run_id: string; owner_pid: number | null; owner_start: string | null }>(
-        "SELECT run_id, owner_pid, owner_start FROM runs_v1 WHERE status = 'running'",
-      ),
-      records: db.prepare<[number, number], { seq: number; kind: RecordKind; at: string; leaf: Buffer }>(
-        'SELECT seq, kind, at, leaf FROM records_v1 WHERE seq >= ? ORDER BY seq LIMIT ?',
-      ),
-      run: db.prepare<[string], { run_id: string; status: RunStatus; verdict: string | null }>(
-        'SELECT run_id, status, verdict FROM runs_v1 WHERE run_id = ?',
-      ),
-      recordCount: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM records_v1'),
-      insertCheckpoint: db.prepare('INSERT OR IGNORE INTO checkpoints_v1 (size, note, signed_at) VALUES (?, ?, ?)'),
-      latestCheckpoint: db.prepare<[], { size: number; note: string; signed_at: string }>(
-        'SELECT size, note, signed_at FROM checkpoints_v1 ORDER BY size DESC LIMIT 1',
-      ),
-      checkpoints: db.prepare<[], { size: number; note: string; signed_at: string }>('SELECT size, note, signed_at FROM checkpoints_v1 ORDER BY size'),
-    };
+    this.merkle = new MerkleTable(db);
+    this.recordTable = new RecordTable(db);
+    this.nonces = new NonceTable(db);
+    this.runs = new RunTable(db);
+    this.checkpointTable = new CheckpointTable(db);
   }
 
   static open(path: string, options: StoreOptions = {}): Store {
     if (!options.create && !existsSync(path)) {
       throw new StoreError('STORE_OPEN_FAILED', `The runner database ${path} is missing; it is never recreated silently (that would forget every nonce and restart the log).`, { path });
     }
-    let db: Database.Database;
-    // Inside the single binary the addon comes from the binary itself (runner/sea/addon.ts).
-    const nativeBinding = options.nativeBinding ?? loadSeaNativeBinding();
+    let db: SqliteDatabase;
     try {
-      db = new Database(path, { fileMustExist: !options.create, ...(nativeBinding ? { nativeBinding: nativeBinding as string } : {}) });
-      db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000))}`);
-      db.pragma('journal_mode = WAL');
-      // Records are evidence: each commit is durable before the decision it records takes effect.
-      db.pragma('synchronous = FULL');
-      db.pragma('foreign_keys = ON');
+      db = SqliteDatabase.open(path, { busyTimeoutMs: options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS });
     } catch (cause) {
       throw new StoreError('STORE_OPEN_FAILED', `The runner database at ${path} cannot be opened.`, { path }, { cause });
     }
-    if (!options.create && (db.pragma('user_version', { simple: true }) as number) === 0) {
+    try {
+      if (!options.create && db.pragmaNumber('user_version') === 0) {
+        // An empty file where the database was (truncated, or replaced): migrating it would be recreating it.
+        throw new StoreError('STORE_OPEN_FAILED', `The runner database ${path} is empty; it is never recreated silently (that would forget every nonce and restart the log).`, { path });
+      }
+      migrate(db);
+      return new Store(db, options);
+    } catch (err) {
       db.close();
-      // An empty file where the database was (truncated, or replaced): migrating it would be recreating it.
-      throw new StoreError('STORE_OPEN_FAILED', `The runner database ${path} is empty; it is never recreated silently (that would forget every nonce and restart the log).`, { path });
+      if (err instanceof StoreError) throw err;
+      throw new StoreError('STORE_OPEN_FAILED', `The runner database at ${path} cannot be opened.`, { path }, { cause: err });
     }
-    migrate(db);
-    return new Store(db, options);
   }
 
   close(): void {
     this.db.close();
   }
 
-  /** Runs `fn` in one IMMEDIATE transaction; any SQLite failure becomes STORE_WRITE_FAILED. */
+  /** Runs `fn` in one IMMEDIATE transaction (a savepoint inside another); any failure becomes STORE_WRITE_FAILED. */
   transaction<T>(fn: () => T): T {
-    try {
-      return this.db.transaction(fn).immediate();
-    } catch (err) {
-      if (err instanceof StoreError) throw err;
-      throw new StoreError('STORE_WRITE_FAILED', 'The runner database cannot be written, so the runner will not act.', {}, { cause: err });
-    }
+    return this.db.transaction(fn);
   }
 
-  /** Appends one record (inside the caller's transaction when there is one). */
-  appendRecord(kind: RecordKind, body: RecordBody, runId?: string): StoredRecord {
-    const write = (): StoredRecord => {
-      const seq = this.statements.nextSeq.get()!.next;
+  /** Runs `fn` over one consistent snapshot of the database (reads only; writers are not blocked). */
+  snapshot<T>(fn: () => T): T {
+    return this.db.snapshot(fn);
+  }
+
+  /** Appends one record and its leaf in one transaction (the caller's, when there is one). */
+  appendRecord<K extends RecordKind>(kind: K, body: RecordBodies[K], runId?: string): StoredRecord {
+    return this.db.transaction(() => {
+      const seq = this.recordTable.nextSeq();
       const at = this.now().toISOString();
-      for (const reserved of RESERVED_FIELDS) {
-        if (reserved in body) throw new StoreError('STORE_WRITE_FAILED', `A record body may not set "${reserved}".`, { field: reserved });
+      let leaf: Buffer;
+      try {
+        leaf = encodeRecordLeaf(kind, body, seq, at);
+      } catch (cause) {
+        throw new StoreError('STORE_WRITE_FAILED', 'The record cannot be encoded as a log leaf, so it is not written.', {}, { cause });
       }
-      const leaf = Buffer.from(toCanonicalJson({ ...body, v: 1, seq, kind, at }), 'utf8');
-      this.statements.insertRecord.run(seq, kind, at, runId ?? null, leaf);
+      const record: StoredRecord = { seq, kind, at, leaf };
+      this.recordTable.insert(record, runId);
       // The same transaction appends the leaf: if the tree cannot take it, the record is not written either.
-      this.merkle.append(leaf, seq);
-      return { seq, kind, at, leaf };
-    };
-    return this.db.inTransaction ? write() : this.transaction(write);
+      this.merkle.append(record.leaf, seq);
+      return record;
+    });
   }
 
   hasSeen(capsuleId: string, nonce: string): boolean {
-    return this.statements.hasSeen.get(capsuleId, nonce) !== undefined;
+    return this.nonces.has(capsuleId, nonce);
   }
 
   /** Records the acceptance and burns the id+nonce in one transaction; a concurrent duplicate loses. */
-  acceptCapsule(capsuleId: string, nonce: string, body: RecordBody): StoredRecord {
-    return this.transaction(() => {
-      if (this.hasSeen(capsuleId, nonce)) {
-        throw new StoreError('STORE_REPLAY', `The capsule ${capsuleId} with this nonce was already accepted.`);
+  acceptCapsule(nonce: string, body: RecordBodies['capsule.accepted']): StoredRecord {
+    return this.db.transaction(() => {
+      if (this.nonces.has(body.capsuleId, nonce)) {
+        throw new StoreError('STORE_REPLAY', `The capsule ${body.capsuleId} with this nonce was already accepted.`, { capsuleId: body.capsuleId });
       }
       const record = this.appendRecord('capsule.accepted', body);
-      this.statements.insertSeen.run(capsuleId, nonce, record.seq);
+      this.nonces.burn(body.capsuleId, nonce, record.seq);
       return record;
     });
   }
 
-  startRun(runId: string, capsuleId: string, manifestDigest: string, body: RecordBody, owner: ProcessIdentity | undefined = currentProcess()): StoredRecord {
-    return this.transaction(() => {
-      const record = this.appendRecord('run.started', body, runId);
-      this.statements.insertRun.run(runId, capsuleId, manifestDigest, record.at, owner?.pid ?? null, owner?.start ?? null);
+  startRun(body: RecordBodies['run.started'], owner: ProcessIdentity | undefined = currentProcess()): StoredRecord {
+    return this.db.transaction(() => {
+      const record = this.appendRecord('run.started', body, body.runId);
+      this.runs.insert({ runId: body.runId, capsuleId: body.capsuleId, manifestDigest: body.manifestDigest, startedAt: record.at, owner });
       return record;
     });
   }
 
-  finishRun(runId: string, status: Exclude<RunStatus, 'running'>, verdict: string | null, body: RecordBody): StoredRecord {
-    return this.transaction(() => {
-      const record = this.appendRecord(status === 'finished' ? 'run.finished' : 'run.aborted', body, runId);
+  finishRun(body: RecordBodies['run.finished']): StoredRecord {
+    return this.endRun('run.finished', body, 'finished', body.verdict);
+  }
+
+  abortRun(body: RecordBodies['run.aborted']): StoredRecord {
+    return this.endRun('run.aborted', body, 'aborted', null);
+  }
+
+  private endRun<K extends 'run.finished' | 'run.aborted'>(kind: K, body: RecordBodies[K], status: 'finished' | 'aborted', verdict: string | null): StoredRecord {
+    return this.db.transaction(() => {
+      const record = this.appendRecord(kind, body, body.runId);
       // Only a run still running can end, once; anything else rolls the record back.
-      if (this.statements.finishRun.run(status, verdict, record.at, runId).changes !== 1) {
-        throw new StoreError('STORE_WRITE_FAILED', `The run ${runId} is not running, so it cannot end again.`, { runId });
+      if (!this.runs.finish(body.runId, status, verdict, record.at)) {
+        throw new StoreError('STORE_WRITE_FAILED', `The run ${body.runId} is not running, so it cannot end again.`, { runId: body.runId });
       }
       return record;
     });
   }
 
-  recordEvidence(runId: string, evidenceDigest: string, body: RecordBody): StoredRecord {
-    return this.transaction(() => {
-      const record = this.appendRecord('evidence.signed', body, runId);
-      this.statements.setEvidence.run(evidenceDigest, runId);
+  recordEvidence(body: RecordBodies['evidence.signed']): StoredRecord {
+    return this.db.transaction(() => {
+      const record = this.appendRecord('evidence.signed', body, body.runId);
+      this.runs.setEvidence(body.runId, body.evidenceDigest);
       return record;
     });
   }
@@ -245,48 +178,37 @@ export class Store {
    */
   abortInterruptedRuns(isAlive: (owner: ProcessIdentity) => boolean = isProcessAlive): string[] {
     // One IMMEDIATE transaction: two commands starting together after a crash cannot both end a run.
-    return this.transaction(() => {
-      const interrupted = this.statements.runningRuns
-        .all()
-        .filter((run) => run.owner_pid === null || run.owner_start === null || !isAlive({ pid: run.owner_pid, start: run.owner_start }));
-      for (const { run_id } of interrupted) {
-        this.finishRun(run_id, 'aborted', null, { runId: run_id, reason: 'runner-restarted' });
-      }
-      return interrupted.map((run) => run.run_id);
+    return this.db.transaction(() => {
+      const interrupted = this.runs.running().filter((run) => run.owner === null || !isAlive(run.owner));
+      for (const { runId } of interrupted) this.abortRun({ runId, reason: 'runner-restarted' });
+      return interrupted.map((run) => run.runId);
     });
   }
 
-
-  run(runId: string): { run_id: string; status: RunStatus; verdict: string | null } | undefined {
-    return this.statements.run.get(runId);
+  run(runId: string): RunRow | undefined {
+    return this.runs.get(runId);
   }
 
   /** Number of records, which is the size of the Merkle tree. */
   recordCount(): number {
-    return this.statements.recordCount.get()!.n;
+    return this.recordTable.count();
   }
 
   /** Keeps a signed checkpoint (one per tree size; the first one signed for a size stays). */
   saveCheckpoint(size: number, note: string): void {
-    this.transaction(() => this.statements.insertCheckpoint.run(size, note, this.now().toISOString()));
+    this.db.transaction(() => this.checkpointTable.insert({ size, note, signedAt: this.now().toISOString() }));
   }
 
   latestCheckpoint(): StoredCheckpoint | undefined {
-    const row = this.statements.latestCheckpoint.get();
-    return row && { size: row.size, note: row.note, signedAt: row.signed_at };
+    return this.checkpointTable.latest();
   }
 
   checkpoints(): StoredCheckpoint[] {
-    return this.statements.checkpoints.all().map((row) => ({ size: row.size, note: row.note, signedAt: row.signed_at }));
+    return this.checkpointTable.all();
   }
 
-  *records(fromSeq = 0, pageSize = 1000): Generator<StoredRecord> {
-    for (let next = fromSeq; ; ) {
-      const page = this.statements.records.all(next, pageSize);
-      yield* page;
-      if (page.length < pageSize) return;
-      next = page[page.length - 1]!.seq + 1;
-    }
+  records(fromSeq = 0, pageSize = 1000): Generator<StoredRecord> {
+    return this.recordTable.from(fromSeq, pageSize);
   }
 }
 
@@ -314,20 +236,20 @@ function processStart(pid: number): string | undefined {
   }
 }
 
-function migrate(db: Database.Database): void {
-  const current = db.pragma('user_version', { simple: true }) as number;
+function migrate(db: SqliteDatabase): void {
+  const current = db.pragmaNumber('user_version');
   if (current > MIGRATIONS.length) {
-    throw new StoreError('STORE_SCHEMA_VERSION', `The runner database has schema version ${current}, newer than this runner knows (${MIGRATIONS.length}).`);
+    throw new StoreError('STORE_SCHEMA_VERSION', `The runner database has schema version ${current}, newer than this runner knows (${MIGRATIONS.length}).`, {
+      found: current,
+      known: MIGRATIONS.length,
+    });
   }
   for (let version = current; version < MIGRATIONS.length; version++) {
+    const step = MIGRATIONS[version]!;
     db.transaction(() => {
-      db.exec(MIGRATIONS[version]!);
-      if (version === 1) {
-        // Records written before the log existed become its first leaves, in order.
-        const leaves = db.prepare<[], Buffer>('SELECT leaf FROM records_v1 ORDER BY seq').pluck().all();
-        new MerkleStore(db).appendBatch(leaves);
-      }
-      db.pragma(`user_version = ${version + 1}`);
-    }).immediate();
+      db.exec(step.sql);
+      step.after?.(db);
+      db.exec(`PRAGMA user_version = ${version + 1}`);
+    });
   }
 }

@@ -1,4 +1,4 @@
-// `log verify` at 1,000,000 leaves: an export of record-sized leaves (about 200 bytes of canonical JSON each)
+// `log verify` at 1,000,000 leaves: an export of real step.finished record leaves (runner/log/record.ts, about 300 bytes each)
 // with a signed checkpoint every 100,000 leaves, under a trust document that enrols the (fresh) runner key,
 // all made in-process with the dist modules and written to a temporary folder. Timed: verifyExport over the
 // file read with node:readline, the same over splitLines (what `edge-runner log verify` uses, with its line
@@ -23,25 +23,24 @@ async function load(dist, path) {
   return import(pathToFileURL(resolve(dist, path)).href);
 }
 
-/** A record as the store writes it, about 200 bytes, different for every index. */
-function recordOf(i) {
+/** The body of a step.finished record as the store writes it (about 300 bytes of leaf), different for every index. */
+function stepBodyOf(i) {
   return {
-    v: 1,
-    seq: i,
-    kind: 'step.finished',
-    at: '2025-01-01T00:00:00.000Z',
-    runId: `r-${i >>> 3}`,
+    runId: `00000000-0000-4000-8000-${(i >>> 3).toString(16).padStart(12, '0')}`,
     name: 'test',
+    status: 'succeeded',
     exitCode: 0,
+    signal: null,
+    timedOut: false,
     durationMs: i % 997,
-    stdout: { digest: `sha256:${'0'.repeat(64)}`, size: i % 4096 },
+    stdout: { digest: `sha256:${'0'.repeat(64)}`, size: i % 4096, totalSize: i % 4096, truncated: false },
   };
 }
 
 export async function run({ dist = 'dist', leaves = DEFAULT_LEAVES } = {}) {
   const { PrivateKey } = await load(dist, 'runner/core/ed25519.js');
   const { signEnvelope } = await load(dist, 'runner/core/dsse.js');
-  const { toCanonicalJson } = await load(dist, 'runner/core/canonical-json.js');
+  const { encodeRecordLeaf } = await load(dist, 'runner/log/record.js');
   const { TRUST_PAYLOAD_TYPE, verifyTrustDocument } = await load(dist, 'runner/trust/trust.js');
   const { runnerOrigin, signCheckpoint } = await load(dist, 'runner/log/checkpoint.js');
   const { CompactRange, hashLeaf } = await load(dist, 'runner/log/merkle.js');
@@ -81,7 +80,7 @@ export async function run({ dist = 'dist', leaves = DEFAULT_LEAVES } = {}) {
     let leafBytes = 0;
     pending.push(`${exp.formatExportHeader({ origin, runner: { id: RUNNER_ID, keyid: runnerKey.keyid }, size: leaves })}\n`);
     for (let i = 0; i < leaves; i++) {
-      const leaf = Buffer.from(toCanonicalJson(recordOf(i)), 'utf8');
+      const leaf = encodeRecordLeaf('step.finished', stepBodyOf(i), i, '2025-01-01T00:00:00.000Z');
       leafBytes += leaf.length;
       range.append(hashLeaf(leaf));
       pending.push(`${exp.formatLeafLine(i, leaf)}\n`);

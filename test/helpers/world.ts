@@ -105,8 +105,14 @@ export function makeWorld(options: WorldOptions = {}): World {
   writeFileSync(trustPath, trustBytes);
   const stateDir = join(dir, 'state');
   if (options.init !== false) {
-    const { layout } = initState(stateDir, { id: runnerId, labels: options.labels ?? ['test'], trustBytes, now: new Date(), key: runnerKey });
-    Store.open(layout.database, { create: true }).close();
+    initState(stateDir, {
+      id: runnerId,
+      labels: options.labels ?? ['test'],
+      trustBytes,
+      now: new Date(),
+      key: runnerKey,
+      createDatabase: (path) => Store.open(path, { create: true }).close(),
+    });
   }
   let counter = 0;
   return {

@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openRawDb } from '../helpers/raw-db.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signEnvelope } from '../../runner/core/dsse.js';
 import { sha256Hex } from '../../runner/core/digest.js';
@@ -51,12 +51,13 @@ interface Record {
 }
 
 function readRecords(world: World): Record[] {
-  const db = new Database(join(world.stateDir, 'runner.db'), { readonly: true, fileMustExist: true });
+  const db = openRawDb(join(world.stateDir, 'runner.db'), { readOnly: true });
   try {
-    return db
-      .prepare<[], { seq: number; kind: string; leaf: Buffer }>('SELECT seq, kind, leaf FROM records_v1 ORDER BY seq')
-      .all()
-      .map((row) => ({ seq: row.seq, kind: row.kind, leaf: JSON.parse(row.leaf.toString('utf8')) as Record['leaf'] }));
+    return (db.prepare('SELECT seq, kind, leaf FROM records_v1 ORDER BY seq').all() as { seq: number; kind: string; leaf: Uint8Array }[]).map((row) => ({
+      seq: row.seq,
+      kind: row.kind,
+      leaf: JSON.parse(Buffer.from(row.leaf).toString('utf8')) as Record['leaf'],
+    }));
   } finally {
     db.close();
   }
@@ -134,7 +135,7 @@ describe('edge-runner exec', () => {
         const manifest = manifestOf(file) as { id: string; nonce: string };
         const store = Store.open(join(w.stateDir, 'runner.db'));
         try {
-          store.acceptCapsule(manifest.id, manifest.nonce, { capsuleId: manifest.id, note: 'burned by the test' });
+          store.acceptCapsule(manifest.nonce, { capsuleId: manifest.id, capsuleKind: 'validate', manifestDigest: `sha256:${'0'.repeat(64)}`, signers: [] });
         } finally {
           store.close();
         }
@@ -245,7 +246,7 @@ describe('edge-runner exec', () => {
   describe('when the runner database cannot be written', () => {
     it('exits 2 with STORE_WRITE_FAILED and runs nothing', () => {
       const lockedWorld = makeWorld();
-      const db = new Database(join(lockedWorld.stateDir, 'runner.db'));
+      const db = openRawDb(join(lockedWorld.stateDir, 'runner.db'));
       try {
         const trace = newTrace(lockedWorld);
         const file = lockedWorld.writeCapsule(lockedWorld.capsule({ steps: traceSteps(trace) }));

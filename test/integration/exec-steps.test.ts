@@ -1,9 +1,9 @@
 /**
- * Local execution (issue 2, point 3) with real child processes, through execCapsule: read-only inputs,
+ * Local execution (issue 2, point 3) with real child processes, through a runner context and runCapsule: read-only inputs,
  * argv without a shell, an environment built from the allowlist, process-group timeouts, output caps,
  * stop-at-first-failure, and collection (digests, JUnit summaries, malformed, missing, symlink escapes).
  *
- * Most cases use the default direct launcher (the runner's own identity, host pids visible). The cases about
+ * Most cases use the tests' direct launcher (the runner's own identity, host pids visible). The cases about
  * what a step may touch or see also run with the production launcher (`selectLauncher`: bwrap, and an
  * unprivileged user when the runner is root), because a root runner on the direct launcher ignores file modes.
  */
@@ -11,14 +11,18 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { execCapsule, type ExecConfig, type ExecResult, type LauncherSelector } from '../../runner/agent/exec-capsule.js';
-import { selectLauncher } from '../../runner/agent/launcher.js';
+import { sandboxLauncherSelector, type LauncherSelector } from '../../runner/agent/launcher.js';
+import type { CapsuleOutcome } from '../../runner/agent/run-capsule.js';
+import type { RunnerConfig } from '../../runner/config/config.js';
+import { execInState } from '../helpers/runner.js';
 import type { ManifestTemplate } from '../../runner/capsule/pack.js';
 import type { EvidencePredicate, StepRecord } from '../../runner/evidence/statement.js';
 import { runCli } from '../helpers/cli.js';
 import { makeWorld, type World } from '../helpers/world.js';
 
-type Completed = Extract<ExecResult, { kind: 'completed' }>;
+type Completed = Extract<CapsuleOutcome, { kind: 'completed' }>;
+
+const selectLauncher = sandboxLauncherSelector();
 
 const sha256Ref = (data: string | Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
@@ -34,17 +38,15 @@ afterAll(() => {
 
 interface RunOptions {
   files?: Record<string, string>;
-  config?: Partial<ExecConfig>;
+  config?: Partial<RunnerConfig['exec']>;
   selectLauncher?: LauncherSelector;
 }
 
 async function run(patch: Partial<ManifestTemplate>, options: RunOptions = {}): Promise<Completed> {
   const capsule = world.capsule(patch, options.files ?? {});
-  const result = await execCapsule({
-    stateDir: world.stateDir,
-    capsuleBytes: Buffer.from(JSON.stringify(capsule)),
-    config: { keepWorkspace: true, killGraceMs: 300, ...options.config },
-    ...(options.selectLauncher ? { selectLauncher: options.selectLauncher } : {}),
+  const result = await execInState(world.stateDir, Buffer.from(JSON.stringify(capsule)), {
+    flags: { exec: { keepWorkspace: true, killGraceMs: 300, ...options.config } },
+    ...(options.selectLauncher ? { launcher: options.selectLauncher } : {}),
   });
   if (result.kind !== 'completed') throw new Error(`the capsule was rejected: ${result.code}: ${result.message}`);
   return result;

@@ -12,11 +12,11 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PrivateKey } from '../../runner/core/ed25519.js';
 import { runnerOrigin, signCheckpoint, toVerifierKey } from '../../runner/log/checkpoint.js';
-import { MerkleStore } from '../../runner/store/merkle-store.js';
+import { MerkleTable } from '../../runner/store/merkle.js';
+import { SqliteDatabase } from '../../runner/store/sqlite.js';
 
 const GOPATH = process.env['EDGE_RUNNER_GOPATH'] ?? '/usr/share/gocode';
 const CHECKER_SOURCE = fileURLToPath(new URL('../interop/go/main.go', import.meta.url));
@@ -62,8 +62,8 @@ const leafData = (i: number): Buffer => Buffer.from(`{"seq":${i},"kind":"run.sta
 describe.skipIf(!available)('Go interop (golang.org/x/mod/sumdb)', () => {
   let dir: string;
   let checker: string;
-  let db: Database.Database;
-  let store: MerkleStore;
+  let db: SqliteDatabase;
+  let store: MerkleTable;
   const key = PrivateKey.generate();
   const origin = runnerOrigin('runner-interop', key.keyid);
   const verifierKey = toVerifierKey(origin, key.publicKey);
@@ -102,8 +102,8 @@ describe.skipIf(!available)('Go interop (golang.org/x/mod/sumdb)', () => {
       },
     });
     if (build.status !== 0) throw new Error(`go build of the interop checker failed:\n${build.stderr}`);
-    db = new Database(join(dir, 'state.db'));
-    store = new MerkleStore(db);
+    db = SqliteDatabase.open(join(dir, 'state.db'), { busyTimeoutMs: 5000 });
+    store = new MerkleTable(db);
     store.migrate();
     store.appendBatch(Array.from({ length: 1000 }, (_, i) => leafData(i)));
   }, 120_000);

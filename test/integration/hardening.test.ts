@@ -2,8 +2,11 @@
 import { mkdirSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { directLauncher, execCapsule } from '../../runner/agent/exec-capsule.js';
-import { sandboxLauncherSelector, selectLauncher } from '../../runner/agent/launcher.js';
+import { execInState } from '../helpers/runner.js';
+import { sandboxLauncherSelector } from '../../runner/agent/launcher.js';
+import { resolveConfig } from '../../runner/config/config.js';
+
+const selectLauncher = sandboxLauncherSelector();
 import { parseBase64 } from '../../runner/core/base64.js';
 import { signEnvelope } from '../../runner/core/dsse.js';
 import { CAPSULE_PAYLOAD_TYPE } from '../../runner/capsule/manifest.js';
@@ -28,7 +31,7 @@ describe('hardening', () => {
       const file = world.capsule();
       const secret = 'HOSTNAME=vault-01;SECRET=hunter2';
       file.envelope.signatures.push({ keyid: secret, sig: Buffer.alloc(64, 7).toString('base64') });
-      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher: () => directLauncher });
+      const result = await execInState(world.stateDir, Buffer.from(JSON.stringify(file)));
       expect(result.kind).toBe('completed');
       if (result.kind !== 'completed') return;
       expect(JSON.stringify(result.bundle)).not.toContain('hunter2');
@@ -39,7 +42,7 @@ describe('hardening', () => {
   describe('when a step sets a variable that steers the dynamic loader', () => {
     it('rejects the capsule with CAPSULE_POLICY before anything runs', async () => {
       const file = world.capsule({ steps: [{ name: 'preload', run: ['/bin/true'], env: { LD_PRELOAD: '/tmp/evil.so' } }] });
-      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher: () => directLauncher });
+      const result = await execInState(world.stateDir, Buffer.from(JSON.stringify(file)));
       expect(result).toMatchObject({ kind: 'rejected', code: 'CAPSULE_POLICY' });
     });
   });
@@ -50,7 +53,7 @@ describe('hardening', () => {
       const steps = Array.from({ length: 64 }, (_, i) => ({ name: `s${i}`, run: ['/bin/echo', ...Array.from({ length: 20 }, () => long)] }));
       const file = world.capsule({ steps });
       expect(Buffer.from(file.envelope.payload, 'base64').length).toBeGreaterThan(MANIFEST_MAX_BYTES);
-      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher: () => directLauncher });
+      const result = await execInState(world.stateDir, Buffer.from(JSON.stringify(file)));
       expect(result).toMatchObject({ kind: 'rejected', code: 'CAPSULE_TOO_LARGE' });
     });
   });
@@ -62,7 +65,7 @@ describe('hardening', () => {
       manifest.steps[0].run = ['/bin/echo', 'a\u0000b'];
       // pack refuses to sign this, so sign it by hand as a careless or hostile signer would.
       const resigned = { ...file, envelope: signEnvelope(CAPSULE_PAYLOAD_TYPE, Buffer.from(JSON.stringify(manifest)), [world.signers[0]!]) };
-      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(resigned)), selectLauncher: () => directLauncher });
+      const result = await execInState(world.stateDir, Buffer.from(JSON.stringify(resigned)));
       expect(result).toMatchObject({ kind: 'rejected', code: 'CAPSULE_SCHEMA' });
     });
   });
@@ -70,7 +73,7 @@ describe('hardening', () => {
   describe('when bubblewrap is unusable and the runner is not root', () => {
     it('refuses even a best-effort capsule rather than run a step as the runner itself', () => {
       const select = sandboxLauncherSelector({ bwrapPath: '/nonexistent/bwrap', runnerUid: 1000 });
-      expect(select('best-effort', { stateDir: world.stateDir })).toEqual({ unavailable: expect.stringContaining('not root') });
+      expect(select('best-effort', { stateDir: world.stateDir, config: resolveConfig() })).toEqual({ unavailable: expect.stringContaining('not root') });
     });
   });
 
@@ -82,7 +85,7 @@ describe('hardening', () => {
         steps: [{ name: 'link', run: ['/bin/ln', outside, 'linked.txt'] }],
         collect: [{ path: 'linked.txt', as: 'file' }],
       });
-      const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher: () => directLauncher });
+      const result = await execInState(world.stateDir, Buffer.from(JSON.stringify(file)));
       if (result.kind !== 'completed') throw new Error(`expected a completed run, got ${result.kind}`);
       expect(result.steps[0]!.status).toBe('succeeded');
       const statement = JSON.parse(Buffer.from(result.bundle.evidence.payload, 'base64').toString());
@@ -117,7 +120,7 @@ describe('hardening', () => {
       const path = join(world.stateDir, 'runner.db');
       const a = Store.open(path);
       const b = Store.open(path);
-      a.startRun('crashed', 'c', 'sha256:x', { runId: 'crashed' }, { pid: 2 ** 22 + 9, start: 'gone' });
+      a.startRun({ runId: 'crashed', capsuleId: 'c', manifestDigest: `sha256:${'0'.repeat(64)}`, isolation: 'none' }, { pid: 2 ** 22 + 9, start: 'gone' });
       let fromB: string[] = [];
       // B runs its recovery while A is deciding: A's transaction must keep B out until it is done.
       const fromA = a.abortInterruptedRuns((owner) => {
@@ -140,10 +143,10 @@ describe('hardening', () => {
   describe('when a run is ended twice', () => {
     it('refuses the second end and writes no second record', () => {
       const store = Store.open(join(world.stateDir, 'runner.db'));
-      store.startRun('r1', 'c', 'sha256:x', { runId: 'r1' });
-      store.finishRun('r1', 'finished', 'pass', { runId: 'r1' });
+      store.startRun({ runId: 'r1', capsuleId: 'c', manifestDigest: `sha256:${'0'.repeat(64)}`, isolation: 'none' });
+      store.finishRun({ runId: 'r1', verdict: 'pass' });
       const count = store.recordCount();
-      expect(() => store.finishRun('r1', 'aborted', null, { runId: 'r1' })).toThrow(expect.objectContaining({ code: 'STORE_WRITE_FAILED' }));
+      expect(() => store.abortRun({ runId: 'r1', reason: 'RUN_INTERNAL' })).toThrow(expect.objectContaining({ code: 'STORE_WRITE_FAILED' }));
       expect(store.recordCount()).toBe(count);
       store.close();
     });
@@ -153,7 +156,7 @@ describe('hardening', () => {
     it('initialises it in place', () => {
       const dir = join(world.dir, 'precreated');
       mkdirSync(dir, { mode: 0o700 });
-      initState(dir, { id: 'runner-x', trustBytes: world.trustBytes, now: new Date() });
+      initState(dir, { id: 'runner-x', trustBytes: world.trustBytes, now: new Date(), createDatabase: (path) => Store.open(path, { create: true }).close() });
       expect(JSON.parse(readFileSync(join(dir, 'runner.json'), 'utf8')).id).toBe('runner-x');
     });
   });
@@ -184,17 +187,17 @@ describe('hardening', () => {
       expect(init.status).toBe(0);
       expect(JSON.parse(readFileSync(join(dir, 'runner.json'), 'utf8')).stepUser).toEqual({ uid: 12345, gid: 12346 });
       const file = world.capsule({ steps: [{ name: 'whoami', run: ['/bin/sh', '-c', 'echo "$(id -u):$(id -g)"'] }] });
-      const result = await execCapsule({ stateDir: dir, capsuleBytes: Buffer.from(JSON.stringify(file)), selectLauncher });
+      const result = await execInState(dir, Buffer.from(JSON.stringify(file)), { launcher: selectLauncher });
       if (result.kind !== 'completed') throw new Error(`expected a completed run, got ${result.kind}`);
       const out = result.steps[0]!.stdout!.digest.replace(':', '-');
       expect(readFileSync(join(dir, 'evidence', 'blobs', out), 'utf8').trim()).toBe('12345:12346');
     });
 
-    it('refuses uid 0 as a step user', () => {
+    it('refuses uid 0 as a step user, as a usage error', () => {
       const dir = join(world.dir, 'root-user');
       const init = runCli(['init', '--state', dir, '--id', world.runnerId, '--trust', world.trustPath, '--step-uid', '0']);
       expect(init.status).toBe(2);
-      expect(init.stderr).toContain('STATE_CORRUPT');
+      expect(init.stderr).toContain('USAGE');
       expect(existsSync(dir)).toBe(false);
     });
   });

@@ -6,7 +6,8 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import type { DatabaseSync } from 'node:sqlite';
+import { column, openRawDb, value } from '../helpers/raw-db.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '../../runner/store/store.js';
 import { CLI_ENTRY, runCli } from '../helpers/cli.js';
@@ -16,8 +17,8 @@ const ENV = { PATH: '/usr/bin:/bin' };
 
 const sleepMs = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function readDb<T>(world: World, fn: (db: Database.Database) => T): T {
-  const db = new Database(join(world.stateDir, 'runner.db'), { readonly: true, fileMustExist: true });
+function readDb<T>(world: World, fn: (db: DatabaseSync) => T): T {
+  const db = openRawDb(join(world.stateDir, 'runner.db'), { readOnly: true });
   try {
     return fn(db);
   } finally {
@@ -25,7 +26,7 @@ function readDb<T>(world: World, fn: (db: Database.Database) => T): T {
   }
 }
 
-const recordCount = (world: World) => readDb(world, (db) => db.prepare<[], number>('SELECT COUNT(*) FROM records_v1').pluck().get()!);
+const recordCount = (world: World) => readDb(world, (db) => value<number>(db, 'SELECT COUNT(*) FROM records_v1')!);
 
 /** Where `exec` would keep the stdout of a step that printed `text`. */
 const blobOfOutput = (world: World, text: string) =>
@@ -81,13 +82,13 @@ describe('when the leaf cannot be appended to the log', () => {
   afterAll(() => world.cleanup());
 
   function withTrigger(when: string, fn: () => void): void {
-    const db = new Database(join(world.stateDir, 'runner.db'));
+    const db = openRawDb(join(world.stateDir, 'runner.db'));
     db.exec(`CREATE TRIGGER inject_append_failure BEFORE INSERT ON merkle_nodes_v1 ${when} BEGIN SELECT RAISE(ABORT, 'injected'); END`);
     db.close();
     try {
       fn();
     } finally {
-      const cleanup = new Database(join(world.stateDir, 'runner.db'));
+      const cleanup = openRawDb(join(world.stateDir, 'runner.db'));
       cleanup.exec('DROP TRIGGER inject_append_failure');
       cleanup.close();
     }
@@ -114,10 +115,10 @@ describe('when the leaf cannot be appended to the log', () => {
       expect(result.status, result.stderr).toBe(2);
       expect(result.stderr).toContain('STORE_WRITE_FAILED');
     });
-    expect(readDb(world, (db) => db.prepare<[number], string>('SELECT kind FROM records_v1 WHERE seq >= ? ORDER BY seq').pluck().all(before))).toEqual([
+    expect(readDb(world, (db) => column(db, 'SELECT kind FROM records_v1 WHERE seq >= ? ORDER BY seq', before))).toEqual([
       'capsule.accepted',
     ]);
-    expect(readDb(world, (db) => db.prepare<[], number>("SELECT COUNT(*) FROM runs_v1 WHERE status = 'running'").pluck().get())).toBe(0);
+    expect(readDb(world, (db) => value(db, "SELECT COUNT(*) FROM runs_v1 WHERE status = 'running'"))).toBe(0);
     expect(existsSync(blobOfOutput(world, `${token}\n`))).toBe(false);
     expectTreeMatchesRecords(world);
   });
@@ -137,7 +138,7 @@ describe('when the runner is killed with SIGKILL in the middle of a run', () => 
     try {
       runId = await waitFor(
         'a run.started record',
-        () => readDb(world, (db) => db.prepare<[], string>("SELECT run_id FROM records_v1 WHERE kind = 'run.started'").pluck().get()),
+        () => readDb(world, (db) => value(db, "SELECT run_id FROM records_v1 WHERE kind = 'run.started'")),
         15_000,
       );
       stepPids = await waitFor('the sleeping step', () => {
@@ -166,10 +167,10 @@ describe('when the runner is killed with SIGKILL in the middle of a run', () => 
 
   it('the next process records the interrupted run as run.aborted (runner-restarted) and closes it in runs_v1', () => {
     const aborted = readDb(world, (db) =>
-      db.prepare<[string], Buffer>("SELECT leaf FROM records_v1 WHERE kind = 'run.aborted' AND run_id = ?").pluck().all(runId),
+      (db.prepare("SELECT leaf FROM records_v1 WHERE kind = 'run.aborted' AND run_id = ?").all(runId) as { leaf: Uint8Array }[]).map((row) => row.leaf),
     );
-    expect(aborted.map((leaf) => JSON.parse(leaf.toString('utf8')))).toEqual([expect.objectContaining({ kind: 'run.aborted', runId, reason: 'runner-restarted' })]);
-    expect(readDb(world, (db) => db.prepare<[string], string>('SELECT status FROM runs_v1 WHERE run_id = ?').pluck().get(runId))).toBe('aborted');
+    expect(aborted.map((leaf) => JSON.parse(Buffer.from(leaf).toString('utf8')))).toEqual([expect.objectContaining({ kind: 'run.aborted', runId, reason: 'runner-restarted' })]);
+    expect(readDb(world, (db) => (db.prepare('SELECT status FROM runs_v1 WHERE run_id = ?').get(runId) as { status: string }).status)).toBe('aborted');
   });
 
   it('the log is consistent: every tree node checks, and log export + log verify pass', () => {

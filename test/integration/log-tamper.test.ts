@@ -10,9 +10,9 @@
  */
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MerkleStore } from '../../runner/store/merkle-store.js';
+import { MerkleTable } from '../../runner/store/merkle.js';
+import { SqliteDatabase } from '../../runner/store/sqlite.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { makeWorld, type World } from '../helpers/world.js';
 
@@ -37,8 +37,9 @@ function copyState(): string {
   return dir;
 }
 
-function withDb<T>(stateDir: string, fn: (db: Database.Database) => T): T {
-  const db = new Database(join(stateDir, 'runner.db'));
+/** The attacker's handle: the database file opened directly, with the runner's own tree code at hand. */
+function withDb<T>(stateDir: string, fn: (db: SqliteDatabase) => T): T {
+  const db = SqliteDatabase.open(join(stateDir, 'runner.db'), { busyTimeoutMs: 5000 });
   try {
     return fn(db);
   } finally {
@@ -61,16 +62,17 @@ function failureCode(result: CliResult): string {
   return match![1]!;
 }
 
-const leaves = (db: Database.Database) => db.prepare<[], { seq: number; leaf: Buffer }>('SELECT seq, leaf FROM records_v1 ORDER BY seq').all();
+const toRow = (row: unknown) => ({ seq: (row as { seq: number }).seq, leaf: Buffer.from((row as { leaf: Uint8Array }).leaf) });
+const leaves = (db: SqliteDatabase) => db.prepare('SELECT seq, leaf FROM records_v1 ORDER BY seq').all().map(toRow);
 
 /** What a careful attacker does after changing records: rebuild every tree node from the leaves, drop the checkpoints. */
-function rebuildTree(db: Database.Database): void {
+function rebuildTree(db: SqliteDatabase): void {
   db.exec('DELETE FROM merkle_nodes_v1; DELETE FROM checkpoints_v1;');
-  new MerkleStore(db).appendBatch(leaves(db).map((row) => row.leaf));
+  new MerkleTable(db).appendBatch(leaves(db).map((row) => row.leaf));
 }
 
-function leafOfKind(db: Database.Database, kind: string, nth = 0): { seq: number; leaf: Buffer } {
-  const rows = db.prepare<[string], { seq: number; leaf: Buffer }>('SELECT seq, leaf FROM records_v1 WHERE kind = ? ORDER BY seq').all(kind);
+function leafOfKind(db: SqliteDatabase, kind: string, nth = 0): { seq: number; leaf: Buffer } {
+  const rows = db.prepare('SELECT seq, leaf FROM records_v1 WHERE kind = ? ORDER BY seq').all(kind).map(toRow);
   return rows[nth]!;
 }
 
@@ -120,7 +122,7 @@ describe('when a row of records_v1 has its leaf edited', () => {
       const finished = leafOfKind(db, 'run.finished');
       db.prepare('UPDATE records_v1 SET leaf = ? WHERE seq = ?').run(Buffer.from(finished.leaf.toString('utf8').replace('"verdict":"pass"', '"verdict":"fail"')), finished.seq);
       rebuildTree(db);
-      new MerkleStore(db).checkNodes(); // the database is consistent again
+      new MerkleTable(db).checkNodes(); // the database is consistent again
     });
     expect(exportAndVerify(dir).status, 'without an earlier checkpoint the rewritten log agrees with itself').toBe(0);
     expect(failureCode(exportAndVerify(dir, earlierPath))).toBe('LOG_EARLIER_CHECKPOINT_MISMATCH');
@@ -152,7 +154,7 @@ describe('when two rows of records_v1 are reordered (their leaf blobs swapped)',
       db.transaction(() => {
         update.run(b.leaf, a.seq);
         update.run(a.leaf, b.seq);
-      })();
+      });
     });
     expect(failureCode(exportAndVerify(dir, earlierPath))).toBe('LOG_LEAF_INVALID');
   });
@@ -170,9 +172,9 @@ describe('when the log is truncated and re-appended, the database kept consisten
         db.prepare('DELETE FROM records_v1 WHERE seq >= ?').run(cut);
         db.prepare('DELETE FROM checkpoints_v1 WHERE size >= ?').run(cut);
         db.exec('DELETE FROM merkle_nodes_v1');
-      })();
-      new MerkleStore(db).appendBatch(leaves(db).map((row) => row.leaf));
-      new MerkleStore(db).checkNodes();
+      });
+      new MerkleTable(db).appendBatch(leaves(db).map((row) => row.leaf));
+      new MerkleTable(db).checkNodes();
     });
     exec(dir);
     exec(dir);

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openRawDb } from '../helpers/raw-db.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   consistencyProof,
@@ -12,22 +12,22 @@ import {
   verifyConsistency,
   verifyInclusion,
 } from '../../runner/log/merkle.js';
-import { MerkleStore } from '../../runner/store/merkle-store.js';
+import { MerkleTable } from '../../runner/store/merkle.js';
+import { SqliteDatabase } from '../../runner/store/sqlite.js';
 import { codeOf } from '../helpers/codes.js';
 
 const leafData = (i: number): Buffer => Buffer.from(`{"seq":${i},"kind":"test"}`);
 
 
-describe('MerkleStore on a real SQLite file', () => {
+describe('MerkleTable on a real SQLite file', () => {
   let dir: string;
   let path: string;
-  let db: Database.Database;
-  let store: MerkleStore;
+  let db: SqliteDatabase;
+  let store: MerkleTable;
 
   const open = (): void => {
-    db = new Database(path);
-    db.pragma('journal_mode = WAL');
-    store = new MerkleStore(db);
+    db = SqliteDatabase.open(path, { busyTimeoutMs: 5000 });
+    store = new MerkleTable(db);
     store.migrate();
   };
 
@@ -97,7 +97,7 @@ describe('MerkleStore on a real SQLite file', () => {
         db.transaction(() => {
           store.append(leafData(3));
           throw new Error('the record could not be written');
-        })(),
+        }),
       ).toThrow('the record could not be written');
       expect(store.size()).toBe(3);
       expect(store.root()).toEqual(before);
@@ -106,21 +106,21 @@ describe('MerkleStore on a real SQLite file', () => {
   });
 
   describe('when append is told the index it must land at', () => {
-    it('rejects a mismatch with LOG_APPEND_FAILED', () => {
+    it('rejects a mismatch with STORE_TREE_INCONSISTENT', () => {
       store.append(leafData(0), 0);
-      expect(codeOf(() => store.append(leafData(1), 5))).toBe('LOG_APPEND_FAILED');
+      expect(codeOf(() => store.append(leafData(1), 5))).toBe('STORE_TREE_INCONSISTENT');
       expect(store.size()).toBe(1);
     });
   });
 
   describe('when a size beyond the tree is asked for', () => {
-    it('rejects with LOG_SIZE_OUT_OF_RANGE or LOG_INDEX_OUT_OF_RANGE', () => {
+    it('rejects with STORE_TREE_RANGE (beyond the stored tree) or LOG_INDEX_OUT_OF_RANGE (outside the proof\'s tree)', () => {
       store.appendBatch([leafData(0), leafData(1)]);
-      expect(codeOf(() => store.root(3))).toBe('LOG_SIZE_OUT_OF_RANGE');
-      expect(codeOf(() => store.inclusionProof(0, 3))).toBe('LOG_SIZE_OUT_OF_RANGE');
+      expect(codeOf(() => store.root(3))).toBe('STORE_TREE_RANGE');
+      expect(codeOf(() => store.inclusionProof(0, 3))).toBe('STORE_TREE_RANGE');
       expect(codeOf(() => store.inclusionProof(2))).toBe('LOG_INDEX_OUT_OF_RANGE');
-      expect(codeOf(() => store.consistencyProof(1, 3))).toBe('LOG_SIZE_OUT_OF_RANGE');
-      expect(codeOf(() => store.leafHash(2))).toBe('LOG_INDEX_OUT_OF_RANGE');
+      expect(codeOf(() => store.consistencyProof(1, 3))).toBe('STORE_TREE_RANGE');
+      expect(codeOf(() => store.leafHash(2))).toBe('STORE_TREE_RANGE');
     });
   });
 
@@ -129,7 +129,7 @@ describe('MerkleStore on a real SQLite file', () => {
       store.appendBatch(Array.from({ length: 100 }, (_, i) => leafData(i)));
       const signedRoot = store.root(); // what a checkpoint signed before the tampering
       db.close();
-      const raw = new Database(path);
+      const raw = openRawDb(path);
       raw.prepare('UPDATE merkle_nodes_v1 SET hash = ? WHERE level = 3 AND idx = 2').run(Buffer.alloc(32, 7));
       raw.close();
       open();
@@ -138,16 +138,16 @@ describe('MerkleStore on a real SQLite file', () => {
       expect(codeOf(() => verifyInclusion(30, 100, store.leafHash(30), proof, signedRoot))).toBe('LOG_PROOF_INVALID');
       // The root itself is read from higher complete subtrees (64 + 32 + 4 leaves), which were not edited.
       expect(store.root()).toEqual(signedRoot);
-      expect(codeOf(() => store.checkNodes())).toBe('LOG_STORE_INCONSISTENT');
+      expect(codeOf(() => store.checkNodes())).toBe('STORE_TREE_INCONSISTENT');
     });
   });
 
   describe('when a leaf row is deleted from the SQLite file', () => {
-    it('cannot serve a proof that needs it (LOG_STORE_INCONSISTENT), and checkNodes says so', () => {
+    it('cannot serve a proof that needs it (STORE_TREE_INCONSISTENT), and checkNodes says so', () => {
       store.appendBatch(Array.from({ length: 16 }, (_, i) => leafData(i)));
       db.prepare('DELETE FROM merkle_nodes_v1 WHERE level = 0 AND idx = 4').run();
-      expect(codeOf(() => store.inclusionProof(5, 16))).toBe('LOG_STORE_INCONSISTENT');
-      expect(codeOf(() => store.checkNodes())).toBe('LOG_STORE_INCONSISTENT');
+      expect(codeOf(() => store.inclusionProof(5, 16))).toBe('STORE_TREE_INCONSISTENT');
+      expect(codeOf(() => store.checkNodes())).toBe('STORE_TREE_INCONSISTENT');
     });
   });
 

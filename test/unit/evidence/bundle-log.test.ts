@@ -3,7 +3,7 @@
  * LOG_* reason code, and only that member is altered (the evidence and capsule envelopes stay valid).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { directLauncher, execCapsule } from '../../../runner/agent/exec-capsule.js';
+import { execInState } from '../../helpers/runner.js';
 import { verifyBundle, type Bundle } from '../../../runner/evidence/bundle.js';
 import { parseCheckpoint, runnerOrigin, signCheckpoint } from '../../../runner/log/checkpoint.js';
 import { makeWorld, type World } from '../../helpers/world.js';
@@ -20,7 +20,7 @@ describe("verifyBundle, the bundle's log member", () => {
   beforeAll(async () => {
     world = makeWorld();
     const capsule = world.capsule({ steps: [{ name: 'ok', run: ['/bin/true'] }] });
-    const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(capsule)), selectLauncher: () => directLauncher });
+    const result = await execInState(world.stateDir, Buffer.from(JSON.stringify(capsule)));
     if (result.kind !== 'completed') throw new Error(`setup run was ${result.kind}`);
     bundle = result.bundle;
     log = bundle.log!;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execCapsule, directLauncher } from '../../../runner/agent/exec-capsule.js';
+import { execInState } from '../../helpers/runner.js';
 import { signEnvelope } from '../../../runner/core/dsse.js';
 import { PrivateKey } from '../../../runner/core/ed25519.js';
 import { verifyBundle, type Bundle } from '../../../runner/evidence/bundle.js';
@@ -22,7 +22,7 @@ describe('verifyBundle', () => {
   beforeAll(async () => {
     world = makeWorld();
     const other = world.capsule({ collect: [], steps: [{ name: 'ok', run: ['/bin/true'] }] });
-    const result = await execCapsule({ stateDir: world.stateDir, capsuleBytes: Buffer.from(JSON.stringify(other)), selectLauncher: () => directLauncher });
+    const result = await execInState(world.stateDir, Buffer.from(JSON.stringify(other)));
     if (result.kind !== 'completed') throw new Error(`setup run was ${result.kind}`);
     bundle = result.bundle;
   });

@@ -7,11 +7,13 @@
  * any root, inclusion proof or consistency proof is O(log n) point reads, computed by the pure functions
  * of runner/log/merkle.ts. The leaf bytes themselves live with the records (runner/store/store.ts).
  *
- * This class never opens a database: it is given a better-sqlite3 handle, and `migrate()` is called by the
- * store's migration step. Statements are prepared once, on first use after migration.
+ * This class never opens a database: it is given the store's handle, and `migrate()` is called by the
+ * store's migration step. Statements are prepared once, on first use after migration. Inside one
+ * transaction the tree's size and right edge are read once and then kept (the write lock is held, so they
+ * cannot change underneath); the cache is dropped when the transaction ends, committed or not.
  */
-import type Database from 'better-sqlite3';
-import { LogError } from '../log/errors.js';
+import { StoreError } from './errors.js';
+import { toBuffer, type SqliteDatabase, type Statement } from './sqlite.js';
 import {
   CompactRange,
   HASH_BYTES,
@@ -32,11 +34,11 @@ export const MERKLE_SCHEMA_SQL = `CREATE TABLE IF NOT EXISTS merkle_nodes_v1 (
 ) WITHOUT ROWID;`;
 
 interface Statements {
-  insertNode: Database.Statement<[number, number, Buffer]>;
-  selectNode: Database.Statement<[number, number], Buffer>;
-  selectSize: Database.Statement<[], number>;
-  selectLevel: Database.Statement<[number], { idx: number; hash: Buffer }>;
-  selectMaxLevel: Database.Statement<[], number | null>;
+  insertNode: Statement;
+  selectNode: Statement;
+  selectSize: Statement;
+  selectLevel: Statement;
+  selectMaxLevel: Statement;
 }
 
 export interface AppendBatchResult {
@@ -46,39 +48,47 @@ export interface AppendBatchResult {
   readonly size: number;
 }
 
-export class MerkleStore {
-  private readonly db: Database.Database;
+export class MerkleTable {
+  private readonly db: SqliteDatabase;
   private prepared: Statements | undefined;
-  /** Reads one complete-subtree hash; a missing or malformed row is LOG_STORE_INCONSISTENT. */
+  /** The right edge of the tree while a transaction holds the write lock; dropped when it ends. */
+  private edge: CompactRange | undefined;
+  /** Reads one complete-subtree hash; a missing or malformed row is STORE_TREE_INCONSISTENT. */
   readonly readNode: NodeReader = (level, index) => {
-    const hash = this.statements.selectNode.get(level, index);
-    if (hash === undefined || hash.length !== HASH_BYTES) {
-      throw new LogError('LOG_STORE_INCONSISTENT', undefined, { level, index, found: hash === undefined ? 'none' : hash.length });
+    const row = this.statements.selectNode.get(level, index) as { hash: Uint8Array } | undefined;
+    if (row === undefined || row.hash.length !== HASH_BYTES) {
+      throw new StoreError('STORE_TREE_INCONSISTENT', 'The stored Merkle tree is missing a node or holds a malformed one.', {
+        level,
+        index,
+        found: row === undefined ? 'none' : row.hash.length,
+      });
     }
-    return hash;
+    return toBuffer(row.hash);
   };
 
-  constructor(db: Database.Database) {
+  constructor(db: SqliteDatabase) {
     this.db = db;
+    db.onTransactionEnd(() => {
+      this.edge = undefined;
+    });
   }
 
   /** Creates the tree's table if it is missing. Called by the store's migration step. */
   migrate(): void {
     this.db.exec(MERKLE_SCHEMA_SQL);
+    this.prepared = undefined;
   }
 
   private get statements(): Statements {
     if (this.prepared === undefined) {
       const db = this.db;
       this.prepared = {
-        insertNode: db.prepare<[number, number, Buffer]>('INSERT INTO merkle_nodes_v1 (level, idx, hash) VALUES (?, ?, ?)'),
-        selectNode: db.prepare<[number, number], Buffer>('SELECT hash FROM merkle_nodes_v1 WHERE level = ? AND idx = ?').pluck(),
+        insertNode: db.prepare('INSERT INTO merkle_nodes_v1 (level, idx, hash) VALUES (?, ?, ?)'),
+        selectNode: db.prepare('SELECT hash FROM merkle_nodes_v1 WHERE level = ? AND idx = ?'),
         // An index seek on the primary key: O(log n).
-        selectSize: db.prepare<[], number>('SELECT COALESCE(MAX(idx) + 1, 0) FROM merkle_nodes_v1 WHERE level = 0').pluck(),
-        selectLevel: db.prepare<[number], { idx: number; hash: Buffer }>(
-          'SELECT idx, hash FROM merkle_nodes_v1 WHERE level = ? ORDER BY idx',
-        ),
-        selectMaxLevel: db.prepare<[], number | null>('SELECT MAX(level) FROM merkle_nodes_v1').pluck(),
+        selectSize: db.prepare('SELECT COALESCE(MAX(idx) + 1, 0) AS size FROM merkle_nodes_v1 WHERE level = 0'),
+        selectLevel: db.prepare('SELECT idx, hash FROM merkle_nodes_v1 WHERE level = ? ORDER BY idx'),
+        selectMaxLevel: db.prepare('SELECT MAX(level) AS level FROM merkle_nodes_v1'),
       };
     }
     return this.prepared;
@@ -86,71 +96,46 @@ export class MerkleStore {
 
   /** Number of leaves in the tree. */
   size(): number {
-    return this.statements.selectSize.get() ?? 0;
+    if (this.edge !== undefined) return this.edge.size;
+    return Number((this.statements.selectSize.get() as { size: number }).size);
   }
 
   /**
    * Appends one leaf (its bytes are hashed as RFC 9162 MTH({d}) = SHA-256(0x00 || d)) and returns its
    * index. Runs inside the caller's transaction, so the leaf and the record that carries it commit or roll
-   * back together; called outside any transaction it wraps its own writes in one, so that they stay
-   * atomic. With `expectedIndex`, refuses (LOG_APPEND_FAILED) unless the leaf lands at that index.
+   * back together; called outside any transaction it opens its own. With `expectedIndex`, refuses
+   * (STORE_TREE_INCONSISTENT) unless the leaf lands at that index.
    */
   append(leafData: Uint8Array, expectedIndex?: number): number {
-    const write = (): number => {
-      const index = this.size();
+    return this.db.transaction(() => {
+      // The right edge is read once per transaction (popcount(size) reads); later appends reuse it.
+      this.edge ??= CompactRange.fromNodes(this.size(), this.readNode);
+      const index = this.edge.size;
       if (expectedIndex !== undefined && expectedIndex !== index) {
-        throw new LogError('LOG_APPEND_FAILED', 'The leaf would not land at the expected index.', { expectedIndex, index });
+        throw new StoreError('STORE_TREE_INCONSISTENT', 'The leaf would not land at the expected index.', { expectedIndex, index });
       }
-      // Write the leaf, then each subtree it completes: while the node is a right child, its left sibling
-      // is stored and the parent becomes complete.
-      let hash = hashLeaf(leafData);
-      let level = 0;
-      let idx = index;
-      this.statements.insertNode.run(level, idx, hash);
-      while (idx % 2 === 1) {
-        hash = hashChildren(this.readNode(level, idx - 1), hash);
-        level += 1;
-        idx = (idx - 1) / 2;
-        this.statements.insertNode.run(level, idx, hash);
-      }
-      return index;
-    };
-    return this.guardAppend(() => (this.db.inTransaction ? write() : this.db.transaction(write).immediate()));
-  }
-
-  /**
-   * Appends many leaves in one transaction of its own (a savepoint when the caller already holds one).
-   * The right edge of the tree is read once (popcount(size) reads); then every row is a plain insert.
-   */
-  appendBatch(leaves: Iterable<Uint8Array>): AppendBatchResult {
-    const write = (): AppendBatchResult => {
-      const firstIndex = this.size();
-      const range = CompactRange.fromNodes(firstIndex, this.readNode);
       const insert = this.statements.insertNode;
-      for (const leaf of leaves) {
-        range.append(hashLeaf(leaf), (level, idx, hash) => {
-          insert.run(level, idx, hash);
-        });
-      }
-      return { firstIndex, size: range.size };
-    };
-    return this.guardAppend(() => this.db.transaction(write).immediate());
+      this.edge.append(hashLeaf(leafData), (level, idx, hash) => {
+        insert.run(level, idx, hash);
+      });
+      return index;
+    });
   }
 
-  private guardAppend<T>(fn: () => T): T {
-    try {
-      return fn();
-    } catch (err) {
-      if (err instanceof LogError) throw err;
-      throw new LogError('LOG_APPEND_FAILED', undefined, {}, { cause: err });
-    }
+  /** Appends many leaves in one transaction of its own (a savepoint when the caller already holds one). */
+  appendBatch(leaves: Iterable<Uint8Array>): AppendBatchResult {
+    return this.db.transaction(() => {
+      const firstIndex = this.size();
+      for (const leaf of leaves) this.append(leaf);
+      return { firstIndex, size: this.size() };
+    });
   }
 
   /** The stored hash of leaf `index`. */
   leafHash(index: number): Buffer {
     const size = this.size();
     if (!Number.isSafeInteger(index) || index < 0 || index >= size) {
-      throw new LogError('LOG_INDEX_OUT_OF_RANGE', undefined, { index, size });
+      throw new StoreError('STORE_TREE_RANGE', 'The leaf index is not inside the stored tree.', { index, size });
     }
     return Buffer.from(this.readNode(0, index));
   }
@@ -174,7 +159,7 @@ export class MerkleStore {
     const current = this.size();
     if (size === undefined) return current;
     if (!Number.isSafeInteger(size) || size < 0 || size > current) {
-      throw new LogError('LOG_SIZE_OUT_OF_RANGE', 'The tree does not have that many leaves yet.', { size, current });
+      throw new StoreError('STORE_TREE_RANGE', 'The stored tree does not have that many leaves yet.', { size, current });
     }
     return size;
   }
@@ -183,17 +168,17 @@ export class MerkleStore {
    * Full scan (O(n)): every stored interior node equals the hash of its two children, every complete
    * subtree is present, and nothing lies beyond the tree. Catches edited, deleted or inserted node rows
    * without a checkpoint; leaf hashes against leaf bytes are the record store's check.
-   * Throws LOG_STORE_INCONSISTENT at the first fault.
+   * Throws STORE_TREE_INCONSISTENT at the first fault.
    */
   checkNodes(): void {
     const size = this.size();
-    const maxLevel = this.statements.selectMaxLevel.get() ?? 0;
+    const maxLevel = Number((this.statements.selectMaxLevel.get() as { level: number | null }).level ?? 0);
     let width = size; // number of complete nodes at the current level
     let below: Buffer[] | undefined;
     for (let level = 0; level <= Math.max(maxLevel, 0); level++) {
-      const rows = this.statements.selectLevel.all(level);
+      const rows = (this.statements.selectLevel.all(level) as { idx: number; hash: Uint8Array }[]).map((r) => ({ idx: r.idx, hash: toBuffer(r.hash) }));
       if (rows.length !== width) {
-        throw new LogError('LOG_STORE_INCONSISTENT', 'A level of the tree has missing or extra nodes.', {
+        throw new StoreError('STORE_TREE_INCONSISTENT', 'A level of the tree has missing or extra nodes.', {
           level,
           expected: width,
           found: rows.length,
@@ -202,10 +187,10 @@ export class MerkleStore {
       const hashes: Buffer[] = [];
       rows.forEach(({ idx, hash }, position) => {
         if (idx !== position || hash.length !== HASH_BYTES) {
-          throw new LogError('LOG_STORE_INCONSISTENT', undefined, { level, index: position, found: idx });
+          throw new StoreError('STORE_TREE_INCONSISTENT', 'A level of the tree has a node out of place.', { level, index: position, found: idx });
         }
         if (below !== undefined && !hashChildren(below[2 * idx]!, below[2 * idx + 1]!).equals(hash)) {
-          throw new LogError('LOG_STORE_INCONSISTENT', 'A stored node is not the hash of its children.', { level, index: idx });
+          throw new StoreError('STORE_TREE_INCONSISTENT', 'A stored node is not the hash of its children.', { level, index: idx });
         }
         hashes.push(hash);
       });

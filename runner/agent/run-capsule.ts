@@ -1,0 +1,258 @@
+/**
+ * One capsule through the runner: verify -> record -> execute -> evidence -> record -> bundle. Every decision
+ * is a record written before its effect; if a record cannot be written the runner stops (STORE_WRITE_FAILED).
+ * Works on a RunnerContext (runner.ts), so a daemon holding one store runs capsule after capsule through it.
+ */
+import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { sha256Hex } from '../core/digest.js';
+import { isCodedError } from '../core/errors.js';
+import { CapsuleError, type CapsuleErrorCode } from '../capsule/errors.js';
+import { verifyCapsule, type AcceptedCapsule } from '../capsule/verify.js';
+import { buildBundle, signEvidence, type Bundle } from '../evidence/bundle.js';
+import { guardBundle } from '../evidence/egress.js';
+import { buildStatement, decideVerdict, type IsolationUsed, type StepRecord, type Verdict } from '../evidence/statement.js';
+import { collectArtifacts } from '../exec/collect.js';
+import { buildStepEnv } from '../exec/env.js';
+import { ExecError } from '../exec/errors.js';
+import { classifyLimitExit, isLoaderEnvName } from '../exec/sandbox.js';
+import { runStep, type StepOutcome } from '../exec/step.js';
+import { createWorkspace, writeInputs } from '../exec/workspace.js';
+import { writeFileAtomic } from '../state/files.js';
+import { StateError } from '../state/errors.js';
+import { StoreError } from '../store/errors.js';
+import { RUNNER_VERSION } from '../version.js';
+import { RunError } from './errors.js';
+import type { Launcher } from './launcher.js';
+import { bundleLogFor } from './log.js';
+import type { RunnerContext } from './runner.js';
+
+export type CapsuleOutcome =
+  | { kind: 'rejected'; code: CapsuleErrorCode; message: string; capsuleId?: string; fileDigest?: string }
+  | {
+      kind: 'completed';
+      runId: string;
+      capsuleId: string;
+      verdict: Verdict;
+      isolation: IsolationUsed;
+      steps: StepRecord[];
+      bundle: Bundle;
+      bundlePath: string;
+      evidenceDigest: string;
+    };
+
+export interface RunCapsuleOptions {
+  /** The capsule file's size on disk, when `bytes` was read only up to just past the size cap. */
+  size?: number;
+}
+
+/** Takes one capsule file's bytes through acceptance and, if accepted, through a run. */
+export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: RunCapsuleOptions = {}): Promise<CapsuleOutcome> {
+  const { state, store } = ctx;
+  const decisionTime = ctx.clock();
+  // A context lives long: the pinned trust document may expire while it is open.
+  if (Date.parse(state.trust.body.expires) <= decisionTime.getTime()) {
+    throw new StateError('STATE_TRUST_INVALID', `The pinned trust document expired at ${state.trust.body.expires}; nothing is accepted until a new one is pinned.`, {
+      trustCode: 'TRUST_EXPIRED',
+    });
+  }
+  const size = options.size ?? bytes.length;
+  // A file read only up to the cap has no digest we could stand behind: its size is recorded instead.
+  const fileDigest = size === bytes.length ? `sha256:${sha256Hex(bytes)}` : undefined;
+  const reject = (err: CapsuleError): CapsuleOutcome => {
+    const capsuleId = typeof err.details.capsuleId === 'string' ? err.details.capsuleId : undefined;
+    const manifestDigest = typeof err.details.manifestDigest === 'string' ? err.details.manifestDigest : undefined;
+    store.appendRecord('capsule.rejected', {
+      code: err.code,
+      ...(fileDigest ? { fileDigest } : { fileSize: size }),
+      ...(capsuleId ? { capsuleId } : {}),
+      ...(manifestDigest ? { manifestDigest } : {}),
+    });
+    ctx.logger.warn({ code: err.code, fileDigest, capsuleId, details: err.details }, 'capsule rejected');
+    return { kind: 'rejected', code: err.code, message: err.message, ...(fileDigest ? { fileDigest } : {}), ...(capsuleId ? { capsuleId } : {}) };
+  };
+
+  let accepted: AcceptedCapsule | undefined;
+  let launcher: Launcher;
+  try {
+    accepted = verifyCapsule(bytes, {
+      trust: state.trust,
+      runner: { id: state.identity.id, labels: state.identity.labels },
+      now: decisionTime,
+      hasSeen: (id, nonce) => store.hasSeen(id, nonce),
+    });
+    verifyStepEnvPolicy(accepted);
+    launcher = selectLauncher(ctx, accepted);
+    store.acceptCapsule(accepted.manifest.nonce, {
+      capsuleId: accepted.manifest.id,
+      capsuleKind: accepted.manifest.kind,
+      manifestDigest: accepted.manifestDigest,
+      ...(fileDigest ? { fileDigest } : {}),
+      signers: accepted.signers,
+    });
+  } catch (err) {
+    if (err instanceof CapsuleError) return reject(err);
+    if (err instanceof StoreError && err.code === 'STORE_REPLAY' && accepted) {
+      return reject(new CapsuleError('CAPSULE_REPLAY', err.message, { capsuleId: accepted.manifest.id }, { cause: err }));
+    }
+    throw err;
+  }
+  return runAccepted(ctx, accepted, launcher);
+}
+
+function selectLauncher(ctx: RunnerContext, accepted: AcceptedCapsule): Launcher {
+  const requirement = accepted.manifest.isolation ?? 'required';
+  const selected = ctx.launcher(requirement, { stateDir: ctx.state.layout.dir, config: ctx.config });
+  if ('unavailable' in selected) {
+    throw new CapsuleError('CAPSULE_ISOLATION_UNAVAILABLE', `The capsule requires step isolation, which this host cannot give: ${selected.unavailable}.`, {
+      capsuleId: accepted.manifest.id,
+      manifestDigest: accepted.manifestDigest,
+    });
+  }
+  return selected;
+}
+
+async function runAccepted(ctx: RunnerContext, accepted: AcceptedCapsule, launcher: Launcher): Promise<CapsuleOutcome> {
+  const { manifest } = accepted;
+  const { store } = ctx;
+  const runId = randomUUID();
+  const ops = ctx.logger.child({ runId, capsuleId: manifest.id });
+  const startedAt = ctx.clock();
+  store.startRun({ runId, capsuleId: manifest.id, manifestDigest: accepted.manifestDigest, isolation: launcher.isolation });
+  const runDir = join(ctx.state.layout.runs, runId);
+  try {
+    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops });
+  } catch (err) {
+    // Whatever stopped the run midway is recorded, with a code, unless the run already ended.
+    const reason = isCodedError(err) && /^[A-Z][A-Z0-9_]{0,63}$/.test(err.code) ? err.code : 'RUN_INTERNAL';
+    try {
+      if (store.run(runId)?.status === 'running') store.abortRun({ runId, reason });
+    } catch {
+      // The store itself is failing; the next start records this run as aborted (abortInterruptedRuns).
+    }
+    throw err;
+  } finally {
+    // Last, and best effort: a leftover process writing into the workspace must not cost the evidence.
+    if (!ctx.config.exec.keepWorkspace) {
+      try {
+        rmSync(runDir, { recursive: true, force: true });
+      } catch (err) {
+        ops.warn({ code: (err as NodeJS.ErrnoException).code }, 'workspace not removed');
+      }
+    }
+  }
+}
+
+interface RunContext {
+  runId: string;
+  runDir: string;
+  startedAt: Date;
+  ops: RunnerContext['logger'];
+}
+
+async function runSteps(ctx: RunnerContext, accepted: AcceptedCapsule, launcher: Launcher, { runId, runDir, startedAt, ops }: RunContext): Promise<CapsuleOutcome> {
+  const { state, store, config } = ctx;
+  const { manifest } = accepted;
+  let workspace: string;
+  try {
+    workspace = createWorkspace(runDir);
+    writeInputs(workspace, manifest.inputs, accepted.inputs);
+    launcher.prepare(workspace);
+  } catch (err) {
+    // A symlink on an input's way is the capsule's doing: it is rejected with the capsule's code.
+    if (err instanceof ExecError && err.code === 'EXEC_PATH_ESCAPE') {
+      throw new CapsuleError('CAPSULE_PATH_ESCAPE', err.message, { capsuleId: manifest.id, manifestDigest: accepted.manifestDigest }, { cause: err });
+    }
+    throw new RunError('RUN_WORKSPACE_FAILED', 'The run workspace could not be prepared; nothing was executed.', { runId }, { cause: err });
+  }
+
+  const steps: StepRecord[] = [];
+  let stopped = false;
+  for (const step of manifest.steps) {
+    if (stopped) {
+      steps.push({ name: step.name, status: 'skipped', exitCode: null, signal: null, timedOut: false, durationMs: 0 });
+      continue;
+    }
+    const plan = launcher.plan(step.run, buildStepEnv(workspace, step.env), workspace);
+    const outcome = await runStep({
+      plan,
+      timeoutMs: (step.timeoutSeconds ?? config.exec.defaultStepTimeoutSeconds) * 1000,
+      killGraceMs: config.exec.killGraceMs,
+      outputCapBytes: config.exec.outputCapBytes,
+      blobs: state.blobs,
+      leaderIsStep: launcher.leaderIsStep,
+    });
+    const record = toStepRecord(step.name, outcome);
+    ops.info({ step: step.name, status: record.status, exitCode: record.exitCode, signal: record.signal, durationMs: record.durationMs, limit: record.limit }, 'step finished');
+    steps.push(record);
+    store.appendRecord('step.finished', { runId, ...record }, runId);
+    if (record.status !== 'succeeded' && !step.continueOnFailure) stopped = true;
+  }
+
+  const artifacts = collectArtifacts(workspace, manifest.collect, state.blobs, config.exec.collectMaxBytes);
+  const continueOnFailure = new Set(manifest.steps.filter((s) => s.continueOnFailure).map((s) => s.name));
+  const verdict = decideVerdict(steps, artifacts, continueOnFailure);
+  const endedAt = ctx.clock();
+  store.finishRun({ runId, verdict });
+  ops.info({ verdict, isolation: launcher.isolation }, 'run finished');
+
+  const runner = { id: state.identity.id, keyid: state.key.keyid };
+  const statement = buildStatement({
+    runner: { ...runner, version: RUNNER_VERSION },
+    capsule: { id: manifest.id, kind: manifest.kind, digest: accepted.manifestDigest, signers: accepted.signers },
+    run: { id: runId, startedAt: startedAt.toISOString(), endedAt: endedAt.toISOString(), isolation: launcher.isolation, verdict },
+    steps,
+    artifacts,
+    policy: { decision: 'allowed', rule: 'read-only-kind', trustVersion: state.trust.body.version },
+  });
+  const evidence = signEvidence(statement, { manifest, runner }, state.key);
+  const evidenceRecord = store.recordEvidence({ runId, evidenceDigest: evidence.digest });
+  const log = bundleLogFor(store, { runnerId: state.identity.id, key: state.key }, evidenceRecord.seq, evidenceRecord.leaf);
+  const bundle = buildBundle(evidence.envelope, accepted.envelope, log);
+  guardBundle(bundle);
+  const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
+  writeFileAtomic(bundlePath, `${JSON.stringify(bundle, null, 2)}\n`);
+  return { kind: 'completed', runId, capsuleId: manifest.id, verdict, isolation: launcher.isolation, steps, bundle, bundlePath, evidenceDigest: evidence.digest };
+}
+
+/** Policy: a step may not set variables that steer the dynamic loader of the sandbox's own wrappers. */
+function verifyStepEnvPolicy({ manifest, manifestDigest }: AcceptedCapsule): void {
+  for (const step of manifest.steps) {
+    const unsafe = Object.keys(step.env ?? {}).find(isLoaderEnvName);
+    if (unsafe) {
+      throw new CapsuleError('CAPSULE_POLICY', `The step "${step.name}" sets ${unsafe}, which would steer the loader of the runner's sandbox.`, {
+        capsuleId: manifest.id,
+        manifestDigest,
+      });
+    }
+  }
+}
+
+const LIMIT_RECORDED: Record<ReturnType<typeof classifyLimitExit>['reason'], StepRecord['limit']> = {
+  'cpu-limit': 'cpu-limit',
+  'process-limit': 'process-limit',
+  'memory-limit': 'memory-limit',
+  'open-files-limit': 'file-limit',
+  timeout: 'timeout',
+  signal: undefined,
+  none: undefined,
+};
+
+function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
+  const status = outcome.spawnFailure ? 'spawn-failed' : outcome.timedOut ? 'timed-out' : outcome.exitCode === 0 ? 'succeeded' : 'failed';
+  const { reason } = classifyLimitExit({ exitCode: outcome.exitCode, signal: outcome.signal, timedOut: outcome.timedOut, stderrTail: outcome.stderrTail });
+  const limit = LIMIT_RECORDED[reason];
+  return {
+    name,
+    status,
+    exitCode: outcome.exitCode,
+    signal: outcome.signal,
+    timedOut: outcome.timedOut,
+    durationMs: outcome.durationMs,
+    ...(outcome.spawnFailure ? { spawnFailure: outcome.spawnFailure } : {}),
+    ...(limit ? { limit } : {}),
+    stdout: outcome.stdout,
+    stderr: outcome.stderr,
+  };
+}

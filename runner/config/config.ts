@@ -1,0 +1,201 @@
+/**
+ * The runner's one configuration type. Every default lives here, with its unit in its name or beside it, and
+ * the configuration is merged once, in this order (later wins): defaults < the state folder's runner.json
+ * (`stepUser`, and `settings`) < the environment < command-line flags. This is the only module that reads
+ * `process.env`; everything else is handed the values it needs.
+ */
+import { ConfigError } from './errors.js';
+
+export type LogLevel = 'silent' | 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+const LOG_LEVELS: readonly LogLevel[] = ['silent', 'trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+
+export interface StepUser {
+  uid: number;
+  gid: number;
+}
+
+export interface RunnerConfig {
+  exec: {
+    /** A step without its own `timeoutSeconds` gets this many seconds. */
+    defaultStepTimeoutSeconds: number;
+    /** Between SIGTERM and SIGKILL when a step times out, in milliseconds. */
+    killGraceMs: number;
+    /** Bytes of each of stdout and stderr kept per step (the rest is counted and digested, not kept). */
+    outputCapBytes: number;
+    /** Bytes a collected file may have; a larger one is recorded as too-large and not read. */
+    collectMaxBytes: number;
+    /** Keep each run's workspace after the run (debugging only: it holds the step's files). */
+    keepWorkspace: boolean;
+  };
+  /** Per-step resource limits (prlimit). */
+  limits: {
+    /** CPU seconds; SIGXCPU at the limit, SIGKILL a grace later. */
+    cpuSeconds: number;
+    /** Data segment (RLIMIT_DATA) and private /tmp, in bytes. */
+    memoryBytes: number;
+    /** Open file descriptors. */
+    openFiles: number;
+    /** Tasks (processes and threads) of the step's uid; only enforced when that uid is not 0. */
+    processes: number;
+  };
+  /** When the runner is root, steps run as this uid/gid (65534 is nobody/nogroup). */
+  stepUser: StepUser;
+  store: {
+    /** How long a write waits for another process's lock on the database, in milliseconds. */
+    busyTimeoutMs: number;
+  };
+  /** The operator log (JSON lines on stderr): pino level; silent by default. */
+  logLevel: LogLevel;
+  /** Print stack traces with errors (EDGE_RUNNER_DEBUG=1). */
+  debug: boolean;
+  /** Folders searched for bwrap, prlimit and setpriv after the system ones (from PATH). */
+  toolSearchPath: readonly string[];
+}
+
+export const DEFAULT_CONFIG: Readonly<RunnerConfig> = Object.freeze({
+  exec: {
+    defaultStepTimeoutSeconds: 600, // seconds
+    killGraceMs: 2000, // ms
+    outputCapBytes: 8 * 1024 * 1024, // bytes per stream
+    collectMaxBytes: 64 * 1024 * 1024, // bytes per collected file
+    keepWorkspace: false,
+  },
+  limits: {
+    cpuSeconds: 300, // seconds
+    memoryBytes: 1024 * 1024 * 1024, // bytes (1 GiB)
+    openFiles: 1024,
+    processes: 256,
+  },
+  stepUser: { uid: 65534, gid: 65534 },
+  store: { busyTimeoutMs: 5000 }, // ms
+  logLevel: 'silent',
+  debug: false,
+  toolSearchPath: [],
+});
+
+/** What may be set in runner.json `settings` or by flags: any subset of the sections above. */
+export interface ConfigOverrides {
+  exec?: Partial<RunnerConfig['exec']>;
+  limits?: Partial<RunnerConfig['limits']>;
+  stepUser?: StepUser;
+  store?: Partial<RunnerConfig['store']>;
+  logLevel?: LogLevel;
+  debug?: boolean;
+}
+
+export interface ConfigSources {
+  /** From the state folder's runner.json: its `stepUser` and `settings` members. */
+  state?: ConfigOverrides;
+  /** The process environment; `readEnvironment()` gives the real one. */
+  env?: Readonly<Record<string, string | undefined>>;
+  flags?: ConfigOverrides;
+}
+
+/** The variables the runner reads, all here. */
+export const ENVIRONMENT_VARIABLES = {
+  EDGE_RUNNER_LOG_LEVEL: 'operator log level (silent, trace, debug, info, warn, error, fatal)',
+  EDGE_RUNNER_DEBUG: 'print stack traces with errors when 1',
+  EDGE_RUNNER_KEEP_WORKSPACE: 'keep run workspaces when 1 (debugging only)',
+  EDGE_RUNNER_STEP_TIMEOUT_SECONDS: 'default step timeout, seconds',
+  EDGE_RUNNER_BUSY_TIMEOUT_MS: 'database lock wait, milliseconds',
+  PATH: 'extra folders searched for bwrap, prlimit and setpriv, after /usr/bin, /bin, /usr/sbin, /sbin',
+} as const;
+
+/** The process environment, read once by the caller that builds the configuration (the CLI). */
+export function readEnvironment(): Readonly<Record<string, string | undefined>> {
+  return { ...process.env };
+}
+
+/** Merges defaults < state < environment < flags, checks every value, and returns a frozen configuration. */
+export function resolveConfig(sources: ConfigSources = {}): RunnerConfig {
+  const layers: { source: 'state' | 'environment' | 'flags'; overrides: ConfigOverrides }[] = [
+    { source: 'state', overrides: sources.state ?? {} },
+    { source: 'environment', overrides: fromEnvironment(sources.env ?? {}) },
+    { source: 'flags', overrides: sources.flags ?? {} },
+  ];
+  let config: RunnerConfig = structuredClone(DEFAULT_CONFIG) as RunnerConfig;
+  for (const { source, overrides } of layers) {
+    checkOverrides(overrides, source);
+    config = {
+      ...config,
+      exec: { ...config.exec, ...overrides.exec },
+      limits: { ...config.limits, ...overrides.limits },
+      store: { ...config.store, ...overrides.store },
+      ...(overrides.stepUser ? { stepUser: { ...overrides.stepUser } } : {}),
+      ...(overrides.logLevel !== undefined ? { logLevel: overrides.logLevel } : {}),
+      ...(overrides.debug !== undefined ? { debug: overrides.debug } : {}),
+    };
+  }
+  const path = sources.env?.PATH;
+  config.toolSearchPath = path ? path.split(':').filter((dir) => dir.startsWith('/')) : [];
+  return deepFreeze(config);
+}
+
+function fromEnvironment(env: Readonly<Record<string, string | undefined>>): ConfigOverrides {
+  const out: ConfigOverrides = {};
+  const level = env.EDGE_RUNNER_LOG_LEVEL;
+  if (level !== undefined && level !== '') {
+    if (!(LOG_LEVELS as readonly string[]).includes(level)) throw invalid('EDGE_RUNNER_LOG_LEVEL', 'environment', `is "${level}", not one of ${LOG_LEVELS.join(', ')}`);
+    out.logLevel = level as LogLevel;
+  }
+  if (env.EDGE_RUNNER_DEBUG !== undefined && env.EDGE_RUNNER_DEBUG !== '') out.debug = env.EDGE_RUNNER_DEBUG !== '0';
+  if (env.EDGE_RUNNER_KEEP_WORKSPACE !== undefined && env.EDGE_RUNNER_KEEP_WORKSPACE !== '') out.exec = { keepWorkspace: env.EDGE_RUNNER_KEEP_WORKSPACE !== '0' };
+  const timeout = env.EDGE_RUNNER_STEP_TIMEOUT_SECONDS;
+  if (timeout !== undefined && timeout !== '') out.exec = { ...out.exec, defaultStepTimeoutSeconds: toInteger(timeout, 'EDGE_RUNNER_STEP_TIMEOUT_SECONDS') };
+  const busy = env.EDGE_RUNNER_BUSY_TIMEOUT_MS;
+  if (busy !== undefined && busy !== '') out.store = { busyTimeoutMs: toInteger(busy, 'EDGE_RUNNER_BUSY_TIMEOUT_MS') };
+  return out;
+}
+
+function toInteger(text: string, setting: string): number {
+  if (!/^\d{1,12}$/.test(text)) throw invalid(setting, 'environment', `is "${text}", not a whole number`);
+  return Number(text);
+}
+
+const POSITIVE: Record<string, readonly string[]> = {
+  exec: ['defaultStepTimeoutSeconds', 'outputCapBytes', 'collectMaxBytes'],
+  limits: ['cpuSeconds', 'memoryBytes', 'openFiles', 'processes'],
+};
+const NON_NEGATIVE: Record<string, readonly string[]> = { exec: ['killGraceMs'], store: ['busyTimeoutMs'] };
+const SECTIONS = ['exec', 'limits', 'stepUser', 'store', 'logLevel', 'debug'];
+
+function checkOverrides(overrides: ConfigOverrides, source: 'state' | 'environment' | 'flags'): void {
+  for (const key of Object.keys(overrides)) if (!SECTIONS.includes(key)) throw invalid(key, source, 'is not a setting');
+  for (const section of ['exec', 'limits', 'store'] as const) {
+    const values = (overrides[section] ?? {}) as Record<string, unknown>;
+    const known = Object.keys(DEFAULT_CONFIG[section]);
+    for (const [name, value] of Object.entries(values)) {
+      const setting = `${section}.${name}`;
+      if (!known.includes(name)) throw invalid(setting, source, 'is not a setting');
+      if (typeof DEFAULT_CONFIG[section][name as never] === 'boolean') {
+        if (typeof value !== 'boolean') throw invalid(setting, source, 'is not true or false');
+        continue;
+      }
+      const min = POSITIVE[section]?.includes(name) ? 1 : NON_NEGATIVE[section]?.includes(name) ? 0 : 1;
+      if (!Number.isSafeInteger(value) || (value as number) < min) throw invalid(setting, source, `is not a whole number of at least ${min}`);
+    }
+  }
+  if (overrides.stepUser !== undefined && !(isStepId(overrides.stepUser.uid) && isStepId(overrides.stepUser.gid))) {
+    throw invalid('stepUser', source, 'must be an ordinary uid and gid (not 0)');
+  }
+  if (overrides.logLevel !== undefined && !LOG_LEVELS.includes(overrides.logLevel)) throw invalid('logLevel', source, 'is not a log level');
+  if (overrides.debug !== undefined && typeof overrides.debug !== 'boolean') throw invalid('debug', source, 'is not true or false');
+}
+
+/** A step identity must be an ordinary id: never 0 (root), within the 32-bit id space. */
+export function isStepId(id: unknown): id is number {
+  return Number.isSafeInteger(id) && (id as number) > 0 && (id as number) < 2 ** 32 - 1;
+}
+
+function invalid(setting: string, source: 'state' | 'environment' | 'flags', why: string): ConfigError {
+  const where = source === 'environment' ? setting : source === 'state' ? `runner.json ${setting}` : `the flag for ${setting}`;
+  return new ConfigError('CONFIG_INVALID', `The setting ${where} ${why}.`, { setting, source });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object') {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,10 @@
+import { CodedError } from '../core/errors.js';
+
+export interface ConfigErrorDetails {
+  /** The setting, as named where it was given (EDGE_RUNNER_LOG_LEVEL, runner.json settings.exec.killGraceMs). */
+  CONFIG_INVALID: { setting: string; source: 'state' | 'environment' | 'flags' };
+}
+
+export type ConfigErrorCode = keyof ConfigErrorDetails;
+
+export class ConfigError<C extends ConfigErrorCode = ConfigErrorCode> extends CodedError<C, ConfigErrorDetails[C]> {}

@@ -1,0 +1,13 @@
+import { CodedError } from '../core/errors.js';
+
+export interface ExecErrorDetails {
+  /** A path of the signed manifest would leave the run's workspace (through `..` or a symlink). */
+  EXEC_PATH_ESCAPE: { path: string };
+  /** The capsule carries no bytes for an input its manifest lists. */
+  EXEC_INPUT_MISSING: { path: string };
+}
+
+export type ExecErrorCode = keyof ExecErrorDetails;
+
+/** Errors of running steps (workspace, inputs, collect); the sandbox has its own (sandbox-errors.ts). */
+export class ExecError<C extends ExecErrorCode = ExecErrorCode> extends CodedError<C, ExecErrorDetails[C]> {}
