@@ -77,6 +77,14 @@ export async function buildSea({
     format: 'cjs',
     target: 'node24',
     outfile: bundlePath,
+    // Start time: with the code cache on, the whole bundle is loaded before main runs, even for `--version`,
+    // and what that costs grows with the bundle's bytes, comments and indentation included. Whitespace and
+    // comments go (about 35% of the bundle, and `--version` about 7% faster); names stay, so stack traces
+    // and error names read as in the sources (columns map back through dist/sea/main.cjs.map). ASCII
+    // output: a bundle that is all ASCII is a one-byte string in V8.
+    minifyWhitespace: true,
+    charset: 'ascii',
+    sourcemap: 'external',
     // import.meta has no meaning in a CommonJS bundle; runner code must not rely on it (esbuild warns).
     logLevel: quiet ? 'error' : 'warning',
     logOverride: { 'empty-import-meta': 'error' },

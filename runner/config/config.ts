@@ -52,7 +52,7 @@ export interface RunnerConfig {
   toolSearchPath: readonly string[];
 }
 
-export const DEFAULT_CONFIG: Readonly<RunnerConfig> = Object.freeze({
+export const DEFAULT_CONFIG: Readonly<RunnerConfig> = deepFreeze({
   exec: {
     defaultStepTimeoutSeconds: 600, // seconds
     killGraceMs: 2000, // ms
@@ -71,7 +71,7 @@ export const DEFAULT_CONFIG: Readonly<RunnerConfig> = Object.freeze({
   logLevel: 'silent',
   debug: false,
   toolSearchPath: [],
-});
+} satisfies RunnerConfig);
 
 /** What may be set in runner.json `settings` or by flags: any subset of the sections above. */
 export interface ConfigOverrides {

@@ -5,6 +5,8 @@
  * step printed, a file held or the host environment contained can pass.
  */
 import { checkSchema } from '../core/schema.js';
+import { LogError } from '../log/errors.js';
+import { parseRecordLeaf, RECORD_FIELDS, type LogRecord } from '../log/record.js';
 import type { Manifest } from '../capsule/manifest.js';
 import { EvidenceError } from './errors.js';
 import { statementSchema, type Statement } from './statement.js';
@@ -34,30 +36,38 @@ export function guardStatement(statement: Statement, context: EgressContext): vo
   for (const subject of statement.subject) provenance(allowedSubjects.has(subject.name), 'subject name');
 }
 
-const LEAF_FIELDS = ['at', 'evidenceDigest', 'kind', 'runId', 'seq', 'v'];
-
 /**
  * The whole bundle as it is about to be written: a closed schema over every member (envelopes rebuilt from
  * verified signatures, canonical base64, the checkpoint note's exact shape), and the log leaf decoded and
- * checked to be the evidence record and nothing else. The statement inside was guarded before signing.
+ * checked to be the evidence record and nothing else: a record exactly as runner/log/record.ts encodes it
+ * (parseRecordLeaf), of kind evidence.signed, with the members RECORD_FIELDS gives that kind, each in its
+ * format. The statement inside was guarded before signing.
  */
 export function guardBundle(bundle: unknown): void {
   const problem = checkSchema(bundleSchema, bundle);
   if (problem) {
     throw new EvidenceError('EGRESS_SCHEMA', `The bundle does not match the closed outbound schema at ${problem.path}: ${problem.message}.`);
   }
-  const leaf = JSON.parse(Buffer.from((bundle as { log: { leaf: string } }).log.leaf, 'base64').toString('utf8')) as Record<string, unknown>;
-  const fields = Object.keys(leaf).sort();
+  const notTheRecord = (cause?: unknown) =>
+    new EvidenceError('EGRESS_PROVENANCE', 'The bundle\'s log leaf is not exactly the evidence record.', {}, cause === undefined ? undefined : { cause });
+  let record: LogRecord;
+  try {
+    record = parseRecordLeaf(Buffer.from((bundle as { log: { leaf: string } }).log.leaf, 'base64'));
+  } catch (cause) {
+    if (!(cause instanceof LogError)) throw cause;
+    throw notTheRecord(cause);
+  }
+  if (record.kind !== 'evidence.signed') throw notTheRecord();
+  const { required, optional } = RECORD_FIELDS['evidence.signed'];
+  const allowed: readonly string[] = [...required, ...optional];
+  const members = Object.keys(record.body);
+  if (!members.every((member) => allowed.includes(member)) || !required.every((member) => members.includes(member))) throw notTheRecord();
+  const { runId, evidenceDigest } = record.body;
   const ok =
-    fields.join() === LEAF_FIELDS.join() &&
-    leaf.kind === 'evidence.signed' &&
-    leaf.v === 1 &&
-    typeof leaf.at === 'string' &&
-    /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(leaf.at) &&
-    typeof leaf.runId === 'string' &&
-    /^[0-9a-f-]{36}$/.test(leaf.runId) &&
-    typeof leaf.evidenceDigest === 'string' &&
-    /^sha256:[0-9a-f]{64}$/.test(leaf.evidenceDigest) &&
-    Number.isSafeInteger(leaf.seq);
-  if (!ok) throw new EvidenceError('EGRESS_PROVENANCE', 'The bundle\'s log leaf is not exactly the evidence record.');
+    /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(record.at) &&
+    typeof runId === 'string' &&
+    /^[0-9a-f-]{36}$/.test(runId) &&
+    typeof evidenceDigest === 'string' &&
+    /^sha256:[0-9a-f]{64}$/.test(evidenceDigest);
+  if (!ok) throw notTheRecord();
 }

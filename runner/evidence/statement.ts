@@ -1,7 +1,7 @@
 /** The evidence statement: in-toto Statement v1 with the edge-runner evidence predicate v1. */
 import type { CapsuleKind } from '../trust/trust.js';
 import type { CollectParser } from '../capsule/manifest.js';
-import type { JunitSummary } from './parsers/junit.js';
+import type { ResultSummary } from './parsers/index.js';
 import statementSchema from './predicate.schema.json' with { type: 'json' };
 
 export { statementSchema };
@@ -43,7 +43,7 @@ export interface ArtifactRecord {
   status: ArtifactStatus;
   digest?: string;
   size?: number;
-  summary?: JunitSummary;
+  summary?: ResultSummary;
 }
 
 export interface EvidencePredicate {

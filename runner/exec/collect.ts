@@ -7,12 +7,14 @@ import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } fro
 import { sep } from 'node:path';
 import type { CollectRule } from '../capsule/manifest.js';
 import { ExecError } from './errors.js';
-import { parseJunit } from '../evidence/parsers/junit.js';
+import { DEFAULT_CONFIG } from '../config/config.js';
+import { parserFor } from '../evidence/parsers/index.js';
 import type { ArtifactRecord } from '../evidence/statement.js';
 import type { BlobStore } from '../state/blobs.js';
 import { resolveInside } from './workspace.js';
 
-export const COLLECT_MAX_BYTES = 64 * 1024 * 1024;
+/** The default cap on a collected file (runner/config/config.ts owns the setting). */
+export const COLLECT_MAX_BYTES = DEFAULT_CONFIG.exec.collectMaxBytes;
 
 /** An artifact as the evidence records it (runner/evidence/statement.ts owns the format). */
 export type Artifact = ArtifactRecord;
@@ -64,7 +66,8 @@ function collectOne(workspace: string, rule: CollectRule, blobs: BlobStore, maxB
     const bytes = data.subarray(0, read);
     const digest = blobs.put(bytes);
     const artifact: Artifact = { ...base, status: 'collected', digest, size: bytes.length };
-    if (rule.as === 'junit') artifact.summary = parseJunit(bytes);
+    const parser = parserFor(rule.as);
+    if (parser) artifact.summary = parser.parse(bytes);
     return artifact;
   } finally {
     closeSync(fd);

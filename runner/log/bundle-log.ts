@@ -10,6 +10,7 @@ import type { PublicKey } from '../core/ed25519.js';
 import { LogError } from './errors.js';
 import { hashLeaf, verifyInclusion } from './merkle.js';
 import { runnerOrigin, verifyCheckpoint, type Checkpoint } from './checkpoint.js';
+import { parseRecordLeaf, type LogRecord } from './record.js';
 
 export interface BundleLogMember {
   index: number;
@@ -66,16 +67,24 @@ function parseMember(value: unknown): BundleLogMember {
   return { index: index as number, leaf, inclusionProof: inclusionProof as string[], checkpoint };
 }
 
-/** The leaf must be the evidence.signed record, at this index, of exactly this evidence. */
+/**
+ * The leaf must be the evidence.signed record, at this index, of exactly this evidence: a record exactly as
+ * runner/log/record.ts encodes it (parseRecordLeaf), of kind evidence.signed, whose seq is the index.
+ */
 function verifyLeaf(leaf: Buffer, index: number, evidenceDigest: string): void {
-  let record: Record<string, unknown>;
+  let record: LogRecord;
   try {
-    record = JSON.parse(leaf.toString('utf8')) as Record<string, unknown>;
-  } catch {
-    throw new LogError('LOG_PROOF_INVALID', 'The bundle\'s log leaf is not a record.');
+    record = parseRecordLeaf(leaf);
+  } catch (cause) {
+    if (!(cause instanceof LogError)) throw cause;
+    throw new LogError('LOG_PROOF_INVALID', `The bundle's log leaf is not a record: ${cause.message}`, { ...cause.details }, { cause });
   }
-  if (record.kind !== 'evidence.signed' || record.seq !== index || record.evidenceDigest !== evidenceDigest) {
-    throw new LogError('LOG_PROOF_INVALID', 'The bundle\'s log leaf is not the record of this evidence at this index.');
+  if (record.kind !== 'evidence.signed' || record.seq !== index || record.body.evidenceDigest !== evidenceDigest) {
+    throw new LogError('LOG_PROOF_INVALID', 'The bundle\'s log leaf is not the record of this evidence at this index.', {
+      kind: record.kind,
+      seq: record.seq,
+      index,
+    });
   }
 }
 

@@ -17,12 +17,12 @@
  * list of leaves), and an earlier checkpoint the auditor kept is checked the same way, so a log that was
  * rewritten, or truncated and re-appended, since then fails.
  */
-import type { RecordKind } from '../store/store.js';
+import { TextDecoder } from 'node:util';
 import type { VerifiedTrust } from '../trust/trust.js';
-import { toCanonicalJson } from '../core/canonical-json.js';
 import { LogError, type LogErrorCode } from './errors.js';
 import { CompactRange, hashLeaf } from './merkle.js';
 import { runnerOrigin, verifyCheckpoint, type Checkpoint, type NoteVerifier } from './checkpoint.js';
+import { verifyRecordLeaf } from './record.js';
 
 export const EXPORT_MEDIA_TYPE = 'application/vnd.edge-runner.log-export.v1+jsonl';
 
@@ -31,23 +31,6 @@ export const EXPORT_LIMITS = {
   maxLineBytes: 65_536, // bytes per line, newline excluded; the exporter refuses to write a longer one
   maxHeaderBytes: 4_096, // bytes of line 1
 } as const;
-
-/**
- * Every kind of record the store writes (runner/store/store.ts). The `satisfies` and the type check below
- * keep the two lists equal: a kind added to the store without being added here fails the typecheck.
- */
-export const RECORD_KINDS = [
-  'capsule.accepted',
-  'capsule.rejected',
-  'run.started',
-  'step.finished',
-  'run.finished',
-  'run.aborted',
-  'evidence.signed',
-] as const satisfies readonly RecordKind[];
-type AssertNoneMissing<Missing extends never> = Missing;
-type _EveryRecordKindIsKnown = AssertNoneMissing<Exclude<RecordKind, (typeof RECORD_KINDS)[number]>>;
-const KNOWN_KINDS: ReadonlySet<string> = new Set(RECORD_KINDS);
 
 export interface ExportHeader {
   readonly origin: string;
@@ -120,45 +103,88 @@ export async function* splitLines(
   chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   maxLineBytes: number = EXPORT_LIMITS.maxLineBytes,
 ): AsyncGenerator<string> {
+  const reader = new LineReader(maxLineBytes);
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  let line = 0;
-  const tooLong = (): LogError =>
-    fail('LOG_EXPORT_LINE_TOO_LONG', { line: line + 1 }, `the line is longer than ${maxLineBytes} bytes.`, { limit: maxLineBytes });
-  const decode = (bytes: Uint8Array): string => {
-    line += 1;
-    try {
-      return decoder.decode(bytes);
-    } catch {
-      throw fail('LOG_EXPORT_INVALID', { line }, 'the line is not UTF-8.');
-    }
-  };
   for await (const chunk of chunks) {
-    const buffer = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    let start = 0;
-    for (let newline = buffer.indexOf(0x0a, start); newline >= 0; newline = buffer.indexOf(0x0a, start)) {
-      if (pendingBytes + newline - start > maxLineBytes) throw tooLong();
-      const piece = buffer.subarray(start, newline);
-      if (pendingBytes > 0) {
-        pending.push(piece);
-        const joined = Buffer.concat(pending, pendingBytes + piece.length);
-        pending = [];
-        pendingBytes = 0;
-        yield decode(joined);
-      } else {
-        yield decode(piece);
-      }
-      start = newline + 1;
-    }
-    if (start < buffer.length) {
-      pendingBytes += buffer.length - start;
-      if (pendingBytes > maxLineBytes) throw tooLong();
-      // Copy: the caller may reuse the chunk's memory once we return.
-      pending.push(Buffer.from(buffer.subarray(start)));
-    }
+    reader.feed(chunk);
+    for (let line = reader.next(); line !== undefined; line = reader.next()) yield decodeLine(decoder, line, reader.lines);
   }
-  if (pendingBytes > 0) yield decode(Buffer.concat(pending, pendingBytes));
+  const last = reader.end();
+  if (last !== undefined) yield decodeLine(decoder, last, reader.lines);
+}
+
+function decodeLine(decoder: TextDecoder, bytes: Uint8Array, line: number): string {
+  try {
+    return decoder.decode(bytes);
+  } catch {
+    throw fail('LOG_EXPORT_INVALID', { line }, 'the line is not UTF-8.');
+  }
+}
+
+/**
+ * The line splitting of splitLines, pulled one line at a time: feed a chunk, take its lines with next()
+ * until it returns undefined (the chunk's tail is kept for the next chunk), and end() for a last line
+ * without a newline. A line is a view of the chunk when it lies inside one, so use it before feeding the
+ * next chunk.
+ */
+class LineReader {
+  private readonly maxLineBytes: number;
+  private chunk: Buffer = Buffer.alloc(0);
+  private start = 0;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Lines returned so far. */
+  lines = 0;
+
+  constructor(maxLineBytes: number) {
+    this.maxLineBytes = maxLineBytes;
+  }
+
+  feed(chunk: Uint8Array): void {
+    this.chunk = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    this.start = 0;
+  }
+
+  next(): Buffer | undefined {
+    const buffer = this.chunk;
+    const start = this.start;
+    const newline = start < buffer.length ? buffer.indexOf(0x0a, start) : -1;
+    if (newline < 0) {
+      if (start < buffer.length) {
+        this.pendingBytes += buffer.length - start;
+        if (this.pendingBytes > this.maxLineBytes) throw this.tooLong();
+        // Copy: the caller may reuse the chunk's memory once we return.
+        this.pending.push(Buffer.from(buffer.subarray(start)));
+        this.start = buffer.length;
+      }
+      return undefined;
+    }
+    if (this.pendingBytes + newline - start > this.maxLineBytes) throw this.tooLong();
+    this.start = newline + 1;
+    this.lines += 1;
+    const piece = buffer.subarray(start, newline);
+    if (this.pendingBytes === 0) return piece;
+    this.pending.push(piece);
+    this.pendingBytes += piece.length;
+    return this.takePending();
+  }
+
+  end(): Buffer | undefined {
+    if (this.pendingBytes === 0) return undefined;
+    this.lines += 1;
+    return this.takePending();
+  }
+
+  private takePending(): Buffer {
+    const joined = Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    return joined;
+  }
+
+  private tooLong(): LogError {
+    return fail('LOG_EXPORT_LINE_TOO_LONG', { line: this.lines + 1 }, `the line is longer than ${this.maxLineBytes} bytes.`, { limit: this.maxLineBytes });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -199,6 +225,32 @@ export async function verifyExport(lines: AsyncIterable<string> | Iterable<strin
   return verifier.finish();
 }
 
+/**
+ * verifyExport over the bytes of the export (chunks cut anywhere), split into lines as splitLines does, with
+ * the same checks, caps and errors: what `log verify` runs. Leaf lines are read as bytes, without turning
+ * each one into a string first.
+ */
+export async function verifyExportBytes(
+  chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  options: ExportVerifyOptions,
+): Promise<ExportReport> {
+  const verifier = new ExportVerifier(options);
+  const reader = new LineReader(EXPORT_LIMITS.maxLineBytes);
+  for await (const chunk of chunks) {
+    reader.feed(chunk);
+    for (let line = reader.next(); line !== undefined; line = reader.next()) verifier.pushBytes(line);
+  }
+  const last = reader.end();
+  if (last !== undefined) verifier.pushBytes(last);
+  return verifier.finish();
+}
+
+/** `{"index":` and `,"leaf":"`, around the index in a leaf line. */
+const INDEX_OPEN = Buffer.from('{"index":', 'latin1');
+const LEAF_OPEN = Buffer.from(',"leaf":"', 'latin1');
+/** The most bytes a leaf can have: its base64 fills a line of maxLineBytes. */
+const MAX_LEAF_BYTES = Math.ceil(EXPORT_LIMITS.maxLineBytes / 4) * 3;
+
 /** The state machine behind verifyExport, for callers that push lines themselves. Header first, then leaves and checkpoints. */
 export class ExportVerifier {
   private readonly options: ExportVerifyOptions;
@@ -209,13 +261,40 @@ export class ExportVerifier {
   private earlier: Checkpoint | undefined;
   private lastCheckpointSize = -1;
   private checkpoints = 0;
+  /** Where a leaf's base64 is decoded; a view of it is valid until the next line. */
+  private readonly leafBuffer = Buffer.allocUnsafe(MAX_LEAF_BYTES);
+  private decoder: TextDecoder | undefined;
 
   constructor(options: ExportVerifyOptions) {
     this.options = options;
   }
 
+  /** The next line, without its newline. */
   push(text: string): void {
+    if (this.header !== undefined && this.readLeafText(text)) return;
     this.line += 1;
+    this.pushCounted(text);
+  }
+
+  /**
+   * The next line as bytes, without its newline: the same as push(the line decoded as UTF-8), with the line
+   * cap and the UTF-8 check of splitLines.
+   */
+  pushBytes(bytes: Uint8Array): void {
+    const line = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (line.length > EXPORT_LIMITS.maxLineBytes) {
+      throw fail('LOG_EXPORT_LINE_TOO_LONG', { line: this.line + 1 }, `the line is longer than ${EXPORT_LIMITS.maxLineBytes} bytes.`, {
+        limit: EXPORT_LIMITS.maxLineBytes,
+      });
+    }
+    if (this.header !== undefined && this.readLeafBytes(line)) return;
+    this.decoder ??= new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+    const text = decodeLine(this.decoder, line, this.line + 1);
+    this.line += 1;
+    this.pushCounted(text);
+  }
+
+  private pushCounted(text: string): void {
     if (this.header === undefined) {
       this.readHeader(text);
       return;
@@ -356,9 +435,81 @@ export class ExportVerifier {
     if (text !== `{"index":${index},"leaf":"${encoded}"}`) {
       throw fail('LOG_EXPORT_INVALID', position, 'the leaf line is not in its canonical form (members, order, spacing).');
     }
-    verifyRecordLeaf(leaf, position);
+    this.appendLeaf(leaf);
+  }
+
+  /**
+   * Step 3 for a line that is exactly `{"index":i,"leaf":"B"}`, i the next index and B canonical base64:
+   * every check of readLeaf up to the base64 holds by construction, so it reads the leaf without parsing the
+   * line as JSON. Returns false, having changed nothing, for any other line (readLeaf then says what is wrong).
+   */
+  private readLeafText(text: string): boolean {
+    if (text.length > EXPORT_LIMITS.maxLineBytes) return false;
+    const prefix = `{"index":${this.range.size},"leaf":"`;
+    if (text.length < prefix.length + 2 || !text.startsWith(prefix) || !text.endsWith('"}')) return false;
+    const leaf = this.decodeLeaf(text.slice(prefix.length, -2));
+    if (leaf === undefined) return false;
+    this.line += 1;
+    this.appendLeaf(leaf);
+    return true;
+  }
+
+  /** readLeafText on the bytes of a line (at most maxLineBytes), without decoding it. */
+  private readLeafBytes(line: Buffer): boolean {
+    const n = line.length;
+    if (n < INDEX_OPEN.length + 1 + LEAF_OPEN.length + 2 || !startsWithAt(line, 0, INDEX_OPEN)) return false;
+    // The index: the decimal digits of the next index, as String(index) writes them.
+    const expected = this.range.size;
+    let p = INDEX_OPEN.length;
+    let value = 0;
+    const first = p;
+    for (; p < n; p++) {
+      const digit = line[p]! - 0x30;
+      if (digit < 0 || digit > 9) break;
+      value = value * 10 + digit;
+    }
+    const digits = p - first;
+    if (digits === 0 || digits > 15 || (digits > 1 && line[first] === 0x30) || value !== expected) return false;
+    if (!startsWithAt(line, p, LEAF_OPEN)) return false;
+    p += LEAF_OPEN.length;
+    if (p > n - 2 || line[n - 2] !== 0x22 || line[n - 1] !== 0x7d) return false;
+    // Bytes that are not base64 become characters that do not round-trip, so such a line goes to push.
+    const leaf = this.decodeLeaf(line.toString('latin1', p, n - 2));
+    if (leaf === undefined) return false;
+    this.line += 1;
+    this.appendLeaf(leaf);
+    return true;
+  }
+
+  /**
+   * The bytes `encoded` is the canonical standard base64 of (RFC 4648 section 4), decoded into leafBuffer,
+   * or undefined. The same test as readLeaf's: decoding skips characters outside the alphabet and takes
+   * the URL-safe ones, so only the round trip proves the text is the one encoding of these bytes.
+   */
+  private decodeLeaf(encoded: string): Buffer | undefined {
+    const buffer = this.leafBuffer;
+    if (encoded.length > Math.ceil(buffer.length / 3) * 4) return undefined;
+    const length = buffer.write(encoded, 0, 'base64');
+    if (buffer.toString('base64', 0, length) !== encoded) return undefined;
+    return buffer.subarray(0, length);
+  }
+
+  /** The rest of step 3 (within the announced size, a canonical record at its index), and step 5. */
+  private appendLeaf(leaf: Buffer): void {
+    const index = this.range.size;
+    const header = this.header!;
+    if (index >= header.size) {
+      throw fail('LOG_EXPORT_INVALID', { line: this.line, index }, `the export holds more leaves than the ${header.size} its header announces.`);
+    }
+    try {
+      verifyRecordLeaf(leaf, index);
+    } catch (cause) {
+      if (!(cause instanceof LogError)) throw cause;
+      // The record's own sentence, placed: "line 7 (leaf 5): the record's seq is 6, not its index 5."
+      throw fail(cause.code, { line: this.line, index }, cause.message, { ...cause.details }, cause);
+    }
     this.range.append(hashLeaf(leaf));
-    this.checkEarlier({ line: this.line, index, size: this.range.size });
+    if (this.earlier !== undefined) this.checkEarlier({ line: this.line, index, size: this.range.size });
   }
 
   // Step 4.
@@ -415,39 +566,14 @@ export class ExportVerifier {
   }
 }
 
-/**
- * A leaf is a record exactly as runner/store/store.ts writes it: the canonical JSON (runner/core/
- * canonical-json.ts) of an object with `v` 1, `seq` equal to the leaf index, a known `kind` and an `at`.
- */
-function verifyRecordLeaf(leaf: Buffer, position: Position & { index: number }): void {
-  let record: unknown;
-  try {
-    record = JSON.parse(leaf.toString('utf8'));
-  } catch {
-    throw fail('LOG_LEAF_INVALID', position, 'the leaf is not JSON.');
-  }
-  if (!isObject(record)) throw fail('LOG_LEAF_INVALID', position, 'the leaf is not a JSON object.');
-  if (record.seq !== position.index) {
-    throw fail('LOG_LEAF_INVALID', position, `the record's seq is ${JSON.stringify(record.seq)}, not its index ${position.index}.`, { seq: record.seq });
-  }
-  if (record.v !== 1) throw fail('LOG_LEAF_INVALID', position, `the record's version is ${JSON.stringify(record.v)}, not 1.`);
-  if (typeof record.kind !== 'string' || !KNOWN_KINDS.has(record.kind)) {
-    throw fail('LOG_LEAF_INVALID', position, `the record's kind ${JSON.stringify(record.kind)} is not a known kind.`);
-  }
-  if (typeof record.at !== 'string') throw fail('LOG_LEAF_INVALID', position, 'the record has no time.');
-  let canonical: string;
-  try {
-    canonical = toCanonicalJson(record);
-  } catch {
-    throw fail('LOG_LEAF_INVALID', position, 'the record holds a number that is not a safe integer.');
-  }
-  if (!Buffer.from(canonical, 'utf8').equals(leaf)) {
-    throw fail('LOG_LEAF_INVALID', position, 'the leaf bytes are not the canonical encoding of the record.');
-  }
-}
-
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function startsWithAt(bytes: Uint8Array, at: number, word: Uint8Array): boolean {
+  if (at + word.length > bytes.length) return false;
+  for (let i = 0; i < word.length; i++) if (bytes[at + i] !== word[i]) return false;
+  return true;
 }
 
 function lowerFirst(text: string): string {

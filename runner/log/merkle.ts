@@ -10,7 +10,7 @@
  * Tree sizes and indices are JavaScript numbers (safe integers, below 2^53); bit arithmetic that must not
  * wrap at 32 bits is done on bigints.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { LogError } from './errors.js';
 
 /** SHA-256 output length: every leaf, node and root hash has this many bytes. */
@@ -22,14 +22,27 @@ const NODE_PREFIX = Buffer.from([0x01]);
 /** RFC 9162 section 2.1.1: MTH({}) = SHA-256(), the hash of the empty tree. */
 export const EMPTY_ROOT: Buffer = createHash('sha256').digest();
 
+// The hashed bytes are assembled here and hashed in one call (crypto.hash, no Hash object per leaf). Safe
+// to reuse: hashing is synchronous, and every result is a new Buffer.
+const LEAF_INPUT_BYTES = 1 + 16_384;
+const leafInput = Buffer.alloc(LEAF_INPUT_BYTES); // leafInput[0] stays 0x00
+const nodeInput = Buffer.alloc(1 + 2 * HASH_BYTES, NODE_PREFIX[0]);
+
 /** RFC 9162 section 2.1.1: MTH({d(0)}) = SHA-256(0x00 || d(0)). */
 export function hashLeaf(data: Uint8Array): Buffer {
-  return createHash('sha256').update(LEAF_PREFIX).update(data).digest();
+  if (data.length >= LEAF_INPUT_BYTES) return createHash('sha256').update(LEAF_PREFIX).update(data).digest();
+  leafInput.set(data, 1);
+  return hash('sha256', leafInput.subarray(0, 1 + data.length), 'buffer');
 }
 
 /** RFC 9162 section 2.1.1: an interior node is SHA-256(0x01 || left || right). */
 export function hashChildren(left: Uint8Array, right: Uint8Array): Buffer {
-  return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+  if (left.length !== HASH_BYTES || right.length !== HASH_BYTES) {
+    return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+  }
+  nodeInput.set(left, 1);
+  nodeInput.set(right, 1 + HASH_BYTES);
+  return hash('sha256', nodeInput, 'buffer');
 }
 
 /**

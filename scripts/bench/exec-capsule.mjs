@@ -33,7 +33,8 @@ export async function run({ dist = 'dist' } = {}) {
   const { signEnvelope } = await load(dist, 'runner/core/dsse.js');
   const { packCapsule } = await load(dist, 'runner/capsule/pack.js');
   const { initState } = await load(dist, 'runner/state/state.js');
-  const { execCapsule } = await load(dist, 'runner/agent/exec-capsule.js');
+  const { withRunner } = await load(dist, 'runner/agent/runner.js');
+  const { runCapsule } = await load(dist, 'runner/agent/run-capsule.js');
   const { Store } = await load(dist, 'runner/store/store.js');
   const { sandboxLauncherSelector } = await load(dist, 'runner/agent/launcher.js');
   const { probeIsolation } = await load(dist, 'runner/exec/sandbox.js');
@@ -57,8 +58,7 @@ export async function run({ dist = 'dist' } = {}) {
     };
     const trustBytes = Buffer.from(JSON.stringify(signEnvelope('application/vnd.edge-runner.trust.v1+json', Buffer.from(JSON.stringify(body)), [root])));
     const stateDir = join(dir, 'state');
-    const { layout } = initState(stateDir, { id: 'bench', labels: [], trustBytes, now: new Date(), key: runner });
-    Store.open(layout.database, { create: true }).close();
+    initState(stateDir, { id: 'bench', labels: [], trustBytes, now: new Date(), key: runner, createDatabase: (path) => Store.open(path, { create: true }).close() });
 
     const capsule = (steps, isolation) =>
       Buffer.from(
@@ -90,7 +90,8 @@ export async function run({ dist = 'dist' } = {}) {
 
     const timeExec = async (bytes, selectLauncher) => {
       const t0 = process.hrtime.bigint();
-      const result = await execCapsule({ stateDir, capsuleBytes: bytes, selectLauncher });
+      // As `edge-runner exec` does it: a runner context opened, one capsule, the context closed.
+      const result = await withRunner(stateDir, { launcher: selectLauncher }, (ctx) => runCapsule(ctx, bytes));
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       if (result.kind !== 'completed' || result.verdict !== 'pass') throw new Error(`bench capsule ${result.kind} ${result.code ?? result.verdict}`);
       return ms;

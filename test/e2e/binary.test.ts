@@ -1,24 +1,25 @@
 /**
  * The single executable, as an ops team gets it: dist/edge-runner copied alone into an empty folder and run
- * with a clean environment (only PATH=/usr/bin:/bin, plus a HOME and a cache folder inside the test's
- * folder), with no node_modules anywhere above it.
+ * with a clean environment (`env -i PATH=/usr/bin:/bin` and a HOME that cannot be written), with no
+ * node_modules anywhere above it and no cache folder: the binary carries no native addon (SQLite is Node's
+ * built-in node:sqlite), so it has nothing to unpack anywhere.
  *
  * This file builds nothing: CI runs `npm run build:binary` first, and here a missing binary fails the run
- * when CI is set and skips these tests otherwise. The one exception is the addon probe (see below), a small
- * second binary built by the same pipeline, until a CLI command opens a database.
+ * when CI is set and skips these tests otherwise.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DIST_BINARY = join(ROOT, 'dist/edge-runner');
 const DIST_BUNDLE = join(ROOT, 'dist/sea/main.cjs');
+const DIST_BUILD_INFO = join(ROOT, 'dist/sea/build-info.json');
 const CLEAN_PATH = '/usr/bin:/bin';
 const HEX64 = /\b[0-9a-f]{64}\b/;
 
@@ -32,49 +33,73 @@ interface BinaryResult {
   stderr: string;
 }
 
-/** A fresh empty folder holding one copy of a binary, its own HOME and its own cache folder. */
+/**
+ * A fresh folder holding `bin/edge-runner` (a copy of the binary, alone in its folder), `home/` (the HOME
+ * it runs with: empty, mode 0555) and `work/` (where it is run from).
+ */
 interface Sandbox {
   dir: string;
+  binDir: string;
   bin: string;
   home: string;
-  cacheDir: string;
-}
-
-interface RunBinaryOptions {
-  sandbox: Sandbox;
-  /** Added to the clean environment; `undefined` removes a default (e.g. EDGE_RUNNER_CACHE_DIR). */
-  env?: Record<string, string | undefined>;
-  cwd?: string;
-  input?: string | Buffer;
-  timeoutMs?: number;
+  work: string;
 }
 
 const sandboxes: string[] = [];
 
-function makeSandbox(binary: string = DIST_BINARY): Sandbox {
+function makeSandbox(): Sandbox {
   const dir = mkdtempSync(join(tmpdir(), 'edge-runner-e2e-'));
   sandboxes.push(dir);
-  const bin = join(dir, 'edge-runner');
-  copyFileSync(binary, bin);
+  const binDir = join(dir, 'bin');
+  mkdirSync(binDir);
+  const bin = join(binDir, 'edge-runner');
+  copyFileSync(DIST_BINARY, bin);
   chmodSync(bin, 0o755);
   const home = join(dir, 'home');
-  mkdirSync(home, { mode: 0o700 });
-  return { dir, bin, home, cacheDir: join(dir, 'cache') };
+  mkdirSync(home);
+  chmodSync(home, 0o555);
+  const work = join(dir, 'work');
+  mkdirSync(work);
+  return { dir, binDir, bin, home, work };
+}
+
+function listTree(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort();
 }
 
 /**
- * Runs the sandbox's binary as `env -i PATH=/usr/bin:/bin HOME=<sandbox>/home EDGE_RUNNER_CACHE_DIR=<sandbox>/cache`:
- * the environment below replaces the test's own entirely.
+ * Mode 0555 makes HOME read-only for any user but root. As root (CI), HOME is made read-only for real: the
+ * command runs in a private mount namespace where HOME is bind-mounted read-only (`unshare --mount`).
+ * Undefined when that is not possible here; then the tests rely on the mode and on checking afterwards
+ * that HOME is still empty.
  */
-function runBinary(args: string[], opts: RunBinaryOptions): Promise<BinaryResult> {
-  const env: Record<string, string> = {};
-  const wanted = { PATH: CLEAN_PATH, HOME: opts.sandbox.home, EDGE_RUNNER_CACHE_DIR: opts.sandbox.cacheDir, ...opts.env };
-  for (const [key, value] of Object.entries(wanted)) if (value !== undefined) env[key] = value;
+function readOnlyHomeWrapper(home: string): string[] | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const wrapper = [
+    '/usr/bin/unshare',
+    '--mount',
+    '--propagation',
+    'private',
+    '/bin/sh',
+    '-c',
+    'mount --bind -o ro "$0" "$0" && exec "$@"',
+    home,
+  ];
+  const probe = spawnSync(wrapper[0] ?? '', [...wrapper.slice(1), '/bin/sh', '-c', `! : > "${home}/.write-probe" 2>/dev/null`], {
+    env: { PATH: CLEAN_PATH },
+  });
+  rmSync(join(home, '.write-probe'), { force: true });
+  return probe.status === 0 ? wrapper : undefined;
+}
+
+/** Runs `file args` with exactly `env` (nothing of the test's own environment), inside `wrapper` if given. */
+function run(file: string, args: string[], opts: { env: Record<string, string>; cwd: string; wrapper?: string[]; timeoutMs?: number }): Promise<BinaryResult> {
+  const [cmd, ...pre] = opts.wrapper ? [...opts.wrapper, file] : [file];
   return new Promise((resolve, reject) => {
-    const child = spawn(opts.sandbox.bin, args, {
-      cwd: opts.cwd ?? opts.sandbox.dir,
-      env,
-      stdio: ['pipe', 'pipe', 'pipe'],
+    const child = spawn(cmd ?? file, [...pre, ...args], {
+      cwd: opts.cwd,
+      env: opts.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
       timeout: opts.timeoutMs ?? 20_000,
     });
     const out: Buffer[] = [];
@@ -85,16 +110,16 @@ function runBinary(args: string[], opts: RunBinaryOptions): Promise<BinaryResult
     child.on('close', (code, signal) =>
       resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }),
     );
-    child.stdin.end(opts.input ?? '');
   });
+}
+
+/** The sandbox's binary as `env -i PATH=/usr/bin:/bin HOME=<sandbox>/home [extra]`, run from work/. */
+function runBinary(sandbox: Sandbox, args: string[], extraEnv: Record<string, string> = {}): Promise<BinaryResult> {
+  return run(sandbox.bin, args, { env: { PATH: CLEAN_PATH, HOME: sandbox.home, ...extraEnv }, cwd: sandbox.work });
 }
 
 function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
-}
-
-function cachedAddons(dir: string): string[] {
-  return readdirSync(dir).filter((name) => /^better_sqlite3-[0-9a-f]{64}\.node$/.test(name));
 }
 
 describe('the single binary (dist/edge-runner)', () => {
@@ -110,60 +135,88 @@ describe('the single binary (dist/edge-runner)', () => {
   }
 
   afterAll(() => {
-    for (const dir of sandboxes) rmSync(dir, { recursive: true, force: true });
+    for (const dir of sandboxes) {
+      chmodSync(join(dir, 'home'), 0o700);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   describe('--version', () => {
-    it('prints the version and the SHA-256 of the embedded code, alone in an empty folder', async () => {
+    it('prints the version, the SHA-256 of the embedded code and the Node.js 24 it is made of', async () => {
       const sandbox = makeSandbox();
-      const res = await runBinary(['--version'], { sandbox });
+      const res = await runBinary(sandbox, ['--version']);
       expect(res.stderr).toBe('');
       expect(res.code).toBe(0);
-      expect(res.stdout).toMatch(/^edge-runner \d+\.\d+\.\d+/);
-      const digest = HEX64.exec(res.stdout)?.[0];
-      expect(digest, 'a 64-hex code digest in the --version output').toBeDefined();
+      const lines = res.stdout.split('\n');
+      expect(lines[0]).toMatch(/^edge-runner \d+\.\d+\.\d+$/);
+      expect(lines[1]).toMatch(/^code sha256:[0-9a-f]{64}$/);
+      expect(lines[2]).toMatch(/^node v24\.\d+\.\d+$/);
+      const digest = HEX64.exec(lines[1] ?? '')?.[0];
       if (existsSync(DIST_BUNDLE)) expect(digest).toBe(sha256Hex(readFileSync(DIST_BUNDLE)));
-      expect(readdirSync(sandbox.dir).sort()).toEqual(['edge-runner', 'home']);
+      if (existsSync(DIST_BUILD_INFO)) {
+        const info = JSON.parse(readFileSync(DIST_BUILD_INFO, 'utf8')) as { node: string };
+        expect(lines[2]).toBe(`node ${info.node}`);
+      }
+      expect(listTree(sandbox.binDir)).toEqual(['edge-runner']);
+      expect(listTree(sandbox.home)).toEqual([]);
     });
   });
 
-  describe('when NODE_OPTIONS asks to --require a script', () => {
-    it('does not run that script (the build switched NODE_OPTIONS off in this binary)', async () => {
+  describe('when NODE_OPTIONS asks to preload a script', () => {
+    it('does not run it, where the same NODE_OPTIONS makes plain node run it', async () => {
       const sandbox = makeSandbox();
       const marker = join(sandbox.dir, 'injected.ran');
       const script = join(sandbox.dir, 'inject.cjs');
-      writeFileSync(script, `require('fs').writeFileSync(${JSON.stringify(marker)}, 'ran'); console.log('INJECTED');\n`);
-      for (const nodeOptions of [`--require=${script}`, `-r ${script}`, '--max-old-space-size=16 --inspect']) {
-        const res = await runBinary(['--version'], { sandbox, env: { NODE_OPTIONS: nodeOptions } });
+      const esm = join(sandbox.dir, 'inject.mjs');
+      const payload = `require('fs').writeFileSync(${JSON.stringify(marker)}, 'ran'); console.log('INJECTED');\n`;
+      writeFileSync(script, payload);
+      writeFileSync(esm, `import { createRequire } from 'node:module'; const require = createRequire(import.meta.url); ${payload}`);
+
+      // The probe works: node itself, with the same environment, runs it.
+      const control = await run(process.execPath, ['-e', '0'], { env: { PATH: CLEAN_PATH, NODE_OPTIONS: `--require=${script}` }, cwd: sandbox.work });
+      expect(control.stdout).toContain('INJECTED');
+      expect(existsSync(marker)).toBe(true);
+      rmSync(marker);
+
+      const cases = [`--require=${script}`, `-r ${script}`, `--import=${pathToFileURL(esm).href}`, '--max-old-space-size=16 --inspect'];
+      for (const nodeOptions of cases) {
+        const res = await runBinary(sandbox, ['--version'], { NODE_OPTIONS: nodeOptions });
         expect(existsSync(marker), `NODE_OPTIONS=${nodeOptions} ran code in the binary`).toBe(false);
         expect(res.stdout).not.toContain('INJECTED');
-        // Neutralised: the binary runs as without it (a build that could not switch it off refuses instead).
-        if (res.code === 0) expect(res.stderr).toBe('');
-        else expect(res.stderr).toContain('RUNTIME_NODE_OPTIONS_SET');
+        expect(res.stderr, `NODE_OPTIONS=${nodeOptions}`).toBe('');
+        expect(res.code).toBe(0);
+        expect(res.stdout).toMatch(/^edge-runner \d+\.\d+\.\d+\ncode sha256:[0-9a-f]{64}\n/);
       }
+    });
+
+    it('does not take Node options from the command line either (--node-options is an argument like any other)', async () => {
+      const sandbox = makeSandbox();
+      const marker = join(sandbox.dir, 'injected.ran');
+      const script = join(sandbox.dir, 'inject.cjs');
+      writeFileSync(script, `require('fs').writeFileSync(${JSON.stringify(marker)}, 'ran');\n`);
+      const res = await runBinary(sandbox, [`--node-options=--require=${script}`, '--version']);
+      expect(existsSync(marker)).toBe(false);
+      expect(res.code).toBe(2);
     });
   });
 
-  // The demo script drives the copied binary (EDGE_RUNNER_BIN) with env -i PATH=/usr/bin:/bin, HOME and the
-  // cache folder: keygen, trust sign, init, pack, exec (bwrap), verify, and a tampered capsule refused.
-  describe('the full flow', () => {
+  // The demo script drives the copied binary (EDGE_RUNNER_BIN, here a launcher outside the binary's folder
+  // that starts it with `env -i PATH=/usr/bin:/bin HOME=<read-only>`): keygen, trust sign, init, pack, exec
+  // (bwrap), verify, log export and verify, and a tampered capsule refused.
+  describe('the full flow, copied alone into an empty folder, with a read-only HOME and no cache folder', () => {
     it('keygen, trust sign, init, pack, exec, verify, and refuses a tampered capsule', async () => {
       const sandbox = makeSandbox();
-      const work = join(sandbox.dir, 'work');
-      mkdirSync(work);
-      const demo = join(ROOT, 'scripts/demo.mjs');
-      const result = await new Promise<BinaryResult>((resolve, reject) => {
-        const child = spawn(process.execPath, [demo], {
-          cwd: sandbox.dir,
-          env: { PATH: CLEAN_PATH, EDGE_RUNNER_BIN: sandbox.bin, EDGE_RUNNER_DEMO_DIR: work, EDGE_RUNNER_CACHE_DIR: sandbox.cacheDir },
-          timeout: 120_000,
-        });
-        const out: Buffer[] = [];
-        const err: Buffer[] = [];
-        child.stdout.on('data', (c: Buffer) => out.push(c));
-        child.stderr.on('data', (c: Buffer) => err.push(c));
-        child.on('error', reject);
-        child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }));
+      const launcherDir = join(sandbox.dir, 'launcher');
+      mkdirSync(launcherDir);
+      const launcher = join(launcherDir, 'edge-runner');
+      const quote = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
+      writeFileSync(launcher, `#!/bin/sh\nexec /usr/bin/env -i PATH=${CLEAN_PATH} HOME=${quote(sandbox.home)} ${quote(sandbox.bin)} "$@"\n`, { mode: 0o755 });
+
+      const result = await run(process.execPath, [join(ROOT, 'scripts/demo.mjs')], {
+        env: { PATH: CLEAN_PATH, EDGE_RUNNER_BIN: launcher, EDGE_RUNNER_DEMO_DIR: sandbox.work },
+        cwd: sandbox.work,
+        wrapper: readOnlyHomeWrapper(sandbox.home),
+        timeoutMs: 120_000,
       });
       expect(result.stderr).toBe('');
       expect(result.code).toBe(0);
@@ -172,124 +225,10 @@ describe('the single binary (dist/edge-runner)', () => {
       expect(result.stdout).toContain('2/2 bundles verify offline');
       expect(result.stdout).toMatch(/log\s+10 records, \d+ signed checkpoints verify; consistent with/);
       expect(result.stdout).toMatch(/refused with CAPSULE_INPUT_DIGEST, nothing executed/);
-      // The addon was written once into the sandbox's own cache, nowhere near a node_modules.
-      expect(readdirSync(sandbox.cacheDir).filter((f) => f.endsWith('.node'))).toHaveLength(1);
+      // Nothing was unpacked or cached anywhere: the binary's folder and HOME are as they were.
+      expect(listTree(sandbox.binDir)).toEqual(['edge-runner']);
+      expect(listTree(sandbox.home)).toEqual([]);
+      expect(listTree(sandbox.dir).filter((p) => /(^|\/)\.cache(\/|$)|\.node$/.test(p))).toEqual([]);
     }, 150_000);
-  });
-});
-
-/**
- * The better-sqlite3 addon inside a single binary, exercised through a probe: a second SEA built by the
- * same pipeline (scripts/build-binary.mjs) from a few lines that load the addon with loadSeaNativeBinding()
- * and open an in-memory database. It stands in for a CLI command that opens the database (ask: an
- * `edge-runner doctor`); then these tests can run against dist/edge-runner itself.
- */
-const PROBE_SOURCE = `
-import Database from 'better-sqlite3';
-import { loadSeaNativeBinding } from './runner/sea/addon.ts';
-try {
-  const nativeBinding = loadSeaNativeBinding();
-  if (nativeBinding === undefined) throw Object.assign(new Error('not a single executable'), { code: 'PROBE_NOT_SEA' });
-  const db = new Database(':memory:', { nativeBinding });
-  const row = db.prepare('select 6 * 7 as answer').get();
-  console.log(JSON.stringify({ ok: true, answer: row.answer }));
-} catch (err) {
-  console.log(JSON.stringify({ ok: false, code: err.code, message: err.message }));
-  process.exitCode = 2;
-}
-`;
-
-interface ProbeOutput {
-  ok: boolean;
-  answer?: number;
-  code?: string;
-}
-
-function parseProbe(res: BinaryResult): ProbeOutput {
-  try {
-    return JSON.parse(res.stdout) as ProbeOutput;
-  } catch {
-    throw new Error(`probe printed no JSON (exit ${res.code}, signal ${res.signal}): ${res.stdout}${res.stderr}`);
-  }
-}
-
-describe.skipIf(!binaryPresent)('the SQLite addon inside the binary', () => {
-  let probeBinary = '';
-  let buildDir = '';
-
-  beforeAll(async () => {
-    buildDir = mkdtempSync(join(tmpdir(), 'edge-runner-probe-build-'));
-    const { buildSea } = (await import(pathToFileURL(join(ROOT, 'scripts/build-binary.mjs')).href)) as {
-      buildSea: (opts: Record<string, unknown>) => Promise<{ outFile: string }>;
-    };
-    const built = await buildSea({
-      source: { contents: PROBE_SOURCE, resolveDir: ROOT, loader: 'ts', sourcefile: 'sea-probe.ts' },
-      outFile: join(buildDir, 'probe'),
-      workDir: join(buildDir, 'work'),
-      quiet: true,
-    });
-    probeBinary = built.outFile;
-  }, 120_000);
-
-  afterAll(() => {
-    if (buildDir) rmSync(buildDir, { recursive: true, force: true });
-    for (const dir of sandboxes) rmSync(dir, { recursive: true, force: true });
-  });
-
-  it('writes the addon once into a private cache folder and opens a database with it', async () => {
-    const sandbox = makeSandbox(probeBinary);
-    for (let i = 0; i < 2; i++) {
-      const res = await runBinary([], { sandbox });
-      expect(parseProbe(res)).toEqual({ ok: true, answer: 42 });
-    }
-    expect(statSync(sandbox.cacheDir).mode & 0o777).toBe(0o700);
-    expect(readdirSync(sandbox.cacheDir)).toEqual(cachedAddons(sandbox.cacheDir));
-    expect(cachedAddons(sandbox.cacheDir)).toHaveLength(1);
-  });
-
-  it('uses ~/.cache/edge-runner when no cache folder is configured', async () => {
-    const sandbox = makeSandbox(probeBinary);
-    const res = await runBinary([], { sandbox, env: { EDGE_RUNNER_CACHE_DIR: undefined } });
-    expect(parseProbe(res).ok).toBe(true);
-    expect(cachedAddons(join(sandbox.home, '.cache/edge-runner'))).toHaveLength(1);
-  });
-
-  describe('when six binaries start at once on an empty cache', () => {
-    it('all of them work and exactly one addon file is left, with no temporary files', async () => {
-      const sandbox = makeSandbox(probeBinary);
-      const results = await Promise.all(Array.from({ length: 6 }, () => runBinary([], { sandbox })));
-      for (const res of results) expect(parseProbe(res)).toEqual({ ok: true, answer: 42 });
-      expect(readdirSync(sandbox.cacheDir)).toHaveLength(1);
-      expect(cachedAddons(sandbox.cacheDir)).toHaveLength(1);
-    });
-  });
-
-  describe('when the cached addon was changed after it was written', () => {
-    it('refuses to load it with SEA_ADDON_DIGEST_MISMATCH and leaves it in place', async () => {
-      const sandbox = makeSandbox(probeBinary);
-      expect(parseProbe(await runBinary([], { sandbox })).ok).toBe(true);
-      const [name] = cachedAddons(sandbox.cacheDir);
-      const file = join(sandbox.cacheDir, name ?? '');
-      chmodSync(file, 0o700);
-      const bytes = readFileSync(file);
-      bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 0xff;
-      writeFileSync(file, bytes);
-      chmodSync(file, 0o500);
-
-      const res = await runBinary([], { sandbox });
-      expect(res.code).toBe(2);
-      expect(parseProbe(res)).toMatchObject({ ok: false, code: 'SEA_ADDON_DIGEST_MISMATCH' });
-      expect(sha256Hex(readFileSync(file))).toBe(sha256Hex(bytes));
-    });
-  });
-
-  describe('when the cache folder is writable by others', () => {
-    it('refuses it with SEA_CACHE_DIR_INSECURE', async () => {
-      const sandbox = makeSandbox(probeBinary);
-      mkdirSync(sandbox.cacheDir);
-      chmodSync(sandbox.cacheDir, 0o777);
-      const res = await runBinary([], { sandbox });
-      expect(parseProbe(res)).toMatchObject({ ok: false, code: 'SEA_CACHE_DIR_INSECURE' });
-    });
   });
 });

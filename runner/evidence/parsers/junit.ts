@@ -4,6 +4,7 @@
  * expanded (no billion-laughs); a malformed report is a result, never a crash.
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import type { ResultParser } from './parser.js';
 
 export const JUNIT_MAX_BYTES = 16 * 1024 * 1024;
 
@@ -52,6 +53,13 @@ export function parseJunit(xml: Uint8Array): JunitSummary {
   for (const suite of suites) visit(suite, 0);
   return { format: 'junit', status: 'parsed', ...counts };
 }
+
+export const junitParser: ResultParser<JunitSummary> = {
+  name: 'junit',
+  summaryType: 'https://edge-runner.dev/summary/junit/v1',
+  maxBytes: JUNIT_MAX_BYTES,
+  parse: parseJunit,
+};
 
 function rootSuites(doc: Record<string, unknown>): unknown[] | undefined {
   if ('testsuites' in doc) {
