@@ -91,7 +91,7 @@ export function seaVersionInfo(): SeaBuildInfo | undefined {
 
 /**
  * Refuses to run in an environment that changes what Node itself does underneath the runner. Call it first
- * thing in main. In and out of the binary:
+ * thing in main, with the environment from runner/config (readEnvironment). In and out of the binary:
  *
  * - RUNTIME_TLS_VERIFY_DISABLED: NODE_TLS_REJECT_UNAUTHORIZED=0 would turn off certificate checks for
  *   every TLS connection the runner makes (the coordinator).
@@ -100,12 +100,10 @@ export function seaVersionInfo(): SeaBuildInfo | undefined {
  * never reads the variable (the build proves it with a `--require` probe, and so do the e2e tests); outside
  * the binary, plain node was asked for, options included.
  */
-export function verifyRuntimeEnvironment(env: NodeJS.ProcessEnv = process.env): void {
+export function verifyRuntimeEnvironment(env: Readonly<Record<string, string | undefined>>): void {
   if (env.NODE_TLS_REJECT_UNAUTHORIZED === '0') {
-    throw new SeaError(
-      'RUNTIME_TLS_VERIFY_DISABLED',
-      'NODE_TLS_REJECT_UNAUTHORIZED=0 would disable certificate checks; unset it',
-      { variable: 'NODE_TLS_REJECT_UNAUTHORIZED' },
-    );
+    throw new SeaError('RUNTIME_TLS_VERIFY_DISABLED', 'NODE_TLS_REJECT_UNAUTHORIZED=0 would disable certificate checks; unset it', {
+      variable: 'NODE_TLS_REJECT_UNAUTHORIZED',
+    });
   }
 }

@@ -107,7 +107,10 @@ export class MerkleTable {
    * (STORE_TREE_INCONSISTENT) unless the leaf lands at that index.
    */
   append(leafData: Uint8Array, expectedIndex?: number): number {
-    return this.db.transaction(() => {
+    // Inside the caller's transaction the caller's savepoint or rollback undoes a partial append; alone, the
+    // append is its own transaction.
+    if (!this.db.inTransaction) return this.db.transaction(() => this.append(leafData, expectedIndex));
+    try {
       // The right edge is read once per transaction (popcount(size) reads); later appends reuse it.
       this.edge ??= CompactRange.fromNodes(this.size(), this.readNode);
       const index = this.edge.size;
@@ -119,7 +122,11 @@ export class MerkleTable {
         insert.run(level, idx, hash);
       });
       return index;
-    });
+    } catch (err) {
+      // The cached edge may be half-updated; the next append reads it again from what the database holds.
+      this.edge = undefined;
+      throw err;
+    }
   }
 
   /** Appends many leaves in one transaction of its own (a savepoint when the caller already holds one). */

@@ -1,6 +1,7 @@
-// Start time of the single binary: `edge-runner --version` against `node -e 0`, measured side by side in
-// one run (alternating, so both see the same machine state), median of each, and their ratio.
-// Goal (issue 3): the binary within 1.5x of `node -e 0`.
+// Start time of the single binary: `edge-runner --version` against `node -e 0` of the same Node.js (the
+// binary is a copy of the node that built it: this refuses to compare it with another version), measured
+// side by side in one run (alternating, so both see the same machine state), median of each, and their
+// ratio. Goal: the binary within 1.1x of `node -e 0`.
 //
 //   node scripts/bench/binary.mjs            prints the rows
 //   import { run } from './binary.mjs'      rows for scripts/bench.mjs: { name, value, unit, reference?, ratio? }
@@ -10,7 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const DEFAULTS = { runs: 30, warmup: 3 };
+const DEFAULTS = { runs: 40, warmup: 3 };
 
 function timeOnceMs(file, args, env) {
   const start = process.hrtime.bigint();
@@ -37,6 +38,11 @@ export async function run({ dist = join(ROOT, 'dist'), runs = DEFAULTS.runs, war
   }
   // The same clean environment for both; the runner's service starts it without NODE_OPTIONS too.
   const env = { PATH: '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp' };
+  const version = spawnSync(binary, ['--version'], { env, encoding: 'utf8' });
+  const madeOf = /^node (v\S+)$/m.exec(version.stdout ?? '')?.[1];
+  if (madeOf !== process.version) {
+    throw new Error(`${binary} is made of node ${madeOf ?? '?'}, this is ${process.version}: rebuild it, or run the bench with that node`);
+  }
   const node = [];
   const sea = [];
   for (let i = 0; i < warmup + runs; i++) {
@@ -50,7 +56,7 @@ export async function run({ dist = join(ROOT, 'dist'), runs = DEFAULTS.runs, war
   const nodeMs = median(node);
   const seaMs = median(sea);
   return [
-    { name: 'node -e 0: start to exit (median)', value: round(nodeMs), unit: 'ms' },
+    { name: `node -e 0 (${process.version}): start to exit (median)`, value: round(nodeMs), unit: 'ms' },
     {
       name: 'edge-runner --version: start to exit (median)',
       value: round(seaMs),

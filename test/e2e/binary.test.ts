@@ -75,17 +75,8 @@ function listTree(dir: string): string[] {
  */
 function readOnlyHomeWrapper(home: string): string[] | undefined {
   if (process.getuid?.() !== 0) return undefined;
-  const wrapper = [
-    '/usr/bin/unshare',
-    '--mount',
-    '--propagation',
-    'private',
-    '/bin/sh',
-    '-c',
-    'mount --bind -o ro "$0" "$0" && exec "$@"',
-    home,
-  ];
-  const probe = spawnSync(wrapper[0] ?? '', [...wrapper.slice(1), '/bin/sh', '-c', `! : > "${home}/.write-probe" 2>/dev/null`], {
+  const wrapper = ['/usr/bin/unshare', '--mount', '--propagation', 'private', '/bin/sh', '-c', 'mount --bind -o ro "$0" "$0" && exec "$@"', home];
+  const probe = spawnSync(wrapper[0] ?? '', [...wrapper.slice(1), '/bin/sh', '-c', 'if touch "$0/.write-probe" 2>/dev/null; then exit 1; fi', home], {
     env: { PATH: CLEAN_PATH },
   });
   rmSync(join(home, '.write-probe'), { force: true });
@@ -93,7 +84,11 @@ function readOnlyHomeWrapper(home: string): string[] | undefined {
 }
 
 /** Runs `file args` with exactly `env` (nothing of the test's own environment), inside `wrapper` if given. */
-function run(file: string, args: string[], opts: { env: Record<string, string>; cwd: string; wrapper?: string[]; timeoutMs?: number }): Promise<BinaryResult> {
+function run(
+  file: string,
+  args: string[],
+  opts: { env: Record<string, string>; cwd: string; wrapper?: string[]; timeoutMs?: number },
+): Promise<BinaryResult> {
   const [cmd, ...pre] = opts.wrapper ? [...opts.wrapper, file] : [file];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd ?? file, [...pre, ...args], {
@@ -210,12 +205,17 @@ describe('the single binary (dist/edge-runner)', () => {
       mkdirSync(launcherDir);
       const launcher = join(launcherDir, 'edge-runner');
       const quote = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
-      writeFileSync(launcher, `#!/bin/sh\nexec /usr/bin/env -i PATH=${CLEAN_PATH} HOME=${quote(sandbox.home)} ${quote(sandbox.bin)} "$@"\n`, { mode: 0o755 });
+      writeFileSync(launcher, `#!/bin/sh\nexec /usr/bin/env -i PATH=${CLEAN_PATH} HOME=${quote(sandbox.home)} ${quote(sandbox.bin)} "$@"\n`, {
+        mode: 0o755,
+      });
 
+      const wrapper = readOnlyHomeWrapper(sandbox.home);
+      // CI runs as root, where only the read-only mount makes HOME read-only: it must be in place there.
+      if (inCi && process.getuid?.() === 0) expect(wrapper, 'unshare --mount with a read-only bind mount of HOME').toBeDefined();
       const result = await run(process.execPath, [join(ROOT, 'scripts/demo.mjs')], {
         env: { PATH: CLEAN_PATH, EDGE_RUNNER_BIN: launcher, EDGE_RUNNER_DEMO_DIR: sandbox.work },
         cwd: sandbox.work,
-        wrapper: readOnlyHomeWrapper(sandbox.home),
+        wrapper,
         timeoutMs: 120_000,
       });
       expect(result.stderr).toBe('');
