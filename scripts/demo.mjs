@@ -7,13 +7,16 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { requireNode24 } from './node-version.mjs';
+
+requireNode24('demo');
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const entry = process.env.EDGE_RUNNER_BIN ? [process.env.EDGE_RUNNER_BIN] : [process.execPath, join(root, 'dist', 'runner', 'main.js')];
 const work = process.env.EDGE_RUNNER_DEMO_DIR ?? mkdtempSync(join(tmpdir(), 'edge-runner-demo-'));
 const verbose = process.argv.includes('--verbose');
 // The runner never inherits the caller's environment into steps; the CLI itself gets a small one too.
-const env = { PATH: '/usr/bin:/bin', HOME: work, ...(process.env.EDGE_RUNNER_CACHE_DIR ? { EDGE_RUNNER_CACHE_DIR: process.env.EDGE_RUNNER_CACHE_DIR } : {}) };
+const env = { PATH: '/usr/bin:/bin', HOME: work };
 
 function cli(args, { expect = [0] } = {}) {
   const [file, ...pre] = entry;

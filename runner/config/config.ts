@@ -99,6 +99,7 @@ export const ENVIRONMENT_VARIABLES = {
   EDGE_RUNNER_STEP_TIMEOUT_SECONDS: 'default step timeout, seconds',
   EDGE_RUNNER_BUSY_TIMEOUT_MS: 'database lock wait, milliseconds',
   PATH: 'extra folders searched for bwrap, prlimit and setpriv, after /usr/bin, /bin, /usr/sbin, /sbin',
+  NODE_TLS_REJECT_UNAUTHORIZED: 'refused when 0: it would switch off certificate checks (runner/sea/runtime.ts)',
 } as const;
 
 /** The process environment, read once by the caller that builds the configuration (the CLI). */

