@@ -1,12 +1,15 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 
+/** SHA-256 of the parts, concatenated. One part is hashed in one call (crypto.hash: no Hash object). */
 export function sha256(...parts: Uint8Array[]): Buffer {
-  const hash = createHash('sha256');
-  for (const part of parts) hash.update(part);
-  return hash.digest();
+  if (parts.length === 1) return hash('sha256', parts[0]!, 'buffer');
+  const h = createHash('sha256');
+  for (const part of parts) h.update(part);
+  return h.digest();
 }
 
 export function sha256Hex(...parts: Uint8Array[]): string {
+  if (parts.length === 1) return hash('sha256', parts[0]!, 'hex');
   return sha256(...parts).toString('hex');
 }
 
