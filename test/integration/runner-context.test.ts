@@ -2,13 +2,14 @@
  * The runner context a long-running service holds: built once (state, one open store, config, clock,
  * launcher, logger), capsule after capsule through it, and nothing unsafe by default.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openRunner } from '../../runner/agent/runner.js';
 import { runCapsule } from '../../runner/agent/run-capsule.js';
 import { initState } from '../../runner/state/state.js';
 import { Store } from '../../runner/store/store.js';
+import { runCli } from '../helpers/cli.js';
 import { codeOf } from '../helpers/codes.js';
 import { directSelector } from '../helpers/runner.js';
 import { makeWorld, type World } from '../helpers/world.js';
@@ -79,6 +80,45 @@ describe('openRunner', () => {
     const ctx = openRunner(world.stateDir, { launcher: directSelector });
     ctx.close();
     expect(() => ctx.close()).not.toThrow();
+  });
+});
+
+describe('the configuration a context runs with', () => {
+  const setSettings = (settings: unknown) => {
+    const path = join(world.stateDir, 'runner.json');
+    writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(path, 'utf8')), settings }));
+  };
+  const sleeper = () => world.capsule({ steps: [{ name: 'sleep', run: ['/bin/sleep', '5'] }] });
+
+  it('takes runner.json settings over the defaults (a 1 s default step timeout ends a 5 s step)', async () => {
+    setSettings({ exec: { defaultStepTimeoutSeconds: 1, killGraceMs: 100 } });
+    const ctx = openRunner(world.stateDir, { launcher: directSelector });
+    try {
+      expect(ctx.config.exec.defaultStepTimeoutSeconds).toBe(1);
+      const outcome = await runCapsule(ctx, bytesOf(sleeper()));
+      expect(outcome.kind === 'completed' && outcome.steps[0]!.status).toBe('timed-out');
+    } finally {
+      ctx.close();
+    }
+  });
+
+  it('lets the environment override runner.json, and refuses a bad runner.json setting with CONFIG_INVALID', () => {
+    setSettings({ exec: { defaultStepTimeoutSeconds: 1 } });
+    const ctx = openRunner(world.stateDir, { launcher: directSelector, config: { env: { EDGE_RUNNER_STEP_TIMEOUT_SECONDS: '7' } } });
+    expect(ctx.config.exec.defaultStepTimeoutSeconds).toBe(7);
+    ctx.close();
+    setSettings({ exec: { defaultStepTimeoutSeconds: -1 } });
+    expect(codeOf(() => openRunner(world.stateDir, { launcher: directSelector }))).toBe('CONFIG_INVALID');
+  });
+
+  it('makes the CLI say CONFIG_INVALID and exit 2 for a bad environment value, before anything is recorded', () => {
+    const file = world.writeCapsule(world.capsule());
+    const result = runCli(['exec', file, '--state', world.stateDir], { env: { PATH: '/usr/bin:/bin', EDGE_RUNNER_LOG_LEVEL: 'loud' } });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('CONFIG_INVALID');
+    const store = Store.open(join(world.stateDir, 'runner.db'));
+    expect(store.recordCount()).toBe(0);
+    store.close();
   });
 });
 
