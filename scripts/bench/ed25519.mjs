@@ -60,7 +60,13 @@ export async function run({ dist = 'dist' } = {}) {
   const node = rate(() => key.publicKey.verify(message, signature), SECONDS);
   rows.push(
     { name: 'Ed25519 verify, tweetnacl (strict wrapper), 512-byte message', value: Math.round(nacl), unit: 'verifies/s' },
-    { name: 'Ed25519 verify, node:crypto KeyObject, 512-byte message', value: Math.round(node), unit: 'verifies/s', reference: 'tweetnacl', ratio: Number((node / nacl).toFixed(1)) },
+    {
+      name: 'Ed25519 verify, node:crypto KeyObject, 512-byte message',
+      value: Math.round(node),
+      unit: 'verifies/s',
+      reference: 'tweetnacl',
+      ratio: Number((node / nacl).toFixed(1)),
+    },
   );
 
   // The runner's engine against `openssl speed`, on the message size openssl speed uses.
@@ -77,7 +83,11 @@ export async function run({ dist = 'dist' } = {}) {
   const bytes = `${OPENSSL_MESSAGE_BYTES}-byte message`;
   const engine = `node:crypto, OpenSSL ${process.versions.openssl} in node`;
   for (const op of ['sign', 'verify']) {
-    const row = { name: `Ed25519 ${op}, runner engine (${engine}), ${bytes}`, value: Math.round(ours[op]), unit: `${op === 'sign' ? 'signs' : 'verifies'}/s` };
+    const row = {
+      name: `Ed25519 ${op}, runner engine (${engine}), ${bytes}`,
+      value: Math.round(ours[op]),
+      unit: `${op === 'sign' ? 'signs' : 'verifies'}/s`,
+    };
     if (openssl.error) row.reference = openssl.error;
     else {
       row.ratio = round(ours[op] / openssl[op]);

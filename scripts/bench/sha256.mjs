@@ -40,7 +40,10 @@ function throughput(op, buf, seconds) {
 
 /** `openssl speed -seconds N -bytes B sha256`: bytes per second, from its "sha256  1508254.77k" line. */
 function opensslSpeedSha256(bytes, seconds = OPENSSL_SECONDS) {
-  const result = spawnSync('openssl', ['speed', '-seconds', String(seconds), '-bytes', String(bytes), 'sha256'], { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
+  const result = spawnSync('openssl', ['speed', '-seconds', String(seconds), '-bytes', String(bytes), 'sha256'], {
+    encoding: 'utf8',
+    timeout: (seconds + 30) * 1000,
+  });
   if (result.error) return { error: `openssl speed could not run (${result.error.code ?? result.error.message})` };
   if (result.status !== 0) return { error: `openssl speed exited with ${result.status ?? result.signal}: ${result.stderr.trim().split('\n').pop()}` };
   // "The 'numbers' are in 1000s of bytes per second processed." then "type  64 bytes" and "sha256  279552.58k".
@@ -62,7 +65,11 @@ export async function run({ dist = 'dist' } = {}) {
     for (const s of subjects) throughput(s.op, buf, 0.1); // warm-up
     const before = subjects.map((s) => throughput(s.op, buf, SECONDS / 2));
     const openssl = opensslSpeedSha256(bytes);
-    const after = [...subjects].reverse().map((s) => throughput(s.op, buf, SECONDS / 2)).reverse(); // reverse order: ABBA
+    // The second half in reverse order (ABBA), so neither subject always runs next to openssl.
+    const after = subjects
+      .toReversed()
+      .map((s) => throughput(s.op, buf, SECONDS / 2))
+      .toReversed();
     subjects.forEach((s, i) => {
       const bps = (before[i] + after[i]) / 2;
       const row = { name: `SHA-256 ${label}, ${s.name}`, value: round(bps / 1e6, bps >= 1e9 ? 0 : 1), unit: 'MB/s' };
