@@ -1,7 +1,8 @@
 /**
  * `records_v1`: every record the runner appends, in order. A record's `leaf` column holds the exact bytes
- * that are leaf `seq` of the runner's Merkle log (runner/log/record.ts owns their encoding). Inside one
- * transaction the next sequence number is read once and then counted on (the write lock is held).
+ * that are leaf `seq` of the runner's Merkle log (runner/log/record.ts owns their encoding), and its `tree`
+ * column the hashes of the log's subtrees that this leaf completes (runner/store/merkle.ts computes them,
+ * reads them and checks them). A record and its place in the tree are one row, one insert.
  */
 import type { RecordKind } from '../log/record.js';
 import { toBuffer, type SqliteDatabase, type Statement } from './sqlite.js';
@@ -14,6 +15,7 @@ export interface StoredRecord {
   leaf: Buffer;
 }
 
+/** Schema 1's records table; schema 5 adds the `tree` column (runner/store/tree-migrations.ts). */
 export const RECORDS_SCHEMA_SQL = `CREATE TABLE records_v1 (
   seq INTEGER PRIMARY KEY,
   kind TEXT NOT NULL,
@@ -24,30 +26,20 @@ export const RECORDS_SCHEMA_SQL = `CREATE TABLE records_v1 (
 CREATE INDEX records_v1_run ON records_v1(run_id);`;
 
 export class RecordTable {
-  private readonly statements: { nextSeq: Statement; insert: Statement; page: Statement; count: Statement };
-  private nextSeqInTransaction: number | undefined;
+  private readonly statements: { insert: Statement; page: Statement; count: Statement };
 
+  /** Prepares against the current schema: construct after migration. */
   constructor(db: SqliteDatabase) {
     this.statements = {
-      nextSeq: db.prepare('SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM records_v1'),
-      insert: db.prepare('INSERT INTO records_v1 (seq, kind, at, run_id, leaf) VALUES (?, ?, ?, ?, ?)'),
+      insert: db.prepare('INSERT INTO records_v1 (seq, kind, at, run_id, leaf, tree) VALUES (?, ?, ?, ?, ?, ?)'),
       page: db.prepare('SELECT seq, kind, at, leaf FROM records_v1 WHERE seq >= ? ORDER BY seq LIMIT ?'),
       count: db.prepare('SELECT COUNT(*) AS n FROM records_v1'),
     };
-    db.onTransactionEnd(() => {
-      this.nextSeqInTransaction = undefined;
-    });
   }
 
-  /** The sequence number the next record gets. Call inside the transaction that inserts it. */
-  nextSeq(): number {
-    this.nextSeqInTransaction ??= Number((this.statements.nextSeq.get() as { next: number }).next);
-    return this.nextSeqInTransaction;
-  }
-
-  insert(record: StoredRecord, runId: string | undefined): void {
-    this.statements.insert.run(record.seq, record.kind, record.at, runId ?? null, record.leaf);
-    this.nextSeqInTransaction = record.seq + 1;
+  /** Inserts the record's row with its tree hashes (the blob MerkleTable.appendRow hands over). */
+  insert(record: StoredRecord, runId: string | undefined, tree: Uint8Array): void {
+    this.statements.insert.run(record.seq, record.kind, record.at, runId ?? null, record.leaf, tree);
   }
 
   count(): number {
@@ -55,7 +47,7 @@ export class RecordTable {
   }
 
   *from(fromSeq = 0, pageSize = 1000): Generator<StoredRecord> {
-    for (let next = fromSeq; ; ) {
+    for (let next = fromSeq; ;) {
       const page = this.statements.page.all(next, pageSize) as { seq: number; kind: RecordKind; at: string; leaf: Uint8Array }[];
       for (const row of page) yield { seq: row.seq, kind: row.kind, at: row.at, leaf: toBuffer(row.leaf) };
       if (page.length < pageSize) return;

@@ -1,7 +1,7 @@
 /**
  * The one door to SQLite: Node's built-in `node:sqlite` (DatabaseSync), no native addon. Opens a database
  * the way the runner needs it (WAL, every commit durable, a busy timeout), runs IMMEDIATE transactions
- * (savepoints when nested), and turns every SQLite failure inside one into STORE_WRITE_FAILED.
+ * (nested calls join the open one), and turns every SQLite failure inside one into STORE_WRITE_FAILED.
  *
  * Only runner/store/ imports this file (the linter enforces it); nothing outside the store sees a handle.
  */
@@ -18,17 +18,26 @@ export interface OpenOptions {
   readOnly?: boolean;
 }
 
-/** A transaction's hooks: per-transaction caches register here and are dropped when it ends. */
-type EndListener = () => void;
+/** Caches over what the database holds register here; they are dropped whenever they may be stale. */
+type InvalidateListener = () => void;
 
 export class SqliteDatabase {
   private readonly db: DatabaseSync;
   private depth = 0;
-  private readonly savepointStatements: { begin: Statement; release: Statement; rollback: Statement }[] = [];
-  private readonly endListeners = new Set<EndListener>();
+  /** Whether the open transaction (if any) is a write transaction, which holds the write lock. */
+  private writing = false;
+  /** Set when a nested unit of work failed: the outermost transaction then rolls back, whatever its caller did. */
+  private nestedFailure: unknown;
+  private readonly invalidateListeners = new Set<InvalidateListener>();
+  /** Transaction control and the data version, prepared once: a durable commit per record parses no SQL. */
+  private readonly statements: { begin: Statement; commit: Statement; dataVersion: Statement };
+  private seenDataVersion: number | undefined;
 
   private constructor(db: DatabaseSync) {
     this.db = db;
+    const dataVersion = db.prepare('PRAGMA data_version');
+    dataVersion.setReturnArrays(true);
+    this.statements = { begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), dataVersion };
   }
 
   static open(path: string, options: OpenOptions): SqliteDatabase {
@@ -38,6 +47,8 @@ export class SqliteDatabase {
       // Records are evidence: each commit is durable before the decision it records takes effect.
       db.exec('PRAGMA synchronous = FULL');
       db.exec('PRAGMA foreign_keys = ON');
+      // Statement journals stay in memory rather than in a temporary file (of /var/tmp, a shared folder).
+      db.exec('PRAGMA temp_store = MEMORY');
       return new SqliteDatabase(db);
     } catch (err) {
       db.close();
@@ -63,29 +74,50 @@ export class SqliteDatabase {
     return this.depth > 0;
   }
 
-  /** Called once when the outermost transaction commits or rolls back (and when a savepoint rolls back). */
-  onTransactionEnd(listener: EndListener): void {
-    this.endListeners.add(listener);
+  /** Inside transaction(): the write lock is held, and what this connection wrote last is what the database holds. */
+  get inWriteTransaction(): boolean {
+    return this.depth > 0 && this.writing;
   }
 
   /**
-   * Runs `fn` in one IMMEDIATE transaction (the write lock is taken first, so what `fn` reads cannot change
-   * under it), or in a savepoint when a transaction is already open. `fn` is synchronous: nothing awaits
-   * while the lock is held. Any failure rolls back; a SQLite failure (a lock not obtained, a full disk, a
-   * refused row) becomes STORE_WRITE_FAILED with the SQLite error as its cause; the caller's own errors
-   * pass through unchanged.
+   * Registers a cache's reset. Caches (the tree's right edge, the next record number) are kept across this
+   * connection's own transactions and dropped when a transaction rolls back or when another connection has
+   * committed since (SQLite's `PRAGMA data_version`, read once per transaction, says so).
+   */
+  onInvalidate(listener: InvalidateListener): void {
+    this.invalidateListeners.add(listener);
+  }
+
+  /**
+   * Runs `fn` in one IMMEDIATE transaction: the write lock is taken first, so what `fn` reads cannot change
+   * under it. Called inside a transaction, `fn` joins it: no savepoint (a savepoint per record costs a
+   * statement journal), but a failure inside marks the whole transaction, which then rolls back even if a
+   * caller caught the error. `fn` is synchronous: nothing awaits while the lock is held. A SQLite failure
+   * (a lock not obtained, a full disk, a refused row) becomes STORE_WRITE_FAILED with the SQLite error as
+   * its cause; the caller's own errors pass through unchanged.
    */
   transaction<T>(fn: () => T): T {
-    if (this.depth > 0) return this.savepoint(fn);
+    if (this.depth > 0) return this.nested(fn);
     try {
-      this.db.exec('BEGIN IMMEDIATE');
+      this.statements.begin.run();
     } catch (cause) {
       throw writeFailed(cause);
     }
     this.depth = 1;
+    this.writing = true;
+    this.nestedFailure = undefined;
     try {
+      this.checkDataVersion();
       const result = fn();
-      this.db.exec('COMMIT');
+      if (this.nestedFailure !== undefined) {
+        throw new StoreError(
+          'STORE_WRITE_FAILED',
+          'A write inside this transaction failed, so none of it is kept.',
+          {},
+          { cause: this.nestedFailure },
+        );
+      }
+      this.statements.commit.run();
       return result;
     } catch (err) {
       if (this.db.isTransaction) {
@@ -95,11 +127,38 @@ export class SqliteDatabase {
           // The connection is failing; closing it discards the transaction.
         }
       }
+      this.invalidate();
       throw isSqliteError(err) ? writeFailed(err) : err;
     } finally {
       this.depth = 0;
-      this.ended();
+      this.writing = false;
+      this.nestedFailure = undefined;
     }
+  }
+
+  private nested<T>(fn: () => T): T {
+    this.depth += 1;
+    try {
+      return fn();
+    } catch (err) {
+      this.nestedFailure ??= err;
+      throw err;
+    } finally {
+      this.depth -= 1;
+    }
+  }
+
+  /** Another connection committed since this one last looked: every cache may be stale. */
+  private checkDataVersion(): void {
+    const version = Number((this.statements.dataVersion.get() as unknown as [number])[0]);
+    if (version !== this.seenDataVersion) {
+      this.invalidate();
+      this.seenDataVersion = version;
+    }
+  }
+
+  private invalidate(): void {
+    for (const listener of this.invalidateListeners) listener();
   }
 
   /**
@@ -112,44 +171,14 @@ export class SqliteDatabase {
     this.depth = 1;
     try {
       const result = fn();
-      this.db.exec('COMMIT');
+      this.statements.commit.run();
       return result;
     } catch (err) {
       if (this.db.isTransaction) this.db.exec('ROLLBACK');
       throw err;
     } finally {
       this.depth = 0;
-      this.ended();
     }
-  }
-
-  private savepoint<T>(fn: () => T): T {
-    // One name per nesting depth, each statement prepared once: a batch of appends pays no parsing.
-    const depth = this.depth;
-    let sp = this.savepointStatements[depth];
-    if (sp === undefined) {
-      const name = `sp${depth}`;
-      sp = { begin: this.db.prepare(`SAVEPOINT ${name}`), release: this.db.prepare(`RELEASE ${name}`), rollback: this.db.prepare(`ROLLBACK TO ${name}`) };
-      this.savepointStatements[depth] = sp;
-    }
-    sp.begin.run();
-    this.depth += 1;
-    try {
-      const result = fn();
-      sp.release.run();
-      return result;
-    } catch (err) {
-      sp.rollback.run();
-      sp.release.run();
-      this.ended();
-      throw err;
-    } finally {
-      this.depth -= 1;
-    }
-  }
-
-  private ended(): void {
-    for (const listener of this.endListeners) listener();
   }
 
   close(): void {

@@ -9,11 +9,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { encodeRecordLeaf, type RecordBodies, type RecordKind } from '../log/record.js';
 import { CheckpointTable, CHECKPOINTS_SCHEMA_SQL, type StoredCheckpoint } from './checkpoints.js';
 import { StoreError } from './errors.js';
-import { MERKLE_SCHEMA_SQL, MerkleTable } from './merkle.js';
+import { MerkleTable } from './merkle.js';
 import { NONCES_SCHEMA_SQL, NonceTable } from './nonces.js';
 import { RecordTable, RECORDS_SCHEMA_SQL, type StoredRecord } from './records.js';
 import { RunTable, RUNS_OWNER_SQL, RUNS_SCHEMA_SQL, type ProcessIdentity, type RunRow, type RunStatus } from './runs.js';
 import { SqliteDatabase } from './sqlite.js';
+import { buildMerkleNodesV1, MERKLE_NODES_V1_SQL, moveTreeIntoRecords } from './tree-migrations.js';
 
 export type { ProcessIdentity, RunRow, RunStatus, StoredCheckpoint, StoredRecord };
 
@@ -29,35 +30,44 @@ export interface StoreOptions {
 
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 
-/** Schema migrations; the schema version is SQLite's user_version, and every table name carries its own. */
-const MIGRATIONS: readonly { sql: string; after?: (db: SqliteDatabase) => void }[] = [
+/**
+ * Schema migrations; the schema version is SQLite's user_version, and every table name carries its own.
+ * Each step runs in one transaction. A step is history: it says what that version did, in that version's
+ * terms, so a database of any earlier version arrives at the same schema as a new one.
+ */
+const MIGRATIONS: readonly { sql?: string; after?: (db: SqliteDatabase) => void }[] = [
   { sql: `${RECORDS_SCHEMA_SQL}\n${NONCES_SCHEMA_SQL}\n${RUNS_SCHEMA_SQL}` },
-  // 2: the Merkle log over records_v1 (leaf i = records_v1.leaf of seq i) and its signed checkpoints.
-  {
-    sql: `${MERKLE_SCHEMA_SQL}\n${CHECKPOINTS_SCHEMA_SQL}`,
-    // Records written before the log existed become its first leaves, in order.
-    after: (db) => new MerkleTable(db).appendBatch([...new RecordTable(db).from(0)].map((record) => record.leaf)),
-  },
+  // 2: the Merkle log over records_v1 (leaf i = records_v1.leaf of seq i) and its signed checkpoints;
+  // records written before the log existed become its first leaves, in order.
+  { sql: `${MERKLE_NODES_V1_SQL}\n${CHECKPOINTS_SCHEMA_SQL}`, after: buildMerkleNodesV1 },
   // 3: which process owns a running run.
   { sql: RUNS_OWNER_SQL },
+  // 4: no index on records_v1.run_id: nothing reads records by run (runs_v1 does), and each index is one
+  // more page written by every durable commit.
+  { sql: 'DROP INDEX IF EXISTS records_v1_run;' },
+  // 5: the tree's hashes move into the records' rows (records_v1.tree), copied from merkle_nodes_v1, which
+  // goes: appending a record is one row insert, not three.
+  { after: moveTreeIntoRecords },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 export class Store {
-  /** The RFC 6962 tree whose leaves are the records, appended in each record's own transaction. */
+  /** The RFC 6962 tree whose leaves are the records; each record's row holds the hashes its leaf completes. */
   readonly merkle: MerkleTable;
   private readonly db: SqliteDatabase;
   private readonly recordTable: RecordTable;
   private readonly nonces: NonceTable;
   private readonly runs: RunTable;
   private readonly checkpointTable: CheckpointTable;
-  private readonly now: () => Date;
+  /** The time of a record, as its `at`. */
+  private readonly timestamp: () => string;
 
   private constructor(db: SqliteDatabase, options: StoreOptions) {
     this.db = db;
-    this.now = options.now ?? (() => new Date());
-    this.merkle = new MerkleTable(db);
+    const now = options.now;
+    this.timestamp = now === undefined ? isoNow : () => now().toISOString();
+    this.merkle = new MerkleTable(db, 'records');
     this.recordTable = new RecordTable(db);
     this.nonces = new NonceTable(db);
     this.runs = new RunTable(db);
@@ -66,7 +76,11 @@ export class Store {
 
   static open(path: string, options: StoreOptions = {}): Store {
     if (!options.create && !existsSync(path)) {
-      throw new StoreError('STORE_OPEN_FAILED', `The runner database ${path} is missing; it is never recreated silently (that would forget every nonce and restart the log).`, { path });
+      throw new StoreError(
+        'STORE_OPEN_FAILED',
+        `The runner database ${path} is missing; it is never recreated silently (that would forget every nonce and restart the log).`,
+        { path },
+      );
     }
     let db: SqliteDatabase;
     try {
@@ -77,7 +91,11 @@ export class Store {
     try {
       if (!options.create && db.pragmaNumber('user_version') === 0) {
         // An empty file where the database was (truncated, or replaced): migrating it would be recreating it.
-        throw new StoreError('STORE_OPEN_FAILED', `The runner database ${path} is empty; it is never recreated silently (that would forget every nonce and restart the log).`, { path });
+        throw new StoreError(
+          'STORE_OPEN_FAILED',
+          `The runner database ${path} is empty; it is never recreated silently (that would forget every nonce and restart the log).`,
+          { path },
+        );
       }
       migrate(db);
       return new Store(db, options);
@@ -92,7 +110,7 @@ export class Store {
     this.db.close();
   }
 
-  /** Runs `fn` in one IMMEDIATE transaction (a savepoint inside another); any failure becomes STORE_WRITE_FAILED. */
+  /** Runs `fn` in one IMMEDIATE transaction (joining the open one, if any); SQLite failures become STORE_WRITE_FAILED. */
   transaction<T>(fn: () => T): T {
     return this.db.transaction(fn);
   }
@@ -102,11 +120,11 @@ export class Store {
     return this.db.snapshot(fn);
   }
 
-  /** Appends one record and its leaf in one transaction (the caller's, when there is one). */
+  /** Appends one record, which is one leaf of the log, in one transaction (the caller's, when there is one). */
   appendRecord<K extends RecordKind>(kind: K, body: RecordBodies[K], runId?: string): StoredRecord {
     return this.db.transaction(() => {
-      const seq = this.recordTable.nextSeq();
-      const at = this.now().toISOString();
+      const seq = this.merkle.nextIndex();
+      const at = this.timestamp();
       let leaf: Buffer;
       try {
         leaf = encodeRecordLeaf(kind, body, seq, at);
@@ -114,9 +132,8 @@ export class Store {
         throw new StoreError('STORE_WRITE_FAILED', 'The record cannot be encoded as a log leaf, so it is not written.', {}, { cause });
       }
       const record: StoredRecord = { seq, kind, at, leaf };
-      this.recordTable.insert(record, runId);
-      // The same transaction appends the leaf: if the tree cannot take it, the record is not written either.
-      this.merkle.append(record.leaf, seq);
+      // One row: the record and the tree hashes its leaf completes. If it cannot be written, neither is.
+      this.merkle.appendRow(leaf, (_index, tree) => this.recordTable.insert(record, runId, tree), seq);
       return record;
     });
   }
@@ -153,7 +170,12 @@ export class Store {
     return this.endRun('run.aborted', body, 'aborted', null);
   }
 
-  private endRun<K extends 'run.finished' | 'run.aborted'>(kind: K, body: RecordBodies[K], status: 'finished' | 'aborted', verdict: string | null): StoredRecord {
+  private endRun<K extends 'run.finished' | 'run.aborted'>(
+    kind: K,
+    body: RecordBodies[K],
+    status: 'finished' | 'aborted',
+    verdict: string | null,
+  ): StoredRecord {
     return this.db.transaction(() => {
       const record = this.appendRecord(kind, body, body.runId);
       // Only a run still running can end, once; anything else rolls the record back.
@@ -196,7 +218,7 @@ export class Store {
 
   /** Keeps a signed checkpoint (one per tree size; the first one signed for a size stays). */
   saveCheckpoint(size: number, note: string): void {
-    this.db.transaction(() => this.checkpointTable.insert({ size, note, signedAt: this.now().toISOString() }));
+    this.db.transaction(() => this.checkpointTable.insert({ size, note, signedAt: this.timestamp() }));
   }
 
   latestCheckpoint(): StoredCheckpoint | undefined {
@@ -210,6 +232,19 @@ export class Store {
   records(fromSeq = 0, pageSize = 1000): Generator<StoredRecord> {
     return this.recordTable.from(fromSeq, pageSize);
   }
+}
+
+let isoMs = Number.NaN;
+let isoText = '';
+
+/** The time now as new Date().toISOString() gives it, formatted once per millisecond (a burst of records shares it). */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoText = new Date(ms).toISOString();
+    isoMs = ms;
+  }
+  return isoText;
 }
 
 /** This process, as ProcessIdentity; undefined where /proc is not readable. */
@@ -239,15 +274,19 @@ function processStart(pid: number): string | undefined {
 function migrate(db: SqliteDatabase): void {
   const current = db.pragmaNumber('user_version');
   if (current > MIGRATIONS.length) {
-    throw new StoreError('STORE_SCHEMA_VERSION', `The runner database has schema version ${current}, newer than this runner knows (${MIGRATIONS.length}).`, {
-      found: current,
-      known: MIGRATIONS.length,
-    });
+    throw new StoreError(
+      'STORE_SCHEMA_VERSION',
+      `The runner database has schema version ${current}, newer than this runner knows (${MIGRATIONS.length}).`,
+      {
+        found: current,
+        known: MIGRATIONS.length,
+      },
+    );
   }
   for (let version = current; version < MIGRATIONS.length; version++) {
     const step = MIGRATIONS[version]!;
     db.transaction(() => {
-      db.exec(step.sql);
+      if (step.sql !== undefined) db.exec(step.sql);
       step.after?.(db);
       db.exec(`PRAGMA user_version = ${version + 1}`);
     });

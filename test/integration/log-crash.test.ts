@@ -60,7 +60,6 @@ async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs: n
   }
 }
 
-
 /** The tree has one leaf per record and every stored node checks. */
 function expectTreeMatchesRecords(world: World): void {
   const store = Store.open(join(world.stateDir, 'runner.db'));
@@ -72,7 +71,7 @@ function expectTreeMatchesRecords(world: World): void {
   }
 }
 
-describe('when the leaf cannot be appended to the log', () => {
+describe('when the record, which is the leaf, cannot be appended to the log', () => {
   let world: World;
   beforeAll(() => {
     world = makeWorld();
@@ -83,7 +82,8 @@ describe('when the leaf cannot be appended to the log', () => {
 
   function withTrigger(when: string, fn: () => void): void {
     const db = openRawDb(join(world.stateDir, 'runner.db'));
-    db.exec(`CREATE TRIGGER inject_append_failure BEFORE INSERT ON merkle_nodes_v1 ${when} BEGIN SELECT RAISE(ABORT, 'injected'); END`);
+    // A record and its tree hashes are one row of records_v1: refusing the row refuses the leaf.
+    db.exec(`CREATE TRIGGER inject_append_failure BEFORE INSERT ON records_v1 ${when} BEGIN SELECT RAISE(ABORT, 'injected'); END`);
     db.close();
     try {
       fn();
@@ -98,7 +98,10 @@ describe('when the leaf cannot be appended to the log', () => {
     const token = `never-ran-${randomBytes(8).toString('hex')}`;
     const before = recordCount(world);
     withTrigger('', () => {
-      const result = runCli(['exec', world.writeCapsule(world.capsule({ steps: [{ name: 'trace', run: ['/bin/echo', token] }] })), '--state', world.stateDir], { env: ENV });
+      const result = runCli(
+        ['exec', world.writeCapsule(world.capsule({ steps: [{ name: 'trace', run: ['/bin/echo', token] }] })), '--state', world.stateDir],
+        { env: ENV },
+      );
       expect(result.status, result.stderr).toBe(2);
       expect(result.stderr).toContain('STORE_WRITE_FAILED');
     });
@@ -110,14 +113,15 @@ describe('when the leaf cannot be appended to the log', () => {
     const token = `never-ran-${randomBytes(8).toString('hex')}`;
     const before = recordCount(world);
     // capsule.accepted lands at index `before`, run.started at `before + 1`.
-    withTrigger(`WHEN NEW.level = 0 AND NEW.idx = ${before + 1}`, () => {
-      const result = runCli(['exec', world.writeCapsule(world.capsule({ steps: [{ name: 'trace', run: ['/bin/echo', token] }] })), '--state', world.stateDir], { env: ENV });
+    withTrigger(`WHEN NEW.seq = ${before + 1} AND NEW.kind = 'run.started'`, () => {
+      const result = runCli(
+        ['exec', world.writeCapsule(world.capsule({ steps: [{ name: 'trace', run: ['/bin/echo', token] }] })), '--state', world.stateDir],
+        { env: ENV },
+      );
       expect(result.status, result.stderr).toBe(2);
       expect(result.stderr).toContain('STORE_WRITE_FAILED');
     });
-    expect(readDb(world, (db) => column(db, 'SELECT kind FROM records_v1 WHERE seq >= ? ORDER BY seq', before))).toEqual([
-      'capsule.accepted',
-    ]);
+    expect(readDb(world, (db) => column(db, 'SELECT kind FROM records_v1 WHERE seq >= ? ORDER BY seq', before))).toEqual(['capsule.accepted']);
     expect(readDb(world, (db) => value(db, "SELECT COUNT(*) FROM runs_v1 WHERE status = 'running'"))).toBe(0);
     expect(existsSync(blobOfOutput(world, `${token}\n`))).toBe(false);
     expectTreeMatchesRecords(world);
@@ -141,10 +145,14 @@ describe('when the runner is killed with SIGKILL in the middle of a run', () => 
         () => readDb(world, (db) => value(db, "SELECT run_id FROM records_v1 WHERE kind = 'run.started'")),
         15_000,
       );
-      stepPids = await waitFor('the sleeping step', () => {
-        const pids = pidsRunning(sleepArgv);
-        return pids.length > 0 ? pids : undefined;
-      }, 15_000);
+      stepPids = await waitFor(
+        'the sleeping step',
+        () => {
+          const pids = pidsRunning(sleepArgv);
+          return pids.length > 0 ? pids : undefined;
+        },
+        15_000,
+      );
     } finally {
       child.kill('SIGKILL');
     }
@@ -167,10 +175,16 @@ describe('when the runner is killed with SIGKILL in the middle of a run', () => 
 
   it('the next process records the interrupted run as run.aborted (runner-restarted) and closes it in runs_v1', () => {
     const aborted = readDb(world, (db) =>
-      (db.prepare("SELECT leaf FROM records_v1 WHERE kind = 'run.aborted' AND run_id = ?").all(runId) as { leaf: Uint8Array }[]).map((row) => row.leaf),
+      (db.prepare("SELECT leaf FROM records_v1 WHERE kind = 'run.aborted' AND run_id = ?").all(runId) as { leaf: Uint8Array }[]).map(
+        (row) => row.leaf,
+      ),
     );
-    expect(aborted.map((leaf) => JSON.parse(Buffer.from(leaf).toString('utf8')))).toEqual([expect.objectContaining({ kind: 'run.aborted', runId, reason: 'runner-restarted' })]);
-    expect(readDb(world, (db) => (db.prepare('SELECT status FROM runs_v1 WHERE run_id = ?').get(runId) as { status: string }).status)).toBe('aborted');
+    expect(aborted.map((leaf) => JSON.parse(Buffer.from(leaf).toString('utf8')))).toEqual([
+      expect.objectContaining({ kind: 'run.aborted', runId, reason: 'runner-restarted' }),
+    ]);
+    expect(readDb(world, (db) => (db.prepare('SELECT status FROM runs_v1 WHERE run_id = ?').get(runId) as { status: string }).status)).toBe(
+      'aborted',
+    );
   });
 
   it('the log is consistent: every tree node checks, and log export + log verify pass', () => {

@@ -11,7 +11,8 @@
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MerkleTable } from '../../runner/store/merkle.js';
+import { CompactRange } from '../../runner/log/merkle.js';
+import { appendTreeBlob, MerkleTable } from '../../runner/store/merkle.js';
 import { SqliteDatabase } from '../../runner/store/sqlite.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { makeWorld, type World } from '../helpers/world.js';
@@ -65,11 +66,23 @@ function failureCode(result: CliResult): string {
 const toRow = (row: unknown) => ({ seq: (row as { seq: number }).seq, leaf: Buffer.from((row as { leaf: Uint8Array }).leaf) });
 const leaves = (db: SqliteDatabase) => db.prepare('SELECT seq, leaf FROM records_v1 ORDER BY seq').all().map(toRow);
 
-/** What a careful attacker does after changing records: rebuild every tree node from the leaves, drop the checkpoints. */
-function rebuildTree(db: SqliteDatabase): void {
-  db.exec('DELETE FROM merkle_nodes_v1; DELETE FROM checkpoints_v1;');
-  new MerkleTable(db).appendBatch(leaves(db).map((row) => row.leaf));
+/** Rewrites every record's tree hashes (records_v1.tree) from the leaves, with the runner's own tree code. */
+function rewriteTree(db: SqliteDatabase): void {
+  const range = new CompactRange();
+  const update = db.prepare('UPDATE records_v1 SET tree = ? WHERE seq = ?');
+  db.transaction(() => {
+    for (const row of leaves(db)) update.run(appendTreeBlob(range, row.leaf), row.seq);
+  });
 }
+
+/** What a careful attacker does after changing records: rebuild every tree hash from the leaves, drop the checkpoints. */
+function rebuildTree(db: SqliteDatabase): void {
+  db.exec('DELETE FROM checkpoints_v1;');
+  rewriteTree(db);
+}
+
+/** The runner's tree as the store keeps it, in the records' rows. */
+const recordsTree = (db: SqliteDatabase) => new MerkleTable(db, 'records');
 
 function leafOfKind(db: SqliteDatabase, kind: string, nth = 0): { seq: number; leaf: Buffer } {
   const rows = db.prepare('SELECT seq, leaf FROM records_v1 WHERE kind = ? ORDER BY seq').all(kind).map(toRow);
@@ -98,7 +111,9 @@ describe('log verify on a state folder nobody touched', () => {
     const result = exportAndVerify(copyState(), earlierPath);
     expect(result.status, result.stdout + result.stderr).toBe(0);
     expect(result.stdout).toMatch(
-      new RegExp(`^OK log of runner ${world.runnerId}: ${earlierSize + 5} leaves, root \\S+, \\d+ checkpoints verified, consistent with the earlier checkpoint at size ${earlierSize}\\n$`),
+      new RegExp(
+        `^OK log of runner ${world.runnerId}: ${earlierSize + 5} leaves, root \\S+, \\d+ checkpoints verified, consistent with the earlier checkpoint at size ${earlierSize}\\n$`,
+      ),
     );
     expect(exportAndVerify(copyState(), bundles[0]).status).toBe(0);
   });
@@ -120,9 +135,13 @@ describe('when a row of records_v1 has its leaf edited', () => {
     const dir = copyState();
     withDb(dir, (db) => {
       const finished = leafOfKind(db, 'run.finished');
-      db.prepare('UPDATE records_v1 SET leaf = ? WHERE seq = ?').run(Buffer.from(finished.leaf.toString('utf8').replace('"verdict":"pass"', '"verdict":"fail"')), finished.seq);
+      db.prepare('UPDATE records_v1 SET leaf = ? WHERE seq = ?').run(
+        Buffer.from(finished.leaf.toString('utf8').replace('"verdict":"pass"', '"verdict":"fail"')),
+        finished.seq,
+      );
+      expect(() => recordsTree(db).checkNodes()).toThrow(expect.objectContaining({ code: 'STORE_TREE_INCONSISTENT' })); // the edit shows...
       rebuildTree(db);
-      new MerkleTable(db).checkNodes(); // the database is consistent again
+      recordsTree(db).checkNodes(); // ...until the tree is rebuilt: the database is consistent again
     });
     expect(exportAndVerify(dir).status, 'without an earlier checkpoint the rewritten log agrees with itself').toBe(0);
     expect(failureCode(exportAndVerify(dir, earlierPath))).toBe('LOG_EARLIER_CHECKPOINT_MISMATCH');
@@ -171,10 +190,13 @@ describe('when the log is truncated and re-appended, the database kept consisten
         db.prepare('DELETE FROM seen_capsules_v1 WHERE accepted_seq >= ?').run(cut);
         db.prepare('DELETE FROM records_v1 WHERE seq >= ?').run(cut);
         db.prepare('DELETE FROM checkpoints_v1 WHERE size >= ?').run(cut);
-        db.exec('DELETE FROM merkle_nodes_v1');
       });
-      new MerkleTable(db).appendBatch(leaves(db).map((row) => row.leaf));
-      new MerkleTable(db).checkNodes();
+      // The records' rows carry their tree hashes, so the rows left already are a consistent tree of `cut`
+      // leaves; rewriting them from the leaves, as a careful attacker might, changes nothing.
+      recordsTree(db).checkNodes();
+      rewriteTree(db);
+      recordsTree(db).checkNodes();
+      expect(recordsTree(db).size()).toBe(cut);
     });
     exec(dir);
     exec(dir);
@@ -226,6 +248,11 @@ describe('log verify usage', () => {
     expect(runCli(['log', 'export', '--state', dir, '--out', out]).status).toBe(0);
     const result = runCli(['log', 'verify', out, '--trust', world.trustPath, '--checkpoint', earlierPath, '--json']);
     expect(result.status, result.stderr).toBe(0);
-    expect(JSON.parse(result.stdout)).toMatchObject({ ok: true, size: earlierSize + 5, earlier: { size: earlierSize }, runner: { id: world.runnerId } });
+    expect(JSON.parse(result.stdout)).toMatchObject({
+      ok: true,
+      size: earlierSize + 5,
+      earlier: { size: earlierSize },
+      runner: { id: world.runnerId },
+    });
   });
 });

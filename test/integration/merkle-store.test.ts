@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openRawDb } from '../helpers/raw-db.js';
+import { openRawDb, value } from '../helpers/raw-db.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   consistencyProof,
@@ -12,12 +12,11 @@ import {
   verifyConsistency,
   verifyInclusion,
 } from '../../runner/log/merkle.js';
-import { MerkleTable } from '../../runner/store/merkle.js';
+import { MerkleTable, treeHashCount } from '../../runner/store/merkle.js';
 import { SqliteDatabase } from '../../runner/store/sqlite.js';
 import { codeOf } from '../helpers/codes.js';
 
 const leafData = (i: number): Buffer => Buffer.from(`{"seq":${i},"kind":"test"}`);
-
 
 describe('MerkleTable on a real SQLite file', () => {
   let dir: string;
@@ -114,7 +113,7 @@ describe('MerkleTable on a real SQLite file', () => {
   });
 
   describe('when a size beyond the tree is asked for', () => {
-    it('rejects with STORE_TREE_RANGE (beyond the stored tree) or LOG_INDEX_OUT_OF_RANGE (outside the proof\'s tree)', () => {
+    it("rejects with STORE_TREE_RANGE (beyond the stored tree) or LOG_INDEX_OUT_OF_RANGE (outside the proof's tree)", () => {
       store.appendBatch([leafData(0), leafData(1)]);
       expect(codeOf(() => store.root(3))).toBe('STORE_TREE_RANGE');
       expect(codeOf(() => store.inclusionProof(0, 3))).toBe('STORE_TREE_RANGE');
@@ -124,13 +123,39 @@ describe('MerkleTable on a real SQLite file', () => {
     });
   });
 
-  describe('when an interior row is edited in the SQLite file', () => {
+  describe('when leaves are appended', () => {
+    it('stores, in row n, the hashes of the leaf and of each subtree it completes, bottom-up', () => {
+      store.appendBatch(Array.from({ length: 24 }, (_, i) => leafData(i)));
+      const pure = nodeReaderFromLeafHashes(Array.from({ length: 24 }, (_, i) => hashLeaf(leafData(i))));
+      const raw = openRawDb(path, { readOnly: true });
+      try {
+        for (let n = 0; n < 24; n++) {
+          const tree = Buffer.from(value<Uint8Array>(raw, 'SELECT tree FROM merkle_v2 WHERE idx = ?', n)!);
+          expect(tree.length).toBe(32 * treeHashCount(n));
+          for (let level = 0; level < treeHashCount(n); level++) {
+            // Node (level, k) lives in row (k + 1) * 2^level - 1.
+            expect(tree.subarray(32 * level, 32 * level + 32)).toEqual(Buffer.from(pure(level, (n + 1) / 2 ** level - 1)));
+          }
+        }
+      } finally {
+        raw.close();
+      }
+      expect([0, 1, 2, 3, 7, 11, 15, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 52 - 1].map(treeHashCount)).toEqual([
+        1, 2, 1, 3, 4, 3, 5, 32, 1, 33, 53,
+      ]);
+    });
+  });
+
+  describe('when an interior node is edited in the SQLite file', () => {
     it('is caught by proof verification against the earlier root, and by checkNodes', () => {
       store.appendBatch(Array.from({ length: 100 }, (_, i) => leafData(i)));
       const signedRoot = store.root(); // what a checkpoint signed before the tampering
       db.close();
       const raw = openRawDb(path);
-      raw.prepare('UPDATE merkle_nodes_v1 SET hash = ? WHERE level = 3 AND idx = 2').run(Buffer.alloc(32, 7));
+      // Node (level 3, idx 2) is at byte 96 of row (2 + 1) * 8 - 1 = 23.
+      const tree = Buffer.from(value<Uint8Array>(raw, 'SELECT tree FROM merkle_v2 WHERE idx = 23')!);
+      Buffer.alloc(32, 7).copy(tree, 96);
+      raw.prepare('UPDATE merkle_v2 SET tree = ? WHERE idx = 23').run(tree);
       raw.close();
       open();
       // Leaf 30 lies in (level 3, idx 3), whose sibling is the edited (3, 2).
@@ -145,9 +170,46 @@ describe('MerkleTable on a real SQLite file', () => {
   describe('when a leaf row is deleted from the SQLite file', () => {
     it('cannot serve a proof that needs it (STORE_TREE_INCONSISTENT), and checkNodes says so', () => {
       store.appendBatch(Array.from({ length: 16 }, (_, i) => leafData(i)));
-      db.prepare('DELETE FROM merkle_nodes_v1 WHERE level = 0 AND idx = 4').run();
+      db.prepare('DELETE FROM merkle_v2 WHERE idx = 4').run();
       expect(codeOf(() => store.inclusionProof(5, 16))).toBe('STORE_TREE_INCONSISTENT');
       expect(codeOf(() => store.checkNodes())).toBe('STORE_TREE_INCONSISTENT');
+    });
+  });
+
+  describe('when a row holds fewer or more hashes than its index completes', () => {
+    it.each([
+      ['cut short', (tree: Buffer) => tree.subarray(0, 64)],
+      ['with one more', (tree: Buffer) => Buffer.concat([tree, Buffer.alloc(32, 1)])],
+    ])('(%s) serves no node from it and fails checkNodes', (_name, edit) => {
+      store.appendBatch(Array.from({ length: 16 }, (_, i) => leafData(i)));
+      const raw = openRawDb(path);
+      const tree = Buffer.from(value<Uint8Array>(raw, 'SELECT tree FROM merkle_v2 WHERE idx = 7')!);
+      // The schema's CHECK refuses such a row; an attacker turns the check off first.
+      raw.exec('PRAGMA ignore_check_constraints = ON');
+      raw.prepare('UPDATE merkle_v2 SET tree = ? WHERE idx = 7').run(edit(tree));
+      raw.close();
+      // Row 7 holds the leaf 7 (level 0) and the subtrees (1, 3), (2, 1), (3, 0).
+      expect(codeOf(() => store.leafHash(7))).toBe('STORE_TREE_INCONSISTENT');
+      expect(codeOf(() => store.root(8))).toBe('STORE_TREE_INCONSISTENT');
+      expect(codeOf(() => store.checkNodes())).toBe('STORE_TREE_INCONSISTENT');
+    });
+
+    it('cannot be written by the runner: the schema checks the blob length against the index', () => {
+      store.appendBatch([leafData(0)]);
+      expect(codeOf(() => db.transaction(() => db.prepare('INSERT INTO merkle_v2 (idx, tree) VALUES (1, ?)').run(Buffer.alloc(32))))).toBe(
+        'STORE_WRITE_FAILED',
+      );
+      expect(codeOf(() => db.transaction(() => db.prepare('INSERT INTO merkle_v2 (idx, tree) VALUES (1, ?)').run(Buffer.alloc(64 + 1))))).toBe(
+        'STORE_WRITE_FAILED',
+      );
+      db.transaction(() => db.prepare('INSERT INTO merkle_v2 (idx, tree) VALUES (1, ?)').run(Buffer.alloc(64)));
+    });
+  });
+
+  describe('when the tree is asked for a layout it does not know', () => {
+    it('refuses to build a table name from it', () => {
+      expect(() => new MerkleTable(db, 'merkle_v2; DROP TABLE x' as never)).toThrow(TypeError);
+      expect(() => new MerkleTable(db, 'toString' as never)).toThrow(TypeError);
     });
   });
 
@@ -156,11 +218,31 @@ describe('MerkleTable on a real SQLite file', () => {
       store.appendBatch(Array.from({ length: 40 }, (_, i) => leafData(i)));
       const signedSize = 40;
       const signedRoot = store.root();
-      db.prepare('DELETE FROM merkle_nodes_v1').run();
+      // The attacker works on the file from another process (another connection).
+      const raw = openRawDb(path);
+      raw.exec('DELETE FROM merkle_v2');
+      raw.close();
       store.appendBatch(Array.from({ length: 45 }, (_, i) => (i === 17 ? Buffer.from('rewritten history') : leafData(i))));
       store.checkNodes(); // internally consistent: only the earlier checkpoint reveals the rewrite
       const proof = store.consistencyProof(signedSize, 45);
       expect(codeOf(() => verifyConsistency(signedSize, 45, proof, signedRoot, store.root()))).toBe('LOG_CONSISTENCY_INVALID');
+    });
+  });
+
+  describe('when another connection appends after this one did', () => {
+    it('is seen by this connection: in a read snapshot, in its next write, and in its proofs', () => {
+      store.appendBatch(Array.from({ length: 5 }, (_, i) => leafData(i))); // this connection now caches the right edge
+      const other = SqliteDatabase.open(path, { busyTimeoutMs: 5000 });
+      try {
+        new MerkleTable(other).appendBatch(Array.from({ length: 4 }, (_, i) => leafData(5 + i)));
+      } finally {
+        other.close();
+      }
+      expect(db.snapshot(() => store.size())).toBe(9);
+      expect(store.append(leafData(9))).toBe(9);
+      expect(store.root()).toEqual(rootFromLeafHashes(Array.from({ length: 10 }, (_, i) => hashLeaf(leafData(i)))));
+      store.checkNodes();
+      expect(codeOf(() => db.snapshot(() => store.append(leafData(10))))).toBe('STORE_WRITE_FAILED');
     });
   });
 
