@@ -13,10 +13,17 @@ export function toCanonicalJson(value: unknown): string {
   return text;
 }
 
+/** Strings JSON.stringify would copy as they are: no quote, backslash, control character or surrogate. */
+const PLAIN_STRING = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+
+function quote(text: string): string {
+  return PLAIN_STRING.test(text) ? `"${text}"` : JSON.stringify(text);
+}
+
 function write(value: unknown): string | undefined {
   switch (typeof value) {
     case 'string':
-      return JSON.stringify(value);
+      return quote(value);
     case 'number':
       if (!Number.isSafeInteger(value)) throw new TypeError('canonical JSON carries integers only');
       return String(value);
@@ -39,7 +46,7 @@ function write(value: unknown): string | undefined {
       for (const key of keys) {
         const member = write(record[key]);
         if (member === undefined) continue;
-        out += `${first ? '' : ','}${JSON.stringify(key)}:${member}`;
+        out += `${first ? '' : ','}${quote(key)}:${member}`;
         first = false;
       }
       return `${out}}`;

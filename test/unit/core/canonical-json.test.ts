@@ -50,6 +50,17 @@ describe('toCanonicalJson', () => {
   });
 
   it.each([
+    ['a quote', 'say "hi"'],
+    ['a backslash', 'C:\\path'],
+    ['control characters', 'tab\tnl\nnul\u0000del\u007f'],
+    ['a lone surrogate', 'x\ud800y'],
+    ['an emoji (a surrogate pair)', 'ok \u{1F600}'],
+    ['line and paragraph separators', 'a\u2028b\u2029c'],
+  ])('escapes a string with %s exactly as JSON.stringify does, in values and in keys', (_what, text) => {
+    expect(toCanonicalJson({ [text]: text })).toBe(`{${JSON.stringify(text)}:${JSON.stringify(text)}}`);
+  });
+
+  it.each([
     ['a fraction', 1.5],
     ['an unsafe integer', 2 ** 53],
     ['NaN', Number.NaN],
