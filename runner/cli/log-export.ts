@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { checkpointNow, originOf } from '../agent/log.js';
 import { BUNDLE_MAX_BYTES } from '../evidence/bundle.js';
 import { LogError } from '../log/errors.js';
-import { formatCheckpointLine, formatExportHeader, formatLeafLine, splitLines, verifyExport, type ExportReport } from '../log/export.js';
+import { formatCheckpointLine, formatExportHeader, formatLeafLine, verifyExportBytes, type ExportReport } from '../log/export.js';
 import type { Store } from '../store/store.js';
 import { TRUST_MAX_BYTES, verifyTrustDocument } from '../trust/trust.js';
 import { readFileCapped } from './files.js';
@@ -19,6 +19,8 @@ import { inRunner } from './context.js';
 
 /** Bytes buffered before each write of the export file. */
 const WRITE_CHUNK_BYTES = 1 << 20;
+/** Bytes read at a time by `log verify` (lines are cut from these chunks without copying). */
+const READ_CHUNK_BYTES = 1 << 20;
 
 export function addLogExportCommands(log: Command): void {
   log
@@ -45,7 +47,8 @@ export function addLogExportCommands(log: Command): void {
       const earlier = opts.checkpoint !== undefined ? readEarlierCheckpoint(opts.checkpoint) : undefined;
       let report: ExportReport;
       try {
-        report = await verifyExport(splitLines(createReadStream(file)), { trust, ...(earlier !== undefined ? { earlier } : {}) });
+        const chunks = createReadStream(file, { highWaterMark: READ_CHUNK_BYTES });
+        report = await verifyExportBytes(chunks, { trust, ...(earlier !== undefined ? { earlier } : {}) });
       } catch (err) {
         if (!(err instanceof LogError)) throw err;
         const place = err.details.earlier === true ? 'earlier checkpoint' : `line ${String(err.details.line)}`;

@@ -49,7 +49,12 @@ export function guardBundle(bundle: unknown): void {
     throw new EvidenceError('EGRESS_SCHEMA', `The bundle does not match the closed outbound schema at ${problem.path}: ${problem.message}.`);
   }
   const notTheRecord = (cause?: unknown) =>
-    new EvidenceError('EGRESS_PROVENANCE', 'The bundle\'s log leaf is not exactly the evidence record.', {}, cause === undefined ? undefined : { cause });
+    new EvidenceError(
+      'EGRESS_PROVENANCE',
+      "The bundle's log leaf is not exactly the evidence record.",
+      {},
+      cause === undefined ? undefined : { cause },
+    );
   let record: LogRecord;
   try {
     record = parseRecordLeaf(Buffer.from((bundle as { log: { leaf: string } }).log.leaf, 'base64'));

@@ -80,7 +80,7 @@ function verifyLeaf(leaf: Buffer, index: number, evidenceDigest: string): void {
     throw new LogError('LOG_PROOF_INVALID', `The bundle's log leaf is not a record: ${cause.message}`, { ...cause.details }, { cause });
   }
   if (record.kind !== 'evidence.signed' || record.seq !== index || record.body.evidenceDigest !== evidenceDigest) {
-    throw new LogError('LOG_PROOF_INVALID', 'The bundle\'s log leaf is not the record of this evidence at this index.', {
+    throw new LogError('LOG_PROOF_INVALID', "The bundle's log leaf is not the record of this evidence at this index.", {
       kind: record.kind,
       seq: record.seq,
       index,

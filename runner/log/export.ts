@@ -107,10 +107,9 @@ export async function* splitLines(
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   for await (const chunk of chunks) {
     reader.feed(chunk);
-    for (let line = reader.next(); line !== undefined; line = reader.next()) yield decodeLine(decoder, line, reader.lines);
+    while (reader.next()) yield decodeLine(decoder, reader.line(), reader.lines);
   }
-  const last = reader.end();
-  if (last !== undefined) yield decodeLine(decoder, last, reader.lines);
+  if (reader.end()) yield decodeLine(decoder, reader.line(), reader.lines);
 }
 
 function decodeLine(decoder: TextDecoder, bytes: Uint8Array, line: number): string {
@@ -123,18 +122,22 @@ function decodeLine(decoder: TextDecoder, bytes: Uint8Array, line: number): stri
 
 /**
  * The line splitting of splitLines, pulled one line at a time: feed a chunk, take its lines with next()
- * until it returns undefined (the chunk's tail is kept for the next chunk), and end() for a last line
- * without a newline. A line is a view of the chunk when it lies inside one, so use it before feeding the
- * next chunk.
+ * until it returns false (the chunk's tail is kept for the next chunk), and end() for a last line without a
+ * newline. Each line found is lineBytes[lineStart, lineEnd): the chunk itself when the line lies inside it
+ * (so use it before feeding the next chunk), without making a Buffer per line.
  */
 class LineReader {
   private readonly maxLineBytes: number;
   private chunk: Buffer = Buffer.alloc(0);
-  private start = 0;
+  private offset = 0;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
-  /** Lines returned so far. */
+  /** Lines found so far. */
   lines = 0;
+  /** The last line found: lineBytes[lineStart, lineEnd). */
+  lineBytes: Buffer = this.chunk;
+  lineStart = 0;
+  lineEnd = 0;
 
   constructor(maxLineBytes: number) {
     this.maxLineBytes = maxLineBytes;
@@ -142,48 +145,63 @@ class LineReader {
 
   feed(chunk: Uint8Array): void {
     this.chunk = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    this.start = 0;
+    this.offset = 0;
   }
 
-  next(): Buffer | undefined {
+  /** Finds the next complete line of the chunk fed last; false when it holds no more newline. */
+  next(): boolean {
     const buffer = this.chunk;
-    const start = this.start;
-    const newline = start < buffer.length ? buffer.indexOf(0x0a, start) : -1;
+    const offset = this.offset;
+    const newline = offset < buffer.length ? buffer.indexOf(0x0a, offset) : -1;
     if (newline < 0) {
-      if (start < buffer.length) {
-        this.pendingBytes += buffer.length - start;
+      if (offset < buffer.length) {
+        this.pendingBytes += buffer.length - offset;
         if (this.pendingBytes > this.maxLineBytes) throw this.tooLong();
         // Copy: the caller may reuse the chunk's memory once we return.
-        this.pending.push(Buffer.from(buffer.subarray(start)));
-        this.start = buffer.length;
+        this.pending.push(Buffer.from(buffer.subarray(offset)));
+        this.offset = buffer.length;
       }
-      return undefined;
+      return false;
     }
-    if (this.pendingBytes + newline - start > this.maxLineBytes) throw this.tooLong();
-    this.start = newline + 1;
+    if (this.pendingBytes + newline - offset > this.maxLineBytes) throw this.tooLong();
+    this.offset = newline + 1;
     this.lines += 1;
-    const piece = buffer.subarray(start, newline);
-    if (this.pendingBytes === 0) return piece;
-    this.pending.push(piece);
-    this.pendingBytes += piece.length;
+    if (this.pendingBytes === 0) return this.found(buffer, offset, newline);
+    this.pending.push(buffer.subarray(offset, newline));
+    this.pendingBytes += newline - offset;
     return this.takePending();
   }
 
-  end(): Buffer | undefined {
-    if (this.pendingBytes === 0) return undefined;
+  /** Finds the last line when the stream does not end with a newline. */
+  end(): boolean {
+    if (this.pendingBytes === 0) return false;
     this.lines += 1;
     return this.takePending();
   }
 
-  private takePending(): Buffer {
+  /** The last line found, as a view of its own. */
+  line(): Buffer {
+    return this.lineBytes.subarray(this.lineStart, this.lineEnd);
+  }
+
+  private found(bytes: Buffer, start: number, end: number): true {
+    this.lineBytes = bytes;
+    this.lineStart = start;
+    this.lineEnd = end;
+    return true;
+  }
+
+  private takePending(): true {
     const joined = Buffer.concat(this.pending, this.pendingBytes);
     this.pending = [];
     this.pendingBytes = 0;
-    return joined;
+    return this.found(joined, 0, joined.length);
   }
 
   private tooLong(): LogError {
-    return fail('LOG_EXPORT_LINE_TOO_LONG', { line: this.lines + 1 }, `the line is longer than ${this.maxLineBytes} bytes.`, { limit: this.maxLineBytes });
+    return fail('LOG_EXPORT_LINE_TOO_LONG', { line: this.lines + 1 }, `the line is longer than ${this.maxLineBytes} bytes.`, {
+      limit: this.maxLineBytes,
+    });
   }
 }
 
@@ -238,10 +256,9 @@ export async function verifyExportBytes(
   const reader = new LineReader(EXPORT_LIMITS.maxLineBytes);
   for await (const chunk of chunks) {
     reader.feed(chunk);
-    for (let line = reader.next(); line !== undefined; line = reader.next()) verifier.pushBytes(line);
+    while (reader.next()) verifier.pushBytes(reader.lineBytes, reader.lineStart, reader.lineEnd);
   }
-  const last = reader.end();
-  if (last !== undefined) verifier.pushBytes(last);
+  if (reader.end()) verifier.pushBytes(reader.lineBytes, reader.lineStart, reader.lineEnd);
   return verifier.finish();
 }
 
@@ -250,6 +267,8 @@ const INDEX_OPEN = Buffer.from('{"index":', 'latin1');
 const LEAF_OPEN = Buffer.from(',"leaf":"', 'latin1');
 /** The most bytes a leaf can have: its base64 fills a line of maxLineBytes. */
 const MAX_LEAF_BYTES = Math.ceil(EXPORT_LIMITS.maxLineBytes / 4) * 3;
+/** Leaves shorter than this (records are a few hundred bytes) get a view of leafBuffer made once per size. */
+const VIEW_CACHE_BYTES = 2048;
 
 /** The state machine behind verifyExport, for callers that push lines themselves. Header first, then leaves and checkpoints. */
 export class ExportVerifier {
@@ -263,6 +282,7 @@ export class ExportVerifier {
   private checkpoints = 0;
   /** Where a leaf's base64 is decoded; a view of it is valid until the next line. */
   private readonly leafBuffer = Buffer.allocUnsafe(MAX_LEAF_BYTES);
+  private readonly leafViews = new Array<Buffer | undefined>(VIEW_CACHE_BYTES).fill(undefined);
   private decoder: TextDecoder | undefined;
 
   constructor(options: ExportVerifyOptions) {
@@ -277,19 +297,18 @@ export class ExportVerifier {
   }
 
   /**
-   * The next line as bytes, without its newline: the same as push(the line decoded as UTF-8), with the line
-   * cap and the UTF-8 check of splitLines.
+   * The next line as bytes (bytes[start, end), without its newline): the same as push(the line decoded as
+   * UTF-8), with the line cap and the UTF-8 check of splitLines.
    */
-  pushBytes(bytes: Uint8Array): void {
-    const line = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    if (line.length > EXPORT_LIMITS.maxLineBytes) {
+  pushBytes(bytes: Uint8Array, start = 0, end = bytes.length): void {
+    if (end - start > EXPORT_LIMITS.maxLineBytes) {
       throw fail('LOG_EXPORT_LINE_TOO_LONG', { line: this.line + 1 }, `the line is longer than ${EXPORT_LIMITS.maxLineBytes} bytes.`, {
         limit: EXPORT_LIMITS.maxLineBytes,
       });
     }
-    if (this.header !== undefined && this.readLeafBytes(line)) return;
+    if (this.header !== undefined && this.readLeafBytes(bytes, start, end)) return;
     this.decoder ??= new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-    const text = decodeLine(this.decoder, line, this.line + 1);
+    const text = decodeLine(this.decoder, bytes.subarray(start, end), this.line + 1);
     this.line += 1;
     this.pushCounted(text);
   }
@@ -454,16 +473,15 @@ export class ExportVerifier {
     return true;
   }
 
-  /** readLeafText on the bytes of a line (at most maxLineBytes), without decoding it. */
-  private readLeafBytes(line: Buffer): boolean {
-    const n = line.length;
-    if (n < INDEX_OPEN.length + 1 + LEAF_OPEN.length + 2 || !startsWithAt(line, 0, INDEX_OPEN)) return false;
+  /** readLeafText on the bytes of a line (at most maxLineBytes), without making a string of it. */
+  private readLeafBytes(line: Uint8Array, start: number, end: number): boolean {
+    if (end - start < INDEX_OPEN.length + 1 + LEAF_OPEN.length + 2 || !startsWithAt(line, start, INDEX_OPEN)) return false;
     // The index: the decimal digits of the next index, as String(index) writes them.
     const expected = this.range.size;
-    let p = INDEX_OPEN.length;
+    let p = start + INDEX_OPEN.length;
     let value = 0;
     const first = p;
-    for (; p < n; p++) {
+    for (; p < end; p++) {
       const digit = line[p]! - 0x30;
       if (digit < 0 || digit > 9) break;
       value = value * 10 + digit;
@@ -472,13 +490,19 @@ export class ExportVerifier {
     if (digits === 0 || digits > 15 || (digits > 1 && line[first] === 0x30) || value !== expected) return false;
     if (!startsWithAt(line, p, LEAF_OPEN)) return false;
     p += LEAF_OPEN.length;
-    if (p > n - 2 || line[n - 2] !== 0x22 || line[n - 1] !== 0x7d) return false;
-    // Bytes that are not base64 become characters that do not round-trip, so such a line goes to push.
-    const leaf = this.decodeLeaf(line.toString('latin1', p, n - 2));
-    if (leaf === undefined) return false;
+    if (p > end - 2 || line[end - 2] !== 0x22 || line[end - 1] !== 0x7d) return false;
+    const length = decodeCanonicalBase64(line, p, end - 2, this.leafBuffer);
+    if (length < 0) return false;
     this.line += 1;
-    this.appendLeaf(leaf);
+    this.appendLeaf(this.leafView(length));
     return true;
+  }
+
+  /** leafBuffer's first `length` bytes; the views of the sizes records have are made once. */
+  private leafView(length: number): Buffer {
+    const views = this.leafViews;
+    if (length >= views.length) return this.leafBuffer.subarray(0, length);
+    return (views[length] ??= this.leafBuffer.subarray(0, length));
   }
 
   /**
@@ -568,6 +592,63 @@ export class ExportVerifier {
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Standard base64 (RFC 4648 section 4): the value of each alphabet character, -1 for any other byte (`=` too). */
+const BASE64_VALUE = new Int8Array(256).fill(-1);
+[...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'].forEach((ch, value) => (BASE64_VALUE[ch.charCodeAt(0)] = value));
+/** The 12 bits of two characters (first << 8 | second), -1 unless both are alphabet characters; made on first use. */
+let base64Pairs: Int16Array | undefined;
+function base64PairValues(): Int16Array {
+  if (base64Pairs === undefined) {
+    base64Pairs = new Int16Array(65536).fill(-1);
+    for (let x = 0; x < 256; x++) {
+      for (let y = 0; y < 256; y++) {
+        if (BASE64_VALUE[x]! >= 0 && BASE64_VALUE[y]! >= 0) base64Pairs[(x << 8) | y] = (BASE64_VALUE[x]! << 6) | BASE64_VALUE[y]!;
+      }
+    }
+  }
+  return base64Pairs;
+}
+
+/**
+ * Decodes bytes[start, stop) into `out` if they are the canonical standard base64 of some bytes, the one
+ * text Buffer.toString('base64') writes for them: whole quads of alphabet characters, the last one padded
+ * with one or two `=` when it encodes two or one bytes, and zero in the bits the padding leaves unused. The
+ * same test as readLeaf's round trip, on bytes. Returns the number of bytes decoded, or -1.
+ */
+function decodeCanonicalBase64(bytes: Uint8Array, start: number, stop: number, out: Uint8Array): number {
+  const length = stop - start;
+  if (length % 4 !== 0 || (length / 4) * 3 > out.length) return -1;
+  if (length === 0) return 0;
+  const pad = bytes[stop - 1] !== 0x3d ? 0 : bytes[stop - 2] === 0x3d ? 2 : 1;
+  const whole = stop - (pad === 0 ? 0 : 4);
+  const pairs = base64PairValues();
+  let o = 0;
+  for (let i = start; i < whole; i += 4) {
+    const high = pairs[(bytes[i]! << 8) | bytes[i + 1]!]!;
+    const low = pairs[(bytes[i + 2]! << 8) | bytes[i + 3]!]!;
+    if ((high | low) < 0) return -1;
+    const bits = (high << 12) | low;
+    out[o] = bits >>> 16;
+    out[o + 1] = (bits >>> 8) & 0xff;
+    out[o + 2] = bits & 0xff;
+    o += 3;
+  }
+  if (pad !== 0) {
+    const a = BASE64_VALUE[bytes[whole]!]!;
+    const b = BASE64_VALUE[bytes[whole + 1]!]!;
+    if ((a | b) < 0) return -1;
+    out[o++] = (a << 2) | (b >> 4);
+    if (pad === 2) {
+      if ((b & 0x0f) !== 0) return -1;
+    } else {
+      const c = BASE64_VALUE[bytes[whole + 2]!]!;
+      if (c < 0 || (c & 0x03) !== 0) return -1;
+      out[o++] = ((b & 0x0f) << 4) | (c >> 2);
+    }
+  }
+  return o;
 }
 
 function startsWithAt(bytes: Uint8Array, at: number, word: Uint8Array): boolean {

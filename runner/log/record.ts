@@ -164,329 +164,346 @@ function invalid(sentence: string, details: Record<string, unknown> = {}): LogEr
  * Decides in one pass over the bytes, without building strings or objects, that a leaf is one
  * parseRecordLeaf accepts: it returns the kind only when every check of parseRecordLeaf would pass, and
  * undefined whenever it is not sure (then parseRecordLeaf decides, and says why it fails). It accepts a
- * subset of what toCanonicalJson (JSON.stringify of sorted keys) writes:
+ * subset of what toCanonicalJson writes (keys sorted by code units, strings and numbers as JSON.stringify
+ * writes them):
  *   - no whitespace; objects, arrays, `true`, `false`, `null`;
- *   - integers of at most 15 digits (safe), without a leading zero, never `-0`;
- *   - strings of raw characters other than `"`, `\` and controls (UTF-8, checked once for the leaf when a
- *     byte is not ASCII), and exactly the escapes JSON.stringify writes: `\"`, `\\`, `\b`, `\f`,
- *     `\n`, `\r`, `\t`, and `\u00xx` (lower-case) for the other controls;
- *   - keys of printable ASCII without `"` or `\`, strictly increasing (sorted, no duplicates), not
- *     starting with a digit (JSON.stringify writes array-index keys first, whatever the sort said) and never
- *     `__proto__` (an assignment that sortKeys would drop);
+ *   - integers of at most 15 digits (so safe), without a leading zero, never `-0`;
+ *   - strings of raw characters other than `"`, `\` and controls (UTF-8, checked once for the whole leaf
+ *     when a byte is not ASCII), and exactly the escapes JSON.stringify writes: `\"`, `\\`, `\b`, `\f`,
+ *     `\n`, `\r`, `\t`, and `\u00xx` (lower-case hex) for the other controls;
+ *   - keys of printable ASCII without `"` or `\`, strictly increasing (sorted, no duplicates), neither
+ *     starting with a digit nor `__proto__`: where those go depends on the writer (JSON.stringify puts
+ *     array-index keys first; copying into a plain object drops `__proto__`), so the recogniser leaves them
+ *     to the re-encoding, whatever toCanonicalJson does with them;
  *   - nesting at most MAX_FAST_DEPTH deep;
  * and at the top level the members of parseRecordLeaf: `v` 1, `seq` (= expectedSeq when given), a known
- * `kind` with exactly its own members, and an `at` timestamp. Anything else, even if canonical, returns
- * undefined. Exported for its tests.
+ * `kind` with exactly its own members, all its required ones, and an `at` timestamp. Anything else, even
+ * canonical, returns undefined. Exported for its tests.
  */
 export function scanRecordLeaf(leaf: Uint8Array, expectedSeq?: number): RecordKind | undefined {
-  const scan = new Scan(leaf);
-  return scan.record(expectedSeq);
+  b = leaf;
+  end = leaf.length;
+  p = 0;
+  high = false;
+  try {
+    return scanRecord(expectedSeq);
+  } finally {
+    b = EMPTY;
+  }
 }
 
 const MAX_FAST_DEPTH = 16;
-const MAX_TOP_LEVEL_MEMBERS = 32;
+
+// The scan state: one leaf at a time (the scan is synchronous and calls nothing that could re-enter).
+const EMPTY = new Uint8Array(0);
+let b: Uint8Array = EMPTY;
+let end = 0;
+let p = 0;
+let high = false;
 
 // Byte classes inside a string.
 const PLAIN = 0;
 const QUOTE = 1;
 const BACKSLASH = 2;
-const CONTROL = 3;
-const HIGH = 4;
+const HIGH = 3;
+const CONTROL = 4;
 const STRING_CLASS = new Uint8Array(256).map((_, c) => (c === 0x22 ? QUOTE : c === 0x5c ? BACKSLASH : c < 0x20 ? CONTROL : c >= 0x80 ? HIGH : PLAIN));
-// The controls JSON.stringify writes as \u00xx (the others have a short escape).
-const SHORT_ESCAPED_CONTROLS = new Set([0x08, 0x09, 0x0a, 0x0c, 0x0d]);
-// What may follow a backslash, besides `u`: " \ b f n r t.
-const SHORT_ESCAPES = new Set([0x22, 0x5c, 0x62, 0x66, 0x6e, 0x72, 0x74]);
+/** Bytes a key may hold: printable ASCII but `"` and `\`. */
+const KEY_BYTE = new Uint8Array(256).map((_, c) => (c >= 0x20 && c <= 0x7e && c !== 0x22 && c !== 0x5c ? 1 : 0));
+/** After a backslash: 1 for the short escapes JSON.stringify writes (" \ b f n r t), 2 for `u`. */
+const ESCAPE = new Uint8Array(256).map((_, c) => ('"\\bfnrt'.includes(String.fromCharCode(c)) ? 1 : c === 0x75 ? 2 : 0));
+/** The controls JSON.stringify writes as \u00xx: every one below 0x20 without a short escape. */
+const U_ESCAPED = new Uint8Array(32).map((_, c) => ([0x08, 0x09, 0x0a, 0x0c, 0x0d].includes(c) ? 0 : 1));
 
 /**
- * Every member name any kind knows (the four log fields first), numbered for bit masks, and looked up by
- * length and first byte. Masks are 31-bit integers: a name numbered beyond that is never recognised, so
- * its records take the slow path.
+ * Every member name any kind knows, numbered in code-unit order (so that keys increase exactly when their
+ * numbers do) for bit masks, and found by length and first byte. Masks are 31-bit integers: a name numbered
+ * beyond that is not recognised, and its records take the slow path (the tests of every kind would show it).
  */
 const MASK_BITS = 31;
-const bit = (id: number): number => (id < MASK_BITS ? 1 << id : 0);
-const FIELD_NAMES = [...new Set(RECORD_KINDS.flatMap((kind) => [...KNOWN_FIELDS.get(kind)!]))];
+const FIELD_NAMES = [...new Set(RECORD_KINDS.flatMap((kind) => [...KNOWN_FIELDS.get(kind)!]))].sort();
 const FIELD_BYTES = FIELD_NAMES.map((name) => Buffer.from(name, 'latin1'));
-const FIELD_BUCKETS = new Map<number, number[]>();
+const MAX_FIELD_LENGTH = 31;
+const PROTO = Buffer.from('__proto__', 'latin1');
+/**
+ * The names by length and first byte: FIELD_FIRST[length * 128 + first byte] is the first id of that
+ * length and first byte (-1 for none), FIELD_NEXT[id] the next one (-1 at the end).
+ */
+const FIELD_FIRST = new Int16Array((MAX_FIELD_LENGTH + 1) * 128).fill(-1);
+const FIELD_NEXT = new Int16Array(FIELD_NAMES.length).fill(-1);
 FIELD_BYTES.forEach((bytes, id) => {
-  if (id >= MASK_BITS) return;
-  const bucket = (bytes.length << 8) | bytes[0]!;
-  FIELD_BUCKETS.set(bucket, [...(FIELD_BUCKETS.get(bucket) ?? []), id]);
+  // Names whose place depends on the writer (array indices, __proto__: see scanRecordLeaf) are never recognised.
+  const arrayIndexLike = bytes[0]! >= 0x30 && bytes[0]! <= 0x39;
+  if (id >= MASK_BITS || bytes.length === 0 || bytes.length > MAX_FIELD_LENGTH || arrayIndexLike || bytes.equals(PROTO)) return;
+  if (bytes[0]! > 0x7f) return;
+  const slot = bytes.length * 128 + bytes[0]!;
+  FIELD_NEXT[id] = FIELD_FIRST[slot]!;
+  FIELD_FIRST[slot] = id;
 });
 const fieldId = (name: string): number => FIELD_NAMES.indexOf(name);
+const bit = (id: number): number => (id >= 0 && id < MASK_BITS ? 1 << id : 0);
 const ID_V = fieldId('v');
 const ID_SEQ = fieldId('seq');
 const ID_KIND = fieldId('kind');
 const ID_AT = fieldId('at');
 interface KindMasks {
-  kind: RecordKind;
-  bytes: Buffer;
-  known: number;
-  required: number;
-  complete: boolean;
+  readonly kind: RecordKind;
+  readonly bytes: Buffer;
+  readonly known: number;
+  readonly required: number;
+  /** Whether every required member (log fields included) is numbered within the masks. */
+  readonly complete: boolean;
 }
-const KIND_MASKS: readonly KindMasks[] = RECORD_KINDS.map((kind) => ({
-  kind,
-  bytes: Buffer.from(kind, 'latin1'),
-  known: [...KNOWN_FIELDS.get(kind)!].reduce((mask, name) => mask | bit(fieldId(name)), 0),
-  required: [...RESERVED_FIELDS, ...RECORD_FIELDS[kind].required].reduce((mask, name) => mask | bit(fieldId(name)), 0),
-  // A required member beyond the mask could never be seen: such a kind always takes the slow path.
-  complete: [...RESERVED_FIELDS, ...RECORD_FIELDS[kind].required].every((name) => fieldId(name) < MASK_BITS),
-}));
-const PROTO = Buffer.from('__proto__', 'latin1');
-
-/** One pass of the recogniser over one leaf. Every method returns false (or undefined) for "not sure". */
-class Scan {
-  private readonly b: Uint8Array;
-  private readonly end: number;
-  private p = 0;
-  private high = false;
-
-  constructor(bytes: Uint8Array) {
-    this.b = bytes;
-    this.end = bytes.length;
-  }
-
-  record(expectedSeq: number | undefined): RecordKind | undefined {
-    const b = this.b;
-    if (this.end < 2 || b[0] !== 0x7b) return undefined;
-    this.p = 1;
-    let seen = 0; // bit(id) of every member seen; each at most once, since keys strictly increase
-    let count = 0;
-    let previousStart = -1;
-    let previousEnd = -1;
-    let seq = -1;
-    let kindAt = -1;
-    let kindEnd = -1;
-    if (b[this.p] === 0x7d) return undefined; // {} has no kind
-    for (;;) {
-      const keyStart = this.p + 1;
-      if (!this.key(previousStart, previousEnd)) return undefined;
-      const keyEnd = this.p - 2; // after `":`
-      previousStart = keyStart;
-      previousEnd = keyEnd;
-      if (++count > MAX_TOP_LEVEL_MEMBERS) return undefined;
-      const id = this.fieldOf(keyStart, keyEnd);
-      if (id < 0) return undefined;
-      const valueStart = this.p;
-      if (!this.value(1)) return undefined;
-      const valueEnd = this.p;
-      seen |= bit(id);
-      if (id === ID_SEQ) {
-        seq = this.digits(valueStart, valueEnd);
-        if (seq < 0) return undefined;
-      } else if (id === ID_V) {
-        if (valueEnd - valueStart !== 1 || b[valueStart] !== 0x31) return undefined;
-      } else if (id === ID_KIND) {
-        if (b[valueStart] !== 0x22) return undefined;
-        kindAt = valueStart + 1;
-        kindEnd = valueEnd - 1;
-      } else if (id === ID_AT) {
-        if (!this.timestamp(valueStart, valueEnd)) return undefined;
-      }
-      const c = b[this.p];
-      if (c === 0x2c) {
-        this.p += 1;
-        continue;
-      }
-      if (c !== 0x7d || this.p + 1 !== this.end) return undefined;
-      break;
-    }
-    if (expectedSeq !== undefined && seq !== expectedSeq) return undefined;
-    if (kindAt < 0) return undefined;
-    const masks = this.kindOf(kindAt, kindEnd);
-    if (masks === undefined || !masks.complete) return undefined;
-    // Only the kind's own members, and all its required ones (the four log fields among them).
-    if ((seen & ~masks.known) !== 0 || (masks.required & ~seen) !== 0) return undefined;
-    if (this.high && !isUtf8(this.b)) return undefined;
-    return masks.kind;
-  }
-
-  /** A key at p (`"name":`), greater than the previous key of its object; p ends after the colon. */
-  private key(previousStart: number, previousEnd: number): boolean {
-    const b = this.b;
-    if (b[this.p] !== 0x22) return false;
-    const start = this.p + 1;
-    let q = start;
-    if (q < this.end && b[q]! >= 0x30 && b[q]! <= 0x39) return false;
-    for (; q < this.end; q++) {
-      const c = b[q]!;
-      if (c === 0x22) break;
-      if (c < 0x20 || c > 0x7e || c === 0x5c) return false;
-    }
-    if (q + 1 >= this.end || b[q + 1] !== 0x3a) return false;
-    if (q - start === PROTO.length && equalAt(b, start, PROTO)) return false;
-    if (previousStart >= 0 && compareRanges(b, previousStart, previousEnd, start, q) >= 0) return false;
-    this.p = q + 2;
-    return true;
-  }
-
-  private value(depth: number): boolean {
-    const b = this.b;
-    const c = b[this.p];
-    if (c === 0x22) return this.string();
-    if (c === 0x7b) return depth < MAX_FAST_DEPTH && this.object(depth + 1);
-    if (c === 0x5b) return depth < MAX_FAST_DEPTH && this.array(depth + 1);
-    if (c === 0x74) return this.literal(TRUE);
-    if (c === 0x66) return this.literal(FALSE);
-    if (c === 0x6e) return this.literal(NULL);
-    return this.number();
-  }
-
-  private object(depth: number): boolean {
-    const b = this.b;
-    this.p += 1;
-    if (b[this.p] === 0x7d) {
-      this.p += 1;
-      return true;
-    }
-    let previousStart = -1;
-    let previousEnd = -1;
-    for (;;) {
-      const keyStart = this.p + 1;
-      if (!this.key(previousStart, previousEnd)) return false;
-      previousStart = keyStart;
-      previousEnd = this.p - 2;
-      if (!this.value(depth)) return false;
-      const c = b[this.p];
-      this.p += 1;
-      if (c === 0x2c) continue;
-      return c === 0x7d;
-    }
-  }
-
-  private array(depth: number): boolean {
-    const b = this.b;
-    this.p += 1;
-    if (b[this.p] === 0x5d) {
-      this.p += 1;
-      return true;
-    }
-    for (;;) {
-      if (!this.value(depth)) return false;
-      const c = b[this.p];
-      this.p += 1;
-      if (c === 0x2c) continue;
-      return c === 0x5d;
-    }
-  }
-
-  private string(): boolean {
-    const b = this.b;
-    const end = this.end;
-    let q = this.p + 1;
-    while (q < end) {
-      const k = STRING_CLASS[b[q]!]!;
-      if (k === PLAIN) {
-        q += 1;
-      } else if (k === QUOTE) {
-        this.p = q + 1;
-        return true;
-      } else if (k === HIGH) {
-        this.high = true;
-        q += 1;
-      } else if (k === BACKSLASH) {
-        const e = b[q + 1];
-        if (e === undefined) return false;
-        if (SHORT_ESCAPES.has(e)) {
-          q += 2;
-        } else {
-          // \u00xx, lower-case hex, for a control without a short escape: what JSON.stringify writes.
-          if (e !== 0x75 || b[q + 2] !== 0x30 || b[q + 3] !== 0x30) return false;
-          const hi = b[q + 4];
-          const lo = hexDigit(b[q + 5]);
-          if ((hi !== 0x30 && hi !== 0x31) || lo < 0) return false;
-          if (SHORT_ESCAPED_CONTROLS.has((hi - 0x30) * 16 + lo)) return false;
-          q += 6;
-        }
-      } else {
-        return false; // a raw control: not JSON
-      }
-    }
-    return false;
-  }
-
-  private number(): boolean {
-    const b = this.b;
-    let q = this.p;
-    if (b[q] === 0x2d) q += 1;
-    const first = q;
-    const c = b[q];
-    if (c === undefined || c < 0x31 || c > 0x39) {
-      // 0 alone (not -0), or not a number.
-      if (c !== 0x30 || first !== this.p) return false;
-      this.p = q + 1;
-      return !isDigitOrFraction(b[this.p]);
-    }
-    while (q < this.end && b[q]! >= 0x30 && b[q]! <= 0x39) q += 1;
-    if (q - first > 15 || isDigitOrFraction(b[q])) return false;
-    this.p = q;
-    return true;
-  }
-
-  private literal(word: Buffer): boolean {
-    if (this.p + word.length > this.end || !equalAt(this.b, this.p, word)) return false;
-    this.p += word.length;
-    return true;
-  }
-
-  /** The value of the token in [start, end) if it is a non-negative integer (already checked to be a number if it starts like one), or -1. */
-  private digits(start: number, end: number): number {
-    const b = this.b;
-    if (end <= start) return -1;
-    let n = 0;
-    for (let q = start; q < end; q++) {
-      const d = b[q]! - 0x30;
-      if (d < 0 || d > 9) return -1;
-      n = n * 10 + d;
-    }
-    return n;
-  }
-
-  /** `"YYYY-MM-DDTHH:MM:SS.mmmZ"` in [start, end), quotes included: the AT pattern. */
-  private timestamp(start: number, end: number): boolean {
-    const b = this.b;
-    if (end - start !== 26) return false;
-    for (let i = 0; i < 24; i++) {
-      const c = b[start + 1 + i]!;
-      const want = AT_SHAPE[i]!;
-      if (want === 0 ? c < 0x30 || c > 0x39 : c !== want) return false;
-    }
-    return true;
-  }
-
-  private fieldOf(start: number, end: number): number {
-    const length = end - start;
-    if (length === 0) return -1;
-    const bucket = FIELD_BUCKETS.get((length << 8) | this.b[start]!);
-    if (bucket === undefined) return -1;
-    for (const id of bucket) if (equalAt(this.b, start, FIELD_BYTES[id]!)) return id;
-    return -1;
-  }
-
-  private kindOf(start: number, end: number): KindMasks | undefined {
-    for (const masks of KIND_MASKS) {
-      if (masks.bytes.length === end - start && equalAt(this.b, start, masks.bytes)) return masks;
-    }
-    return undefined;
-  }
-}
-
+const KIND_MASKS: readonly KindMasks[] = RECORD_KINDS.map((kind) => {
+  const required = [...RESERVED_FIELDS, ...RECORD_FIELDS[kind].required];
+  return {
+    kind,
+    bytes: Buffer.from(kind, 'latin1'),
+    known: [...KNOWN_FIELDS.get(kind)!].reduce((mask, name) => mask | bit(fieldId(name)), 0),
+    required: required.reduce((mask, name) => mask | bit(fieldId(name)), 0),
+    complete: required.every((name) => fieldId(name) < MASK_BITS),
+  };
+});
 const TRUE = Buffer.from('true', 'latin1');
 const FALSE = Buffer.from('false', 'latin1');
 const NULL = Buffer.from('null', 'latin1');
-// 0 stands for a digit.
+/** The shape of `at` (RFC 3339 UTC with milliseconds): 0 stands for a digit. */
 const AT_SHAPE = Uint8Array.from('0000-00-00T00:00:00.000Z', (ch) => (ch === '0' ? 0 : ch.charCodeAt(0)));
 
-function equalAt(b: Uint8Array, at: number, word: Uint8Array): boolean {
-  for (let i = 0; i < word.length; i++) if (b[at + i] !== word[i]) return false;
+/** The top-level object; p ends at the end of the leaf. */
+function scanRecord(expectedSeq: number | undefined): RecordKind | undefined {
+  if (end < 2 || b[0] !== 0x7b || b[1] === 0x7d) return undefined;
+  p = 1;
+  let seen = 0; // bit(id) of every member seen
+  let previous = -1; // the id of the previous key: ids increase as keys do
+  let seq = -1;
+  let kindStart = -1;
+  let kindEnd = -1;
+  for (;;) {
+    // A member name: one of FIELD_NAMES, after the previous one.
+    if (b[p] !== 0x22) return undefined;
+    const keyStart = p + 1;
+    const close = indexOfQuote(keyStart, keyStart + MAX_FIELD_LENGTH + 1);
+    if (close < 0 || b[close + 1] !== 0x3a) return undefined;
+    const id = fieldAt(keyStart, close);
+    if (id <= previous) return undefined;
+    previous = id;
+    seen |= 1 << id;
+    p = close + 2;
+    const valueStart = p;
+    if (!scanValue(1)) return undefined;
+    if (id === ID_SEQ) {
+      seq = digitsAt(valueStart, p);
+      if (seq < 0) return undefined;
+    } else if (id === ID_V) {
+      if (p - valueStart !== 1 || b[valueStart] !== 0x31) return undefined;
+    } else if (id === ID_KIND) {
+      if (b[valueStart] !== 0x22) return undefined;
+      kindStart = valueStart + 1;
+      kindEnd = p - 1;
+    } else if (id === ID_AT) {
+      if (!isTimestampAt(valueStart, p)) return undefined;
+    }
+    const c = b[p];
+    if (c === 0x2c) {
+      p += 1;
+      continue;
+    }
+    if (c !== 0x7d || p + 1 !== end) return undefined;
+    break;
+  }
+  if (expectedSeq !== undefined && seq !== expectedSeq) return undefined;
+  if (kindStart < 0) return undefined;
+  const masks = kindAt(kindStart, kindEnd);
+  if (masks === undefined || !masks.complete) return undefined;
+  // Only the kind's own members, and all its required ones (the four log fields among them).
+  if ((seen & ~masks.known) !== 0 || (masks.required & ~seen) !== 0) return undefined;
+  if (high && !isUtf8(b)) return undefined;
+  return masks.kind;
+}
+
+/** The first `"` in [from, limit) (limit capped at the end), or -1. */
+function indexOfQuote(from: number, limit: number): number {
+  const bytes = b;
+  const stop = limit < end ? limit : end;
+  for (let q = from; q < stop; q++) if (bytes[q] === 0x22) return q;
+  return -1;
+}
+
+function scanValue(depth: number): boolean {
+  const c = b[p];
+  if (c === 0x22) return scanString();
+  if (c === 0x7b) return depth < MAX_FAST_DEPTH && scanObject(depth + 1);
+  if (c === 0x5b) return depth < MAX_FAST_DEPTH && scanArray(depth + 1);
+  if (c === 0x74) return scanWord(TRUE);
+  if (c === 0x66) return scanWord(FALSE);
+  if (c === 0x6e) return scanWord(NULL);
+  return scanNumber();
+}
+
+/** A nested object: keys strictly increasing, checked byte by byte. */
+function scanObject(depth: number): boolean {
+  const bytes = b;
+  const stop = end;
+  const keyBytes = KEY_BYTE;
+  p += 1;
+  if (bytes[p] === 0x7d) {
+    p += 1;
+    return true;
+  }
+  let previousStart = -1;
+  let previousEnd = -1;
+  for (;;) {
+    if (bytes[p] !== 0x22) return false;
+    const start = p + 1;
+    let q = start;
+    const first = bytes[q];
+    if (first !== undefined && first >= 0x30 && first <= 0x39) return false; // an array index, or like one
+    while (q < stop && keyBytes[bytes[q]!] === 1) q += 1;
+    if (q + 1 >= stop || bytes[q] !== 0x22 || bytes[q + 1] !== 0x3a) return false;
+    if (q - start === PROTO.length && equalAt(start, PROTO)) return false;
+    if (previousStart >= 0 && compareRanges(previousStart, previousEnd, start, q) >= 0) return false;
+    previousStart = start;
+    previousEnd = q;
+    p = q + 2;
+    if (!scanValue(depth)) return false;
+    const c = bytes[p];
+    p += 1;
+    if (c === 0x2c) continue;
+    return c === 0x7d;
+  }
+}
+
+function scanArray(depth: number): boolean {
+  p += 1;
+  if (b[p] === 0x5d) {
+    p += 1;
+    return true;
+  }
+  for (;;) {
+    if (!scanValue(depth)) return false;
+    const c = b[p];
+    p += 1;
+    if (c === 0x2c) continue;
+    return c === 0x5d;
+  }
+}
+
+function scanString(): boolean {
+  const bytes = b;
+  const stop = end;
+  const classes = STRING_CLASS;
+  let q = p + 1;
+  while (q < stop) {
+    const k = classes[bytes[q]!]!;
+    if (k === PLAIN) {
+      q += 1;
+    } else if (k === QUOTE) {
+      p = q + 1;
+      return true;
+    } else if (k === HIGH) {
+      high = true;
+      q += 1;
+    } else if (k === BACKSLASH) {
+      const e = ESCAPE[bytes[q + 1] ?? 0]!;
+      if (e === 1) {
+        q += 2;
+      } else if (e === 2 && bytes[q + 2] === 0x30 && bytes[q + 3] === 0x30) {
+        // \u00xx, lower-case hex, for a control without a short escape: what JSON.stringify writes.
+        const hi = bytes[q + 4];
+        const lo = hexDigit(bytes[q + 5]);
+        if ((hi !== 0x30 && hi !== 0x31) || lo < 0 || U_ESCAPED[(hi - 0x30) * 16 + lo] !== 1) return false;
+        q += 6;
+      } else {
+        return false;
+      }
+    } else {
+      return false; // a raw control: not JSON
+    }
+  }
+  return false;
+}
+
+function scanNumber(): boolean {
+  const bytes = b;
+  const stop = end;
+  let q = p;
+  if (bytes[q] === 0x2d) q += 1;
+  const first = q;
+  const c = bytes[q];
+  if (c === 0x30) {
+    if (first !== p) return false; // -0: JSON.stringify writes 0
+    q += 1;
+  } else {
+    if (c === undefined || c < 0x31 || c > 0x39) return false;
+    while (q < stop && bytes[q]! >= 0x30 && bytes[q]! <= 0x39) q += 1;
+    if (q - first > 15) return false;
+  }
+  const next = bytes[q];
+  if (next !== undefined && ((next >= 0x30 && next <= 0x39) || next === 0x2e || next === 0x65 || next === 0x45)) return false;
+  p = q;
   return true;
 }
 
-function compareRanges(b: Uint8Array, aStart: number, aEnd: number, bStart: number, bEnd: number): number {
+function scanWord(word: Uint8Array): boolean {
+  if (p + word.length > end || !equalAt(p, word)) return false;
+  p += word.length;
+  return true;
+}
+
+/** The id of the member name in [start, close), or -1 when it is not one of FIELD_NAMES. */
+function fieldAt(start: number, close: number): number {
+  const length = close - start;
+  const first = b[start]!;
+  if (length === 0 || length > MAX_FIELD_LENGTH || first > 0x7f) return -1;
+  for (let id = FIELD_FIRST[length * 128 + first]!; id >= 0; id = FIELD_NEXT[id]!) if (equalAt(start, FIELD_BYTES[id]!)) return id;
+  return -1;
+}
+
+/** The value of the token in [start, stop) if it is a non-negative integer (scanValue checked its form), or -1. */
+function digitsAt(start: number, stop: number): number {
+  const bytes = b;
+  if (stop <= start) return -1;
+  let n = 0;
+  for (let q = start; q < stop; q++) {
+    const d = bytes[q]! - 0x30;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+/** `"YYYY-MM-DDTHH:MM:SS.mmmZ"` in [start, stop), quotes included: the AT pattern. */
+function isTimestampAt(start: number, stop: number): boolean {
+  const bytes = b;
+  const shape = AT_SHAPE;
+  if (stop - start !== shape.length + 2) return false;
+  for (let i = 0; i < shape.length; i++) {
+    const c = bytes[start + 1 + i]!;
+    const want = shape[i]!;
+    if (want === 0 ? c < 0x30 || c > 0x39 : c !== want) return false;
+  }
+  return true;
+}
+
+function kindAt(start: number, stop: number): KindMasks | undefined {
+  for (const masks of KIND_MASKS) {
+    if (masks.bytes.length === stop - start && equalAt(start, masks.bytes)) return masks;
+  }
+  return undefined;
+}
+
+function equalAt(at: number, word: Uint8Array): boolean {
+  const bytes = b;
+  for (let i = 0; i < word.length; i++) if (bytes[at + i] !== word[i]) return false;
+  return true;
+}
+
+function compareRanges(aStart: number, aEnd: number, bStart: number, bEnd: number): number {
+  const bytes = b;
   const n = Math.min(aEnd - aStart, bEnd - bStart);
   for (let i = 0; i < n; i++) {
-    const d = b[aStart + i]! - b[bStart + i]!;
+    const d = bytes[aStart + i]! - bytes[bStart + i]!;
     if (d !== 0) return d;
   }
   return aEnd - aStart - (bEnd - bStart);
@@ -497,8 +514,4 @@ function hexDigit(c: number | undefined): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;
   if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
   return -1;
-}
-
-function isDigitOrFraction(c: number | undefined): boolean {
-  return c !== undefined && ((c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x65 || c === 0x45);
 }

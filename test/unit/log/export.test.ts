@@ -1,20 +1,23 @@
+import { isUtf8 } from 'node:buffer';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { toCanonicalJson } from '../../../runner/core/canonical-json.js';
 import { PrivateKey } from '../../../runner/core/ed25519.js';
 import { runnerOrigin, signCheckpoint } from '../../../runner/log/checkpoint.js';
 import { LogError } from '../../../runner/log/errors.js';
 import {
   EXPORT_LIMITS,
   EXPORT_MEDIA_TYPE,
+  ExportVerifier,
   formatCheckpointLine,
   formatExportHeader,
   formatLeafLine,
   splitLines,
   verifyExport,
+  verifyExportBytes,
   type ExportReport,
 } from '../../../runner/log/export.js';
 import { hashLeaf, rootFromLeafHashes } from '../../../runner/log/merkle.js';
+import { encodeRecordLeaf, parseRecordLeaf, type RecordBodies } from '../../../runner/log/record.js';
 import { verifyTrustDocument, type Role } from '../../../runner/trust/trust.js';
 import { makeTrustBody, signTrust } from '../../helpers/world.js';
 
@@ -30,9 +33,21 @@ function trustEnrolling(entries: { name: string; key: PrivateKey; roles: Role[] 
 }
 const trust = trustEnrolling([{ name: RUNNER_ID, key: runnerKey, roles: ['runner'] }]);
 
-/** A record leaf as runner/store/store.ts writes it. */
-function recordLeaf(seq: number, extra: Record<string, unknown> = {}): Buffer {
-  return Buffer.from(toCanonicalJson({ v: 1, seq, kind: 'step.finished', at: '2025-01-01T00:00:00.000Z', runId: `run-${seq >> 2}`, exitCode: 0, ...extra }));
+const AT = '2025-01-01T00:00:00.000Z';
+
+/** A record leaf as runner/store/store.ts writes it (runner/log/record.ts encodes it). */
+function recordLeaf(seq: number, extra: Partial<RecordBodies['step.finished']> = {}): Buffer {
+  const body: RecordBodies['step.finished'] = {
+    runId: `run-${seq >> 2}`,
+    name: 'test',
+    status: 'succeeded',
+    exitCode: 0,
+    signal: null,
+    timedOut: false,
+    durationMs: 40 + seq,
+    ...extra,
+  };
+  return encodeRecordLeaf('step.finished', body, seq, AT);
 }
 
 function checkpointNote(leaves: readonly Buffer[], size: number, key: PrivateKey = runnerKey, rootHash?: Buffer): string {
@@ -56,13 +71,71 @@ function exportLines(leaves: readonly Buffer[], checkpointSizes: readonly number
 const leavesOf = (n: number) => Array.from({ length: n }, (_, i) => recordLeaf(i));
 
 async function failureOf(lines: Iterable<string> | AsyncIterable<string>, earlier?: string, trustDocument = trust): Promise<LogError> {
+  const options = { trust: trustDocument, ...(earlier !== undefined ? { earlier } : {}) };
+  let failure: LogError | undefined;
   try {
-    await verifyExport(lines, { trust: trustDocument, ...(earlier !== undefined ? { earlier } : {}) });
+    await verifyExport(lines, options);
   } catch (err) {
-    if (err instanceof LogError) return err;
+    if (!(err instanceof LogError)) throw err;
+    failure = err;
+  }
+  if (failure === undefined) throw new Error('the export verified');
+  // The same lines as bytes (what `log verify` reads) fail the same way (lines given as an array).
+  if (Array.isArray(lines)) {
+    const bytes = Buffer.from(lines.map((line) => `${line}\n`).join(''));
+    expect(await outcomeOf(verifyExportBytes([bytes], options))).toEqual(outcome(failure));
+  }
+  return failure;
+}
+
+/**
+ * What a leaf line means, read the plain way (UTF-8, JSON.parse, each member, the base64 round trip, the
+ * line as formatLeafLine writes it, parseRecordLeaf): the code and sentence of its failure, undefined if it
+ * is a good leaf line for `index`, or 'not a leaf line' for a line this does not model (a checkpoint).
+ */
+function referenceLeafLine(bytes: Buffer, index: number, size: number): { code: string; sentence: string; leaf: boolean } | undefined | 'not a leaf line' {
+  const failure = (code: string, sentence: string, leaf = true) => ({ code, sentence, leaf });
+  if (!isUtf8(bytes)) return failure('LOG_EXPORT_INVALID', 'the line is not UTF-8.', false);
+  const text = bytes.toString('utf8');
+  let value: any;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return failure('LOG_EXPORT_INVALID', 'the line is not JSON.', false);
+  }
+  const isObject = typeof value === 'object' && value !== null && !Array.isArray(value);
+  if (isObject && !('leaf' in value) && 'checkpoint' in value) return 'not a leaf line';
+  if (!isObject || !('leaf' in value)) return failure('LOG_EXPORT_INVALID', 'the line is neither a leaf nor a checkpoint.', false);
+  if (value.index !== index) return failure('LOG_EXPORT_INVALID', `the leaf is numbered ${JSON.stringify(value.index)}; leaf ${index} comes next.`);
+  if (index >= size) return failure('LOG_EXPORT_INVALID', `the export holds more leaves than the ${size} its header announces.`);
+  if (typeof value.leaf !== 'string') return failure('LOG_LEAF_INVALID', 'the leaf is not a base64 string.');
+  const leaf = Buffer.from(value.leaf, 'base64');
+  if (leaf.toString('base64') !== value.leaf) return failure('LOG_LEAF_INVALID', 'the leaf is not canonical standard base64.');
+  if (text !== formatLeafLine(index, leaf)) return failure('LOG_EXPORT_INVALID', 'the leaf line is not in its canonical form (members, order, spacing).');
+  try {
+    parseRecordLeaf(leaf, index);
+  } catch (err) {
+    if (err instanceof LogError) return failure(err.code, err.message);
     throw err;
   }
-  throw new Error('the export verified');
+  return undefined;
+}
+
+type Outcome = { ok: true; report: ExportReport } | { ok: false; code: string; message: string; at: unknown[] };
+// The code, the sentence and the place (the byte reader adds the cap to the details of an over-long line).
+const outcome = (err: LogError): Outcome => ({
+  ok: false,
+  code: err.code,
+  message: err.message,
+  at: [err.details.line, err.details.index, err.details.size, err.details.earlier],
+});
+async function outcomeOf(verifying: Promise<ExportReport>): Promise<Outcome> {
+  try {
+    return { ok: true, report: await verifying };
+  } catch (err) {
+    if (err instanceof LogError) return outcome(err);
+    throw err;
+  }
 }
 
 const leafLineOf = (lines: string[], index: number) => lines.findIndex((l) => l.startsWith(`{"index":${index},`));
@@ -115,8 +188,66 @@ describe('verifyExport', () => {
           const points = [0, ...[...cuts].sort((a, b) => a - b), text.length];
           const chunks = points.slice(1).map((end, i) => text.subarray(points[i], end));
           expect((await verifyExport(splitLines(chunks), { trust })).size).toBe(9);
+          expect((await verifyExportBytes(chunks, { trust })).size).toBe(9);
         }),
         { numRuns: 50 },
+      );
+    });
+  });
+
+  describe('when any byte of a leaf line is changed', () => {
+    it('rejects it, and the byte reader (verifyExportBytes) fails exactly as the line reader (verifyExport)', async () => {
+      const leaves = leavesOf(6);
+      const lines = exportLines(leaves, [3]);
+      const interesting = [...'{}[]",:\\/+=-_ \t0123456789AZaz'].map((c) => c.charCodeAt(0));
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 0, max: leaves.length - 1 }),
+          fc.nat(),
+          fc.oneof(fc.constantFrom(...interesting), fc.integer({ min: 0, max: 255 })),
+          fc.boolean(),
+          async (index, at, byte, chunked) => {
+            const row = leafLineOf(lines, index);
+            const line = Buffer.from(lines[row]!);
+            const position = at % line.length;
+            fc.pre(line[position] !== byte && byte !== 0x0a);
+            line[position] = byte;
+            const bytes = Buffer.concat(lines.flatMap((l, i) => [i === row ? line : Buffer.from(l, 'utf8'), Buffer.from('\n')]));
+            const chunks = chunked ? Array.from({ length: Math.ceil(bytes.length / 97) }, (_, k) => bytes.subarray(k * 97, (k + 1) * 97)) : [bytes];
+            const byLines = await outcomeOf(verifyExport(splitLines(chunks), { trust }));
+            expect(byLines.ok).toBe(false);
+            expect(await outcomeOf(verifyExportBytes(chunks, { trust }))).toEqual(byLines);
+            // And as the plain reading of the line says: its own failure at its line, or a later one.
+            const expected = referenceLeafLine(line, index, leaves.length);
+            if (expected === 'not a leaf line') return;
+            if (expected === undefined) expect(byLines).not.toMatchObject({ at: [row + 1] });
+            else expect(byLines).toMatchObject({ code: expected.code, message: `line ${row + 1}${expected.leaf ? ` (leaf ${index})` : ''}: ${expected.sentence}` });
+          },
+        ),
+        { numRuns: 600 },
+      );
+    });
+  });
+
+  describe('when the padding of a leaf\'s base64 is changed', () => {
+    it('reads it as the line reader does: only the canonical encoding passes', async () => {
+      // Leaves of every length modulo 3, so that the last quad carries no padding, one `=` or two.
+      const leaves = [recordLeaf(0), recordLeaf(1, { name: 'te' }), recordLeaf(2, { name: 'tes' })];
+      expect(new Set(leaves.map((leaf) => leaf.length % 3)).size).toBe(3);
+      const lines = exportLines(leaves);
+      const alphabet = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_'];
+      await fc.assert(
+        fc.asyncProperty(fc.nat({ max: 2 }), fc.array(fc.tuple(fc.nat({ max: 3 }), fc.constantFrom(...alphabet)), { minLength: 1, maxLength: 3 }), async (index, edits) => {
+          const row = leafLineOf(lines, index);
+          const chars = [...lines[row]!];
+          for (const [back, ch] of edits) chars[chars.length - 3 - back] = ch; // the last four base64 characters
+          const edited = [...lines];
+          edited[row] = chars.join('');
+          const byLines = await outcomeOf(verifyExport(edited, { trust }));
+          expect(await outcomeOf(verifyExportBytes([Buffer.from(`${edited.join('\n')}\n`)], { trust }))).toEqual(byLines);
+          if (edited[row] !== lines[row]) expect(byLines.ok).toBe(false);
+        }),
+        { numRuns: 600 },
       );
     });
   });
@@ -205,30 +336,58 @@ describe('verifyExport', () => {
   });
 
   describe('when a leaf is not the canonical record at its index', () => {
-    const urlSafeLeaf = recordLeaf(1, { note: '\u00ff\u00fe\u00fb?>' }).toString('base64url');
+    const urlSafeLeaf = recordLeaf(1, { name: '\u00ff\u00fe\u00fb?>' }).toString('base64url');
     it('(the URL-safe case really differs from standard base64)', () => {
       expect(urlSafeLeaf).toMatch(/[-_]/);
     });
-    const cases: [string, Buffer | string][] = [
-      ['keys out of order', Buffer.from('{"v":1,"seq":1,"kind":"run.started","at":"t"}')],
-      ['whitespace', Buffer.from('{"at":"t", "kind":"run.started","seq":1,"v":1}')],
-      ['an escaped character JSON.stringify writes raw', Buffer.from('{"at":"t","kind":"run.started","note":"\\u00e9","seq":1,"v":1}')],
-      ['invalid UTF-8', Buffer.concat([Buffer.from('{"at":"t","kind":"run.started","note":"'), Buffer.from([0xff]), Buffer.from('","seq":1,"v":1}')])],
-      ['a fraction', Buffer.from('{"at":"t","kind":"run.started","n":1.5,"seq":1,"v":1}')],
-      ['an unknown kind', Buffer.from('{"at":"t","kind":"validate","seq":1,"v":1}')],
-      ['another version', Buffer.from('{"at":"t","kind":"run.started","seq":1,"v":2}')],
-      ['no time', Buffer.from('{"kind":"run.started","seq":1,"v":1}')],
-      ['not JSON', Buffer.from('run.started 1')],
-      ['an array', Buffer.from('[1]')],
-      ['non-canonical base64', '{"index":1,"leaf":"eyJhIjoxfR=="}'],
-      ['URL-safe base64', `{"index":1,"leaf":"${urlSafeLeaf}"}`],
+    // Each case is the real record of leaf 1 with one thing changed, and names the check that catches it.
+    const real = recordLeaf(1).toString('utf8');
+    const edited = (from: string | RegExp, to: string) => {
+      const text = real.replace(from, to);
+      if (text === real) throw new Error(`the fixture edit ${String(from)} changed nothing`);
+      return Buffer.from(text);
+    };
+    const cases: [string, Buffer | string, RegExp][] = [
+      ['keys out of order', Buffer.from(JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(real)).reverse()))), /not the canonical encoding/],
+      ['whitespace', edited(',"kind"', ', "kind"'), /not the canonical encoding/],
+      ['an escaped character JSON.stringify writes raw', Buffer.from(recordLeaf(1, { name: '\u00e9' }).toString('utf8').replace('\u00e9', '\\u00e9')), /not the canonical encoding/],
+      ['an escape JSON.stringify does not write', edited('"name":"test"', '"name":"te\\/st"'), /not the canonical encoding/],
+      ['invalid UTF-8', Buffer.from(recordLeaf(1, { name: '\u00e9' }).toString('latin1').replace('\u00c3\u00a9', '\u00ff'), 'latin1'), /not the canonical encoding/],
+      ['a fraction', edited(/"durationMs":\d+/, '"durationMs":1.5'), /not a safe integer/],
+      ['an integer beyond 2^53', edited(/"durationMs":\d+/, '"durationMs":9007199254740993'), /not a safe integer/],
+      ['minus zero', edited(/"exitCode":0/, '"exitCode":-0'), /not the canonical encoding/],
+      ['an unknown kind', edited('"kind":"step.finished"', '"kind":"validate"'), /kind "validate" is not a known kind/],
+      ['another version', edited('"v":1', '"v":2'), /version is 2, not 1/],
+      ['no time', edited(`"at":"${AT}",`, ''), /no time/],
+      ['a time that is not RFC 3339 UTC', edited(AT, '2025-01-01T00:00:00Z'), /no time/],
+      ['a member its kind does not have', edited('"exitCode"', '"evidenceDigest":"x","exitCode"'), /has no member "evidenceDigest"/],
+      ['a required member missing', edited('"name":"test",', ''), /lacks "name"/],
+      ['a duplicated member', edited('"name":"test"', '"name":"test","name":"test"'), /not the canonical encoding/],
+      ['not JSON', Buffer.from('run.started 1'), /not JSON/],
+      ['an array', Buffer.from('[1]'), /not a JSON object/],
+      ['non-canonical base64', '{"index":1,"leaf":"eyJhIjoxfR=="}', /not canonical standard base64/],
+      ['URL-safe base64', `{"index":1,"leaf":"${urlSafeLeaf}"}`, /not canonical standard base64/],
     ];
-    it.each(cases)('rejects a leaf with %s with LOG_LEAF_INVALID', async (_what, leaf) => {
+    it.each(cases)('rejects a leaf with %s with LOG_LEAF_INVALID', async (_what, leaf, sentence) => {
       const lines = exportLines(leavesOf(3));
       lines[leafLineOf(lines, 1)] = typeof leaf === 'string' ? leaf : formatLeafLine(1, leaf);
       const err = await failureOf(lines);
       expect(err.code).toBe('LOG_LEAF_INVALID');
       expect(err.details).toMatchObject({ line: 3, index: 1 });
+      expect(err.details.sentence).toMatch(sentence);
+      expect(err.message).toMatch(/^line 3 \(leaf 1\): /);
+    });
+
+    it.each([
+      ['an index with a leading zero', '{"index":01,"leaf":"e30="}', 'the line is not JSON.'],
+      ['an index written as a fraction', '{"index":1.0,"leaf":"e30="}', 'the leaf line is not in its canonical form (members, order, spacing).'],
+      ['the quote of an empty leaf missing', '{"index":1,"leaf":"}', 'the line is not JSON.'],
+      ['an empty leaf', '{"index":1,"leaf":""}', 'the leaf is not JSON.'],
+    ])('rejects a leaf line with %s as the plain reading of it does', async (_what, line, sentence) => {
+      const lines = exportLines(leavesOf(3));
+      lines[leafLineOf(lines, 1)] = line;
+      const err = await failureOf(lines);
+      expect(err.details).toMatchObject({ line: 3, sentence });
     });
 
     it('rejects a leaf line with an extra member or spacing with LOG_EXPORT_INVALID', async () => {
@@ -376,6 +535,18 @@ describe('verifyExport', () => {
       expect(err.code).toBe('LOG_EXPORT_LINE_TOO_LONG');
       expect(err.details.line).toBe(2);
       expect(chunksRead).toBeLessThanOrEqual(Math.ceil(EXPORT_LIMITS.maxLineBytes / 16_384) + 1);
+      chunksRead = 0;
+      const direct = await outcomeOf(verifyExportBytes(endless(), { trust }));
+      expect(direct).toMatchObject({ code: 'LOG_EXPORT_LINE_TOO_LONG', at: [2, undefined, undefined, undefined] });
+      expect(chunksRead).toBeLessThanOrEqual(Math.ceil(EXPORT_LIMITS.maxLineBytes / 16_384) + 1);
+    });
+
+    it('refuses a line of more than maxLineBytes pushed as bytes, before reading it', () => {
+      const verifier = new ExportVerifier({ trust });
+      verifier.pushBytes(Buffer.from(exportLines([])[0]!));
+      const line = Buffer.from(padded(EXPORT_LIMITS.maxLineBytes + 1));
+      expect(() => verifier.pushBytes(line)).toThrow(expect.objectContaining({ code: 'LOG_EXPORT_LINE_TOO_LONG', details: expect.objectContaining({ line: 2 }) }));
+      expect(() => verifier.pushBytes(Buffer.from(padded(EXPORT_LIMITS.maxLineBytes)))).toThrow(expect.objectContaining({ code: 'LOG_NOTE_TOO_LARGE' }));
     });
 
     it('rejects a header over maxHeaderBytes with LOG_EXPORT_LINE_TOO_LONG', async () => {
