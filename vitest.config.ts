@@ -13,8 +13,9 @@ export default defineConfig({
       // in-process coverage does not see; they are covered by test/e2e and test/integration all the same.
       exclude: ['runner/main.ts', 'runner/cli/**'],
       reporter: ['text-summary', 'text'],
-      // What the code met when the thresholds were set (npm run coverage), rounded down: a drop fails.
-      thresholds: { statements: 85, branches: 75, functions: 85, lines: 85 },
+      // Measured when the thresholds were set (npm run coverage, 2026-12-01): statements 92.5%, branches
+      // 87.4%, functions 96.9%, lines 95.1%; set a little below, so a real drop fails and noise does not.
+      thresholds: { statements: 90, branches: 85, functions: 95, lines: 93 },
     },
   },
 });
