@@ -375,3 +375,35 @@ describe('the fast path of parseRecordLeaf (scanRecordLeaf)', () => {
     expect(parseRecordLeaf(leaf, 5).body).toEqual(body);
   });
 });
+
+describe('encodeRecordLeaf, written in each kind\'s precomputed member order', () => {
+  const stream = { digest: `sha256:${'a'.repeat(64)}`, size: 3, totalSize: 3, truncated: false };
+  const bodies: Array<[string, Record<string, unknown>]> = [
+    ['step.finished', { runId: 'r', name: 'é "q"', status: 'failed', exitCode: null, signal: 'SIGKILL', timedOut: true, durationMs: 5, limit: 'timeout', stdout: stream }],
+    ['step.finished', { runId: 'r', name: 'n', status: 'succeeded', exitCode: 0, signal: null, timedOut: false, durationMs: 0, stderr: undefined }],
+    ['capsule.rejected', { code: 'CAPSULE_EXPIRED', fileSize: 12 }],
+    ['capsule.accepted', { capsuleId: 'c', capsuleKind: 'validate', manifestDigest: 'sha256:x', signers: ['k1', 'k2'] }],
+  ];
+
+  it.each(bodies)('gives the bytes toCanonicalJson gives for a %s record', (kind, body) => {
+    const leaf = encodeRecordLeaf(kind as never, body as never, 9, '2026-12-01T00:00:00.000Z');
+    expect(leaf.toString('utf8')).toBe(toCanonicalJson({ ...body, v: 1, seq: 9, kind, at: '2026-12-01T00:00:00.000Z' }));
+  });
+
+  it('falls back to the general encoder, with the same bytes, for a body with a member its kind does not have', () => {
+    const body = { runId: 'r', verdict: 'pass', extra: { b: 1, a: 2 } };
+    const leaf = encodeRecordLeaf('run.finished', body as never, 1, '2026-12-01T00:00:00.000Z');
+    expect(leaf.toString('utf8')).toBe(toCanonicalJson({ ...body, v: 1, seq: 1, kind: 'run.finished', at: '2026-12-01T00:00:00.000Z' }));
+  });
+
+  it('agrees with toCanonicalJson on arbitrary step bodies', () => {
+    fc.assert(
+      fc.property(fc.string(), fc.option(fc.integer({ min: 0, max: 255 }), { nil: null }), fc.nat(), fc.boolean(), (name, exitCode, durationMs, timedOut) => {
+        const body = { runId: 'r', name, status: 'failed', exitCode, signal: null, timedOut, durationMs };
+        const leaf = encodeRecordLeaf('step.finished', body as never, 3, '2026-12-01T00:00:00.000Z');
+        expect(leaf.toString('utf8')).toBe(toCanonicalJson({ ...body, v: 1, seq: 3, kind: 'step.finished', at: '2026-12-01T00:00:00.000Z' }));
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
