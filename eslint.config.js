@@ -18,7 +18,10 @@ const pureRules = {
     'error',
     {
       paths: [
-        ...builtin(IO_BUILTINS).map((name) => ({ name, message: 'Pure modules do no I/O: take bytes and return values (CONTRIBUTING.md, module map).' })),
+        ...builtin(IO_BUILTINS).map((name) => ({
+          name,
+          message: 'Pure modules do no I/O: take bytes and return values (CONTRIBUTING.md, module map).',
+        })),
         { name: 'undici', message: 'Pure modules do no I/O; HTTP lives in runner/api/.' },
       ],
       patterns: [

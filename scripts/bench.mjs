@@ -32,7 +32,12 @@ if (process.argv.includes('--json')) {
   process.stdout.write(`${JSON.stringify(all, null, 2)}\n`);
 } else {
   const fmt = (v) => (typeof v === 'number' ? (Math.abs(v) >= 1000 ? Math.round(v).toLocaleString('en') : String(v)) : String(v ?? ''));
-  const lines = all.map((r) => [r.topic, r.name, `${fmt(r.value)} ${r.unit ?? ''}`.trim(), r.ratio !== undefined ? `${r.ratio}x ${r.reference ?? ''}`.trim() : '']);
+  const lines = all.map((r) => [
+    r.topic,
+    r.name,
+    `${fmt(r.value)} ${r.unit ?? ''}`.trim(),
+    r.ratio !== undefined ? `${r.ratio}x ${r.reference ?? ''}`.trim() : '',
+  ]);
   const widths = [0, 1, 2, 3].map((i) => Math.max(...lines.map((l) => l[i].length), 5));
   process.stdout.write(`\nedge-runner benchmarks (node ${process.version}, ${new Date().toISOString()})\n\n`);
   for (const l of lines) process.stdout.write(`  ${l.map((c, i) => c.padEnd(widths[i])).join('  ')}\n`);

@@ -23,7 +23,9 @@ function cli(args, { expect = [0] } = {}) {
   const result = spawnSync(file, [...pre, ...args], { cwd: work, env, encoding: 'utf8' });
   if (verbose) process.stderr.write(`$ edge-runner ${args.join(' ')}\n${result.stdout}${result.stderr}`);
   if (!expect.includes(result.status)) {
-    process.stderr.write(`demo: edge-runner ${args.join(' ')} exited ${result.status}, expected ${expect.join(' or ')}\n${result.stdout}${result.stderr}`);
+    process.stderr.write(
+      `demo: edge-runner ${args.join(' ')} exited ${result.status}, expected ${expect.join(' or ')}\n${result.stdout}${result.stderr}`,
+    );
     process.exit(1);
   }
   return result;
@@ -34,7 +36,11 @@ const t0 = Date.now();
 
 // 1. Keys: a root key signs the trust document, the coordinator signs capsules, the runner signs evidence.
 const keys = {};
-for (const [prefix, name] of [['root', 'root-1'], ['coordinator', 'coordinator'], ['runner', 'runner-demo-1']]) {
+for (const [prefix, name] of [
+  ['root', 'root-1'],
+  ['coordinator', 'coordinator'],
+  ['runner', 'runner-demo-1'],
+]) {
   const out = JSON.parse(cli(['keygen', '--out', prefix, '--name', name, '--json']).stdout);
   keys[prefix] = { ...out, pem: readFileSync(join(work, `${prefix}.pub`), 'utf8') };
 }
@@ -78,7 +84,10 @@ for (const capsule of capsules) {
     process.exit(1);
   }
   bundles.push(bundle);
-  rows.push([capsule.dir, `verdict ${result.verdict.toUpperCase()}: ${capsule.meaning}; isolation ${result.isolation}; ${result.steps.length} step(s)`]);
+  rows.push([
+    capsule.dir,
+    `verdict ${result.verdict.toUpperCase()}: ${capsule.meaning}; isolation ${result.isolation}; ${result.steps.length} step(s)`,
+  ]);
 }
 
 // 5. An auditor verifies the bundles offline with nothing but the trust document.

@@ -53,9 +53,13 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
   const decisionTime = ctx.clock();
   // A context lives long: the pinned trust document may expire while it is open.
   if (Date.parse(state.trust.body.expires) <= decisionTime.getTime()) {
-    throw new StateError('STATE_TRUST_INVALID', `The pinned trust document expired at ${state.trust.body.expires}; nothing is accepted until a new one is pinned.`, {
-      trustCode: 'TRUST_EXPIRED',
-    });
+    throw new StateError(
+      'STATE_TRUST_INVALID',
+      `The pinned trust document expired at ${state.trust.body.expires}; nothing is accepted until a new one is pinned.`,
+      {
+        trustCode: 'TRUST_EXPIRED',
+      },
+    );
   }
   const size = options.size ?? bytes.length;
   // A file read only up to the cap has no digest we could stand behind: its size is recorded instead.
@@ -105,10 +109,14 @@ function selectLauncher(ctx: RunnerContext, accepted: AcceptedCapsule): Launcher
   const requirement = accepted.manifest.isolation ?? 'required';
   const selected = ctx.launcher(requirement, { stateDir: ctx.state.layout.dir, config: ctx.config });
   if ('unavailable' in selected) {
-    throw new CapsuleError('CAPSULE_ISOLATION_UNAVAILABLE', `The capsule requires step isolation, which this host cannot give: ${selected.unavailable}.`, {
-      capsuleId: accepted.manifest.id,
-      manifestDigest: accepted.manifestDigest,
-    });
+    throw new CapsuleError(
+      'CAPSULE_ISOLATION_UNAVAILABLE',
+      `The capsule requires step isolation, which this host cannot give: ${selected.unavailable}.`,
+      {
+        capsuleId: accepted.manifest.id,
+        manifestDigest: accepted.manifestDigest,
+      },
+    );
   }
   return selected;
 }
@@ -151,7 +159,12 @@ interface RunContext {
   ops: RunnerContext['logger'];
 }
 
-async function runSteps(ctx: RunnerContext, accepted: AcceptedCapsule, launcher: Launcher, { runId, runDir, startedAt, ops }: RunContext): Promise<CapsuleOutcome> {
+async function runSteps(
+  ctx: RunnerContext,
+  accepted: AcceptedCapsule,
+  launcher: Launcher,
+  { runId, runDir, startedAt, ops }: RunContext,
+): Promise<CapsuleOutcome> {
   const { state, store, config } = ctx;
   const { manifest } = accepted;
   let workspace: string;
@@ -184,7 +197,17 @@ async function runSteps(ctx: RunnerContext, accepted: AcceptedCapsule, launcher:
       leaderIsStep: launcher.leaderIsStep,
     });
     const record = toStepRecord(step.name, outcome);
-    ops.info({ step: step.name, status: record.status, exitCode: record.exitCode, signal: record.signal, durationMs: record.durationMs, limit: record.limit }, 'step finished');
+    ops.info(
+      {
+        step: step.name,
+        status: record.status,
+        exitCode: record.exitCode,
+        signal: record.signal,
+        durationMs: record.durationMs,
+        limit: record.limit,
+      },
+      'step finished',
+    );
     steps.push(record);
     store.appendRecord('step.finished', { runId, ...record }, runId);
     if (record.status !== 'succeeded' && !step.continueOnFailure) stopped = true;
@@ -213,7 +236,17 @@ async function runSteps(ctx: RunnerContext, accepted: AcceptedCapsule, launcher:
   guardBundle(bundle);
   const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
   writeFileAtomic(bundlePath, `${JSON.stringify(bundle, null, 2)}\n`);
-  return { kind: 'completed', runId, capsuleId: manifest.id, verdict, isolation: launcher.isolation, steps, bundle, bundlePath, evidenceDigest: evidence.digest };
+  return {
+    kind: 'completed',
+    runId,
+    capsuleId: manifest.id,
+    verdict,
+    isolation: launcher.isolation,
+    steps,
+    bundle,
+    bundlePath,
+    evidenceDigest: evidence.digest,
+  };
 }
 
 /** Policy: a step may not set variables that steer the dynamic loader of the sandbox's own wrappers. */
@@ -241,7 +274,12 @@ const LIMIT_RECORDED: Record<ReturnType<typeof classifyLimitExit>['reason'], Ste
 
 function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
   const status = outcome.spawnFailure ? 'spawn-failed' : outcome.timedOut ? 'timed-out' : outcome.exitCode === 0 ? 'succeeded' : 'failed';
-  const { reason } = classifyLimitExit({ exitCode: outcome.exitCode, signal: outcome.signal, timedOut: outcome.timedOut, stderrTail: outcome.stderrTail });
+  const { reason } = classifyLimitExit({
+    exitCode: outcome.exitCode,
+    signal: outcome.signal,
+    timedOut: outcome.timedOut,
+    stderrTail: outcome.stderrTail,
+  });
   const limit = LIMIT_RECORDED[reason];
   return {
     name,

@@ -42,7 +42,10 @@ export interface RunnerContext {
 
 /** The configuration of a state folder: defaults < runner.json < environment < flags. */
 export function configOf(state: RunnerState, sources: Omit<ConfigSources, 'state'> = {}): RunnerConfig {
-  return resolveConfig({ ...sources, state: { ...state.identity.settings, ...(state.identity.stepUser ? { stepUser: state.identity.stepUser } : {}) } });
+  return resolveConfig({
+    ...sources,
+    state: { ...state.identity.settings, ...(state.identity.stepUser ? { stepUser: state.identity.stepUser } : {}) },
+  });
 }
 
 export function openRunner(stateDir: string, options: OpenRunnerOptions): RunnerContext {

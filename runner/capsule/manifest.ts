@@ -80,7 +80,7 @@ export function isContainedPath(path: string): boolean {
 
 function verifyPaths(manifest: Manifest): void {
   if (Date.parse(manifest.notBefore) >= Date.parse(manifest.expiresAt)) {
-    throw new CapsuleError('CAPSULE_SCHEMA', 'The capsule\'s validity window is empty: notBefore is not before expiresAt.');
+    throw new CapsuleError('CAPSULE_SCHEMA', "The capsule's validity window is empty: notBefore is not before expiresAt.");
   }
   const all = [...manifest.inputs.map((i) => i.path), ...manifest.collect.map((c) => c.path)];
   if (manifest.change) all.push(manifest.change.patch);

@@ -87,16 +87,25 @@ export function verifyCapsule(bytes: Uint8Array, options: CapsuleVerifyOptions):
   for (const input of manifest.inputs) {
     const encoded = file.blobs[`sha256:${input.sha256}`];
     if (encoded === undefined) {
-      throw new CapsuleError('CAPSULE_INPUT_MISSING', `The capsule carries no bytes for the input "${input.path}".`, { ...context, path: input.path });
+      throw new CapsuleError('CAPSULE_INPUT_MISSING', `The capsule carries no bytes for the input "${input.path}".`, {
+        ...context,
+        path: input.path,
+      });
     }
     let data: Buffer;
     try {
       data = parseBase64(encoded, 'blob');
     } catch {
-      throw new CapsuleError('CAPSULE_BASE64_INVALID', `The bytes of the input "${input.path}" are not valid base64.`, { ...context, path: input.path });
+      throw new CapsuleError('CAPSULE_BASE64_INVALID', `The bytes of the input "${input.path}" are not valid base64.`, {
+        ...context,
+        path: input.path,
+      });
     }
     if (data.length !== input.size || sha256Hex(data) !== input.sha256) {
-      throw new CapsuleError('CAPSULE_INPUT_DIGEST', `The bytes of the input "${input.path}" do not match the signed digest.`, { ...context, path: input.path });
+      throw new CapsuleError('CAPSULE_INPUT_DIGEST', `The bytes of the input "${input.path}" do not match the signed digest.`, {
+        ...context,
+        path: input.path,
+      });
     }
     inputs.set(input.path, data);
   }

@@ -22,5 +22,9 @@ export function cliConfig(): RunnerConfig {
 
 /** Opens the runner context for `stateDir`, runs the command in it, and closes it. */
 export function inRunner<T>(stateDir: string, fn: (ctx: RunnerContext) => T | Promise<T>): Promise<T> {
-  return withRunner(stateDir, { launcher: sandboxLauncherSelector(), config: { env: cliEnvironment() }, logger: createLogger(cliConfig().logLevel) }, fn);
+  return withRunner(
+    stateDir,
+    { launcher: sandboxLauncherSelector(), config: { env: cliEnvironment() }, logger: createLogger(cliConfig().logLevel) },
+    fn,
+  );
 }

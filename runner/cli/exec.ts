@@ -17,7 +17,14 @@ export function execCommand(): Command {
       const { bytes, size } = readFileCapped(file, CAPSULE_MAX_BYTES);
       const result = await inRunner(opts.state, (ctx) => runCapsule(ctx, bytes, { size }));
       if (result.kind === 'rejected') {
-        if (opts.json) printJson({ status: 'rejected', code: result.code, message: result.message, capsuleId: result.capsuleId ?? null, fileDigest: result.fileDigest ?? null });
+        if (opts.json)
+          printJson({
+            status: 'rejected',
+            code: result.code,
+            message: result.message,
+            capsuleId: result.capsuleId ?? null,
+            fileDigest: result.fileDigest ?? null,
+          });
         process.stderr.write(`edge-runner: ${result.code}: ${result.message}\n`);
         process.stderr.write('nothing was executed; the rejection is recorded in the runner log\n');
         process.exitCode = EXIT.rejected;
@@ -39,7 +46,8 @@ export function execCommand(): Command {
         const lines = [
           `capsule ${result.capsuleId}: verdict ${result.verdict.toUpperCase()} (run ${result.runId}, isolation ${result.isolation})`,
           ...result.steps.map(
-            (s) => `  ${s.status.padEnd(12)} ${s.name}${s.exitCode !== null ? ` exit ${s.exitCode}` : ''}${s.signal ? ` ${s.signal}` : ''} ${s.durationMs} ms`,
+            (s) =>
+              `  ${s.status.padEnd(12)} ${s.name}${s.exitCode !== null ? ` exit ${s.exitCode}` : ''}${s.signal ? ` ${s.signal}` : ''} ${s.durationMs} ms`,
           ),
           `evidence ${result.evidenceDigest}`,
           `bundle ${opts.out ?? result.bundlePath}`,

@@ -21,38 +21,49 @@ export function initCommand(): Command {
     .option('--step-gid <gid>', 'and this gid (default: the step uid, or 65534)')
     .option('--label <label>', 'a label capsules can target (repeatable)', collectOption, [])
     .option('--json', 'print a machine-readable summary')
-    .action(async (opts: { state: string; id: string; trust: string; key?: string; stepUid?: string; stepGid?: string; label: string[]; json?: boolean }) => {
-      if (!isRunnerId(opts.id)) throw new UsageError(`--id "${opts.id}" is not a plain name (letters, digits, . _ -, at most 128).`);
-      const stepUser = opts.stepUid !== undefined || opts.stepGid !== undefined ? toStepUser(opts.stepUid, opts.stepGid) : undefined;
-      initState(opts.state, {
-        id: opts.id,
-        labels: opts.label,
-        trustBytes: readFileCapped(opts.trust, TRUST_MAX_BYTES).bytes,
-        now: new Date(),
-        ...(opts.key ? { key: readPrivateKeyFile(opts.key) } : {}),
-        ...(stepUser ? { stepUser } : {}),
-        createDatabase: (path) => Store.open(path, { create: true }).close(),
-      });
-      // The new state folder opens as every command opens it: the runner context.
-      const { layout, identity, key, trust } = await inRunner(opts.state, ({ state }) => state);
-      const config = identity;
-      const verifierKey = verifierKeyOf({ runnerId: config.id, key });
-      const enrolled = trust.keyByName(config.id, 'runner')?.keyid === key.keyid;
-      if (opts.json) {
-        printJson({ state: layout.dir, id: config.id, keyid: key.keyid, publicKey: key.publicKey.toPem(), verifierKey, enrolled });
-        return;
-      }
-      process.stdout.write(
-        [
-          `runner ${config.id} initialised in ${layout.dir}`,
-          `keyid ${key.keyid}`,
-          'public key (enrol it in the trust document under the runner role, named after the runner id):',
-          key.publicKey.toPem().trimEnd(),
-          `log verifier key ${verifierKey}`,
-          enrolled ? 'this key is already enrolled in the pinned trust document' : 'not yet enrolled: its evidence will not verify until it is',
-        ].join('\n') + '\n',
-      );
-    });
+    .action(
+      async (opts: {
+        state: string;
+        id: string;
+        trust: string;
+        key?: string;
+        stepUid?: string;
+        stepGid?: string;
+        label: string[];
+        json?: boolean;
+      }) => {
+        if (!isRunnerId(opts.id)) throw new UsageError(`--id "${opts.id}" is not a plain name (letters, digits, . _ -, at most 128).`);
+        const stepUser = opts.stepUid !== undefined || opts.stepGid !== undefined ? toStepUser(opts.stepUid, opts.stepGid) : undefined;
+        initState(opts.state, {
+          id: opts.id,
+          labels: opts.label,
+          trustBytes: readFileCapped(opts.trust, TRUST_MAX_BYTES).bytes,
+          now: new Date(),
+          ...(opts.key ? { key: readPrivateKeyFile(opts.key) } : {}),
+          ...(stepUser ? { stepUser } : {}),
+          createDatabase: (path) => Store.open(path, { create: true }).close(),
+        });
+        // The new state folder opens as every command opens it: the runner context.
+        const { layout, identity, key, trust } = await inRunner(opts.state, ({ state }) => state);
+        const config = identity;
+        const verifierKey = verifierKeyOf({ runnerId: config.id, key });
+        const enrolled = trust.keyByName(config.id, 'runner')?.keyid === key.keyid;
+        if (opts.json) {
+          printJson({ state: layout.dir, id: config.id, keyid: key.keyid, publicKey: key.publicKey.toPem(), verifierKey, enrolled });
+          return;
+        }
+        process.stdout.write(
+          [
+            `runner ${config.id} initialised in ${layout.dir}`,
+            `keyid ${key.keyid}`,
+            'public key (enrol it in the trust document under the runner role, named after the runner id):',
+            key.publicKey.toPem().trimEnd(),
+            `log verifier key ${verifierKey}`,
+            enrolled ? 'this key is already enrolled in the pinned trust document' : 'not yet enrolled: its evidence will not verify until it is',
+          ].join('\n') + '\n',
+        );
+      },
+    );
 }
 
 function toStepUser(uid: string | undefined, gid: string | undefined): { uid: number; gid: number } {

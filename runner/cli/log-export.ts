@@ -112,7 +112,9 @@ export function exportLog(store: Store, identity: Parameters<typeof checkpointNo
       emitUpTo(Number.MAX_SAFE_INTEGER);
       for (const checkpoint of stale) writer.line(formatCheckpointLine(checkpoint.note));
       if (leaves !== size) {
-        process.stderr.write(`edge-runner: warning: the store holds ${leaves} records for a tree of ${size} leaves; the export shows what is there\n`);
+        process.stderr.write(
+          `edge-runner: warning: the store holds ${leaves} records for a tree of ${size} leaves; the export shows what is there\n`,
+        );
       }
       return { leaves, checkpoints: inPlace.length + stale.length };
     });
@@ -138,7 +140,7 @@ function bufferedWriter(fd: number): { line(text: string): void; flush(): void }
   const flush = (): void => {
     if (parts.length === 0) return;
     const buffer = Buffer.from(parts.join(''), 'utf8');
-    for (let offset = 0; offset < buffer.length; ) offset += writeSync(fd, buffer, offset, buffer.length - offset);
+    for (let offset = 0; offset < buffer.length;) offset += writeSync(fd, buffer, offset, buffer.length - offset);
     parts = [];
     bytes = 0;
   };

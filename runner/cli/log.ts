@@ -46,7 +46,8 @@ export function logCommand(): Command {
     .action(async (opts: { state: string; index: string; size?: string }) => {
       await withStore(opts.state, (store, state) => {
         const index = parseSize(opts.index, '--index');
-        const size = opts.size !== undefined ? parseSize(opts.size, '--size') : checkpointNow(store, { runnerId: state.identity.id, key: state.key }).size;
+        const size =
+          opts.size !== undefined ? parseSize(opts.size, '--size') : checkpointNow(store, { runnerId: state.identity.id, key: state.key }).size;
         if (size > store.merkle.size()) throw new LogError('LOG_SIZE_OUT_OF_RANGE', `The log has ${store.merkle.size()} leaves, fewer than ${size}.`);
         const proof = store.merkle.inclusionProof(index, size);
         printJson({
@@ -69,7 +70,8 @@ export function logCommand(): Command {
       await withStore(opts.state, (store, state) => {
         const size1 = parseSize(opts.from, '--from');
         const size2 = opts.to !== undefined ? parseSize(opts.to, '--to') : store.merkle.size();
-        if (size2 > store.merkle.size()) throw new LogError('LOG_SIZE_OUT_OF_RANGE', `The log has ${store.merkle.size()} leaves, fewer than ${size2}.`);
+        if (size2 > store.merkle.size())
+          throw new LogError('LOG_SIZE_OUT_OF_RANGE', `The log has ${store.merkle.size()} leaves, fewer than ${size2}.`);
         printJson({
           origin: originOf({ runnerId: state.identity.id, key: state.key }),
           size1,

@@ -46,7 +46,9 @@ export function trustCommand(): Command {
         `signed by ${verified.signers.length} of ${Object.values(body.keys).filter((k) => k.roles.includes('root')).length} root key(s), threshold ${body.roles.root.threshold}`,
         'roles:',
         ...(['root', 'capsule-signer', 'runner', 'approver'] as const).map((role) => {
-          const names = Object.values(body.keys).filter((k) => k.roles.includes(role)).map((k) => k.name);
+          const names = Object.values(body.keys)
+            .filter((k) => k.roles.includes(role))
+            .map((k) => k.name);
           return `  ${role.padEnd(15)} threshold ${body.roles[role].threshold}  ${names.join(', ') || '(none)'}`;
         }),
         'keys:',

@@ -19,7 +19,16 @@ export function verifyCommand(): Command {
         try {
           const verified = verifyBundle(readFileCapped(file, BUNDLE_MAX_BYTES).bytes, trust);
           const p = verified.statement.predicate;
-          return { file, ok: true as const, runner: p.runner.id, capsule: p.capsule.id, kind: p.capsule.kind, verdict: p.run.verdict, runId: p.run.id, evidence: verified.evidenceDigest };
+          return {
+            file,
+            ok: true as const,
+            runner: p.runner.id,
+            capsule: p.capsule.id,
+            kind: p.capsule.kind,
+            verdict: p.run.verdict,
+            runId: p.run.id,
+            evidence: verified.evidenceDigest,
+          };
         } catch (err) {
           if (!isCodedError(err) && !(err as NodeJS.ErrnoException).code) throw err;
           return { file, ok: false as const, ...describeError(err) };

@@ -136,13 +136,16 @@ function fromEnvironment(env: Readonly<Record<string, string | undefined>>): Con
   const out: ConfigOverrides = {};
   const level = env.EDGE_RUNNER_LOG_LEVEL;
   if (level !== undefined && level !== '') {
-    if (!(LOG_LEVELS as readonly string[]).includes(level)) throw invalid('EDGE_RUNNER_LOG_LEVEL', 'environment', `is "${level}", not one of ${LOG_LEVELS.join(', ')}`);
+    if (!(LOG_LEVELS as readonly string[]).includes(level))
+      throw invalid('EDGE_RUNNER_LOG_LEVEL', 'environment', `is "${level}", not one of ${LOG_LEVELS.join(', ')}`);
     out.logLevel = level as LogLevel;
   }
   if (env.EDGE_RUNNER_DEBUG !== undefined && env.EDGE_RUNNER_DEBUG !== '') out.debug = env.EDGE_RUNNER_DEBUG !== '0';
-  if (env.EDGE_RUNNER_KEEP_WORKSPACE !== undefined && env.EDGE_RUNNER_KEEP_WORKSPACE !== '') out.exec = { keepWorkspace: env.EDGE_RUNNER_KEEP_WORKSPACE !== '0' };
+  if (env.EDGE_RUNNER_KEEP_WORKSPACE !== undefined && env.EDGE_RUNNER_KEEP_WORKSPACE !== '')
+    out.exec = { keepWorkspace: env.EDGE_RUNNER_KEEP_WORKSPACE !== '0' };
   const timeout = env.EDGE_RUNNER_STEP_TIMEOUT_SECONDS;
-  if (timeout !== undefined && timeout !== '') out.exec = { ...out.exec, defaultStepTimeoutSeconds: toInteger(timeout, 'EDGE_RUNNER_STEP_TIMEOUT_SECONDS') };
+  if (timeout !== undefined && timeout !== '')
+    out.exec = { ...out.exec, defaultStepTimeoutSeconds: toInteger(timeout, 'EDGE_RUNNER_STEP_TIMEOUT_SECONDS') };
   const busy = env.EDGE_RUNNER_BUSY_TIMEOUT_MS;
   if (busy !== undefined && busy !== '') out.store = { busyTimeoutMs: toInteger(busy, 'EDGE_RUNNER_BUSY_TIMEOUT_MS') };
   return out;

@@ -37,12 +37,7 @@ export const MAX_SIGNATURES = 32;
 /** DSSE protocol: PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body. */
 export function pae(payloadType: string, payload: Uint8Array): Buffer {
   const type = Buffer.from(payloadType, 'utf8');
-  return Buffer.concat([
-    Buffer.from(`DSSEv1 ${type.length} `, 'ascii'),
-    type,
-    Buffer.from(` ${payload.length} `, 'ascii'),
-    payload,
-  ]);
+  return Buffer.concat([Buffer.from(`DSSEv1 ${type.length} `, 'ascii'), type, Buffer.from(` ${payload.length} `, 'ascii'), payload]);
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -110,10 +105,7 @@ export interface VerifiedEnvelope {
   verifiedEnvelope: Envelope;
 }
 
-type SignatureOutcome =
-  | { kind: 'valid'; keyid: string; hasRole: boolean; signature: Buffer }
-  | { kind: 'keyid-mismatch' }
-  | { kind: 'invalid' };
+type SignatureOutcome = { kind: 'valid'; keyid: string; hasRole: boolean; signature: Buffer } | { kind: 'keyid-mismatch' } | { kind: 'invalid' };
 
 /**
  * Verifies an envelope against a role threshold. Throws DsseError with the most specific code when the

@@ -153,7 +153,7 @@ export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust, options: B
     const runnerKey = trust.keys.find((key) => key.keyid === runnerKeyid)!.publicKey;
     log = verifyBundleLog(bundle.log, { runnerId: runnerName, runnerKey, evidenceDigest });
   } else if (options.requireLog ?? true) {
-    throw new EvidenceError('BUNDLE_LOG_MISSING', 'The bundle carries no proof that its evidence is in the runner\'s log.');
+    throw new EvidenceError('BUNDLE_LOG_MISSING', "The bundle carries no proof that its evidence is in the runner's log.");
   }
 
   return {
@@ -184,8 +184,14 @@ function verifyOrThrow(
       const namesEnrolledRunner = envelope.signatures.some(
         (sig) => sig.keyid !== undefined && trust.keys.some((key) => key.keyid === sig.keyid && key.roles.includes('runner')),
       );
-      if (code === 'BUNDLE_EVIDENCE_SIGNATURE' && !namesEnrolledRunner && (err.code === 'DSSE_NO_VALID_SIGNATURE' || err.code === 'DSSE_SIGNER_ROLE')) {
-        throw new EvidenceError('BUNDLE_UNKNOWN_RUNNER', 'The evidence is not signed by a runner key enrolled in the trust document.', { dsse: err.code });
+      if (
+        code === 'BUNDLE_EVIDENCE_SIGNATURE' &&
+        !namesEnrolledRunner &&
+        (err.code === 'DSSE_NO_VALID_SIGNATURE' || err.code === 'DSSE_SIGNER_ROLE')
+      ) {
+        throw new EvidenceError('BUNDLE_UNKNOWN_RUNNER', 'The evidence is not signed by a runner key enrolled in the trust document.', {
+          dsse: err.code,
+        });
       }
       throw new EvidenceError(code, `The ${what} envelope does not verify: ${err.message}`, { dsse: err.code });
     }

@@ -222,16 +222,7 @@ function parentsBelowCover(target: string, covered: readonly string[]): string[]
 }
 
 function toSetprivArgv(setpriv: string, id: { uid: number; gid: number }): string[] {
-  return [
-    setpriv,
-    `--reuid=${id.uid}`,
-    `--regid=${id.gid}`,
-    '--clear-groups',
-    '--inh-caps=-all',
-    '--bounding-set=-all',
-    '--no-new-privs',
-    '--',
-  ];
+  return [setpriv, `--reuid=${id.uid}`, `--regid=${id.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--'];
 }
 
 /** The uid/gid a step runs as, or undefined when the runner is not root and steps keep its identity. */
@@ -258,7 +249,8 @@ function verifyLaunchRequest(req: LaunchRequest): void {
  * code or read files chosen by the caller. In mode 'bwrap' the environment reaches bwrap and setpriv, which
  * run outside the sandbox or with privileges, so a step may not set them.
  */
-const LOADER_ENV = /^(LD_.*|GCONV_PATH|GETCONF_DIR|GLIBC_TUNABLES|HOSTALIASES|LOCALDOMAIN|LOCPATH|MALLOC_TRACE|NIS_PATH|NLSPATH|RESOLV_HOST_CONF|RES_OPTIONS|TZDIR)$/;
+const LOADER_ENV =
+  /^(LD_.*|GCONV_PATH|GETCONF_DIR|GLIBC_TUNABLES|HOSTALIASES|LOCALDOMAIN|LOCPATH|MALLOC_TRACE|NIS_PATH|NLSPATH|RESOLV_HOST_CONF|RES_OPTIONS|TZDIR)$/;
 
 /** True for a variable that would steer the dynamic loader of the sandbox's own wrappers. */
 export function isLoaderEnvName(name: string): boolean {
@@ -268,7 +260,9 @@ export function isLoaderEnvName(name: string): boolean {
 function verifyWrapperEnv(env: Record<string, string>): void {
   for (const name of Object.keys(env)) {
     if (LOADER_ENV.test(name)) {
-      throw new SandboxError('EXEC_SANDBOX_ENV_UNSAFE', `A sandboxed step may not set ${name}: it would act on the sandbox's own wrappers.`, { name });
+      throw new SandboxError('EXEC_SANDBOX_ENV_UNSAFE', `A sandboxed step may not set ${name}: it would act on the sandbox's own wrappers.`, {
+        name,
+      });
     }
   }
 }
@@ -325,7 +319,10 @@ function runProbe(config: SandboxConfig): IsolationProbe {
   const workspace = mkdtempSync(join(tmpdir(), 'edge-runner-probe-'));
   try {
     grantWorkspaceToStep(workspace, config);
-    const plan = planLaunch({ argv: ['/bin/true'], env: { PATH: '/usr/bin:/bin' }, workspace, limits: { ...DEFAULT_STEP_LIMITS }, mode: 'bwrap' }, config);
+    const plan = planLaunch(
+      { argv: ['/bin/true'], env: { PATH: '/usr/bin:/bin' }, workspace, limits: { ...DEFAULT_STEP_LIMITS }, mode: 'bwrap' },
+      config,
+    );
     const result = spawnSync(plan.file, plan.args, { cwd: plan.cwd, env: plan.env, stdio: ['ignore', 'ignore', 'pipe'], timeout: PROBE_TIMEOUT_MS });
     if (result.error) return { available: 'none', reason: `bwrap could not be started: ${result.error.message}` };
     if (result.status === 0) return { available: 'bwrap' };
@@ -412,7 +409,11 @@ export interface StepEnd {
 
 const STDERR_PATTERNS: readonly { reason: LimitReason; pattern: RegExp }[] = [
   { reason: 'process-limit', pattern: /Resource temporarily unavailable|\bEAGAIN\b|Cannot fork|can't fork/i },
-  { reason: 'memory-limit', pattern: /Cannot allocate memory|\bENOMEM\b|out of memory|allocation failed|bad_alloc|MemoryError|\bx(?:re)?alloc\b|Fatal process OOM|memory exhausted/i },
+  {
+    reason: 'memory-limit',
+    pattern:
+      /Cannot allocate memory|\bENOMEM\b|out of memory|allocation failed|bad_alloc|MemoryError|\bx(?:re)?alloc\b|Fatal process OOM|memory exhausted/i,
+  },
   { reason: 'open-files-limit', pattern: /Too many open files|\bEMFILE\b/i },
 ];
 

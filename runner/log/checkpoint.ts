@@ -132,7 +132,12 @@ function checkKeyName(name: string): void {
 
 /** First 4 bytes of SHA-256(name || "\n" || 0x01 || public key), as a big-endian number. */
 export function toNoteKeyHash(name: string, publicKey: PublicKey): number {
-  const digest = createHash('sha256').update(name, 'utf8').update('\n').update(Buffer.from([ALG_ED25519])).update(publicKey.raw).digest();
+  const digest = createHash('sha256')
+    .update(name, 'utf8')
+    .update('\n')
+    .update(Buffer.from([ALG_ED25519]))
+    .update(publicKey.raw)
+    .digest();
   return digest.readUInt32BE(0);
 }
 

@@ -74,7 +74,11 @@ export function formatExportHeader(header: ExportHeader): string {
 
 /** The line of leaf `index`. Throws LOG_EXPORT_LINE_TOO_LONG rather than write a line no verifier reads. */
 export function formatLeafLine(index: number, leaf: Uint8Array): string {
-  return capped(`{"index":${index},"leaf":"${Buffer.from(leaf.buffer, leaf.byteOffset, leaf.byteLength).toString('base64')}"}`, EXPORT_LIMITS.maxLineBytes, `leaf ${index}`);
+  return capped(
+    `{"index":${index},"leaf":"${Buffer.from(leaf.buffer, leaf.byteOffset, leaf.byteLength).toString('base64')}"}`,
+    EXPORT_LIMITS.maxLineBytes,
+    `leaf ${index}`,
+  );
 }
 
 /** The line of a signed checkpoint note. */
@@ -397,9 +401,14 @@ export class ExportVerifier {
     const { trust } = this.options;
     const key = trust.keys.find((k) => k.keyid === header.runner.keyid && k.roles.includes('runner'));
     if (key === undefined || trust.nameOf(key.keyid) !== header.runner.id) {
-      throw fail('LOG_EXPORT_UNKNOWN_RUNNER', at, `the trust document does not enrol key ${header.runner.keyid.slice(0, 16)}… as runner ${header.runner.id}.`, {
-        runner: header.runner,
-      });
+      throw fail(
+        'LOG_EXPORT_UNKNOWN_RUNNER',
+        at,
+        `the trust document does not enrol key ${header.runner.keyid.slice(0, 16)}… as runner ${header.runner.id}.`,
+        {
+          runner: header.runner,
+        },
+      );
     }
     let expectedOrigin: string;
     try {
@@ -420,7 +429,12 @@ export class ExportVerifier {
         earlier = verifyCheckpoint(this.options.earlier, [this.noteVerifier], expectedOrigin);
       } catch (cause) {
         if (!(cause instanceof LogError)) throw cause;
-        throw new LogError(cause.code, `the earlier checkpoint: ${lowerFirst(cause.message)}`, { line: 1, earlier: true, sentence: cause.message, ...cause.details }, { cause });
+        throw new LogError(
+          cause.code,
+          `the earlier checkpoint: ${lowerFirst(cause.message)}`,
+          { line: 1, earlier: true, sentence: cause.message, ...cause.details },
+          { cause },
+        );
       }
       if (earlier.size > header.size) {
         throw fail(
@@ -569,7 +583,11 @@ export class ExportVerifier {
     // RFC 9162 section 2.1.1: the root of the first `size` leaves, recomputed here, is what was signed.
     const root = this.range.root();
     if (!root.equals(checkpoint.rootHash)) {
-      throw fail('LOG_ROOT_MISMATCH', at, `the checkpoint of size ${checkpoint.size} signs root ${checkpoint.rootHash.toString('base64')}; the leaves give ${root.toString('base64')}.`);
+      throw fail(
+        'LOG_ROOT_MISMATCH',
+        at,
+        `the checkpoint of size ${checkpoint.size} signs root ${checkpoint.rootHash.toString('base64')}; the leaves give ${root.toString('base64')}.`,
+      );
     }
     this.lastCheckpointSize = checkpoint.size;
     this.checkpoints += 1;

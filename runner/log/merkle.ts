@@ -175,12 +175,7 @@ function checkProofHashes(proof: readonly Uint8Array[], code: 'LOG_PROOF_INVALID
  * RFC 9162 section 2.1.3.2: the root implied by an inclusion proof for the leaf at `leafIndex` in a tree
  * of `treeSize` leaves. Throws LOG_INDEX_OUT_OF_RANGE, LOG_HASH_INVALID or LOG_PROOF_INVALID.
  */
-export function rootFromInclusionProof(
-  leafIndex: number,
-  treeSize: number,
-  leafHash: Uint8Array,
-  proof: readonly Uint8Array[],
-): Buffer {
+export function rootFromInclusionProof(leafIndex: number, treeSize: number, leafHash: Uint8Array, proof: readonly Uint8Array[]): Buffer {
   checkSize(treeSize, 'treeSize');
   checkIndex(leafIndex, treeSize);
   checkLeafHash(leafHash);
@@ -199,13 +194,7 @@ export function rootFromInclusionProof(
  * tree of `treeSize` leaves whose root is `root`. Returns nothing; throws LOG_INDEX_OUT_OF_RANGE,
  * LOG_SIZE_OUT_OF_RANGE, LOG_HASH_INVALID or LOG_PROOF_INVALID.
  */
-export function verifyInclusion(
-  leafIndex: number,
-  treeSize: number,
-  leafHash: Uint8Array,
-  proof: readonly Uint8Array[],
-  root: Uint8Array,
-): void {
+export function verifyInclusion(leafIndex: number, treeSize: number, leafHash: Uint8Array, proof: readonly Uint8Array[], root: Uint8Array): void {
   const calculated = rootFromInclusionProof(leafIndex, treeSize, leafHash, proof);
   if (!equalBytes(calculated, root)) {
     throw new LogError('LOG_PROOF_INVALID', undefined, {
@@ -222,12 +211,7 @@ export function verifyInclusion(
  * Requires 0 < size1 <= size2: a proof from the empty tree is meaningless (transparency-dev/merkle rejects
  * it too), so callers that accept "nothing seen yet" must treat size1 = 0 themselves.
  */
-export function rootFromConsistencyProof(
-  size1: number,
-  size2: number,
-  proof: readonly Uint8Array[],
-  root1: Uint8Array,
-): Buffer {
+export function rootFromConsistencyProof(size1: number, size2: number, proof: readonly Uint8Array[], root1: Uint8Array): Buffer {
   checkSize(size1, 'size1');
   checkSize(size2, 'size2');
   if (size2 < size1) {
@@ -284,13 +268,7 @@ export function rootFromConsistencyProof(
  * `size1` leaves with `root1`. Throws LOG_SIZE_OUT_OF_RANGE (size2 < size1, or size1 = 0) or
  * LOG_CONSISTENCY_INVALID.
  */
-export function verifyConsistency(
-  size1: number,
-  size2: number,
-  proof: readonly Uint8Array[],
-  root1: Uint8Array,
-  root2: Uint8Array,
-): void {
+export function verifyConsistency(size1: number, size2: number, proof: readonly Uint8Array[], root1: Uint8Array, root2: Uint8Array): void {
   const calculated = rootFromConsistencyProof(size1, size2, proof, root1);
   if (!equalBytes(calculated, root2)) {
     throw new LogError('LOG_CONSISTENCY_INVALID', undefined, {
@@ -316,7 +294,7 @@ export function subtreeRoot(start: number, end: number, read: NodeReader): Buffe
     throw new LogError('LOG_SIZE_OUT_OF_RANGE', 'An empty range inside the tree has no hash.', { start, end });
   }
   const parts: Uint8Array[] = [];
-  for (let position = start; position < end; ) {
+  for (let position = start; position < end;) {
     const width = largestPowerOfTwoAtMost(end - position);
     if (position % width !== 0) {
       throw new LogError('LOG_SIZE_OUT_OF_RANGE', 'The range is not aligned to complete subtrees.', { start, end });

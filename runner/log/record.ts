@@ -93,14 +93,19 @@ export function encodeRecordLeaf<K extends RecordKind>(kind: K, body: RecordBodi
   for (const reserved of RESERVED_FIELDS) {
     if (reserved in body) throw new LogError('LOG_LEAF_INVALID', `A record body may not set "${reserved}".`, { field: reserved });
   }
-  return Buffer.from(encodeKnownMembers(kind, body as Record<string, unknown>, seq, at) ?? toCanonicalJson({ ...body, v: RECORD_VERSION, seq, kind, at }), 'utf8');
+  return Buffer.from(
+    encodeKnownMembers(kind, body as Record<string, unknown>, seq, at) ?? toCanonicalJson({ ...body, v: RECORD_VERSION, seq, kind, at }),
+    'utf8',
+  );
 }
 
 /** Per kind, every member a leaf may have, in canonical order, with its `"name":` prefix. */
 const CANONICAL_MEMBERS: ReadonlyMap<RecordKind, readonly { name: string; prefix: string }[]> = new Map(
   RECORD_KINDS.map((kind) => [
     kind,
-    [...RESERVED_FIELDS, ...RECORD_FIELDS[kind].required, ...RECORD_FIELDS[kind].optional].sort().map((name) => ({ name, prefix: `${JSON.stringify(name)}:` })),
+    [...RESERVED_FIELDS, ...RECORD_FIELDS[kind].required, ...RECORD_FIELDS[kind].optional]
+      .sort()
+      .map((name) => ({ name, prefix: `${JSON.stringify(name)}:` })),
   ]),
 );
 

@@ -76,7 +76,10 @@ export function isRunnerId(id: string): boolean {
  * Creates the state folder. Builds everything, the database included, in a temporary folder and renames it
  * into place, so a failed init leaves nothing half-written and an existing folder is never touched.
  */
-export function initState(dir: string, options: InitOptions): { layout: StateLayout; identity: RunnerIdentity; key: PrivateKey; trust: VerifiedTrust } {
+export function initState(
+  dir: string,
+  options: InitOptions,
+): { layout: StateLayout; identity: RunnerIdentity; key: PrivateKey; trust: VerifiedTrust } {
   const layout = layoutOf(dir);
   if (!RUNNER_ID.test(options.id)) {
     throw new StateError('STATE_INIT_INVALID', `The runner id "${options.id}" is not a plain name (letters, digits, . _ -).`);

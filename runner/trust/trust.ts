@@ -120,7 +120,10 @@ function verifyAgainst(envelope: Envelope, keys: TrustedKey[], threshold: number
     return verifyEnvelope(envelope, { payloadType: TRUST_PAYLOAD_TYPE, keys, role: 'root', threshold });
   } catch (err) {
     if (err instanceof DsseError) {
-      throw new TrustError('TRUST_SIGNATURE', `The trust document is not signed by enough root keys: ${err.message}`, { dsse: err.code, ...err.details });
+      throw new TrustError('TRUST_SIGNATURE', `The trust document is not signed by enough root keys: ${err.message}`, {
+        dsse: err.code,
+        ...err.details,
+      });
     }
     throw err;
   }

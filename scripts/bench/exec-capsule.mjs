@@ -56,9 +56,18 @@ export async function run({ dist = 'dist' } = {}) {
       roles: { root: { threshold: 1 }, 'capsule-signer': { threshold: 1 }, runner: { threshold: 1 }, approver: { threshold: 1 } },
       policy: { allowedKinds: ['validate'] },
     };
-    const trustBytes = Buffer.from(JSON.stringify(signEnvelope('application/vnd.edge-runner.trust.v1+json', Buffer.from(JSON.stringify(body)), [root])));
+    const trustBytes = Buffer.from(
+      JSON.stringify(signEnvelope('application/vnd.edge-runner.trust.v1+json', Buffer.from(JSON.stringify(body)), [root])),
+    );
     const stateDir = join(dir, 'state');
-    initState(stateDir, { id: 'bench', labels: [], trustBytes, now: new Date(), key: runner, createDatabase: (path) => Store.open(path, { create: true }).close() });
+    initState(stateDir, {
+      id: 'bench',
+      labels: [],
+      trustBytes,
+      now: new Date(),
+      key: runner,
+      createDatabase: (path) => Store.open(path, { create: true }).close(),
+    });
 
     const capsule = (steps, isolation) =>
       Buffer.from(

@@ -23,7 +23,15 @@ function drivers(dir) {
   const node = new DatabaseSync(join(dir, 'node.db'));
   node.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY');
   node.exec(SCHEMA);
-  const list = [{ name: 'node:sqlite', db: node, begin: node.prepare('BEGIN IMMEDIATE'), commit: node.prepare('COMMIT'), insert: node.prepare('INSERT INTO records_v1 VALUES (?, ?, ?, ?, ?, ?)') }];
+  const list = [
+    {
+      name: 'node:sqlite',
+      db: node,
+      begin: node.prepare('BEGIN IMMEDIATE'),
+      commit: node.prepare('COMMIT'),
+      insert: node.prepare('INSERT INTO records_v1 VALUES (?, ?, ?, ?, ?, ?)'),
+    },
+  ];
   const folder = process.env.EDGE_RUNNER_BENCH_BETTER_SQLITE3;
   if (folder) {
     const Database = createRequire(join(resolve(folder), 'package.json'))('better-sqlite3');
@@ -32,7 +40,13 @@ function drivers(dir) {
     bs3.pragma('synchronous = FULL');
     bs3.pragma('temp_store = MEMORY');
     bs3.exec(SCHEMA);
-    list.push({ name: 'better-sqlite3', db: bs3, begin: bs3.prepare('BEGIN IMMEDIATE'), commit: bs3.prepare('COMMIT'), insert: bs3.prepare('INSERT INTO records_v1 VALUES (?, ?, ?, ?, ?, ?)') });
+    list.push({
+      name: 'better-sqlite3',
+      db: bs3,
+      begin: bs3.prepare('BEGIN IMMEDIATE'),
+      commit: bs3.prepare('COMMIT'),
+      insert: bs3.prepare('INSERT INTO records_v1 VALUES (?, ?, ?, ?, ?, ?)'),
+    });
   }
   return list;
 }
@@ -68,7 +82,7 @@ export async function run({ dist = 'dist' } = {}) {
       }
     }
     const durable = new Map(list.map((d) => [d.name, { n: 0, s: 0 }]));
-    for (const end = Date.now() + DURABLE_MS * list.length; Date.now() < end; ) {
+    for (const end = Date.now() + DURABLE_MS * list.length; Date.now() < end;) {
       for (const d of list) {
         const t = process.hrtime.bigint();
         const stop = Date.now() + SLICE_MS;
@@ -94,7 +108,12 @@ export async function run({ dist = 'dist' } = {}) {
         name: `${label}, node:sqlite (goal: at least 0.8x of better-sqlite3 12)`,
         value: Math.round(f('node:sqlite')),
         unit,
-        ...(bs3 ? { ratio: round(f('node:sqlite') / f('better-sqlite3')), reference: `of better-sqlite3 12.11.1 (${Math.round(f('better-sqlite3')).toLocaleString('en')}/s)` } : { reference: 'better-sqlite3 not installed (EDGE_RUNNER_BENCH_BETTER_SQLITE3): no comparison' }),
+        ...(bs3
+          ? {
+              ratio: round(f('node:sqlite') / f('better-sqlite3')),
+              reference: `of better-sqlite3 12.11.1 (${Math.round(f('better-sqlite3')).toLocaleString('en')}/s)`,
+            }
+          : { reference: 'better-sqlite3 not installed (EDGE_RUNNER_BENCH_BETTER_SQLITE3): no comparison' }),
       });
     }
     return rows;

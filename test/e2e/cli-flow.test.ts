@@ -13,7 +13,11 @@ describe('the demo flow through the built CLI', () => {
   it('makes keys, signs trust, runs both capsules, verifies the bundles and refuses a tampered capsule', () => {
     const dir = mkdtempSync(join(tmpdir(), 'edge-runner-demo-test-'));
     try {
-      const result = spawnSync(process.execPath, [demo], { env: { PATH: process.env.PATH, EDGE_RUNNER_DEMO_DIR: dir }, encoding: 'utf8', timeout: 120_000 });
+      const result = spawnSync(process.execPath, [demo], {
+        env: { PATH: process.env.PATH, EDGE_RUNNER_DEMO_DIR: dir },
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
       expect(result.stderr).toBe('');
       expect(result.status).toBe(0);
       expect(result.stdout).toMatch(/validate-ledger\s+verdict PASS/);

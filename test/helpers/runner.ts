@@ -27,7 +27,11 @@ export interface ExecInStateOptions {
 export function execInState(stateDir: string, bytes: Buffer, options: ExecInStateOptions = {}): Promise<CapsuleOutcome> {
   return withRunner(
     stateDir,
-    { launcher: options.launcher ?? directSelector, ...(options.flags ? { config: { flags: options.flags } } : {}), ...(options.clock ? { clock: options.clock } : {}) },
+    {
+      launcher: options.launcher ?? directSelector,
+      ...(options.flags ? { config: { flags: options.flags } } : {}),
+      ...(options.clock ? { clock: options.clock } : {}),
+    },
     (ctx) => runCapsule(ctx, bytes),
   );
 }

@@ -48,7 +48,11 @@ export interface WorldOptions {
   allowedKinds?: TrustDocumentBody['policy']['allowedKinds'];
 }
 
-export function makeTrustBody(keys: NamedKey[], thresholds: Partial<Record<Role, number>> = {}, allowedKinds: TrustDocumentBody['policy']['allowedKinds'] = ['reproduce', 'validate']): TrustDocumentBody {
+export function makeTrustBody(
+  keys: NamedKey[],
+  thresholds: Partial<Record<Role, number>> = {},
+  allowedKinds: TrustDocumentBody['policy']['allowedKinds'] = ['reproduce', 'validate'],
+): TrustDocumentBody {
   return {
     apiVersion: 'edge-runner.dev/trust/v1',
     version: 1,

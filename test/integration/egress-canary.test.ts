@@ -19,7 +19,12 @@ function encodings(secret: string): string[] {
     const b64 = padded.toString('base64');
     const start = Math.ceil((shift * 4) / 3) + 1;
     forms.push(b64.slice(start, start + Math.floor((bytes.length * 4) / 3) - 4));
-    forms.push(b64.slice(start, start + Math.floor((bytes.length * 4) / 3) - 4).replace(/\+/g, '-').replace(/\//g, '_'));
+    forms.push(
+      b64
+        .slice(start, start + Math.floor((bytes.length * 4) / 3) - 4)
+        .replace(/\+/g, '-')
+        .replace(/\//g, '_'),
+    );
   }
   return forms.filter((form) => form.length >= 12);
 }
@@ -43,17 +48,24 @@ describe('the egress guard, given a canary secret planted everywhere a step can 
       'echo "$canary" > out/secret.txt',
       'env > out/env.txt',
     ].join('\n');
-    const capsule = world.capsule({
-      steps: [
-        { name: 'plant', run: ['/bin/sh', 'plant.sh'] },
-        { name: 'fail-loudly', run: ['/bin/sh', '-c', 'echo "failing CANARY-$((982451653 * 961748941))"; echo "$EDGE_TEST_RUNNER_SECRET" >&2; exit 7'], continueOnFailure: true },
-      ],
-      collect: [
-        { path: 'out/secret.txt', as: 'file' },
-        { path: 'out/env.txt', as: 'file' },
-        { path: 'out/report.xml', as: 'junit' },
-      ],
-    }, { 'plant.sh': script });
+    const capsule = world.capsule(
+      {
+        steps: [
+          { name: 'plant', run: ['/bin/sh', 'plant.sh'] },
+          {
+            name: 'fail-loudly',
+            run: ['/bin/sh', '-c', 'echo "failing CANARY-$((982451653 * 961748941))"; echo "$EDGE_TEST_RUNNER_SECRET" >&2; exit 7'],
+            continueOnFailure: true,
+          },
+        ],
+        collect: [
+          { path: 'out/secret.txt', as: 'file' },
+          { path: 'out/env.txt', as: 'file' },
+          { path: 'out/report.xml', as: 'junit' },
+        ],
+      },
+      { 'plant.sh': script },
+    );
     const capsuleText = JSON.stringify(capsule);
     expect(capsuleText).not.toContain(computed);
     const file = world.writeCapsule(capsule);
@@ -65,7 +77,11 @@ describe('the egress guard, given a canary secret planted everywhere a step can 
     expect(JSON.parse(result.stdout).status).toBe('completed');
     bundleBytes = readFileSync(out);
     const bundle = JSON.parse(bundleBytes.toString()) as { evidence: { payload: string }; capsule: { payload: string } };
-    texts = [bundleBytes.toString('utf8'), Buffer.from(bundle.evidence.payload, 'base64').toString('utf8'), Buffer.from(bundle.capsule.payload, 'base64').toString('utf8')];
+    texts = [
+      bundleBytes.toString('utf8'),
+      Buffer.from(bundle.evidence.payload, 'base64').toString('utf8'),
+      Buffer.from(bundle.capsule.payload, 'base64').toString('utf8'),
+    ];
   });
 
   afterAll(() => world.cleanup());
@@ -80,7 +96,9 @@ describe('the egress guard, given a canary secret planted everywhere a step can 
   });
 
   it('ran the planting steps, so the canary really was produced', () => {
-    const statement = JSON.parse(texts[1]!) as { predicate: { steps: Array<{ name: string; exitCode: number; stdout: { digest: string } }>; artifacts: Array<{ status: string }> } };
+    const statement = JSON.parse(texts[1]!) as {
+      predicate: { steps: Array<{ name: string; exitCode: number; stdout: { digest: string } }>; artifacts: Array<{ status: string }> };
+    };
     expect(statement.predicate.steps.map((s) => s.exitCode)).toEqual([0, 7]);
     expect(statement.predicate.artifacts.every((a) => a.status === 'collected')).toBe(true);
     // The raw output stays inside, in the local evidence store, addressed by the digest the bundle carries.

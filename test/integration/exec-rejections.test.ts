@@ -53,11 +53,13 @@ interface Record {
 function readRecords(world: World): Record[] {
   const db = openRawDb(join(world.stateDir, 'runner.db'), { readOnly: true });
   try {
-    return (db.prepare('SELECT seq, kind, leaf FROM records_v1 ORDER BY seq').all() as { seq: number; kind: string; leaf: Uint8Array }[]).map((row) => ({
-      seq: row.seq,
-      kind: row.kind,
-      leaf: JSON.parse(Buffer.from(row.leaf).toString('utf8')) as Record['leaf'],
-    }));
+    return (db.prepare('SELECT seq, kind, leaf FROM records_v1 ORDER BY seq').all() as { seq: number; kind: string; leaf: Uint8Array }[]).map(
+      (row) => ({
+        seq: row.seq,
+        kind: row.kind,
+        leaf: JSON.parse(Buffer.from(row.leaf).toString('utf8')) as Record['leaf'],
+      }),
+    );
   } finally {
     db.close();
   }
@@ -73,7 +75,11 @@ function manifestOf(file: CapsuleFile): { [field: string]: unknown } {
 /** Re-signs a manifest object as is, valid or not. */
 function resigned(world: World, manifest: unknown, blobs: CapsuleFile['blobs'] = {}): CapsuleFile {
   const payload = Buffer.from(JSON.stringify(manifest));
-  return { mediaType: 'application/vnd.edge-runner.capsule-file.v1+json', envelope: signEnvelope(CAPSULE_PAYLOAD_TYPE, payload, world.signers), blobs };
+  return {
+    mediaType: 'application/vnd.edge-runner.capsule-file.v1+json',
+    envelope: signEnvelope(CAPSULE_PAYLOAD_TYPE, payload, world.signers),
+    blobs,
+  };
 }
 
 /** A capsule file of 64 MiB + 1 bytes: a valid capsule followed by whitespace, which JSON allows. */
@@ -123,7 +129,12 @@ describe('edge-runner exec', () => {
       'CAPSULE_EXPIRED',
       (w, steps) => {
         const hourAgo = Date.now() - 3600_000;
-        return w.capsule({ steps, issuedAt: new Date(hourAgo - 60_000).toISOString(), notBefore: new Date(hourAgo - 60_000).toISOString(), expiresAt: new Date(hourAgo).toISOString() });
+        return w.capsule({
+          steps,
+          issuedAt: new Date(hourAgo - 60_000).toISOString(),
+          notBefore: new Date(hourAgo - 60_000).toISOString(),
+          expiresAt: new Date(hourAgo).toISOString(),
+        });
       },
     ],
     ['it is addressed to another runner', 'CAPSULE_TARGET', (w, steps) => w.capsule({ steps, target: { runners: ['runner-elsewhere'] } })],
@@ -135,7 +146,12 @@ describe('edge-runner exec', () => {
         const manifest = manifestOf(file) as { id: string; nonce: string };
         const store = Store.open(join(w.stateDir, 'runner.db'));
         try {
-          store.acceptCapsule(manifest.nonce, { capsuleId: manifest.id, capsuleKind: 'validate', manifestDigest: `sha256:${'0'.repeat(64)}`, signers: [] });
+          store.acceptCapsule(manifest.nonce, {
+            capsuleId: manifest.id,
+            capsuleKind: 'validate',
+            manifestDigest: `sha256:${'0'.repeat(64)}`,
+            signers: [],
+          });
         } finally {
           store.close();
         }
@@ -151,8 +167,16 @@ describe('edge-runner exec', () => {
         return { ...file, blobs: { [ref]: Buffer.from('other bytes').toString('base64') } };
       },
     ],
-    ['a collect path leaves the workspace', 'CAPSULE_PATH_ESCAPE', (w, steps) => resigned(w, { ...manifestOf(w.capsule({ steps })), collect: [{ path: '../../runner.key', as: 'file' }] })],
-    ['its manifest has a field the schema does not know', 'CAPSULE_SCHEMA', (w, steps) => resigned(w, { ...manifestOf(w.capsule({ steps })), shell: true })],
+    [
+      'a collect path leaves the workspace',
+      'CAPSULE_PATH_ESCAPE',
+      (w, steps) => resigned(w, { ...manifestOf(w.capsule({ steps })), collect: [{ path: '../../runner.key', as: 'file' }] }),
+    ],
+    [
+      'its manifest has a field the schema does not know',
+      'CAPSULE_SCHEMA',
+      (w, steps) => resigned(w, { ...manifestOf(w.capsule({ steps })), shell: true }),
+    ],
   ];
 
   describe.each(cases)('when %s', (_what, code, build) => {
@@ -199,7 +223,14 @@ describe('edge-runner exec', () => {
         expect(result.status, result.stderr).toBe(0);
         const { runId, evidenceDigest } = JSON.parse(result.stdout) as { runId: string; evidenceDigest: string };
         const records = readRecords(runWorld);
-        expect(records.map((r) => r.kind)).toEqual(['capsule.accepted', 'run.started', 'step.finished', 'step.finished', 'run.finished', 'evidence.signed']);
+        expect(records.map((r) => r.kind)).toEqual([
+          'capsule.accepted',
+          'run.started',
+          'step.finished',
+          'step.finished',
+          'run.finished',
+          'evidence.signed',
+        ]);
         expect(records.slice(1).map((r) => r.leaf.runId)).toEqual(Array(5).fill(runId));
         expect(records.filter((r) => r.kind === 'step.finished').map((r) => [r.leaf.name, r.leaf.status])).toEqual([
           ['first', 'succeeded'],

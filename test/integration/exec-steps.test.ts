@@ -87,7 +87,7 @@ function isRunning(pid: number): boolean {
 }
 
 async function waitUntilGone(pid: number, timeoutMs: number): Promise<boolean> {
-  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; ) {
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline;) {
     if (!isRunning(pid)) return true;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -125,7 +125,10 @@ describe('executing an accepted capsule', () => {
 
   describe.each(launchers)('when argv holds shell syntax, with %s', (_name, launcher) => {
     it('passes it to the program literally and no shell interprets it', async () => {
-      const result = await run({ steps: [{ name: 'echo', run: ['/bin/echo', '$HOME; touch x'] }] }, { ...(launcher ? { selectLauncher: launcher } : {}) });
+      const result = await run(
+        { steps: [{ name: 'echo', run: ['/bin/echo', '$HOME; touch x'] }] },
+        { ...(launcher ? { selectLauncher: launcher } : {}) },
+      );
       const step = stepNamed(result, 'echo');
       expect(step.status).toBe('succeeded');
       expect(stdoutOf(step)).toBe('$HOME; touch x\n');
@@ -133,14 +136,14 @@ describe('executing an accepted capsule', () => {
     });
   });
 
-  describe.each(launchers)('when the runner\'s environment holds a secret, with %s', (_name, launcher) => {
+  describe.each(launchers)("when the runner's environment holds a secret, with %s", (_name, launcher) => {
     const secret = `canary-${randomBytes(16).toString('hex')}`;
 
     afterEach(() => {
       delete process.env.EDGE_TEST_SECRET;
     });
 
-    it('gives the step only the allowlist and the capsule\'s own env', async () => {
+    it("gives the step only the allowlist and the capsule's own env", async () => {
       process.env.EDGE_TEST_SECRET = secret;
       const result = await run(
         { steps: [{ name: 'env', run: ['/usr/bin/env'], env: { CAPSULE_VAR: 'from-the-capsule' } }] },
@@ -267,7 +270,12 @@ describe('executing an accepted capsule', () => {
 
   describe('when a step fails', () => {
     it('skips the steps after it', async () => {
-      const result = await run({ steps: [{ name: 'fails', run: ['/bin/false'] }, { name: 'after', run: ['/bin/echo', 'after'] }] });
+      const result = await run({
+        steps: [
+          { name: 'fails', run: ['/bin/false'] },
+          { name: 'after', run: ['/bin/echo', 'after'] },
+        ],
+      });
       expect(result.steps.map((s) => [s.name, s.status])).toEqual([
         ['fails', 'failed'],
         ['after', 'skipped'],
@@ -290,7 +298,12 @@ describe('executing an accepted capsule', () => {
     });
 
     it('records a program that does not exist as spawn-failed, skips the rest, and gives verdict error', async () => {
-      const result = await run({ steps: [{ name: 'missing', run: ['/nonexistent/program'] }, { name: 'after', run: ['/bin/true'] }] });
+      const result = await run({
+        steps: [
+          { name: 'missing', run: ['/nonexistent/program'] },
+          { name: 'after', run: ['/bin/true'] },
+        ],
+      });
       expect(result.steps.map((s) => [s.name, s.status])).toEqual([
         ['missing', 'spawn-failed'],
         ['after', 'skipped'],
@@ -308,7 +321,9 @@ describe('executing an accepted capsule', () => {
       const [artifact] = predicateOf(result).artifacts;
       expect(artifact).toEqual({ path: 'out/result.txt', as: 'file', status: 'collected', digest: sha256Ref('collected bytes'), size: 15 });
       expect(blobOf(artifact!.digest!).toString()).toBe('collected bytes');
-      const statement = JSON.parse(Buffer.from(result.bundle.evidence.payload, 'base64').toString('utf8')) as { subject: Array<{ name: string; digest: { sha256: string } }> };
+      const statement = JSON.parse(Buffer.from(result.bundle.evidence.payload, 'base64').toString('utf8')) as {
+        subject: Array<{ name: string; digest: { sha256: string } }>;
+      };
       expect(statement.subject).toContainEqual({ name: 'artifact/out/result.txt', digest: { sha256: artifact!.digest!.slice('sha256:'.length) } });
       expect(result.verdict).toBe('pass');
     });
@@ -317,10 +332,13 @@ describe('executing an accepted capsule', () => {
       const report = `<?xml version="1.0"?><testsuites><testsuite name="s">
         <testcase name="ok"/><testcase name="bad"><failure/></testcase><testcase name="broken"><error/></testcase><testcase name="later"><skipped/></testcase>
       </testsuite></testsuites>`;
-      const result = await run({
-        steps: [{ name: 'suite', run: ['/bin/cp', 'report.xml', 'junit.xml'] }],
-        collect: [{ path: 'junit.xml', as: 'junit' }],
-      }, { files: { 'report.xml': report } });
+      const result = await run(
+        {
+          steps: [{ name: 'suite', run: ['/bin/cp', 'report.xml', 'junit.xml'] }],
+          collect: [{ path: 'junit.xml', as: 'junit' }],
+        },
+        { files: { 'report.xml': report } },
+      );
       const [artifact] = predicateOf(result).artifacts;
       expect(artifact).toMatchObject({ status: 'collected', digest: sha256Ref(report) });
       expect(artifact!.summary).toEqual({ format: 'junit', status: 'parsed', tests: 4, failures: 1, errors: 1, skipped: 1 });
@@ -328,7 +346,10 @@ describe('executing an accepted capsule', () => {
     });
 
     it('records a malformed JUnit report as malformed, with verdict error and no crash', async () => {
-      const result = await run({ steps: [{ name: 'noop', run: ['/bin/true'] }], collect: [{ path: 'report.xml', as: 'junit' }] }, { files: { 'report.xml': '<testsuite><testcase>' } });
+      const result = await run(
+        { steps: [{ name: 'noop', run: ['/bin/true'] }], collect: [{ path: 'report.xml', as: 'junit' }] },
+        { files: { 'report.xml': '<testsuite><testcase>' } },
+      );
       const [artifact] = predicateOf(result).artifacts;
       expect(artifact).toMatchObject({ status: 'collected', summary: { format: 'junit', status: 'malformed' } });
       expect(result.verdict).toBe('error');
@@ -341,7 +362,10 @@ describe('executing an accepted capsule', () => {
     });
 
     it('records a path through a directory symlink a step made as escaped', async () => {
-      const result = await run({ steps: [{ name: 'link', run: ['/bin/ln', '-s', '/etc', 'collected'] }], collect: [{ path: 'collected/hostname', as: 'file' }] });
+      const result = await run({
+        steps: [{ name: 'link', run: ['/bin/ln', '-s', '/etc', 'collected'] }],
+        collect: [{ path: 'collected/hostname', as: 'file' }],
+      });
       expect(predicateOf(result).artifacts).toEqual([{ path: 'collected/hostname', as: 'file', status: 'escaped' }]);
       expect(result.verdict).toBe('error');
     });

@@ -73,7 +73,9 @@ describe('hardening', () => {
   describe('when bubblewrap is unusable and the runner is not root', () => {
     it('refuses even a best-effort capsule rather than run a step as the runner itself', () => {
       const select = sandboxLauncherSelector({ bwrapPath: '/nonexistent/bwrap', runnerUid: 1000 });
-      expect(select('best-effort', { stateDir: world.stateDir, config: resolveConfig() })).toEqual({ unavailable: expect.stringContaining('not root') });
+      expect(select('best-effort', { stateDir: world.stateDir, config: resolveConfig() })).toEqual({
+        unavailable: expect.stringContaining('not root'),
+      });
     });
   });
 
@@ -120,7 +122,10 @@ describe('hardening', () => {
       const path = join(world.stateDir, 'runner.db');
       const a = Store.open(path);
       const b = Store.open(path);
-      a.startRun({ runId: 'crashed', capsuleId: 'c', manifestDigest: `sha256:${'0'.repeat(64)}`, isolation: 'none' }, { pid: 2 ** 22 + 9, start: 'gone' });
+      a.startRun(
+        { runId: 'crashed', capsuleId: 'c', manifestDigest: `sha256:${'0'.repeat(64)}`, isolation: 'none' },
+        { pid: 2 ** 22 + 9, start: 'gone' },
+      );
       let fromB: string[] = [];
       // B runs its recovery while A is deciding: A's transaction must keep B out until it is done.
       const fromA = a.abortInterruptedRuns((owner) => {
@@ -156,7 +161,12 @@ describe('hardening', () => {
     it('initialises it in place', () => {
       const dir = join(world.dir, 'precreated');
       mkdirSync(dir, { mode: 0o700 });
-      initState(dir, { id: 'runner-x', trustBytes: world.trustBytes, now: new Date(), createDatabase: (path) => Store.open(path, { create: true }).close() });
+      initState(dir, {
+        id: 'runner-x',
+        trustBytes: world.trustBytes,
+        now: new Date(),
+        createDatabase: (path) => Store.open(path, { create: true }).close(),
+      });
       expect(JSON.parse(readFileSync(join(dir, 'runner.json'), 'utf8')).id).toBe('runner-x');
     });
   });
@@ -171,7 +181,14 @@ describe('hardening', () => {
       mkdirSync(ws);
       grantWorkspaceToStep(ws);
       const blobs = new BlobStore(join(world.dir, `blobs-${mode}`));
-      const plan = planLaunch({ argv: ['/bin/sh', '-c', 'trap "echo got-TERM; exit 7" TERM; sleep 30 & wait'], env: { PATH: '/usr/bin:/bin' }, workspace: ws, limits: DEFAULT_STEP_LIMITS, mode, hide: [world.stateDir] });
+      const plan = planLaunch({
+        argv: ['/bin/sh', '-c', 'trap "echo got-TERM; exit 7" TERM; sleep 30 & wait'],
+        env: { PATH: '/usr/bin:/bin' },
+        workspace: ws,
+        limits: DEFAULT_STEP_LIMITS,
+        mode,
+        hide: [world.stateDir],
+      });
       const outcome = await runStep({ plan, timeoutMs: 1000, killGraceMs: 3000, outputCapBytes: 4096, blobs, leaderIsStep: mode !== 'bwrap' });
       expect(outcome.timedOut).toBe(true);
       expect(outcome.durationMs).toBeLessThan(3500);
@@ -183,7 +200,21 @@ describe('hardening', () => {
     it('runs steps as that uid when the runner is root', async () => {
       if (process.getuid?.() !== 0) return; // only a root runner changes identity for its steps
       const dir = join(world.dir, 'custom-user');
-      const init = runCli(['init', '--state', dir, '--id', world.runnerId, '--trust', world.trustPath, '--label', 'test', '--step-uid', '12345', '--step-gid', '12346']);
+      const init = runCli([
+        'init',
+        '--state',
+        dir,
+        '--id',
+        world.runnerId,
+        '--trust',
+        world.trustPath,
+        '--label',
+        'test',
+        '--step-uid',
+        '12345',
+        '--step-gid',
+        '12346',
+      ]);
       expect(init.status).toBe(0);
       expect(JSON.parse(readFileSync(join(dir, 'runner.json'), 'utf8')).stepUser).toEqual({ uid: 12345, gid: 12346 });
       const file = world.capsule({ steps: [{ name: 'whoami', run: ['/bin/sh', '-c', 'echo "$(id -u):$(id -g)"'] }] });

@@ -25,7 +25,10 @@ function opensslVerify(dir: string, publicPem: string, message: Buffer, signatur
   writeFileSync(join(dir, 'pub.pem'), publicPem);
   writeFileSync(join(dir, 'pae.bin'), message);
   writeFileSync(join(dir, 'sig.bin'), signature);
-  const r = spawnSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', 'pub.pem', '-rawin', '-in', 'pae.bin', '-sigfile', 'sig.bin'], { cwd: dir, encoding: 'utf8' });
+  const r = spawnSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', 'pub.pem', '-rawin', '-in', 'pae.bin', '-sigfile', 'sig.bin'], {
+    cwd: dir,
+    encoding: 'utf8',
+  });
   return { status: r.status, out: r.stdout + r.stderr };
 }
 

@@ -47,7 +47,10 @@ describe('openRunner', () => {
 
   it('closes, with a record, the runs a dead runner left behind before anything new is appended', () => {
     const store = Store.open(join(world.stateDir, 'runner.db'));
-    store.startRun({ runId: '00000000-0000-4000-8000-000000000000', capsuleId: 'c', manifestDigest: `sha256:${'0'.repeat(64)}`, isolation: 'none' }, { pid: 2 ** 22 + 3, start: 'gone' });
+    store.startRun(
+      { runId: '00000000-0000-4000-8000-000000000000', capsuleId: 'c', manifestDigest: `sha256:${'0'.repeat(64)}`, isolation: 'none' },
+      { pid: 2 ** 22 + 3, start: 'gone' },
+    );
     store.close();
     const ctx = openRunner(world.stateDir, { launcher: directSelector });
     try {
@@ -66,9 +69,11 @@ describe('openRunner', () => {
         const before = ctx.store.recordCount();
         now = new Date(Date.parse(world.trustBody.expires) + 1000);
         const error = await runCapsule(ctx, bytesOf(world.capsule())).catch((err: unknown) => err);
-        expect(codeOf(() => {
-          throw error;
-        })).toBe('STATE_TRUST_INVALID');
+        expect(
+          codeOf(() => {
+            throw error;
+          }),
+        ).toBe('STATE_TRUST_INVALID');
         expect(ctx.store.recordCount()).toBe(before);
       } finally {
         ctx.close();

@@ -210,12 +210,20 @@ describe('planLaunch', () => {
     const workspace = newWorkspace();
     const request = { argv: ['/bin/true'], env: {}, workspace, limits: DEFAULT_STEP_LIMITS, hide: [] };
     expect(planLaunch({ ...request, mode: 'none' }, asRoot)).toMatchObject({ uid: 65534, gid: 65534 });
-    expect(planLaunch({ ...request, mode: 'bwrap' }, asRoot).args).toEqual(expect.arrayContaining(['--reuid=65534', '--regid=65534', '--no-new-privs']));
+    expect(planLaunch({ ...request, mode: 'bwrap' }, asRoot).args).toEqual(
+      expect.arrayContaining(['--reuid=65534', '--regid=65534', '--no-new-privs']),
+    );
     expect(planLaunch({ ...request, mode: 'none' }, { runnerUid: 1000 }).uid).toBeUndefined();
   });
 
   it('refuses a sandboxed step that sets LD_PRELOAD with EXEC_SANDBOX_ENV_UNSAFE', () => {
-    const request = { argv: ['/bin/true'], env: { LD_PRELOAD: '/x.so' }, workspace: newWorkspace(), limits: DEFAULT_STEP_LIMITS, mode: 'bwrap' as const };
+    const request = {
+      argv: ['/bin/true'],
+      env: { LD_PRELOAD: '/x.so' },
+      workspace: newWorkspace(),
+      limits: DEFAULT_STEP_LIMITS,
+      mode: 'bwrap' as const,
+    };
     expect(() => planLaunch(request)).toThrow(SandboxError);
     expect(() => planLaunch(request)).toThrow(expect.objectContaining({ code: 'EXEC_SANDBOX_ENV_UNSAFE' }));
   });
@@ -280,7 +288,11 @@ describe.each(bwrapModes)('a step in mode %s', (mode) => {
     mkdirSync(outside, { recursive: true, mode: 0o777 });
     chmodSync(outside, 0o777);
     try {
-      const plan = planStep(mode, ['/bin/sh', '-c', `echo x > ${outside}/escape; echo x > ${stateDir}/escape; echo x > /etc/escape; echo x > ../escape; echo done`]);
+      const plan = planStep(mode, [
+        '/bin/sh',
+        '-c',
+        `echo x > ${outside}/escape; echo x > ${stateDir}/escape; echo x > /etc/escape; echo x > ../escape; echo done`,
+      ]);
       const end = await runPlan(plan);
       expect(end.stdout).toBe('done\n');
       expect(end.stderr).toMatch(/Read-only file system/);
@@ -363,7 +375,9 @@ describe('classifyLimitExit', () => {
 
   it('reads fork failures, allocation failures and EMFILE from stderr, as a guess', () => {
     expect(classifyLimitExit(ended({ stderrTail: 'bash: fork: retry: Resource temporarily unavailable' })).reason).toBe('process-limit');
-    expect(classifyLimitExit(ended({ signal: 'SIGABRT', stderrTail: "terminate called after throwing an instance of 'std::bad_alloc'" })).reason).toBe('memory-limit');
+    expect(
+      classifyLimitExit(ended({ signal: 'SIGABRT', stderrTail: "terminate called after throwing an instance of 'std::bad_alloc'" })).reason,
+    ).toBe('memory-limit');
     expect(classifyLimitExit(ended({ stderrTail: 'MemoryError' })).reason).toBe('memory-limit');
     expect(classifyLimitExit(ended({ stderrTail: 'Error: EMFILE: too many open files' })).reason).toBe('open-files-limit');
   });

@@ -9,8 +9,7 @@ import type { ResultParser } from './parser.js';
 export const JUNIT_MAX_BYTES = 16 * 1024 * 1024;
 
 export type JunitSummary =
-  | { format: 'junit'; status: 'parsed'; tests: number; failures: number; errors: number; skipped: number }
-  | { format: 'junit'; status: 'malformed' };
+  { format: 'junit'; status: 'parsed'; tests: number; failures: number; errors: number; skipped: number } | { format: 'junit'; status: 'malformed' };
 
 const parser = new XMLParser({
   ignoreAttributes: true,

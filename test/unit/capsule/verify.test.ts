@@ -197,14 +197,14 @@ describe('verifyCapsule', () => {
       expect(outcomeOf(single, swapped)).toBe('CAPSULE_PAYLOAD_TYPE');
     });
 
-    it('rejects the runner\'s own trust envelope presented as a capsule with CAPSULE_PAYLOAD_TYPE', () => {
+    it("rejects the runner's own trust envelope presented as a capsule with CAPSULE_PAYLOAD_TYPE", () => {
       const trustEnvelope = JSON.parse(single.trustBytes.toString('utf8')) as Envelope;
       expect(outcomeOf(single, { ...capsule(single), envelope: trustEnvelope })).toBe('CAPSULE_PAYLOAD_TYPE');
     });
   });
 
   describe('when a keyid points at another trusted key', () => {
-    it('rejects a second signer\'s signature relabelled with the first signer\'s keyid with CAPSULE_KEYID_MISMATCH', () => {
+    it("rejects a second signer's signature relabelled with the first signer's keyid with CAPSULE_KEYID_MISMATCH", () => {
       const [first, second] = double.signers as [PrivateKey, PrivateKey];
       const file = capsule(double, {}, {}, [first, second]);
       const [sig1, sig2] = file.envelope.signatures as [Envelope['signatures'][number], Envelope['signatures'][number]];
@@ -212,11 +212,19 @@ describe('verifyCapsule', () => {
       expect(outcomeOf(double, withSignatures(file, [sig1, { keyid: first.keyid, sig: sig2.sig }]))).toBe('CAPSULE_KEYID_MISMATCH');
     });
 
-    it('rejects one signer\'s signature copied under the other signer\'s keyid with CAPSULE_KEYID_MISMATCH', () => {
+    it("rejects one signer's signature copied under the other signer's keyid with CAPSULE_KEYID_MISMATCH", () => {
       const [first, second] = double.signers as [PrivateKey, PrivateKey];
       const file = capsule(double, {}, {}, [first]);
       const sig = firstSig(file);
-      expect(outcomeOf(double, withSignatures(file, [{ keyid: first.keyid, sig }, { keyid: second.keyid, sig }]))).toBe('CAPSULE_KEYID_MISMATCH');
+      expect(
+        outcomeOf(
+          double,
+          withSignatures(file, [
+            { keyid: first.keyid, sig },
+            { keyid: second.keyid, sig },
+          ]),
+        ),
+      ).toBe('CAPSULE_KEYID_MISMATCH');
     });
   });
 
@@ -252,7 +260,16 @@ describe('verifyCapsule', () => {
       ['a required field is missing', ({ nonce: _nonce, ...rest }) => rest],
       ['it has a field the schema does not know', (m) => ({ ...m, priority: 'high' })],
       ['its kind is not a known kind', (m) => ({ ...m, kind: 'destroy' })],
-      ['two steps share a name', (m) => ({ ...m, steps: [{ name: 'same', run: ['/bin/true'] }, { name: 'same', run: ['/bin/false'] }] })],
+      [
+        'two steps share a name',
+        (m) => ({
+          ...m,
+          steps: [
+            { name: 'same', run: ['/bin/true'] },
+            { name: 'same', run: ['/bin/false'] },
+          ],
+        }),
+      ],
       ['a step has no argv', (m) => ({ ...m, steps: [{ name: 'empty', run: [] }] })],
       ['the payload is not JSON at all', () => undefined],
     ];
@@ -300,7 +317,7 @@ describe('verifyCapsule', () => {
       expect(outcomeOf(single, capsule(single, { target: { labels: ['production'] } }))).toBe('CAPSULE_TARGET');
     });
 
-    it('accepts this runner\'s own id', () => {
+    it("accepts this runner's own id", () => {
       expect(outcomeOf(single, capsule(single, { target: { runners: [single.runnerId] } }))).toBe(ACCEPTED);
     });
   });
@@ -333,7 +350,7 @@ describe('verifyCapsule', () => {
       expect(outcomeOf(single, { ...file, blobs: { [ref]: Buffer.from('jello').toString('base64') } })).toBe('CAPSULE_INPUT_DIGEST');
     });
 
-    it('rejects a signed size that differs from the blob\'s with CAPSULE_INPUT_DIGEST', () => {
+    it("rejects a signed size that differs from the blob's with CAPSULE_INPUT_DIGEST", () => {
       const file = capsule(single, {}, { 'input.txt': 'hello' });
       const manifest = manifestOf(file) as { inputs: Array<{ size: number }> };
       const resized = { ...manifest, inputs: manifest.inputs.map((input) => ({ ...input, size: input.size + 1 })) };
@@ -429,7 +446,7 @@ describe('verifyCapsule', () => {
     });
   });
 
-  describe('when a signature\'s keyid is only a hint', () => {
+  describe("when a signature's keyid is only a hint", () => {
     it('accepts a signature with no keyid when the key is trusted', () => {
       const file = capsule(single);
       const accepted = verify(single, toBytes(withSignatures(file, [{ sig: firstSig(file) }])));

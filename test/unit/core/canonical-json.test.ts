@@ -46,7 +46,9 @@ describe('toCanonicalJson', () => {
 
   it('orders keys by UTF-16 code units and leaves out undefined members', () => {
     // a (0x61) < b (0x62) < é (0xE9) < 😀 (0xD83D 0xDE00) < U+FFFF: code units, not code points.
-    expect(toCanonicalJson({ '\uFFFF': 3, b: 1, a: [true, null], é: 'x', Z: undefined, '\u{1F600}': 2 })).toBe('{"a":[true,null],"b":1,"é":"x","\u{1F600}":2,"\uFFFF":3}');
+    expect(toCanonicalJson({ '\uFFFF': 3, b: 1, a: [true, null], é: 'x', Z: undefined, '\u{1F600}': 2 })).toBe(
+      '{"a":[true,null],"b":1,"é":"x","\u{1F600}":2,"\uFFFF":3}',
+    );
   });
 
   it.each([

@@ -6,7 +6,9 @@ import { PrivateKey } from '../../../runner/core/ed25519.js';
 describe('pae', () => {
   it('matches the DSSE spec example byte for byte', () => {
     // protocol.md: PAE("http://example.com/HelloWorld", "hello world")
-    expect(pae('http://example.com/HelloWorld', Buffer.from('hello world')).toString()).toBe('DSSEv1 29 http://example.com/HelloWorld 11 hello world');
+    expect(pae('http://example.com/HelloWorld', Buffer.from('hello world')).toString()).toBe(
+      'DSSEv1 29 http://example.com/HelloWorld 11 hello world',
+    );
   });
 
   it('counts bytes, not characters', () => {

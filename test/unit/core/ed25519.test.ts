@@ -15,9 +15,10 @@ interface WycheproofGroup {
   tests: WycheproofTest[];
 }
 
-const vectors = JSON.parse(
-  readFileSync(new URL('../../fixtures/wycheproof/ed25519_test.json', import.meta.url), 'utf8'),
-) as { numberOfTests: number; testGroups: WycheproofGroup[] };
+const vectors = JSON.parse(readFileSync(new URL('../../fixtures/wycheproof/ed25519_test.json', import.meta.url), 'utf8')) as {
+  numberOfTests: number;
+  testGroups: WycheproofGroup[];
+};
 
 const cases = vectors.testGroups.flatMap((group) => group.tests.map((test) => ({ pk: group.publicKey.pk, ...test })));
 

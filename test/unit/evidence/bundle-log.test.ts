@@ -97,12 +97,28 @@ describe("verifyBundle, the bundle's log member", () => {
     });
 
     it.each([
-      ['whitespace (not the canonical encoding)', (t: string) => t.replace(',"kind"', ', "kind"'), /not a record: the leaf bytes are not the canonical encoding/],
-      ['a member evidence.signed records do not have', (t: string) => t.replace('"kind"', '"exitCode":0,"kind"'), /not a record: a evidence\.signed record has no member "exitCode"/],
-      ['no evidenceDigest', (t: string) => t.replace(/"evidenceDigest":"[^"]*",/, ''), /not a record: the evidence\.signed record lacks "evidenceDigest"/],
+      [
+        'whitespace (not the canonical encoding)',
+        (t: string) => t.replace(',"kind"', ', "kind"'),
+        /not a record: the leaf bytes are not the canonical encoding/,
+      ],
+      [
+        'a member evidence.signed records do not have',
+        (t: string) => t.replace('"kind"', '"exitCode":0,"kind"'),
+        /not a record: a evidence\.signed record has no member "exitCode"/,
+      ],
+      [
+        'no evidenceDigest',
+        (t: string) => t.replace(/"evidenceDigest":"[^"]*",/, ''),
+        /not a record: the evidence\.signed record lacks "evidenceDigest"/,
+      ],
       ['not JSON', () => 'evidence.signed', /not a record: the leaf is not JSON/],
       ['another seq', (t: string) => t.replace(/"seq":\d+/, `"seq":${log.index + 1}`), /not the record of this evidence at this index/],
-      ['another evidence digest', (t: string) => t.replace(/"evidenceDigest":"sha256:./, '"evidenceDigest":"sha256:_'), /not the record of this evidence at this index/],
+      [
+        'another evidence digest',
+        (t: string) => t.replace(/"evidenceDigest":"sha256:./, '"evidenceDigest":"sha256:_'),
+        /not the record of this evidence at this index/,
+      ],
     ])('rejects a leaf with %s with LOG_PROOF_INVALID before the proof is checked', (_what, edit, message) => {
       const edited = edit(leafText());
       expect(edited).not.toBe(leafText());

@@ -8,7 +8,6 @@ import { makeTrustBody, makeWorld, signTrust, type World } from '../../helpers/w
 import { verifyTrustDocument } from '../../../runner/trust/trust.js';
 import { codeOf } from '../../helpers/codes.js';
 
-
 describe('verifyBundle', () => {
   let world: World;
   let bundle: Bundle;
@@ -68,7 +67,10 @@ describe('verifyBundle', () => {
 
   describe('when the capsule envelope is swapped for one no trusted signer made', () => {
     it('rejects with BUNDLE_CAPSULE_SIGNATURE', () => {
-      const forged = { ...bundle, capsule: signEnvelope(bundle.capsule.payloadType, Buffer.from(bundle.capsule.payload, 'base64'), [world.outsider]) };
+      const forged = {
+        ...bundle,
+        capsule: signEnvelope(bundle.capsule.payloadType, Buffer.from(bundle.capsule.payload, 'base64'), [world.outsider]),
+      };
       expect(codeOf(() => verifyBundle(encode(forged), world.trust))).toBe('BUNDLE_CAPSULE_SIGNATURE');
     });
   });

@@ -151,7 +151,10 @@ describe('parseJunit', () => {
 
   describe('when the report starts with a UTF-8 byte-order mark', () => {
     it('parses it like the same report without one', () => {
-      const report = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), xml('<?xml version="1.0" encoding="UTF-8"?><testsuite><testcase name="a"><failure/></testcase></testsuite>')]);
+      const report = Buffer.concat([
+        Buffer.from([0xef, 0xbb, 0xbf]),
+        xml('<?xml version="1.0" encoding="UTF-8"?><testsuite><testcase name="a"><failure/></testcase></testsuite>'),
+      ]);
       expect(parseJunit(report)).toEqual(parsed(1, 1, 0, 0));
     });
   });

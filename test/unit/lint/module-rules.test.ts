@@ -57,6 +57,8 @@ describe('the module rules', () => {
     expect(await ruleIdsFor('coordinator/src/new.ts', "import { Store } from '../../runner/store/store.js';\nexport const f = Store;\n")).toContain(
       'no-restricted-imports',
     );
-    expect(await ruleIdsFor('coordinator/src/new.ts', "import { sha256Hex } from '../../runner/core/digest.js';\nexport const f = sha256Hex;\n")).toEqual([]);
+    expect(
+      await ruleIdsFor('coordinator/src/new.ts', "import { sha256Hex } from '../../runner/core/digest.js';\nexport const f = sha256Hex;\n"),
+    ).toEqual([]);
   });
 });

@@ -41,7 +41,6 @@ function privateKeyFromSignerKey(signerKey: string): PrivateKey {
   return PrivateKey.fromPem(`-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`);
 }
 
-
 const peterKey = privateKeyFromSignerKey(go.peterSignerKey);
 const peter = parseVerifierKey(go.peterVerifierKey);
 const enoch = parseVerifierKey(go.enochVerifierKey);

@@ -93,7 +93,11 @@ async function failureOf(lines: Iterable<string> | AsyncIterable<string>, earlie
  * line as formatLeafLine writes it, parseRecordLeaf): the code and sentence of its failure, undefined if it
  * is a good leaf line for `index`, or 'not a leaf line' for a line this does not model (a checkpoint).
  */
-function referenceLeafLine(bytes: Buffer, index: number, size: number): { code: string; sentence: string; leaf: boolean } | undefined | 'not a leaf line' {
+function referenceLeafLine(
+  bytes: Buffer,
+  index: number,
+  size: number,
+): { code: string; sentence: string; leaf: boolean } | undefined | 'not a leaf line' {
   const failure = (code: string, sentence: string, leaf = true) => ({ code, sentence, leaf });
   if (!isUtf8(bytes)) return failure('LOG_EXPORT_INVALID', 'the line is not UTF-8.', false);
   const text = bytes.toString('utf8');
@@ -111,7 +115,8 @@ function referenceLeafLine(bytes: Buffer, index: number, size: number): { code: 
   if (typeof value.leaf !== 'string') return failure('LOG_LEAF_INVALID', 'the leaf is not a base64 string.');
   const leaf = Buffer.from(value.leaf, 'base64');
   if (leaf.toString('base64') !== value.leaf) return failure('LOG_LEAF_INVALID', 'the leaf is not canonical standard base64.');
-  if (text !== formatLeafLine(index, leaf)) return failure('LOG_EXPORT_INVALID', 'the leaf line is not in its canonical form (members, order, spacing).');
+  if (text !== formatLeafLine(index, leaf))
+    return failure('LOG_EXPORT_INVALID', 'the leaf line is not in its canonical form (members, order, spacing).');
   try {
     parseRecordLeaf(leaf, index);
   } catch (err) {
@@ -221,7 +226,11 @@ describe('verifyExport', () => {
             const expected = referenceLeafLine(line, index, leaves.length);
             if (expected === 'not a leaf line') return;
             if (expected === undefined) expect(byLines).not.toMatchObject({ at: [row + 1] });
-            else expect(byLines).toMatchObject({ code: expected.code, message: `line ${row + 1}${expected.leaf ? ` (leaf ${index})` : ''}: ${expected.sentence}` });
+            else
+              expect(byLines).toMatchObject({
+                code: expected.code,
+                message: `line ${row + 1}${expected.leaf ? ` (leaf ${index})` : ''}: ${expected.sentence}`,
+              });
           },
         ),
         { numRuns: 600 },
@@ -229,7 +238,7 @@ describe('verifyExport', () => {
     });
   });
 
-  describe('when the padding of a leaf\'s base64 is changed', () => {
+  describe("when the padding of a leaf's base64 is changed", () => {
     it('reads it as the line reader does: only the canonical encoding passes', async () => {
       // Leaves of every length modulo 3, so that the last quad carries no padding, one `=` or two.
       const leaves = [recordLeaf(0), recordLeaf(1, { name: 'te' }), recordLeaf(2, { name: 'tes' })];
@@ -237,16 +246,20 @@ describe('verifyExport', () => {
       const lines = exportLines(leaves);
       const alphabet = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_'];
       await fc.assert(
-        fc.asyncProperty(fc.nat({ max: 2 }), fc.array(fc.tuple(fc.nat({ max: 3 }), fc.constantFrom(...alphabet)), { minLength: 1, maxLength: 3 }), async (index, edits) => {
-          const row = leafLineOf(lines, index);
-          const chars = [...lines[row]!];
-          for (const [back, ch] of edits) chars[chars.length - 3 - back] = ch; // the last four base64 characters
-          const edited = [...lines];
-          edited[row] = chars.join('');
-          const byLines = await outcomeOf(verifyExport(edited, { trust }));
-          expect(await outcomeOf(verifyExportBytes([Buffer.from(`${edited.join('\n')}\n`)], { trust }))).toEqual(byLines);
-          if (edited[row] !== lines[row]) expect(byLines.ok).toBe(false);
-        }),
+        fc.asyncProperty(
+          fc.nat({ max: 2 }),
+          fc.array(fc.tuple(fc.nat({ max: 3 }), fc.constantFrom(...alphabet)), { minLength: 1, maxLength: 3 }),
+          async (index, edits) => {
+            const row = leafLineOf(lines, index);
+            const chars = [...lines[row]!];
+            for (const [back, ch] of edits) chars[chars.length - 3 - back] = ch; // the last four base64 characters
+            const edited = [...lines];
+            edited[row] = chars.join('');
+            const byLines = await outcomeOf(verifyExport(edited, { trust }));
+            expect(await outcomeOf(verifyExportBytes([Buffer.from(`${edited.join('\n')}\n`)], { trust }))).toEqual(byLines);
+            if (edited[row] !== lines[row]) expect(byLines.ok).toBe(false);
+          },
+        ),
         { numRuns: 600 },
       );
     });
@@ -348,11 +361,23 @@ describe('verifyExport', () => {
       return Buffer.from(text);
     };
     const cases: [string, Buffer | string, RegExp][] = [
-      ['keys out of order', Buffer.from(JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(real)).reverse()))), /not the canonical encoding/],
+      [
+        'keys out of order',
+        Buffer.from(JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(real)).reverse()))),
+        /not the canonical encoding/,
+      ],
       ['whitespace', edited(',"kind"', ', "kind"'), /not the canonical encoding/],
-      ['an escaped character JSON.stringify writes raw', Buffer.from(recordLeaf(1, { name: '\u00e9' }).toString('utf8').replace('\u00e9', '\\u00e9')), /not the canonical encoding/],
+      [
+        'an escaped character JSON.stringify writes raw',
+        Buffer.from(recordLeaf(1, { name: '\u00e9' }).toString('utf8').replace('\u00e9', '\\u00e9')),
+        /not the canonical encoding/,
+      ],
       ['an escape JSON.stringify does not write', edited('"name":"test"', '"name":"te\\/st"'), /not the canonical encoding/],
-      ['invalid UTF-8', Buffer.from(recordLeaf(1, { name: '\u00e9' }).toString('latin1').replace('\u00c3\u00a9', '\u00ff'), 'latin1'), /not the canonical encoding/],
+      [
+        'invalid UTF-8',
+        Buffer.from(recordLeaf(1, { name: '\u00e9' }).toString('latin1').replace('\u00c3\u00a9', '\u00ff'), 'latin1'),
+        /not the canonical encoding/,
+      ],
       ['a fraction', edited(/"durationMs":\d+/, '"durationMs":1.5'), /not a safe integer/],
       ['an integer beyond 2^53', edited(/"durationMs":\d+/, '"durationMs":9007199254740993'), /not a safe integer/],
       ['minus zero', edited(/"exitCode":0/, '"exitCode":-0'), /not the canonical encoding/],
@@ -545,8 +570,12 @@ describe('verifyExport', () => {
       const verifier = new ExportVerifier({ trust });
       verifier.pushBytes(Buffer.from(exportLines([])[0]!));
       const line = Buffer.from(padded(EXPORT_LIMITS.maxLineBytes + 1));
-      expect(() => verifier.pushBytes(line)).toThrow(expect.objectContaining({ code: 'LOG_EXPORT_LINE_TOO_LONG', details: expect.objectContaining({ line: 2 }) }));
-      expect(() => verifier.pushBytes(Buffer.from(padded(EXPORT_LIMITS.maxLineBytes)))).toThrow(expect.objectContaining({ code: 'LOG_NOTE_TOO_LARGE' }));
+      expect(() => verifier.pushBytes(line)).toThrow(
+        expect.objectContaining({ code: 'LOG_EXPORT_LINE_TOO_LONG', details: expect.objectContaining({ line: 2 }) }),
+      );
+      expect(() => verifier.pushBytes(Buffer.from(padded(EXPORT_LIMITS.maxLineBytes)))).toThrow(
+        expect.objectContaining({ code: 'LOG_NOTE_TOO_LARGE' }),
+      );
     });
 
     it('rejects a header over maxHeaderBytes with LOG_EXPORT_LINE_TOO_LONG', async () => {

@@ -19,11 +19,8 @@ const leafHashes = Array.from({ length: MAX_SIZE }, (_, i) => hashLeaf(Buffer.fr
 const read: NodeReader = nodeReaderFromLeafHashes(leafHashes);
 const roots = Array.from({ length: MAX_SIZE + 1 }, (_, size) => rootFromNodes(size, read));
 
-
 const sizeAndIndex = fc.integer({ min: 1, max: MAX_SIZE }).chain((size) => fc.tuple(fc.constant(size), fc.nat({ max: size - 1 })));
-const twoSizes = fc
-  .integer({ min: 1, max: MAX_SIZE })
-  .chain((size2) => fc.tuple(fc.integer({ min: 1, max: size2 }), fc.constant(size2)));
+const twoSizes = fc.integer({ min: 1, max: MAX_SIZE }).chain((size2) => fc.tuple(fc.integer({ min: 1, max: size2 }), fc.constant(size2)));
 
 function sameProof(a: readonly Buffer[], b: readonly Buffer[]): boolean {
   return a.length === b.length && a.every((hash, i) => hash.equals(b[i]!));
@@ -32,7 +29,7 @@ function sameProof(a: readonly Buffer[], b: readonly Buffer[]): boolean {
 function flipBit(proof: Buffer[], element: number, bit: number): Buffer[] {
   const copy = proof.map((hash) => Buffer.from(hash));
   const target = copy[element % copy.length]!;
-  target[Math.floor(bit / 8) % target.length]! ^= 1 << bit % 8;
+  target[Math.floor(bit / 8) % target.length]! ^= 1 << (bit % 8);
   return copy;
 }
 
@@ -60,10 +57,15 @@ describe('inclusion proofs', () => {
   describe('when one bit of one element is flipped', () => {
     it('are rejected with LOG_PROOF_INVALID', () => {
       fc.assert(
-        fc.property(sizeAndIndex.filter(([size]) => size > 1), fc.nat(), fc.nat({ max: 255 }), ([size, index], element, bit) => {
-          const proof = flipBit(inclusionProof(index, size, read), element, bit);
-          expect(rejects(() => verifyInclusion(index, size, leafHashes[index]!, proof, roots[size]!))).toBe('LOG_PROOF_INVALID');
-        }),
+        fc.property(
+          sizeAndIndex.filter(([size]) => size > 1),
+          fc.nat(),
+          fc.nat({ max: 255 }),
+          ([size, index], element, bit) => {
+            const proof = flipBit(inclusionProof(index, size, read), element, bit);
+            expect(rejects(() => verifyInclusion(index, size, leafHashes[index]!, proof, roots[size]!))).toBe('LOG_PROOF_INVALID');
+          },
+        ),
       );
     });
   });
@@ -71,11 +73,15 @@ describe('inclusion proofs', () => {
   describe('when an element is removed', () => {
     it('are rejected with LOG_PROOF_INVALID', () => {
       fc.assert(
-        fc.property(sizeAndIndex.filter(([size]) => size > 1), fc.nat(), ([size, index], position) => {
-          const proof = inclusionProof(index, size, read);
-          proof.splice(position % proof.length, 1);
-          expect(rejects(() => verifyInclusion(index, size, leafHashes[index]!, proof, roots[size]!))).toBe('LOG_PROOF_INVALID');
-        }),
+        fc.property(
+          sizeAndIndex.filter(([size]) => size > 1),
+          fc.nat(),
+          ([size, index], position) => {
+            const proof = inclusionProof(index, size, read);
+            proof.splice(position % proof.length, 1);
+            expect(rejects(() => verifyInclusion(index, size, leafHashes[index]!, proof, roots[size]!))).toBe('LOG_PROOF_INVALID');
+          },
+        ),
       );
     });
   });
@@ -191,14 +197,18 @@ describe('consistency proofs', () => {
   describe('when the later tree rewrote an earlier leaf', () => {
     it('are rejected with LOG_CONSISTENCY_INVALID', () => {
       fc.assert(
-        fc.property(twoSizes.filter(([size1, size2]) => size1 < size2), fc.nat(), ([size1, size2], victim) => {
-          const rewritten = [...leafHashes.slice(0, size2)];
-          rewritten[victim % size1] = hashLeaf(Buffer.from('rewritten'));
-          const forgedReader = nodeReaderFromLeafHashes(rewritten);
-          const proof = consistencyProof(size1, size2, forgedReader);
-          const forgedRoot = rootFromNodes(size2, forgedReader);
-          expect(rejects(() => verifyConsistency(size1, size2, proof, roots[size1]!, forgedRoot))).toBe('LOG_CONSISTENCY_INVALID');
-        }),
+        fc.property(
+          twoSizes.filter(([size1, size2]) => size1 < size2),
+          fc.nat(),
+          ([size1, size2], victim) => {
+            const rewritten = [...leafHashes.slice(0, size2)];
+            rewritten[victim % size1] = hashLeaf(Buffer.from('rewritten'));
+            const forgedReader = nodeReaderFromLeafHashes(rewritten);
+            const proof = consistencyProof(size1, size2, forgedReader);
+            const forgedRoot = rootFromNodes(size2, forgedReader);
+            expect(rejects(() => verifyConsistency(size1, size2, proof, roots[size1]!, forgedRoot))).toBe('LOG_CONSISTENCY_INVALID');
+          },
+        ),
       );
     });
   });
@@ -222,9 +232,7 @@ describe('proofs in very large trees', () => {
             const root = rootFromNodes(size, uniform);
             const proof = inclusionProof(index, size, uniform);
             verifyInclusion(index, size, levelHashes[0]!, proof, root);
-            expect(rejects(() => verifyInclusion(index, size, levelHashes[0]!, flipBit(proof, bit, bit % 256), root))).toBe(
-              'LOG_PROOF_INVALID',
-            );
+            expect(rejects(() => verifyInclusion(index, size, levelHashes[0]!, flipBit(proof, bit, bit % 256), root))).toBe('LOG_PROOF_INVALID');
           },
         ),
       );

@@ -75,8 +75,8 @@ const inclusionVectors = load<InclusionVector>('inclusion');
 const consistencyVectors = load<ConsistencyVector>('consistency');
 
 // The leaves of RFC 6962's reference tree, from which transparency-dev/merkle derived its happy paths.
-const RFC_LEAVES = ['', '00', '10', '2021', '3031', '40414243', '5051525354555657', '606162636465666768696a6b6c6d6e6f'].map(
-  (hex) => Buffer.from(hex, 'hex'),
+const RFC_LEAVES = ['', '00', '10', '2021', '3031', '40414243', '5051525354555657', '606162636465666768696a6b6c6d6e6f'].map((hex) =>
+  Buffer.from(hex, 'hex'),
 );
 const RFC_LEAF_HASHES = RFC_LEAVES.map(hashLeaf);
 const RFC_READER = nodeReaderFromLeafHashes(RFC_LEAF_HASHES);
@@ -88,8 +88,7 @@ describe('transparency-dev/merkle vectors', () => {
 
   describe('verifyInclusion', () => {
     describe.each(inclusionVectors)('$file', ({ vector }) => {
-      const run = (): void =>
-        verifyInclusion(vector.leafIdx, vector.treeSize, b64(vector.leafHash), proofOf(vector.proof), b64(vector.root));
+      const run = (): void => verifyInclusion(vector.leafIdx, vector.treeSize, b64(vector.leafHash), proofOf(vector.proof), b64(vector.root));
       if (vector.wantErr) {
         it(`rejects "${vector.desc}" with a LOG_ code`, () => {
           const result = outcome(run);
@@ -106,8 +105,7 @@ describe('transparency-dev/merkle vectors', () => {
 
   describe('verifyConsistency', () => {
     describe.each(consistencyVectors)('$file', ({ vector }) => {
-      const run = (): void =>
-        verifyConsistency(vector.size1, vector.size2, proofOf(vector.proof), b64(vector.root1), b64(vector.root2));
+      const run = (): void => verifyConsistency(vector.size1, vector.size2, proofOf(vector.proof), b64(vector.root1), b64(vector.root2));
       if (vector.wantErr) {
         it(`rejects "${vector.desc}" with a LOG_ code`, () => {
           const result = outcome(run);

@@ -218,12 +218,28 @@ describe('parseRecordLeaf', () => {
     ['no kind', without('kind'), 7, /^the record's kind undefined is not a known kind\.$/],
     ['no time', without('at'), 7, /^the record has no time\.$/],
     ['a time without milliseconds', canonicalLeaf({ ...realMembers(), at: '2025-06-30T12:34:56Z' }), 7, /^the record has no time\.$/],
-    ['a member of another kind', canonicalLeaf({ ...realMembers(), verdict: 'pass' }), 7, /^a step\.finished record has no member "verdict"\.$/, { field: 'verdict' }],
+    [
+      'a member of another kind',
+      canonicalLeaf({ ...realMembers(), verdict: 'pass' }),
+      7,
+      /^a step\.finished record has no member "verdict"\.$/,
+      { field: 'verdict' },
+    ],
     ['an unknown member', canonicalLeaf({ ...realMembers(), note: 'x' }), 7, /^a step\.finished record has no member "note"\.$/, { field: 'note' }],
     ['a __proto__ member', leafOf(real.toString().replace('{', '{"__proto__":{},')), 7, /^a step\.finished record has no member "__proto__"\.$/],
     ['a required member missing', without('durationMs'), 7, /^the step\.finished record lacks "durationMs"\.$/, { field: 'durationMs' }],
-    ['a fraction', leafOf(real.toString().replace('"durationMs":1234', '"durationMs":12.5')), 7, /^the record holds a number that is not a safe integer\.$/],
-    ['an exponent', leafOf(real.toString().replace('"durationMs":1234', '"durationMs":1e300')), 7, /^the record holds a number that is not a safe integer\.$/],
+    [
+      'a fraction',
+      leafOf(real.toString().replace('"durationMs":1234', '"durationMs":12.5')),
+      7,
+      /^the record holds a number that is not a safe integer\.$/,
+    ],
+    [
+      'an exponent',
+      leafOf(real.toString().replace('"durationMs":1234', '"durationMs":1e300')),
+      7,
+      /^the record holds a number that is not a safe integer\.$/,
+    ],
     ['keys out of order', leafOf(JSON.stringify(realMembers())), 7, /^the leaf bytes are not the canonical encoding of the record\.$/],
     ['whitespace', leafOf(real.toString().replace(',"kind"', ', "kind"')), 7, /canonical encoding/],
     ['a trailing newline', leafOf(`${real.toString()}\n`), 7, /canonical encoding/],
@@ -233,7 +249,12 @@ describe('parseRecordLeaf', () => {
     ['an escape JSON.stringify does not write', leafOf(real.toString().replace('unit tests', 'unit\\u0020tests')), 7, /canonical encoding/],
     ['an upper-case escape', leafOf(real.toString().replace('unit tests', 'unit\\u001Ftests')), 7, /canonical encoding/],
     ['an escaped slash', leafOf(real.toString().replace('unit tests', 'unit\\/tests')), 7, /canonical encoding/],
-    ['a control escaped as \\u00xx where JSON.stringify writes \\n', leafOf(real.toString().replace('unit tests', 'unit\\u000atests')), 7, /canonical encoding/],
+    [
+      'a control escaped as \\u00xx where JSON.stringify writes \\n',
+      leafOf(real.toString().replace('unit tests', 'unit\\u000atests')),
+      7,
+      /canonical encoding/,
+    ],
     ['a duplicated nested member', leafOf(real.toString().replace('"timedOut"', '"stdout":{"a":1,"a":1},"timedOut"')), 7, /canonical encoding/],
     ['an array closed with a brace', leafOf(real.toString().replace('"timedOut"', '"stdout":[1,2},"timedOut"')), 7, /^the leaf is not JSON\.$/],
     ['a byte that is not UTF-8', Buffer.concat([real.subarray(0, 20), Buffer.from([0xc3]), real.subarray(20)]), 7, /./],
@@ -281,7 +302,29 @@ describe('the fast path of parseRecordLeaf (scanRecordLeaf)', () => {
   // Strings the JSON writer escapes or keeps raw: quotes, backslashes, controls, DEL, non-ASCII, U+2028,
   // astral characters and lone surrogates.
   const text = fc.oneof(
-    fc.string({ unit: fc.constantFrom('a', 'Z', ' ', '"', '\\', '/', '\b', '\t', '\n', '\f', '\r', '\u0000', '\u001f', '\u007f', 'é', '\u2028', '😀', '\ud800', '\udfff') }),
+    fc.string({
+      unit: fc.constantFrom(
+        'a',
+        'Z',
+        ' ',
+        '"',
+        '\\',
+        '/',
+        '\b',
+        '\t',
+        '\n',
+        '\f',
+        '\r',
+        '\u0000',
+        '\u001f',
+        '\u007f',
+        'é',
+        '\u2028',
+        '😀',
+        '\ud800',
+        '\udfff',
+      ),
+    }),
     fc.string({ unit: 'binary' }),
   );
   const key = fc.oneof(text, fc.constantFrom('__proto__', '0', '1', '10', '2', '', '-1', 'a', 'A', 'é', 'digest', 'size'));
@@ -296,7 +339,7 @@ describe('the fast path of parseRecordLeaf (scanRecordLeaf)', () => {
     ),
   })).value;
 
-  const rarely = <T,>(arbitrary: fc.Arbitrary<T>) => fc.oneof({ arbitrary: fc.constant(null), weight: 6 }, { arbitrary, weight: 1 });
+  const rarely = <T>(arbitrary: fc.Arbitrary<T>) => fc.oneof({ arbitrary: fc.constant(null), weight: 6 }, { arbitrary, weight: 1 });
   const memberNames = [...new Set(RECORD_KINDS.flatMap((k) => [...RECORD_FIELDS[k].required, ...RECORD_FIELDS[k].optional])), 'x'];
   /**
    * A record of a random kind with random values: its required members and some optional ones, and now and
@@ -376,10 +419,23 @@ describe('the fast path of parseRecordLeaf (scanRecordLeaf)', () => {
   });
 });
 
-describe('encodeRecordLeaf, written in each kind\'s precomputed member order', () => {
+describe("encodeRecordLeaf, written in each kind's precomputed member order", () => {
   const stream = { digest: `sha256:${'a'.repeat(64)}`, size: 3, totalSize: 3, truncated: false };
   const bodies: Array<[string, Record<string, unknown>]> = [
-    ['step.finished', { runId: 'r', name: 'é "q"', status: 'failed', exitCode: null, signal: 'SIGKILL', timedOut: true, durationMs: 5, limit: 'timeout', stdout: stream }],
+    [
+      'step.finished',
+      {
+        runId: 'r',
+        name: 'é "q"',
+        status: 'failed',
+        exitCode: null,
+        signal: 'SIGKILL',
+        timedOut: true,
+        durationMs: 5,
+        limit: 'timeout',
+        stdout: stream,
+      },
+    ],
     ['step.finished', { runId: 'r', name: 'n', status: 'succeeded', exitCode: 0, signal: null, timedOut: false, durationMs: 0, stderr: undefined }],
     ['capsule.rejected', { code: 'CAPSULE_EXPIRED', fileSize: 12 }],
     ['capsule.accepted', { capsuleId: 'c', capsuleKind: 'validate', manifestDigest: 'sha256:x', signers: ['k1', 'k2'] }],
@@ -398,11 +454,17 @@ describe('encodeRecordLeaf, written in each kind\'s precomputed member order', (
 
   it('agrees with toCanonicalJson on arbitrary step bodies', () => {
     fc.assert(
-      fc.property(fc.string(), fc.option(fc.integer({ min: 0, max: 255 }), { nil: null }), fc.nat(), fc.boolean(), (name, exitCode, durationMs, timedOut) => {
-        const body = { runId: 'r', name, status: 'failed', exitCode, signal: null, timedOut, durationMs };
-        const leaf = encodeRecordLeaf('step.finished', body as never, 3, '2026-12-01T00:00:00.000Z');
-        expect(leaf.toString('utf8')).toBe(toCanonicalJson({ ...body, v: 1, seq: 3, kind: 'step.finished', at: '2026-12-01T00:00:00.000Z' }));
-      }),
+      fc.property(
+        fc.string(),
+        fc.option(fc.integer({ min: 0, max: 255 }), { nil: null }),
+        fc.nat(),
+        fc.boolean(),
+        (name, exitCode, durationMs, timedOut) => {
+          const body = { runId: 'r', name, status: 'failed', exitCode, signal: null, timedOut, durationMs };
+          const leaf = encodeRecordLeaf('step.finished', body as never, 3, '2026-12-01T00:00:00.000Z');
+          expect(leaf.toString('utf8')).toBe(toCanonicalJson({ ...body, v: 1, seq: 3, kind: 'step.finished', at: '2026-12-01T00:00:00.000Z' }));
+        },
+      ),
       { numRuns: 500 },
     );
   });

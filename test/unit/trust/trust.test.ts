@@ -13,13 +13,15 @@ const signer = PrivateKey.generate();
 function body(version = 1, roots = [rootA], rootThreshold = 1) {
   return {
     ...makeTrustBody(
-      [...roots.map((key, i) => ({ name: `root-${i}`, key, roles: ['root' as const] })), { name: 'signer', key: signer, roles: ['capsule-signer' as const] }],
+      [
+        ...roots.map((key, i) => ({ name: `root-${i}`, key, roles: ['root' as const] })),
+        { name: 'signer', key: signer, roles: ['capsule-signer' as const] },
+      ],
       { root: rootThreshold },
     ),
     version,
   };
 }
-
 
 describe('verifyTrustDocument', () => {
   it('accepts a document signed by its root threshold and lists its keys', () => {
