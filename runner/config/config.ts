@@ -122,7 +122,7 @@ export function resolveConfig(sources: ConfigSources = {}): RunnerConfig {
       exec: { ...config.exec, ...overrides.exec },
       limits: { ...config.limits, ...overrides.limits },
       store: { ...config.store, ...overrides.store },
-      ...(overrides.stepUser ? { stepUser: { ...overrides.stepUser } } : {}),
+      ...(overrides.stepUser ? { stepUser: { uid: overrides.stepUser.uid, gid: overrides.stepUser.gid } } : {}),
       ...(overrides.logLevel !== undefined ? { logLevel: overrides.logLevel } : {}),
       ...(overrides.debug !== undefined ? { debug: overrides.debug } : {}),
     };
@@ -156,6 +156,13 @@ function toInteger(text: string, setting: string): number {
   return Number(text);
 }
 
+/** Upper bounds, in each setting's unit: Node timers hold at most 2^31-1 ms, and a day is the longest step. */
+const MAXIMUM: Record<string, Readonly<Record<string, number>>> = {
+  exec: { defaultStepTimeoutSeconds: 86_400, killGraceMs: 60_000, outputCapBytes: 2 ** 40, collectMaxBytes: 2 ** 40 },
+  limits: { cpuSeconds: 86_400, memoryBytes: 2 ** 50, openFiles: 1_048_576, processes: 4_194_304 },
+  store: { busyTimeoutMs: 600_000 },
+};
+
 const POSITIVE: Record<string, readonly string[]> = {
   exec: ['defaultStepTimeoutSeconds', 'outputCapBytes', 'collectMaxBytes'],
   limits: ['cpuSeconds', 'memoryBytes', 'openFiles', 'processes'],
@@ -166,7 +173,10 @@ const SECTIONS = ['exec', 'limits', 'stepUser', 'store', 'logLevel', 'debug'];
 function checkOverrides(overrides: ConfigOverrides, source: 'state' | 'environment' | 'flags'): void {
   for (const key of Object.keys(overrides)) if (!SECTIONS.includes(key)) throw invalid(key, source, 'is not a setting');
   for (const section of ['exec', 'limits', 'store'] as const) {
-    const values = (overrides[section] ?? {}) as Record<string, unknown>;
+    const raw = overrides[section] as unknown;
+    if (raw !== undefined && (typeof raw !== 'object' || raw === null || Array.isArray(raw)))
+      throw invalid(section, source, 'is not an object of settings');
+    const values = (raw ?? {}) as Record<string, unknown>;
     const known = Object.keys(DEFAULT_CONFIG[section]);
     for (const [name, value] of Object.entries(values)) {
       const setting = `${section}.${name}`;
@@ -176,11 +186,18 @@ function checkOverrides(overrides: ConfigOverrides, source: 'state' | 'environme
         continue;
       }
       const min = POSITIVE[section]?.includes(name) ? 1 : NON_NEGATIVE[section]?.includes(name) ? 0 : 1;
-      if (!Number.isSafeInteger(value) || (value as number) < min) throw invalid(setting, source, `is not a whole number of at least ${min}`);
+      const max = MAXIMUM[section]?.[name] ?? Number.MAX_SAFE_INTEGER;
+      if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max) {
+        throw invalid(setting, source, `is not a whole number from ${min} to ${max}`);
+      }
     }
   }
-  if (overrides.stepUser !== undefined && !(isStepId(overrides.stepUser.uid) && isStepId(overrides.stepUser.gid))) {
-    throw invalid('stepUser', source, 'must be an ordinary uid and gid (not 0)');
+  if (overrides.stepUser !== undefined) {
+    const user = overrides.stepUser as unknown;
+    const plain = typeof user === 'object' && user !== null && !Array.isArray(user) && Object.keys(user).sort().join() === 'gid,uid';
+    if (!plain || !isStepId((user as StepUser).uid) || !isStepId((user as StepUser).gid)) {
+      throw invalid('stepUser', source, 'must be {"uid", "gid"}, each an ordinary id (not 0)');
+    }
   }
   if (overrides.logLevel !== undefined && !LOG_LEVELS.includes(overrides.logLevel)) throw invalid('logLevel', source, 'is not a log level');
   if (overrides.debug !== undefined && typeof overrides.debug !== 'boolean') throw invalid('debug', source, 'is not true or false');

@@ -97,6 +97,9 @@ export class SqliteDatabase {
    * its cause; the caller's own errors pass through unchanged.
    */
   transaction<T>(fn: () => T): T {
+    if (this.depth > 0 && !this.writing) {
+      throw new StoreError('STORE_WRITE_FAILED', 'A write cannot join a read snapshot; nothing was written.', {});
+    }
     if (this.depth > 0) return this.nested(fn);
     try {
       this.statements.begin.run();
@@ -117,6 +120,10 @@ export class SqliteDatabase {
           { cause: this.nestedFailure },
         );
       }
+      // SQLite ends a transaction by itself on some failures (SQLITE_FULL, IOERR, NOMEM): had it done so,
+      // what ran since would have been committed statement by statement, not as this transaction.
+      if (!this.db.isTransaction)
+        throw new StoreError('STORE_WRITE_FAILED', 'SQLite ended the transaction after a failure; it is not committed.', {});
       this.statements.commit.run();
       return result;
     } catch (err) {
@@ -137,12 +144,23 @@ export class SqliteDatabase {
   }
 
   private nested<T>(fn: () => T): T {
+    // After a failure inside this transaction (which SQLite may already have rolled back on its own: then
+    // every further statement would autocommit), no more work joins it.
+    if (this.nestedFailure !== undefined || !this.db.isTransaction) {
+      this.nestedFailure ??= new StoreError('STORE_WRITE_FAILED', 'SQLite ended the transaction after a failure.', {});
+      throw new StoreError(
+        'STORE_WRITE_FAILED',
+        'A write inside this transaction already failed, so nothing more joins it.',
+        {},
+        { cause: this.nestedFailure },
+      );
+    }
     this.depth += 1;
     try {
       return fn();
     } catch (err) {
       this.nestedFailure ??= err;
-      throw err;
+      throw isSqliteError(err) ? writeFailed(err) : err;
     } finally {
       this.depth -= 1;
     }

@@ -286,6 +286,9 @@ function migrate(db: SqliteDatabase): void {
   for (let version = current; version < MIGRATIONS.length; version++) {
     const step = MIGRATIONS[version]!;
     db.transaction(() => {
+      // Read again under the write lock: another runner opening the same database may have run this step
+      // while this one waited for the lock.
+      if (db.pragmaNumber('user_version') > version) return;
       if (step.sql !== undefined) db.exec(step.sql);
       step.after?.(db);
       db.exec(`PRAGMA user_version = ${version + 1}`);

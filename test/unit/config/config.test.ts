@@ -41,6 +41,12 @@ describe('resolveConfig', () => {
       ['a negative grace', { flags: { exec: { killGraceMs: -1 } } }],
       ['a fractional limit', { state: { limits: { memoryBytes: 1.5 } } }],
       ['a boolean given as a string', { state: { exec: { keepWorkspace: 'yes' } as never } }],
+      ['a step user of null', { state: { stepUser: null as never } }],
+      ['a step user with members besides uid and gid', { state: { stepUser: { uid: 1000, gid: 1000, extra: 1 } as never } }],
+      ['a section that is not an object', { state: { exec: 5 as never } }],
+      ['a step timeout beyond what a timer holds (it would fire at once)', { env: { EDGE_RUNNER_STEP_TIMEOUT_SECONDS: '3000000' } }],
+      ['a kill grace beyond a minute', { flags: { exec: { killGraceMs: 2 ** 31 } } }],
+      ['a busy timeout the SQLite driver refuses', { env: { EDGE_RUNNER_BUSY_TIMEOUT_MS: '999999999999' } }],
     ])('rejects %s with CONFIG_INVALID', (_what, sources) => {
       expect(codeOf(() => resolveConfig(sources))).toBe('CONFIG_INVALID');
     });
