@@ -36,7 +36,7 @@ if (process.argv.includes('--json')) {
     r.topic,
     r.name,
     `${fmt(r.value)} ${r.unit ?? ''}`.trim(),
-    r.ratio !== undefined ? `${r.ratio}x ${r.reference ?? ''}`.trim() : '',
+    r.ratio !== undefined ? `${r.ratio}x ${r.reference ?? ''}`.trim() : (r.reference ?? ''),
   ]);
   const widths = [0, 1, 2, 3].map((i) => Math.max(...lines.map((l) => l[i].length), 5));
   process.stdout.write(`\nedge-runner benchmarks (node ${process.version}, ${new Date().toISOString()})\n\n`);
