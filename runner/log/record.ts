@@ -10,7 +10,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { toCanonicalJson } from '../core/canonical-json.js';
-import type { IsolationUsed, LimitReason, StepStatus, StreamRecord, Verdict } from '../evidence/statement.js';
+import type { IsolationUsed, StepRecord, Verdict } from '../evidence/statement.js';
 import { LogError } from './errors.js';
 
 export const RECORD_VERSION = 1;
@@ -22,19 +22,8 @@ export interface RecordBodies {
   'capsule.accepted': { capsuleId: string; capsuleKind: string; manifestDigest: string; fileDigest?: string; signers: string[] };
   'capsule.rejected': { code: string; fileDigest?: string; fileSize?: number; capsuleId?: string; manifestDigest?: string };
   'run.started': { runId: string; capsuleId: string; manifestDigest: string; isolation: IsolationUsed };
-  'step.finished': {
-    runId: string;
-    name: string;
-    status: StepStatus;
-    exitCode: number | null;
-    signal: string | null;
-    timedOut: boolean;
-    durationMs: number;
-    spawnFailure?: 'not-found' | 'permission-denied' | 'spawn-failed';
-    limit?: LimitReason;
-    stdout?: StreamRecord;
-    stderr?: StreamRecord;
-  };
+  /** The step as the evidence records it (runner/evidence/statement.ts owns that shape), and its run. */
+  'step.finished': { runId: string } & StepRecord;
   'run.finished': { runId: string; verdict: Verdict };
   'run.aborted': { runId: string; reason: AbortReason };
   'evidence.signed': { runId: string; evidenceDigest: string };
