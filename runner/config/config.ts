@@ -91,17 +91,6 @@ export interface ConfigSources {
   flags?: ConfigOverrides;
 }
 
-/** The variables the runner reads, all here. */
-export const ENVIRONMENT_VARIABLES = {
-  EDGE_RUNNER_LOG_LEVEL: 'operator log level (silent, trace, debug, info, warn, error, fatal)',
-  EDGE_RUNNER_DEBUG: 'print stack traces with errors when 1',
-  EDGE_RUNNER_KEEP_WORKSPACE: 'keep run workspaces when 1 (debugging only)',
-  EDGE_RUNNER_STEP_TIMEOUT_SECONDS: 'default step timeout, seconds',
-  EDGE_RUNNER_BUSY_TIMEOUT_MS: 'database lock wait, milliseconds',
-  PATH: 'extra folders searched for bwrap, prlimit and setpriv, after /usr/bin, /bin, /usr/sbin, /sbin',
-  NODE_TLS_REJECT_UNAUTHORIZED: 'refused when 0: it would switch off certificate checks (runner/sea/runtime.ts)',
-} as const;
-
 /** The process environment, read once by the caller that builds the configuration (the CLI). */
 export function readEnvironment(): Readonly<Record<string, string | undefined>> {
   return { ...process.env };

@@ -5,6 +5,7 @@
  * describes and before that decision takes effect ("no record, no run"). No database handle leaves this
  * folder; rows come out as typed values.
  */
+import { DEFAULT_CONFIG } from '../config/config.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { encodeRecordLeaf, type RecordBodies, type RecordKind } from '../log/record.js';
 import { CheckpointTable, CHECKPOINTS_SCHEMA_SQL, type StoredCheckpoint } from './checkpoints.js';
@@ -27,8 +28,6 @@ export interface StoreOptions {
   /** Clock for record timestamps; injected by tests. */
   now?: () => Date;
 }
-
-export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 
 /**
  * Schema migrations; the schema version is SQLite's user_version, and every table name carries its own.
@@ -84,7 +83,7 @@ export class Store {
     }
     let db: SqliteDatabase;
     try {
-      db = SqliteDatabase.open(path, { busyTimeoutMs: options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS });
+      db = SqliteDatabase.open(path, { busyTimeoutMs: options.busyTimeoutMs ?? DEFAULT_CONFIG.store.busyTimeoutMs });
     } catch (cause) {
       throw new StoreError('STORE_OPEN_FAILED', `The runner database at ${path} cannot be opened.`, { path }, { cause });
     }
