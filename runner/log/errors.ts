@@ -26,6 +26,7 @@ export type LogErrorCode =
   | 'LOG_EXPORT_TRUNCATED'
   | 'LOG_EXPORT_UNCHECKPOINTED'
   | 'LOG_LEAF_INVALID'
+  | 'LOG_REPLAY_ACCEPTED'
   | 'LOG_ROOT_MISMATCH'
   | 'LOG_CHECKPOINT_BEYOND_LEAVES'
   | 'LOG_CHECKPOINT_MISPLACED'
@@ -54,6 +55,7 @@ export const LOG_ERROR_SENTENCES: Readonly<Record<LogErrorCode, string>> = {
   LOG_EXPORT_TRUNCATED: 'The log export ends before all the leaves its header announces.',
   LOG_EXPORT_UNCHECKPOINTED: 'The last leaves of the log export are not covered by a signed checkpoint.',
   LOG_LEAF_INVALID: 'A leaf of the log export is not a canonical record at its index.',
+  LOG_REPLAY_ACCEPTED: 'The log accepts the same capsule id and nonce twice: a capsule ran again.',
   LOG_ROOT_MISMATCH: 'A signed checkpoint does not match the tree recomputed from the leaves.',
   LOG_CHECKPOINT_BEYOND_LEAVES: 'A checkpoint covers more leaves than the export holds at that point.',
   LOG_CHECKPOINT_MISPLACED: 'A checkpoint is not right after the leaf that completes its tree, or sizes do not increase.',

@@ -19,7 +19,11 @@ export const RECORD_VERSION = 1;
 export type AbortReason = string;
 
 export interface RecordBodies {
-  'capsule.accepted': { capsuleId: string; capsuleKind: string; manifestDigest: string; fileDigest?: string; signers: string[] };
+  /**
+   * `nonce` is the manifest's, so that `log verify` can show an id + nonce accepted twice (a replay the
+   * store failed to refuse). Records written before issue 8 lack it.
+   */
+  'capsule.accepted': { capsuleId: string; capsuleKind: string; manifestDigest: string; nonce?: string; fileDigest?: string; signers: string[] };
   'capsule.rejected': { code: string; fileDigest?: string; fileSize?: number; capsuleId?: string; manifestDigest?: string };
   'run.started': { runId: string; capsuleId: string; manifestDigest: string; isolation: IsolationUsed };
   /** The step as the evidence records it (runner/evidence/statement.ts owns that shape), and its run. */
@@ -39,12 +43,12 @@ type AssertNever<T extends never> = T;
 
 /** The members each kind's body has: required ones always, optional ones when they apply. Nothing else. */
 export const RECORD_FIELDS = {
-  'capsule.accepted': { required: ['capsuleId', 'capsuleKind', 'manifestDigest', 'signers'], optional: ['fileDigest'] },
+  'capsule.accepted': { required: ['capsuleId', 'capsuleKind', 'manifestDigest', 'signers'], optional: ['nonce', 'fileDigest'] },
   'capsule.rejected': { required: ['code'], optional: ['fileDigest', 'fileSize', 'capsuleId', 'manifestDigest'] },
   'run.started': { required: ['runId', 'capsuleId', 'manifestDigest', 'isolation'], optional: [] },
   'step.finished': {
     required: ['runId', 'name', 'status', 'exitCode', 'signal', 'timedOut', 'durationMs'],
-    optional: ['spawnFailure', 'limit', 'stdout', 'stderr'],
+    optional: ['spawnFailure', 'limit', 'limitInferred', 'stdout', 'stderr'],
   },
   'run.finished': { required: ['runId', 'verdict'], optional: [] },
   'run.aborted': { required: ['runId', 'reason'], optional: [] },
@@ -144,6 +148,9 @@ export function parseRecordLeaf(leaf: Uint8Array, expectedSeq?: number): LogReco
   const bytes = Buffer.from(leaf.buffer, leaf.byteOffset, leaf.byteLength);
   let value: unknown;
   try {
+    // JSON.parse (last duplicate wins) is safe here and faster than runner/core/json.ts: a leaf must be
+    // byte-equal to the canonical encoding of what was parsed, and a leaf with a repeated member name never
+    // is (the fast scan needs strictly increasing names; the re-encoding below writes each name once).
     value = JSON.parse(bytes.toString('utf8'));
   } catch {
     throw invalid('the leaf is not JSON.');

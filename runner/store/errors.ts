@@ -7,7 +7,19 @@ export interface StoreErrorDetails {
   STORE_SCHEMA_VERSION: { found: number; known: number };
   STORE_TREE_INCONSISTENT: { level?: number; index?: number; found?: number | string; expected?: number; expectedIndex?: number };
   STORE_TREE_RANGE: { index?: number; size?: number; current?: number };
-  STORE_CORRUPT: Record<string, never>;
+  STORE_CORRUPT: StoreCorruptDetails;
+}
+
+/** What a store check found (the open-time ones are in runner/store/integrity.ts). */
+export interface StoreCorruptDetails {
+  path?: string;
+  /** Which check failed: the open-time ones, or a value read back that is not of its column's type. */
+  check: 'quick_check' | 'nonces' | 'value';
+  /** quick_check's first lines. */
+  problems?: string[];
+  nonces?: number;
+  accepted?: number;
+  mismatched?: number;
 }
 
 export type StoreErrorCode = keyof StoreErrorDetails;

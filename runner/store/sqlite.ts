@@ -216,5 +216,5 @@ function writeFailed(cause: unknown): StoreError {
 /** A BLOB column as a Buffer (node:sqlite returns Uint8Array). */
 export function toBuffer(value: unknown): Buffer {
   if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-  throw new StoreError('STORE_CORRUPT', 'A stored value is not the blob the schema says it is.');
+  throw new StoreError('STORE_CORRUPT', 'A stored value is not the blob the schema says it is.', { check: 'value' });
 }

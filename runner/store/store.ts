@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { encodeRecordLeaf, type RecordBodies, type RecordKind } from '../log/record.js';
 import { CheckpointTable, CHECKPOINTS_SCHEMA_SQL, type StoredCheckpoint } from './checkpoints.js';
 import { StoreError } from './errors.js';
+import { verifyStoreIntegrity } from './integrity.js';
 import { MerkleTable } from './merkle.js';
 import { NONCES_SCHEMA_SQL, NonceTable } from './nonces.js';
 import { RecordTable, RECORDS_SCHEMA_SQL, type StoredRecord } from './records.js';
@@ -97,6 +98,7 @@ export class Store {
         );
       }
       migrate(db);
+      verifyStoreIntegrity(db, path);
       return new Store(db, options);
     } catch (err) {
       db.close();
@@ -141,13 +143,16 @@ export class Store {
     return this.nonces.has(capsuleId, nonce);
   }
 
-  /** Records the acceptance and burns the id+nonce in one transaction; a concurrent duplicate loses. */
-  acceptCapsule(nonce: string, body: RecordBodies['capsule.accepted']): StoredRecord {
+  /**
+   * Records the acceptance, nonce included, and burns the id+nonce in one transaction; a concurrent
+   * duplicate loses. The record carries the nonce so that the log itself shows a replay the table missed.
+   */
+  acceptCapsule(nonce: string, body: Omit<RecordBodies['capsule.accepted'], 'nonce'>): StoredRecord {
     return this.db.transaction(() => {
       if (this.nonces.has(body.capsuleId, nonce)) {
         throw new StoreError('STORE_REPLAY', `The capsule ${body.capsuleId} with this nonce was already accepted.`, { capsuleId: body.capsuleId });
       }
-      const record = this.appendRecord('capsule.accepted', body);
+      const record = this.appendRecord('capsule.accepted', { ...body, nonce });
       this.nonces.burn(body.capsuleId, nonce, record.seq);
       return record;
     });

@@ -36,7 +36,8 @@ function leafOf(encodeRecordLeaf, i) {
   const at = '2025-01-01T00:00:00.000Z';
   switch (i % 8) {
     case 0: {
-      const body = { capsuleId: 'nightly-check', capsuleKind: 'validate', manifestDigest: digest, signers: ['k1'] };
+      const nonce = run.toString(16).padStart(32, '0');
+      const body = { capsuleId: 'nightly-check', capsuleKind: 'validate', manifestDigest: digest, nonce, signers: ['k1'] };
       return encodeRecordLeaf('capsule.accepted', body, i, at);
     }
     case 1:

@@ -29,7 +29,7 @@ const stream = { digest: DIGEST, size: 120, totalSize: 4096, truncated: true };
 const BODIES: { [K in RecordKind]: [RecordBodies[K], RecordBodies[K]] } = {
   'capsule.accepted': [
     { capsuleId: 'nightly-check', capsuleKind: 'validate', manifestDigest: DIGEST, signers: ['k1', 'k2'] },
-    { capsuleId: 'nightly-check', capsuleKind: 'validate', manifestDigest: DIGEST, signers: [], fileDigest: DIGEST },
+    { capsuleId: 'nightly-check', capsuleKind: 'validate', manifestDigest: DIGEST, signers: [], nonce: 'n-0001', fileDigest: DIGEST },
   ],
   'capsule.rejected': [
     { code: 'CAPSULE_SIGNATURE_THRESHOLD' },
