@@ -1,4 +1,6 @@
 import { parseEnvelope, type Envelope } from '../core/dsse.js';
+import { JsonError, parseJson } from '../core/json.js';
+import { toPrintableExcerpt } from '../core/printable.js';
 import { CapsuleError } from './errors.js';
 import { CAPSULE_FILE_MEDIA_TYPE } from './manifest.js';
 
@@ -26,14 +28,16 @@ export function parseCapsuleFile(bytes: Uint8Array, maxBytes = CAPSULE_MAX_BYTES
   }
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
-  } catch {
-    throw new CapsuleError('CAPSULE_UNPARSEABLE', 'The capsule file is not JSON.');
+    // Duplicate member names at any depth (two envelopes, two payloads, two blobs of one digest) are refused.
+    value = parseJson(bytes);
+  } catch (cause) {
+    if (!(cause instanceof JsonError)) throw cause;
+    throw new CapsuleError('CAPSULE_UNPARSEABLE', `The capsule file is not valid JSON: ${cause.message}.`, { json: cause.code }, { cause });
   }
   const unparseable = (why: string) => new CapsuleError('CAPSULE_UNPARSEABLE', `The capsule file is not a capsule: ${why}.`);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw unparseable('not a JSON object');
   const { mediaType, envelope, blobs, ...rest } = value as Record<string, unknown>;
-  if (Object.keys(rest).length > 0) throw unparseable(`unexpected member "${Object.keys(rest)[0]}"`);
+  if (Object.keys(rest).length > 0) throw unparseable(`unexpected member "${toPrintableExcerpt(Object.keys(rest)[0]!)}"`);
   if (mediaType !== CAPSULE_FILE_MEDIA_TYPE) throw unparseable(`mediaType is not ${CAPSULE_FILE_MEDIA_TYPE}`);
   if (typeof blobs !== 'object' || blobs === null || Array.isArray(blobs)) throw unparseable('blobs is not an object');
   for (const [ref, data] of Object.entries(blobs)) {

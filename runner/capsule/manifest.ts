@@ -1,3 +1,5 @@
+import { JsonError, parseJson } from '../core/json.js';
+import { toPrintableExcerpt } from '../core/printable.js';
 import { checkSchema } from '../core/schema.js';
 import type { CapsuleKind } from '../trust/trust.js';
 import { CapsuleError } from './errors.js';
@@ -54,9 +56,11 @@ export { manifestSchema };
 export function parseManifest(payload: Uint8Array): Manifest {
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.from(payload).toString('utf8'));
-  } catch {
-    throw new CapsuleError('CAPSULE_SCHEMA', 'The capsule manifest is not JSON.');
+    // A second `steps` or `isolation` would mean one thing to this runner and another to a reviewer.
+    value = parseJson(payload);
+  } catch (cause) {
+    if (!(cause instanceof JsonError)) throw cause;
+    throw new CapsuleError('CAPSULE_SCHEMA', `The capsule manifest is not valid JSON: ${cause.message}.`, { json: cause.code }, { cause });
   }
   const problem = checkSchema(manifestSchema, value);
   if (problem) {
@@ -86,12 +90,12 @@ function verifyPaths(manifest: Manifest): void {
   if (manifest.change) all.push(manifest.change.patch);
   for (const path of all) {
     if (!isContainedPath(path)) {
-      throw new CapsuleError('CAPSULE_PATH_ESCAPE', `The path "${path}" would leave the run's workspace.`, { path });
+      throw new CapsuleError('CAPSULE_PATH_ESCAPE', `The path "${toPrintableExcerpt(path)}" would leave the run's workspace.`, { path });
     }
   }
   const inputs = new Set<string>();
   for (const { path } of manifest.inputs) {
-    if (inputs.has(path)) throw new CapsuleError('CAPSULE_SCHEMA', `The input "${path}" is listed twice.`, { path });
+    if (inputs.has(path)) throw new CapsuleError('CAPSULE_SCHEMA', `The input "${toPrintableExcerpt(path)}" is listed twice.`, { path });
     inputs.add(path);
   }
   // An input cannot also be a directory holding another input.
@@ -99,7 +103,8 @@ function verifyPaths(manifest: Manifest): void {
     const segments = path.split('/');
     for (let i = 1; i < segments.length; i++) {
       const parent = segments.slice(0, i).join('/');
-      if (inputs.has(parent)) throw new CapsuleError('CAPSULE_SCHEMA', `The input "${parent}" is both a file and a folder.`, { path });
+      if (inputs.has(parent))
+        throw new CapsuleError('CAPSULE_SCHEMA', `The input "${toPrintableExcerpt(parent)}" is both a file and a folder.`, { path });
     }
   }
   const steps = new Set<string>();

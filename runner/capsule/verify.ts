@@ -7,6 +7,7 @@
 import { parseBase64 } from '../core/base64.js';
 import { sha256Hex } from '../core/digest.js';
 import { DsseError, verifyEnvelope, type DsseErrorCode, type Envelope } from '../core/dsse.js';
+import { toPrintableExcerpt } from '../core/printable.js';
 import type { VerifiedTrust } from '../trust/trust.js';
 import { parseCapsuleFile, CAPSULE_MAX_BYTES } from './capsule-file.js';
 import { CapsuleError, type CapsuleErrorCode } from './errors.js';
@@ -82,12 +83,13 @@ export function verifyCapsule(bytes: Uint8Array, options: CapsuleVerifyOptions):
   if (options.hasSeen(manifest.id, manifest.nonce)) {
     throw new CapsuleError('CAPSULE_REPLAY', `The capsule ${manifest.id} with this nonce was already accepted.`, context);
   }
-  // 8. Input digests: every input has a blob whose bytes match the signed digest and size.
+  // 8. Input digests: every input has a blob whose bytes match the signed digest and size, and every blob is
+  // an input's.
   const inputs = new Map<string, Buffer>();
   for (const input of manifest.inputs) {
     const encoded = file.blobs[`sha256:${input.sha256}`];
     if (encoded === undefined) {
-      throw new CapsuleError('CAPSULE_INPUT_MISSING', `The capsule carries no bytes for the input "${input.path}".`, {
+      throw new CapsuleError('CAPSULE_INPUT_MISSING', `The capsule carries no bytes for the input "${toPrintableExcerpt(input.path)}".`, {
         ...context,
         path: input.path,
       });
@@ -96,18 +98,28 @@ export function verifyCapsule(bytes: Uint8Array, options: CapsuleVerifyOptions):
     try {
       data = parseBase64(encoded, 'blob');
     } catch {
-      throw new CapsuleError('CAPSULE_BASE64_INVALID', `The bytes of the input "${input.path}" are not valid base64.`, {
+      throw new CapsuleError('CAPSULE_BASE64_INVALID', `The bytes of the input "${toPrintableExcerpt(input.path)}" are not valid base64.`, {
         ...context,
         path: input.path,
       });
     }
     if (data.length !== input.size || sha256Hex(data) !== input.sha256) {
-      throw new CapsuleError('CAPSULE_INPUT_DIGEST', `The bytes of the input "${input.path}" do not match the signed digest.`, {
+      throw new CapsuleError('CAPSULE_INPUT_DIGEST', `The bytes of the input "${toPrintableExcerpt(input.path)}" do not match the signed digest.`, {
         ...context,
         path: input.path,
       });
     }
     inputs.set(input.path, data);
+  }
+  // Every blob is an input's bytes: a capsule file carries nothing the signed manifest does not name, so
+  // unsigned bytes cannot ride along into the evidence store or to the next reader of the file.
+  const referenced = new Set(manifest.inputs.map((input) => `sha256:${input.sha256}`));
+  const unreferenced = Object.keys(file.blobs).filter((ref) => !referenced.has(ref));
+  if (unreferenced.length > 0) {
+    throw new CapsuleError('CAPSULE_BLOB_UNREFERENCED', `The capsule file carries ${unreferenced.length} blob(s) that no signed input names.`, {
+      ...context,
+      blobs: unreferenced.length,
+    });
   }
   // 9. Policy from the signed trust document. Remediation needs approvals, which this version refuses.
   if (!trust.body.policy.allowedKinds.includes(manifest.kind)) {

@@ -2,11 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
+import { MANIFEST_MAX_BYTES } from '../capsule/capsule-file.js';
 import { isContainedPath } from '../capsule/manifest.js';
+import { JsonError, parseJson } from '../core/json.js';
 import { packCapsule, type ManifestTemplate } from '../capsule/pack.js';
 import { toDigestRef } from '../core/digest.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
 import { writeFileAtomic } from '../state/files.js';
+import { readFileCapped } from './files.js';
 import { collectOption } from './options.js';
 import { UsageError } from './output.js';
 
@@ -23,7 +26,7 @@ export function capsuleCommand(): Command {
     .requiredOption('--out <path>', 'the capsule file to write (NAME.capsule.json)')
     .option('--valid-for <duration>', 'validity window when capsule.json sets no expiresAt (e.g. 30m, 24h, 7d)', '24h')
     .action((dir: string, opts: { key: string[]; out: string; validFor: string }) => {
-      const template = JSON.parse(readFileSync(join(dir, 'capsule.json'), 'utf8')) as Partial<ManifestTemplate>;
+      const template = readTemplate(join(dir, 'capsule.json'));
       const match = DURATION.exec(opts.validFor);
       if (!match) throw new UsageError(`--valid-for "${opts.validFor}" is not a duration such as 30m, 24h or 7d.`);
       const now = new Date();
@@ -52,4 +55,19 @@ export function capsuleCommand(): Command {
       process.stdout.write(`${toDigestRef(bytes)}\n`);
     });
   return capsule;
+}
+
+/** DIR/capsule.json, under the manifest's cap, through the strict parser: what is signed is what was meant. */
+function readTemplate(path: string): Partial<ManifestTemplate> {
+  const { bytes, size } = readFileCapped(path, MANIFEST_MAX_BYTES);
+  if (size > MANIFEST_MAX_BYTES) throw new UsageError(`${path} is over the ${MANIFEST_MAX_BYTES}-byte manifest cap.`);
+  let value: unknown;
+  try {
+    value = parseJson(bytes);
+  } catch (cause) {
+    if (!(cause instanceof JsonError)) throw cause;
+    throw new UsageError(`${path} is not valid JSON: ${cause.message}.`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`${path} is not a JSON object.`);
+  return value as Partial<ManifestTemplate>;
 }

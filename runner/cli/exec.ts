@@ -4,7 +4,7 @@ import { writeFileAtomic } from '../state/files.js';
 import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
 import { inRunner } from './context.js';
 import { readFileCapped } from './files.js';
-import { EXIT, printJson } from './output.js';
+import { EXIT, printJson, toPrintable } from './output.js';
 
 export function execCommand(): Command {
   return new Command('exec')
@@ -21,11 +21,11 @@ export function execCommand(): Command {
           printJson({
             status: 'rejected',
             code: result.code,
-            message: result.message,
+            message: toPrintable(result.message),
             capsuleId: result.capsuleId ?? null,
             fileDigest: result.fileDigest ?? null,
           });
-        process.stderr.write(`edge-runner: ${result.code}: ${result.message}\n`);
+        process.stderr.write(`edge-runner: ${result.code}: ${toPrintable(result.message)}\n`);
         process.stderr.write('nothing was executed; the rejection is recorded in the runner log\n');
         process.exitCode = EXIT.rejected;
         return;

@@ -29,7 +29,9 @@ export function buildProgram(): Command {
 
 export async function runCli(argv: string[]): Promise<number> {
   const program = buildProgram();
-  const verifying = argv[2] === 'verify' || (argv[2] === 'trust' && argv[3] === 'show') || (argv[2] === 'log' && argv[3] === 'verify');
+  // A LOG_ error of `log export` is its own verification of what it writes failing: exit 1, as `log verify`.
+  const verifying =
+    argv[2] === 'verify' || (argv[2] === 'trust' && argv[3] === 'show') || (argv[2] === 'log' && (argv[3] === 'verify' || argv[3] === 'export'));
   process.exitCode = undefined;
   try {
     await program.parseAsync(argv);

@@ -3,18 +3,18 @@
  * offline audit of such a file against the trust document and, optionally, a checkpoint kept from earlier.
  * I/O only: the format and the checks are in runner/log/export.ts.
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { createReadStream } from 'node:fs';
 import type { Command } from 'commander';
 import { checkpointNow, originOf } from '../agent/log.js';
+import { parseJson } from '../core/json.js';
 import { BUNDLE_MAX_BYTES } from '../evidence/bundle.js';
 import { LogError } from '../log/errors.js';
-import { formatCheckpointLine, formatExportHeader, formatLeafLine, verifyExportBytes, type ExportReport } from '../log/export.js';
+import { ExportVerifier, formatCheckpointLine, formatExportHeader, formatLeafLine, verifyExportBytes, type ExportReport } from '../log/export.js';
 import type { Store } from '../store/store.js';
-import { TRUST_MAX_BYTES, verifyTrustDocument } from '../trust/trust.js';
+import { TRUST_MAX_BYTES, verifyTrustDocument, type VerifiedTrust } from '../trust/trust.js';
+import { AtomicFileWriter } from '../state/files.js';
 import { readFileCapped } from './files.js';
-import { EXIT, UsageError, printJson } from './output.js';
+import { EXIT, UsageError, printJson, toPrintable } from './output.js';
 import { inRunner } from './context.js';
 
 /** Bytes buffered before each write of the export file. */
@@ -30,7 +30,7 @@ export function addLogExportCommands(log: Command): void {
     .requiredOption('--out <file>', 'the export file to write (replaced atomically)')
     .action(async (opts: { state: string; out: string }) => {
       await inRunner(opts.state, ({ store, state }) => {
-        const { leaves, checkpoints } = exportLog(store, { runnerId: state.identity.id, key: state.key }, opts.out);
+        const { leaves, checkpoints } = exportLog(store, { runnerId: state.identity.id, key: state.key }, opts.out, state.trust);
         process.stdout.write(`exported ${leaves} leaves and ${checkpoints} checkpoints to ${opts.out}\n`);
       });
     });
@@ -55,9 +55,9 @@ export function addLogExportCommands(log: Command): void {
         const index = typeof err.details.index === 'number' ? err.details.index : undefined;
         const sentence = typeof err.details.sentence === 'string' ? err.details.sentence : err.message;
         if (opts.json) {
-          printJson({ ok: false, file, code: err.code, message: err.message, line: err.details.line ?? null, index: index ?? null });
+          printJson({ ok: false, file, code: err.code, message: toPrintable(err.message), line: err.details.line ?? null, index: index ?? null });
         } else {
-          process.stdout.write(`FAIL ${place}${index !== undefined ? ` (leaf ${index})` : ''}: ${err.code}: ${sentence}\n`);
+          process.stdout.write(`FAIL ${place}${index !== undefined ? ` (leaf ${index})` : ''}: ${err.code}: ${toPrintable(sentence)}\n`);
         }
         process.exitCode = EXIT.failed;
         return;
@@ -79,15 +79,23 @@ export function addLogExportCommands(log: Command): void {
  * stored checkpoints up to N in place, and any stored checkpoint larger than the tree itself at the end (a
  * sign the tree lost leaves, which `log verify` reports). Reads inside one read transaction, so records a
  * concurrent `exec` appends meanwhile are not mixed in. Written to a temporary file, synced, then renamed.
+ * Every line goes through the checks of `log verify` (against the pinned trust) as it is written: an export
+ * its own verifier would reject is never written (the error of the first failing check, and no file).
  */
-export function exportLog(store: Store, identity: Parameters<typeof checkpointNow>[1], out: string): { leaves: number; checkpoints: number } {
+export function exportLog(
+  store: Store,
+  identity: Parameters<typeof checkpointNow>[1],
+  out: string,
+  trust: VerifiedTrust,
+): { leaves: number; checkpoints: number } {
   const fresh = checkpointNow(store, identity);
+  const verifier = new ExportVerifier({ trust });
   const size = fresh.size;
-  const temp = join(dirname(out), `.${basename(out)}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(temp, 'wx', 0o644);
+  // runner/state/files.ts: a random O_EXCL|O_NOFOLLOW temporary file, checked writes, renamed when whole.
+  const file = new AtomicFileWriter(out, { mode: 0o644 });
   let written = { leaves: 0, checkpoints: 0 };
   try {
-    const writer = bufferedWriter(fd);
+    const writer = bufferedWriter(file, (line) => verifier.push(line));
     // One read transaction: every read below sees the same WAL snapshot.
     written = store.snapshot(() => {
       const treeSize = store.merkle.size();
@@ -118,34 +126,39 @@ export function exportLog(store: Store, identity: Parameters<typeof checkpointNo
       }
       return { leaves, checkpoints: inPlace.length + stale.length };
     });
+    refuseUnverified(() => verifier.finish());
     writer.flush();
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(temp, out);
+    file.commit();
   } catch (err) {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-    rmSync(temp, { force: true });
+    file.abort();
     throw err;
   }
   return written;
 }
 
-function bufferedWriter(fd: number): { line(text: string): void; flush(): void } {
+/** Runs a check of the export being written; its failure becomes "the log does not verify", with its code. */
+function refuseUnverified<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    if (!(err instanceof LogError)) throw err;
+    throw new LogError(err.code, `The log does not verify, so no export was written: ${err.message}`, err.details, { cause: err });
+  }
+}
+
+/** Buffers lines into writes of about WRITE_CHUNK_BYTES; each line is handed to `check` before it is kept. */
+function bufferedWriter(file: AtomicFileWriter, check: (line: string) => void): { line(text: string): void; flush(): void } {
   let parts: string[] = [];
   let bytes = 0;
   const flush = (): void => {
     if (parts.length === 0) return;
-    const buffer = Buffer.from(parts.join(''), 'utf8');
-    for (let offset = 0; offset < buffer.length;) offset += writeSync(fd, buffer, offset, buffer.length - offset);
+    file.write(Buffer.from(parts.join(''), 'utf8'));
     parts = [];
     bytes = 0;
   };
   return {
     line(text) {
+      refuseUnverified(() => check(text));
       parts.push(text, '\n');
       bytes += text.length + 1;
       if (bytes >= WRITE_CHUNK_BYTES) flush();
@@ -165,7 +178,7 @@ function readEarlierCheckpoint(path: string): string {
   if (!text.trimStart().startsWith('{')) return text;
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJson(bytes);
   } catch {
     throw new UsageError(`${path} starts like JSON but is not JSON: give a checkpoint note or a bundle.`);
   }

@@ -1,6 +1,13 @@
-/** Exit codes, and how an error becomes one line a person can act on. */
+/**
+ * Exit codes, and how an error becomes one line a person can act on. Every message printed here is passed
+ * through toPrintable (runner/core/printable.ts): an error may quote a member name, a path or a file name
+ * that came from outside, and its control characters must not reach the terminal raw.
+ */
 import { CommanderError } from 'commander';
 import { isCodedError } from '../core/errors.js';
+import { toPrintable } from '../core/printable.js';
+
+export { toPrintable };
 
 export const EXIT = {
   ok: 0,
@@ -26,7 +33,13 @@ export function exitCodeFor(err: unknown, verifying = false): ExitCode {
   return EXIT.usage;
 }
 
+/** The error's code and its sentence, made printable (both for the terminal and for --json). */
 export function describeError(err: unknown): { code: string; message: string } {
+  const { code, message } = rawDescription(err);
+  return { code: toPrintable(code), message: toPrintable(message) };
+}
+
+function rawDescription(err: unknown): { code: string; message: string } {
   if (isCodedError(err)) return { code: err.code, message: err.message };
   if (err instanceof UsageError) return { code: 'USAGE', message: err.message };
   if (err instanceof CommanderError) return { code: 'USAGE', message: err.message.replace(/^error: /, '') };
@@ -43,7 +56,13 @@ export function printError(err: unknown, options: { debug?: boolean } = {}): voi
   process.stderr.write(`edge-runner: ${code}: ${message}\n`);
   if (options.debug && err instanceof Error) {
     for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-      process.stderr.write(`${depth > 0 ? 'caused by: ' : ''}${e.stack ?? e.message}\n`);
+      // The message on one printable line, then the stack's own frames (written by Node, not by the input).
+      const stack = e.stack ?? '';
+      const header = `${e.name}: ${e.message}`;
+      const frames = (stack.startsWith(header) ? stack.slice(header.length) : '').split('\n').filter((line) => /^\s+at /.test(line));
+      process.stderr.write(
+        `${depth > 0 ? 'caused by: ' : ''}${e.name}: ${toPrintable(e.message)}\n${frames.map((f) => `${toPrintable(f)}\n`).join('')}`,
+      );
     }
   }
 }

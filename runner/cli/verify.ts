@@ -3,7 +3,7 @@ import { isCodedError } from '../core/errors.js';
 import { BUNDLE_MAX_BYTES, verifyBundle } from '../evidence/bundle.js';
 import { TRUST_MAX_BYTES, verifyTrustDocument } from '../trust/trust.js';
 import { readFileCapped } from './files.js';
-import { EXIT, describeError, printJson } from './output.js';
+import { EXIT, describeError, printJson, toPrintable } from './output.js';
 
 export function verifyCommand(): Command {
   return new Command('verify')
@@ -36,9 +36,13 @@ export function verifyCommand(): Command {
       });
       if (opts.json) printJson(results);
       else {
+        // Every field is printable: the file name is the caller's, the rest came out of the bundle, and a
+        // raw carriage return or ANSI escape in either could overwrite this line with a forged OK.
+        const p = toPrintable;
         for (const r of results) {
-          if (r.ok) process.stdout.write(`OK    ${r.file}: ${r.kind} capsule ${r.capsule} on runner ${r.runner}, verdict ${r.verdict}\n`);
-          else process.stdout.write(`FAIL  ${r.file}: ${r.code}: ${r.message}\n`);
+          if (r.ok)
+            process.stdout.write(`OK    ${p(r.file)}: ${p(r.kind)} capsule ${p(r.capsule)} on runner ${p(r.runner)}, verdict ${p(r.verdict)}\n`);
+          else process.stdout.write(`FAIL  ${p(r.file)}: ${r.code}: ${r.message}\n`);
         }
       }
       process.exitCode = results.every((r) => r.ok) ? EXIT.ok : EXIT.failed;

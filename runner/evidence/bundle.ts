@@ -1,19 +1,23 @@
 /**
  * Bundles: one JSON file an auditor verifies alone, given the trust document. Building signs the guarded
  * statement with the runner key; verifying (pure) checks the evidence signature by an enrolled runner key,
- * the capsule envelope against the capsule-signer threshold, both schemas, and that the statement's
- * capsule subject is the digest of that capsule's manifest.
+ * the capsule envelope against the capsule-signer threshold, both schemas, that the statement's capsule
+ * subject is the digest of that capsule's manifest, the log proof, and last that the file is exactly what
+ * a runner writes: the closed bundle check of the egress guard (checkClosedBundle) and envelopes that hold
+ * only signatures that verified. A bundle that passes carries nothing a runner would not let out.
  */
 import { sha256Hex } from '../core/digest.js';
 import { toCanonicalJson } from '../core/canonical-json.js';
 import { DsseError, parseEnvelope, signEnvelope, verifyEnvelope, type Envelope } from '../core/dsse.js';
 import type { PrivateKey } from '../core/ed25519.js';
+import { JsonError, parseJson } from '../core/json.js';
+import { toPrintableExcerpt } from '../core/printable.js';
 import { checkSchema } from '../core/schema.js';
 import { CAPSULE_PAYLOAD_TYPE, parseManifest, type Manifest } from '../capsule/manifest.js';
 import type { VerifiedTrust } from '../trust/trust.js';
 import { verifyBundleLog, type BundleLogMember, type VerifiedBundleLog } from '../log/bundle-log.js';
 import { EvidenceError } from './errors.js';
-import { guardStatement, type EgressContext } from './egress.js';
+import { checkClosedBundle, guardStatement, type EgressContext } from './egress.js';
 import { IN_TOTO_PAYLOAD_TYPE, statementSchema, type Statement } from './statement.js';
 
 export const BUNDLE_MEDIA_TYPE = 'application/vnd.edge-runner.bundle.v1+json';
@@ -56,13 +60,7 @@ export interface VerifiedBundle {
   runnerName: string;
   capsuleSigners: string[];
   evidenceDigest: string;
-  /** The verified log proof; undefined for a bundle without one, which `requireLog` refuses. */
-  log?: VerifiedBundleLog;
-}
-
-export interface BundleVerifyOptions {
-  /** Refuse a bundle that carries no log proof (BUNDLE_LOG_MISSING). Default true. */
-  requireLog?: boolean;
+  log: VerifiedBundleLog;
 }
 
 export function parseBundle(bytes: Uint8Array): Bundle {
@@ -71,14 +69,16 @@ export function parseBundle(bytes: Uint8Array): Bundle {
   }
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
-  } catch {
-    throw new EvidenceError('BUNDLE_UNPARSEABLE', 'The bundle is not JSON.');
+    // Two `evidence` members would show one reader one run and another reader another.
+    value = parseJson(bytes);
+  } catch (cause) {
+    if (!(cause instanceof JsonError)) throw cause;
+    throw new EvidenceError('BUNDLE_UNPARSEABLE', `The bundle is not valid JSON: ${cause.message}.`, { json: cause.code }, { cause });
   }
   const bad = (why: string) => new EvidenceError('BUNDLE_UNPARSEABLE', `The bundle is malformed: ${why}.`);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw bad('not a JSON object');
   const { mediaType, evidence, capsule, approvals, log, ...rest } = value as Record<string, unknown>;
-  if (Object.keys(rest).length > 0) throw bad(`unexpected member "${Object.keys(rest)[0]}"`);
+  if (Object.keys(rest).length > 0) throw bad(`unexpected member "${toPrintableExcerpt(Object.keys(rest)[0]!)}"`);
   if (mediaType !== BUNDLE_MEDIA_TYPE) throw bad(`mediaType is not ${BUNDLE_MEDIA_TYPE}`);
   if (!Array.isArray(approvals)) throw bad('approvals is not an array');
   if (log !== undefined && (typeof log !== 'object' || log === null || Array.isArray(log))) throw bad('log is not an object');
@@ -96,7 +96,7 @@ export function parseBundle(bytes: Uint8Array): Bundle {
   }
 }
 
-export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust, options: BundleVerifyOptions = {}): VerifiedBundle {
+export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust): VerifiedBundle {
   const bundle = parseBundle(bytes);
 
   // 1. The evidence is signed by one enrolled runner key (the runner role lists the real runners).
@@ -116,9 +116,10 @@ export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust, options: B
   // 3. Both documents match their schemas (verified payloads only).
   let statement: Statement;
   try {
-    statement = JSON.parse(evidence.payload.toString('utf8')) as Statement;
-  } catch {
-    throw new EvidenceError('BUNDLE_STATEMENT_SCHEMA', 'The evidence payload is not JSON.');
+    statement = parseJson(evidence.payload) as Statement;
+  } catch (cause) {
+    if (!(cause instanceof JsonError)) throw cause;
+    throw new EvidenceError('BUNDLE_STATEMENT_SCHEMA', `The evidence payload is not valid JSON: ${cause.message}.`, { json: cause.code }, { cause });
   }
   const problem = checkSchema(statementSchema, statement);
   if (problem) {
@@ -148,16 +149,20 @@ export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust, options: B
 
   // 6. The evidence record is in the runner's log, under a checkpoint the runner signed (LOG_* codes).
   const evidenceDigest = `sha256:${sha256Hex(evidence.payload)}`;
-  let log: VerifiedBundleLog | undefined;
-  if (bundle.log !== undefined) {
-    const runnerKey = trust.keys.find((key) => key.keyid === runnerKeyid)!.publicKey;
-    log = verifyBundleLog(bundle.log, { runnerId: runnerName, runnerKey, evidenceDigest });
-  } else if (options.requireLog ?? true) {
+  if (bundle.log === undefined) {
     throw new EvidenceError('BUNDLE_LOG_MISSING', "The bundle carries no proof that its evidence is in the runner's log.");
   }
+  const runnerKey = trust.keys.find((key) => key.keyid === runnerKeyid)!.publicKey;
+  const log = verifyBundleLog(bundle.log, { runnerId: runnerName, runnerKey, evidenceDigest });
+
+  // 7. Nothing rides along: the file is what a runner writes. The same closed check the runner applies
+  // before writing (every member known and bounded, keyids that are keyids, no approvals until approvals
+  // exist, the log leaf exactly the evidence record), and each envelope exactly as rebuilt from the
+  // signatures that verified: no extra signature, no keyid that is not its signer's, canonical base64.
+  verifyClosed(bundle, evidence.verifiedEnvelope, capsule.verifiedEnvelope);
 
   return {
-    ...(log ? { log } : {}),
+    log,
     bundle,
     statement,
     manifest,
@@ -166,6 +171,38 @@ export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust, options: B
     capsuleSigners: capsule.signers,
     evidenceDigest,
   };
+}
+
+function verifyClosed(bundle: Bundle, evidence: Envelope, capsule: Envelope): void {
+  const problem = checkClosedBundle(bundle);
+  if (problem?.kind === 'schema') {
+    throw new EvidenceError(
+      'BUNDLE_SCHEMA',
+      `The bundle does not match the closed bundle schema at ${toPrintableExcerpt(problem.path)}: ${problem.message}.`,
+      {
+        path: problem.path,
+      },
+    );
+  }
+  if (problem?.kind === 'leaf') {
+    throw new EvidenceError(
+      'BUNDLE_SCHEMA',
+      "The bundle's log leaf is not exactly the evidence record.",
+      {},
+      problem.cause === undefined ? undefined : { cause: problem.cause },
+    );
+  }
+  for (const [what, received, rebuilt] of [
+    ['evidence', bundle.evidence, evidence],
+    ['capsule', bundle.capsule, capsule],
+  ] as const) {
+    if (toCanonicalJson(received) !== toCanonicalJson(rebuilt)) {
+      throw new EvidenceError(
+        'BUNDLE_SIGNATURE_UNVERIFIED',
+        `The ${what} envelope holds more than the signatures that verified (an extra or unverifiable signature, a keyid that is not its signer's, or non-canonical base64).`,
+      );
+    }
+  }
 }
 
 function verifyOrThrow(

@@ -12,6 +12,8 @@ export type EvidenceErrorCode =
   | 'BUNDLE_CAPSULE_SCHEMA'
   | 'BUNDLE_CAPSULE_DIGEST'
   | 'BUNDLE_INCONSISTENT'
-  | 'BUNDLE_LOG_MISSING';
+  | 'BUNDLE_LOG_MISSING'
+  | 'BUNDLE_SCHEMA'
+  | 'BUNDLE_SIGNATURE_UNVERIFIED';
 
 export class EvidenceError extends CodedError<EvidenceErrorCode> {}

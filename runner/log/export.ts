@@ -18,11 +18,12 @@
  * rewritten, or truncated and re-appended, since then fails.
  */
 import { TextDecoder } from 'node:util';
+import { parseJson } from '../core/json.js';
 import type { VerifiedTrust } from '../trust/trust.js';
 import { LogError, type LogErrorCode } from './errors.js';
 import { CompactRange, hashLeaf } from './merkle.js';
 import { runnerOrigin, verifyCheckpoint, type Checkpoint, type NoteVerifier } from './checkpoint.js';
-import { verifyRecordLeaf } from './record.js';
+import { verifyRecordLeaf, type RecordBodies, type RecordKind } from './record.js';
 
 export const EXPORT_MEDIA_TYPE = 'application/vnd.edge-runner.log-export.v1+jsonl';
 
@@ -234,7 +235,8 @@ function fail(code: LogErrorCode, position: Position, sentence: string, extra: R
  *   2. the earlier checkpoint, if given: signed by the runner's note key for this origin, and not larger
  *      than the export (checkpoint codes, LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT);
  *   3. each leaf: sequential index, canonical base64, a canonical record with seq = index, v = 1 and a
- *      known kind (LOG_EXPORT_INVALID, LOG_LEAF_INVALID), appended to the compact range;
+ *      known kind (LOG_EXPORT_INVALID, LOG_LEAF_INVALID), appended to the compact range; no capsule id +
+ *      nonce accepted twice (LOG_REPLAY_ACCEPTED);
  *   4. each checkpoint: signature and origin, size equal to the leaves seen (so sizes increase), root equal
  *      to the recomputed root (LOG_CHECKPOINT_*, LOG_ROOT_MISMATCH);
  *   5. when the tree reaches the earlier checkpoint's size, its root (LOG_EARLIER_CHECKPOINT_MISMATCH);
@@ -284,6 +286,8 @@ export class ExportVerifier {
   private earlier: Checkpoint | undefined;
   private lastCheckpointSize = -1;
   private checkpoints = 0;
+  /** capsule id + "\n" + nonce of every acceptance so far, with its leaf index. */
+  private readonly accepted = new Map<string, number>();
   /** Where a leaf's base64 is decoded; a view of it is valid until the next line. */
   private readonly leafBuffer = Buffer.allocUnsafe(MAX_LEAF_BYTES);
   private readonly leafViews = new Array<Buffer | undefined>(VIEW_CACHE_BYTES).fill(undefined);
@@ -329,7 +333,8 @@ export class ExportVerifier {
     }
     let value: unknown;
     try {
-      value = JSON.parse(text);
+      // The strict parser (duplicate member names refused); most leaf lines never get here (readLeafBytes).
+      value = parseJson(text);
     } catch {
       throw fail('LOG_EXPORT_INVALID', { line: this.line }, 'the line is not JSON.');
     }
@@ -373,7 +378,7 @@ export class ExportVerifier {
     }
     let value: unknown;
     try {
-      value = JSON.parse(text);
+      value = parseJson(text);
     } catch {
       throw fail('LOG_EXPORT_INVALID', at, 'the header is not JSON.');
     }
@@ -539,15 +544,40 @@ export class ExportVerifier {
     if (index >= header.size) {
       throw fail('LOG_EXPORT_INVALID', { line: this.line, index }, `the export holds more leaves than the ${header.size} its header announces.`);
     }
+    let kind: RecordKind;
     try {
-      verifyRecordLeaf(leaf, index);
+      kind = verifyRecordLeaf(leaf, index);
     } catch (cause) {
       if (!(cause instanceof LogError)) throw cause;
       // The record's own sentence, placed: "line 7 (leaf 5): the record's seq is 6, not its index 5."
       throw fail(cause.code, { line: this.line, index }, cause.message, { ...cause.details }, cause);
     }
+    if (kind === 'capsule.accepted') this.checkNotReplayed(leaf, index);
     this.range.append(hashLeaf(leaf));
     if (this.earlier !== undefined) this.checkEarlier({ line: this.line, index, size: this.range.size });
+  }
+
+  /**
+   * Step 3 for an acceptance: its capsule id + nonce must not have been accepted before in this log. The
+   * store refuses a replay; a log that shows one anyway means the store's replay table failed (damaged or
+   * edited), and the capsule ran twice. Acceptances written before records carried the nonce are not counted.
+   */
+  private checkNotReplayed(leaf: Buffer, index: number): void {
+    // The leaf was just proved a canonical capsule.accepted record (members sorted, none twice), so a plain
+    // parse reads exactly the members that were checked.
+    const { capsuleId, nonce } = JSON.parse(leaf.toString('utf8')) as RecordBodies['capsule.accepted'];
+    if (nonce === undefined) return;
+    const key = `${capsuleId}\n${nonce}`;
+    const first = this.accepted.get(key);
+    if (first !== undefined) {
+      throw fail(
+        'LOG_REPLAY_ACCEPTED',
+        { line: this.line, index },
+        `the capsule ${JSON.stringify(capsuleId)} is accepted again with the nonce leaf ${first} accepted.`,
+        { capsuleId, firstIndex: first },
+      );
+    }
+    this.accepted.set(key, index);
   }
 
   // Step 4.

@@ -7,6 +7,7 @@
  */
 import type * as SeaModule from 'node:sea';
 
+import { parseJson } from '../core/json.js';
 import { SeaError } from './errors.js';
 
 export type SeaApi = typeof SeaModule;
@@ -52,11 +53,14 @@ export interface SeaBuildInfo {
 const HEX64 = /^[0-9a-f]{64}$/;
 const NODE_VERSION = /^v\d+\.\d+\.\d+/;
 
-/** Parses the build-info asset; throws SEA_BUILD_INFO_INVALID on anything unexpected. */
+/** The build-info asset is about 200 bytes. */
+const BUILD_INFO_MAX_BYTES = 4096;
+
+/** Parses the build-info asset (the strict parser, under a cap); throws SEA_BUILD_INFO_INVALID on anything unexpected. */
 export function parseSeaBuildInfo(text: string): SeaBuildInfo {
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJson(text, { maxBytes: BUILD_INFO_MAX_BYTES });
   } catch (cause) {
     throw new SeaError('SEA_BUILD_INFO_INVALID', 'the binary’s build information is not JSON', {}, { cause });
   }

@@ -45,7 +45,10 @@ export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
     const bytes = statSync(path).size;
     const best = { open: Infinity, sha: Infinity, bare: Infinity };
     for (let round_ = 0; round_ < ROUNDS; round_++) {
-      best.open = Math.min(best.open, ms(() => Store.open(path).close()));
+      best.open = Math.min(
+        best.open,
+        ms(() => Store.open(path).close()),
+      );
       best.sha = Math.min(
         best.sha,
         ms(() => {
@@ -64,8 +67,20 @@ export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
     }
     const label = `${records.toLocaleString('en')} records, ${round(bytes / 2 ** 20, 1)} MiB`;
     return [
-      { name: `Store.open with its integrity check, ${label}`, value: round(best.open, 1), unit: 'ms', reference: `of sha256sum of the file (${round(best.sha, 1)} ms)`, ratio: round(best.open / best.sha) },
-      { name: `Store.open against a bare node:sqlite open + one query, ${label}`, value: round(best.open, 1), unit: 'ms', reference: `of the bare open (${round(best.bare, 1)} ms)`, ratio: round(best.open / best.bare) },
+      {
+        name: `Store.open with its integrity check, ${label}`,
+        value: round(best.open, 1),
+        unit: 'ms',
+        reference: `of sha256sum of the file (${round(best.sha, 1)} ms)`,
+        ratio: round(best.open / best.sha),
+      },
+      {
+        name: `Store.open against a bare node:sqlite open + one query, ${label}`,
+        value: round(best.open, 1),
+        unit: 'ms',
+        reference: `of the bare open (${round(best.bare, 1)} ms)`,
+        ratio: round(best.open / best.bare),
+      },
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });

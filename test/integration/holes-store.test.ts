@@ -71,7 +71,11 @@ describe('attack 13: a corrupted replay table does not let capsules that already
       for (const nonce of nonces) {
         const at = bytes.indexOf(nonce, 0, 'latin1');
         expect(at, 'the nonce is on the replay table page').toBeGreaterThan(0);
-        bytes.write(nonce.replace(/^./, (c) => (c === '0' ? '1' : '0')), at, 'latin1'); // same length, other nonce
+        bytes.write(
+          nonce.replace(/^./, (c) => (c === '0' ? '1' : '0')),
+          at,
+          'latin1',
+        ); // same length, other nonce
       }
     });
     for (const file of files) {
@@ -156,11 +160,16 @@ describe('attack 13: the log shows an id + nonce accepted twice', () => {
     for (const record of store.records(0)) lines.push(formatLeafLine(index++, record.leaf));
     lines.push(formatCheckpointLine(checkpoint.note));
     store.close();
-    await expect(verifyExport(lines, { trust: w.trust })).rejects.toMatchObject({ code: 'LOG_REPLAY_ACCEPTED', details: { index: 2, firstIndex: 0 } });
+    await expect(verifyExport(lines, { trust: w.trust })).rejects.toMatchObject({
+      code: 'LOG_REPLAY_ACCEPTED',
+      details: { index: 2, firstIndex: 0 },
+    });
     const file = join(w.dir, 'replay.log.jsonl');
     writeFileSync(file, `${lines.join('\n')}\n`);
     const result = runCli(['log', 'verify', file, '--trust', w.trustPath]);
     expect(result.status).toBe(1);
-    expect(result.stdout).toBe('FAIL line 4 (leaf 2): LOG_REPLAY_ACCEPTED: the capsule "nightly" is accepted again with the nonce leaf 0 accepted.\n');
+    expect(result.stdout).toBe(
+      'FAIL line 4 (leaf 2): LOG_REPLAY_ACCEPTED: the capsule "nightly" is accepted again with the nonce leaf 0 accepted.\n',
+    );
   });
 });
