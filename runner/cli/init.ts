@@ -49,7 +49,15 @@ export function initCommand(): Command {
         const verifierKey = verifierKeyOf({ runnerId: config.id, key });
         const enrolled = trust.keyByName(config.id, 'runner')?.keyid === key.keyid;
         if (opts.json) {
-          printJson({ state: layout.dir, id: config.id, keyid: key.keyid, publicKey: key.publicKey.toPem(), verifierKey, enrolled });
+          printJson({
+            state: layout.dir,
+            id: config.id,
+            keyid: key.keyid,
+            publicKey: key.publicKey.toPem(),
+            verifierKey,
+            enrolled,
+            trustSha256: config.trustSha256,
+          });
           return;
         }
         process.stdout.write(
@@ -59,6 +67,8 @@ export function initCommand(): Command {
             'public key (enrol it in the trust document under the runner role, named after the runner id):',
             key.publicKey.toPem().trimEnd(),
             `log verifier key ${verifierKey}`,
+            // The pin: trust.dsse.json must keep exactly these bytes (compare with what trust sign printed).
+            `pinned trust document sha256 ${config.trustSha256}`,
             enrolled ? 'this key is already enrolled in the pinned trust document' : 'not yet enrolled: its evidence will not verify until it is',
           ].join('\n') + '\n',
         );

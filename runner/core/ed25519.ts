@@ -1,15 +1,23 @@
 /**
  * Ed25519, RFC 8032, verified strictly.
  *
- * The engine is node:crypto (OpenSSL): one KeyObject per key, made once. OpenSSL refuses S >= L and
- * malformed lengths. tweetnacl is the second, independent implementation used by differential tests and by
- * verifiers without node:crypto; `verifyWithTweetnacl` wraps it with the same strictness (tweetnacl 1.0.3
- * alone accepts S + L, RFC 8032 section 5.1.7 says reject).
+ * The engine is node:crypto (OpenSSL): one KeyObject per key, made once. tweetnacl is the second,
+ * independent implementation used by differential tests and by verifiers without node:crypto. Neither is
+ * trusted to be strict on its own, so both sit behind the same checks, made here before either runs:
+ * - a public key is a canonical encoding (y < p, no sign bit on x = 0) of a point on the curve that is not
+ *   of small order (edwards25519.ts), checked once when the key is loaded, whatever the path (raw, SPKI,
+ *   PEM, derived from a private key);
+ * - a signature is 64 bytes, its S is below L (RFC 8032 section 5.1.7; tweetnacl 1.0.3 accepts S + L) and its
+ *   R is canonical and not of small order (libsodium's rule).
+ * OpenSSL 3.0 (Node 20, most distributions' openssl) accepts the identity key with R = identity, S = 0 for any
+ * message, and tweetnacl does too; OpenSSL 3.5 (Node 24) refuses it. test/unit/core/ed25519.test.ts records
+ * what each engine returns on its own.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { CoreError } from './errors.js';
 import { sha256Hex } from './digest.js';
+import { isAcceptableR, publicKeyProblem, type PointProblem } from './edwards25519.js';
 
 export const PUBLIC_KEY_BYTES = 32;
 export const SIGNATURE_BYTES = 64;
@@ -28,6 +36,8 @@ export class PublicKey {
   readonly keyObject: KeyObject;
 
   private constructor(raw: Buffer) {
+    const problem = publicKeyProblem(raw);
+    if (problem) throw new CoreError('CORE_KEY_INVALID', KEY_PROBLEM_MESSAGES[problem], { reason: problem });
     this.raw = raw;
     this.spkiDer = Buffer.concat([SPKI_PREFIX, raw]);
     this.keyid = sha256Hex(this.spkiDer);
@@ -68,7 +78,7 @@ export class PublicKey {
 
   /** Strict verification with node:crypto. Never throws on a bad signature; returns false. */
   verify(message: Uint8Array, signature: Uint8Array): boolean {
-    if (signature.length !== SIGNATURE_BYTES || !isCanonicalScalar(signature)) return false;
+    if (!isWellFormedSignature(signature)) return false;
     try {
       return verify(null, message, this.keyObject, signature);
     } catch {
@@ -116,6 +126,31 @@ export class PrivateKey {
   }
 }
 
+const KEY_PROBLEM_MESSAGES: Record<PointProblem, string> = {
+  'non-canonical': 'The public key is not the canonical encoding of an Ed25519 point.',
+  'not-on-curve': 'The public key is not a point on the Ed25519 curve.',
+  'small-order': 'The public key is a point of small order, whose signatures anyone can forge.',
+};
+
+/** The checks on a signature that come before either engine: length, S < L, R canonical and not small-order. */
+export function isWellFormedSignature(signature: Uint8Array): boolean {
+  return signature.length === SIGNATURE_BYTES && isCanonicalScalar(signature) && isAcceptableR(signature.subarray(0, 32));
+}
+
+const SELF_TEST_MESSAGE = Buffer.from('edge-runner key pair self-test');
+
+/**
+ * Checks a key pair before it is written or used: its public half passed the point checks (the constructor),
+ * and a signature made with the private half verifies under the public half in both engines, so a PKCS#8
+ * file whose embedded public key is not the seed's is refused. Throws CORE_KEY_INVALID.
+ */
+export function verifyKeyPair(key: PrivateKey): void {
+  const signature = key.sign(SELF_TEST_MESSAGE);
+  if (!key.publicKey.verify(SELF_TEST_MESSAGE, signature) || !verifyWithTweetnacl(key.publicKey.raw, SELF_TEST_MESSAGE, signature)) {
+    throw new CoreError('CORE_KEY_INVALID', 'The private key does not sign for its public key.', { reason: 'pair-mismatch' });
+  }
+}
+
 /** True when the S half of a signature is below the group order L (RFC 8032 section 5.1.7 step 1). */
 export function isCanonicalScalar(signature: Uint8Array): boolean {
   if (signature.length !== SIGNATURE_BYTES) return false;
@@ -133,7 +168,7 @@ export function isCanonicalScalar(signature: Uint8Array): boolean {
  * on every Wycheproof vector (test/unit/core/ed25519.test.ts).
  */
 export function verifyWithTweetnacl(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
-  if (publicKey.length !== PUBLIC_KEY_BYTES || signature.length !== SIGNATURE_BYTES) return false;
-  if (!isCanonicalScalar(signature)) return false;
+  if (publicKey.length !== PUBLIC_KEY_BYTES || publicKeyProblem(publicKey) !== undefined) return false;
+  if (!isWellFormedSignature(signature)) return false;
   return nacl.sign.detached.verify(message, signature, publicKey);
 }

@@ -1,7 +1,9 @@
 /** Key files: PKCS#8 PEM private keys (mode 0600, refused when group or others can read) and SPKI PEM public keys. */
-import { closeSync, fstatSync, openSync, readFileSync, writeFileSync, constants } from 'node:fs';
-import { PrivateKey } from '../core/ed25519.js';
+import { closeSync, fstatSync, openSync, readFileSync, unlinkSync, constants } from 'node:fs';
+import { PrivateKey, verifyKeyPair } from '../core/ed25519.js';
+import { isCodedError } from '../core/errors.js';
 import { StateError } from './errors.js';
+import { writeFileAtomic } from './files.js';
 
 export function readPrivateKeyFile(path: string): PrivateKey {
   let fd: number;
@@ -19,20 +21,34 @@ export function readPrivateKeyFile(path: string): PrivateKey {
         { path },
       );
     }
-    return PrivateKey.fromPem(readFileSync(fd, 'utf8'));
+    const key = PrivateKey.fromPem(readFileSync(fd, 'utf8'));
+    verifyKeyPair(key);
+    return key;
   } catch (err) {
     if (err instanceof StateError) throw err;
+    if (isCodedError(err) && err.details.reason === 'pair-mismatch') {
+      throw new StateError('STATE_KEY_UNREADABLE', `The private key ${path} does not sign for its own public key.`, { path }, { cause: err });
+    }
     throw new StateError('STATE_KEY_UNREADABLE', `The private key ${path} is not an Ed25519 PKCS#8 PEM key.`, { path }, { cause: err });
   } finally {
     closeSync(fd);
   }
 }
 
-/** Writes a new key pair; never overwrites (O_EXCL), private key created with mode 0600. */
+/**
+ * Writes a new key pair; never overwrites (runner/state/files.ts: random O_EXCL|O_NOFOLLOW temporary file,
+ * checked writes, then link(2), which fails on an existing name), private key mode 0600 from its creation.
+ * If the public key cannot be written, the private key just written is removed: a pair or nothing.
+ */
 export function writeKeyPair(prefix: string, key: PrivateKey): { privatePath: string; publicPath: string } {
   const privatePath = `${prefix}.key`;
   const publicPath = `${prefix}.pub`;
-  writeFileSync(privatePath, key.toPem(), { mode: 0o600, flag: 'wx' });
-  writeFileSync(publicPath, key.publicKey.toPem(), { mode: 0o644, flag: 'wx' });
+  writeFileAtomic(privatePath, key.toPem(), { mode: 0o600, replace: false });
+  try {
+    writeFileAtomic(publicPath, key.publicKey.toPem(), { mode: 0o644, replace: false });
+  } catch (err) {
+    unlinkSync(privatePath);
+    throw err;
+  }
   return { privatePath, publicPath };
 }

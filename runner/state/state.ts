@@ -5,12 +5,15 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isStepId, type ConfigOverrides, type StepUser } from '../config/config.js';
-import { PrivateKey } from '../core/ed25519.js';
+import { PrivateKey, verifyKeyPair } from '../core/ed25519.js';
+import { sha256Hex } from '../core/digest.js';
 import { isCodedError } from '../core/errors.js';
+import { parseJson } from '../core/json.js';
 import { verifyTrustDocument, type VerifiedTrust } from '../trust/trust.js';
 import { BlobStore } from './blobs.js';
 import { StateError } from './errors.js';
 import { readPrivateKeyFile, writeKeyPair } from './keyfile.js';
+import { verifyAncestors, verifyStateFolderOwner, verifyStatePermissions } from './permissions.js';
 
 export const STATE_API_VERSION = 'edge-runner.dev/state/v1';
 
@@ -21,6 +24,12 @@ export interface RunnerIdentity {
   labels: string[];
   keyid: string;
   createdAt: string;
+  /**
+   * Lowercase hex SHA-256 of trust.dsse.json, exactly the bytes `init` pinned (what `trust sign` and
+   * `trust show` print). The trust file must have this digest whenever the state is opened; only a verified
+   * trust update may change both together.
+   */
+  trustSha256: string;
   /** When the runner is root, steps run as this uid/gid (default 65534, nobody/nogroup). */
   stepUser?: StepUser;
   /** Settings over the defaults (runner/config/config.ts); the environment and flags override them. */
@@ -68,6 +77,11 @@ export interface InitOptions {
   createDatabase(path: string): void;
 }
 
+/** The uid whose files the state folder may hold (besides root's): the one the runner runs as. */
+function runnerUid(): number {
+  return process.geteuid?.() ?? 0;
+}
+
 export function isRunnerId(id: string): boolean {
   return RUNNER_ID.test(id);
 }
@@ -90,6 +104,9 @@ export function initState(
   if (existsSync(layout.dir) && readdirSync(layout.dir).length > 0) {
     throw new StateError('STATE_EXISTS', `The state folder ${layout.dir} already exists and is never overwritten.`);
   }
+  // Nobody else may be able to replace the folder we are about to make (or fill) and pin, or own it.
+  verifyAncestors(layout.dir, { uid: runnerUid() });
+  if (existsSync(layout.dir)) verifyStateFolderOwner(layout.dir, { uid: runnerUid() });
   let trust: VerifiedTrust;
   try {
     trust = verifyTrustDocument(options.trustBytes, { now: options.now });
@@ -97,6 +114,7 @@ export function initState(
     const code = isCodedError(err) ? err.code : 'TRUST_UNPARSEABLE';
     throw new StateError('STATE_TRUST_INVALID', `The trust document cannot be pinned (${code}).`, { trustCode: code }, { cause: err });
   }
+  if (options.key) verifyRunnerKeyRoles(trust, options.key);
   // An existing empty folder (systemd's StateDirectory=, a mount point) is filled from a staging folder
   // inside it, so every rename stays on its file system; otherwise the staging folder is a sibling that is
   // renamed into place whole. runner.json goes last: a folder without it is not a state folder.
@@ -107,6 +125,7 @@ export function initState(
     const staged = layoutOf(staging);
     mkdirSync(staging, { recursive: true, mode: 0o700 });
     const key = options.key ?? PrivateKey.generate();
+    verifyKeyPair(key);
     writeKeyPair(join(staging, 'runner'), key);
     writeFileSync(staged.trust, options.trustBytes, { mode: 0o644, flag: 'wx' });
     const identity: RunnerIdentity = {
@@ -115,6 +134,7 @@ export function initState(
       labels: options.labels ?? [],
       keyid: key.keyid,
       createdAt: options.now.toISOString(),
+      trustSha256: sha256Hex(options.trustBytes),
       ...(options.stepUser ? { stepUser: options.stepUser } : {}),
     };
     for (const folder of [staged.blobs, staged.bundles, staged.runs]) mkdirSync(folder, { recursive: true, mode: 0o700 });
@@ -144,19 +164,30 @@ export interface RunnerState {
   blobs: BlobStore;
 }
 
-/** Loads a state folder: config, private key (mode checked), pinned trust document verified at `now`. */
+/** runner.json is a few hundred bytes; anything past this cap is not one. */
+const RUNNER_JSON_MAX_BYTES = 64 * 1024;
+
+/**
+ * Loads a state folder: permissions first (nobody else can have changed what follows), then config, private
+ * key (mode checked), and the trust document, which must be the one runner.json pins and valid at `now`.
+ */
 export function loadState(dir: string, now: Date): RunnerState {
   const layout = layoutOf(dir);
   if (!existsSync(layout.config)) {
     throw new StateError('STATE_MISSING', `${layout.dir} is not a runner state folder; create one with edge-runner init.`);
   }
+  verifyStatePermissions(layout, { uid: runnerUid() });
   let identity: RunnerIdentity;
   try {
-    identity = JSON.parse(readFileSync(layout.config, 'utf8')) as RunnerIdentity;
+    // The strict parser, under a cap: a second `stepUser` or `settings` member is a corrupt file, not a choice.
+    identity = parseJson(readFileSync(layout.config), { maxBytes: RUNNER_JSON_MAX_BYTES }) as RunnerIdentity;
     if (identity.apiVersion !== STATE_API_VERSION || !RUNNER_ID.test(identity.id)) throw new Error('bad config');
     if (!Array.isArray(identity.labels) || !identity.labels.every((label) => typeof label === 'string')) throw new Error('bad labels');
     if (identity.stepUser !== undefined && !(isStepId(identity.stepUser.uid) && isStepId(identity.stepUser.gid))) throw new Error('bad stepUser');
     if (identity.settings !== undefined && (typeof identity.settings !== 'object' || identity.settings === null)) throw new Error('bad settings');
+    if (identity.trustSha256 !== undefined && !(typeof identity.trustSha256 === 'string' && /^[0-9a-f]{64}$/.test(identity.trustSha256))) {
+      throw new Error('bad trustSha256');
+    }
   } catch (cause) {
     throw new StateError('STATE_CORRUPT', `The runner configuration ${layout.config} is unreadable.`, {}, { cause });
   }
@@ -164,12 +195,55 @@ export function loadState(dir: string, now: Date): RunnerState {
   if (key.keyid !== identity.keyid) {
     throw new StateError('STATE_CORRUPT', 'The runner key does not match the keyid in runner.json.');
   }
+  const trustBytes = readFileSync(layout.trust);
+  verifyTrustPin(layout, identity, trustBytes);
   let trust: VerifiedTrust;
   try {
-    trust = verifyTrustDocument(readFileSync(layout.trust), { now });
+    trust = verifyTrustDocument(trustBytes, { now });
   } catch (err) {
     const code = isCodedError(err) ? err.code : 'TRUST_UNPARSEABLE';
     throw new StateError('STATE_TRUST_INVALID', `The pinned trust document is not valid now (${code}).`, { trustCode: code }, { cause: err });
   }
+  verifyRunnerKeyRoles(trust, key);
   return { layout, identity, key, trust, blobs: new BlobStore(layout.blobs) };
+}
+
+/**
+ * The runner's own key signs evidence and checkpoints only. Enrolled as a root or a capsule signer, a
+ * compromised runner host could sign its own capsules or its own trust; the trust document refuses a key
+ * that holds the runner role and another (TRUST_ROLE_CONFLICT), and this refuses a runner key enrolled under
+ * another role alone.
+ */
+function verifyRunnerKeyRoles(trust: VerifiedTrust, key: PrivateKey): void {
+  const roles = trust.body.keys[key.keyid]?.roles.filter((role) => role !== 'runner') ?? [];
+  if (roles.length > 0) {
+    throw new StateError(
+      'STATE_TRUST_INVALID',
+      `The runner key is enrolled in the trust document as ${roles.join(', ')} (TRUST_ROLE_CONFLICT); a runner key holds only the runner role.`,
+      { trustCode: 'TRUST_ROLE_CONFLICT', keyid: key.keyid },
+    );
+  }
+}
+
+/**
+ * The trust file must be byte for byte the one `init` pinned: a trust document that verifies against its own
+ * root keys proves only that someone signed it, and anyone with a key can sign one. A state folder made before
+ * the pin existed is refused rather than pinned on first sight, since what is there now may already be swapped.
+ */
+function verifyTrustPin(layout: StateLayout, identity: RunnerIdentity, trustBytes: Buffer): void {
+  const actual = sha256Hex(trustBytes);
+  if (identity.trustSha256 === undefined) {
+    throw new StateError(
+      'STATE_TRUST_UNPINNED',
+      `${layout.config} pins no trust document; compare the sha256 that edge-runner trust show prints for ${layout.trust} with the one you signed, then add it as "trustSha256", or create a new state folder with edge-runner init.`,
+      { actual },
+    );
+  }
+  if (identity.trustSha256 !== actual) {
+    throw new StateError(
+      'STATE_TRUST_MISMATCH',
+      `${layout.trust} is not the trust document this runner pinned (sha256 ${actual}, pinned ${identity.trustSha256}).`,
+      { pinned: identity.trustSha256, actual },
+    );
+  }
 }

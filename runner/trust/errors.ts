@@ -9,6 +9,12 @@ export type TrustErrorCode =
   | 'TRUST_SIGNATURE'
   | 'TRUST_EXPIRED'
   | 'TRUST_ROLLBACK'
-  | 'TRUST_VERSION_SKIP';
+  | 'TRUST_VERSION_SKIP'
+  /** A role's threshold is above the number of keys (approvers: distinct names) that hold it. */
+  | 'TRUST_THRESHOLD_UNSATISFIABLE'
+  /** A runner key also holds another role. */
+  | 'TRUST_ROLE_CONFLICT'
+  /** A runner's name is also the name of another key. */
+  | 'TRUST_NAME_DUPLICATE';
 
 export class TrustError extends CodedError<TrustErrorCode> {}

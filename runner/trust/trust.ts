@@ -4,6 +4,8 @@
  */
 import { PublicKey } from '../core/ed25519.js';
 import { DsseError, parseEnvelope, verifyEnvelope, type Envelope, type TrustedKey } from '../core/dsse.js';
+import { JsonError, parseJson } from '../core/json.js';
+import { isCodedError } from '../core/errors.js';
 import { checkSchema } from '../core/schema.js';
 import { TrustError } from './errors.js';
 import trustSchema from './trust.schema.json' with { type: 'json' };
@@ -45,6 +47,7 @@ export function verifyTrustDocument(bytes: Uint8Array, options: TrustVerifyOptio
   const envelope = parseTrustEnvelope(bytes);
   const body = parseTrustBody(Buffer.from(envelope.payload, 'base64'));
   const keys = toTrustedKeys(body);
+  verifyRoles(body);
   const verified = verifyAgainst(envelope, keys, body.roles.root.threshold);
   // The payload we keep is the verified one; re-parse from it so nothing unverified is used.
   const verifiedBody = parseTrustBody(verified.payload);
@@ -70,6 +73,7 @@ export function verifyTrustUpdate(current: VerifiedTrust, nextBytes: Uint8Array,
     throw new TrustError('TRUST_VERSION_SKIP', `Trust document version ${body.version} skips past ${current.body.version + 1}.`);
   }
   const keys = toTrustedKeys(body);
+  verifyRoles(body);
   const own = verifyAgainst(envelope, keys, body.roles.root.threshold);
   checkExpiry(body, now);
   return makeVerified(body, keys, envelope, own.signers);
@@ -80,18 +84,21 @@ function parseTrustEnvelope(bytes: Uint8Array): Envelope {
     throw new TrustError('TRUST_TOO_LARGE', `The trust document is larger than ${TRUST_MAX_BYTES} bytes.`);
   }
   try {
-    return parseEnvelope(JSON.parse(Buffer.from(bytes).toString('utf8')));
+    // One parser for every outside document: a member name used twice (two payloads) is refused.
+    return parseEnvelope(parseJson(bytes));
   } catch (cause) {
-    throw new TrustError('TRUST_UNPARSEABLE', 'The trust document is not a DSSE envelope in JSON.', {}, { cause });
+    const why = cause instanceof JsonError ? `: ${cause.message}` : '';
+    throw new TrustError('TRUST_UNPARSEABLE', `The trust document is not a DSSE envelope in JSON${why}.`, {}, { cause });
   }
 }
 
 function parseTrustBody(payload: Buffer): TrustDocumentBody {
   let value: unknown;
   try {
-    value = JSON.parse(payload.toString('utf8'));
+    value = parseJson(payload);
   } catch (cause) {
-    throw new TrustError('TRUST_UNPARSEABLE', 'The trust document payload is not JSON.', {}, { cause });
+    if (!(cause instanceof JsonError)) throw cause;
+    throw new TrustError('TRUST_UNPARSEABLE', `The trust document payload is not valid JSON: ${cause.message}.`, {}, { cause });
   }
   const problem = checkSchema(trustSchema, value);
   if (problem) {
@@ -106,13 +113,71 @@ function toTrustedKeys(body: TrustDocumentBody): TrustedKey[] {
     try {
       publicKey = PublicKey.fromPem(entry.publicKey);
     } catch (cause) {
-      throw new TrustError('TRUST_KEY_INVALID', `The key named ${entry.name} is not an Ed25519 public key.`, {}, { cause });
+      // PublicKey refuses small-order points and non-canonical encodings (DESIGN.md, Keys): enrolling the
+      // identity point as a capsule signer would let anyone sign capsules.
+      const reason = isCodedError(cause) && typeof cause.details.reason === 'string' ? cause.details.reason : 'unreadable';
+      throw new TrustError(
+        'TRUST_KEY_INVALID',
+        `The key named ${entry.name} is not a usable Ed25519 public key (${reason}).`,
+        { keyid, reason },
+        { cause },
+      );
     }
     if (publicKey.keyid !== keyid) {
       throw new TrustError('TRUST_KEYID_MISMATCH', `The keyid listed for ${entry.name} is not the SHA-256 of its public key.`, { keyid });
     }
     return { keyid, publicKey, roles: entry.roles };
   });
+}
+
+/**
+ * A document that cannot be satisfied or that is ambiguous is refused, whoever signed it (TUF leaves this
+ * to the repository; we check it on both sides, `trust sign` and every load, since the same function runs):
+ * - every role's threshold is reachable. Keys are counted once per key, and approvers once per name,
+ *   because approvals are counted once per person (DESIGN.md, governed remediation). A role other than root
+ *   that no key holds is not in use: nothing signed for it is accepted (runners are enrolled after `init`,
+ *   approvals are not built yet, an auditor's document may list only runners); root must always be reachable;
+ * - a runner key holds only the runner role: evidence, capsules and trust updates are signed by different
+ *   keys, so a runner (a key on a host) can never sign its own work or its own trust;
+ * - a runner's name (its runner id, what evidence is attributed to) belongs to that one key alone.
+ * Two keyids for one key cannot occur: each keyid must be the SHA-256 of its key's canonical SPKI encoding
+ * (TRUST_KEYID_MISMATCH), non-canonical encodings are refused (TRUST_KEY_INVALID), and a keyid listed twice
+ * is a duplicate JSON member (TRUST_UNPARSEABLE).
+ */
+function verifyRoles(body: TrustDocumentBody): void {
+  const entries = Object.entries(body.keys);
+  for (const [keyid, entry] of entries) {
+    if (entry.roles.includes('runner') && entry.roles.length > 1) {
+      const others = entry.roles.filter((role) => role !== 'runner').join(', ');
+      throw new TrustError(
+        'TRUST_ROLE_CONFLICT',
+        `The runner key ${entry.name} also holds the ${others} role; a runner key holds only the runner role.`,
+        { keyid },
+      );
+    }
+    if (entry.roles.includes('runner')) {
+      const namesake = entries.find(([other, e]) => other !== keyid && e.name === entry.name);
+      if (namesake) {
+        throw new TrustError('TRUST_NAME_DUPLICATE', `Two keys are named ${entry.name}; a runner's name belongs to one key only.`, {
+          keyids: [keyid, namesake[0]].sort(),
+        });
+      }
+    }
+  }
+  for (const role of ['root', 'capsule-signer', 'runner', 'approver'] as const) {
+    const holders = entries.filter(([, entry]) => entry.roles.includes(role));
+    const count = role === 'approver' ? new Set(holders.map(([, entry]) => entry.name)).size : holders.length;
+    const { threshold } = body.roles[role];
+    if (count === 0 && role !== 'root') continue;
+    if (threshold > count) {
+      const unit = role === 'approver' ? 'distinct approver name' : `${role} key`;
+      throw new TrustError(
+        'TRUST_THRESHOLD_UNSATISFIABLE',
+        `The ${role} threshold is ${threshold} but the document lists ${count} ${unit}${count === 1 ? '' : 's'}.`,
+        { role, threshold, actual: count },
+      );
+    }
+  }
 }
 
 function verifyAgainst(envelope: Envelope, keys: TrustedKey[], threshold: number) {

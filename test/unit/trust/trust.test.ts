@@ -2,8 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { PrivateKey } from '../../../runner/core/ed25519.js';
 import { signEnvelope } from '../../../runner/core/dsse.js';
 import { TRUST_MAX_BYTES, TRUST_PAYLOAD_TYPE, verifyTrustDocument, verifyTrustUpdate } from '../../../runner/trust/trust.js';
-import { makeTrustBody, signTrust } from '../../helpers/world.js';
+import { publicKeyProblem } from '../../../runner/core/edwards25519.js';
+import type { Role } from '../../../runner/trust/trust.js';
+import { makeTrustBody, signTrust, type NamedKey } from '../../helpers/world.js';
 import { codeOf } from '../../helpers/codes.js';
+import { IDENTITY, P, SMALL_ORDER_ALIASES, SMALL_ORDER_POINTS, encode, keyidOfRaw, pemOfRaw } from '../../helpers/small-order.js';
 
 const now = new Date();
 const rootA = PrivateKey.generate();
@@ -108,3 +111,120 @@ describe('verifyTrustUpdate (TUF 5.3)', () => {
     });
   });
 });
+
+describe('issue 8, point 10: keys that are small-order or non-canonical', () => {
+  const enrolling = (raw: Buffer, roles: Role[] = ['capsule-signer']) => {
+    const b = body();
+    b.keys[keyidOfRaw(raw)] = { publicKey: pemOfRaw(raw), name: 'mallory', roles };
+    return b;
+  };
+
+  it.each([...SMALL_ORDER_POINTS, ...SMALL_ORDER_ALIASES])('refuses $name enrolled as a capsule signer with TRUST_KEY_INVALID', ({ encoding }) => {
+    expect(codeOf(() => verifyTrustDocument(signTrust(enrolling(encoding), [rootA]), { now }))).toBe('TRUST_KEY_INVALID');
+  });
+
+  it('says which: the identity point is small-order', () => {
+    expect(() => verifyTrustDocument(signTrust(enrolling(IDENTITY), [rootA]), { now })).toThrow(
+      /mallory is not a usable Ed25519 public key \(small-order\)/,
+    );
+  });
+
+  it('refuses the same point enrolled twice under two keyids (its canonical encoding and y + p) with TRUST_KEY_INVALID', () => {
+    const y = [...Array(19).keys()].map(BigInt).find((v) => isUsableKey(encode(v)))!;
+    const b = enrolling(encode(y));
+    b.keys[keyidOfRaw(encode(y + P))] = { publicKey: pemOfRaw(encode(y + P)), name: 'mallory-2', roles: ['capsule-signer'] };
+    expect(codeOf(() => verifyTrustDocument(signTrust(b, [rootA]), { now }))).toBe('TRUST_KEY_INVALID');
+  });
+
+  it('refuses one keyid listed twice (two PEM spellings of one key) as a duplicate member, TRUST_UNPARSEABLE', () => {
+    const b = body();
+    const entry = JSON.stringify(b.keys[signer.keyid]);
+    const text = JSON.stringify(b).replace(
+      `"${signer.keyid}":${entry}`,
+      `"${signer.keyid}":${entry},"${signer.keyid}":${entry.replace(/\\n/g, '\\r\\n')}`,
+    );
+    expect(text.split(`"${signer.keyid}":`).length).toBe(3);
+    const envelope = signEnvelope(TRUST_PAYLOAD_TYPE, Buffer.from(text), [rootA]);
+    expect(() => verifyTrustDocument(Buffer.from(JSON.stringify(envelope)), { now })).toThrow(/payload is not valid JSON: .*two members/);
+  });
+});
+
+describe('issue 8, point 11: trust documents that cannot be satisfied or are ambiguous', () => {
+  const runnerA = PrivateKey.generate();
+  const runnerB = PrivateKey.generate();
+  const approverA = PrivateKey.generate();
+  const approverB = PrivateKey.generate();
+  const doc = (keys: NamedKey[], thresholds: Partial<Record<Role, number>> = {}) =>
+    signTrust(makeTrustBody([{ name: 'root-0', key: rootA, roles: ['root'] }, ...keys], thresholds), [rootA]);
+  const load = (bytes: Buffer) => codeOf(() => verifyTrustDocument(bytes, { now }));
+
+  it('refuses a capsule-signer threshold above the number of capsule-signer keys with TRUST_THRESHOLD_UNSATISFIABLE', () => {
+    expect(load(doc([{ name: 'signer', key: signer, roles: ['capsule-signer'] }], { 'capsule-signer': 2 }))).toBe('TRUST_THRESHOLD_UNSATISFIABLE');
+    expect(() => verifyTrustDocument(doc([{ name: 'signer', key: signer, roles: ['capsule-signer'] }], { 'capsule-signer': 2 }), { now })).toThrow(
+      'The capsule-signer threshold is 2 but the document lists 1 capsule-signer key.',
+    );
+  });
+
+  it('refuses a root threshold above the number of root keys with TRUST_THRESHOLD_UNSATISFIABLE (not only TRUST_SIGNATURE)', () => {
+    expect(load(doc([{ name: 'signer', key: signer, roles: ['capsule-signer'] }], { root: 2 }))).toBe('TRUST_THRESHOLD_UNSATISFIABLE');
+  });
+
+  it('refuses a runner threshold above the number of runner keys', () => {
+    expect(load(doc([{ name: 'runner-a', key: runnerA, roles: ['runner'] }], { runner: 2 }))).toBe('TRUST_THRESHOLD_UNSATISFIABLE');
+  });
+
+  it('counts approvers once per name: two keys of one person do not meet a threshold of 2', () => {
+    const samePerson = [
+      { name: 'alice', key: approverA, roles: ['approver'] as Role[] },
+      { name: 'alice', key: approverB, roles: ['approver'] as Role[] },
+    ];
+    expect(load(doc(samePerson, { approver: 2 }))).toBe('TRUST_THRESHOLD_UNSATISFIABLE');
+    expect(load(doc(samePerson, { approver: 1 }))).toBeUndefined();
+    expect(load(doc([samePerson[0]!, { name: 'bob', key: approverB, roles: ['approver'] }], { approver: 2 }))).toBeUndefined();
+  });
+
+  it('accepts a role no key holds (not in use: nothing signed for it is accepted), as before', () => {
+    // makeTrustBody's approver threshold is 2 with no approver; an auditor's document may list no capsule signer.
+    expect(load(doc([{ name: 'runner-a', key: runnerA, roles: ['runner'] }]))).toBeUndefined();
+  });
+
+  it('refuses two runner keys with the same name with TRUST_NAME_DUPLICATE', () => {
+    const keys: NamedKey[] = [
+      { name: 'runner-ldn-01', key: runnerA, roles: ['runner'] },
+      { name: 'runner-ldn-01', key: runnerB, roles: ['runner'] },
+    ];
+    expect(load(doc(keys))).toBe('TRUST_NAME_DUPLICATE');
+  });
+
+  it("refuses a runner's name held by another key (a capsule signer) with TRUST_NAME_DUPLICATE", () => {
+    const keys: NamedKey[] = [
+      { name: 'runner-ldn-01', key: runnerA, roles: ['runner'] },
+      { name: 'runner-ldn-01', key: signer, roles: ['capsule-signer'] },
+    ];
+    expect(load(doc(keys))).toBe('TRUST_NAME_DUPLICATE');
+  });
+
+  it.each([['root'], ['capsule-signer'], ['approver']] as const)('refuses a runner key that also holds %s with TRUST_ROLE_CONFLICT', (role) => {
+    const keys: NamedKey[] = [
+      { name: 'signer', key: signer, roles: ['capsule-signer'] },
+      { name: 'runner-ldn-01', key: runnerA, roles: ['runner', role] },
+    ];
+    expect(load(doc(keys))).toBe('TRUST_ROLE_CONFLICT');
+  });
+
+  it('applies the same rules to a trust update (TUF 5.3), so a signed update cannot bring them in', () => {
+    const current = verifyTrustDocument(signTrust(body(1), [rootA]), { now });
+    const next = {
+      ...makeTrustBody([
+        { name: 'root-0', key: rootA, roles: ['root'] },
+        { name: 'runner-ldn-01', key: runnerA, roles: ['runner', 'capsule-signer'] },
+      ]),
+      version: 2,
+    };
+    expect(codeOf(() => verifyTrustUpdate(current, signTrust(next, [rootA]), now))).toBe('TRUST_ROLE_CONFLICT');
+  });
+});
+
+function isUsableKey(raw: Buffer): boolean {
+  return publicKeyProblem(raw) === undefined;
+}
