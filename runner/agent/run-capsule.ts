@@ -4,7 +4,7 @@
  * Works on a RunnerContext (runner.ts), so a daemon holding one store runs capsule after capsule through it.
  */
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256Hex } from '../core/digest.js';
 import { isCodedError } from '../core/errors.js';
@@ -19,14 +19,14 @@ import { ExecError } from '../exec/errors.js';
 import { classifyLimitExit, isLoaderEnvName } from '../exec/sandbox.js';
 import { runStep, type StepOutcome } from '../exec/step.js';
 import { createWorkspace, writeInputs } from '../exec/workspace.js';
-import { writeFileAtomic } from '../state/files.js';
+import { isDiskFull, writeFileAtomic } from '../state/files.js';
 import { StateError } from '../state/errors.js';
 import { StoreError } from '../store/errors.js';
 import { RUNNER_VERSION } from '../version.js';
 import { RunError } from './errors.js';
 import type { Launcher } from './launcher.js';
 import { bundleLogFor } from './log.js';
-import type { RunnerContext } from './runner.js';
+import { removeRunFolder, type RunnerContext } from './runner.js';
 
 export type CapsuleOutcome =
   | { kind: 'rejected'; code: CapsuleErrorCode; message: string; capsuleId?: string; fileDigest?: string }
@@ -73,7 +73,8 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
       ...(capsuleId ? { capsuleId } : {}),
       ...(manifestDigest ? { manifestDigest } : {}),
     });
-    ctx.logger.warn({ code: err.code, fileDigest, capsuleId, details: err.details }, 'capsule rejected');
+    // Ids, codes and digests only: the details may hold what the file said (an unsigned payloadType, a path).
+    ctx.logger.warn({ code: err.code, fileDigest, capsuleId, manifestDigest }, 'capsule rejected');
     return { kind: 'rejected', code: err.code, message: err.message, ...(fileDigest ? { fileDigest } : {}), ...(capsuleId ? { capsuleId } : {}) };
   };
 
@@ -88,6 +89,8 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     });
     verifyStepEnvPolicy(accepted);
     launcher = selectLauncher(ctx, accepted);
+    // Before the nonce is burnt: a capsule refused for want of room can be sent again once there is room.
+    refuseBelowReserve(ctx, accepted, fileDigest ? { fileDigest } : { fileSize: size });
     store.acceptCapsule(accepted.manifest.nonce, {
       capsuleId: accepted.manifest.id,
       capsuleKind: accepted.manifest.kind,
@@ -103,6 +106,40 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     throw err;
   }
   return runAccepted(ctx, accepted, launcher);
+}
+
+/** Free bytes on the file system holding `dir`, as an unprivileged writer sees them (f_bavail). */
+export function freeBytesOf(dir: string): number {
+  const stats = statfsSync(dir);
+  return Number(stats.bavail) * Number(stats.bsize);
+}
+
+/**
+ * Refuses to start a run when the state folder's file system has less free space than the reserve: the
+ * refusal is recorded (capsule.rejected, code RUN_DISK_RESERVE; the reserve is what leaves the log room for
+ * it) and thrown, so the CLI exits with the code and the capsule, whose nonce is not burnt, can come again.
+ */
+function refuseBelowReserve(ctx: RunnerContext, accepted: AcceptedCapsule, file: { fileDigest: string } | { fileSize: number }): void {
+  const reserve = ctx.config.store.reserveBytes;
+  let free: number;
+  try {
+    free = freeBytesOf(ctx.state.layout.dir);
+  } catch {
+    free = 0; // no answer is no room: fail closed
+  }
+  if (free >= reserve) return;
+  ctx.store.appendRecord('capsule.rejected', {
+    code: 'RUN_DISK_RESERVE',
+    ...file,
+    capsuleId: accepted.manifest.id,
+    manifestDigest: accepted.manifestDigest,
+  });
+  ctx.logger.warn({ code: 'RUN_DISK_RESERVE', capsuleId: accepted.manifest.id }, 'run refused: disk below reserve');
+  throw new RunError(
+    'RUN_DISK_RESERVE',
+    `The state folder's file system has ${free} bytes free, below the reserve of ${reserve} bytes (store.reserveBytes); no run starts until there is room. The refusal is recorded.`,
+    { capsuleId: accepted.manifest.id, freeBytes: free, reserveBytes: reserve },
+  );
 }
 
 function selectLauncher(ctx: RunnerContext, accepted: AcceptedCapsule): Launcher {
@@ -129,26 +166,59 @@ async function runAccepted(ctx: RunnerContext, accepted: AcceptedCapsule, launch
   const startedAt = ctx.clock();
   store.startRun({ runId, capsuleId: manifest.id, manifestDigest: accepted.manifestDigest, isolation: launcher.isolation });
   const runDir = join(ctx.state.layout.runs, runId);
+  let workspaceGone = false;
+  const freeWorkspace = () => {
+    if (workspaceGone) return;
+    workspaceGone = true;
+    removeRunFolder(store, runId, runDir, ops);
+  };
   try {
     return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops });
   } catch (err) {
-    // Whatever stopped the run midway is recorded, with a code, unless the run already ended.
-    const reason = isCodedError(err) && /^[A-Z][A-Z0-9_]{0,63}$/.test(err.code) ? err.code : 'RUN_INTERNAL';
-    try {
-      if (store.run(runId)?.status === 'running') store.abortRun({ runId, reason });
-    } catch {
-      // The store itself is failing; the next start records this run as aborted (abortInterruptedRuns).
+    // Whatever stopped the run midway is recorded, with a code, unless the run already ended. A full disk
+    // (RUN_DISK_FULL) may refuse that record too: the workspace, most likely what filled it, is freed first
+    // and the record tried once more.
+    const diskFull = isDiskFull(err);
+    const reason = abortReasonOf(err);
+    let ended = endRun(store, runId, reason);
+    if (ended === 'not-recorded') {
+      freeWorkspace();
+      ended = endRun(store, runId, reason);
     }
-    throw err;
+    ops.warn({ code: reason, ended }, 'run stopped before it finished');
+    if (!diskFull) throw err;
+    freeWorkspace(); // room first, whatever exec.keepWorkspace says
+    throw new RunError(
+      'RUN_DISK_FULL',
+      ended === 'aborted'
+        ? 'The disk filled during the run: it is recorded as aborted (RUN_DISK_FULL) and its workspace removed.'
+        : ended === 'already-ended'
+          ? 'The disk filled after the run ended: its records are kept, but its bundle may not have been written.'
+          : 'The disk filled during the run and its end could not be recorded; the next start records it as aborted.',
+      { runId, ended },
+      { cause: err },
+    );
   } finally {
     // Last, and best effort: a leftover process writing into the workspace must not cost the evidence.
-    if (!ctx.config.exec.keepWorkspace) {
-      try {
-        rmSync(runDir, { recursive: true, force: true });
-      } catch (err) {
-        ops.warn({ code: (err as NodeJS.ErrnoException).code }, 'workspace not removed');
-      }
-    }
+    if (!ctx.config.exec.keepWorkspace) freeWorkspace();
+  }
+}
+
+/** The reason a run.aborted record gives: RUN_DISK_FULL for a full disk anywhere, else the error's code. */
+function abortReasonOf(err: unknown): string {
+  if (isDiskFull(err)) return 'RUN_DISK_FULL';
+  return isCodedError(err) && /^[A-Z][A-Z0-9_]{0,63}$/.test(err.code) ? err.code : 'RUN_INTERNAL';
+}
+
+/** Ends a run that stopped midway; never throws (the store may be what is failing). */
+function endRun(store: RunnerContext['store'], runId: string, reason: string): 'aborted' | 'already-ended' | 'not-recorded' {
+  try {
+    if (store.run(runId)?.status !== 'running') return 'already-ended';
+    store.abortRun({ runId, reason });
+    return 'aborted';
+  } catch {
+    // The next start records this run as aborted (abortInterruptedRuns), once its runner is gone.
+    return 'not-recorded';
   }
 }
 
@@ -224,7 +294,14 @@ async function runSteps(
   const statement = buildStatement({
     runner: { ...runner, version: RUNNER_VERSION },
     capsule: { id: manifest.id, kind: manifest.kind, digest: accepted.manifestDigest, signers: accepted.signers },
-    run: { id: runId, startedAt: startedAt.toISOString(), endedAt: endedAt.toISOString(), isolation: launcher.isolation, verdict },
+    run: {
+      id: runId,
+      startedAt: startedAt.toISOString(),
+      endedAt: endedAt.toISOString(),
+      isolation: launcher.isolation,
+      ...(launcher.sandbox ? { sandbox: launcher.sandbox } : {}),
+      verdict,
+    },
     steps,
     artifacts,
     policy: { decision: 'allowed', rule: 'read-only-kind', trustVersion: state.trust.body.version },
@@ -274,13 +351,16 @@ const LIMIT_RECORDED: Record<ReturnType<typeof classifyLimitExit>['reason'], Ste
 
 function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
   const status = outcome.spawnFailure ? 'spawn-failed' : outcome.timedOut ? 'timed-out' : outcome.exitCode === 0 ? 'succeeded' : 'failed';
-  const { reason } = classifyLimitExit({
+  const { reason, known } = classifyLimitExit({
     exitCode: outcome.exitCode,
     signal: outcome.signal,
     timedOut: outcome.timedOut,
     stderrTail: outcome.stderrTail,
+    ...(outcome.oomKills !== undefined ? { oomKills: outcome.oomKills } : {}),
   });
-  const limit = LIMIT_RECORDED[reason];
+  // A limit is recorded as a fact only when the runner saw it; the step's exit code or words are a guess.
+  const limit = known ? LIMIT_RECORDED[reason] : undefined;
+  const limitInferred = known ? undefined : LIMIT_RECORDED[reason];
   return {
     name,
     status,
@@ -290,6 +370,7 @@ function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
     durationMs: outcome.durationMs,
     ...(outcome.spawnFailure ? { spawnFailure: outcome.spawnFailure } : {}),
     ...(limit ? { limit } : {}),
+    ...(limitInferred ? { limitInferred } : {}),
     stdout: outcome.stdout,
     stderr: outcome.stderr,
   };

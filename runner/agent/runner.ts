@@ -5,9 +5,11 @@
  * clock, the launcher and the logger. Opening it closes the runs that a dead runner left behind, so the log
  * is consistent before anything new is appended.
  */
-import { rmSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveConfig, type ConfigSources, type RunnerConfig } from '../config/config.js';
+import { isCodedError } from '../core/errors.js';
+import { removeTree } from '../exec/workspace.js';
 import { loadState, type RunnerState } from '../state/state.js';
 import { Store } from '../store/store.js';
 import type { LauncherSelector } from './launcher.js';
@@ -62,11 +64,8 @@ export function openRunner(stateDir: string, options: OpenRunnerOptions): Runner
     store.close();
     throw err;
   }
-  for (const runId of abortedOnOpen) {
-    // The dead runner's workspace: nothing in it is evidence (outputs went to the blob store as they came).
-    if (/^[0-9a-f-]{36}$/.test(runId)) rmSync(join(state.layout.runs, runId), { recursive: true, force: true });
-    logger.warn({ runId }, 'run of a runner that died recorded as aborted');
-  }
+  for (const runId of abortedOnOpen) logger.warn({ runId }, 'run of a runner that died recorded as aborted');
+  removeLeftovers(state, store, config, abortedOnOpen, logger);
   let closed = false;
   return {
     state,
@@ -82,6 +81,63 @@ export function openRunner(stateDir: string, options: OpenRunnerOptions): Runner
       store.close();
     },
   };
+}
+
+const RUN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * What dead runs leave behind, removed when a runner opens: the temporary blobs of writers that are gone
+ * (a runner killed with SIGKILL mid-step; never those of a live runner on the same state folder, which the
+ * temporary names tell apart), and run folders of runs that are no longer running (the runs just aborted,
+ * and any whose removal failed before; with exec.keepWorkspace only the former). Nothing there is
+ * evidence: outputs went to the blob store as they came.
+ */
+function removeLeftovers(state: RunnerState, store: Store, config: RunnerConfig, abortedOnOpen: readonly string[], logger: Logger): void {
+  const temporaries = state.blobs.removeDeadTemporaries();
+  if (temporaries.length > 0) logger.warn({ count: temporaries.length }, 'temporary blobs of dead runners removed');
+  let names: string[];
+  try {
+    names = readdirSync(state.layout.runs);
+  } catch {
+    return;
+  }
+  const aborted = new Set(abortedOnOpen);
+  for (const runId of names) {
+    if (!RUN_ID.test(runId)) continue;
+    if (!aborted.has(runId)) {
+      if (config.exec.keepWorkspace) continue;
+      let running: boolean;
+      try {
+        running = store.run(runId)?.status === 'running';
+      } catch {
+        continue;
+      }
+      if (running) continue; // a live runner's run (a dead one's was just aborted)
+    }
+    removeRunFolder(store, runId, join(state.layout.runs, runId), logger.child({ runId }));
+  }
+}
+
+/**
+ * Removes a run's folder whatever its depth. A failure is recorded (workspace.not-removed, with its code)
+ * and logged; the next open retries. On a full disk the record may fail too: then the log line is all.
+ */
+export function removeRunFolder(store: Store, runId: string, runDir: string, ops: Logger): boolean {
+  try {
+    removeTree(runDir);
+    return true;
+  } catch (err) {
+    const code = isCodedError(err) ? err.code : 'EXEC_WORKSPACE_NOT_REMOVED';
+    const errno = isCodedError(err) && typeof err.details.errno === 'string' ? err.details.errno : undefined;
+    let recorded = true;
+    try {
+      store.appendRecord('workspace.not-removed', { runId, code, ...(errno !== undefined ? { errno } : {}) }, runId);
+    } catch {
+      recorded = false;
+    }
+    ops.warn({ code, errno, recorded }, 'workspace not removed');
+    return false;
+  }
 }
 
 /** Opens a context, runs `fn`, and closes it whatever happens. */

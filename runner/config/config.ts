@@ -38,11 +38,29 @@ export interface RunnerConfig {
     /** Tasks (processes and threads) of the step's uid; only enforced when that uid is not 0. */
     processes: number;
   };
+  /** What a bwrap step sees of the host, and how its memory is bounded as a whole. */
+  sandbox: {
+    /** Host folders (or files) a step sees read-only, by absolute path; everything else of the host is absent. */
+    systemFolders: readonly string[];
+    /** Bytes of the step's private /tmp (tmpfs). */
+    tmpBytes: number;
+    /** Bytes of the step's private /dev/shm (tmpfs). */
+    shmBytes: number;
+    /** A cgroup folder (below /sys/fs/cgroup) to make step memory cgroups in; '' finds the runner's own. */
+    memoryCgroup: string;
+    /** Refuse to run steps when no memory cgroup can be made (instead of rlimits alone). */
+    requireMemoryCgroup: boolean;
+  };
   /** When the runner is root, steps run as this uid/gid (65534 is nobody/nogroup). */
   stepUser: StepUser;
   store: {
     /** How long a write waits for another process's lock on the database, in milliseconds. */
     busyTimeoutMs: number;
+    /**
+     * Free bytes the state folder's file system must have for a run to start (statfs, as an unprivileged
+     * user sees it); below it the capsule is refused with RUN_DISK_RESERVE, a refusal the log has room for.
+     */
+    reserveBytes: number;
   };
   /** The operator log (JSON lines on stderr): pino level; silent by default. */
   logLevel: LogLevel;
@@ -66,8 +84,18 @@ export const DEFAULT_CONFIG: Readonly<RunnerConfig> = deepFreeze({
     openFiles: 1024,
     processes: 256,
   },
+  sandbox: {
+    systemFolders: ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc'],
+    tmpBytes: 256 * 1024 * 1024, // bytes (256 MiB)
+    shmBytes: 64 * 1024 * 1024, // bytes (64 MiB)
+    memoryCgroup: '',
+    requireMemoryCgroup: false,
+  },
   stepUser: { uid: 65534, gid: 65534 },
-  store: { busyTimeoutMs: 5000 }, // ms
+  store: {
+    busyTimeoutMs: 5000, // ms
+    reserveBytes: 128 * 1024 * 1024, // bytes (128 MiB)
+  },
   logLevel: 'silent',
   debug: false,
   toolSearchPath: [],
@@ -77,6 +105,7 @@ export const DEFAULT_CONFIG: Readonly<RunnerConfig> = deepFreeze({
 export interface ConfigOverrides {
   exec?: Partial<RunnerConfig['exec']>;
   limits?: Partial<RunnerConfig['limits']>;
+  sandbox?: Partial<RunnerConfig['sandbox']>;
   stepUser?: StepUser;
   store?: Partial<RunnerConfig['store']>;
   logLevel?: LogLevel;
@@ -110,6 +139,7 @@ export function resolveConfig(sources: ConfigSources = {}): RunnerConfig {
       ...config,
       exec: { ...config.exec, ...overrides.exec },
       limits: { ...config.limits, ...overrides.limits },
+      sandbox: { ...config.sandbox, ...overrides.sandbox },
       store: { ...config.store, ...overrides.store },
       ...(overrides.stepUser ? { stepUser: { uid: overrides.stepUser.uid, gid: overrides.stepUser.gid } } : {}),
       ...(overrides.logLevel !== undefined ? { logLevel: overrides.logLevel } : {}),
@@ -137,6 +167,8 @@ function fromEnvironment(env: Readonly<Record<string, string | undefined>>): Con
     out.exec = { ...out.exec, defaultStepTimeoutSeconds: toInteger(timeout, 'EDGE_RUNNER_STEP_TIMEOUT_SECONDS') };
   const busy = env.EDGE_RUNNER_BUSY_TIMEOUT_MS;
   if (busy !== undefined && busy !== '') out.store = { busyTimeoutMs: toInteger(busy, 'EDGE_RUNNER_BUSY_TIMEOUT_MS') };
+  const reserve = env.EDGE_RUNNER_RESERVE_BYTES;
+  if (reserve !== undefined && reserve !== '') out.store = { ...out.store, reserveBytes: toInteger(reserve, 'EDGE_RUNNER_RESERVE_BYTES') };
   return out;
 }
 
@@ -149,19 +181,42 @@ function toInteger(text: string, setting: string): number {
 const MAXIMUM: Record<string, Readonly<Record<string, number>>> = {
   exec: { defaultStepTimeoutSeconds: 86_400, killGraceMs: 60_000, outputCapBytes: 2 ** 40, collectMaxBytes: 2 ** 40 },
   limits: { cpuSeconds: 86_400, memoryBytes: 2 ** 50, openFiles: 1_048_576, processes: 4_194_304 },
-  store: { busyTimeoutMs: 600_000 },
+  sandbox: { tmpBytes: 2 ** 40, shmBytes: 2 ** 40 },
+  store: { busyTimeoutMs: 600_000, reserveBytes: 2 ** 50 },
 };
 
 const POSITIVE: Record<string, readonly string[]> = {
   exec: ['defaultStepTimeoutSeconds', 'outputCapBytes', 'collectMaxBytes'],
   limits: ['cpuSeconds', 'memoryBytes', 'openFiles', 'processes'],
+  sandbox: ['tmpBytes', 'shmBytes'],
 };
 const NON_NEGATIVE: Record<string, readonly string[]> = { exec: ['killGraceMs'], store: ['busyTimeoutMs'] };
-const SECTIONS = ['exec', 'limits', 'stepUser', 'store', 'logLevel', 'debug'];
+const SECTIONS = ['exec', 'limits', 'sandbox', 'stepUser', 'store', 'logLevel', 'debug'];
+/** The sandbox's settings that are not numbers or booleans, each with its own check. */
+const SANDBOX_TEXT: Record<string, { check: (value: unknown) => boolean; why: string }> = {
+  systemFolders: {
+    check: (value) => Array.isArray(value) && value.length <= 32 && value.every((path) => typeof path === 'string' && isSystemFolderPath(path)),
+    why: 'must be a list of at most 32 absolute paths (plain names, not /)',
+  },
+  memoryCgroup: {
+    check: (value) =>
+      value === '' ||
+      (typeof value === 'string' && value.length <= 1024 && /^\/sys\/fs\/cgroup(?:\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._@:+-]{1,255}){1,32}$/.test(value)),
+    why: 'must be "" or a folder below /sys/fs/cgroup',
+  },
+};
+
+/**
+ * A system folder a step may see: absolute, not the root, plain components (no ".", "..", or characters
+ * beyond [A-Za-z0-9._+-]), at most 8 deep. Such a name is safe to record in the evidence.
+ */
+export function isSystemFolderPath(path: string): boolean {
+  return /^(?:\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._+-]{1,64}){1,8}$/.test(path);
+}
 
 function checkOverrides(overrides: ConfigOverrides, source: 'state' | 'environment' | 'flags'): void {
   for (const key of Object.keys(overrides)) if (!SECTIONS.includes(key)) throw invalid(key, source, 'is not a setting');
-  for (const section of ['exec', 'limits', 'store'] as const) {
+  for (const section of ['exec', 'limits', 'sandbox', 'store'] as const) {
     const raw = overrides[section] as unknown;
     if (raw !== undefined && (typeof raw !== 'object' || raw === null || Array.isArray(raw)))
       throw invalid(section, source, 'is not an object of settings');
@@ -170,6 +225,11 @@ function checkOverrides(overrides: ConfigOverrides, source: 'state' | 'environme
     for (const [name, value] of Object.entries(values)) {
       const setting = `${section}.${name}`;
       if (!known.includes(name)) throw invalid(setting, source, 'is not a setting');
+      const text = section === 'sandbox' ? SANDBOX_TEXT[name] : undefined;
+      if (text) {
+        if (!text.check(value)) throw invalid(setting, source, text.why);
+        continue;
+      }
       if (typeof DEFAULT_CONFIG[section][name as never] === 'boolean') {
         if (typeof value !== 'boolean') throw invalid(setting, source, 'is not true or false');
         continue;

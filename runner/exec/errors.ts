@@ -5,6 +5,8 @@ export interface ExecErrorDetails {
   EXEC_PATH_ESCAPE: { path: string };
   /** The capsule carries no bytes for an input its manifest lists. */
   EXEC_INPUT_MISSING: { path: string };
+  /** A run's workspace could not be removed whole (what is left stays for the next open to retry). */
+  EXEC_WORKSPACE_NOT_REMOVED: { path: string; errno?: string };
 }
 
 export type ExecErrorCode = keyof ExecErrorDetails;

@@ -6,8 +6,8 @@
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import type { BlobStore, CappedBlob } from '../state/blobs.js';
-import type { LaunchPlan } from './sandbox.js';
+import type { BlobStore, BlobWriter, CappedBlob } from '../state/blobs.js';
+import { endLaunch, startLaunch, toSpawnStdio, type LaunchPlan } from './sandbox.js';
 
 /** Bytes of stderr kept in memory to explain a limit exit; matched against patterns, never recorded. */
 const STDERR_TAIL_BYTES = 4096;
@@ -24,6 +24,8 @@ export interface StepOutcome {
   stderr: CappedBlob;
   /** The end of stderr, for classifying limit exits locally. Never leaves the runner. */
   stderrTail: string;
+  /** OOM kills in the step's memory cgroup (sandbox.ts endLaunch); absent without one. */
+  oomKills?: number;
 }
 
 export interface RunStepOptions {
@@ -41,12 +43,40 @@ export interface RunStepOptions {
   leaderIsStep?: boolean;
 }
 
+/**
+ * Resolves with the step's outcome, or rejects with the coded error of a write that failed (its output
+ * could not be kept: a full disk is STATE_DISK_FULL): the step's group is then killed at once, both
+ * temporary blobs are removed, and the caller ends the run. A failed write never throws out of a stream
+ * handler, where it would take the whole runner down.
+ */
 export function runStep(options: RunStepOptions): Promise<StepOutcome> {
   const { plan, blobs } = options;
   const stdout = blobs.writer(options.outputCapBytes);
-  const stderr = blobs.writer(options.outputCapBytes);
+  let stderr: BlobWriter;
+  try {
+    stderr = blobs.writer(options.outputCapBytes);
+  } catch (err) {
+    stdout.abort();
+    return Promise.reject(err);
+  }
+  return runStarted(options, plan, stdout, stderr);
+}
+
+/** Both blobs, named by their digests; if either cannot be stored, neither is kept and the error is thrown. */
+function finishOutputs(stdout: BlobWriter, stderr: BlobWriter): { stdout: CappedBlob; stderr: CappedBlob } {
+  try {
+    const out = stdout.finish();
+    return { stdout: out, stderr: stderr.finish() };
+  } catch (err) {
+    stdout.abort();
+    stderr.abort();
+    throw err;
+  }
+}
+
+function runStarted(options: RunStepOptions, plan: LaunchPlan, stdout: BlobWriter, stderr: BlobWriter): Promise<StepOutcome> {
   const started = process.hrtime.bigint();
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     let timedOut = false;
     let spawnFailure: SpawnFailure | null = null;
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -59,7 +89,7 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
         cwd: plan.cwd,
         env: plan.env,
         detached: true, // its own process group, so the whole group can be signalled
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: toSpawnStdio(plan), // and the sandbox's own fds (seccomp program, cgroup hold)
         shell: false,
         windowsHide: true,
         ...(plan.uid !== undefined ? { uid: plan.uid } : {}),
@@ -68,16 +98,20 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
     } catch {
       // spawn throws synchronously on arguments it cannot pass (e.g. a NUL byte): nothing started.
       settled = true;
-      resolve({
-        exitCode: null,
-        signal: null,
-        timedOut: false,
-        durationMs: 0,
-        spawnFailure: 'spawn-failed',
-        stdout: stdout.finish(),
-        stderr: stderr.finish(),
-        stderrTail: '',
-      });
+      endLaunch(plan);
+      try {
+        resolve({
+          exitCode: null,
+          signal: null,
+          timedOut: false,
+          durationMs: 0,
+          spawnFailure: 'spawn-failed',
+          ...finishOutputs(stdout, stderr),
+          stderrTail: '',
+        });
+      } catch (err) {
+        reject(err);
+      }
       return;
     }
     const signalGroup = (signal: NodeJS.Signals) => {
@@ -88,10 +122,26 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
         // ESRCH: the group is already gone.
       }
     };
-    child.stdout!.on('data', (chunk: Buffer) => stdout.write(chunk));
+    // A write that fails (a full disk) ends the step now: its output can no longer be kept whole.
+    let writeFailure: unknown;
+    const keep = (writer: BlobWriter, chunk: Buffer): void => {
+      if (writeFailure !== undefined) return;
+      try {
+        writer.write(chunk);
+      } catch (err) {
+        writeFailure = err;
+        signalGroup('SIGKILL');
+        finish();
+      }
+    };
+    child.stdout!.on('data', (chunk: Buffer) => keep(stdout, chunk));
+    // A pipe that fails to read ends like one the step closed ('close' follows); unhandled, the error
+    // would take the whole runner down.
+    child.stdout!.on('error', () => {});
+    child.stderr!.on('error', () => {});
     let tail = Buffer.alloc(0);
     child.stderr!.on('data', (chunk: Buffer) => {
-      stderr.write(chunk);
+      keep(stderr, chunk);
       tail = Buffer.concat([tail, chunk]);
       if (tail.length > STDERR_TAIL_BYTES) tail = tail.subarray(tail.length - STDERR_TAIL_BYTES);
     });
@@ -107,15 +157,29 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
       child.stdout?.destroy();
       child.stderr?.destroy();
       const durationMs = Number((process.hrtime.bigint() - started) / 1_000_000n);
+      const { oomKills } = endLaunch(plan); // the step's cgroup: read, then removed
+      if (writeFailure !== undefined) {
+        stdout.abort();
+        stderr.abort();
+        reject(writeFailure);
+        return;
+      }
+      let outputs: { stdout: CappedBlob; stderr: CappedBlob };
+      try {
+        outputs = finishOutputs(stdout, stderr);
+      } catch (err) {
+        reject(err);
+        return;
+      }
       resolve({
         exitCode: exit?.code ?? null,
         signal: exit?.signal ?? null,
         timedOut,
         durationMs,
         spawnFailure,
-        stdout: stdout.finish(),
-        stderr: stderr.finish(),
+        ...outputs,
         stderrTail: tail.toString('utf8'),
+        ...(oomKills !== undefined ? { oomKills } : {}),
       });
     };
 
@@ -143,6 +207,13 @@ export function runStep(options: RunStepOptions): Promise<StepOutcome> {
       setTimeout(finish, 2000).unref();
     });
     child.on('close', () => finish());
+    try {
+      startLaunch(plan, child); // feeds the seccomp program; moves a held bwrap into its cgroup, then lets it go
+    } catch {
+      // Not in its cgroup: it never starts the step.
+      spawnFailure = 'spawn-failed';
+      signalGroup('SIGKILL');
+    }
   });
 }
 

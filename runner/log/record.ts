@@ -31,6 +31,8 @@ export interface RecordBodies {
   'run.finished': { runId: string; verdict: Verdict };
   'run.aborted': { runId: string; reason: AbortReason };
   'evidence.signed': { runId: string; evidenceDigest: string };
+  /** A run's folder (its workspace, its inputs) could not be removed; the next open tries again. */
+  'workspace.not-removed': { runId: string; code: string; errno?: string };
 }
 
 export type RecordKind = keyof RecordBodies;
@@ -53,6 +55,7 @@ export const RECORD_FIELDS = {
   'run.finished': { required: ['runId', 'verdict'], optional: [] },
   'run.aborted': { required: ['runId', 'reason'], optional: [] },
   'evidence.signed': { required: ['runId', 'evidenceDigest'], optional: [] },
+  'workspace.not-removed': { required: ['runId', 'code'], optional: ['errno'] },
 } as const satisfies { readonly [K in RecordKind]: FieldSpec<RecordBodies[K]> };
 
 // Every required member of every body is listed as required, every optional one as optional.

@@ -67,6 +67,10 @@ const BODIES: { [K in RecordKind]: [RecordBodies[K], RecordBodies[K]] } = {
     { runId: RUN_ID, evidenceDigest: DIGEST },
     { runId: RUN_ID, evidenceDigest: DIGEST },
   ],
+  'workspace.not-removed': [
+    { runId: RUN_ID, code: 'EXEC_WORKSPACE_NOT_REMOVED' },
+    { runId: RUN_ID, code: 'EXEC_WORKSPACE_NOT_REMOVED', errno: 'EBUSY' },
+  ],
 };
 
 const leafOf = (text: string) => Buffer.from(text, 'utf8');
