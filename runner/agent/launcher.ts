@@ -3,10 +3,15 @@
  * isolation is probed once per selector (bwrap is actually tried), and a capsule that requires isolation the
  * host cannot give is rejected before anything runs. There is no default launcher: the runner context is
  * always handed one (the CLI hands it `sandboxLauncherSelector()`).
+ *
+ * Under bwrap each step gets its own memory cgroup when the runner can make one (exec/cgroup.ts; found once
+ * per process), else per-process rlimits only; which one is the launcher's `sandbox.memoryBound`, recorded
+ * in the evidence. With `sandbox.requireMemoryCgroup` a host without a usable cgroup runs nothing.
  */
 import type { RunnerConfig } from '../config/config.js';
 import { isCodedError } from '../core/errors.js';
-import type { IsolationUsed } from '../evidence/statement.js';
+import type { IsolationUsed, SandboxUsed } from '../evidence/statement.js';
+import { createStepCgroup, findMemoryCgroupParent, type MemoryCgroupParent } from '../exec/cgroup.js';
 import {
   grantWorkspaceToStep,
   planLaunch,
@@ -17,10 +22,13 @@ import {
   type SandboxConfig,
   type StepLimits,
 } from '../exec/sandbox.js';
+import { SandboxError } from '../exec/sandbox-errors.js';
 
 export interface Launcher {
   /** The isolation this launcher gives; recorded in the evidence. */
   isolation: IsolationUsed;
+  /** What the steps see and what bounds their memory; recorded in the evidence when given. */
+  sandbox?: SandboxUsed;
   /** False when the launched process is a wrapper (bwrap) rather than the step itself. */
   leaderIsStep: boolean;
   /** Called once the inputs are written, before any step: e.g. hand the workspace to the step user. */
@@ -39,7 +47,26 @@ export type LauncherSelector = (requirement: 'required' | 'best-effort', context
 
 /** The sandbox settings a configuration implies. */
 export function sandboxConfigOf(config: RunnerConfig): SandboxConfig {
-  return { runAsUid: config.stepUser.uid, runAsGid: config.stepUser.gid, searchPath: config.toolSearchPath };
+  return {
+    runAsUid: config.stepUser.uid,
+    runAsGid: config.stepUser.gid,
+    searchPath: config.toolSearchPath,
+    systemFolders: config.sandbox.systemFolders,
+    tmpBytes: config.sandbox.tmpBytes,
+    shmBytes: config.sandbox.shmBytes,
+  };
+}
+
+const cgroupParents = new Map<string, { parent: MemoryCgroupParent } | { reason: string }>();
+
+/** Where step cgroups go, found (and tried) once per configured folder and process. */
+function memoryCgroupParent(configured: string): { parent: MemoryCgroupParent } | { reason: string } {
+  let found = cgroupParents.get(configured);
+  if (!found) {
+    found = findMemoryCgroupParent(configured);
+    cgroupParents.set(configured, found);
+  }
+  return found;
 }
 
 /**
@@ -65,14 +92,46 @@ export function sandboxLauncherSelector(overrides: SandboxConfig = {}): Launcher
     if (mode === 'none' && (sandbox.runnerUid ?? process.getuid?.()) !== 0) {
       return { unavailable: 'without bubblewrap, a runner that is not root cannot keep a step away from its own key' };
     }
+    // Only bwrap can hold a step until it is in its cgroup; without bwrap the rlimits are all there is.
+    const cgroup = mode === 'bwrap' ? memoryCgroupParent(config.sandbox.memoryCgroup) : { reason: 'steps run without bwrap' };
+    if (config.sandbox.requireMemoryCgroup && !('parent' in cgroup)) {
+      return { unavailable: 'the configuration requires a memory cgroup per step, and none can be made here' };
+    }
+    const parent = 'parent' in cgroup ? cgroup.parent : undefined;
+    const used: SandboxUsed =
+      mode === 'bwrap'
+        ? { systemFolders: [...(sandbox.systemFolders ?? [])], memoryBound: parent ? 'cgroup' : 'rlimit', unixSockets: 'refused' }
+        : { memoryBound: 'rlimit' };
     return {
       isolation: mode,
+      sandbox: used,
       leaderIsStep: mode !== 'bwrap',
       prepare: (workspace) => {
         grantWorkspaceToStep(workspace, sandbox);
       },
       // The state folder (keys, database, evidence) is hidden from every step; only its workspace shows.
-      plan: (argv, env, workspace) => planLaunch({ argv, env, workspace, limits, mode, hide: [stateDir] }, sandbox),
+      // A step's cgroup is made with its plan; runStep removes it when the step is over (endLaunch).
+      plan: (argv, env, workspace) =>
+        planLaunch(
+          { argv, env, workspace, limits, mode, hide: [stateDir], ...(parent ? { cgroup: toStepCgroup(parent, limits.memoryBytes) } : {}) },
+          sandbox,
+        ),
     };
   };
+}
+
+function toStepCgroup(parent: MemoryCgroupParent, memoryBytes: number) {
+  try {
+    return createStepCgroup(parent, memoryBytes);
+  } catch (err) {
+    if (isCodedError(err)) throw err;
+    throw new SandboxError(
+      'EXEC_SANDBOX_CGROUP',
+      'The step memory cgroup could not be made; the step does not run.',
+      {
+        code: (err as NodeJS.ErrnoException).code ?? 'unknown',
+      },
+      { cause: err },
+    );
+  }
 }

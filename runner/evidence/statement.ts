@@ -14,6 +14,17 @@ export type Verdict = 'pass' | 'fail' | 'error';
 export type IsolationUsed = 'none' | 'bwrap';
 export type StepStatus = 'succeeded' | 'failed' | 'timed-out' | 'spawn-failed' | 'skipped';
 export type LimitReason = 'timeout' | 'cpu-limit' | 'memory-limit' | 'process-limit' | 'file-limit' | 'output-limit';
+/** What bounded a step's memory as a whole: its own memory cgroup, or per-process rlimits only. */
+export type MemoryBound = 'cgroup' | 'rlimit';
+
+/** How the steps were confined, beyond the isolation mode: configured names and enumerated values only. */
+export interface SandboxUsed {
+  /** bwrap only: the system folders the runner's configuration shows to steps, by name (its own list). */
+  systemFolders?: string[];
+  memoryBound: MemoryBound;
+  /** bwrap only: a seccomp filter refused unix sockets (and io_uring). */
+  unixSockets?: 'refused';
+}
 
 export interface StreamRecord {
   digest: string;
@@ -30,7 +41,10 @@ export interface StepRecord {
   timedOut: boolean;
   durationMs: number;
   spawnFailure?: 'not-found' | 'permission-denied' | 'spawn-failed';
+  /** A limit the runner knows ended the step: its timer, SIGXCPU it saw, an OOM kill in the step's cgroup. */
   limit?: LimitReason;
+  /** A limit that only the step's exit code or its stderr points at: a guess, never a fact. */
+  limitInferred?: LimitReason;
   stdout?: StreamRecord;
   stderr?: StreamRecord;
 }
@@ -49,7 +63,7 @@ export interface ArtifactRecord {
 export interface EvidencePredicate {
   runner: { id: string; keyid: string; version: string };
   capsule: { id: string; kind: CapsuleKind; digest: string; signers: string[] };
-  run: { id: string; startedAt: string; endedAt: string; isolation: IsolationUsed; verdict: Verdict };
+  run: { id: string; startedAt: string; endedAt: string; isolation: IsolationUsed; sandbox?: SandboxUsed; verdict: Verdict };
   steps: StepRecord[];
   artifacts: ArtifactRecord[];
   policy: { decision: 'allowed'; rule: 'read-only-kind'; trustVersion: number };

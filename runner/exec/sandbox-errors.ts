@@ -13,6 +13,8 @@ export type SandboxErrorCode =
   /** The launch request is malformed: empty argv, relative paths, limits that are not positive integers. */
   | 'EXEC_SANDBOX_REQUEST_INVALID'
   /** The step env names a dynamic-loader variable that would act on the wrappers outside the sandbox. details: { name } */
-  | 'EXEC_SANDBOX_ENV_UNSAFE';
+  | 'EXEC_SANDBOX_ENV_UNSAFE'
+  /** A step's memory cgroup could not be made, joined or removed; the step does not run unbounded. details: { code } */
+  | 'EXEC_SANDBOX_CGROUP';
 
 export class SandboxError extends CodedError<SandboxErrorCode> {}

@@ -1,9 +1,10 @@
 /**
  * Turns a step into the command line that runs it isolated and limited. The spawner (step.ts) launches the
- * returned LaunchPlan with `detached: true`; this module only decides what to launch.
+ * returned LaunchPlan with `detached: true` and the stdio of `toSpawnStdio`, calls `startLaunch` right after
+ * spawning and `endLaunch` once the step is over; this module only decides what to launch.
  *
  * mode 'bwrap' (bubblewrap), as root, the chain is
- *   bwrap [namespaces, mounts] -- setpriv [drop to the step user] -- prlimit [limits] -- argv
+ *   bwrap [namespaces, mounts, seccomp] -- setpriv [drop to the step user] -- prlimit [limits] -- argv
  *   - bwrap runs privileged so it can mount over any path and bind a workspace below a 0700 state folder;
  *     it drops every capability except CAP_SETUID/CAP_SETGID, which setpriv uses once and then clears
  *     (bounding set emptied, no_new_privs set), so the step runs as an ordinary uid (65534 by default).
@@ -12,26 +13,69 @@
  * mode 'bwrap', as another user: bwrap creates a user namespace itself (unprivileged userns), no setpriv.
  * mode 'none': prlimit -- argv, with the spawn uid/gid dropping to the step user when the runner is root.
  *
- * Limits are rlimits set by prlimit (util-linux) just before exec, inside the sandbox:
+ * What a bwrap step sees (the file system is built up, nothing of the host shows unless it is listed):
+ *   - the configured system folders (`sandbox.systemFolders`: /usr, /bin, /sbin, /lib*, /etc by default),
+ *     each read-only; a listed folder that is a symlink on the host (/bin -> usr/bin) is the same symlink;
+ *     a listed folder that does not exist is left out. Nothing else of the host: not /home, /root, /run,
+ *     /var, /srv, /opt, /tmp, nor any unix socket in them.
+ *   - the workspace, read-write, at its own path; its parents are made as empty folders.
+ *   - a private /dev, /proc of its PID namespace, and tmpfs /tmp and /dev/shm of `sandbox.tmpBytes` and
+ *     `sandbox.shmBytes`; the root itself is an empty tmpfs remounted read-only.
+ *   - hidden paths (the runner's state folder, DEFAULT_HIDDEN_PATHS) matter only where they lie inside a
+ *     listed folder: each is covered by an empty tmpfs of COVER_TMPFS_BYTES (root's, so read-only to a step
+ *     of a root runner), a file by /dev/null.
+ *   - a seccomp filter (seccomp.ts) that refuses socket(AF_UNIX), socketpair(AF_UNIX) and io_uring, so a
+ *     unix socket file inside a listed folder is still out of reach (a read-only bind does not stop
+ *     connect()). The filter reaches bwrap on fd 3 (`--seccomp 3`).
+ *
+ * Memory, in one of two ways; which one applied is recorded in the evidence (`memoryBound`):
+ *   'cgroup'  the step runs in its own memory cgroup (cgroup.ts) of memoryBytes: everything counts, over all
+ *             its processes (heap, memfd, shared mappings, its /tmp and /dev/shm pages). bwrap waits on fd 4
+ *             (`--block-fd 4`) until the runner has moved it and its first child into that cgroup, so no
+ *             process of the step is ever born outside it. An OOM kill there is a known memory-limit.
+ *   'rlimit'  no cgroup the runner may use: RLIMIT_DATA of memoryBytes per process (heap and private
+ *             writable mappings) and the tmpfs sizes. Shared mappings and memfd pages are NOT bounded then,
+ *             and neither is the sum over processes; `sandbox.requireMemoryCgroup` refuses to run instead.
+ *             Not RLIMIT_AS: V8 reserves address space up front (node 24 needs about 2 GiB of it to start).
+ *
+ * The other limits are rlimits set by prlimit (util-linux) just before exec, inside the sandbox:
  *   cpuSeconds  -> RLIMIT_CPU soft N (SIGXCPU), hard N + CPU_KILL_GRACE_SECONDS (SIGKILL if SIGXCPU is ignored)
- *   memoryBytes -> RLIMIT_DATA (heap and private writable mappings). Not RLIMIT_AS: V8 reserves its code
- *                  range up front, so node does not even start under an address-space limit of 512 MiB.
- *                  The private /tmp and /dev/shm tmpfs are capped at memoryBytes each as well.
  *   openFiles   -> RLIMIT_NOFILE
  *   processes   -> RLIMIT_NPROC (counts tasks, threads included, of the step's real uid)
  *   core dumps  -> RLIMIT_CORE 0, so a crashing hog does not write a core into the workspace.
  */
-import { spawnSync } from 'node:child_process';
-import { accessSync, constants, lchownSync, lstatSync, mkdtempSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { spawnSync, type ChildProcess, type StdioOptions } from 'node:child_process';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
-import { DEFAULT_CONFIG } from '../config/config.js';
+import type { Writable } from 'node:stream';
+import { DEFAULT_CONFIG, isSystemFolderPath } from '../config/config.js';
+import { countOomKills, joinStepCgroup, removeStepCgroup, type StepCgroup } from './cgroup.js';
 import { SandboxError } from './sandbox-errors.js';
+import { toSeccompFilterFor } from './seccomp.js';
 
 /** What was actually used for a step; recorded in the evidence. */
 export type IsolationMode = 'bwrap' | 'none';
 /** What a capsule asks for. */
 export type IsolationRequirement = 'required' | 'best-effort';
+/** What bounded a step's memory as a whole; recorded in the evidence. */
+export type MemoryBound = 'cgroup' | 'rlimit';
 
 export interface StepLimits {
   cpuSeconds: number;
@@ -48,10 +92,20 @@ export const DEFAULT_STEP_LIMITS: Readonly<StepLimits> = DEFAULT_CONFIG.limits;
 export const CPU_KILL_GRACE_SECONDS = 2;
 
 /**
- * Host paths a step never sees, whatever the request says: other users' homes and runtime sockets (a
- * read-only bind does not stop connect() on a unix socket). Each is covered by an empty tmpfs.
+ * Host paths a step never sees, whatever the request says. With the system-folder allowlist they are
+ * outside every default folder; they still matter when an operator lists a folder that holds one.
  */
 export const DEFAULT_HIDDEN_PATHS: readonly string[] = Object.freeze(['/root', '/home', '/run', '/var/tmp']);
+
+/** The host folders a bwrap step sees read-only, unless configured otherwise (config.ts owns the list). */
+export const DEFAULT_SYSTEM_FOLDERS: readonly string[] = DEFAULT_CONFIG.sandbox.systemFolders;
+
+/** An empty tmpfs that covers a hidden path holds nothing; this bounds what a step could write into one. */
+export const COVER_TMPFS_BYTES = 64 * 1024;
+
+/** The fds bwrap reads its seccomp program from and blocks on until it is in the step's cgroup. */
+const SECCOMP_FD = 3;
+const BLOCK_FD = 4;
 
 export interface SandboxConfig {
   /** Defaults to the first `bwrap` on PATH, /usr/bin or /bin. */
@@ -63,8 +117,13 @@ export interface SandboxConfig {
   /** The step's uid and gid when the runner is root. Default 65534 (nobody / nogroup). */
   runAsUid?: number;
   runAsGid?: number;
-  /** Always hidden in mode 'bwrap'. Default DEFAULT_HIDDEN_PATHS. */
+  /** Always hidden in mode 'bwrap' (where a listed folder holds them). Default DEFAULT_HIDDEN_PATHS. */
   hiddenPaths?: readonly string[];
+  /** Host folders a bwrap step sees, read-only. Default DEFAULT_SYSTEM_FOLDERS. */
+  systemFolders?: readonly string[];
+  /** Bytes of the step's private /tmp and /dev/shm. Defaults from the configuration. */
+  tmpBytes?: number;
+  shmBytes?: number;
   /** The runner's own uid; defaults to process.getuid(). Tests set it to plan for another user. */
   runnerUid?: number;
   /** Folders searched for the tools after the system ones (the configuration takes them from PATH). */
@@ -89,10 +148,15 @@ export interface LaunchRequest {
   mode: IsolationMode;
   /**
    * Absolute host paths the step must not see, such as the runner's state folder (mode 'bwrap' only). A
-   * directory is covered by an empty tmpfs, a file by /dev/null. The workspace stays visible even when it
-   * lies below one of them.
+   * directory inside a listed system folder is covered by an empty tmpfs, a file by /dev/null; one outside
+   * every listed folder is not there to begin with. The workspace stays visible even when it lies below one.
    */
   hide?: string[];
+  /**
+   * The step's memory cgroup (mode 'bwrap' only), made by the caller with memoryBytes as its bound: the plan
+   * then holds bwrap until startLaunch has moved it in, and RLIMIT_DATA is left to the cgroup.
+   */
+  cgroup?: StepCgroup;
 }
 
 export interface LaunchPlan {
@@ -102,6 +166,10 @@ export interface LaunchPlan {
   cwd: string;
   uid?: number;
   gid?: number;
+  /** Bytes the child reads on fds 3, 4, ... (a pipe each, written and closed by startLaunch). */
+  fdInputs?: Buffer[];
+  /** The cgroup startLaunch moves bwrap into before it lets it go on (fd 4); endLaunch reads and removes it. */
+  cgroup?: StepCgroup;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -111,37 +179,58 @@ export interface LaunchPlan {
 export function planLaunch(req: LaunchRequest, config: SandboxConfig = {}): LaunchPlan {
   verifyLaunchRequest(req);
   const prlimit = requireTool('prlimit', config.prlimitPath, config.searchPath);
-  const limited = [prlimit, ...toPrlimitArgs(req.limits), '--', ...req.argv];
   const runAs = stepIdentity(config);
   const workspace = realpathSync(req.workspace);
 
   switch (req.mode) {
     case 'none': {
-      const [file, ...args] = limited as [string, ...string[]];
+      if (req.cgroup) throw invalid('A step without bwrap cannot be held until it is in its cgroup.');
+      const [file, ...args] = [prlimit, ...toPrlimitArgs(req.limits), '--', ...req.argv] as [string, ...string[]];
       return { file, args, env: { ...req.env }, cwd: workspace, ...(runAs ?? {}) };
     }
     case 'bwrap': {
       verifyWrapperEnv(req.env);
+      for (const folder of config.systemFolders ?? []) {
+        if (!isSystemFolderPath(folder)) throw invalid(`The system folder "${folder}" is not a plain absolute path other than /.`, { path: folder });
+      }
       const bwrap = requireTool('bwrap', config.bwrapPath, config.searchPath);
+      const seccomp = toSeccompFilterFor(process.arch);
+      if (!seccomp) throw new SandboxError('EXEC_SANDBOX_TOOL_MISSING', `No seccomp filter is known for ${process.arch}.`, { tool: 'seccomp' });
       const dropPrivileges = runAs ? toSetprivArgv(requireTool('setpriv', config.setprivPath, config.searchPath), runAs) : [];
       const hide = [...(config.hiddenPaths ?? DEFAULT_HIDDEN_PATHS), ...(req.hide ?? [])];
+      const bound = req.cgroup ? 'cgroup' : 'rlimit';
       const args = [
-        ...toBwrapArgs({ workspace, hide, tmpfsBytes: req.limits.memoryBytes, privileged: runAs !== undefined }),
+        ...toBwrapArgs({
+          workspace,
+          hide,
+          systemFolders: config.systemFolders ?? DEFAULT_SYSTEM_FOLDERS,
+          tmpBytes: config.tmpBytes ?? DEFAULT_CONFIG.sandbox.tmpBytes,
+          shmBytes: config.shmBytes ?? DEFAULT_CONFIG.sandbox.shmBytes,
+          privileged: runAs !== undefined,
+          held: req.cgroup !== undefined,
+        }),
         '--',
         ...dropPrivileges,
-        ...limited,
+        prlimit,
+        ...toPrlimitArgs(req.limits, bound),
+        '--',
+        ...req.argv,
       ];
       // The environment goes through spawn, not --setenv: argv is world-readable in /proc, environ is not.
-      return { file: bwrap, args, env: { ...req.env }, cwd: workspace };
+      return { file: bwrap, args, env: { ...req.env }, cwd: workspace, fdInputs: [seccomp], ...(req.cgroup ? { cgroup: req.cgroup } : {}) };
     }
   }
 }
 
-/** `--cpu=soft:hard --data=N --nofile=N --nproc=N --core=0`, without the trailing `--`. */
-export function toPrlimitArgs(limits: StepLimits): string[] {
+/**
+ * `--cpu=soft:hard --data=N --nofile=N --nproc=N --core=0`, without the trailing `--`. Under a memory
+ * cgroup RLIMIT_DATA is left out: the cgroup bounds the same memory and more, and its OOM kill is a fact
+ * the runner reads, where a failed allocation is only what the step says.
+ */
+export function toPrlimitArgs(limits: StepLimits, memoryBound: MemoryBound = 'rlimit'): string[] {
   return [
     `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + CPU_KILL_GRACE_SECONDS}`,
-    `--data=${limits.memoryBytes}`,
+    ...(memoryBound === 'rlimit' ? [`--data=${limits.memoryBytes}`] : []),
     `--nofile=${limits.openFiles}`,
     `--nproc=${limits.processes}`,
     '--core=0',
@@ -151,9 +240,13 @@ export function toPrlimitArgs(limits: StepLimits): string[] {
 interface BwrapLayout {
   workspace: string;
   hide: readonly string[];
-  tmpfsBytes: number;
+  systemFolders: readonly string[];
+  tmpBytes: number;
+  shmBytes: number;
   /** bwrap runs as root (no user namespace); capabilities for setpriv are kept. */
   privileged: boolean;
+  /** bwrap waits on BLOCK_FD before it starts the step. */
+  held: boolean;
 }
 
 function toBwrapArgs(layout: BwrapLayout): string[] {
@@ -168,39 +261,76 @@ function toBwrapArgs(layout: BwrapLayout): string[] {
     '--unshare-cgroup-try',
     '--hostname',
     'edge-runner-step',
-    '--ro-bind',
-    '/',
-    '/', // the host file system, read-only
+  ];
+  const visible: string[] = [];
+  const made = new Set<string>();
+  // bwrap would make a missing parent 0700 root: the step user could not get through it.
+  const makeParents = (target: string, covered: readonly string[]) => {
+    for (const parent of toMissingParents(target, visible, covered)) {
+      if (made.has(parent)) continue;
+      made.add(parent);
+      args.push('--perms', '0755', '--dir', parent);
+    }
+  };
+  for (const folder of layout.systemFolders) {
+    const mount = toSystemFolderMount(folder);
+    if (!mount) continue;
+    makeParents(folder, []);
+    args.push(...mount.args);
+    if (mount.real) visible.push(mount.real);
+  }
+  args.push(
     '--dev',
     '/dev', // a private /dev (null, zero, random, tty, shm...)
     '--proc',
     '/proc', // the PID namespace's own /proc
-    ...toTmpfs('/tmp', layout.tmpfsBytes, '1777'),
-    ...toTmpfs('/dev/shm', layout.tmpfsBytes, '1777'),
-  ];
+    ...toTmpfs('/tmp', layout.tmpBytes, '1777'),
+    ...toTmpfs('/dev/shm', layout.shmBytes, '1777'),
+  );
   const covered = ['/tmp'];
+  const isVisible = (path: string) => visible.some((root) => path === root || path.startsWith(root + sep));
   for (const path of layout.hide) {
-    const hidden = toHiddenMount(path, layout.tmpfsBytes);
+    const hidden = toHiddenMount(path);
     if (!hidden) continue;
     if (hidden.path === layout.workspace || hidden.path.startsWith(layout.workspace + sep)) {
       // The workspace bind comes last and would cover it again.
       throw invalid(`"${path}" lies inside the workspace and cannot be hidden from the step.`, { path });
     }
+    if (!isVisible(hidden.path)) continue; // not shown to begin with
     args.push(...hidden.args);
     if (hidden.directory) covered.push(hidden.path);
   }
   // Re-expose the workspace read-write, even below a tmpfs: make its missing parents traversable first.
-  for (const parent of parentsBelowCover(layout.workspace, covered)) args.push('--perms', '0755', '--dir', parent);
+  makeParents(layout.workspace, covered);
   args.push('--bind', layout.workspace, layout.workspace, '--chdir', layout.workspace);
+  // The root is bwrap's own tmpfs, which a step in a user namespace would own: it is made read-only.
+  args.push('--remount-ro', '/');
+  args.push('--seccomp', String(SECCOMP_FD));
+  if (layout.held) args.push('--block-fd', String(BLOCK_FD));
   if (layout.privileged) args.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID');
   return args;
+}
+
+/**
+ * The bwrap arguments that show one listed system folder: the same symlink for a symlink (its target is
+ * shown only if it is listed too), a read-only bind for a folder or file, nothing for what is missing.
+ */
+function toSystemFolderMount(folder: string): { args: string[]; real?: string } | undefined {
+  let stat;
+  try {
+    stat = lstatSync(folder);
+  } catch {
+    return undefined;
+  }
+  if (stat.isSymbolicLink()) return { args: ['--symlink', readlinkSync(folder), folder] };
+  return { args: ['--ro-bind', folder, folder], real: folder };
 }
 
 function toTmpfs(path: string, bytes: number, perms: string): string[] {
   return ['--size', String(bytes), '--perms', perms, '--tmpfs', path];
 }
 
-function toHiddenMount(path: string, tmpfsBytes: number): { path: string; directory: boolean; args: string[] } | undefined {
+function toHiddenMount(path: string): { path: string; directory: boolean; args: string[] } | undefined {
   let real: string;
   try {
     real = realpathSync(path);
@@ -208,17 +338,106 @@ function toHiddenMount(path: string, tmpfsBytes: number): { path: string; direct
     return undefined; // nothing there to hide
   }
   if (real === '/') throw invalid('The root directory cannot be hidden from a step.', { path });
-  if (statSync(real).isDirectory()) return { path: real, directory: true, args: toTmpfs(real, tmpfsBytes, '0755') };
+  if (statSync(real).isDirectory()) return { path: real, directory: true, args: toTmpfs(real, COVER_TMPFS_BYTES, '0755') };
   return { path: real, directory: false, args: ['--ro-bind', '/dev/null', real] };
 }
 
-/** The ancestors of `target` that lie strictly inside a covered (tmpfs) path, outermost first. */
-function parentsBelowCover(target: string, covered: readonly string[]): string[] {
+/**
+ * The ancestors of `target` that are not there in the sandbox, outermost first: those strictly inside a
+ * covered (tmpfs) path, and those in bwrap's empty root that no listed folder provides.
+ */
+function toMissingParents(target: string, visible: readonly string[], covered: readonly string[]): string[] {
+  const inside = (dir: string, root: string) => dir === root || dir.startsWith(root + sep);
   const parents: string[] = [];
   for (let dir = dirname(target); dir !== dirname(dir); dir = dirname(dir)) {
-    if (covered.some((root) => dir.startsWith(root + sep))) parents.unshift(dir);
+    const cover = covered.filter((root) => inside(dir, root)).sort((a, b) => b.length - a.length)[0];
+    const shown = visible.filter((root) => inside(dir, root)).sort((a, b) => b.length - a.length)[0];
+    // The innermost of a cover and a listed folder decides: a cover hides what its folder held.
+    const innermost = [cover, shown].filter((root): root is string => root !== undefined).sort((a, b) => b.length - a.length)[0];
+    if (innermost === undefined)
+      parents.unshift(dir); // bwrap's empty root
+    else if (innermost === cover && dir !== cover) parents.unshift(dir); // inside an empty tmpfs
   }
   return parents;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Spawning a plan (step.ts, the probe and the tests use these three)
+// ---------------------------------------------------------------------------------------------------------
+
+/** stdin closed, stdout and stderr piped, and a pipe for each of the plan's fd inputs and its hold. */
+export function toSpawnStdio(plan: LaunchPlan): StdioOptions {
+  const extra = (plan.fdInputs?.length ?? 0) + (plan.cgroup ? 1 : 0);
+  return ['ignore', 'pipe', 'pipe', ...Array<'pipe'>(extra).fill('pipe')];
+}
+
+/**
+ * Right after spawning: writes the fd inputs (the seccomp program), moves bwrap and whatever it has forked
+ * so far into the step's cgroup, and only then lets it go on. A process forked after its parent moved is
+ * born inside, and bwrap forks nothing more until it is let go, so no process of the step starts outside.
+ * Throws EXEC_SANDBOX_CGROUP if the move fails; the caller kills the (still held) process group.
+ */
+export function startLaunch(plan: LaunchPlan, child: ChildProcess): void {
+  const fds = child.stdio.slice(SECCOMP_FD) as (Writable | null)[];
+  // bwrap closes each fd once it has read it: a reset on our end is expected, not a failure of the runner.
+  for (const fd of fds) fd?.on('error', () => {});
+  (plan.fdInputs ?? []).forEach((bytes, i) => fds[i]?.end(bytes));
+  if (!plan.cgroup) return;
+  const hold = fds[(plan.fdInputs ?? []).length];
+  if (child.pid === undefined || !hold) return; // it did not start; the spawner sees the error
+  try {
+    joinStepCgroup(plan.cgroup, child.pid);
+    for (const pid of toDescendants(child.pid)) joinStepCgroup(plan.cgroup, pid);
+  } catch (err) {
+    throw new SandboxError('EXEC_SANDBOX_CGROUP', 'The step could not be moved into its memory cgroup.', { code: errnoOf(err) }, { cause: err });
+  }
+  hold.end('go');
+}
+
+/** After the step has ended: how often the kernel OOM-killed in its cgroup, and the cgroup removed. */
+export function endLaunch(plan: LaunchPlan): { oomKills?: number } {
+  if (!plan.cgroup) return {};
+  let oomKills: number | undefined;
+  try {
+    oomKills = countOomKills(plan.cgroup);
+  } catch {
+    oomKills = undefined; // unreadable: nothing known, nothing claimed
+  }
+  try {
+    removeStepCgroup(plan.cgroup);
+  } catch {
+    // Its processes were killed with the group; an empty folder left behind holds no memory of its own.
+  }
+  return oomKills === undefined ? {} : { oomKills };
+}
+
+/** Every process below `pid`, found through /proc (parent pid in /proc/N/stat). */
+function toDescendants(pid: number): number[] {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const found: number[] = [];
+  const pending = [pid];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    for (const [child, parent] of parents) {
+      if (parent === next) {
+        found.push(child);
+        pending.push(child);
+      }
+    }
+  }
+  return found;
+}
+
+function errnoOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException | undefined)?.code ?? 'unknown';
 }
 
 function toSetprivArgv(setpriv: string, id: { uid: number; gid: number }): string[] {
@@ -316,14 +535,28 @@ export function probeIsolation(config: SandboxConfig = {}): IsolationProbe {
 
 function runProbe(config: SandboxConfig): IsolationProbe {
   if (!findTool('bwrap', config.bwrapPath, config.searchPath)) return { available: 'none', reason: 'bwrap is not installed' };
-  const workspace = mkdtempSync(join(tmpdir(), 'edge-runner-probe-'));
+  const root = mkdtempSync(join(tmpdir(), 'edge-runner-probe-'));
+  const fds: number[] = [];
   try {
+    const workspace = join(root, 'workspace');
+    mkdirSync(workspace);
     grantWorkspaceToStep(workspace, config);
     const plan = planLaunch(
       { argv: ['/bin/true'], env: { PATH: '/usr/bin:/bin' }, workspace, limits: { ...DEFAULT_STEP_LIMITS }, mode: 'bwrap' },
       config,
     );
-    const result = spawnSync(plan.file, plan.args, { cwd: plan.cwd, env: plan.env, stdio: ['ignore', 'ignore', 'pipe'], timeout: PROBE_TIMEOUT_MS });
+    // spawnSync cannot feed a pipe: the fd inputs (the seccomp program) come from files instead.
+    (plan.fdInputs ?? []).forEach((bytes, i) => {
+      const path = join(root, `fd-${i}`);
+      writeFileSync(path, bytes, { mode: 0o600 });
+      fds.push(openSync(path, 'r'));
+    });
+    const result = spawnSync(plan.file, plan.args, {
+      cwd: plan.cwd,
+      env: plan.env,
+      stdio: ['ignore', 'ignore', 'pipe', ...fds],
+      timeout: PROBE_TIMEOUT_MS,
+    });
     if (result.error) return { available: 'none', reason: `bwrap could not be started: ${result.error.message}` };
     if (result.status === 0) return { available: 'bwrap' };
     const said = result.stderr.toString('utf8').trim().slice(0, PROBE_REASON_MAX_CHARS);
@@ -331,7 +564,8 @@ function runProbe(config: SandboxConfig): IsolationProbe {
   } catch (err) {
     return { available: 'none', reason: err instanceof Error ? err.message : String(err) };
   } finally {
-    rmSync(workspace, { recursive: true, force: true });
+    for (const fd of fds) closeSync(fd);
+    rmSync(root, { recursive: true, force: true });
   }
 }
 
@@ -375,28 +609,37 @@ export function grantWorkspaceToStep(workspace: string, config: SandboxConfig = 
 // ---------------------------------------------------------------------------------------------------------
 
 /**
- * Why a step that failed ended, as far as can be known from outside:
- *   'cpu-limit'        it died of SIGXCPU (RLIMIT_CPU soft limit), or exited 152 (128 + SIGXCPU) under bwrap
- *   'process-limit'    its stderr shows fork/clone failing with EAGAIN (RLIMIT_NPROC)
- *   'memory-limit'     its stderr shows an allocation failure (RLIMIT_DATA)
- *   'open-files-limit' its stderr shows EMFILE (RLIMIT_NOFILE)
- *   'timeout'          the runner's timer ended it, and nothing above was seen
- *   'signal'           it died of another signal: SIGKILL may be the hard CPU limit or the kernel OOM
- *                      killer, SIGSEGV/SIGABRT may be an allocation failure; these cannot be told apart
- *   'none'             it ended by itself, or no limit explains the failure
+ * Why a step that failed ended, and whether the runner knows it or only guesses:
+ *   'cpu-limit'        known: it died of SIGXCPU (RLIMIT_CPU soft limit), seen by the runner itself;
+ *                      guessed: it exited 152 (128 + SIGXCPU) under bwrap, which is how bwrap reports that
+ *                      death, and also what a step that calls exit(152) looks like
+ *   'memory-limit'     known: the kernel OOM-killed a process in the step's memory cgroup (its oom_kill count);
+ *                      guessed: its stderr shows an allocation failure (RLIMIT_DATA gives ENOMEM, which only
+ *                      the step can report)
+ *   'process-limit'    guessed: its stderr shows fork/clone failing with EAGAIN (RLIMIT_NPROC)
+ *   'open-files-limit' guessed: its stderr shows EMFILE (RLIMIT_NOFILE)
+ *   'timeout'          known: the runner's timer ended it
+ *   'signal'           it died of another signal: SIGKILL may be the hard CPU limit or an OOM kill outside a
+ *                      cgroup, SIGSEGV/SIGABRT may be an allocation failure; these cannot be told apart
+ *   'none'             it ended by itself, or nothing points at a limit
+ * Words on stderr are the step's own: a step can print "Cannot allocate memory" and exit 1. They are never
+ * a known limit; the evidence records them as `limitInferred`, apart from `limit`.
  */
 export type LimitReason = 'cpu-limit' | 'process-limit' | 'memory-limit' | 'open-files-limit' | 'timeout' | 'signal' | 'none';
 
 /**
- * What the reason rests on: the signal the process died of; an exit code above 128, which bwrap (and any
- * shell) reports for a child that died of signal code-128 — a program may exit with such a code itself;
- * the step's own words on stderr (a guess); or the runner's timer.
+ * What the reason rests on. Known: the signal the process died of, as the runner saw it; the step
+ * cgroup's OOM kill count; the runner's timer. Guessed: an exit code above 128, which bwrap (and any shell)
+ * reports for a child that died of signal code-128, and which a program may also choose itself; the step's
+ * own words on stderr.
  */
-export type LimitBasis = 'signal' | 'exit-code' | 'stderr' | 'timer' | 'none';
+export type LimitBasis = 'signal' | 'cgroup' | 'timer' | 'exit-code' | 'stderr' | 'none';
 
 export interface LimitClassification {
   reason: LimitReason;
   basis: LimitBasis;
+  /** True when the basis is a fact the runner observed (signal, cgroup, timer), false for a guess. */
+  known: boolean;
 }
 
 export interface StepEnd {
@@ -405,6 +648,8 @@ export interface StepEnd {
   timedOut: boolean;
   /** The last few KiB of stderr, decoded; used for pattern matching only, never recorded. */
   stderrTail?: string;
+  /** OOM kills the kernel counted in the step's memory cgroup; undefined without one. */
+  oomKills?: number;
 }
 
 const STDERR_PATTERNS: readonly { reason: LimitReason; pattern: RegExp }[] = [
@@ -428,17 +673,20 @@ export function toSignalFromExitCode(exitCode: number | null): NodeJS.Signals | 
 }
 
 export function classifyLimitExit(end: StepEnd): LimitClassification {
+  const known = (reason: LimitReason, basis: LimitBasis): LimitClassification => ({ reason, basis, known: true });
+  const guessed = (reason: LimitReason, basis: LimitBasis): LimitClassification => ({ reason, basis, known: false });
   const reported = toSignalFromExitCode(end.exitCode);
-  if (end.signal === 'SIGXCPU') return { reason: 'cpu-limit', basis: 'signal' };
-  if (end.signal === null && reported === 'SIGXCPU') return { reason: 'cpu-limit', basis: 'exit-code' };
+  if (end.signal === 'SIGXCPU') return known('cpu-limit', 'signal');
   const failed = end.timedOut || end.signal !== null || end.exitCode !== 0;
-  if (!failed) return { reason: 'none', basis: 'none' };
+  if (!failed) return known('none', 'none');
+  if ((end.oomKills ?? 0) > 0) return known('memory-limit', 'cgroup');
+  if (end.timedOut) return known('timeout', 'timer');
+  if (end.signal === null && reported === 'SIGXCPU') return guessed('cpu-limit', 'exit-code');
   const tail = end.stderrTail ?? '';
   for (const { reason, pattern } of STDERR_PATTERNS) {
-    if (pattern.test(tail)) return { reason, basis: 'stderr' };
+    if (pattern.test(tail)) return guessed(reason, 'stderr');
   }
-  if (end.timedOut) return { reason: 'timeout', basis: 'timer' };
-  if (end.signal !== null) return { reason: 'signal', basis: 'signal' };
-  if (reported !== null) return { reason: 'signal', basis: 'exit-code' };
-  return { reason: 'none', basis: 'none' };
+  if (end.signal !== null) return known('signal', 'signal');
+  if (reported !== null) return guessed('signal', 'exit-code');
+  return known('none', 'none');
 }

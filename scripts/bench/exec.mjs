@@ -16,22 +16,30 @@ const DEFAULT_ITERATIONS = 200;
 const WARMUP_ITERATIONS = 10;
 
 /** Resolves when the process has exited; rejects on a spawn error or a non-zero exit. */
-function launch(file, args, options = {}) {
+function launch(file, args, options = {}, started = () => {}) {
   return new Promise((done, fail) => {
     const child = spawn(file, args, { stdio: 'ignore', ...options });
+    started(child);
     child.on('error', fail);
     child.on('exit', (code, signal) => (code === 0 ? done() : fail(new Error(`${file} ended with ${code ?? signal}`))));
   });
 }
 
-function launchPlan(plan) {
-  return launch(plan.file, plan.args, {
-    cwd: plan.cwd,
-    env: plan.env,
-    detached: true, // as the runner spawns steps: own process group
-    ...(plan.uid !== undefined ? { uid: plan.uid } : {}),
-    ...(plan.gid !== undefined ? { gid: plan.gid } : {}),
-  });
+function launchPlan(sandbox, plan) {
+  const stdio = sandbox.toSpawnStdio(plan).map((entry, fd) => (fd > 0 && fd < 3 ? 'ignore' : entry));
+  return launch(
+    plan.file,
+    plan.args,
+    {
+      cwd: plan.cwd,
+      env: plan.env,
+      stdio, // the sandbox's own fds (the seccomp program) as the runner gives them
+      detached: true, // as the runner spawns steps: own process group
+      ...(plan.uid !== undefined ? { uid: plan.uid } : {}),
+      ...(plan.gid !== undefined ? { gid: plan.gid } : {}),
+    },
+    (child) => sandbox.startLaunch(plan, child),
+  );
 }
 
 function median(values) {
@@ -61,10 +69,10 @@ export async function run({ dist = 'dist', iterations = DEFAULT_ITERATIONS } = {
     const probe = sandbox.probeIsolation();
     const subjects = [
       { name: 'bare spawn /bin/true', launch: () => launch('/bin/true', []) },
-      { name: 'planLaunch none /bin/true', launch: () => launchPlan(sandbox.planLaunch(request('none'))) },
+      { name: 'planLaunch none /bin/true', launch: () => launchPlan(sandbox, sandbox.planLaunch(request('none'))) },
     ];
     if (probe.available === 'bwrap') {
-      subjects.push({ name: 'planLaunch bwrap /bin/true', launch: () => launchPlan(sandbox.planLaunch(request('bwrap'))) });
+      subjects.push({ name: 'planLaunch bwrap /bin/true', launch: () => launchPlan(sandbox, sandbox.planLaunch(request('bwrap'))) });
     }
 
     const samples = subjects.map(() => []);

@@ -15,10 +15,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   classifyLimitExit,
   DEFAULT_STEP_LIMITS,
+  endLaunch,
   grantWorkspaceToStep,
   planLaunch,
   probeIsolation,
   selectIsolation,
+  startLaunch,
+  toSpawnStdio,
   type IsolationMode,
   type LaunchPlan,
   type StepEnd,
@@ -35,13 +38,13 @@ if (!bwrapUsable && !bwrapRequired) {
 }
 const bwrapModes: IsolationMode[] = bwrapUsable || bwrapRequired ? ['bwrap'] : [];
 /**
- * A node for the steps that need one (a memory hog, a CPU spinner). The sandbox hides /tmp, /home, /root, /run
- * and /var/tmp, so the runner's own node is only usable when it lives elsewhere (a clone under /tmp puts it
- * there); then the host's node in /usr/bin will do: the step's program is not the runner's runtime.
+ * A node for the steps that need one (a memory hog, a CPU spinner). A bwrap step sees only the system folders
+ * (/usr, /bin, /lib*, /etc...), so the runner's own node is only usable when it lives there; else the host's
+ * node in /usr/bin will do: the step's program is not the runner's runtime.
  */
-const HIDDEN_IN_SANDBOX = ['/tmp/', '/home/', '/root/', '/run/', '/var/tmp/'];
+const VISIBLE_IN_SANDBOX = ['/usr/', '/bin/', '/sbin/', '/lib/', '/lib64/', '/etc/'];
 const NODE = [process.execPath, '/usr/bin/node', '/usr/local/bin/node'].find(
-  (path) => existsSync(path) && !HIDDEN_IN_SANDBOX.some((hidden) => realpathSync(path).startsWith(hidden)),
+  (path) => existsSync(path) && VISIBLE_IN_SANDBOX.some((shown) => realpathSync(path).startsWith(shown)),
 );
 const STDERR_TAIL_BYTES = 4096;
 const OUTPUT_CAP_BYTES = 64 * 1024;
@@ -95,7 +98,7 @@ function runPlan(plan: LaunchPlan, timeoutMs = 10_000): Promise<Finished> {
       cwd: plan.cwd,
       env: plan.env,
       detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: toSpawnStdio(plan),
       ...(plan.uid !== undefined ? { uid: plan.uid } : {}),
       ...(plan.gid !== undefined ? { gid: plan.gid } : {}),
     });
@@ -103,8 +106,8 @@ function runPlan(plan: LaunchPlan, timeoutMs = 10_000): Promise<Finished> {
     const keep = (key: 'stdout' | 'stderr') => (chunk: Buffer) => {
       out[key] = (out[key] + chunk.toString('utf8')).slice(-OUTPUT_CAP_BYTES);
     };
-    child.stdout.on('data', keep('stdout'));
-    child.stderr.on('data', keep('stderr'));
+    child.stdout!.on('data', keep('stdout'));
+    child.stderr!.on('data', keep('stderr'));
     const signalGroup = (signal: NodeJS.Signals) => {
       try {
         if (child.pid !== undefined) process.kill(-child.pid, signal);
@@ -124,8 +127,17 @@ function runPlan(plan: LaunchPlan, timeoutMs = 10_000): Promise<Finished> {
       clearTimeout(termTimer);
       clearTimeout(killTimer);
       signalGroup('SIGKILL');
-      resolve({ exitCode, signal, timedOut, stderrTail: out.stderr.slice(-STDERR_TAIL_BYTES), ...out });
+      const { oomKills } = endLaunch(plan);
+      resolve({
+        exitCode,
+        signal,
+        timedOut,
+        stderrTail: out.stderr.slice(-STDERR_TAIL_BYTES),
+        ...out,
+        ...(oomKills !== undefined ? { oomKills } : {}),
+      });
     });
+    startLaunch(plan, child);
   });
 }
 
@@ -321,12 +333,16 @@ describe.each(bwrapModes)('a step in mode %s', (mode) => {
 });
 
 describe.each(['none', ...bwrapModes] as IsolationMode[])('resource limits in mode %s', (mode) => {
-  it('stop a fork bomb with reason process-limit, and leave the runner healthy', async () => {
+  it('stop a fork bomb (fork fails with EAGAIN until the timer ends it), and leave the runner healthy', async () => {
     // A bounded bomb: a binary tree of depth 10 (2,047 shells) against a limit of 48 tasks.
     const marker = `bomb-${randomUUID()}`;
     const bomb = `b() { [ "$1" -lt 10 ] && { b $(( $1 + 1 )) & b $(( $1 + 1 )) & wait; }; }; b 0; true ${marker}`;
     const end = await runPlan(planStep(mode, ['/bin/bash', '-c', bomb, marker], { processes: 48 }), 5000);
-    expect(classifyLimitExit(end)).toEqual({ reason: 'process-limit', basis: 'stderr' });
+    expect(end.stderr).toMatch(/fork: (retry: )?Resource temporarily unavailable/);
+    // bash retries a failed fork with a backoff: the runner's timer is what ends it, and that is known.
+    expect(classifyLimitExit(end)).toEqual(
+      end.timedOut ? { reason: 'timeout', basis: 'timer', known: true } : { reason: 'process-limit', basis: 'stderr', known: false },
+    );
     expect(await waitUntilNoneMarked(marker, 3000)).toEqual([]);
     await expectRunnerHealthy();
   });
@@ -335,7 +351,7 @@ describe.each(['none', ...bwrapModes] as IsolationMode[])('resource limits in mo
     const hog = 'const held = []; for (let i = 0; i < 64; i++) held.push(Buffer.alloc(64 << 20, 1)); console.log("survived")';
     const end = await runPlan(planStep(mode, [NODE!, '-e', hog], { memoryBytes: 256 << 20 }));
     expect(end.stdout).not.toContain('survived');
-    expect(classifyLimitExit(end)).toEqual({ reason: 'memory-limit', basis: 'stderr' });
+    expect(classifyLimitExit(end)).toEqual({ reason: 'memory-limit', basis: 'stderr', known: false });
     await expectRunnerHealthy();
   });
 
@@ -343,7 +359,9 @@ describe.each(['none', ...bwrapModes] as IsolationMode[])('resource limits in mo
     const end = await runPlan(planStep(mode, [NODE!, '-e', 'for (;;) {}'], { cpuSeconds: 1 }));
     // bwrap reports its child's death by a signal as exit code 128 + the signal number.
     expect(end.signal ?? toSignalFromExitCode(end.exitCode)).toBe('SIGXCPU');
-    expect(classifyLimitExit(end)).toEqual({ reason: 'cpu-limit', basis: mode === 'bwrap' ? 'exit-code' : 'signal' });
+    expect(classifyLimitExit(end)).toEqual(
+      mode === 'bwrap' ? { reason: 'cpu-limit', basis: 'exit-code', known: false } : { reason: 'cpu-limit', basis: 'signal', known: true },
+    );
     expect(end.timedOut).toBe(false);
   });
 });
@@ -355,7 +373,7 @@ describe.each(['none', ...bwrapModes] as IsolationMode[])('when a step in mode %
     const end = await runPlan(planStep(mode, ['/bin/bash', '-c', script]), 1500);
     expect(end.stdout).toBe('started\n');
     expect(end.timedOut).toBe(true);
-    expect(classifyLimitExit(end)).toEqual({ reason: 'timeout', basis: 'timer' });
+    expect(classifyLimitExit(end)).toEqual({ reason: 'timeout', basis: 'timer', known: true });
     expect(await waitUntilNoneMarked(marker, 3000)).toEqual([]);
   });
 });
@@ -374,14 +392,19 @@ describe('classifyLimitExit', () => {
   const ended = (end: Partial<StepEnd>): StepEnd => ({ exitCode: 1, signal: null, timedOut: false, ...end });
 
   it('says none for a step that succeeded, whatever it printed', () => {
-    expect(classifyLimitExit(ended({ exitCode: 0, stderrTail: 'Cannot allocate memory' }))).toEqual({ reason: 'none', basis: 'none' });
+    expect(classifyLimitExit(ended({ exitCode: 0, stderrTail: 'Cannot allocate memory' }))).toEqual({ reason: 'none', basis: 'none', known: true });
   });
 
   it('trusts SIGXCPU over anything else', () => {
-    expect(classifyLimitExit(ended({ exitCode: null, signal: 'SIGXCPU', timedOut: true }))).toEqual({ reason: 'cpu-limit', basis: 'signal' });
+    expect(classifyLimitExit(ended({ exitCode: null, signal: 'SIGXCPU', timedOut: true }))).toEqual({
+      reason: 'cpu-limit',
+      basis: 'signal',
+      known: true,
+    });
   });
 
-  it('reads fork failures, allocation failures and EMFILE from stderr, as a guess', () => {
+  it('reads fork failures, allocation failures and EMFILE from stderr, as a guess (never known)', () => {
+    expect(classifyLimitExit(ended({ stderrTail: 'Cannot allocate memory' }))).toEqual({ reason: 'memory-limit', basis: 'stderr', known: false });
     expect(classifyLimitExit(ended({ stderrTail: 'bash: fork: retry: Resource temporarily unavailable' })).reason).toBe('process-limit');
     expect(
       classifyLimitExit(ended({ signal: 'SIGABRT', stderrTail: "terminate called after throwing an instance of 'std::bad_alloc'" })).reason,
@@ -390,17 +413,32 @@ describe('classifyLimitExit', () => {
     expect(classifyLimitExit(ended({ stderrTail: 'Error: EMFILE: too many open files' })).reason).toBe('open-files-limit');
   });
 
-  it('says timeout when the timer ended a step and nothing points at a limit', () => {
-    expect(classifyLimitExit(ended({ exitCode: null, signal: 'SIGTERM', timedOut: true }))).toEqual({ reason: 'timeout', basis: 'timer' });
+  it('says timeout when the timer ended a step, whatever its stderr says', () => {
+    expect(classifyLimitExit(ended({ exitCode: null, signal: 'SIGTERM', timedOut: true, stderrTail: 'MemoryError' }))).toEqual({
+      reason: 'timeout',
+      basis: 'timer',
+      known: true,
+    });
   });
 
-  it('reads an exit code of 128 + SIGXCPU, as bwrap reports it, as cpu-limit', () => {
-    expect(classifyLimitExit(ended({ exitCode: 152 }))).toEqual({ reason: 'cpu-limit', basis: 'exit-code' });
+  it('knows memory-limit from an OOM kill in the step cgroup, and only for a step that failed', () => {
+    expect(classifyLimitExit(ended({ exitCode: null, signal: 'SIGKILL', oomKills: 1 }))).toEqual({
+      reason: 'memory-limit',
+      basis: 'cgroup',
+      known: true,
+    });
+    expect(classifyLimitExit(ended({ exitCode: 137, oomKills: 2 }))).toEqual({ reason: 'memory-limit', basis: 'cgroup', known: true });
+    expect(classifyLimitExit(ended({ exitCode: 0, oomKills: 1 })).reason).toBe('none');
+    expect(classifyLimitExit(ended({ exitCode: 1, oomKills: 0, stderrTail: 'MemoryError' })).known).toBe(false);
+  });
+
+  it('reads an exit code of 128 + SIGXCPU, as bwrap reports it, as a guessed cpu-limit', () => {
+    expect(classifyLimitExit(ended({ exitCode: 152 }))).toEqual({ reason: 'cpu-limit', basis: 'exit-code', known: false });
   });
 
   it('does not pretend to know why a SIGKILL or SIGSEGV came', () => {
-    expect(classifyLimitExit(ended({ exitCode: null, signal: 'SIGKILL' }))).toEqual({ reason: 'signal', basis: 'signal' });
-    expect(classifyLimitExit(ended({ exitCode: null, signal: 'SIGSEGV' }))).toEqual({ reason: 'signal', basis: 'signal' });
-    expect(classifyLimitExit(ended({ exitCode: 137 }))).toEqual({ reason: 'signal', basis: 'exit-code' });
+    expect(classifyLimitExit(ended({ exitCode: null, signal: 'SIGKILL' }))).toEqual({ reason: 'signal', basis: 'signal', known: true });
+    expect(classifyLimitExit(ended({ exitCode: null, signal: 'SIGSEGV' }))).toEqual({ reason: 'signal', basis: 'signal', known: true });
+    expect(classifyLimitExit(ended({ exitCode: 137 }))).toEqual({ reason: 'signal', basis: 'exit-code', known: false });
   });
 });

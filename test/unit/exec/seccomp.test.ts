@@ -1,0 +1,115 @@
+/**
+ * The seccomp filter as bytes (runner/exec/seccomp.ts): its encoding, and its decisions, checked by running
+ * the program through a small classic-BPF interpreter over seccomp_data values (linux/seccomp.h).
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  SECCOMP_RET_ALLOW,
+  SECCOMP_RET_ERRNO,
+  toSeccompBytes,
+  toSeccompFilterFor,
+  toSeccompProgram,
+  type BpfInstruction,
+} from '../../../runner/exec/seccomp.js';
+
+const AUDIT_ARCH_X86_64 = 0xc000003e;
+const AUDIT_ARCH_I386 = 0x40000003;
+const AUDIT_ARCH_AARCH64 = 0xc00000b7;
+
+/** struct seccomp_data: nr, arch, instruction_pointer, args[6], little-endian. */
+function seccompData(arch: number, nr: number, args: number[] = []): Buffer {
+  const data = Buffer.alloc(64);
+  data.writeUInt32LE(nr >>> 0, 0);
+  data.writeUInt32LE(arch >>> 0, 4);
+  args.forEach((arg, i) => data.writeBigUInt64LE(BigInt(arg), 16 + i * 8));
+  return data;
+}
+
+/** The subset of classic BPF the filter uses: ld [k], jeq/jge #k, ret #k. Anything else fails the test. */
+function runBpf(program: readonly BpfInstruction[], data: Buffer): number {
+  let acc = 0;
+  for (let pc = 0; pc < program.length;) {
+    const { code, jt, jf, k } = program[pc]!;
+    switch (code) {
+      case 0x20:
+        acc = data.readUInt32LE(k);
+        pc += 1;
+        break;
+      case 0x15:
+        pc += 1 + (acc === k >>> 0 ? jt : jf);
+        break;
+      case 0x35:
+        pc += 1 + (acc >>> 0 >= k >>> 0 ? jt : jf);
+        break;
+      case 0x06:
+        return k >>> 0;
+      default:
+        throw new Error(`unexpected BPF code ${code}`);
+    }
+  }
+  throw new Error('the program ran off its end');
+}
+
+const errno = (n: number) => (SECCOMP_RET_ERRNO | n) >>> 0;
+
+describe('the seccomp filter for x86_64', () => {
+  const program = toSeccompProgram('x64');
+  const x64 = (nr: number, args: number[] = []) => runBpf(program, seccompData(AUDIT_ARCH_X86_64, nr, args));
+
+  it('refuses socket(AF_UNIX) and socketpair(AF_UNIX) with EAFNOSUPPORT', () => {
+    expect(x64(41, [1, 1, 0])).toBe(errno(97));
+    expect(x64(53, [1, 1, 0])).toBe(errno(97));
+  });
+
+  it('allows sockets of other families (AF_INET, AF_INET6, AF_NETLINK) and a domain whose high word is set', () => {
+    expect(x64(41, [2, 1, 0])).toBe(SECCOMP_RET_ALLOW);
+    expect(x64(41, [10, 1, 0])).toBe(SECCOMP_RET_ALLOW);
+    expect(x64(41, [16, 3, 0])).toBe(SECCOMP_RET_ALLOW);
+    // The kernel reads the domain as an int: the high word does not make a unix socket.
+    expect(x64(41, [2 ** 32 + 2])).toBe(SECCOMP_RET_ALLOW);
+    expect(x64(41, [2 ** 32 + 1])).toBe(errno(97));
+  });
+
+  it('refuses io_uring_setup, io_uring_enter and io_uring_register with ENOSYS (IORING_OP_SOCKET bypasses socket())', () => {
+    for (const nr of [425, 426, 427]) expect(x64(nr)).toBe(errno(38));
+  });
+
+  it('allows everything else: read, connect, execve, clone3', () => {
+    for (const nr of [0, 42, 59, 435]) expect(x64(nr)).toBe(SECCOMP_RET_ALLOW);
+  });
+
+  it('refuses the x32 ABI (syscall bit 0x40000000) and any other architecture, i386 included', () => {
+    expect(x64(0x40000000 + 41, [1])).toBe(errno(1));
+    expect(x64(0x40000000 + 0)).toBe(errno(1));
+    expect(runBpf(program, seccompData(AUDIT_ARCH_I386, 359, [1]))).toBe(errno(1));
+    expect(runBpf(program, seccompData(AUDIT_ARCH_AARCH64, 198, [1]))).toBe(errno(1));
+  });
+});
+
+describe('the seccomp filter for aarch64', () => {
+  const program = toSeccompProgram('arm64');
+  const arm = (nr: number, args: number[] = []) => runBpf(program, seccompData(AUDIT_ARCH_AARCH64, nr, args));
+
+  it('refuses unix sockets and io_uring by the generic syscall numbers, allows the rest', () => {
+    expect(arm(198, [1])).toBe(errno(97));
+    expect(arm(199, [1])).toBe(errno(97));
+    expect(arm(198, [2])).toBe(SECCOMP_RET_ALLOW);
+    expect(arm(425)).toBe(errno(38));
+    expect(arm(203)).toBe(SECCOMP_RET_ALLOW); // connect
+    expect(runBpf(program, seccompData(AUDIT_ARCH_X86_64, 41, [1]))).toBe(errno(1));
+  });
+});
+
+describe('toSeccompBytes', () => {
+  it('encodes struct sock_filter as u16 code, u8 jt, u8 jf, u32 k, 8 bytes each, little-endian', () => {
+    expect(toSeccompBytes([{ code: 0x15, jt: 2, jf: 7, k: 0xc000003e }]).toString('hex')).toBe('150002073e0000c0');
+    expect(toSeccompBytes([{ code: 0x06, jt: 0, jf: 0, k: 0x7fff0000 }], false).toString('hex')).toBe('000600007fff0000');
+  });
+
+  it('gives the program bwrap reads for this host, and nothing for an architecture without a table', () => {
+    const bytes = toSeccompFilterFor('x64')!;
+    expect(bytes.length).toBe(toSeccompProgram('x64').length * 8);
+    expect(bytes.subarray(0, 8).toString('hex')).toBe('2000000004000000'); // ld [4]: seccomp_data.arch
+    expect(toSeccompFilterFor('ia32')).toBeUndefined();
+  });
+});
