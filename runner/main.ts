@@ -49,6 +49,9 @@ async function main(argv: string[]): Promise<number> {
     );
     return 0;
   }
+  // First: no step may inherit a descriptor the runner's parent left open (bubblewrap passes them on).
+  const { closeInheritedDescriptors } = await import('./cli/descriptors.js');
+  closeInheritedDescriptors();
   const { runCli } = await import('./cli/index.js');
   return runCli(argv);
 }
