@@ -2,8 +2,8 @@
  * The runner's state folder: its identity, key pair, pinned trust document, SQLite database, local evidence
  * store and run workspaces. Created once by `init`; never overwritten.
  */
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { isStepId, type ConfigOverrides, type StepUser } from '../config/config.js';
 import { PrivateKey, verifyKeyPair } from '../core/ed25519.js';
 import { sha256Hex } from '../core/digest.js';
@@ -119,11 +119,12 @@ export function initState(
   // inside it, so every rename stays on its file system; otherwise the staging folder is a sibling that is
   // renamed into place whole. runner.json goes last: a folder without it is not a state folder.
   const inPlace = existsSync(layout.dir);
-  const staging = inPlace ? join(layout.dir, `.init-${process.pid}`) : `${layout.dir}.init-${process.pid}`;
-  rmSync(staging, { recursive: true, force: true });
+  if (!inPlace) mkdirSync(dirname(layout.dir), { recursive: true, mode: 0o700 });
+  // A fresh folder with a random name (mkdtemp: mkdir 0700, never an existing name, no symlink followed),
+  // so nobody can plant or swap it beforehand.
+  const staging = mkdtempSync(inPlace ? join(layout.dir, '.init-') : `${layout.dir}.init-`);
   try {
     const staged = layoutOf(staging);
-    mkdirSync(staging, { recursive: true, mode: 0o700 });
     const key = options.key ?? PrivateKey.generate();
     verifyKeyPair(key);
     writeKeyPair(join(staging, 'runner'), key);
