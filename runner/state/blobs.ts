@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, lstatSync, mkdirSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { currentProcess, isProcessAlive, type ProcessIdentity } from '../store/store.js';
+import { currentProcess, isProcessAlive, type ProcessIdentity } from './process.js';
 import { StateError } from './errors.js';
 import { createExclusive, syncFolder, writeFailure, writeFully } from './files.js';
 

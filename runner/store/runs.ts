@@ -1,14 +1,10 @@
 /** `runs_v1`: one row per run, its state (running, finished, aborted), verdict, evidence, and owner process. */
+import type { ProcessIdentity } from '../state/process.js';
 import type { SqliteDatabase, Statement } from './sqlite.js';
 
 export type RunStatus = 'running' | 'finished' | 'aborted';
 
-/** A process, named so that a reused pid is not mistaken for the runner that started a run. */
-export interface ProcessIdentity {
-  pid: number;
-  /** The process's start time as the kernel reports it (/proc/PID/stat field 22), qualified by boot id. */
-  start: string;
-}
+export type { ProcessIdentity };
 
 export interface RunRow {
   runId: string;

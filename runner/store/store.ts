@@ -6,7 +6,7 @@
  * folder; rows come out as typed values.
  */
 import { DEFAULT_CONFIG } from '../config/config.js';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { encodeRecordLeaf, type RecordBodies, type RecordKind } from '../log/record.js';
 import { CheckpointTable, CHECKPOINTS_SCHEMA_SQL, type StoredCheckpoint } from './checkpoints.js';
 import { StoreError } from './errors.js';
@@ -14,11 +14,13 @@ import { verifyStoreIntegrity } from './integrity.js';
 import { MerkleTable } from './merkle.js';
 import { NONCES_SCHEMA_SQL, NonceTable } from './nonces.js';
 import { RecordTable, RECORDS_SCHEMA_SQL, type StoredRecord } from './records.js';
-import { RunTable, RUNS_OWNER_SQL, RUNS_SCHEMA_SQL, type ProcessIdentity, type RunRow, type RunStatus } from './runs.js';
+import { currentProcess, isProcessAlive, type ProcessIdentity } from '../state/process.js';
+import { RunTable, RUNS_OWNER_SQL, RUNS_SCHEMA_SQL, type RunRow, type RunStatus } from './runs.js';
 import { SqliteDatabase } from './sqlite.js';
 import { buildMerkleNodesV1, MERKLE_NODES_V1_SQL, moveTreeIntoRecords } from './tree-migrations.js';
 
 export type { ProcessIdentity, RunRow, RunStatus, StoredCheckpoint, StoredRecord };
+export { currentProcess };
 
 export interface StoreOptions {
   /** How long a write waits for another process's lock before failing, in milliseconds. */
@@ -249,30 +251,6 @@ function isoNow(): string {
     isoMs = ms;
   }
   return isoText;
-}
-
-/** This process, as ProcessIdentity; undefined where /proc is not readable. */
-export function currentProcess(): ProcessIdentity | undefined {
-  const start = processStart(process.pid);
-  return start === undefined ? undefined : { pid: process.pid, start };
-}
-
-export function isProcessAlive(owner: ProcessIdentity): boolean {
-  return processStart(owner.pid) === owner.start;
-}
-
-let bootId: string | undefined;
-
-/** The process's start time, qualified by the boot it belongs to (a pid and start time recur across boots). */
-function processStart(pid: number): string | undefined {
-  try {
-    bootId ??= readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Field 2 (comm) may hold spaces and parentheses: count fields after the last ')'. starttime is field 22.
-    return `${bootId}:${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]}`;
-  } catch {
-    return undefined;
-  }
 }
 
 function migrate(db: SqliteDatabase): void {
