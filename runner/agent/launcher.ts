@@ -11,7 +11,8 @@
 import type { RunnerConfig } from '../config/config.js';
 import { isCodedError } from '../core/errors.js';
 import type { IsolationUsed, SandboxUsed } from '../evidence/statement.js';
-import { createStepCgroup, findMemoryCgroupParent, type MemoryCgroupParent } from '../exec/cgroup.js';
+import { SYSCALL_FILTER } from '../exec/seccomp.js';
+import { createStepCgroup, findMemoryCgroupParent, removeDeadStepCgroups, type MemoryCgroupParent } from '../exec/cgroup.js';
 import {
   grantWorkspaceToStep,
   planLaunch,
@@ -59,11 +60,15 @@ export function sandboxConfigOf(config: RunnerConfig): SandboxConfig {
 
 const cgroupParents = new Map<string, { parent: MemoryCgroupParent } | { reason: string }>();
 
-/** Where step cgroups go, found (and tried) once per configured folder and process. */
+/**
+ * Where step cgroups go, found (and tried) once per configured folder and process; the step cgroups that
+ * runners killed mid-step left there are removed then (review F6: they would pile up to the kernel's limit).
+ */
 function memoryCgroupParent(configured: string): { parent: MemoryCgroupParent } | { reason: string } {
   let found = cgroupParents.get(configured);
   if (!found) {
     found = findMemoryCgroupParent(configured);
+    if ('parent' in found) removeDeadStepCgroups(found.parent);
     cgroupParents.set(configured, found);
   }
   return found;
@@ -100,7 +105,11 @@ export function sandboxLauncherSelector(overrides: SandboxConfig = {}): Launcher
     const parent = 'parent' in cgroup ? cgroup.parent : undefined;
     const used: SandboxUsed =
       mode === 'bwrap'
-        ? { systemFolders: [...(sandbox.systemFolders ?? [])], memoryBound: parent ? 'cgroup' : 'rlimit', unixSockets: 'refused' }
+        ? {
+            systemFolders: [...(sandbox.systemFolders ?? [])],
+            memoryBound: parent ? (parent.version === 2 ? 'cgroup-v2' : 'cgroup-v1') : 'rlimit',
+            syscallFilter: SYSCALL_FILTER,
+          }
         : { memoryBound: 'rlimit' };
     return {
       isolation: mode,

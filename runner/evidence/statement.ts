@@ -14,16 +14,19 @@ export type Verdict = 'pass' | 'fail' | 'error';
 export type IsolationUsed = 'none' | 'bwrap';
 export type StepStatus = 'succeeded' | 'failed' | 'timed-out' | 'spawn-failed' | 'skipped';
 export type LimitReason = 'timeout' | 'cpu-limit' | 'memory-limit' | 'process-limit' | 'file-limit' | 'output-limit';
-/** What bounded a step's memory as a whole: its own memory cgroup, or per-process rlimits only. */
-export type MemoryBound = 'cgroup' | 'rlimit';
+/**
+ * What bounded a step's memory as a whole: its own memory cgroup (v2 charges everything, socket buffers
+ * included; v1 charges TCP buffers under a limit of their own and never UDP ones), or per-process rlimits.
+ */
+export type MemoryBound = 'cgroup-v2' | 'cgroup-v1' | 'rlimit';
 
 /** How the steps were confined, beyond the isolation mode: configured names and enumerated values only. */
 export interface SandboxUsed {
   /** bwrap only: the system folders the runner's configuration shows to steps, by name (its own list). */
   systemFolders?: string[];
   memoryBound: MemoryBound;
-  /** bwrap only: a seccomp filter refused unix sockets (and io_uring). */
-  unixSockets?: 'refused';
+  /** bwrap only: the seccomp filter the steps ran under, by version (runner/exec/seccomp.ts says what it refuses). */
+  syscallFilter?: string;
 }
 
 export interface StreamRecord {

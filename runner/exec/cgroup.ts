@@ -9,13 +9,17 @@
  *     configuration, or the runner's own cgroup when its subtree_control already lists memory;
  *   - cgroup v1: the runner's own folder in the memory hierarchy (v1 has no rule against processes in inner
  *     folders), or a configured folder of that hierarchy.
- * A step's cgroup is `<parent>/edge-runner-step-<random>`, with memory.max (v1: memory.limit_in_bytes), and
- * swap at 0 where the kernel lets us set it. It is removed when the step ends. The kernel's count of OOM
+ * A step's cgroup is `<parent>/edge-runner-step-<pid>-<start>-<random>`, named after the runner process that
+ * made it (runner/state/process.ts), with memory.max (v1: memory.limit_in_bytes, and the TCP buffers it
+ * charges only when memory.kmem.tcp.limit_in_bytes is set), and swap at 0 where the kernel lets us set it.
+ * It is removed when the step ends; one whose runner died (SIGKILL) is removed when a runner next opens.
+ * v1 never charges UDP socket buffers: the evidence names the version, and the README says so. The kernel's count of OOM
  * kills in it (v2 memory.events, v1 memory.oom_control) is how the runner knows a step hit its memory bound.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isProcessAlive, processStartTicks } from '../state/process.js';
 import { SandboxError } from './sandbox-errors.js';
 
 export type CgroupVersion = 1 | 2;
@@ -109,7 +113,7 @@ function toMountedPath(mount: Mount, path: string): string | undefined {
 
 /** Makes a step's cgroup with its memory bound (and no swap, where the kernel offers that knob). */
 export function createStepCgroup(parent: MemoryCgroupParent, memoryBytes: number): StepCgroup {
-  const dir = join(parent.dir, `edge-runner-step-${randomBytes(8).toString('hex')}`);
+  const dir = join(parent.dir, `${STEP_PREFIX}${process.pid}-${processStartTicks(process.pid) ?? 0}-${randomBytes(8).toString('hex')}`);
   mkdirSync(dir);
   const cgroup: StepCgroup = { version: parent.version, dir };
   try {
@@ -118,6 +122,8 @@ export function createStepCgroup(parent: MemoryCgroupParent, memoryBytes: number
       if (existsSync(join(dir, 'memory.swap.max'))) writeFileSync(join(dir, 'memory.swap.max'), '0');
     } else {
       writeFileSync(join(dir, 'memory.limit_in_bytes'), String(memoryBytes));
+      // v1 charges socket buffers only under a TCP limit of their own; set before any task joins.
+      if (existsSync(join(dir, 'memory.kmem.tcp.limit_in_bytes'))) writeFileSync(join(dir, 'memory.kmem.tcp.limit_in_bytes'), String(memoryBytes));
       // memsw is memory + swap: equal to the memory limit means no swap. Absent when swap accounting is off.
       if (existsSync(join(dir, 'memory.memsw.limit_in_bytes'))) writeFileSync(join(dir, 'memory.memsw.limit_in_bytes'), String(memoryBytes));
     }
@@ -126,6 +132,36 @@ export function createStepCgroup(parent: MemoryCgroupParent, memoryBytes: number
     throw err;
   }
   return cgroup;
+}
+
+const STEP_PREFIX = 'edge-runner-step-';
+const STEP_NAME = /^edge-runner-step-(\d+)-(\d+)-[0-9a-f]{16}$/;
+
+/**
+ * Removes the step cgroups of runners that are gone (killed before their step ended): only those whose
+ * maker's pid and start time no longer match a live process, so a live runner's steps on the same parent
+ * are never touched; a cgroup that still holds a process cannot be removed anyway (EBUSY). Returns how
+ * many were removed.
+ */
+export function removeDeadStepCgroups(parent: MemoryCgroupParent): number {
+  let removed = 0;
+  let names: string[];
+  try {
+    names = readdirSync(parent.dir);
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    const match = STEP_NAME.exec(name);
+    if (!match || isProcessAlive({ pid: Number(match[1]), start: match[2]! }, { ticksOnly: true })) continue;
+    try {
+      rmdirSync(join(parent.dir, name));
+      removed += 1;
+    } catch {
+      // busy (a process of it still exits) or gone: the next open tries again
+    }
+  }
+  return removed;
 }
 
 /** Moves a process (all its threads) into the step's cgroup; its later children are born there. */

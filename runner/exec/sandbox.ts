@@ -24,11 +24,13 @@
  *   - hidden paths (the runner's state folder, DEFAULT_HIDDEN_PATHS) matter only where they lie inside a
  *     listed folder: each is covered by an empty tmpfs of COVER_TMPFS_BYTES (root's, so read-only to a step
  *     of a root runner), a file by /dev/null.
- *   - a seccomp filter (seccomp.ts) that refuses socket(AF_UNIX), socketpair(AF_UNIX) and io_uring, so a
- *     unix socket file inside a listed folder is still out of reach (a read-only bind does not stop
- *     connect()). The filter reaches bwrap on fd 3 (`--seccomp 3`).
+ *   - a seccomp filter (seccomp.ts, which lists what it refuses): sockets only of AF_INET, AF_INET6 and
+ *     AF_NETLINK, so a unix socket file inside a listed folder is still out of reach (a read-only bind does
+ *     not stop connect()) and so is AF_VSOCK; no io_uring, no new namespaces (a user namespace would give
+ *     the step capabilities inside it), no keyrings. The filter reaches bwrap on fd 3 (`--seccomp 3`).
  *
- * Memory, in one of two ways; which one applied is recorded in the evidence (`memoryBound`):
+ * Memory, in one of two ways; which one applied is recorded in the evidence (`memoryBound`: cgroup-v2,
+ * cgroup-v1, rlimit):
  *   'cgroup'  the step runs in its own memory cgroup (cgroup.ts) of memoryBytes: everything counts, over all
  *             its processes (heap, memfd, shared mappings, its /tmp and /dev/shm pages). bwrap waits on fd 4
  *             (`--block-fd 4`) until the runner has moved it and its first child into that cgroup, so no
@@ -62,7 +64,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { constants as osConstants, tmpdir } from 'node:os';
+import { availableParallelism, constants as osConstants, tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DEFAULT_CONFIG, isSystemFolderPath } from '../config/config.js';
@@ -610,7 +612,9 @@ export function grantWorkspaceToStep(workspace: string, config: SandboxConfig = 
 
 /**
  * Why a step that failed ended, and whether the runner knows it or only guesses:
- *   'cpu-limit'        known: it died of SIGXCPU (RLIMIT_CPU soft limit), seen by the runner itself;
+ *   'cpu-limit'        known: it died of SIGXCPU (RLIMIT_CPU soft limit), seen by the runner itself, after long
+ *                      enough to have used the CPU seconds of the limit (wall time x the CPUs it could use:
+ *                      a step can send itself SIGXCPU at once, and that is a guess);
  *                      guessed: it exited 152 (128 + SIGXCPU) under bwrap, which is how bwrap reports that
  *                      death, and also what a step that calls exit(152) looks like
  *   'memory-limit'     known: the kernel OOM-killed a process in the step's memory cgroup (its oom_kill count);
@@ -650,6 +654,18 @@ export interface StepEnd {
   stderrTail?: string;
   /** OOM kills the kernel counted in the step's memory cgroup; undefined without one. */
   oomKills?: number;
+  /** How long the step ran, and the CPU seconds its RLIMIT_CPU allowed: a SIGXCPU before it could have used them is a guess. */
+  durationMs?: number;
+  cpuSeconds?: number;
+}
+
+/**
+ * Whether a step that ran `durationMs` could have used `cpuSeconds` of CPU: CPU time is at most wall time
+ * times the CPUs its threads could run on. Without both figures, nothing is known.
+ */
+function couldHaveUsedCpu(end: StepEnd): boolean {
+  if (end.durationMs === undefined || end.cpuSeconds === undefined) return false;
+  return end.durationMs * availableParallelism() >= end.cpuSeconds * 1000;
 }
 
 const STDERR_PATTERNS: readonly { reason: LimitReason; pattern: RegExp }[] = [
@@ -676,7 +692,7 @@ export function classifyLimitExit(end: StepEnd): LimitClassification {
   const known = (reason: LimitReason, basis: LimitBasis): LimitClassification => ({ reason, basis, known: true });
   const guessed = (reason: LimitReason, basis: LimitBasis): LimitClassification => ({ reason, basis, known: false });
   const reported = toSignalFromExitCode(end.exitCode);
-  if (end.signal === 'SIGXCPU') return known('cpu-limit', 'signal');
+  if (end.signal === 'SIGXCPU') return couldHaveUsedCpu(end) ? known('cpu-limit', 'signal') : guessed('cpu-limit', 'signal');
   const failed = end.timedOut || end.signal !== null || end.exitCode !== 0;
   if (!failed) return known('none', 'none');
   if ((end.oomKills ?? 0) > 0) return known('memory-limit', 'cgroup');

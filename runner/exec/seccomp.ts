@@ -1,25 +1,29 @@
 /**
  * The seccomp filter every bwrap step runs under (bwrap --seccomp FD reads it as a classic BPF program:
  * an array of `struct sock_filter`, 8 bytes each, in host byte order; linux/filter.h, linux/seccomp.h).
+ * Its name in the evidence is SYSCALL_FILTER; what that version refuses:
  *
- * It refuses to create unix sockets: a read-only bind does not stop connect() on a socket file, so a step
- * that could create an AF_UNIX socket could reach any listener whose socket file it can see (and abstract
- * sockets, which no mount hides, in the host's network namespace... the step has its own, but a socket
- * file in an allowed folder is still reachable). With socket(AF_UNIX) and socketpair(AF_UNIX) refused,
- * connect() on AF_UNIX has nothing to work with: the step inherits no unix socket but its stdout/stderr
- * pair, which is already connected. io_uring is refused too, since IORING_OP_SOCKET creates sockets
- * without the socket() system call. Everything else is allowed; this is one more wall, not the sandbox.
- *
- *   ld  arch                      ; seccomp_data.arch
- *   jeq AUDIT_ARCH_<native>       ; any other ABI (i386 and x32 on x86_64, arm on aarch64) is refused whole
- *   ld  nr
- *   (x86_64) jge 0x40000000       ; the x32 ABI's bit: refused
- *   jeq io_uring_{setup,enter,register} -> ENOSYS
- *   jeq socket, socketpair -> ld args[0] (low word); jeq AF_UNIX -> EAFNOSUPPORT
- *   ret ALLOW
+ *   - sockets of any family but AF_INET, AF_INET6 (the step's own network namespace: loopback only) and
+ *     AF_NETLINK (glibc's getaddrinfo asks the kernel for interfaces), with EAFNOSUPPORT: an allowlist, so
+ *     AF_UNIX (a read-only bind does not stop connect() on a socket file in a listed folder), AF_VSOCK (a
+ *     virtual machine's way to its hypervisor, which no network namespace closes) and every family whose
+ *     module the kernel would load on demand are out of reach;
+ *   - io_uring (ENOSYS): IORING_OP_SOCKET creates sockets without socket();
+ *   - new namespaces: clone and unshare with any CLONE_NEW* flag, setns (EPERM), and clone3 (ENOSYS, whose
+ *     flags sit in memory a filter cannot read; glibc then falls back to clone). A user namespace would give
+ *     the step every capability inside it: its own mounts (a tmpfs past the bounds), raw and packet
+ *     sockets, netfilter;
+ *   - the kernel keyrings (add_key, keyctl, request_key: EPERM): a uid's keyring outlives its processes,
+ *     so two steps run as the same uid could pass data through it; and bpf, perf_event_open and
+ *     userfaultfd (EPERM), kernel surface no step needs;
+ *   - every system call of another ABI (i386 and x32 on x86_64; arm on aarch64): EPERM.
+ * Everything else is allowed. The filter is one more wall, not the sandbox.
  *
  * Pure: bytes out, nothing read or written.
  */
+
+/** The filter's name in the evidence (run.sandbox.syscallFilter); a new version when what it refuses changes. */
+export const SYSCALL_FILTER = 'edge-runner/v2';
 
 /** A classic BPF instruction (struct sock_filter). */
 export interface BpfInstruction {
@@ -36,22 +40,50 @@ interface ArchTable {
   audit: number;
   socket: number;
   socketpair: number;
+  clone: number;
+  clone3: number;
+  unshare: number;
+  setns: number;
   ioUring: readonly number[];
+  /** add_key, keyctl, request_key, bpf, perf_event_open, userfaultfd. */
+  refused: readonly number[];
   /** Syscall numbers at or above this belong to another ABI on the same arch (x32 on x86_64). */
   foreignFrom?: number;
 }
 
 const ARCHES: Record<SeccompArch, ArchTable> = {
   // arch/x86/entry/syscalls/syscall_64.tbl
-  x64: { audit: 0xc000003e, socket: 41, socketpair: 53, ioUring: [425, 426, 427], foreignFrom: 0x40000000 },
+  x64: {
+    audit: 0xc000003e,
+    socket: 41,
+    socketpair: 53,
+    clone: 56,
+    clone3: 435,
+    unshare: 272,
+    setns: 308,
+    ioUring: [425, 426, 427],
+    refused: [248, 250, 249, 321, 298, 323],
+    foreignFrom: 0x40000000,
+  },
   // include/uapi/asm-generic/unistd.h
-  arm64: { audit: 0xc00000b7, socket: 198, socketpair: 199, ioUring: [425, 426, 427] },
+  arm64: {
+    audit: 0xc00000b7,
+    socket: 198,
+    socketpair: 199,
+    clone: 220,
+    clone3: 435,
+    unshare: 97,
+    setns: 268,
+    ioUring: [425, 426, 427],
+    refused: [217, 219, 218, 280, 241, 282],
+  },
 };
 
 // linux/bpf_common.h
 const BPF_LD_W_ABS = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
 const BPF_JEQ_K = 0x05 | 0x10 | 0x00; // BPF_JMP | BPF_JEQ | BPF_K
 const BPF_JGE_K = 0x05 | 0x30 | 0x00; // BPF_JMP | BPF_JGE | BPF_K
+const BPF_JSET_K = 0x05 | 0x40 | 0x00; // BPF_JMP | BPF_JSET | BPF_K
 const BPF_RET_K = 0x06 | 0x00; // BPF_RET | BPF_K
 
 // linux/seccomp.h
@@ -63,44 +95,102 @@ const OFFSET_NR = 0;
 const OFFSET_ARCH = 4;
 const OFFSET_ARG0_LOW = 16; // little-endian: the low 32 bits of args[0] come first
 
-const AF_UNIX = 1;
+/** linux/socket.h: the families a step may open. The kernel reads the domain as an int (the low word). */
+const AF_INET = 2;
+const AF_INET6 = 10;
+const AF_NETLINK = 16;
+
+/** linux/sched.h: CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET; unshare also CLONE_NEWTIME. */
+const CLONE_NEW_ANY = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
+/** CLONE_NEWTIME is 0x80, which in clone()'s flags is part of the exit signal (low byte): unshare only. */
+const CLONE_NEWTIME = 0x00000080;
+
 const EPERM = 1;
 const ENOSYS = 38;
 const EAFNOSUPPORT = 97;
 
+/**
+ * A classic BPF program with symbolic jump targets, turned into instructions with relative offsets: the
+ * filter reads as the list of its rules instead of as hand-counted jumps.
+ */
+type Op =
+  | { op: 'ld'; offset: number }
+  | { op: 'jeq' | 'jge' | 'jset'; k: number; then: string; else?: string }
+  | { op: 'ret'; k: number }
+  | { op: 'label'; name: string };
+
+function assemble(ops: readonly Op[]): BpfInstruction[] {
+  const labels = new Map<string, number>();
+  let count = 0;
+  for (const op of ops) {
+    if (op.op === 'label') labels.set(op.name, count);
+    else count += 1;
+  }
+  const out: BpfInstruction[] = [];
+  const offset = (label: string | undefined): number => {
+    if (label === undefined) return 0; // fall through
+    const target = labels.get(label);
+    const jump = target === undefined ? -1 : target - (out.length + 1);
+    if (jump < 0 || jump > 255) throw new Error(`seccomp jump to ${label} out of range`); // a bug here, not input
+    return jump;
+  };
+  for (const op of ops) {
+    switch (op.op) {
+      case 'label':
+        break;
+      case 'ld':
+        out.push({ code: BPF_LD_W_ABS, jt: 0, jf: 0, k: op.offset });
+        break;
+      case 'ret':
+        out.push({ code: BPF_RET_K, jt: 0, jf: 0, k: op.k >>> 0 });
+        break;
+      default: {
+        const code = op.op === 'jeq' ? BPF_JEQ_K : op.op === 'jge' ? BPF_JGE_K : BPF_JSET_K;
+        out.push({ code, jt: offset(op.then), jf: offset(op.else), k: op.k >>> 0 });
+      }
+    }
+  }
+  return out;
+}
+
 /** The instructions of the filter for a host of `arch`. */
 export function toSeccompProgram(arch: SeccompArch): BpfInstruction[] {
-  const table = ARCHES[arch];
-  const ret = (k: number): BpfInstruction => ({ code: BPF_RET_K, jt: 0, jf: 0, k });
-  const ld = (offset: number): BpfInstruction => ({ code: BPF_LD_W_ABS, jt: 0, jf: 0, k: offset });
-  // Jumps are relative to the next instruction; each target below is counted from its own position.
-  const program: BpfInstruction[] = [];
-  const ALLOW = ret(SECCOMP_RET_ALLOW);
-  const REFUSE_ABI = ret(SECCOMP_RET_ERRNO | EPERM);
-  const REFUSE_URING = ret(SECCOMP_RET_ERRNO | ENOSYS);
-  const REFUSE_UNIX = ret(SECCOMP_RET_ERRNO | EAFNOSUPPORT);
-  // Layout, with the four returns at the end: ... [ALLOW] [REFUSE_ABI] [REFUSE_URING] [REFUSE_UNIX]
-  const body: ((at: number, end: number) => BpfInstruction)[] = [];
-  body.push(() => ld(OFFSET_ARCH));
-  body.push((at, end) => ({ code: BPF_JEQ_K, jt: 0, jf: end + 1 - (at + 1), k: table.audit }));
-  body.push(() => ld(OFFSET_NR));
-  if (table.foreignFrom !== undefined) {
-    const from = table.foreignFrom;
-    body.push((at, end) => ({ code: BPF_JGE_K, jt: end + 1 - (at + 1), jf: 0, k: from }));
-  }
-  for (const nr of table.ioUring) body.push((at, end) => ({ code: BPF_JEQ_K, jt: end + 2 - (at + 1), jf: 0, k: nr }));
-  // socket / socketpair: check the domain; otherwise go on to the next test.
-  body.push(() => ({ code: BPF_JEQ_K, jt: 1, jf: 0, k: table.socket })); // to the domain check, past socketpair's
-  body.push((at, end) => ({ code: BPF_JEQ_K, jt: 0, jf: end - (at + 1), k: table.socketpair }));
-  body.push(() => ld(OFFSET_ARG0_LOW));
-  body.push((at, end) => ({ code: BPF_JEQ_K, jt: end + 3 - (at + 1), jf: end - (at + 1), k: AF_UNIX }));
-  const end = body.length; // index of ALLOW
-  body.forEach((make, at) => program.push(make(at, end)));
-  program.push(ALLOW, REFUSE_ABI, REFUSE_URING, REFUSE_UNIX);
-  for (const insn of program) {
-    if (insn.jt > 255 || insn.jf > 255 || insn.jt < 0 || insn.jf < 0) throw new Error('seccomp jump out of range'); // a bug here, not input
-  }
-  return program;
+  const t = ARCHES[arch];
+  const to = (k: number, then: string): Op => ({ op: 'jeq', k, then });
+  return assemble([
+    { op: 'ld', offset: OFFSET_ARCH },
+    { op: 'jeq', k: t.audit, then: 'native', else: 'eperm' },
+    { op: 'label', name: 'native' },
+    { op: 'ld', offset: OFFSET_NR },
+    ...(t.foreignFrom !== undefined ? [{ op: 'jge', k: t.foreignFrom, then: 'eperm' } as const] : []),
+    to(t.socket, 'family'),
+    to(t.socketpair, 'family'),
+    to(t.clone, 'clone'),
+    to(t.unshare, 'unshare'),
+    to(t.setns, 'eperm'),
+    to(t.clone3, 'enosys'),
+    ...t.ioUring.map((nr) => to(nr, 'enosys')),
+    ...t.refused.map((nr) => to(nr, 'eperm')),
+    { op: 'ret', k: SECCOMP_RET_ALLOW },
+    { op: 'label', name: 'family' },
+    { op: 'ld', offset: OFFSET_ARG0_LOW },
+    to(AF_INET, 'allow'),
+    to(AF_INET6, 'allow'),
+    to(AF_NETLINK, 'allow'),
+    { op: 'ret', k: SECCOMP_RET_ERRNO | EAFNOSUPPORT },
+    { op: 'label', name: 'clone' },
+    { op: 'ld', offset: OFFSET_ARG0_LOW },
+    { op: 'jset', k: CLONE_NEW_ANY, then: 'eperm', else: 'allow' },
+    { op: 'label', name: 'unshare' },
+    { op: 'ld', offset: OFFSET_ARG0_LOW },
+    { op: 'jset', k: CLONE_NEW_ANY | CLONE_NEWTIME, then: 'eperm', else: 'allow' },
+    { op: 'label', name: 'allow' },
+    { op: 'ret', k: SECCOMP_RET_ALLOW },
+    { op: 'label', name: 'eperm' },
+    { op: 'ret', k: SECCOMP_RET_ERRNO | EPERM },
+    { op: 'label', name: 'enosys' },
+    { op: 'ret', k: SECCOMP_RET_ERRNO | ENOSYS },
+  ]);
 }
 
 /** The program as bwrap reads it: struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; } in host order. */

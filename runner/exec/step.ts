@@ -51,12 +51,15 @@ export interface RunStepOptions {
  */
 export function runStep(options: RunStepOptions): Promise<StepOutcome> {
   const { plan, blobs } = options;
-  const stdout = blobs.writer(options.outputCapBytes);
+  let stdout: BlobWriter | undefined;
   let stderr: BlobWriter;
   try {
+    stdout = blobs.writer(options.outputCapBytes);
     stderr = blobs.writer(options.outputCapBytes);
   } catch (err) {
-    stdout.abort();
+    // Nothing started; what the plan holds (its cgroup) goes with it, or every such failure would leave one.
+    stdout?.abort();
+    endLaunch(plan);
     return Promise.reject(err);
   }
   return runStarted(options, plan, stdout, stderr);

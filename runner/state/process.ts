@@ -18,8 +18,23 @@ export function currentProcess(): ProcessIdentity | undefined {
   return start === undefined ? undefined : { pid: process.pid, start };
 }
 
-export function isProcessAlive(owner: ProcessIdentity): boolean {
-  return processStart(owner.pid) === owner.start;
+/**
+ * Whether the process `owner` names is still running. With `ticksOnly`, `owner.start` is the start time in
+ * clock ticks alone (for names that cannot hold the boot id: cgroups, which do not outlive a boot anyway).
+ */
+export function isProcessAlive(owner: ProcessIdentity, options: { ticksOnly?: boolean } = {}): boolean {
+  return (options.ticksOnly ? processStartTicks(owner.pid) : processStart(owner.pid)) === owner.start;
+}
+
+/** The start time of process `pid` in clock ticks since boot (/proc/PID/stat field 22), or undefined. */
+export function processStartTicks(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 2 (comm) may hold spaces and parentheses: count fields after the last ')'. starttime is field 22.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
 }
 
 let bootId: string | undefined;
@@ -28,10 +43,9 @@ let bootId: string | undefined;
 function processStart(pid: number): string | undefined {
   try {
     bootId ??= readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Field 2 (comm) may hold spaces and parentheses: count fields after the last ')'. starttime is field 22.
-    return `${bootId}:${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]}`;
   } catch {
     return undefined;
   }
+  const ticks = processStartTicks(pid);
+  return ticks === undefined ? undefined : `${bootId}:${ticks}`;
 }

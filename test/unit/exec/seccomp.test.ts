@@ -25,7 +25,7 @@ function seccompData(arch: number, nr: number, args: number[] = []): Buffer {
   return data;
 }
 
-/** The subset of classic BPF the filter uses: ld [k], jeq/jge #k, ret #k. Anything else fails the test. */
+/** The subset of classic BPF the filter uses: ld [k], jeq/jge/jset #k, ret #k. Anything else fails the test. */
 function runBpf(program: readonly BpfInstruction[], data: Buffer): number {
   let acc = 0;
   for (let pc = 0; pc < program.length;) {
@@ -40,6 +40,9 @@ function runBpf(program: readonly BpfInstruction[], data: Buffer): number {
         break;
       case 0x35:
         pc += 1 + (acc >>> 0 >= k >>> 0 ? jt : jf);
+        break;
+      case 0x45:
+        pc += 1 + ((acc & k) >>> 0 !== 0 ? jt : jf);
         break;
       case 0x06:
         return k >>> 0;
@@ -61,7 +64,7 @@ describe('the seccomp filter for x86_64', () => {
     expect(x64(53, [1, 1, 0])).toBe(errno(97));
   });
 
-  it('allows sockets of other families (AF_INET, AF_INET6, AF_NETLINK) and a domain whose high word is set', () => {
+  it('allows only AF_INET, AF_INET6 and AF_NETLINK sockets, by the low word of the domain as the kernel reads it', () => {
     expect(x64(41, [2, 1, 0])).toBe(SECCOMP_RET_ALLOW);
     expect(x64(41, [10, 1, 0])).toBe(SECCOMP_RET_ALLOW);
     expect(x64(41, [16, 3, 0])).toBe(SECCOMP_RET_ALLOW);
@@ -70,12 +73,38 @@ describe('the seccomp filter for x86_64', () => {
     expect(x64(41, [2 ** 32 + 1])).toBe(errno(97));
   });
 
+  it('review F1: refuses every other family: AF_VSOCK (the hypervisor), AF_PACKET, AF_TIPC, AF_ALG, AF_BLUETOOTH', () => {
+    for (const family of [40, 17, 30, 38, 31, 0, 3, 4, 5, 44, 45, 255]) {
+      expect(x64(41, [family, 1, 0]), `family ${family}`).toBe(errno(97));
+      expect(x64(53, [family, 1, 0]), `socketpair family ${family}`).toBe(errno(97));
+    }
+  });
+
+  it('review F2: refuses new namespaces: clone or unshare with any CLONE_NEW* flag, setns, and clone3 (ENOSYS, glibc falls back)', () => {
+    const CLONE_NEW = [0x20000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000];
+    for (const flag of CLONE_NEW) {
+      expect(x64(56, [flag | 17])).toBe(errno(1)); // clone(flags | SIGCHLD)
+      expect(x64(272, [flag])).toBe(errno(1)); // unshare
+    }
+    expect(x64(272, [0x80])).toBe(errno(1)); // unshare(CLONE_NEWTIME)
+    expect(x64(308, [3, 0])).toBe(errno(1)); // setns
+    expect(x64(435, [0, 88])).toBe(errno(38)); // clone3
+    // fork and threads are clone without CLONE_NEW*: allowed (0x3d0f00: glibc's pthread flags; SIGCHLD: fork).
+    expect(x64(56, [17])).toBe(SECCOMP_RET_ALLOW);
+    expect(x64(56, [0x3d0f00])).toBe(SECCOMP_RET_ALLOW);
+    expect(x64(272, [0x400])).toBe(SECCOMP_RET_ALLOW); // unshare(CLONE_FILES)
+  });
+
+  it('refuses the kernel keyrings, bpf, perf_event_open and userfaultfd with EPERM', () => {
+    for (const nr of [248, 249, 250, 321, 298, 323]) expect(x64(nr), `syscall ${nr}`).toBe(errno(1));
+  });
+
   it('refuses io_uring_setup, io_uring_enter and io_uring_register with ENOSYS (IORING_OP_SOCKET bypasses socket())', () => {
     for (const nr of [425, 426, 427]) expect(x64(nr)).toBe(errno(38));
   });
 
-  it('allows everything else: read, connect, execve, clone3', () => {
-    for (const nr of [0, 42, 59, 435]) expect(x64(nr)).toBe(SECCOMP_RET_ALLOW);
+  it('allows everything else: read, connect, execve, wait4, mount (which needs capabilities the step has not)', () => {
+    for (const nr of [0, 42, 59, 61, 165]) expect(x64(nr)).toBe(SECCOMP_RET_ALLOW);
   });
 
   it('refuses the x32 ABI (syscall bit 0x40000000) and any other architecture, i386 included', () => {
@@ -94,6 +123,12 @@ describe('the seccomp filter for aarch64', () => {
     expect(arm(198, [1])).toBe(errno(97));
     expect(arm(199, [1])).toBe(errno(97));
     expect(arm(198, [2])).toBe(SECCOMP_RET_ALLOW);
+    expect(arm(198, [40])).toBe(errno(97)); // AF_VSOCK
+    expect(arm(220, [0x10000000 | 17])).toBe(errno(1)); // clone(CLONE_NEWUSER)
+    expect(arm(97, [0x10000000])).toBe(errno(1)); // unshare(CLONE_NEWUSER)
+    expect(arm(268)).toBe(errno(1)); // setns
+    expect(arm(435)).toBe(errno(38)); // clone3
+    expect(arm(219)).toBe(errno(1)); // keyctl
     expect(arm(425)).toBe(errno(38));
     expect(arm(203)).toBe(SECCOMP_RET_ALLOW); // connect
     expect(runBpf(program, seccompData(AUDIT_ARCH_X86_64, 41, [1]))).toBe(errno(1));
