@@ -20,6 +20,8 @@ export interface StoreCorruptDetails {
   nonces?: number;
   accepted?: number;
   mismatched?: number;
+  /** Acceptances in the log that repeat an id + nonce. */
+  repeated?: number;
 }
 
 export type StoreErrorCode = keyof StoreErrorDetails;

@@ -4,11 +4,16 @@
  * it is whole is refused rather than trusted:
  *   1. `PRAGMA quick_check`: every b-tree of the file is well formed (a page overwritten in place, a torn
  *      write, a disk returning other bytes). It reads the whole file: about 0.6 ms per 1,000 records here.
- *   2. the replay table agrees with the log: each seen_capsules_v1 row points at a capsule.accepted record
- *      of the same capsule id (and nonce, for records that carry one), and there are exactly as many rows as
- *      such records. quick_check cannot see a cell whose bytes were changed but whose page is still well
- *      formed: the table would then have forgotten a nonce the log remembers.
- * Either failure is STORE_CORRUPT, with SQLite's first complaint or the count that differs in its details.
+ *   2. `PRAGMA integrity_check(seen_capsules_v1)`: the replay table in full, key order included. The table is
+ *      WITHOUT ROWID, so SQLite keeps it as an index b-tree, whose key order quick_check does not check: two
+ *      cell pointers swapped in one of its interior pages leave every row in place and send lookups to the
+ *      wrong child, so a nonce is not found and the capsule runs again (a second review did exactly that).
+ *   3. the replay table agrees with the log: each seen_capsules_v1 row points at a capsule.accepted record
+ *      of the same capsule id (and nonce, for records that carry one), there are exactly as many rows as
+ *      such records, and no id + nonce is accepted twice in the log itself (log verify's rule, applied here so
+ *      that a replay that got in stops the runner at once). quick_check cannot see a cell whose bytes were
+ *      changed but whose page is still well formed: the table would then have forgotten a nonce.
+ * Any failure is STORE_CORRUPT, with SQLite's first complaint or the count that differs in its details.
  */
 import { StoreError, type StoreCorruptDetails } from './errors.js';
 import type { SqliteDatabase } from './sqlite.js';
@@ -25,6 +30,11 @@ WHERE r.kind IS NOT 'capsule.accepted'
 const COUNTS_SQL = `SELECT (SELECT COUNT(*) FROM seen_capsules_v1) AS rows,
   (SELECT COUNT(*) FROM records_v1 WHERE kind = 'capsule.accepted') AS accepted`;
 
+/** Acceptances in the log that repeat an earlier id + nonce (those without a nonce predate it and are not counted). */
+const REPEATED_ACCEPTANCES_SQL = `SELECT COUNT(*) - COUNT(DISTINCT pair) AS n FROM (
+  SELECT json_extract(CAST(leaf AS TEXT), '$.capsuleId') || char(10) || json_extract(CAST(leaf AS TEXT), '$.nonce') AS pair
+  FROM records_v1 WHERE kind = 'capsule.accepted' AND json_extract(CAST(leaf AS TEXT), '$.nonce') IS NOT NULL)`;
+
 export function verifyStoreIntegrity(db: SqliteDatabase, path: string): void {
   let problems: string[];
   try {
@@ -38,10 +48,27 @@ export function verifyStoreIntegrity(db: SqliteDatabase, path: string): void {
       problems: problems.slice(0, MAX_PROBLEMS),
     });
   }
+  let replayTable: string[];
+  try {
+    replayTable = (db.prepare('PRAGMA integrity_check(seen_capsules_v1)').all() as { integrity_check: string }[]).map((row) =>
+      String(row.integrity_check),
+    );
+  } catch (cause) {
+    throw corrupt(path, `The replay table of ${path} cannot be read through: it is damaged.`, { check: 'nonces' }, cause);
+  }
+  if (replayTable.length !== 1 || replayTable[0] !== 'ok') {
+    throw corrupt(
+      path,
+      `The replay table of ${path} is damaged (its keys are out of order or broken); a capsule that already ran could run again, so nothing is accepted.`,
+      { check: 'nonces', problems: replayTable.slice(0, MAX_PROBLEMS) },
+    );
+  }
   let mismatched: number;
+  let repeated: number;
   let counts: { rows: number; accepted: number };
   try {
     mismatched = Number((db.prepare(MISMATCHED_NONCES_SQL).get() as { n: number }).n);
+    repeated = Number((db.prepare(REPEATED_ACCEPTANCES_SQL).get() as { n: number }).n);
     counts = db.prepare(COUNTS_SQL).get() as { rows: number; accepted: number };
   } catch (cause) {
     // json_extract refuses a leaf that is not JSON: a record damaged in place.
@@ -52,6 +79,13 @@ export function verifyStoreIntegrity(db: SqliteDatabase, path: string): void {
       path,
       `The replay table of ${path} disagrees with the log (${counts.rows} nonces for ${counts.accepted} accepted capsules, ${mismatched} not matching their record); a capsule that already ran could run again, so nothing is accepted.`,
       { check: 'nonces', nonces: Number(counts.rows), accepted: Number(counts.accepted), mismatched },
+    );
+  }
+  if (repeated > 0) {
+    throw corrupt(
+      path,
+      `The log of ${path} accepts ${repeated} capsule id + nonce pair(s) a second time: a capsule already ran again, so nothing more is accepted until the store is investigated.`,
+      { check: 'nonces', repeated },
     );
   }
 }

@@ -100,6 +100,55 @@ describe('attack 13: a corrupted replay table does not let capsules that already
     expect(bundles(w)).toBe(3);
   });
 
+  it('review variant: two cell pointers swapped in an interior page of the replay table (quick_check passes): refused, nothing runs', () => {
+    const w = (world = makeWorld());
+    // Enough acceptances that the replay table's root is an interior page of its (index) b-tree.
+    const store = Store.open(dbPath(w));
+    for (let i = 0; i < 150; i++) {
+      store.acceptCapsule(`n-${i}-${'x'.repeat(60)}`, {
+        capsuleId: `filler-${String(i).padStart(4, '0')}-${'y'.repeat(60)}`,
+        capsuleKind: 'validate',
+        manifestDigest: `sha256:${'a'.repeat(64)}`,
+        signers: ['k'],
+      });
+    }
+    store.close();
+    const { files } = threeRuns(w);
+    const { page, pageSize } = replayTablePage(dbPath(w));
+    editPage(dbPath(w), page, pageSize, (bytes) => {
+      const header = page === 1 ? 100 : 0;
+      expect(bytes[header], 'an interior index page').toBe(0x02);
+      const first = bytes.readUInt16BE(header + 12);
+      bytes.writeUInt16BE(bytes.readUInt16BE(header + 14), header + 12);
+      bytes.writeUInt16BE(first, header + 14);
+    });
+    const quick = SqliteDatabase.open(dbPath(w), { busyTimeoutMs: 5000 });
+    expect(quick.prepare('PRAGMA quick_check').all()).toEqual([{ quick_check: 'ok' }]); // what the first fix relied on
+    quick.close();
+    for (const file of files) {
+      const result = exec(w, file);
+      expect(result.status, result.stderr).toBe(2);
+      expect(result.stderr).toMatch(/^edge-runner: STORE_CORRUPT: The replay table of .* is damaged/);
+    }
+    expect(bundles(w), 'nothing ran again').toBe(3);
+  });
+
+  it('review variant: a log that already accepts an id + nonce twice stops the runner at open (STORE_CORRUPT)', () => {
+    const w = (world = makeWorld());
+    const { store } = logWithReplay(w);
+    store.close();
+    // A replay table that agrees with the log row for row, as one whose index let the duplicate in would:
+    // rebuilt without its primary key, so that both acceptances have their row.
+    const raw = SqliteDatabase.open(dbPath(w), { busyTimeoutMs: 5000 });
+    raw.exec(`DROP TABLE seen_capsules_v1;
+      CREATE TABLE seen_capsules_v1 (capsule_id TEXT NOT NULL, nonce TEXT NOT NULL, accepted_seq INTEGER NOT NULL);
+      INSERT INTO seen_capsules_v1 VALUES ('nightly', 'nonce-1', 0), ('nightly', 'nonce-1', 2);`);
+    raw.close();
+    const result = exec(w, w.writeCapsule(w.capsule()));
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/^edge-runner: STORE_CORRUPT: The log of .* accepts 1 capsule id \+ nonce pair\(s\) a second time/);
+  });
+
   it('a replay-table row deleted through SQL: refused (fewer nonces than accepted capsules)', () => {
     const w = (world = makeWorld());
     const { files } = threeRuns(w);
