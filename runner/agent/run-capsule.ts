@@ -10,7 +10,7 @@ import { sha256Hex } from '../core/digest.js';
 import { isCodedError } from '../core/errors.js';
 import { CapsuleError, type CapsuleErrorCode } from '../capsule/errors.js';
 import { verifyCapsule, type AcceptedCapsule } from '../capsule/verify.js';
-import { buildBundle, signEvidence, type Bundle } from '../evidence/bundle.js';
+import { buildBundle, formatBundle, signEvidence, type Bundle } from '../evidence/bundle.js';
 import { guardBundle } from '../evidence/egress.js';
 import { buildStatement, decideVerdict, type IsolationUsed, type StepRecord, type Verdict } from '../evidence/statement.js';
 import { collectArtifacts } from '../exec/collect.js';
@@ -312,7 +312,7 @@ async function runSteps(
   const bundle = buildBundle(evidence.envelope, accepted.envelope, log);
   guardBundle(bundle);
   const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
-  writeFileAtomic(bundlePath, `${JSON.stringify(bundle, null, 2)}\n`);
+  writeFileAtomic(bundlePath, formatBundle(bundle));
   return {
     kind: 'completed',
     runId,

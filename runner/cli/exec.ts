@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { runCapsule } from '../agent/run-capsule.js';
+import { formatBundle } from '../evidence/bundle.js';
 import { writeFileAtomic } from '../state/files.js';
 import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
 import { inRunner } from './context.js';
@@ -30,7 +31,7 @@ export function execCommand(): Command {
         process.exitCode = EXIT.rejected;
         return;
       }
-      if (opts.out) writeFileAtomic(opts.out, `${JSON.stringify(result.bundle, null, 2)}\n`);
+      if (opts.out) writeFileAtomic(opts.out, formatBundle(result.bundle));
       if (opts.json) {
         printJson({
           status: 'completed',

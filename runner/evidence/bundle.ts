@@ -52,6 +52,15 @@ export function buildBundle(evidence: Envelope, capsule: Envelope, log?: BundleL
   return { mediaType: BUNDLE_MEDIA_TYPE, evidence, capsule, approvals: [], ...(log ? { log } : {}) };
 }
 
+/**
+ * The bytes of a bundle file: what the runner writes, and the only spelling `verify` accepts (a bundle
+ * re-spelt with other whitespace, escapes, member order or number forms parses to the same values and
+ * would carry bytes of its own past a check of values).
+ */
+export function formatBundle(bundle: Bundle): string {
+  return `${JSON.stringify(bundle, null, 2)}\n`;
+}
+
 export interface VerifiedBundle {
   bundle: Bundle;
   statement: Statement;
@@ -160,6 +169,18 @@ export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust): VerifiedB
   // exist, the log leaf exactly the evidence record), and each envelope exactly as rebuilt from the
   // signatures that verified: no extra signature, no keyid that is not its signer's, canonical base64.
   verifyClosed(bundle, evidence.verifiedEnvelope, capsule.verifiedEnvelope);
+
+  // 8. And byte for byte: the file is the one spelling the runner writes of the bundle rebuilt from what
+  // verified (no trailing bytes, no other whitespace, escapes, member order or number forms).
+  const { index, leaf, inclusionProof, checkpoint } = bundle.log;
+  const rebuilt = buildBundle(evidence.verifiedEnvelope, capsule.verifiedEnvelope, { index, leaf, inclusionProof, checkpoint });
+  const expected = formatBundle(rebuilt);
+  if (bytes.length !== Buffer.byteLength(expected, 'utf8') || !Buffer.from(expected, 'utf8').equals(Buffer.from(bytes))) {
+    throw new EvidenceError(
+      'BUNDLE_NOT_CANONICAL',
+      'The bundle is not byte for byte the file a runner writes of it (whitespace, escapes, member order, number forms or trailing bytes differ).',
+    );
+  }
 
   return {
     log,

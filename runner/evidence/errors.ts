@@ -14,6 +14,7 @@ export type EvidenceErrorCode =
   | 'BUNDLE_INCONSISTENT'
   | 'BUNDLE_LOG_MISSING'
   | 'BUNDLE_SCHEMA'
-  | 'BUNDLE_SIGNATURE_UNVERIFIED';
+  | 'BUNDLE_SIGNATURE_UNVERIFIED'
+  | 'BUNDLE_NOT_CANONICAL';
 
 export class EvidenceError extends CodedError<EvidenceErrorCode> {}

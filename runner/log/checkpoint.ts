@@ -285,6 +285,8 @@ export function verifyNote(note: Uint8Array | string, verifiers: readonly NoteVe
     const encoded = rest.slice(space + 1);
     if (!isValidKeyName(name) || encoded.length === 0 || !STD_BASE64.test(encoded)) throw malformed('signature-line-fields');
     const decoded = Buffer.from(encoded, 'base64');
+    // The one canonical encoding of these bytes: spare bits set in the last character would be a channel.
+    if (decoded.toString('base64') !== encoded) throw malformed('signature-line-fields');
     if (decoded.length < 5) throw malformed('signature-too-short');
     const keyHash = decoded.readUInt32BE(0);
     const id = `${name}+${keyHash}`;

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CapsuleFile } from '../../runner/capsule/capsule-file.js';
 import { CAPSULE_PAYLOAD_TYPE } from '../../runner/capsule/manifest.js';
 import { signEnvelope, type Envelope } from '../../runner/core/dsse.js';
-import type { Bundle } from '../../runner/evidence/bundle.js';
+import { formatBundle, type Bundle } from '../../runner/evidence/bundle.js';
 import { JUNIT_MAX_DEPTH, parseJunit } from '../../runner/evidence/parsers/junit.js';
 import { IN_TOTO_PAYLOAD_TYPE } from '../../runner/evidence/statement.js';
 import { TRUST_PAYLOAD_TYPE } from '../../runner/trust/trust.js';
@@ -230,9 +230,48 @@ describe('issue 8: parsing of signed and untrusted documents', () => {
     };
 
     it('verifies as it is (positive control)', () => {
-      const result = verify(bundleText);
+      // As the runner writes it (formatBundle): verify accepts that one spelling only (review F2, below).
+      const result = verify(formatBundle(bundle));
       expect(result.stdout).toMatch(/^OK {4}/);
       expect(result.status).toBe(0);
+    });
+
+    describe('review F2: a bundle re-spelt to carry bytes of its own (same values, other bytes)', () => {
+      const canonical = () => formatBundle(bundle);
+      it('trailing whitespace (2 bits a byte in space, tab, CR, LF) fails with BUNDLE_NOT_CANONICAL', () => {
+        expectFailed(verify(`${canonical()}${' \t\r\n'.repeat(4096)}`), 'BUNDLE_NOT_CANONICAL');
+      });
+      it('an escape in a base64 payload (\\u0065 for e) or in mediaType (\\u0069 for i) fails with BUNDLE_NOT_CANONICAL', () => {
+        const text = canonical();
+        const payload = bundle.evidence.payload;
+        expect(payload.startsWith('e')).toBe(true); // base64 of '{"'
+        expectFailed(verify(text.replace(`"${payload}"`, `"\\u0065${payload.slice(1)}"`)), 'BUNDLE_NOT_CANONICAL');
+        expectFailed(verify(text.replace('"mediaType": "application', '"mediaType": "appl\\u0069cation')), 'BUNDLE_NOT_CANONICAL');
+      });
+      it('the same members in another order, or compact JSON, fails with BUNDLE_NOT_CANONICAL', () => {
+        const reversed = Object.fromEntries(Object.entries(bundle).reverse());
+        expectFailed(verify(`${JSON.stringify(reversed, null, 2)}\n`), 'BUNDLE_NOT_CANONICAL');
+        expectFailed(verify(JSON.stringify(bundle)), 'BUNDLE_NOT_CANONICAL');
+      });
+      it('a number spelt another way ("index": N.0e0) fails with BUNDLE_NOT_CANONICAL', () => {
+        const text = canonical();
+        const index = `"index": ${bundle.log!.index},`;
+        expect(text).toContain(index);
+        expectFailed(verify(text.replace(index, `"index": ${bundle.log!.index}.000000e0,`)), 'BUNDLE_NOT_CANONICAL');
+      });
+      it("spare bits set in the checkpoint signature's base64 fail (LOG_NOTE_MALFORMED)", () => {
+        const note = bundle.log!.checkpoint;
+        const line = note.split('\n').find((l) => l.startsWith('\u2014 '))!;
+        const b64 = line.slice(line.lastIndexOf(' ') + 1);
+        expect(b64.endsWith('=')).toBe(true); // 68 bytes: two spare bits before the padding
+        const last = b64.replace(/=+$/, '').slice(-1);
+        const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+        const flipped = alphabet[alphabet.indexOf(last) ^ 1]!;
+        const forged = b64.replace(/.(=+)$/, `${flipped}$1`);
+        expect(Buffer.from(forged, 'base64').equals(Buffer.from(b64, 'base64'))).toBe(true); // same bytes
+        const tampered: Bundle = { ...bundle, log: { ...bundle.log!, checkpoint: note.replace(b64, forged) } };
+        expectFailed(verify(formatBundle(tampered)), 'LOG_NOTE_MALFORMED');
+      });
     });
 
     describe('point 6: duplicate member names in a bundle', () => {

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execInState } from '../../helpers/runner.js';
-import { verifyBundle, type Bundle } from '../../../runner/evidence/bundle.js';
+import { formatBundle, verifyBundle, type Bundle } from '../../../runner/evidence/bundle.js';
 import { guardBundle } from '../../../runner/evidence/egress.js';
 import { parseCheckpoint, runnerOrigin, signCheckpoint } from '../../../runner/log/checkpoint.js';
 import { LogError } from '../../../runner/log/errors.js';
@@ -16,7 +16,8 @@ describe("verifyBundle, the bundle's log member", () => {
   let world: World;
   let bundle: Bundle;
   let log: NonNullable<Bundle['log']>;
-  const verifyWithLog = (member: unknown) => () => verifyBundle(Buffer.from(JSON.stringify({ ...bundle, log: member })), world.trust);
+  // Written as the runner writes a bundle (formatBundle), the one spelling verify accepts.
+  const verifyWithLog = (member: unknown) => () => verifyBundle(Buffer.from(formatBundle({ ...bundle, log: member } as Bundle)), world.trust);
   const textOf = (note: string) => note.slice(0, note.indexOf('\n\n') + 1);
 
   beforeAll(async () => {
