@@ -2,7 +2,7 @@
  * The runner's state folder: its identity, key pair, pinned trust document, SQLite database, local evidence
  * store and run workspaces. Created once by `init`; never overwritten.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { isStepId, type ConfigOverrides, type StepUser } from '../config/config.js';
 import { PrivateKey, verifyKeyPair } from '../core/ed25519.js';
@@ -173,7 +173,16 @@ const RUNNER_JSON_MAX_BYTES = 64 * 1024;
  * key (mode checked), and the trust document, which must be the one runner.json pins and valid at `now`.
  */
 export function loadState(dir: string, now: Date): RunnerState {
-  const layout = layoutOf(dir);
+  // Resolved once: every later read goes through the real path, whose folders the permission check
+  // covers, never again through a symlink on the way that someone else could point elsewhere meanwhile
+  // (a second review swapped a whole state folder in between the check and the reads that way).
+  let real: string;
+  try {
+    real = realpathSync(dir);
+  } catch {
+    throw new StateError('STATE_MISSING', `${resolve(dir)} is not a runner state folder; create one with edge-runner init.`);
+  }
+  const layout = layoutOf(real);
   if (!existsSync(layout.config)) {
     throw new StateError('STATE_MISSING', `${layout.dir} is not a runner state folder; create one with edge-runner init.`);
   }
