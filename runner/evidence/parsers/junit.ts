@@ -59,10 +59,24 @@ type OrderedNode = Record<string, unknown>;
 
 class Malformed extends Error {}
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+/** The XML declaration (only at the very start, after an optional BOM) and its encoding pseudo-attribute. */
+const XML_DECLARATION = /^\uFEFF?<\?xml\s[^>]*?\bencoding\s*=\s*["']([^"']*)["']/;
+
 export function parseJunit(xml: Uint8Array): JunitSummary {
   const malformed: JunitSummary = { format: 'junit', status: 'malformed' };
   if (xml.length > JUNIT_MAX_BYTES) return malformed;
-  const text = Buffer.from(xml).toString('utf8');
+  // UTF-8 only, checked, and so declared if declared at all: a report that says encoding="UTF-7" (or
+  // anything else) is read by other tools in that encoding, where its text can spell elements, failures
+  // among them, that this reader would see as text.
+  let text: string;
+  try {
+    text = UTF8.decode(xml);
+  } catch {
+    return malformed;
+  }
+  const declared = XML_DECLARATION.exec(text);
+  if (declared && declared[1] !== undefined && !/^utf-?8$/i.test(declared[1])) return malformed;
   // A DOCTYPE may declare entities another reader expands into elements this one never sees.
   if (/<!DOCTYPE/i.test(text)) return malformed;
   if (XMLValidator.validate(text) !== true) return malformed;

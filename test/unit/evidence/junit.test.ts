@@ -159,3 +159,32 @@ describe('parseJunit', () => {
     });
   });
 });
+
+describe('parseJunit and the declared encoding (a second review: UTF-7 hid a failing testcase in text)', () => {
+  const body = '<testsuite name="s" tests="1"><testcase name="a"/>+ADw-testcase name="b"+AD4APA-failure/+AD4APA-/testcase+AD4-</testsuite>';
+
+  it('a report that declares an encoding other than UTF-8 is malformed', () => {
+    for (const encoding of ['UTF-7', 'utf-16', 'ISO-8859-1', 'x-whatever']) {
+      expect(parseJunit(Buffer.from(`<?xml version="1.0" encoding="${encoding}"?>${body}`)), encoding).toEqual({
+        format: 'junit',
+        status: 'malformed',
+      });
+    }
+  });
+
+  it('bytes that are not UTF-8 are malformed', () => {
+    const bytes = Buffer.concat([
+      Buffer.from('<testsuite name="'),
+      Buffer.from([0xc3, 0x28]),
+      Buffer.from('" tests="1"><testcase name="a"/></testsuite>'),
+    ]);
+    expect(parseJunit(bytes)).toEqual({ format: 'junit', status: 'malformed' });
+  });
+
+  it('UTF-8 declared in any usual spelling, or nothing declared, is read', () => {
+    const report = '<testsuite name="s" tests="1"><testcase name="a"/></testsuite>';
+    for (const declaration of ['<?xml version="1.0" encoding="UTF-8"?>', "<?xml version='1.0' encoding='utf8'?>", '<?xml version="1.0"?>', '']) {
+      expect(parseJunit(Buffer.from(`${declaration}${report}`)), declaration).toMatchObject({ status: 'parsed', tests: 1, failures: 0 });
+    }
+  });
+});
