@@ -5,7 +5,11 @@
  */
 import { CommanderError } from 'commander';
 import { isCodedError } from '../core/errors.js';
-import { toPrintable } from '../core/printable.js';
+import { toPrintable, toPrintableExcerpt, toPrintableJson } from '../core/printable.js';
+
+/** The most characters of an error's code and sentence printed (the sentence may quote input). */
+const MAX_CODE_CHARS = 64;
+const MAX_MESSAGE_CHARS = 2000;
 
 export { toPrintable };
 
@@ -36,7 +40,8 @@ export function exitCodeFor(err: unknown, verifying = false): ExitCode {
 /** The error's code and its sentence, made printable (both for the terminal and for --json). */
 export function describeError(err: unknown): { code: string; message: string } {
   const { code, message } = rawDescription(err);
-  return { code: toPrintable(code), message: toPrintable(message) };
+  // Capped too: a sentence that quotes input is read by a person, never megabytes of it.
+  return { code: toPrintableExcerpt(code, MAX_CODE_CHARS), message: toPrintableExcerpt(message, MAX_MESSAGE_CHARS) };
 }
 
 function rawDescription(err: unknown): { code: string; message: string } {
@@ -67,6 +72,7 @@ export function printError(err: unknown, options: { debug?: boolean } = {}): voi
   }
 }
 
+/** JSON on stdout, every string in it printable (toPrintableJson: still the same JSON value). */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  process.stdout.write(`${toPrintableJson(JSON.stringify(value, null, 2))}\n`);
 }

@@ -8,6 +8,7 @@
 import { parseBase64, toBase64 } from './base64.js';
 import type { PrivateKey, PublicKey } from './ed25519.js';
 import { CodedError } from './errors.js';
+import { toPrintableExcerpt } from './printable.js';
 
 export interface Signature {
   keyid?: string;
@@ -49,7 +50,7 @@ export function parseEnvelope(value: unknown): Envelope {
   const malformed = (why: string): DsseError => new DsseError('DSSE_MALFORMED', `The envelope is malformed: ${why}.`);
   if (!isRecord(value)) throw malformed('it is not a JSON object');
   for (const key of Object.keys(value)) {
-    if (!['payloadType', 'payload', 'signatures'].includes(key)) throw malformed(`unexpected member "${key}"`);
+    if (!['payloadType', 'payload', 'signatures'].includes(key)) throw malformed(`unexpected member "${toPrintableExcerpt(key)}"`);
   }
   const { payloadType, payload, signatures } = value;
   if (typeof payloadType !== 'string' || payloadType.length === 0 || payloadType.length > 256) {
@@ -61,7 +62,7 @@ export function parseEnvelope(value: unknown): Envelope {
   const parsed: Signature[] = signatures.map((entry: unknown) => {
     if (!isRecord(entry)) throw malformed('a signature is not an object');
     for (const key of Object.keys(entry)) {
-      if (key !== 'keyid' && key !== 'sig') throw malformed(`unexpected signature member "${key}"`);
+      if (key !== 'keyid' && key !== 'sig') throw malformed(`unexpected signature member "${toPrintableExcerpt(key)}"`);
     }
     if (typeof entry.sig !== 'string') throw malformed('a signature has no sig');
     if (entry.keyid !== undefined && typeof entry.keyid !== 'string') throw malformed('a keyid is not a string');

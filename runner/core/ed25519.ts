@@ -69,7 +69,17 @@ export class PublicKey {
     if (key.asymmetricKeyType !== 'ed25519') {
       throw new CoreError('CORE_KEY_INVALID', 'The public key is not an Ed25519 key.');
     }
-    return PublicKey.fromSpkiDer(key.export({ format: 'der', type: 'spki' }));
+    const publicKey = PublicKey.fromSpkiDer(key.export({ format: 'der', type: 'spki' }));
+    // Exactly the one PEM of this key (toPem, the final newline optional): OpenSSL skips text around the
+    // block and derives a public key from a private one, so a trust document could carry other words, or
+    // a private key, in a field every runner and auditor receives.
+    const canonical = publicKey.toPem();
+    if (pem !== canonical && pem !== canonical.slice(0, -1)) {
+      throw new CoreError('CORE_KEY_INVALID', 'The public key is not exactly one SPKI "PUBLIC KEY" PEM block (other text, or a private key).', {
+        reason: 'not exactly one public key PEM block',
+      });
+    }
+    return publicKey;
   }
 
   toPem(): string {

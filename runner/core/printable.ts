@@ -25,6 +25,18 @@ export function toPrintable(text: string): string {
   return text.replace(UNPRINTABLE, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+/** What JSON.stringify leaves raw and a terminal acts on: DEL, C1 controls, bidi controls, line separators. */
+const UNPRINTABLE_IN_JSON = /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * JSON text (as JSON.stringify writes it: C0 controls and lone surrogates already escaped) with the rest
+ * of what toPrintable escapes written as `\uXXXX` escapes too: the same JSON value, safe on a terminal.
+ * Such characters can only stand inside string literals there, where `\uXXXX` means the same character.
+ */
+export function toPrintableJson(json: string): string {
+  return json.replace(UNPRINTABLE_IN_JSON, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** toPrintable, cut to `max` characters with an ellipsis: for an untrusted value quoted in a sentence. */
 export function toPrintableExcerpt(text: string, max = 64): string {
   const printable = toPrintable(text.length > max * 6 ? text.slice(0, max * 6) : text);

@@ -7,6 +7,7 @@
  */
 import { parseBase64, toBase64 } from '../core/base64.js';
 import type { PublicKey } from '../core/ed25519.js';
+import { toPrintableExcerpt } from '../core/printable.js';
 import { LogError } from './errors.js';
 import { hashLeaf, verifyInclusion } from './merkle.js';
 import { runnerOrigin, verifyCheckpoint, type Checkpoint } from './checkpoint.js';
@@ -57,7 +58,7 @@ function parseMember(value: unknown): BundleLogMember {
   const malformed = (why: string) => new LogError('LOG_EXPORT_INVALID', `The bundle's log member is malformed: ${why}.`);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('not an object');
   const { index, leaf, inclusionProof, checkpoint, ...rest } = value as Record<string, unknown>;
-  if (Object.keys(rest).length > 0) throw malformed(`unexpected member "${Object.keys(rest)[0]}"`);
+  if (Object.keys(rest).length > 0) throw malformed(`unexpected member "${toPrintableExcerpt(Object.keys(rest)[0]!)}"`);
   if (!Number.isSafeInteger(index) || (index as number) < 0) throw malformed('index is not a non-negative integer');
   if (typeof leaf !== 'string' || leaf.length > 16_384) throw malformed('leaf is not a short base64 string');
   if (!Array.isArray(inclusionProof) || inclusionProof.length > MAX_PROOF_ELEMENTS || !inclusionProof.every((p) => typeof p === 'string')) {

@@ -10,6 +10,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { toCanonicalJson } from '../core/canonical-json.js';
+import { toPrintableExcerpt } from '../core/printable.js';
 import type { IsolationUsed, StepRecord, Verdict } from '../evidence/statement.js';
 import { LogError } from './errors.js';
 
@@ -170,7 +171,7 @@ export function parseRecordLeaf(leaf: Uint8Array, expectedSeq?: number): LogReco
   const kind = record.kind;
   const known = KNOWN_FIELDS.get(kind)!;
   for (const field in record) {
-    if (!known.has(field)) throw invalid(`a ${kind} record has no member "${field}".`, { field });
+    if (!known.has(field)) throw invalid(`a ${kind} record has no member "${toPrintableExcerpt(field)}".`, { field });
   }
   for (const field of RECORD_FIELDS[kind].required) {
     if (!(field in record)) throw invalid(`the ${kind} record lacks "${field}".`, { field });

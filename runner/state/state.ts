@@ -2,7 +2,19 @@
  * The runner's state folder: its identity, key pair, pinned trust document, SQLite database, local evidence
  * store and run workspaces. Created once by `init`; never overwritten.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { isStepId, type ConfigOverrides, type StepUser } from '../config/config.js';
 import { PrivateKey, verifyKeyPair } from '../core/ed25519.js';

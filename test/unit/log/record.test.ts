@@ -4,6 +4,7 @@
  * (scanRecordLeaf) never accepts a leaf that the plain check (JSON.parse, the member checks, re-encoding and
  * comparing bytes: `referenceParse` below, the parser as it was before the fast path) rejects.
  */
+import { toPrintableExcerpt } from '../../../runner/core/printable.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { toCanonicalJson } from '../../../runner/core/canonical-json.js';
@@ -122,7 +123,7 @@ function referenceParse(leaf: Uint8Array, expectedSeq?: number): unknown {
   if (typeof record.at !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(record.at)) throw fail('the record has no time.');
   const kind = record.kind as RecordKind;
   const known = new Set<string>([...RESERVED_FIELDS, ...RECORD_FIELDS[kind].required, ...RECORD_FIELDS[kind].optional]);
-  for (const field in record) if (!known.has(field)) throw fail(`a ${kind} record has no member "${field}".`, { field });
+  for (const field in record) if (!known.has(field)) throw fail(`a ${kind} record has no member "${toPrintableExcerpt(field)}".`, { field });
   for (const field of RECORD_FIELDS[kind].required) if (!(field in record)) throw fail(`the ${kind} record lacks "${field}".`, { field });
   let canonical: string;
   try {
