@@ -88,8 +88,9 @@ for path in sys.argv[1:]:
 `;
 
 describe.runIf(bwrapUsable && pythonUsable)('attack 1: host unix sockets', () => {
-  // Under the project folder, outside /run, /home, /root, /var/tmp and /tmp: the old layout showed it.
-  const base = join(process.cwd(), 'tmp', `holes-sandbox-${randomUUID()}`);
+  // Outside /run, /home, /root, /var/tmp and /tmp (the old layout showed it; the step's own /tmp would
+  // cover it): /var/lib as root, else the project folder (which may itself lie under /tmp in a clone).
+  const base = isRoot ? join('/var/lib', `edge-runner-holes-sandbox-${randomUUID()}`) : join(process.cwd(), 'tmp', `holes-sandbox-${randomUUID()}`);
   const outside = join(base, 'not-listed');
   const listed = join(base, 'listed');
   const outsideSocket = join(outside, 'listener.sock');
