@@ -266,7 +266,7 @@ async function runSteps(
       blobs: state.blobs,
       leaderIsStep: launcher.leaderIsStep,
     });
-    const record = toStepRecord(step.name, outcome, config.limits.cpuSeconds);
+    const record = toStepRecord(step.name, outcome);
     ops.info(
       {
         step: step.name,
@@ -349,15 +349,13 @@ const LIMIT_RECORDED: Record<ReturnType<typeof classifyLimitExit>['reason'], Ste
   none: undefined,
 };
 
-function toStepRecord(name: string, outcome: StepOutcome, cpuSeconds: number): StepRecord {
+function toStepRecord(name: string, outcome: StepOutcome): StepRecord {
   const status = outcome.spawnFailure ? 'spawn-failed' : outcome.timedOut ? 'timed-out' : outcome.exitCode === 0 ? 'succeeded' : 'failed';
   const { reason, known } = classifyLimitExit({
     exitCode: outcome.exitCode,
     signal: outcome.signal,
     timedOut: outcome.timedOut,
     stderrTail: outcome.stderrTail,
-    durationMs: outcome.durationMs,
-    cpuSeconds,
     ...(outcome.oomKills !== undefined ? { oomKills: outcome.oomKills } : {}),
   });
   // A limit is recorded as a fact only when the runner saw it; the step's exit code or words are a guess.

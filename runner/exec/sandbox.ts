@@ -64,7 +64,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { availableParallelism, constants as osConstants, tmpdir } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DEFAULT_CONFIG, isSystemFolderPath } from '../config/config.js';
@@ -612,11 +612,11 @@ export function grantWorkspaceToStep(workspace: string, config: SandboxConfig = 
 
 /**
  * Why a step that failed ended, and whether the runner knows it or only guesses:
- *   'cpu-limit'        known: it died of SIGXCPU (RLIMIT_CPU soft limit), seen by the runner itself, after long
- *                      enough to have used the CPU seconds of the limit (wall time x the CPUs it could use:
- *                      a step can send itself SIGXCPU at once, and that is a guess);
- *                      guessed: it exited 152 (128 + SIGXCPU) under bwrap, which is how bwrap reports that
- *                      death, and also what a step that calls exit(152) looks like
+ *   'cpu-limit'        guessed, always: it died of SIGXCPU (RLIMIT_CPU's soft limit), which a step can also
+ *                      send itself at any moment (a review did, after sleeping long enough for any bound on
+ *                      wall time), and the runner has no measure of the CPU time it used; or it exited 152
+ *                      (128 + SIGXCPU) under bwrap, which is how bwrap reports that death, and also what a
+ *                      step that calls exit(152) looks like
  *   'memory-limit'     known: the kernel OOM-killed a process in the step's memory cgroup (its oom_kill count);
  *                      guessed: its stderr shows an allocation failure (RLIMIT_DATA gives ENOMEM, which only
  *                      the step can report)
@@ -654,18 +654,6 @@ export interface StepEnd {
   stderrTail?: string;
   /** OOM kills the kernel counted in the step's memory cgroup; undefined without one. */
   oomKills?: number;
-  /** How long the step ran, and the CPU seconds its RLIMIT_CPU allowed: a SIGXCPU before it could have used them is a guess. */
-  durationMs?: number;
-  cpuSeconds?: number;
-}
-
-/**
- * Whether a step that ran `durationMs` could have used `cpuSeconds` of CPU: CPU time is at most wall time
- * times the CPUs its threads could run on. Without both figures, nothing is known.
- */
-function couldHaveUsedCpu(end: StepEnd): boolean {
-  if (end.durationMs === undefined || end.cpuSeconds === undefined) return false;
-  return end.durationMs * availableParallelism() >= end.cpuSeconds * 1000;
 }
 
 const STDERR_PATTERNS: readonly { reason: LimitReason; pattern: RegExp }[] = [
@@ -692,11 +680,13 @@ export function classifyLimitExit(end: StepEnd): LimitClassification {
   const known = (reason: LimitReason, basis: LimitBasis): LimitClassification => ({ reason, basis, known: true });
   const guessed = (reason: LimitReason, basis: LimitBasis): LimitClassification => ({ reason, basis, known: false });
   const reported = toSignalFromExitCode(end.exitCode);
-  if (end.signal === 'SIGXCPU') return couldHaveUsedCpu(end) ? known('cpu-limit', 'signal') : guessed('cpu-limit', 'signal');
   const failed = end.timedOut || end.signal !== null || end.exitCode !== 0;
   if (!failed) return known('none', 'none');
-  if ((end.oomKills ?? 0) > 0) return known('memory-limit', 'cgroup');
+  // The runner's own timer first: an OOM kill the step provokes in a child must not hide the limit the
+  // runner enforced (a review did that).
   if (end.timedOut) return known('timeout', 'timer');
+  if ((end.oomKills ?? 0) > 0) return known('memory-limit', 'cgroup');
+  if (end.signal === 'SIGXCPU') return guessed('cpu-limit', 'signal');
   if (end.signal === null && reported === 'SIGXCPU') return guessed('cpu-limit', 'exit-code');
   const tail = end.stderrTail ?? '';
   for (const { reason, pattern } of STDERR_PATTERNS) {

@@ -6,9 +6,14 @@
  *   - sockets of any family but AF_INET, AF_INET6 (the step's own network namespace: loopback only) and
  *     AF_NETLINK (glibc's getaddrinfo asks the kernel for interfaces), with EAFNOSUPPORT: an allowlist, so
  *     AF_UNIX (a read-only bind does not stop connect() on a socket file in a listed folder), AF_VSOCK (a
- *     virtual machine's way to its hypervisor, which no network namespace closes) and every family whose
- *     module the kernel would load on demand are out of reach;
- *   - io_uring (ENOSYS): IORING_OP_SOCKET creates sockets without socket();
+ *     virtual machine's way to its hypervisor, which no network namespace closes) and every other family
+ *     are out of reach. Within those, by allowlist too (EPROTONOSUPPORT): inet sockets of type stream or
+ *     datagram with protocol 0, TCP, UDP, ICMP or ICMPv6 (no SCTP, DCCP or raw: protocols whose module the
+ *     kernel would load on demand), and netlink of protocol NETLINK_ROUTE only (a root runner's steps share
+ *     the host's user namespace, where NETLINK_KOBJECT_UEVENT broadcasts the host's device events);
+ *   - io_uring (ENOSYS): IORING_OP_SOCKET creates sockets without socket(); and Linux AIO (io_setup and
+ *     the rest, ENOSYS): its events are counted once for the whole host (fs.aio-max-nr), so one step could
+ *     take them all from the host's own databases;
  *   - new namespaces: clone and unshare with any CLONE_NEW* flag, setns (EPERM), and clone3 (ENOSYS, whose
  *     flags sit in memory a filter cannot read; glibc then falls back to clone). A user namespace would give
  *     the step every capability inside it: its own mounts (a tmpfs past the bounds), raw and packet
@@ -23,7 +28,7 @@
  */
 
 /** The filter's name in the evidence (run.sandbox.syscallFilter); a new version when what it refuses changes. */
-export const SYSCALL_FILTER = 'edge-runner/v2';
+export const SYSCALL_FILTER = 'edge-runner/v3';
 
 /** A classic BPF instruction (struct sock_filter). */
 export interface BpfInstruction {
@@ -45,6 +50,8 @@ interface ArchTable {
   unshare: number;
   setns: number;
   ioUring: readonly number[];
+  /** io_setup, io_destroy, io_getevents, io_submit, io_cancel, io_pgetevents. */
+  aio: readonly number[];
   /** add_key, keyctl, request_key, bpf, perf_event_open, userfaultfd. */
   refused: readonly number[];
   /** Syscall numbers at or above this belong to another ABI on the same arch (x32 on x86_64). */
@@ -62,6 +69,7 @@ const ARCHES: Record<SeccompArch, ArchTable> = {
     unshare: 272,
     setns: 308,
     ioUring: [425, 426, 427],
+    aio: [206, 207, 208, 209, 210, 333],
     refused: [248, 250, 249, 321, 298, 323],
     foreignFrom: 0x40000000,
   },
@@ -75,6 +83,7 @@ const ARCHES: Record<SeccompArch, ArchTable> = {
     unshare: 97,
     setns: 268,
     ioUring: [425, 426, 427],
+    aio: [0, 1, 4, 2, 3, 292],
     refused: [217, 219, 218, 280, 241, 282],
   },
 };
@@ -85,6 +94,7 @@ const BPF_JEQ_K = 0x05 | 0x10 | 0x00; // BPF_JMP | BPF_JEQ | BPF_K
 const BPF_JGE_K = 0x05 | 0x30 | 0x00; // BPF_JMP | BPF_JGE | BPF_K
 const BPF_JSET_K = 0x05 | 0x40 | 0x00; // BPF_JMP | BPF_JSET | BPF_K
 const BPF_RET_K = 0x06 | 0x00; // BPF_RET | BPF_K
+const BPF_ALU_AND_K = 0x04 | 0x50 | 0x00; // BPF_ALU | BPF_AND | BPF_K
 
 // linux/seccomp.h
 export const SECCOMP_RET_ALLOW = 0x7fff0000;
@@ -94,11 +104,20 @@ export const SECCOMP_RET_ERRNO = 0x00050000;
 const OFFSET_NR = 0;
 const OFFSET_ARCH = 4;
 const OFFSET_ARG0_LOW = 16; // little-endian: the low 32 bits of args[0] come first
+const OFFSET_ARG1_LOW = 24;
+const OFFSET_ARG2_LOW = 32;
 
 /** linux/socket.h: the families a step may open. The kernel reads the domain as an int (the low word). */
 const AF_INET = 2;
 const AF_INET6 = 10;
 const AF_NETLINK = 16;
+/** The socket type without SOCK_NONBLOCK and SOCK_CLOEXEC (linux/net.h SOCK_TYPE_MASK). */
+const SOCK_TYPE_MASK = 0xf;
+const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
+/** netinet/in.h: 0 (the type's default), TCP, UDP, ICMP, ICMPv6; linux/netlink.h NETLINK_ROUTE is 0. */
+const INET_PROTOCOLS = [0, 6, 17, 1, 58];
+const NETLINK_ROUTE = 0;
 
 /** linux/sched.h: CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET; unshare also CLONE_NEWTIME. */
 const CLONE_NEW_ANY = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
@@ -108,6 +127,7 @@ const CLONE_NEWTIME = 0x00000080;
 const EPERM = 1;
 const ENOSYS = 38;
 const EAFNOSUPPORT = 97;
+const EPROTONOSUPPORT = 93;
 
 /**
  * A classic BPF program with symbolic jump targets, turned into instructions with relative offsets: the
@@ -115,6 +135,7 @@ const EAFNOSUPPORT = 97;
  */
 type Op =
   | { op: 'ld'; offset: number }
+  | { op: 'and'; k: number }
   | { op: 'jeq' | 'jge' | 'jset'; k: number; then: string; else?: string }
   | { op: 'ret'; k: number }
   | { op: 'label'; name: string };
@@ -140,6 +161,9 @@ function assemble(ops: readonly Op[]): BpfInstruction[] {
         break;
       case 'ld':
         out.push({ code: BPF_LD_W_ABS, jt: 0, jf: 0, k: op.offset });
+        break;
+      case 'and':
+        out.push({ code: BPF_ALU_AND_K, jt: 0, jf: 0, k: op.k >>> 0 });
         break;
       case 'ret':
         out.push({ code: BPF_RET_K, jt: 0, jf: 0, k: op.k >>> 0 });
@@ -170,14 +194,29 @@ export function toSeccompProgram(arch: SeccompArch): BpfInstruction[] {
     to(t.setns, 'eperm'),
     to(t.clone3, 'enosys'),
     ...t.ioUring.map((nr) => to(nr, 'enosys')),
+    ...t.aio.map((nr) => to(nr, 'enosys')),
     ...t.refused.map((nr) => to(nr, 'eperm')),
     { op: 'ret', k: SECCOMP_RET_ALLOW },
     { op: 'label', name: 'family' },
     { op: 'ld', offset: OFFSET_ARG0_LOW },
-    to(AF_INET, 'allow'),
-    to(AF_INET6, 'allow'),
-    to(AF_NETLINK, 'allow'),
+    to(AF_INET, 'inet'),
+    to(AF_INET6, 'inet'),
+    to(AF_NETLINK, 'netlink'),
     { op: 'ret', k: SECCOMP_RET_ERRNO | EAFNOSUPPORT },
+    { op: 'label', name: 'inet' },
+    { op: 'ld', offset: OFFSET_ARG1_LOW },
+    { op: 'and', k: SOCK_TYPE_MASK },
+    to(SOCK_STREAM, 'inet-protocol'),
+    to(SOCK_DGRAM, 'inet-protocol'),
+    { op: 'ret', k: SECCOMP_RET_ERRNO | EPROTONOSUPPORT },
+    { op: 'label', name: 'inet-protocol' },
+    { op: 'ld', offset: OFFSET_ARG2_LOW },
+    ...INET_PROTOCOLS.map((protocol) => to(protocol, 'allow')),
+    { op: 'ret', k: SECCOMP_RET_ERRNO | EPROTONOSUPPORT },
+    { op: 'label', name: 'netlink' },
+    { op: 'ld', offset: OFFSET_ARG2_LOW },
+    to(NETLINK_ROUTE, 'allow'),
+    { op: 'ret', k: SECCOMP_RET_ERRNO | EPROTONOSUPPORT },
     { op: 'label', name: 'clone' },
     { op: 'ld', offset: OFFSET_ARG0_LOW },
     { op: 'jset', k: CLONE_NEW_ANY, then: 'eperm', else: 'allow' },

@@ -91,6 +91,24 @@ attempt("tcp", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))`),
   });
 });
 
+describe.runIf(bwrapUsable && pythonUsable)('review round 2: netlink protocols, inet protocols, Linux AIO', () => {
+  it("a bwrap step cannot listen to the host's device events (NETLINK_KOBJECT_UEVENT), open SCTP or use AIO; NETLINK_ROUTE and getaddrinfo work", async () => {
+    const out = await runPython(
+      launcherWith(),
+      attempts(`attempt("uevent", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15))
+attempt("sctp", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132))
+attempt("seqpacket", lambda: socket.socket(socket.AF_INET, socket.SOCK_SEQPACKET, 0))
+attempt("route", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+attempt("getaddrinfo", lambda: socket.getaddrinfo("localhost", 80))
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+ctx = ctypes.c_ulong(0)
+print("io_setup", 0 if libc.syscall(206, 1, ctypes.byref(ctx)) == 0 else ctypes.get_errno())`),
+    );
+    expect(out).toBe('uevent errno 93\nsctp errno 93\nseqpacket errno 93\nroute ok\ngetaddrinfo ok\nio_setup 38\n');
+  });
+});
+
 describe.runIf(bwrapUsable && pythonUsable)('review F2: a step making a user namespace (capabilities inside it, its own mounts)', () => {
   it('unshare(CLONE_NEWUSER), unshare(CLONE_NEWNS), setns and clone3 are refused; fork and threads work', async () => {
     // Through libc (python 3.11 has no os.unshare): each call prints its errno, 0 for success.

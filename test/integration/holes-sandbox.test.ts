@@ -353,7 +353,7 @@ describe.runIf(bwrapUsable)('when no memory cgroup can be made', () => {
 
   it('falls back to RLIMIT_DATA and says so (memoryBound rlimit), holding nothing back', () => {
     const launcher = launcherWith({ sandbox: nowhere });
-    expect(launcher.sandbox).toEqual(expect.objectContaining({ memoryBound: 'rlimit', syscallFilter: 'edge-runner/v2' }));
+    expect(launcher.sandbox).toEqual(expect.objectContaining({ memoryBound: 'rlimit', syscallFilter: 'edge-runner/v3' }));
     const plan = launcher.plan(['/bin/true'], { PATH: '/usr/bin:/bin' }, newWorkspace());
     expect(plan.cgroup).toBeUndefined();
     expect(plan.args).toContain(`--data=${DEFAULT_STEP_LIMITS.memoryBytes}`);
@@ -412,7 +412,7 @@ describe.runIf(bwrapUsable)('what the evidence says about limits (through the CL
     expect(predicate.run.sandbox).toEqual({
       systemFolders: ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc'],
       memoryBound: cgroupHere ? expect.stringMatching(/^cgroup-v[12]$/) : 'rlimit',
-      syscallFilter: 'edge-runner/v2',
+      syscallFilter: 'edge-runner/v3',
     });
   });
 

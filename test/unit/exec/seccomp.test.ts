@@ -44,6 +44,10 @@ function runBpf(program: readonly BpfInstruction[], data: Buffer): number {
       case 0x45:
         pc += 1 + ((acc & k) >>> 0 !== 0 ? jt : jf);
         break;
+      case 0x54:
+        acc = (acc & k) >>> 0;
+        pc += 1;
+        break;
       case 0x06:
         return k >>> 0;
       default:
@@ -69,8 +73,24 @@ describe('the seccomp filter for x86_64', () => {
     expect(x64(41, [10, 1, 0])).toBe(SECCOMP_RET_ALLOW);
     expect(x64(41, [16, 3, 0])).toBe(SECCOMP_RET_ALLOW);
     // The kernel reads the domain as an int: the high word does not make a unix socket.
-    expect(x64(41, [2 ** 32 + 2])).toBe(SECCOMP_RET_ALLOW);
-    expect(x64(41, [2 ** 32 + 1])).toBe(errno(97));
+    expect(x64(41, [2 ** 32 + 2, 1, 0])).toBe(SECCOMP_RET_ALLOW);
+    expect(x64(41, [2 ** 32 + 1, 1, 0])).toBe(errno(97));
+  });
+
+  it('review round 2: netlink of NETLINK_ROUTE only (no uevents of the host), inet of stream or datagram TCP, UDP, ICMP only', () => {
+    expect(x64(41, [16, 3, 15])).toBe(errno(93)); // NETLINK_KOBJECT_UEVENT
+    expect(x64(41, [16, 3, 16])).toBe(errno(93)); // NETLINK_GENERIC
+    expect(x64(41, [2, 1 | 0x800 | 0x80000, 0])).toBe(SECCOMP_RET_ALLOW); // SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC
+    expect(x64(41, [2, 2, 17])).toBe(SECCOMP_RET_ALLOW); // UDP
+    expect(x64(41, [10, 2, 58])).toBe(SECCOMP_RET_ALLOW); // ICMPv6 (ping)
+    expect(x64(41, [2, 1, 132])).toBe(errno(93)); // SCTP: a module loaded on demand
+    expect(x64(41, [2, 6, 33])).toBe(errno(93)); // DCCP
+    expect(x64(41, [2, 5, 0])).toBe(errno(93)); // SOCK_SEQPACKET (SCTP's, by default)
+    expect(x64(41, [2, 3, 1])).toBe(errno(93)); // SOCK_RAW
+  });
+
+  it('review round 2: refuses Linux AIO (host-wide event count) with ENOSYS', () => {
+    for (const nr of [206, 207, 208, 209, 210, 333]) expect(x64(nr), `syscall ${nr}`).toBe(errno(38));
   });
 
   it('review F1: refuses every other family: AF_VSOCK (the hypervisor), AF_PACKET, AF_TIPC, AF_ALG, AF_BLUETOOTH', () => {
@@ -122,7 +142,8 @@ describe('the seccomp filter for aarch64', () => {
   it('refuses unix sockets and io_uring by the generic syscall numbers, allows the rest', () => {
     expect(arm(198, [1])).toBe(errno(97));
     expect(arm(199, [1])).toBe(errno(97));
-    expect(arm(198, [2])).toBe(SECCOMP_RET_ALLOW);
+    expect(arm(198, [2, 1, 0])).toBe(SECCOMP_RET_ALLOW);
+    expect(arm(0)).toBe(errno(38)); // io_setup
     expect(arm(198, [40])).toBe(errno(97)); // AF_VSOCK
     expect(arm(220, [0x10000000 | 17])).toBe(errno(1)); // clone(CLONE_NEWUSER)
     expect(arm(97, [0x10000000])).toBe(errno(1)); // unshare(CLONE_NEWUSER)
