@@ -8,6 +8,7 @@ export interface StoreErrorDetails {
   STORE_TREE_INCONSISTENT: { level?: number; index?: number; found?: number | string; expected?: number; expectedIndex?: number };
   STORE_TREE_RANGE: { index?: number; size?: number; current?: number };
   STORE_CORRUPT: StoreCorruptDetails;
+  STORE_ROLLED_BACK: { path: string; size?: number; headSize?: number };
 }
 
 /** What a store check found (the open-time ones are in runner/store/integrity.ts). */

@@ -43,10 +43,14 @@ export function verifyStoreIntegrity(db: SqliteDatabase, path: string): void {
     throw corrupt(path, `The runner database ${path} cannot be read through: it is damaged.`, { check: 'quick_check' }, cause);
   }
   if (problems.length !== 1 || problems[0] !== 'ok') {
-    throw corrupt(path, `The runner database ${path} failed its integrity check; restore it from a backup or initialise a new state folder.`, {
-      check: 'quick_check',
-      problems: problems.slice(0, MAX_PROBLEMS),
-    });
+    throw corrupt(
+      path,
+      `The runner database ${path} failed its integrity check; nothing is accepted (see the README, Operating it: a backup is refused as an older copy).`,
+      {
+        check: 'quick_check',
+        problems: problems.slice(0, MAX_PROBLEMS),
+      },
+    );
   }
   let replayTable: string[];
   try {

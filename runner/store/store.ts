@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { encodeRecordLeaf, type RecordBodies, type RecordKind } from '../log/record.js';
 import { CheckpointTable, CHECKPOINTS_SCHEMA_SQL, type StoredCheckpoint } from './checkpoints.js';
 import { StoreError } from './errors.js';
+import { headPathOf, readLogHead, verifyLogHead, writeLogHead } from './head.js';
 import { verifyStoreIntegrity } from './integrity.js';
 import { MerkleTable } from './merkle.js';
 import { NONCES_SCHEMA_SQL, NonceTable } from './nonces.js';
@@ -58,6 +59,8 @@ export class Store {
   /** The RFC 6962 tree whose leaves are the records; each record's row holds the hashes its leaf completes. */
   readonly merkle: MerkleTable;
   private readonly db: SqliteDatabase;
+  /** runner/store/head.ts: the latest signed checkpoint's size and root, beside the database. */
+  private readonly headPath: string;
   private readonly recordTable: RecordTable;
   private readonly nonces: NonceTable;
   private readonly runs: RunTable;
@@ -65,8 +68,9 @@ export class Store {
   /** The time of a record, as its `at`. */
   private readonly timestamp: () => string;
 
-  private constructor(db: SqliteDatabase, options: StoreOptions) {
+  private constructor(db: SqliteDatabase, path: string, options: StoreOptions) {
     this.db = db;
+    this.headPath = headPathOf(path);
     const now = options.now;
     this.timestamp = now === undefined ? isoNow : () => now().toISOString();
     this.merkle = new MerkleTable(db, 'records');
@@ -101,7 +105,9 @@ export class Store {
       }
       migrate(db);
       verifyStoreIntegrity(db, path);
-      return new Store(db, options);
+      const store = new Store(db, path, options);
+      store.verifyHead();
+      return store;
     } catch (err) {
       db.close();
       if (err instanceof StoreError) throw err;
@@ -223,8 +229,30 @@ export class Store {
   }
 
   /** Keeps a signed checkpoint (one per tree size; the first one signed for a size stays). */
+  /**
+   * Keeps a checkpoint the runner signed, then moves the high-water mark beside the database up to it
+   * (runner/store/head.ts): a later open of an older copy of the database is refused.
+   */
   saveCheckpoint(size: number, note: string): void {
     this.db.transaction(() => this.checkpointTable.insert({ size, note, signedAt: this.timestamp() }));
+    this.raiseHead(size);
+  }
+
+  /** At open: the tree reaches the mark with the same root there. No mark yet: it is set from the latest checkpoint. */
+  private verifyHead(): void {
+    const head = readLogHead(this.headPath);
+    if (head === undefined) {
+      const latest = this.checkpointTable.latest();
+      if (latest !== undefined && latest.size <= this.merkle.size()) this.raiseHead(latest.size);
+      return;
+    }
+    verifyLogHead(this.headPath, head, this.merkle.size(), (size) => this.merkle.root(size));
+  }
+
+  private raiseHead(size: number): void {
+    const current = readLogHead(this.headPath);
+    if (current !== undefined && current.size >= size) return; // another process got further
+    writeLogHead(this.headPath, { size, root: this.merkle.root(size).toString('base64') });
   }
 
   latestCheckpoint(): StoredCheckpoint | undefined {

@@ -3,7 +3,7 @@
  * store failed to refuse. Through the built CLI on real state folders; the database file is edited as the
  * outside review did (bytes of the replay table's page overwritten in place), or through SQL.
  */
-import { closeSync, existsSync, openSync, readdirSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readdirSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { checkpointNow } from '../../runner/agent/log.js';
@@ -166,6 +166,33 @@ describe('attack 13: a corrupted replay table does not let capsules that already
     threeRuns(w);
     expect(exec(w, w.writeCapsule(w.capsule())).status).toBe(0);
     expect(bundles(w)).toBe(4);
+  });
+});
+
+describe('review round 2: an older copy of the database put back (a restore from a backup)', () => {
+  it('is refused with STORE_ROLLED_BACK: the capsules accepted since do not run again, and no forked checkpoint is signed', () => {
+    const w = (world = makeWorld());
+    expect(exec(w, w.writeCapsule(w.capsule())).status).toBe(0);
+    // The backup: the database as it is now (folded into one file), kept aside.
+    replayTablePage(dbPath(w));
+    const backup = `${dbPath(w)}.backup`;
+    copyFileSync(dbPath(w), backup);
+    const later = w.writeCapsule(w.capsule());
+    expect(exec(w, later).status).toBe(0);
+    expect(exec(w, later).stderr).toMatch(/CAPSULE_REPLAY/);
+    // Put back, as the operator would: the database file only (no WAL: it was folded in).
+    for (const suffix of ['-wal', '-shm']) rmSync(`${dbPath(w)}${suffix}`, { force: true });
+    copyFileSync(backup, dbPath(w));
+    rmSync(backup);
+    const replayed = exec(w, later);
+    expect(replayed.status, replayed.stderr).toBe(2);
+    expect(replayed.stderr).toMatch(
+      /^edge-runner: STORE_ROLLED_BACK: The runner database holds \d+ records, fewer than the \d+ of the last checkpoint it signed/,
+    );
+    expect(bundles(w), 'the later capsule ran once').toBe(2);
+    const checkpoint = runCli(['log', 'checkpoint', '--state', w.stateDir]);
+    expect(checkpoint.status).toBe(2);
+    expect(checkpoint.stdout).toBe('');
   });
 });
 

@@ -85,6 +85,15 @@ function rewriteTree(db: SqliteDatabase): void {
   });
 }
 
+/**
+ * The log's high-water mark beside the database (runner/store/head.ts) refuses any of these rewrites at
+ * open (STORE_ROLLED_BACK); a careful attacker, who holds the host, removes it too. Then only what was kept
+ * elsewhere can tell, which is what these cases show.
+ */
+function dropHead(stateDir: string): void {
+  rmSync(join(stateDir, 'runner.db.head'), { force: true });
+}
+
 /** What a careful attacker does after changing records: rebuild every tree hash from the leaves, drop the checkpoints. */
 function rebuildTree(db: SqliteDatabase): void {
   db.exec('DELETE FROM checkpoints_v1;');
@@ -153,6 +162,11 @@ describe('when a row of records_v1 has its leaf edited', () => {
       rebuildTree(db);
       recordsTree(db).checkNodes(); // ...until the tree is rebuilt: the database is consistent again
     });
+    const kept = runCli(['log', 'export', '--state', dir, '--out', join(dir, '..', 'kept-head.jsonl')]);
+    expect(kept.stderr, 'with the high-water mark in place, the runner itself refuses the rewritten database').toMatch(
+      /^edge-runner: STORE_ROLLED_BACK: /,
+    );
+    dropHead(dir);
     expect(exportAndVerify(dir).status, 'without an earlier checkpoint the rewritten log agrees with itself').toBe(0);
     expect(failureCode(exportAndVerify(dir, earlierPath))).toBe('LOG_EARLIER_CHECKPOINT_MISMATCH');
     expect(failureCode(exportAndVerify(dir, bundles[0]))).toBe('LOG_EARLIER_CHECKPOINT_MISMATCH');
@@ -209,6 +223,7 @@ describe('when the log is truncated and re-appended, the database kept consisten
       recordsTree(db).checkNodes();
       expect(recordsTree(db).size()).toBe(cut);
     });
+    dropHead(dir);
     exec(dir);
     exec(dir);
   }, 60_000);
@@ -239,6 +254,7 @@ describe('when the log is truncated and re-appended, the database kept consisten
       db.prepare('DELETE FROM seen_capsules_v1 WHERE accepted_seq >= ?').run(5);
       rebuildTree(db);
     });
+    dropHead(short);
     expect(failureCode(exportAndVerify(short, earlierPath))).toBe('LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT');
   });
 });
