@@ -13,6 +13,7 @@ import {
   renameSync,
   rmdirSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -21,7 +22,7 @@ import { PrivateKey, verifyKeyPair } from '../core/ed25519.js';
 import { sha256Hex } from '../core/digest.js';
 import { isCodedError } from '../core/errors.js';
 import { parseJson } from '../core/json.js';
-import { verifyTrustDocument, type VerifiedTrust } from '../trust/trust.js';
+import { TRUST_MAX_BYTES, verifyTrustDocument, type VerifiedTrust } from '../trust/trust.js';
 import { BlobStore } from './blobs.js';
 import { StateError } from './errors.js';
 import { readPrivateKeyFile, writeKeyPair } from './keyfile.js';
@@ -216,6 +217,12 @@ export function loadState(dir: string, now: Date): RunnerState {
   const key = readPrivateKeyFile(layout.privateKey);
   if (key.keyid !== identity.keyid) {
     throw new StateError('STATE_CORRUPT', 'The runner key does not match the keyid in runner.json.');
+  }
+  // Under its cap before it is read whole (verifyTrustDocument checks the same cap on the bytes).
+  if (statSync(layout.trust).size > TRUST_MAX_BYTES) {
+    throw new StateError('STATE_TRUST_INVALID', `The pinned trust document is larger than ${TRUST_MAX_BYTES} bytes.`, {
+      trustCode: 'TRUST_TOO_LARGE',
+    });
   }
   const trustBytes = readFileSync(layout.trust);
   verifyTrustPin(layout, identity, trustBytes);

@@ -6,12 +6,13 @@
  * state folder is now resolved once and read only through its real path.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isCodedError } from '../../runner/core/errors.js';
 import { loadState } from '../../runner/state/state.js';
+import { TRUST_MAX_BYTES } from '../../runner/trust/trust.js';
 import { makeWorld, type World } from '../helpers/world.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -67,4 +68,15 @@ while time.time() < end:
     },
     60_000,
   );
+});
+
+describe('the pinned trust document is read under its cap', () => {
+  it('a trust file over TRUST_MAX_BYTES is refused (STATE_TRUST_INVALID, TRUST_TOO_LARGE) before it is read whole', () => {
+    const w = makeWorld();
+    worlds.push(w);
+    writeFileSync(join(w.stateDir, 'trust.dsse.json'), Buffer.alloc(TRUST_MAX_BYTES + 1, 0x20));
+    expect(() => loadState(w.stateDir, new Date())).toThrow(
+      expect.objectContaining({ code: 'STATE_TRUST_INVALID', details: { trustCode: 'TRUST_TOO_LARGE' } }),
+    );
+  });
 });
