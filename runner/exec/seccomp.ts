@@ -3,7 +3,7 @@
  * an array of `struct sock_filter`, 8 bytes each, in host byte order; linux/filter.h, linux/seccomp.h).
  * Its name in the evidence is SYSCALL_FILTER; what that version refuses:
  *
- *   - sockets of any family but AF_INET, AF_INET6 (the step's own network namespace: loopback only) and
+ *   - socket() of any family but AF_INET, AF_INET6 (the step's own network namespace: loopback only) and
  *     AF_NETLINK (glibc's getaddrinfo asks the kernel for interfaces), with EAFNOSUPPORT: an allowlist, so
  *     AF_UNIX (a read-only bind does not stop connect() on a socket file in a listed folder), AF_VSOCK (a
  *     virtual machine's way to its hypervisor, which no network namespace closes) and every other family
@@ -11,6 +11,8 @@
  *     datagram with protocol 0, TCP, UDP, ICMP or ICMPv6 (no SCTP, DCCP or raw: protocols whose module the
  *     kernel would load on demand), and netlink of protocol NETLINK_ROUTE only (a root runner's steps share
  *     the host's user namespace, where NETLINK_KOBJECT_UEVENT broadcasts the host's device events);
+ *     socketpair() of AF_UNIX only: an unnamed connected pair, which reaches nothing (v4: v3 refused it,
+ *     and with it Node's child_process and Python's asyncio inside steps);
  *   - io_uring (ENOSYS): IORING_OP_SOCKET creates sockets without socket(); and Linux AIO (io_setup and
  *     the rest, ENOSYS): its events are counted once for the whole host (fs.aio-max-nr), so one step could
  *     take them all from the host's own databases;
@@ -28,7 +30,7 @@
  */
 
 /** The filter's name in the evidence (run.sandbox.syscallFilter); a new version when what it refuses changes. */
-export const SYSCALL_FILTER = 'edge-runner/v3';
+export const SYSCALL_FILTER = 'edge-runner/v4';
 
 /** A classic BPF instruction (struct sock_filter). */
 export interface BpfInstruction {
@@ -108,6 +110,7 @@ const OFFSET_ARG1_LOW = 24;
 const OFFSET_ARG2_LOW = 32;
 
 /** linux/socket.h: the families a step may open. The kernel reads the domain as an int (the low word). */
+const AF_UNIX = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
 const AF_NETLINK = 16;
@@ -188,7 +191,7 @@ export function toSeccompProgram(arch: SeccompArch): BpfInstruction[] {
     { op: 'ld', offset: OFFSET_NR },
     ...(t.foreignFrom !== undefined ? [{ op: 'jge', k: t.foreignFrom, then: 'eperm' } as const] : []),
     to(t.socket, 'family'),
-    to(t.socketpair, 'family'),
+    to(t.socketpair, 'pair'),
     to(t.clone, 'clone'),
     to(t.unshare, 'unshare'),
     to(t.setns, 'eperm'),
@@ -202,6 +205,12 @@ export function toSeccompProgram(arch: SeccompArch): BpfInstruction[] {
     to(AF_INET, 'inet'),
     to(AF_INET6, 'inet'),
     to(AF_NETLINK, 'netlink'),
+    { op: 'ret', k: SECCOMP_RET_ERRNO | EAFNOSUPPORT },
+    // socketpair: an unnamed, connected AF_UNIX pair reaches no socket file and no listener, and libuv
+    // (Node's child_process) and Python's asyncio make their pipes with it; every other family is refused.
+    { op: 'label', name: 'pair' },
+    { op: 'ld', offset: OFFSET_ARG0_LOW },
+    to(AF_UNIX, 'allow'),
     { op: 'ret', k: SECCOMP_RET_ERRNO | EAFNOSUPPORT },
     { op: 'label', name: 'inet' },
     { op: 'ld', offset: OFFSET_ARG1_LOW },

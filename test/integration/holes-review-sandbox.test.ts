@@ -109,6 +109,29 @@ print("io_setup", 0 if libc.syscall(206, 1, ctypes.byref(ctx)) == 0 else ctypes.
   });
 });
 
+const SYSTEM_NODE = '/usr/bin/node';
+
+describe.runIf(bwrapUsable)('review round 3: ordinary programs still work under the filter', () => {
+  it.runIf(existsSync(SYSTEM_NODE))('node can start a child process in a step (libuv makes its stdio with socketpair)', async () => {
+    const launcher = launcherWith();
+    const workspace = newWorkspace(launcher);
+    const argv = [SYSTEM_NODE, '-e', "process.stdout.write(require('child_process').execFileSync('/bin/echo', ['child ok']))"];
+    const outcome = await runStep({
+      plan: launcher.plan(argv, { PATH: '/usr/bin:/bin' }, workspace),
+      timeoutMs: 30_000,
+      killGraceMs: 500,
+      outputCapBytes: MiB,
+      blobs,
+      leaderIsStep: launcher.leaderIsStep,
+    });
+    expect(readFileSync(blobs.pathOf(outcome.stdout.digest), 'utf8'), readFileSync(blobs.pathOf(outcome.stderr.digest), 'utf8')).toBe('child ok\n');
+  });
+
+  it.runIf(pythonUsable)('python asyncio runs in a step (its event loop makes a socketpair)', async () => {
+    expect(await runPython(launcherWith(), 'import asyncio; asyncio.run(asyncio.sleep(0)); print("asyncio ok")')).toBe('asyncio ok\n');
+  });
+});
+
 describe.runIf(bwrapUsable && pythonUsable)('review F2: a step making a user namespace (capabilities inside it, its own mounts)', () => {
   it('unshare(CLONE_NEWUSER), unshare(CLONE_NEWNS), setns and clone3 are refused; fork and threads work', async () => {
     // Through libc (python 3.11 has no os.unshare): each call prints its errno, 0 for success.

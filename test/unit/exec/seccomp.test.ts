@@ -63,9 +63,11 @@ describe('the seccomp filter for x86_64', () => {
   const program = toSeccompProgram('x64');
   const x64 = (nr: number, args: number[] = []) => runBpf(program, seccompData(AUDIT_ARCH_X86_64, nr, args));
 
-  it('refuses socket(AF_UNIX) and socketpair(AF_UNIX) with EAFNOSUPPORT', () => {
+  it('refuses socket(AF_UNIX) with EAFNOSUPPORT; allows socketpair(AF_UNIX), an unnamed pair (Node and asyncio need it)', () => {
     expect(x64(41, [1, 1, 0])).toBe(errno(97));
-    expect(x64(53, [1, 1, 0])).toBe(errno(97));
+    expect(x64(53, [1, 1, 0])).toBe(SECCOMP_RET_ALLOW);
+    expect(x64(53, [2 ** 32 + 1, 1, 0])).toBe(SECCOMP_RET_ALLOW); // the kernel reads the int: AF_UNIX
+    expect(x64(53, [2, 1, 0])).toBe(errno(97));
   });
 
   it('allows only AF_INET, AF_INET6 and AF_NETLINK sockets, by the low word of the domain as the kernel reads it', () => {
@@ -141,7 +143,8 @@ describe('the seccomp filter for aarch64', () => {
 
   it('refuses unix sockets and io_uring by the generic syscall numbers, allows the rest', () => {
     expect(arm(198, [1])).toBe(errno(97));
-    expect(arm(199, [1])).toBe(errno(97));
+    expect(arm(199, [1])).toBe(SECCOMP_RET_ALLOW);
+    expect(arm(199, [40])).toBe(errno(97));
     expect(arm(198, [2, 1, 0])).toBe(SECCOMP_RET_ALLOW);
     expect(arm(0)).toBe(errno(38)); // io_setup
     expect(arm(198, [40])).toBe(errno(97)); // AF_VSOCK
