@@ -6,6 +6,12 @@
  * would run again, and the runner would sign a checkpoint that contradicts one it signed before (a forked
  * log). At open, the database's tree must reach the mark with the same root there (STORE_ROLLED_BACK).
  *
+ * The database remembers that it has a mark (`log_head_v1`, the size it last wrote), so a missing file is
+ * refused rather than rebuilt from the database in hand (the last review put back an old copy and deleted
+ * the mark); only a store that never had one (made before the mark existed) adopts one from its latest
+ * checkpoint. The mark is written under the store's write lock, in the transaction that keeps the
+ * checkpoint, so two runners never move it backwards.
+ *
  * What it does not stop: someone who puts back the mark too (a restore of the whole state folder). Only a
  * checkpoint kept off the host (a bundle, an auditor, the coordinator's witness) shows that.
  */
@@ -13,6 +19,23 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseJson } from '../core/json.js';
 import { writeFileAtomic } from '../state/files.js';
 import { StoreError } from './errors.js';
+import type { SqliteDatabase } from './sqlite.js';
+
+/** Schema 6: the size of the mark this database last wrote (one row, once it has written one). */
+export const LOG_HEAD_SQL = `CREATE TABLE log_head_v1 (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  size INTEGER NOT NULL
+);`;
+
+/** The size of the mark this database says it wrote last, or undefined if it never wrote one. */
+export function recordedHeadSize(db: SqliteDatabase): number | undefined {
+  const row = db.prepare('SELECT size FROM log_head_v1 WHERE id = 1').get() as { size: number } | undefined;
+  return row === undefined ? undefined : Number(row.size);
+}
+
+export function recordHeadSize(db: SqliteDatabase, size: number): void {
+  db.prepare('INSERT INTO log_head_v1 (id, size) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET size = excluded.size').run(size);
+}
 
 export interface LogHead {
   size: number;
@@ -52,6 +75,14 @@ export function readLogHead(path: string): LogHead | undefined {
 
 export function writeLogHead(path: string, head: LogHead): void {
   writeFileAtomic(path, `${JSON.stringify({ size: head.size, root: head.root })}\n`, { mode: 0o600 });
+}
+
+export function missingHead(path: string, recorded: number): StoreError<'STORE_ROLLED_BACK'> {
+  return new StoreError(
+    'STORE_ROLLED_BACK',
+    `The log's high-water mark ${path} is missing, though this database wrote one (size ${recorded}): it may be an older copy put back with its mark removed; nothing is accepted.`,
+    { path, headSize: recorded },
+  );
 }
 
 /** Refuses a tree that does not reach the mark, or that reaches it with another root. */

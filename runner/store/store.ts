@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { encodeRecordLeaf, type RecordBodies, type RecordKind } from '../log/record.js';
 import { CheckpointTable, CHECKPOINTS_SCHEMA_SQL, type StoredCheckpoint } from './checkpoints.js';
 import { StoreError } from './errors.js';
-import { headPathOf, readLogHead, verifyLogHead, writeLogHead } from './head.js';
+import { headPathOf, LOG_HEAD_SQL, missingHead, readLogHead, recordedHeadSize, recordHeadSize, verifyLogHead, writeLogHead } from './head.js';
 import { verifyStoreIntegrity } from './integrity.js';
 import { MerkleTable } from './merkle.js';
 import { NONCES_SCHEMA_SQL, NonceTable } from './nonces.js';
@@ -51,6 +51,8 @@ const MIGRATIONS: readonly { sql?: string; after?: (db: SqliteDatabase) => void 
   // 5: the tree's hashes move into the records' rows (records_v1.tree), copied from merkle_nodes_v1, which
   // goes: appending a record is one row insert, not three.
   { after: moveTreeIntoRecords },
+  // 6: the size of the log's high-water mark this database last wrote beside itself (runner/store/head.ts).
+  { sql: LOG_HEAD_SQL },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -234,25 +236,37 @@ export class Store {
    * (runner/store/head.ts): a later open of an older copy of the database is refused.
    */
   saveCheckpoint(size: number, note: string): void {
-    this.db.transaction(() => this.checkpointTable.insert({ size, note, signedAt: this.timestamp() }));
-    this.raiseHead(size);
+    this.db.transaction(() => {
+      this.checkpointTable.insert({ size, note, signedAt: this.timestamp() });
+      this.raiseHead(size);
+    });
   }
 
-  /** At open: the tree reaches the mark with the same root there. No mark yet: it is set from the latest checkpoint. */
+  /**
+   * At open: the tree reaches the mark with the same root there, then the mark is raised to the latest
+   * checkpoint (a runner that died between the two left it behind). No mark: refused if this database
+   * wrote one, else (a store from before the mark) set from the latest checkpoint.
+   */
   private verifyHead(): void {
     const head = readLogHead(this.headPath);
     if (head === undefined) {
-      const latest = this.checkpointTable.latest();
-      if (latest !== undefined && latest.size <= this.merkle.size()) this.raiseHead(latest.size);
-      return;
+      const recorded = recordedHeadSize(this.db);
+      if (recorded !== undefined) throw missingHead(this.headPath, recorded);
+    } else {
+      verifyLogHead(this.headPath, head, this.merkle.size(), (size) => this.merkle.root(size));
     }
-    verifyLogHead(this.headPath, head, this.merkle.size(), (size) => this.merkle.root(size));
+    const latest = this.checkpointTable.latest();
+    if (latest !== undefined && latest.size <= this.merkle.size() && latest.size > (head?.size ?? -1)) {
+      this.db.transaction(() => this.raiseHead(latest.size));
+    }
   }
 
+  /** Inside a write transaction (the store's lock): moves the mark up to `size`, never down. */
   private raiseHead(size: number): void {
     const current = readLogHead(this.headPath);
     if (current !== undefined && current.size >= size) return; // another process got further
     writeLogHead(this.headPath, { size, root: this.merkle.root(size).toString('base64') });
+    recordHeadSize(this.db, size);
   }
 
   latestCheckpoint(): StoredCheckpoint | undefined {

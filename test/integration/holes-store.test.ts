@@ -196,6 +196,37 @@ describe('review round 2: an older copy of the database put back (a restore from
   });
 });
 
+describe('review round 3: an older copy put back and its mark removed', () => {
+  it('is refused too (STORE_ROLLED_BACK): the database remembers that it wrote a mark', () => {
+    const w = (world = makeWorld());
+    expect(exec(w, w.writeCapsule(w.capsule())).status).toBe(0);
+    replayTablePage(dbPath(w));
+    const backup = `${dbPath(w)}.backup`;
+    copyFileSync(dbPath(w), backup);
+    const later = w.writeCapsule(w.capsule());
+    expect(exec(w, later).status).toBe(0);
+    for (const suffix of ['-wal', '-shm']) rmSync(`${dbPath(w)}${suffix}`, { force: true });
+    copyFileSync(backup, dbPath(w));
+    rmSync(backup);
+    rmSync(`${dbPath(w)}.head`);
+    const replayed = exec(w, later);
+    expect(replayed.status, replayed.stderr).toBe(2);
+    expect(replayed.stderr).toMatch(/^edge-runner: STORE_ROLLED_BACK: The log's high-water mark .* is missing, though this database wrote one/);
+    expect(bundles(w), 'the later capsule ran once').toBe(2);
+  });
+
+  it('a store that never had a mark (made before it existed) adopts one from its latest checkpoint, and is held to it', () => {
+    const w = (world = makeWorld());
+    expect(exec(w, w.writeCapsule(w.capsule())).status).toBe(0);
+    const raw = SqliteDatabase.open(dbPath(w), { busyTimeoutMs: 5000 });
+    raw.exec('DELETE FROM log_head_v1');
+    raw.close();
+    rmSync(`${dbPath(w)}.head`);
+    expect(exec(w, w.writeCapsule(w.capsule())).status).toBe(0);
+    expect(existsSync(`${dbPath(w)}.head`)).toBe(true);
+  });
+});
+
 /**
  * A log that holds a replay: what a store whose replay table was emptied while it was open (so no open-time
  * check ran) writes. The records are the runner's own, signed by its own checkpoints.

@@ -92,6 +92,7 @@ function rewriteTree(db: SqliteDatabase): void {
  */
 function dropHead(stateDir: string): void {
   rmSync(join(stateDir, 'runner.db.head'), { force: true });
+  withDb(stateDir, (db) => db.exec('DELETE FROM log_head_v1')); // and the database's memory of having one
 }
 
 /** What a careful attacker does after changing records: rebuild every tree hash from the leaves, drop the checkpoints. */
