@@ -169,21 +169,29 @@ describe('attack 13: a corrupted replay table does not let capsules that already
   });
 });
 
+/**
+ * One capsule run, a backup of the database taken (folded into one file), a later capsule run (and its
+ * replay refused), then the backup put back as an operator would: the database file only. Returns the
+ * later capsule's file.
+ */
+function putBackOlderCopy(w: World): string {
+  expect(exec(w, w.writeCapsule(w.capsule())).status).toBe(0);
+  replayTablePage(dbPath(w));
+  const backup = `${dbPath(w)}.backup`;
+  copyFileSync(dbPath(w), backup);
+  const later = w.writeCapsule(w.capsule());
+  expect(exec(w, later).status).toBe(0);
+  expect(exec(w, later).stderr).toMatch(/CAPSULE_REPLAY/);
+  for (const suffix of ['-wal', '-shm']) rmSync(`${dbPath(w)}${suffix}`, { force: true });
+  copyFileSync(backup, dbPath(w));
+  rmSync(backup);
+  return later;
+}
+
 describe('review round 2: an older copy of the database put back (a restore from a backup)', () => {
   it('is refused with STORE_ROLLED_BACK: the capsules accepted since do not run again, and no forked checkpoint is signed', () => {
     const w = (world = makeWorld());
-    expect(exec(w, w.writeCapsule(w.capsule())).status).toBe(0);
-    // The backup: the database as it is now (folded into one file), kept aside.
-    replayTablePage(dbPath(w));
-    const backup = `${dbPath(w)}.backup`;
-    copyFileSync(dbPath(w), backup);
-    const later = w.writeCapsule(w.capsule());
-    expect(exec(w, later).status).toBe(0);
-    expect(exec(w, later).stderr).toMatch(/CAPSULE_REPLAY/);
-    // Put back, as the operator would: the database file only (no WAL: it was folded in).
-    for (const suffix of ['-wal', '-shm']) rmSync(`${dbPath(w)}${suffix}`, { force: true });
-    copyFileSync(backup, dbPath(w));
-    rmSync(backup);
+    const later = putBackOlderCopy(w);
     const replayed = exec(w, later);
     expect(replayed.status, replayed.stderr).toBe(2);
     expect(replayed.stderr).toMatch(
@@ -199,15 +207,7 @@ describe('review round 2: an older copy of the database put back (a restore from
 describe('review round 3: an older copy put back and its mark removed', () => {
   it('is refused too (STORE_ROLLED_BACK): the database remembers that it wrote a mark', () => {
     const w = (world = makeWorld());
-    expect(exec(w, w.writeCapsule(w.capsule())).status).toBe(0);
-    replayTablePage(dbPath(w));
-    const backup = `${dbPath(w)}.backup`;
-    copyFileSync(dbPath(w), backup);
-    const later = w.writeCapsule(w.capsule());
-    expect(exec(w, later).status).toBe(0);
-    for (const suffix of ['-wal', '-shm']) rmSync(`${dbPath(w)}${suffix}`, { force: true });
-    copyFileSync(backup, dbPath(w));
-    rmSync(backup);
+    const later = putBackOlderCopy(w);
     rmSync(`${dbPath(w)}.head`);
     const replayed = exec(w, later);
     expect(replayed.status, replayed.stderr).toBe(2);
