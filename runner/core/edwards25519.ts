@@ -113,17 +113,6 @@ export function hasSmallOrder(point: AffinePoint): boolean {
   return x === 0n && y === z;
 }
 
-/** The canonical 32-byte encoding of a point (y little-endian, sign of x in bit 255). */
-export function encodePoint(point: AffinePoint): Buffer {
-  let n = point.y | ((point.x & 1n) << 255n);
-  const out = Buffer.alloc(32);
-  for (let i = 0; i < 32; i++) {
-    out[i] = Number(n & 0xffn);
-    n >>= 8n;
-  }
-  return out;
-}
-
 /**
  * Why a 32-byte public key is refused, or undefined when it is a canonical encoding of a point that is not
  * of small order. Done once per key, when it is loaded.
