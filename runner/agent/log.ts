@@ -20,13 +20,33 @@ export function verifierKeyOf(identity: LogIdentity): string {
 
 /** Signs (and keeps) a checkpoint of the tree as it is now, unless one for this size exists already. */
 export function checkpointNow(store: Store, identity: LogIdentity): StoredCheckpoint {
-  const size = store.merkle.size();
-  const latest = store.latestCheckpoint();
-  if (latest && latest.size === size) return latest;
-  const origin = originOf(identity);
-  const note = signCheckpoint({ origin, size, rootHash: store.merkle.root(size), extensions: [] }, origin, identity.key);
+  const { size, note, kept } = checkpointOf(store, identity);
+  if (kept) return store.latestCheckpoint()!;
   store.saveCheckpoint(size, note);
   return store.latestCheckpoint()!;
+}
+
+/** The checkpoint of the tree as it is now: the kept one for this size, or one signed now and not yet kept. */
+export function checkpointOf(store: Store, identity: LogIdentity): { size: number; note: string; kept: boolean } {
+  const size = store.merkle.size();
+  const latest = store.latestCheckpoint();
+  if (latest && latest.size === size) return { size, note: latest.note, kept: true };
+  const origin = originOf(identity);
+  return { size, note: signCheckpoint({ origin, size, rootHash: store.merkle.root(size), extensions: [] }, origin, identity.key), kept: false };
+}
+
+/**
+ * The bundle's log member for leaf `index` and the checkpoint it is proved under, signed for the log as it
+ * is now and not yet kept: Store.recordEvidence keeps it in the evidence's transaction, after the outbox row.
+ */
+export function sealedLogFor(
+  store: Store,
+  identity: LogIdentity,
+  index: number,
+  leaf: Uint8Array,
+): { log: BundleLogMember; checkpoint: { size: number; note: string } } {
+  const { size, note } = checkpointOf(store, identity);
+  return { log: toBundleLogMember(index, leaf, store.merkle.inclusionProof(index, size), note), checkpoint: { size, note } };
 }
 
 /** The bundle's log member for leaf `index`, proved against a fresh checkpoint that covers it. */

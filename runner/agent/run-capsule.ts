@@ -25,7 +25,7 @@ import { StoreError } from '../store/errors.js';
 import { RUNNER_VERSION } from '../version.js';
 import { RunError } from './errors.js';
 import type { Launcher } from './launcher.js';
-import { bundleLogFor } from './log.js';
+import { sealedLogFor } from './log.js';
 import { removeRunFolder, type RunnerContext } from './runner.js';
 
 export type CapsuleOutcome =
@@ -45,6 +45,14 @@ export type CapsuleOutcome =
 export interface RunCapsuleOptions {
   /** The capsule file's size on disk, when `bytes` was read only up to just past the size cap. */
   size?: number;
+  /**
+   * Runs inside the transaction of the record that decides the capsule (its acceptance, or its rejection):
+   * the agent moves its work feed's cursor there, so a capsule is decided and passed over together or not at
+   * all. If it throws, the decision is not recorded either.
+   */
+  decided?: () => void;
+  /** Aborts the running step (SIGTERM, then SIGKILL after exec.killGraceMs); the run ends run.aborted RUN_AGENT_STOPPED. */
+  signal?: AbortSignal;
 }
 
 /** Takes one capsule file's bytes through acceptance and, if accepted, through a run. */
@@ -64,14 +72,18 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
   const size = options.size ?? bytes.length;
   // A file read only up to the cap has no digest we could stand behind: its size is recorded instead.
   const fileDigest = size === bytes.length ? `sha256:${sha256Hex(bytes)}` : undefined;
+  const decided = options.decided ?? (() => {});
   const reject = (err: CapsuleError): CapsuleOutcome => {
     const capsuleId = typeof err.details.capsuleId === 'string' ? err.details.capsuleId : undefined;
     const manifestDigest = typeof err.details.manifestDigest === 'string' ? err.details.manifestDigest : undefined;
-    store.appendRecord('capsule.rejected', {
-      code: err.code,
-      ...(fileDigest ? { fileDigest } : { fileSize: size }),
-      ...(capsuleId ? { capsuleId } : {}),
-      ...(manifestDigest ? { manifestDigest } : {}),
+    store.transaction(() => {
+      store.appendRecord('capsule.rejected', {
+        code: err.code,
+        ...(fileDigest ? { fileDigest } : { fileSize: size }),
+        ...(capsuleId ? { capsuleId } : {}),
+        ...(manifestDigest ? { manifestDigest } : {}),
+      });
+      decided();
     });
     // Ids, codes and digests only: the details may hold what the file said (an unsigned payloadType, a path).
     ctx.logger.warn({ code: err.code, fileDigest, capsuleId, manifestDigest }, 'capsule rejected');
@@ -90,13 +102,17 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     verifyStepEnvPolicy(accepted);
     launcher = selectLauncher(ctx, accepted);
     // Before the nonce is burnt: a capsule refused for want of room can be sent again once there is room.
-    refuseBelowReserve(ctx, accepted, fileDigest ? { fileDigest } : { fileSize: size });
-    store.acceptCapsule(accepted.manifest.nonce, {
-      capsuleId: accepted.manifest.id,
-      capsuleKind: accepted.manifest.kind,
-      manifestDigest: accepted.manifestDigest,
-      ...(fileDigest ? { fileDigest } : {}),
-      signers: accepted.signers,
+    refuseBelowReserve(ctx, accepted, fileDigest ? { fileDigest } : { fileSize: size }, decided);
+    const { manifest, manifestDigest, signers } = accepted;
+    store.transaction(() => {
+      store.acceptCapsule(manifest.nonce, {
+        capsuleId: manifest.id,
+        capsuleKind: manifest.kind,
+        manifestDigest,
+        ...(fileDigest ? { fileDigest } : {}),
+        signers,
+      });
+      decided();
     });
   } catch (err) {
     if (err instanceof CapsuleError) return reject(err);
@@ -105,7 +121,7 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     }
     throw err;
   }
-  return runAccepted(ctx, accepted, launcher);
+  return runAccepted(ctx, accepted, launcher, options.signal);
 }
 
 /** Free bytes on the file system holding `dir`, as an unprivileged writer sees them (f_bavail). */
@@ -119,7 +135,12 @@ export function freeBytesOf(dir: string): number {
  * refusal is recorded (capsule.rejected, code RUN_DISK_RESERVE; the reserve is what leaves the log room for
  * it) and thrown, so the CLI exits with the code and the capsule, whose nonce is not burnt, can come again.
  */
-function refuseBelowReserve(ctx: RunnerContext, accepted: AcceptedCapsule, file: { fileDigest: string } | { fileSize: number }): void {
+function refuseBelowReserve(
+  ctx: RunnerContext,
+  accepted: AcceptedCapsule,
+  file: { fileDigest: string } | { fileSize: number },
+  decided: () => void,
+): void {
   const reserve = ctx.config.store.reserveBytes;
   let free: number;
   try {
@@ -128,11 +149,14 @@ function refuseBelowReserve(ctx: RunnerContext, accepted: AcceptedCapsule, file:
     free = 0; // no answer is no room: fail closed
   }
   if (free >= reserve) return;
-  ctx.store.appendRecord('capsule.rejected', {
-    code: 'RUN_DISK_RESERVE',
-    ...file,
-    capsuleId: accepted.manifest.id,
-    manifestDigest: accepted.manifestDigest,
+  ctx.store.transaction(() => {
+    ctx.store.appendRecord('capsule.rejected', {
+      code: 'RUN_DISK_RESERVE',
+      ...file,
+      capsuleId: accepted.manifest.id,
+      manifestDigest: accepted.manifestDigest,
+    });
+    decided();
   });
   ctx.logger.warn({ code: 'RUN_DISK_RESERVE', capsuleId: accepted.manifest.id }, 'run refused: disk below reserve');
   throw new RunError(
@@ -158,7 +182,7 @@ function selectLauncher(ctx: RunnerContext, accepted: AcceptedCapsule): Launcher
   return selected;
 }
 
-async function runAccepted(ctx: RunnerContext, accepted: AcceptedCapsule, launcher: Launcher): Promise<CapsuleOutcome> {
+async function runAccepted(ctx: RunnerContext, accepted: AcceptedCapsule, launcher: Launcher, signal: AbortSignal | undefined): Promise<CapsuleOutcome> {
   const { manifest } = accepted;
   const { store } = ctx;
   const runId = randomUUID();
@@ -173,7 +197,7 @@ async function runAccepted(ctx: RunnerContext, accepted: AcceptedCapsule, launch
     removeRunFolder(store, runId, runDir, ops);
   };
   try {
-    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops });
+    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops, signal });
   } catch (err) {
     // Whatever stopped the run midway is recorded, with a code, unless the run already ended. A full disk
     // (RUN_DISK_FULL) may refuse that record too: the workspace, most likely what filled it, is freed first
@@ -227,13 +251,14 @@ interface RunContext {
   runDir: string;
   startedAt: Date;
   ops: RunnerContext['logger'];
+  signal: AbortSignal | undefined;
 }
 
 async function runSteps(
   ctx: RunnerContext,
   accepted: AcceptedCapsule,
   launcher: Launcher,
-  { runId, runDir, startedAt, ops }: RunContext,
+  { runId, runDir, startedAt, ops, signal }: RunContext,
 ): Promise<CapsuleOutcome> {
   const { state, store, config } = ctx;
   const { manifest } = accepted;
@@ -253,6 +278,7 @@ async function runSteps(
   const steps: StepRecord[] = [];
   let stopped = false;
   for (const step of manifest.steps) {
+    if (signal?.aborted) throw agentStopped(runId);
     if (stopped) {
       steps.push({ name: step.name, status: 'skipped', exitCode: null, signal: null, timedOut: false, durationMs: 0 });
       continue;
@@ -265,7 +291,9 @@ async function runSteps(
       outputCapBytes: config.exec.outputCapBytes,
       blobs: state.blobs,
       leaderIsStep: launcher.leaderIsStep,
+      ...(signal ? { signal } : {}),
     });
+    if (outcome.aborted) throw agentStopped(runId);
     const record = toStepRecord(step.name, outcome);
     ops.info(
       {
@@ -287,8 +315,6 @@ async function runSteps(
   const continueOnFailure = new Set(manifest.steps.filter((s) => s.continueOnFailure).map((s) => s.name));
   const verdict = decideVerdict(steps, artifacts, continueOnFailure);
   const endedAt = ctx.clock();
-  store.finishRun({ runId, verdict });
-  ops.info({ verdict, isolation: launcher.isolation }, 'run finished');
 
   const runner = { id: state.identity.id, keyid: state.key.keyid };
   const statement = buildStatement({
@@ -307,12 +333,24 @@ async function runSteps(
     policy: { decision: 'allowed', rule: 'read-only-kind', trustVersion: state.trust.body.version },
   });
   const evidence = signEvidence(statement, { manifest, runner }, state.key);
-  const evidenceRecord = store.recordEvidence({ runId, evidenceDigest: evidence.digest });
-  const log = bundleLogFor(store, { runnerId: state.identity.id, key: state.key }, evidenceRecord.seq, evidenceRecord.leaf);
-  const bundle = buildBundle(evidence.envelope, accepted.envelope, log);
-  guardBundle(bundle);
+  // The run's end, its evidence and its bundle queued for the coordinator: one transaction, so a runner killed
+  // anywhere here leaves either a running run (aborted at the next start, and answered as such) or all three.
+  let bundle: Bundle | undefined;
+  let bundleText = '';
+  store.transaction(() => {
+    store.finishRun({ runId, verdict });
+    store.recordEvidence({ runId, evidenceDigest: evidence.digest }, (record) => {
+      const sealed = sealedLogFor(store, { runnerId: state.identity.id, key: state.key }, record.seq, record.leaf);
+      bundle = buildBundle(evidence.envelope, accepted.envelope, sealed.log);
+      guardBundle(bundle);
+      bundleText = formatBundle(bundle);
+      return { bundle: Buffer.from(bundleText, 'utf8'), checkpoint: sealed.checkpoint };
+    });
+  });
+  ops.info({ verdict, isolation: launcher.isolation }, 'run finished');
   const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
-  writeFileAtomic(bundlePath, formatBundle(bundle));
+  // A copy for the operator; the outbox row holds the same bytes for the coordinator.
+  writeFileAtomic(bundlePath, bundleText);
   return {
     kind: 'completed',
     runId,
@@ -320,10 +358,14 @@ async function runSteps(
     verdict,
     isolation: launcher.isolation,
     steps,
-    bundle,
+    bundle: bundle!,
     bundlePath,
     evidenceDigest: evidence.digest,
   };
+}
+
+function agentStopped(runId: string): RunError {
+  return new RunError('RUN_AGENT_STOPPED', 'The agent stopped while the run was going on; the run is recorded as aborted.', { runId });
 }
 
 /** Policy: a step may not set variables that steer the dynamic loader of the sandbox's own wrappers. */

@@ -26,6 +26,8 @@ export interface StepOutcome {
   stderrTail: string;
   /** OOM kills in the step's memory cgroup (sandbox.ts endLaunch); absent without one. */
   oomKills?: number;
+  /** The runner stopped the step (its `signal` fired: the agent is shutting down); absent otherwise. */
+  aborted?: true;
 }
 
 export interface RunStepOptions {
@@ -41,6 +43,8 @@ export interface RunStepOptions {
    * wrapper leader is spared the SIGTERM so that the step can run its own handlers.
    */
   leaderIsStep?: boolean;
+  /** Stops the step as a timeout does (SIGTERM, then SIGKILL after the grace), and marks it aborted. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -81,6 +85,7 @@ function runStarted(options: RunStepOptions, plan: LaunchPlan, stdout: BlobWrite
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
     let timedOut = false;
+    let aborted = false;
     let spawnFailure: SpawnFailure | null = null;
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let killTimer: NodeJS.Timeout | undefined;
@@ -154,6 +159,7 @@ function runStarted(options: RunStepOptions, plan: LaunchPlan, stdout: BlobWrite
       settled = true;
       clearTimeout(termTimer);
       clearTimeout(killTimer);
+      options.signal?.removeEventListener('abort', onAbort);
       // Nothing the step started may outlive it; a process that escaped the group (setsid) may still hold
       // the pipes, so they are closed from this side rather than waited for.
       signalGroup('SIGKILL');
@@ -183,15 +189,28 @@ function runStarted(options: RunStepOptions, plan: LaunchPlan, stdout: BlobWrite
         ...outputs,
         stderrTail: tail.toString('utf8'),
         ...(oomKills !== undefined ? { oomKills } : {}),
+        ...(aborted ? { aborted: true as const } : {}),
       });
     };
 
-    const termTimer: NodeJS.Timeout = setTimeout(() => {
-      timedOut = true;
+    /** SIGTERM to the step (not to a wrapper leader), SIGKILL to the group after the grace. */
+    const stop = () => {
       if (options.leaderIsStep === false && child.pid !== undefined) signalMembers(child.pid, 'SIGTERM');
       else signalGroup('SIGTERM');
       killTimer = setTimeout(() => signalGroup('SIGKILL'), options.killGraceMs);
+    };
+    const termTimer: NodeJS.Timeout = setTimeout(() => {
+      timedOut = true;
+      stop();
     }, options.timeoutMs);
+    const onAbort = () => {
+      if (timedOut || aborted || exit !== undefined) return;
+      aborted = true;
+      clearTimeout(termTimer);
+      stop();
+    };
+    if (options.signal?.aborted) queueMicrotask(onAbort);
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
 
     child.on('error', (err: NodeJS.ErrnoException) => {
       spawnFailure = err.code === 'ENOENT' ? 'not-found' : err.code === 'EACCES' ? 'permission-denied' : 'spawn-failed';
@@ -200,7 +219,7 @@ function runStarted(options: RunStepOptions, plan: LaunchPlan, stdout: BlobWrite
     child.on('exit', (code, signal) => {
       exit = { code, signal };
       clearTimeout(termTimer); // it ended by itself: it cannot time out any more
-      if (timedOut) {
+      if (timedOut || aborted) {
         // In the grace period: what is left of the group has until the SIGKILL timer to finish its handlers.
         setTimeout(finish, options.killGraceMs + 500).unref();
         return;

@@ -34,6 +34,14 @@ export interface RecordBodies {
   'evidence.signed': { runId: string; evidenceDigest: string };
   /** A run's folder (its workspace, its inputs) could not be removed; the next open tries again. */
   'workspace.not-removed': { runId: string; code: string; errno?: string };
+  /**
+   * The coordinator acknowledged an answer (a bundle or a rejection, by the digest of its bytes): `status` is
+   * what it said, stored now or already there. (Member names are shared between kinds where they can be:
+   * scanRecordLeaf's fast path knows at most 31 names.)
+   */
+  'outbox.acked': { digest: string; status: 'created' | 'existing' };
+  /** The coordinator refused an answer for good (a 4xx other than 408/429): kept as a dead letter with its code. */
+  'outbox.dead': { digest: string; code: string };
 }
 
 export type RecordKind = keyof RecordBodies;
@@ -57,6 +65,8 @@ export const RECORD_FIELDS = {
   'run.aborted': { required: ['runId', 'reason'], optional: [] },
   'evidence.signed': { required: ['runId', 'evidenceDigest'], optional: [] },
   'workspace.not-removed': { required: ['runId', 'code'], optional: ['errno'] },
+  'outbox.acked': { required: ['digest', 'status'], optional: [] },
+  'outbox.dead': { required: ['digest', 'code'], optional: [] },
 } as const satisfies { readonly [K in RecordKind]: FieldSpec<RecordBodies[K]> };
 
 // Every required member of every body is listed as required, every optional one as optional.

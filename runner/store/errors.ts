@@ -2,7 +2,7 @@ import { CodedError } from '../core/errors.js';
 
 export interface StoreErrorDetails {
   STORE_OPEN_FAILED: { path: string };
-  STORE_WRITE_FAILED: { runId?: string };
+  STORE_WRITE_FAILED: { runId?: string; id?: number };
   STORE_REPLAY: { capsuleId: string };
   STORE_SCHEMA_VERSION: { found: number; known: number };
   STORE_TREE_INCONSISTENT: { level?: number; index?: number; found?: number | string; expected?: number; expectedIndex?: number };

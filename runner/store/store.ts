@@ -8,7 +8,11 @@
 import { DEFAULT_CONFIG } from '../config/config.js';
 import { existsSync } from 'node:fs';
 import { encodeRecordLeaf, type RecordBodies, type RecordKind } from '../log/record.js';
+import { sha256Hex } from '../core/digest.js';
 import { CheckpointTable, CHECKPOINTS_SCHEMA_SQL, type StoredCheckpoint } from './checkpoints.js';
+import { COSIGNATURES_SCHEMA_SQL, CosignatureTable, type StoredCosignature } from './cosignatures.js';
+import { FEED_CURSOR_SCHEMA_SQL, FeedCursorTable } from './feed.js';
+import { OUTBOX_SCHEMA_SQL, OutboxTable, type OutboxKind, type OutboxRow, type OutboxStats } from './outbox.js';
 import { StoreError } from './errors.js';
 import { headPathOf, LOG_HEAD_SQL, missingHead, readLogHead, recordedHeadSize, recordHeadSize, verifyLogHead, writeLogHead } from './head.js';
 import { verifyStoreIntegrity } from './integrity.js';
@@ -20,7 +24,17 @@ import { RunTable, RUNS_OWNER_SQL, RUNS_SCHEMA_SQL, type RunRow, type RunStatus 
 import { SqliteDatabase } from './sqlite.js';
 import { buildMerkleNodesV1, MERKLE_NODES_V1_SQL, moveTreeIntoRecords } from './tree-migrations.js';
 
-export type { ProcessIdentity, RunRow, RunStatus, StoredCheckpoint, StoredRecord };
+export type { OutboxKind, OutboxRow, OutboxStats, ProcessIdentity, RunRow, RunStatus, StoredCheckpoint, StoredCosignature, StoredRecord };
+
+/** Records that answer for a capsule on their own: each gets an outbox row (a rejection) in its transaction. */
+const REJECTION_KINDS: ReadonlySet<RecordKind> = new Set(['capsule.rejected', 'run.aborted']);
+
+/** What sealing a run's evidence gives the store: the bundle's bytes and the checkpoint its log proof is under. */
+export interface SealedBundle {
+  bundle: Buffer;
+  /** Signed for the log as it is with the evidence record: kept last, after the bundle's outbox row. */
+  checkpoint: { size: number; note: string };
+}
 export { currentProcess };
 
 export interface StoreOptions {
@@ -53,6 +67,9 @@ const MIGRATIONS: readonly { sql?: string; after?: (db: SqliteDatabase) => void 
   { after: moveTreeIntoRecords },
   // 6: the size of the log's high-water mark this database last wrote beside itself (runner/store/head.ts).
   { sql: LOG_HEAD_SQL },
+  // 7: the coordinator link: the outbox (what is owed to the coordinator), the work feed's cursor, and the
+  // cosignatures witnesses returned.
+  { sql: `${OUTBOX_SCHEMA_SQL}\n${FEED_CURSOR_SCHEMA_SQL}\n${COSIGNATURES_SCHEMA_SQL}` },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -67,6 +84,9 @@ export class Store {
   private readonly nonces: NonceTable;
   private readonly runs: RunTable;
   private readonly checkpointTable: CheckpointTable;
+  private readonly outbox: OutboxTable;
+  private readonly feed: FeedCursorTable;
+  private readonly cosignatureTable: CosignatureTable;
   /** The time of a record, as its `at`. */
   private readonly timestamp: () => string;
 
@@ -80,6 +100,9 @@ export class Store {
     this.nonces = new NonceTable(db);
     this.runs = new RunTable(db);
     this.checkpointTable = new CheckpointTable(db);
+    this.outbox = new OutboxTable(db);
+    this.feed = new FeedCursorTable(db);
+    this.cosignatureTable = new CosignatureTable(db);
   }
 
   static open(path: string, options: StoreOptions = {}): Store {
@@ -145,8 +168,17 @@ export class Store {
       const record: StoredRecord = { seq, kind, at, leaf };
       // One row: the record and the tree hashes its leaf completes. If it cannot be written, neither is.
       this.merkle.appendRow(leaf, (_index, tree) => this.recordTable.insert(record, runId, tree), seq);
+      // A rejection owes the coordinator an answer from the moment it is a record; its document is made
+      // when it is first sent (runner/agent/answers.ts).
+      if (REJECTION_KINDS.has(kind)) this.outbox.insert('rejection', seq, runId ?? runIdOf(body), undefined, at);
       return record;
     });
+  }
+
+  /** One record by its index in the log. */
+  record(seq: number): StoredRecord | undefined {
+    for (const record of this.recordTable.from(seq, 1)) return record.seq === seq ? record : undefined;
+    return undefined;
   }
 
   hasSeen(capsuleId: string, nonce: string): boolean {
@@ -200,12 +232,106 @@ export class Store {
     });
   }
 
-  recordEvidence(body: RecordBodies['evidence.signed']): StoredRecord {
+  /**
+   * Records a run's signed evidence and queues its bundle, in one transaction: `seal` builds the bundle for
+   * the record (its log proof under a checkpoint signed for the log as it now is), the bundle's bytes become
+   * the outbox row, and the checkpoint is kept last. No evidence record without its queued bundle; no bundle
+   * queued whose record is not in the log.
+   */
+  recordEvidence(body: RecordBodies['evidence.signed'], seal: (record: StoredRecord) => SealedBundle): { record: StoredRecord; digest: string } {
     return this.db.transaction(() => {
       const record = this.appendRecord('evidence.signed', body, body.runId);
       this.runs.setEvidence(body.runId, body.evidenceDigest);
-      return record;
+      const { bundle, checkpoint } = seal(record);
+      const digest = `sha256:${sha256Hex(bundle)}`;
+      this.outbox.insert('bundle', record.seq, body.runId, { digest, body: bundle }, record.at);
+      this.saveCheckpoint(checkpoint.size, checkpoint.note);
+      return { record, digest };
     });
+  }
+
+  // The outbox (runner/store/outbox.ts): read a row at a time, so 10,000 queued bundles are never all in memory.
+
+  outboxNext(nowMs: number): OutboxRow | undefined {
+    return this.outbox.next(nowMs);
+  }
+
+  outboxRow(id: number): OutboxRow | undefined {
+    return this.outbox.get(id);
+  }
+
+  outboxNextDueAt(): number | undefined {
+    return this.outbox.nextDueAt();
+  }
+
+  /** Gives a rejection's row its document, once: later calls leave the first bytes in place. */
+  outboxSetBody(id: number, digest: string, body: Buffer): void {
+    this.db.transaction(() => {
+      this.outbox.setBody(id, digest, body);
+    });
+  }
+
+  outboxRetry(id: number, nextAttemptAtMs: number, code: string): void {
+    this.db.transaction(() => {
+      this.outbox.retry(id, nextAttemptAtMs, code);
+    });
+  }
+
+  /** The coordinator has the answer: the row is settled and the log says so, in one transaction (once). */
+  outboxAck(id: number, stored: 'created' | 'existing'): void {
+    this.db.transaction(() => {
+      const row = this.settledRow(id, 'acked', null);
+      if (row) this.appendRecord('outbox.acked', { digest: row.digest!, status: stored });
+    });
+  }
+
+  /** The coordinator refused the answer for good: a dead letter, with its code, and a record (once). */
+  outboxDead(id: number, code: string): void {
+    this.db.transaction(() => {
+      const row = this.settledRow(id, 'dead', code);
+      if (row) this.appendRecord('outbox.dead', { digest: row.digest!, code });
+    });
+  }
+
+  private settledRow(id: number, state: 'acked' | 'dead', code: string | null): OutboxRow | undefined {
+    const row = this.outbox.get(id);
+    if (row === undefined || row.digest === null) {
+      throw new StoreError('STORE_WRITE_FAILED', `The outbox row ${id} has no document to settle.`, { id });
+    }
+    return this.outbox.settle(id, state, code) ? row : undefined;
+  }
+
+  outboxStats(): OutboxStats {
+    return this.outbox.stats();
+  }
+
+  /** The size of the log when the outbox came; records before it are not shipped. */
+  outboxStartSeq(): number {
+    return this.outbox.startSeq();
+  }
+
+  /** How far this runner has read `coordinator`'s work feed (0: from the start). */
+  feedCursor(coordinator: string): number {
+    return this.feed.get(coordinator);
+  }
+
+  /** Call inside the transaction of the record that decided the capsule at `cursor`. */
+  setFeedCursor(coordinator: string, cursor: number): void {
+    this.db.transaction(() => this.feed.set(coordinator, cursor, this.timestamp()));
+  }
+
+  /** Keeps a verified cosignature (once per size and witness). */
+  saveCosignature(cosignature: Omit<StoredCosignature, 'receivedAt'>): void {
+    this.db.transaction(() => this.cosignatureTable.insert({ ...cosignature, receivedAt: this.timestamp() }));
+  }
+
+  cosignatures(size?: number): StoredCosignature[] {
+    return this.cosignatureTable.list(size);
+  }
+
+  /** The largest checkpoint size `witness` cosigned for this runner, 0 when none. */
+  witnessedSize(witness: string): number {
+    return this.cosignatureTable.witnessedSize(witness);
   }
 
   /**
@@ -230,7 +356,6 @@ export class Store {
     return this.recordTable.count();
   }
 
-  /** Keeps a signed checkpoint (one per tree size; the first one signed for a size stays). */
   /**
    * Keeps a checkpoint the runner signed, then moves the high-water mark beside the database up to it
    * (runner/store/head.ts): a later open of an older copy of the database is refused.
@@ -280,6 +405,11 @@ export class Store {
   records(fromSeq = 0, pageSize = 1000): Generator<StoredRecord> {
     return this.recordTable.from(fromSeq, pageSize);
   }
+}
+
+function runIdOf(body: unknown): string | undefined {
+  const runId = (body as { runId?: unknown }).runId;
+  return typeof runId === 'string' ? runId : undefined;
 }
 
 let isoMs = Number.NaN;

@@ -72,6 +72,14 @@ const BODIES: { [K in RecordKind]: [RecordBodies[K], RecordBodies[K]] } = {
     { runId: RUN_ID, code: 'EXEC_WORKSPACE_NOT_REMOVED' },
     { runId: RUN_ID, code: 'EXEC_WORKSPACE_NOT_REMOVED', errno: 'EBUSY' },
   ],
+  'outbox.acked': [
+    { digest: DIGEST, status: 'created' },
+    { digest: DIGEST, status: 'existing' },
+  ],
+  'outbox.dead': [
+    { digest: DIGEST, code: 'BUNDLE_SIGNATURE' },
+    { digest: DIGEST, code: 'HTTP_410' },
+  ],
 };
 
 const leafOf = (text: string) => Buffer.from(text, 'utf8');
