@@ -49,7 +49,13 @@ export class CosignatureTable {
 
   list(size?: number): StoredCosignature[] {
     const rows = (size === undefined ? this.statements.all.all() : this.statements.ofSize.all(size)) as unknown as StoredCosignature[];
-    return rows.map((row) => ({ size: Number(row.size), witness: row.witness, timestamp: Number(row.timestamp), line: row.line, receivedAt: row.receivedAt }));
+    return rows.map((row) => ({
+      size: Number(row.size),
+      witness: row.witness,
+      timestamp: Number(row.timestamp),
+      line: row.line,
+      receivedAt: row.receivedAt,
+    }));
   }
 
   /** The largest size `witness` cosigned, 0 when it never did. */

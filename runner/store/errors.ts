@@ -15,7 +15,7 @@ export interface StoreErrorDetails {
 export interface StoreCorruptDetails {
   path?: string;
   /** Which check failed: the open-time ones, or a value read back that is not of its column's type. */
-  check: 'quick_check' | 'nonces' | 'value';
+  check: 'quick_check' | 'nonces' | 'value' | 'outbox';
   /** quick_check's first lines. */
   problems?: string[];
   nonces?: number;
@@ -23,6 +23,9 @@ export interface StoreCorruptDetails {
   mismatched?: number;
   /** Acceptances in the log that repeat an id + nonce. */
   repeated?: number;
+  /** Answers for capsules in the log without their outbox row, and rows without their record. */
+  missing?: number;
+  orphans?: number;
 }
 
 export type StoreErrorCode = keyof StoreErrorDetails;

@@ -35,6 +35,21 @@ const REPEATED_ACCEPTANCES_SQL = `SELECT COUNT(*) - COUNT(DISTINCT pair) AS n FR
   SELECT json_extract(CAST(leaf AS TEXT), '$.capsuleId') || char(10) || json_extract(CAST(leaf AS TEXT), '$.nonce') AS pair
   FROM records_v1 WHERE kind = 'capsule.accepted' AND json_extract(CAST(leaf AS TEXT), '$.nonce') IS NOT NULL)`;
 
+/**
+ * 4. the outbox agrees with the log (schema 7 on): every record that answers for a capsule since the outbox
+ *    came (evidence.signed, capsule.rejected, run.aborted) has exactly one row of its kind, and every row
+ *    points at such a record. A row lost is an answer the coordinator never gets; a row without its record
+ *    is an answer for something the log does not hold.
+ */
+const UNMATCHED_OUTBOX_SQL = `SELECT
+  (SELECT COUNT(*) FROM records_v1 r
+    WHERE r.seq >= (SELECT start_seq FROM outbox_start_v1)
+      AND r.kind IN ('evidence.signed', 'capsule.rejected', 'run.aborted')
+      AND NOT EXISTS (SELECT 1 FROM outbox_v1 o WHERE o.record_seq = r.seq
+        AND o.kind = CASE r.kind WHEN 'evidence.signed' THEN 'bundle' ELSE 'rejection' END)) AS missing,
+  (SELECT COUNT(*) FROM outbox_v1 o LEFT JOIN records_v1 r ON r.seq = o.record_seq
+    WHERE r.kind IS NULL OR r.kind NOT IN ('evidence.signed', 'capsule.rejected', 'run.aborted')) AS orphans`;
+
 export function verifyStoreIntegrity(db: SqliteDatabase, path: string): void {
   let problems: string[];
   try {
@@ -85,11 +100,31 @@ export function verifyStoreIntegrity(db: SqliteDatabase, path: string): void {
       { check: 'nonces', nonces: Number(counts.rows), accepted: Number(counts.accepted), mismatched },
     );
   }
+  verifyOutbox(db, path);
   if (repeated > 0) {
     throw corrupt(
       path,
       `The log of ${path} accepts ${repeated} capsule id + nonce pair(s) a second time: a capsule already ran again, so nothing more is accepted until the store is investigated.`,
       { check: 'nonces', repeated },
+    );
+  }
+}
+
+function verifyOutbox(db: SqliteDatabase, path: string): void {
+  if (db.pragmaNumber('user_version') < 7) return; // before the outbox; migrated next
+  let found: { missing: number; orphans: number };
+  try {
+    found = db.prepare(UNMATCHED_OUTBOX_SQL).get() as { missing: number; orphans: number };
+  } catch (cause) {
+    throw corrupt(path, `The outbox of ${path} cannot be read through: it is damaged.`, { check: 'outbox' }, cause);
+  }
+  const missing = Number(found.missing);
+  const orphans = Number(found.orphans);
+  if (missing > 0 || orphans > 0) {
+    throw corrupt(
+      path,
+      `The outbox of ${path} disagrees with the log (${missing} answer(s) missing, ${orphans} row(s) without their record); an answer would be lost or invented, so nothing is accepted.`,
+      { check: 'outbox', missing, orphans },
     );
   }
 }

@@ -117,7 +117,9 @@ export class OutboxTable {
       nextDue: db.prepare(`SELECT MIN(next_attempt_at) AS at FROM outbox_v1 WHERE state = 'queued'`),
       setBody: db.prepare(`UPDATE outbox_v1 SET digest = ?, body = ? WHERE id = ? AND body IS NULL AND state = 'queued'`),
       retry: db.prepare(`UPDATE outbox_v1 SET attempts = attempts + 1, next_attempt_at = ?, last_code = ? WHERE id = ? AND state = 'queued'`),
-      settle: db.prepare(`UPDATE outbox_v1 SET state = ?, attempts = attempts + 1, last_code = ? WHERE id = ? AND state = 'queued' AND body IS NOT NULL`),
+      settle: db.prepare(
+        `UPDATE outbox_v1 SET state = ?, attempts = attempts + 1, last_code = ? WHERE id = ? AND state = 'queued' AND body IS NOT NULL`,
+      ),
       stats: db.prepare(`SELECT state, COUNT(*) AS n FROM outbox_v1 GROUP BY state`),
       oldest: db.prepare(`SELECT MIN(created_at) AS at FROM outbox_v1 WHERE state = 'queued'`),
       startSeq: db.prepare('SELECT start_seq AS seq FROM outbox_start_v1'),

@@ -8,6 +8,7 @@ import { sha256Hex } from '../../runner/core/digest.js';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
 import { runCapsule } from '../../runner/agent/run-capsule.js';
 import { Store } from '../../runner/store/store.js';
+import { withRawDb } from '../helpers/raw-db.js';
 import { directSelector } from '../helpers/runner.js';
 import { makeWorld, type World } from '../helpers/world.js';
 
@@ -173,5 +174,47 @@ describe('cosignatures', () => {
     expect(c.store.witnessedSize('w.example/2')).toBe(5);
     expect(c.store.cosignatures(3)).toEqual([expect.objectContaining({ size: 3, witness: 'w.example/1', timestamp: 100 })]);
     expect(c.store.cosignatures()).toHaveLength(2);
+  });
+});
+
+describe('the outbox checked against the log at open', () => {
+  it('refuses a store whose outbox lost the row of a rejection (STORE_CORRUPT, check outbox)', async () => {
+    const { world: w, ctx: c } = open();
+    await runCapsule(c, Buffer.from('junk'));
+    c.close();
+    ctx = undefined;
+    withRawDb(`${w.stateDir}/runner.db`, (db) => db.exec('DELETE FROM outbox_v1'));
+    expect(() => Store.open(`${w.stateDir}/runner.db`)).toThrow(
+      expect.objectContaining({ code: 'STORE_CORRUPT', details: expect.objectContaining({ check: 'outbox', missing: 1 }) }),
+    );
+  });
+
+  it('refuses a store whose outbox holds a row for a record that is no answer', async () => {
+    const { world: w, ctx: c } = open();
+    await runCapsule(c, readFileSync(w.writeCapsule(w.capsule())));
+    c.close();
+    ctx = undefined;
+    withRawDb(`${w.stateDir}/runner.db`, (db) => db.exec("UPDATE outbox_v1 SET record_seq = 0 WHERE kind = 'bundle'"));
+    expect(() => Store.open(`${w.stateDir}/runner.db`)).toThrow(
+      expect.objectContaining({ code: 'STORE_CORRUPT', details: expect.objectContaining({ check: 'outbox' }) }),
+    );
+  });
+
+  it('opens a store from before the outbox and ships none of its earlier answers', async () => {
+    const { world: w, ctx: c } = open();
+    await runCapsule(c, Buffer.from('junk'));
+    c.close();
+    ctx = undefined;
+    // As a schema 6 store would be: no outbox tables, the version one lower.
+    withRawDb(`${w.stateDir}/runner.db`, (db) =>
+      db.exec('DROP TABLE outbox_v1; DROP TABLE outbox_start_v1; DROP TABLE feed_cursor_v1; DROP TABLE cosignatures_v1; PRAGMA user_version = 6;'),
+    );
+    const store = Store.open(`${w.stateDir}/runner.db`);
+    try {
+      expect(store.outboxStartSeq()).toBe(1);
+      expect(store.outboxStats().queued).toBe(0);
+    } finally {
+      store.close();
+    }
   });
 });
