@@ -2,15 +2,25 @@
 # Debian packages that only the tests need, installed when missing (CI runs this; so can a developer):
 #   golang-go, golang-golang-x-mod-dev -> Go and golang.org/x/mod/sumdb/{note,tlog}, offline, for the
 #   interop test that checks our checkpoints, verifier key and proofs with Go's own packages.
+#   tinyproxy -> a real HTTP CONNECT proxy on loopback for the agent's proxy tests (auth, 407, a proxy down).
+#   openssl   -> the CA and certificates the TLS tests make at run time (and the auditor's checks).
 set -eu
-if command -v go >/dev/null 2>&1 && [ -d /usr/share/gocode/src/golang.org/x/mod/sumdb/note ]; then
-  echo "test-deps: go and golang.org/x/mod already present"
+missing=""
+if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/golang.org/x/mod/sumdb/note ]; then
+  missing="$missing golang-go golang-golang-x-mod-dev"
+fi
+command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || missing="$missing tinyproxy"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+if [ -z "$missing" ]; then
+  echo "test-deps: go, golang.org/x/mod, tinyproxy and openssl already present"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "test-deps: run as root to install golang-go golang-golang-x-mod-dev (the Go interop test is skipped locally without them)" >&2
+  echo "test-deps: run as root to install$missing (the tests that need them are skipped locally without them)" >&2
   exit 1
 fi
+echo "test-deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
 apt-get -o DPkg::Lock::Timeout=300 update -qq
-apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends golang-go golang-golang-x-mod-dev
+# shellcheck disable=SC2086 # word splitting of the package list is intended
+apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $missing
