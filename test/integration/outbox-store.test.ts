@@ -218,3 +218,19 @@ describe('the outbox checked against the log at open', () => {
     }
   });
 });
+
+describe('a run stopped by the agent (runCapsule signal)', () => {
+  it('stops the running step, records run.aborted RUN_AGENT_STOPPED, and queues its rejection', async () => {
+    const { world: w, ctx: c } = open();
+    const controller = new AbortController();
+    const bytes = readFileSync(w.writeCapsule(w.capsule({ steps: [{ name: 'long', run: ['/bin/sleep', '30'] }] })));
+    const started = Date.now();
+    setTimeout(() => controller.abort(), 300);
+    await expect(runCapsule(c, bytes, { signal: controller.signal })).rejects.toMatchObject({ code: 'RUN_AGENT_STOPPED' });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const aborted = [...c.store.records(0)].map((r) => JSON.parse(r.leaf.toString('utf8'))).filter((r) => r.kind === 'run.aborted');
+    expect(aborted).toEqual([expect.objectContaining({ reason: 'RUN_AGENT_STOPPED' })]);
+    const row = c.store.outboxNext(Date.now() + 1000)!;
+    expect(row).toMatchObject({ kind: 'rejection', runId: aborted[0].runId });
+  });
+});
