@@ -9,7 +9,15 @@ import { checkpointNow, originOf } from '../agent/log.js';
 import { parseJson } from '../core/json.js';
 import { BUNDLE_MAX_BYTES } from '../evidence/bundle.js';
 import { LogError } from '../log/errors.js';
-import { ExportVerifier, formatCheckpointLine, formatExportHeader, formatLeafLine, verifyExportBytes, type ExportReport } from '../log/export.js';
+import {
+  ExportVerifier,
+  formatCheckpointLine,
+  formatExportHeader,
+  formatLeafLine,
+  verifyExportBytes,
+  type Cosigned,
+  type ExportReport,
+} from '../log/export.js';
 import type { Store } from '../store/store.js';
 import { TRUST_MAX_BYTES, verifyTrustDocument, type VerifiedTrust } from '../trust/trust.js';
 import { AtomicFileWriter } from '../state/files.js';
@@ -65,13 +73,21 @@ export function addLogExportCommands(log: Command): void {
       if (opts.json) {
         printJson({ ok: true, file, ...report });
       } else {
-        const consistent = report.earlier ? `, consistent with the earlier checkpoint at size ${report.earlier.size}` : '';
+        const consistent = report.earlier
+          ? `, consistent with the earlier checkpoint at size ${report.earlier.size}${describeCosigned(report.earlier.cosigned, ' (cosigned by ', ')')}`
+          : '';
         process.stdout.write(
-          `OK log of runner ${report.runner.id}: ${report.size} leaves, root ${report.root}, ${report.checkpoints} checkpoints verified${consistent}\n`,
+          `OK log of runner ${report.runner.id}: ${report.size} leaves, root ${report.root}, ${report.checkpoints} checkpoints verified${consistent}${describeCosigned(report.cosigned, '; witnessed: ', '')}\n`,
         );
       }
       process.exitCode = EXIT.ok;
     });
+}
+
+/** "W1 at size N (time), W2 at size M (time)", framed by `before` and `after`; empty without cosignatures. */
+function describeCosigned(cosigned: readonly Cosigned[], before: string, after: string): string {
+  if (cosigned.length === 0) return '';
+  return `${before}${cosigned.map((c) => `${toPrintable(c.witness)} at size ${c.size} (${c.at})`).join(', ')}${after}`;
 }
 
 /**
@@ -104,7 +120,7 @@ export function exportLog(
       const stale = stored.filter((c) => c.size > treeSize);
       let next = 0; // position in inPlace
       const emitUpTo = (reached: number): void => {
-        while (next < inPlace.length && inPlace[next]!.size <= reached) writer.line(formatCheckpointLine(inPlace[next++]!.note));
+        while (next < inPlace.length && inPlace[next]!.size <= reached) writer.line(formatCheckpointLine(cosignedNote(store, inPlace[next++]!)));
       };
       writer.line(formatExportHeader({ origin: originOf(identity), runner: { id: identity.runnerId, keyid: identity.key.keyid }, size }));
       emitUpTo(0);
@@ -134,6 +150,15 @@ export function exportLog(
     throw err;
   }
   return written;
+}
+
+/**
+ * A stored checkpoint with the cosignature lines witnesses returned for its size appended (C2SP: a
+ * cosignature is one more signature line on the note), so an auditor's export shows who witnessed what.
+ */
+function cosignedNote(store: Store, checkpoint: { size: number; note: string }): string {
+  const lines = store.cosignatures(checkpoint.size).map((cosignature) => cosignature.line);
+  return lines.length === 0 ? checkpoint.note : `${checkpoint.note}${lines.join('')}`;
 }
 
 /** Runs a check of the export being written; its failure becomes "the log does not verify", with its code. */

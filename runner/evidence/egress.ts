@@ -11,6 +11,7 @@ import type { Manifest } from '../capsule/manifest.js';
 import { EvidenceError } from './errors.js';
 import { statementSchema, type Statement } from './statement.js';
 import bundleSchema from './bundle.schema.json' with { type: 'json' };
+import rejectionSchema from './rejection.schema.json' with { type: 'json' };
 
 export interface EgressContext {
   manifest: Manifest;
@@ -94,4 +95,86 @@ function isEvidenceRecord(record: LogRecord): boolean {
     typeof evidenceDigest === 'string' &&
     /^sha256:[0-9a-f]{64}$/.test(evidenceDigest)
   );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Rejections (runner/evidence/rejection.ts): digests, codes, ids and counts, nothing else.
+
+const rejectionStatementSchema = { ...rejectionSchema, $ref: '#/definitions/statement' };
+const rejectionDocumentSchema = { ...rejectionSchema, $id: `${rejectionSchema.$id}#document`, $ref: '#/definitions/document' };
+
+/**
+ * The rejection statement before it is signed: the closed schema (a code in the code format, digests,
+ * the capsule id in the manifest's name format, a run id that is a UUID, counts), and the runner identity
+ * the runner's own. Throws EGRESS_SCHEMA or EGRESS_PROVENANCE.
+ */
+export function guardRejectionStatement(statement: unknown, runner: { id: string; keyid: string }): void {
+  const problem = checkSchema(rejectionStatementSchema, statement);
+  if (problem) {
+    throw new EvidenceError('EGRESS_SCHEMA', `The rejection does not match the closed outbound schema at ${problem.path}: ${problem.message}.`);
+  }
+  const predicate = (statement as { predicate: { runner: { id: string; keyid: string } } }).predicate;
+  if (predicate.runner.id !== runner.id || predicate.runner.keyid !== runner.keyid) {
+    throw new EvidenceError('EGRESS_PROVENANCE', 'The rejection runner identity is not the runner identity.');
+  }
+}
+
+/**
+ * The whole rejection document as it is about to be queued (guardRejection) or as verifyRejection reads it:
+ * the closed schema over every member, and the log leaf decoded and checked to be a capsule.rejected or
+ * run.aborted record with exactly its members, each in its format. Undefined when it passes.
+ */
+export function checkClosedRejection(document: unknown): ClosedBundleProblem | undefined {
+  const problem = checkSchema(rejectionDocumentSchema, document);
+  if (problem) return { kind: 'schema', ...problem };
+  let record: LogRecord;
+  try {
+    record = parseRecordLeaf(Buffer.from((document as { log: { leaf: string } }).log.leaf, 'base64'));
+  } catch (cause) {
+    if (!(cause instanceof LogError)) throw cause;
+    return { kind: 'leaf', cause };
+  }
+  return isRejectionRecord(record) ? undefined : { kind: 'leaf' };
+}
+
+/** checkClosedRejection, refusing with EGRESS_SCHEMA or EGRESS_PROVENANCE. */
+export function guardRejection(document: unknown): void {
+  const problem = checkClosedRejection(document);
+  if (problem === undefined) return;
+  if (problem.kind === 'schema') {
+    throw new EvidenceError('EGRESS_SCHEMA', `The rejection does not match the closed outbound schema at ${problem.path}: ${problem.message}.`);
+  }
+  throw new EvidenceError(
+    'EGRESS_PROVENANCE',
+    "The rejection's log leaf is not exactly a capsule.rejected or run.aborted record.",
+    {},
+    problem.cause === undefined ? undefined : { cause: problem.cause },
+  );
+}
+
+const CODE = /^[A-Z][A-Z0-9_]{2,63}$/;
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const RUN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/** A capsule.rejected or run.aborted record with exactly the members RECORD_FIELDS gives it, each in its format. */
+function isRejectionRecord(record: LogRecord): boolean {
+  if (record.kind !== 'capsule.rejected' && record.kind !== 'run.aborted') return false;
+  const { required, optional } = RECORD_FIELDS[record.kind];
+  const allowed: readonly string[] = [...required, ...optional];
+  const members = Object.keys(record.body);
+  if (!members.every((member) => allowed.includes(member)) || !required.every((member) => members.includes(member))) return false;
+  if (!AT.test(record.at)) return false;
+  const formats: Record<string, (value: unknown) => boolean> = {
+    code: (v) => typeof v === 'string' && CODE.test(v),
+    reason: (v) => typeof v === 'string' && CODE.test(v),
+    runId: (v) => typeof v === 'string' && RUN_ID.test(v),
+    capsuleId: (v) => typeof v === 'string' && NAME.test(v),
+    manifestDigest: (v) => typeof v === 'string' && DIGEST.test(v),
+    fileDigest: (v) => typeof v === 'string' && DIGEST.test(v),
+    fileSize: (v) => Number.isSafeInteger(v) && (v as number) >= 0,
+  };
+  const body = record.body as Record<string, unknown>;
+  return members.every((member) => formats[member]?.(body[member]) === true);
 }

@@ -40,18 +40,39 @@ export interface VerifiedBundleLog {
 const MAX_PROOF_ELEMENTS = 64;
 
 export function verifyBundleLog(value: unknown, context: BundleLogContext): VerifiedBundleLog {
+  const { index, checkpoint } = verifyLogMember(value, context, (record, at) => verifyEvidenceRecord(record, at, context.evidenceDigest));
+  return { index, checkpoint };
+}
+
+export interface VerifiedLogMember extends VerifiedBundleLog {
+  /** The leaf bytes and the record they encode. */
+  leaf: Buffer;
+  record: LogRecord;
+}
+
+/**
+ * The same member for any record (a bundle's evidence.signed, a rejection's capsule.rejected or
+ * run.aborted): the note signed by this runner's key under its log's origin, the index inside the
+ * checkpoint, the leaf a canonical record that `checkRecord` accepts (it throws), the inclusion proof.
+ */
+export function verifyLogMember(
+  value: unknown,
+  context: { runnerId: string; runnerKey: PublicKey },
+  checkRecord: (record: LogRecord, index: number) => void,
+): VerifiedLogMember {
   const member = parseMember(value);
   // The note must be signed by this runner's key, under the name that is its log's origin.
   const origin = runnerOrigin(context.runnerId, context.runnerKey.keyid);
   const checkpoint = verifyCheckpoint(member.checkpoint, [{ name: origin, publicKey: context.runnerKey }], origin);
   if (member.index >= checkpoint.size) {
-    throw new LogError('LOG_INDEX_OUT_OF_RANGE', `The evidence leaf index ${member.index} is not below the checkpoint size ${checkpoint.size}.`);
+    throw new LogError('LOG_INDEX_OUT_OF_RANGE', `The log leaf index ${member.index} is not below the checkpoint size ${checkpoint.size}.`);
   }
   const leaf = decode(member.leaf, 'leaf');
-  verifyLeaf(leaf, member.index, context.evidenceDigest);
+  const record = parseLeaf(leaf);
+  checkRecord(record, member.index);
   const proof = member.inclusionProof.map((p) => decode(p, 'proof element'));
   verifyInclusion(member.index, checkpoint.size, hashLeaf(leaf), proof, checkpoint.rootHash);
-  return { index: member.index, checkpoint };
+  return { index: member.index, checkpoint, leaf, record };
 }
 
 function parseMember(value: unknown): BundleLogMember {
@@ -68,18 +89,18 @@ function parseMember(value: unknown): BundleLogMember {
   return { index: index as number, leaf, inclusionProof: inclusionProof as string[], checkpoint };
 }
 
-/**
- * The leaf must be the evidence.signed record, at this index, of exactly this evidence: a record exactly as
- * runner/log/record.ts encodes it (parseRecordLeaf), of kind evidence.signed, whose seq is the index.
- */
-function verifyLeaf(leaf: Buffer, index: number, evidenceDigest: string): void {
-  let record: LogRecord;
+/** The leaf is a record exactly as runner/log/record.ts encodes it (parseRecordLeaf). */
+function parseLeaf(leaf: Buffer): LogRecord {
   try {
-    record = parseRecordLeaf(leaf);
+    return parseRecordLeaf(leaf);
   } catch (cause) {
     if (!(cause instanceof LogError)) throw cause;
     throw new LogError('LOG_PROOF_INVALID', `The bundle's log leaf is not a record: ${cause.message}`, { ...cause.details }, { cause });
   }
+}
+
+/** The leaf must be the evidence.signed record, at this index, of exactly this evidence: of kind evidence.signed, whose seq is the index. */
+function verifyEvidenceRecord(record: LogRecord, index: number, evidenceDigest: string): void {
   if (record.kind !== 'evidence.signed' || record.seq !== index || record.body.evidenceDigest !== evidenceDigest) {
     throw new LogError('LOG_PROOF_INVALID', "The bundle's log leaf is not the record of this evidence at this index.", {
       kind: record.kind,

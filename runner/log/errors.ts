@@ -31,10 +31,12 @@ export type LogErrorCode =
   | 'LOG_CHECKPOINT_BEYOND_LEAVES'
   | 'LOG_CHECKPOINT_MISPLACED'
   | 'LOG_EARLIER_CHECKPOINT_MISMATCH'
-  | 'LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT';
+  | 'LOG_EARLIER_CHECKPOINT_BEYOND_EXPORT'
+  | 'LOG_COSIGNATURE_INVALID';
 
 export const LOG_ERROR_SENTENCES: Readonly<Record<LogErrorCode, string>> = {
   LOG_INDEX_OUT_OF_RANGE: 'The leaf index is not inside the tree.',
+  LOG_COSIGNATURE_INVALID: 'A cosignature by a witness of the trust document does not verify for the checkpoint it is on.',
   LOG_SIZE_OUT_OF_RANGE: 'The tree size is not valid for this request.',
   LOG_HASH_INVALID: 'A hash does not have the expected length.',
   LOG_PROOF_INVALID: 'The inclusion proof does not lead to the checkpoint root.',

@@ -23,6 +23,9 @@ import type { VerifiedTrust } from '../trust/trust.js';
 import { LogError, type LogErrorCode } from './errors.js';
 import { CompactRange, hashLeaf } from './merkle.js';
 import { runnerOrigin, verifyCheckpoint, type Checkpoint, type NoteVerifier } from './checkpoint.js';
+import { ProtocolError } from '../protocol/errors.js';
+import { verifyCosignatures } from '../protocol/witness.js';
+import type { PublicKey } from '../core/ed25519.js';
 import { verifyRecordLeaf, type RecordBodies, type RecordKind } from './record.js';
 
 export const EXPORT_MEDIA_TYPE = 'application/vnd.edge-runner.log-export.v1+jsonl';
@@ -48,8 +51,18 @@ export interface ExportReport {
   readonly root: string;
   /** Signed checkpoints verified in the export. */
   readonly checkpoints: number;
-  /** Set when an earlier checkpoint was given and the log extends it. */
-  readonly earlier?: { readonly size: number };
+  /** Set when an earlier checkpoint was given and the log extends it (with the witnesses that cosigned it). */
+  readonly earlier?: { readonly size: number; readonly cosigned: readonly Cosigned[] };
+  /** Per witness of the trust document, the largest checkpoint of the export it cosigned (C2SP cosignature/v1). */
+  readonly cosigned: readonly Cosigned[];
+}
+
+/** A verified cosignature/v1: which witness (its key name in the trust document), on which size, when. */
+export interface Cosigned {
+  readonly witness: string;
+  readonly size: number;
+  /** The cosignature's own time, RFC 3339. */
+  readonly at: string;
 }
 
 export interface ExportVerifyOptions {
@@ -286,6 +299,9 @@ export class ExportVerifier {
   private earlier: Checkpoint | undefined;
   private lastCheckpointSize = -1;
   private checkpoints = 0;
+  private earlierCosigned: Cosigned[] = [];
+  /** Witness name -> the largest cosigned checkpoint so far. */
+  private readonly cosigned = new Map<string, Cosigned>();
   /** capsule id + "\n" + nonce of every acceptance so far, with its leaf index. */
   private readonly accepted = new Map<string, number>();
   /** Where a leaf's base64 is decoded; a view of it is valid until the next line. */
@@ -366,7 +382,8 @@ export class ExportVerifier {
       size,
       root: this.range.root().toString('base64'),
       checkpoints: this.checkpoints,
-      ...(this.earlier ? { earlier: { size: this.earlier.size } } : {}),
+      ...(this.earlier ? { earlier: { size: this.earlier.size, cosigned: this.earlierCosigned } } : {}),
+      cosigned: [...this.cosigned.values()].sort((a, b) => (a.witness < b.witness ? -1 : 1)),
     };
   }
 
@@ -449,6 +466,7 @@ export class ExportVerifier {
         );
       }
       this.earlier = earlier;
+      this.earlierCosigned = this.cosignaturesOf(this.options.earlier, earlier.size, { line: 1, size: 0 });
       this.checkEarlier({ line: 1, size: 0 });
     }
   }
@@ -621,6 +639,28 @@ export class ExportVerifier {
     }
     this.lastCheckpointSize = checkpoint.size;
     this.checkpoints += 1;
+    for (const cosigned of this.cosignaturesOf(note, checkpoint.size, at)) this.cosigned.set(cosigned.witness, cosigned);
+  }
+
+  /**
+   * The cosignatures on a runner-signed checkpoint note by witnesses of the trust document (role witness);
+   * lines of other keys are ignored, as C2SP requires. One by a listed witness that does not verify fails the
+   * export: a note carrying it is malformed (C2SP signed-note).
+   */
+  private cosignaturesOf(note: string, size: number, at: Position): Cosigned[] {
+    const witnesses = witnessesOf(this.options.trust);
+    if (witnesses.length === 0) return [];
+    const block = note.slice(note.lastIndexOf('\n\n') + 2);
+    try {
+      return verifyCosignatures(note, block, witnesses).map(({ name, timestamp }) => ({
+        witness: name,
+        size,
+        at: new Date(timestamp * 1000).toISOString().replace('.000Z', 'Z'),
+      }));
+    } catch (cause) {
+      if (!(cause instanceof ProtocolError)) throw cause;
+      throw fail('LOG_COSIGNATURE_INVALID', at, `the checkpoint of size ${size}: ${lowerFirst(cause.message)}`, {}, cause);
+    }
   }
 
   // Step 5: the tree at the earlier checkpoint's size must be the one that was signed then.
@@ -707,4 +747,9 @@ function startsWithAt(bytes: Uint8Array, at: number, word: Uint8Array): boolean 
 
 function lowerFirst(text: string): string {
   return text.length > 0 ? text[0]!.toLowerCase() + text.slice(1) : text;
+}
+
+/** The trust document's witnesses (role witness), by key name: whose cosignatures count. */
+function witnessesOf(trust: VerifiedTrust): { name: string; key: PublicKey }[] {
+  return trust.keys.filter((key) => key.roles.includes('witness')).map((key) => ({ name: trust.nameOf(key.keyid)!, key: key.publicKey }));
 }

@@ -14,7 +14,9 @@ export const TRUST_PAYLOAD_TYPE = 'application/vnd.edge-runner.trust.v1+json';
 export const TRUST_API_VERSION = 'edge-runner.dev/trust/v1';
 export const TRUST_MAX_BYTES = 512 * 1024;
 
-export type Role = 'root' | 'capsule-signer' | 'runner' | 'approver';
+export type Role = 'root' | 'capsule-signer' | 'runner' | 'approver' | 'witness';
+/** Roles every trust document lists; `witness` (the coordinator's cosigning key) is optional. */
+export type RequiredRole = Exclude<Role, 'witness'>;
 export type CapsuleKind = 'reproduce' | 'validate' | 'remediate';
 
 export interface TrustDocumentBody {
@@ -22,7 +24,7 @@ export interface TrustDocumentBody {
   version: number;
   expires: string;
   keys: Record<string, { publicKey: string; name: string; roles: Role[] }>;
-  roles: Record<Role, { threshold: number }>;
+  roles: Record<RequiredRole, { threshold: number }> & { witness?: { threshold: number } };
   policy: { allowedKinds: CapsuleKind[]; maxCapsuleBytes?: number };
 }
 
@@ -147,13 +149,17 @@ function toTrustedKeys(body: TrustDocumentBody): TrustedKey[] {
 function verifyRoles(body: TrustDocumentBody): void {
   const entries = Object.entries(body.keys);
   for (const [keyid, entry] of entries) {
-    if (entry.roles.includes('runner') && entry.roles.length > 1) {
-      const others = entry.roles.filter((role) => role !== 'runner').join(', ');
-      throw new TrustError(
-        'TRUST_ROLE_CONFLICT',
-        `The runner key ${entry.name} also holds the ${others} role; a runner key holds only the runner role.`,
-        { keyid },
-      );
+    // A witness key (the coordinator's cosigning key) holds only its own role too: a cosignature is a
+    // statement about a runner's log, never a signature on capsules, trust or evidence.
+    for (const sole of ['runner', 'witness'] as const) {
+      if (entry.roles.includes(sole) && entry.roles.length > 1) {
+        const others = entry.roles.filter((role) => role !== sole).join(', ');
+        throw new TrustError(
+          'TRUST_ROLE_CONFLICT',
+          `The ${sole} key ${entry.name} also holds the ${others} role; a ${sole} key holds only the ${sole} role.`,
+          { keyid },
+        );
+      }
     }
     if (entry.roles.includes('runner')) {
       const namesake = entries.find(([other, e]) => other !== keyid && e.name === entry.name);
@@ -164,10 +170,11 @@ function verifyRoles(body: TrustDocumentBody): void {
       }
     }
   }
-  for (const role of ['root', 'capsule-signer', 'runner', 'approver'] as const) {
+  for (const role of ['root', 'capsule-signer', 'runner', 'approver', 'witness'] as const) {
     const holders = entries.filter(([, entry]) => entry.roles.includes(role));
     const count = role === 'approver' ? new Set(holders.map(([, entry]) => entry.name)).size : holders.length;
-    const { threshold } = body.roles[role];
+    // The witness role is optional: a document without it has no cosigning key in use.
+    const threshold = body.roles[role]?.threshold ?? 1;
     if (count === 0 && role !== 'root') continue;
     if (threshold > count) {
       const unit = role === 'approver' ? 'distinct approver name' : `${role} key`;

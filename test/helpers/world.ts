@@ -26,6 +26,8 @@ export interface World {
   signers: PrivateKey[];
   runnerKey: PrivateKey;
   outsider: PrivateKey;
+  /** The coordinator's witness key (role witness, named WITNESS_NAME) when the world was made with `witness`. */
+  witnessKey?: PrivateKey;
   trustBody: TrustDocumentBody;
   trustBytes: Buffer;
   trustPath: string;
@@ -46,7 +48,12 @@ export interface WorldOptions {
   labels?: string[];
   init?: boolean;
   allowedKinds?: TrustDocumentBody['policy']['allowedKinds'];
+  /** Enrol a coordinator witness key (role witness) in the trust document. */
+  witness?: boolean;
 }
+
+/** The witness key's name in a world made with `witness`: a C2SP cosigner name. */
+export const WITNESS_NAME = 'witness.coordinator.test';
 
 export function makeTrustBody(
   keys: NamedKey[],
@@ -63,6 +70,7 @@ export function makeTrustBody(
       'capsule-signer': { threshold: thresholds['capsule-signer'] ?? 1 },
       runner: { threshold: thresholds.runner ?? 1 },
       approver: { threshold: thresholds.approver ?? 2 },
+      ...(keys.some((k) => k.roles.includes('witness')) ? { witness: { threshold: thresholds.witness ?? 1 } } : {}),
     },
     policy: { allowedKinds },
   };
@@ -103,6 +111,8 @@ export function makeWorld(options: WorldOptions = {}): World {
     ...signers.map((key, i) => ({ name: `signer-${i + 1}`, key, roles: ['capsule-signer'] as Role[] })),
     { name: runnerId, key: runnerKey, roles: ['runner'] },
   ];
+  const witnessKey = options.witness ? PrivateKey.generate() : undefined;
+  if (witnessKey) keys.push({ name: WITNESS_NAME, key: witnessKey, roles: ['witness'] });
   const trustBody = makeTrustBody(keys, { 'capsule-signer': options.signerThreshold ?? 1 }, options.allowedKinds);
   const trustBytes = signTrust(trustBody, [root]);
   const trustPath = join(dir, 'trust.dsse.json');
@@ -125,6 +135,7 @@ export function makeWorld(options: WorldOptions = {}): World {
     signers,
     runnerKey,
     outsider,
+    ...(witnessKey ? { witnessKey } : {}),
     trustBody,
     trustBytes,
     trustPath,

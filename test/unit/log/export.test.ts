@@ -171,6 +171,7 @@ describe('verifyExport', () => {
         size: 37,
         root: rootFromLeafHashes(leaves.map(hashLeaf)).toString('base64'),
         checkpoints: 6,
+        cosigned: [],
       });
     });
 
@@ -182,7 +183,7 @@ describe('verifyExport', () => {
       const leaves = leavesOf(23);
       for (const size of [0, 1, 7, 8, 22, 23]) {
         const report = await verifyExport(exportLines(leaves, [10]), { trust, earlier: checkpointNote(leaves, size) });
-        expect(report.earlier).toEqual({ size });
+        expect(report.earlier).toEqual({ size, cosigned: [] });
       }
     });
 

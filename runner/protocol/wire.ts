@@ -1,0 +1,216 @@
+/**
+ * The JSON bodies of the coordinator link (docs/protocol.md), owned here so that the coordinator (which
+ * writes most of them) and the agent (which reads them) share one definition: the caps, the types, a strict
+ * parser per body and its one canonical spelling.
+ *
+ * Every parser, in order: the named cap before anything is read (PROTOCOL_BODY_TOO_LARGE), the project's
+ * strict JSON (runner/core/json.ts: duplicate members and lone surrogates refused; PROTOCOL_BODY_UNPARSEABLE),
+ * then a closed schema (no unknown members, types, ranges; PROTOCOL_BODY_SCHEMA). Formatters write canonical
+ * JSON (runner/core/canonical-json.ts) after checking the same schema, so nothing a schema would refuse is
+ * ever sent. The status report is outbound from the runner: numbers, enums and names from its own
+ * configuration only (DESIGN.md rule 3), as its schema says.
+ */
+import { toCanonicalJson } from '../core/canonical-json.js';
+import { JsonError, parseJson } from '../core/json.js';
+import { checkSchema } from '../core/schema.js';
+import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
+import { BUNDLE_MAX_BYTES } from '../evidence/bundle.js';
+import { ProtocolError } from './errors.js';
+
+/** Every body on the link has a cap, checked before it is parsed (bytes). */
+export const CAPS = {
+  bundleBytes: BUNDLE_MAX_BYTES,
+  rejectionBytes: 64 * 1024,
+  capsuleBytes: CAPSULE_MAX_BYTES,
+  addCheckpointBytes: 16 * 1024,
+  cosignatureResponseBytes: 8 * 1024,
+  workFeedBytes: 256 * 1024,
+  statusReportBytes: 8 * 1024,
+  inboxAckBytes: 4 * 1024,
+  errorBodyBytes: 4 * 1024,
+} as const;
+
+/** The work feed answers at most this many items at once. */
+export const WORK_FEED_MAX_ITEMS = 100;
+
+export interface WorkItem {
+  cursor: number;
+  /** `sha256:HEX` of the capsule file. */
+  capsule: string;
+  /** Bytes of the capsule file. */
+  size: number;
+}
+
+export interface WorkFeed {
+  /** In cursor order; `cursor` is the last item's. */
+  items: WorkItem[];
+  cursor: number;
+  trust: { version: number };
+}
+
+export interface RunnerStatusReport {
+  version: string;
+  labels: string[];
+  trustVersion: number;
+  logSize: number;
+  witnessedSize: number;
+  outboxDepth: number;
+  oldestQueuedSeconds: number;
+  deadLetters: number;
+}
+
+export interface InboxAck {
+  digest: string;
+  stored: 'created' | 'existing';
+}
+
+export interface ErrorBody {
+  code: string;
+  message: string;
+}
+
+const count = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const;
+const digest = { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' } as const;
+
+const workFeedSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['items', 'cursor', 'trust'],
+  properties: {
+    items: {
+      type: 'array',
+      maxItems: WORK_FEED_MAX_ITEMS,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['cursor', 'capsule', 'size'],
+        properties: { cursor: { ...count, minimum: 1 }, capsule: digest, size: { type: 'integer', minimum: 1, maximum: CAPSULE_MAX_BYTES } },
+      },
+    },
+    cursor: count,
+    trust: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['version'],
+      properties: { version: { ...count, minimum: 1 } },
+    },
+  },
+} as const;
+
+const statusReportSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'labels', 'trustVersion', 'logSize', 'witnessedSize', 'outboxDepth', 'oldestQueuedSeconds', 'deadLetters'],
+  properties: {
+    // A semantic version of the runner binary, nothing free-form.
+    version: { type: 'string', pattern: '^[0-9]{1,6}\\.[0-9]{1,6}\\.[0-9]{1,6}(-[0-9A-Za-z.-]{1,32})?$' },
+    // Labels from the runner's configuration, in the capsule manifest's name format.
+    labels: { type: 'array', maxItems: 64, uniqueItems: true, items: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' } },
+    trustVersion: { ...count, minimum: 1 },
+    logSize: count,
+    witnessedSize: count,
+    outboxDepth: count,
+    oldestQueuedSeconds: count,
+    deadLetters: count,
+  },
+} as const;
+
+const inboxAckSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['digest', 'stored'],
+  properties: { digest, stored: { enum: ['created', 'existing'] } },
+} as const;
+
+const errorBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['code', 'message'],
+  properties: {
+    code: { type: 'string', pattern: '^[A-Z][A-Z0-9_]{2,63}$' },
+    message: { type: 'string', minLength: 1, maxLength: 1024 },
+  },
+} as const;
+
+export function parseWorkFeed(bytes: Uint8Array): WorkFeed {
+  const feed = parseBody<WorkFeed>(bytes, CAPS.workFeedBytes, workFeedSchema, 'work feed');
+  checkFeedOrder(feed);
+  return feed;
+}
+
+export function formatWorkFeed(feed: WorkFeed): Buffer {
+  checkFeedOrder(feed);
+  return formatBody(feed, CAPS.workFeedBytes, workFeedSchema, 'work feed');
+}
+
+export function parseStatusReport(bytes: Uint8Array): RunnerStatusReport {
+  return parseBody<RunnerStatusReport>(bytes, CAPS.statusReportBytes, statusReportSchema, 'status report');
+}
+
+export function formatStatusReport(report: RunnerStatusReport): Buffer {
+  return formatBody(report, CAPS.statusReportBytes, statusReportSchema, 'status report');
+}
+
+export function parseInboxAck(bytes: Uint8Array): InboxAck {
+  return parseBody<InboxAck>(bytes, CAPS.inboxAckBytes, inboxAckSchema, 'inbox answer');
+}
+
+export function formatInboxAck(ack: InboxAck): Buffer {
+  return formatBody(ack, CAPS.inboxAckBytes, inboxAckSchema, 'inbox answer');
+}
+
+export function parseErrorBody(bytes: Uint8Array): ErrorBody {
+  return parseBody<ErrorBody>(bytes, CAPS.errorBodyBytes, errorBodySchema, 'error body');
+}
+
+export function formatErrorBody(body: ErrorBody): Buffer {
+  return formatBody(body, CAPS.errorBodyBytes, errorBodySchema, 'error body');
+}
+
+/** Items come in strictly increasing cursor order and the feed's cursor is the last one's (or any, when empty). */
+function checkFeedOrder(feed: WorkFeed): void {
+  let previous = 0;
+  for (const item of feed.items) {
+    if (item.cursor <= previous) throw new ProtocolError('PROTOCOL_BODY_SCHEMA', 'The work feed items are not in increasing cursor order.');
+    previous = item.cursor;
+  }
+  const last = feed.items[feed.items.length - 1];
+  if (last !== undefined && feed.cursor !== last.cursor) {
+    throw new ProtocolError('PROTOCOL_BODY_SCHEMA', "The work feed's cursor is not its last item's.");
+  }
+}
+
+function parseBody<T>(bytes: Uint8Array, cap: number, schema: object, what: string): T {
+  if (bytes.length > cap) {
+    throw new ProtocolError('PROTOCOL_BODY_TOO_LARGE', `The ${what} is ${bytes.length} bytes, over its ${cap}-byte cap.`, {
+      bytes: bytes.length,
+      cap,
+    });
+  }
+  let value: unknown;
+  try {
+    value = parseJson(bytes, { maxBytes: cap });
+  } catch (cause) {
+    if (!(cause instanceof JsonError)) throw cause;
+    throw new ProtocolError('PROTOCOL_BODY_UNPARSEABLE', `The ${what} is not valid JSON: ${cause.message}.`, { json: cause.code }, { cause });
+  }
+  const problem = checkSchema(schema, value);
+  if (problem) {
+    throw new ProtocolError('PROTOCOL_BODY_SCHEMA', `The ${what} does not match its schema at ${problem.path}: ${problem.message}.`, {
+      path: problem.path,
+    });
+  }
+  return value as T;
+}
+
+function formatBody(value: unknown, cap: number, schema: object, what: string): Buffer {
+  const problem = checkSchema(schema, value);
+  if (problem) {
+    throw new ProtocolError('PROTOCOL_BODY_SCHEMA', `The ${what} does not match its schema at ${problem.path}: ${problem.message}.`, {
+      path: problem.path,
+    });
+  }
+  const bytes = Buffer.from(toCanonicalJson(value), 'utf8');
+  if (bytes.length > cap) throw new ProtocolError('PROTOCOL_BODY_TOO_LARGE', `The ${what} is over its ${cap}-byte cap.`);
+  return bytes;
+}
