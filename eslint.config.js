@@ -63,6 +63,11 @@ const coordinatorRules = {
   ],
 };
 
+/** coordinator/src/store/ is the coordinator's one storage module: it alone may open node:sqlite. */
+const coordinatorStoreRules = {
+  'no-restricted-imports': ['error', { patterns: coordinatorRules['no-restricted-imports'][1].patterns }],
+};
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '**/*.d.ts', '.state/**', 'tmp/**', 'test/interop/**', 'test/fixtures/**'] },
   js.configs.recommended,
@@ -79,6 +84,7 @@ export default tseslint.config(
   { files: ['runner/**/*.ts'], ignores: ['runner/store/**', ...PURE_MODULES.map((m) => `runner/${m}/**`)], rules: sqliteOutsideStore },
   { files: PURE_MODULES.map((m) => `runner/${m}/**/*.ts`), rules: pureRules },
   { files: ['coordinator/**/*.ts'], rules: coordinatorRules },
+  { files: ['coordinator/src/store/**/*.ts'], rules: coordinatorStoreRules },
   {
     // Tests poke at decoded JSON to tamper with it; typing every tampered shape adds nothing.
     files: ['test/**/*.ts'],

@@ -131,7 +131,11 @@ export function verifyCapsule(bytes: Uint8Array, options: CapsuleVerifyOptions):
   return { manifest, manifestBytes: verified.payload, manifestDigest, envelope: verified.verifiedEnvelope, signers: verified.signers, inputs };
 }
 
-function verifySignatures(envelope: Envelope, trust: VerifiedTrust) {
+/**
+ * Step 3 alone: the envelope meets the capsule-signer threshold (CAPSULE_* codes). Exported for a
+ * coordinator, which checks what a capsule's signers signed before publishing it to any runner.
+ */
+export function verifySignatures(envelope: Envelope, trust: VerifiedTrust) {
   try {
     return verifyEnvelope(envelope, {
       payloadType: CAPSULE_PAYLOAD_TYPE,

@@ -1,0 +1,471 @@
+/**
+ * The SQLite store (node:sqlite DatabaseSync): WAL, synchronous=FULL (an answered 201 is on disk), every
+ * statement prepared once, every multi-row write in one BEGIN IMMEDIATE transaction. The schema uses plain
+ * types only (TEXT, INTEGER, BLOB; BYTEA and BIGINT in PostgreSQL) and SQL both dialects read the same way:
+ * `INSERT ... ON CONFLICT DO NOTHING`, `EXISTS`, `IN (SELECT ...)`. The one SQLite spelling is
+ * `INTEGER PRIMARY KEY` for the capsule cursor and fork ids (an identity column in PostgreSQL).
+ */
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { RunnerStatusReport, WorkItem } from '../../../runner/protocol/wire.js';
+import { CoordinatorError } from '../errors.js';
+import type {
+  BundleEntry,
+  BundleFilter,
+  CoordinatorStore,
+  HeldCheckpoint,
+  NewBundle,
+  NewCapsule,
+  NewRejection,
+  PublishedCapsule,
+  RejectionEntry,
+  RejectionFilter,
+  RunnerEntry,
+  WitnessWrite,
+} from './store.js';
+
+export const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS coordinator_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS capsules (
+  seq INTEGER PRIMARY KEY,
+  digest TEXT NOT NULL UNIQUE,
+  size INTEGER NOT NULL,
+  capsule_id TEXT NOT NULL,
+  manifest_digest TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  expires_at TEXT NOT NULL,
+  published_at TEXT NOT NULL,
+  bytes BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS capsule_targets (
+  capsule_seq INTEGER NOT NULL REFERENCES capsules (seq),
+  target_kind TEXT NOT NULL CHECK (target_kind IN ('runner', 'label')),
+  value TEXT NOT NULL,
+  PRIMARY KEY (capsule_seq, target_kind, value)
+);
+CREATE INDEX IF NOT EXISTS capsule_targets_by_value ON capsule_targets (target_kind, value, capsule_seq);
+CREATE TABLE IF NOT EXISTS bundles (
+  digest TEXT PRIMARY KEY,
+  runner TEXT NOT NULL,
+  capsule_id TEXT NOT NULL,
+  manifest_digest TEXT NOT NULL,
+  verdict TEXT NOT NULL,
+  evidence_digest TEXT NOT NULL,
+  log_index INTEGER NOT NULL,
+  received_at TEXT NOT NULL,
+  bytes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bundles_by_received ON bundles (received_at, digest);
+CREATE INDEX IF NOT EXISTS bundles_by_runner ON bundles (runner, received_at);
+CREATE TABLE IF NOT EXISTS rejections (
+  digest TEXT PRIMARY KEY,
+  runner TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  code TEXT NOT NULL,
+  capsule_id TEXT,
+  manifest_digest TEXT,
+  file_digest TEXT,
+  log_index INTEGER NOT NULL,
+  received_at TEXT NOT NULL,
+  bytes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejections_by_received ON rejections (received_at, digest);
+CREATE TABLE IF NOT EXISTS runners (
+  id TEXT PRIMARY KEY,
+  keyid TEXT NOT NULL,
+  first_seen TEXT NOT NULL,
+  last_seen TEXT NOT NULL,
+  status_at TEXT,
+  version TEXT,
+  trust_version INTEGER,
+  log_size INTEGER,
+  witnessed_size INTEGER,
+  outbox_depth INTEGER,
+  oldest_queued_seconds INTEGER,
+  dead_letters INTEGER
+);
+CREATE TABLE IF NOT EXISTS runner_labels (
+  runner TEXT NOT NULL,
+  label TEXT NOT NULL,
+  PRIMARY KEY (runner, label)
+);
+CREATE TABLE IF NOT EXISTS witness_state (
+  origin TEXT PRIMARY KEY,
+  runner TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  root_hash BLOB NOT NULL,
+  note TEXT NOT NULL,
+  cosigned_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forks (
+  id INTEGER PRIMARY KEY,
+  origin TEXT NOT NULL,
+  runner TEXT NOT NULL,
+  held_size INTEGER NOT NULL,
+  held_root BLOB,
+  held_note TEXT,
+  submitted BLOB NOT NULL,
+  reason TEXT NOT NULL,
+  detected_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS forks_by_runner ON forks (runner);
+CREATE TABLE IF NOT EXISTS request_nonces (
+  keyid TEXT NOT NULL,
+  nonce TEXT NOT NULL,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (keyid, nonce)
+);
+CREATE INDEX IF NOT EXISTS request_nonces_by_expiry ON request_nonces (expires_at);
+`;
+
+type Row = Record<string, unknown>;
+
+export class SqliteCoordinatorStore implements CoordinatorStore {
+  private readonly db: DatabaseSync;
+  private readonly s: Record<string, StatementSync>;
+
+  private constructor(db: DatabaseSync) {
+    this.db = db;
+    const p = (sql: string) => db.prepare(sql);
+    this.s = {
+      capsuleByDigest: p('SELECT seq FROM capsules WHERE digest = ?'),
+      insertCapsule: p(
+        'INSERT INTO capsules (digest, size, capsule_id, manifest_digest, kind, expires_at, published_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      insertTarget: p('INSERT INTO capsule_targets (capsule_seq, target_kind, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING'),
+      capsuleBytes: p('SELECT bytes FROM capsules WHERE digest = ?'),
+      workFor: p(`
+        SELECT c.seq AS seq, c.digest AS digest, c.size AS size FROM capsules c
+        WHERE c.seq > ? AND EXISTS (
+          SELECT 1 FROM capsule_targets t WHERE t.capsule_seq = c.seq AND (
+            (t.target_kind = 'runner' AND t.value = ?)
+            OR (t.target_kind = 'label' AND t.value IN (SELECT label FROM runner_labels WHERE runner = ?))))
+        ORDER BY c.seq LIMIT ?`),
+      insertBundle: p(`
+        INSERT INTO bundles (digest, runner, capsule_id, manifest_digest, verdict, evidence_digest, log_index, received_at, bytes)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING`),
+      bundleRunner: p('SELECT runner FROM bundles WHERE digest = ?'),
+      bundleBytes: p('SELECT bytes FROM bundles WHERE digest = ?'),
+      insertRejection: p(`
+        INSERT INTO rejections (digest, runner, stage, code, capsule_id, manifest_digest, file_digest, log_index, received_at, bytes)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING`),
+      rejectionRunner: p('SELECT runner FROM rejections WHERE digest = ?'),
+      rejectionBytes: p('SELECT bytes FROM rejections WHERE digest = ?'),
+      pruneNonces: p('DELETE FROM request_nonces WHERE expires_at < ?'),
+      insertNonce: p('INSERT INTO request_nonces (keyid, nonce, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING'),
+      touchRunner: p(`
+        INSERT INTO runners (id, keyid, first_seen, last_seen) VALUES (?, ?, ?, ?)
+        ON CONFLICT (id) DO UPDATE SET keyid = excluded.keyid, last_seen = excluded.last_seen`),
+      saveStatus: p(`
+        UPDATE runners SET status_at = ?, version = ?, trust_version = ?, log_size = ?, witnessed_size = ?,
+          outbox_depth = ?, oldest_queued_seconds = ?, dead_letters = ? WHERE id = ?`),
+      deleteLabels: p('DELETE FROM runner_labels WHERE runner = ?'),
+      insertLabel: p('INSERT INTO runner_labels (runner, label) VALUES (?, ?) ON CONFLICT DO NOTHING'),
+      labels: p('SELECT label FROM runner_labels WHERE runner = ? ORDER BY label'),
+      allLabels: p('SELECT runner, label FROM runner_labels ORDER BY runner, label'),
+      runners: p('SELECT * FROM runners ORDER BY id'),
+      forkCounts: p('SELECT runner, COUNT(*) AS n FROM forks GROUP BY runner'),
+      witnessedSizes: p('SELECT runner, MAX(size) AS size FROM witness_state GROUP BY runner'),
+      held: p('SELECT origin, runner, size, root_hash, note, cosigned_at FROM witness_state WHERE origin = ?'),
+      upsertHeld: p(`
+        INSERT INTO witness_state (origin, runner, size, root_hash, note, cosigned_at) VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root_hash = excluded.root_hash, note = excluded.note,
+          cosigned_at = excluded.cosigned_at`),
+      insertFork: p(`
+        INSERT INTO forks (origin, runner, held_size, held_root, held_note, submitted, reason, detected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+    };
+  }
+
+  /** Opens (and with `create`, makes) the database file. Refuses a file of another schema version. */
+  static open(path: string, options: { create?: boolean } = {}): SqliteCoordinatorStore {
+    const db = new DatabaseSync(path, { enableForeignKeyConstraints: true });
+    try {
+      db.exec('PRAGMA journal_mode = WAL');
+      db.exec('PRAGMA synchronous = FULL');
+      db.exec('PRAGMA busy_timeout = 5000');
+      const hasMeta = db.prepare("SELECT 1 AS ok FROM sqlite_master WHERE type = 'table' AND name = 'coordinator_meta'").get();
+      if (!hasMeta && !options.create) {
+        throw new CoordinatorError('COORDINATOR_CONFIG', `${path} is not a coordinator database; run "init" first.`);
+      }
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        db.exec(SCHEMA);
+        db.prepare('INSERT INTO coordinator_meta (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING').run('schema_version', String(SCHEMA_VERSION));
+        db.exec('COMMIT');
+      } catch (err) {
+        db.exec('ROLLBACK');
+        throw err;
+      }
+      const version = db.prepare("SELECT value FROM coordinator_meta WHERE name = 'schema_version'").get() as Row | undefined;
+      if (version?.value !== String(SCHEMA_VERSION)) {
+        throw new CoordinatorError('COORDINATOR_CONFIG', `${path} has schema version ${String(version?.value)}, not ${SCHEMA_VERSION}.`);
+      }
+      return new SqliteCoordinatorStore(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  private tx<T>(fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const value = fn();
+      this.db.exec('COMMIT');
+      return value;
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  async publishCapsule(c: NewCapsule): Promise<PublishedCapsule> {
+    return this.tx(() => {
+      const existing = this.s.capsuleByDigest!.get(c.digest) as Row | undefined;
+      if (existing) return { cursor: Number(existing.seq), stored: 'existing' as const };
+      const { lastInsertRowid } = this.s.insertCapsule!.run(
+        c.digest,
+        c.bytes.length,
+        c.capsuleId,
+        c.manifestDigest,
+        c.kind,
+        c.expiresAt,
+        c.publishedAt,
+        c.bytes,
+      );
+      const seq = Number(lastInsertRowid);
+      for (const runner of c.targetRunners) this.s.insertTarget!.run(seq, 'runner', runner);
+      for (const label of c.targetLabels) this.s.insertTarget!.run(seq, 'label', label);
+      return { cursor: seq, stored: 'created' as const };
+    });
+  }
+
+  async capsuleBytes(digest: string): Promise<Buffer | undefined> {
+    return blob(this.s.capsuleBytes!.get(digest));
+  }
+
+  async workFor(runner: string, after: number, limit: number): Promise<WorkItem[]> {
+    return (this.s.workFor!.all(after, runner, runner, limit) as Row[]).map((row) => ({
+      cursor: Number(row.seq),
+      capsule: String(row.digest),
+      size: Number(row.size),
+    }));
+  }
+
+  async putBundle(b: NewBundle): Promise<'created' | 'existing'> {
+    return this.tx(() => {
+      const { changes } = this.s.insertBundle!.run(
+        b.digest,
+        b.runner,
+        b.capsuleId,
+        b.manifestDigest,
+        b.verdict,
+        b.evidenceDigest,
+        b.logIndex,
+        b.receivedAt,
+        b.bytes,
+      );
+      return Number(changes) === 1 ? 'created' : 'existing';
+    });
+  }
+
+  async bundleRunner(digest: string): Promise<string | undefined> {
+    const row = this.s.bundleRunner!.get(digest) as Row | undefined;
+    return row ? String(row.runner) : undefined;
+  }
+
+  async bundleBytes(digest: string): Promise<Buffer | undefined> {
+    return blob(this.s.bundleBytes!.get(digest));
+  }
+
+  async listBundles(f: BundleFilter): Promise<BundleEntry[]> {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (f.runner !== undefined) {
+      where.push('runner = ?');
+      params.push(f.runner);
+    }
+    if (f.capsule !== undefined) {
+      where.push('(capsule_id = ? OR manifest_digest = ?)');
+      params.push(f.capsule, f.capsule);
+    }
+    if (f.verdict !== undefined) {
+      where.push('verdict = ?');
+      params.push(f.verdict);
+    }
+    if (f.since !== undefined) {
+      where.push('received_at >= ?');
+      params.push(f.since);
+    }
+    const sql = `SELECT digest, runner, capsule_id, manifest_digest, verdict, received_at FROM bundles
+      ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY received_at, digest LIMIT ?`;
+    return (this.db.prepare(sql).all(...params, f.limit) as Row[]).map((row) => ({
+      digest: String(row.digest),
+      runner: String(row.runner),
+      capsuleId: String(row.capsule_id),
+      manifestDigest: String(row.manifest_digest),
+      verdict: String(row.verdict),
+      receivedAt: String(row.received_at),
+    }));
+  }
+
+  async putRejection(r: NewRejection): Promise<'created' | 'existing'> {
+    return this.tx(() => {
+      const { changes } = this.s.insertRejection!.run(
+        r.digest,
+        r.runner,
+        r.stage,
+        r.code,
+        r.capsuleId,
+        r.manifestDigest,
+        r.fileDigest,
+        r.logIndex,
+        r.receivedAt,
+        r.bytes,
+      );
+      return Number(changes) === 1 ? 'created' : 'existing';
+    });
+  }
+
+  async rejectionRunner(digest: string): Promise<string | undefined> {
+    const row = this.s.rejectionRunner!.get(digest) as Row | undefined;
+    return row ? String(row.runner) : undefined;
+  }
+
+  async rejectionBytes(digest: string): Promise<Buffer | undefined> {
+    return blob(this.s.rejectionBytes!.get(digest));
+  }
+
+  async listRejections(f: RejectionFilter): Promise<RejectionEntry[]> {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (f.runner !== undefined) {
+      where.push('runner = ?');
+      params.push(f.runner);
+    }
+    if (f.capsule !== undefined) {
+      where.push('(capsule_id = ? OR manifest_digest = ? OR file_digest = ?)');
+      params.push(f.capsule, f.capsule, f.capsule);
+    }
+    const sql = `SELECT digest, runner, stage, code, capsule_id, manifest_digest, file_digest, received_at FROM rejections
+      ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY received_at, digest LIMIT ?`;
+    return (this.db.prepare(sql).all(...params, f.limit) as Row[]).map((row) => ({
+      digest: String(row.digest),
+      runner: String(row.runner),
+      stage: String(row.stage),
+      code: String(row.code),
+      capsuleId: nullableText(row.capsule_id),
+      manifestDigest: nullableText(row.manifest_digest),
+      fileDigest: nullableText(row.file_digest),
+      receivedAt: String(row.received_at),
+    }));
+  }
+
+  async admitRequest(r: { keyid: string; nonce: string; expiresAt: number; nowSeconds: number; runner: string; at: string }): Promise<boolean> {
+    return this.tx(() => {
+      this.s.pruneNonces!.run(r.nowSeconds);
+      if (Number(this.s.insertNonce!.run(r.keyid, r.nonce, r.expiresAt).changes) !== 1) return false;
+      this.s.touchRunner!.run(r.runner, r.keyid, r.at, r.at);
+      return true;
+    });
+  }
+
+  async saveStatus(id: string, keyid: string, r: RunnerStatusReport, at: string): Promise<void> {
+    this.tx(() => {
+      this.s.touchRunner!.run(id, keyid, at, at);
+      this.s.saveStatus!.run(at, r.version, r.trustVersion, r.logSize, r.witnessedSize, r.outboxDepth, r.oldestQueuedSeconds, r.deadLetters, id);
+      this.s.deleteLabels!.run(id);
+      for (const label of r.labels) this.s.insertLabel!.run(id, label);
+    });
+  }
+
+  async runnerLabels(id: string): Promise<string[]> {
+    return (this.s.labels!.all(id) as Row[]).map((row) => String(row.label));
+  }
+
+  async runners(): Promise<RunnerEntry[]> {
+    const labels = new Map<string, string[]>();
+    for (const row of this.s.allLabels!.all() as Row[]) {
+      const list = labels.get(String(row.runner)) ?? [];
+      list.push(String(row.label));
+      labels.set(String(row.runner), list);
+    }
+    const forks = new Map((this.s.forkCounts!.all() as Row[]).map((row) => [String(row.runner), Number(row.n)]));
+    return (this.s.runners!.all() as Row[]).map((row) => {
+      const id = String(row.id);
+      return {
+        id,
+        keyid: String(row.keyid),
+        lastSeen: String(row.last_seen),
+        status:
+          row.status_at === null
+            ? null
+            : {
+                reportedAt: String(row.status_at),
+                version: String(row.version),
+                labels: labels.get(id) ?? [],
+                trustVersion: Number(row.trust_version),
+                logSize: Number(row.log_size),
+                witnessedSize: Number(row.witnessed_size),
+                outboxDepth: Number(row.outbox_depth),
+                oldestQueuedSeconds: Number(row.oldest_queued_seconds),
+                deadLetters: Number(row.dead_letters),
+              },
+        forks: forks.get(id) ?? 0,
+      };
+    });
+  }
+
+  async witnessedSizes(): Promise<Map<string, number>> {
+    return new Map((this.s.witnessedSizes!.all() as Row[]).map((row) => [String(row.runner), Number(row.size)]));
+  }
+
+  async witness<T>(origin: string, runner: string, decide: (held: HeldCheckpoint | undefined) => { write: WitnessWrite; value: T }): Promise<T> {
+    return this.tx(() => {
+      const row = this.s.held!.get(origin) as Row | undefined;
+      const held: HeldCheckpoint | undefined = row && {
+        origin: String(row.origin),
+        runner: String(row.runner),
+        size: Number(row.size),
+        rootHash: Buffer.from(row.root_hash as Uint8Array),
+        note: String(row.note),
+        cosignedAt: String(row.cosigned_at),
+      };
+      const { write, value } = decide(held);
+      switch (write.kind) {
+        case 'advance':
+          this.s.upsertHeld!.run(origin, runner, write.size, write.rootHash, write.note, write.at);
+          break;
+        case 'fork':
+          this.s.insertFork!.run(
+            origin,
+            runner,
+            held?.size ?? 0,
+            held?.rootHash ?? null,
+            held?.note ?? null,
+            write.submitted,
+            write.reason,
+            write.at,
+          );
+          break;
+        case 'none':
+          break;
+      }
+      return value;
+    });
+  }
+
+  close(): void {
+    if (this.db.isOpen) this.db.close();
+  }
+}
+
+function blob(row: unknown): Buffer | undefined {
+  const bytes = (row as Row | undefined)?.bytes as Uint8Array | undefined;
+  return bytes === undefined ? undefined : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function nullableText(value: unknown): string | null {
+  return value === null || value === undefined ? null : String(value);
+}
