@@ -15,11 +15,17 @@ import type { PrivateKey } from '../../runner/core/ed25519.js';
 import type { VerifiedTrust } from '../../runner/trust/trust.js';
 import { HttpError } from './errors.js';
 import { WaitingPolls } from './feed.js';
-import { awaitingContinue, refuseBody, sendError, type Router } from './http.js';
+import { awaitingContinue, BodyReads, refuseBody, sendError, type Router } from './http.js';
 import { buildRouter } from './routes.js';
 import type { CoordinatorStore } from './store/store.js';
 
 export const MAX_HEADER_BYTES = 16 * 1024;
+/**
+ * Request bodies held at once, over all runners (8 full bundles), and body reads open per runner: only
+ * requests whose signature verified read a body at all, and these bounds keep enrolled runners (or one
+ * hostile one) from making the coordinator buffer more.
+ */
+export const BODY_READ_LIMITS = { maxBytes: 64 * 1024 * 1024, maxPerRunner: 4 } as const;
 
 export interface App {
   trust: VerifiedTrust;
@@ -29,9 +35,12 @@ export interface App {
   operatorTokenHashes: readonly Buffer[];
   /** scheme://host[:port] that runners sign as @target-uri, or null for scheme://Host of each request. */
   publicUrl: string | null;
+  /** The port the server listens on (set by startServer), which a Host header must name without a public URL. */
+  port: number | null;
   signatures: { maxFutureSeconds: number; maxTtlSeconds: number };
   clock: () => Date;
   polls: WaitingPolls;
+  bodyReads: BodyReads;
   log: (event: string, fields?: Record<string, unknown>) => void;
   stopping: boolean;
 }
@@ -46,6 +55,7 @@ export interface AppOptions {
   signatures?: { maxFutureSeconds: number; maxTtlSeconds: number };
   clock?: () => Date;
   log?: App['log'];
+  bodyReads?: { maxBytes: number; maxPerRunner: number };
 }
 
 export function createApp(options: AppOptions): App {
@@ -56,9 +66,14 @@ export function createApp(options: AppOptions): App {
     store: options.store,
     operatorTokenHashes: options.operatorTokenHashes,
     publicUrl: options.publicUrl ?? null,
+    port: null,
     signatures: options.signatures ?? { maxFutureSeconds: 30, maxTtlSeconds: 300 },
     clock: options.clock ?? (() => new Date()),
     polls: new WaitingPolls(),
+    bodyReads: new BodyReads(
+      options.bodyReads?.maxBytes ?? BODY_READ_LIMITS.maxBytes,
+      options.bodyReads?.maxPerRunner ?? BODY_READ_LIMITS.maxPerRunner,
+    ),
     log: options.log ?? (() => {}),
     stopping: false,
   };
@@ -126,6 +141,7 @@ export async function startServer(app: App, options: ServerOptions): Promise<Run
     });
   });
   const address = server.address() as AddressInfo;
+  app.port = address.port;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `${options.tls ? 'https' : 'http'}://${host}:${address.port}`;
   let stopped: Promise<void> | undefined;

@@ -76,9 +76,8 @@ function printableMethod(method: string): string {
  * holds more than `cap` bytes of this process's memory.
  */
 export async function readBody(req: IncomingMessage, cap: number): Promise<Buffer> {
-  const declared = req.headers['content-length'];
+  refuseOversized(req, cap);
   const tooLarge = () => new HttpError(413, 'PROTOCOL_BODY_TOO_LARGE', `The body is larger than its cap of ${cap} bytes.`, { connection: 'close' });
-  if (declared !== undefined && Number(declared) > cap) throw tooLarge();
   // A client that asked first (Expect: 100-continue) is told to send only now, once the route wants the body
   // and its declared length is under the cap; a refused one gets the 413 without having sent a byte.
   awaitingContinue.get(req)?.();
@@ -121,6 +120,57 @@ export async function readBody(req: IncomingMessage, cap: number): Promise<Buffe
     req.on('error', onError);
     req.on('aborted', onAborted);
   });
+}
+
+/** A Content-Length over the cap is refused (413) before anything else is done for the request. */
+export function refuseOversized(req: IncomingMessage, cap: number): void {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > cap) {
+    throw new HttpError(413, 'PROTOCOL_BODY_TOO_LARGE', `The body is larger than its cap of ${cap} bytes.`, { connection: 'close' });
+  }
+}
+
+/** What a body read reserves of the budget: its declared length, or its whole cap when it is chunked. */
+export function bodyReservation(req: IncomingMessage, cap: number): number {
+  const declared = Number(req.headers['content-length']);
+  return Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, cap) : cap;
+}
+
+/**
+ * Bounds the request bodies the coordinator holds at once: bytes over all reads (each reserves what
+ * bodyReservation says before it reads a byte) and reads per runner, so that neither many runners nor one
+ * hostile runner with many connections can make it buffer more. A read that does not fit is refused at once
+ * (503 with Retry-After): the runner's outbox retries it, nothing is lost.
+ */
+export class BodyReads {
+  private bytes = 0;
+  private readonly perRunner = new Map<string, number>();
+
+  constructor(
+    readonly maxBytes: number,
+    readonly maxPerRunner: number,
+  ) {}
+
+  /** Reserves `bytes` for one read of `runner`'s; returns the release (call it once), or undefined when full. */
+  tryAcquire(runner: string, bytes: number): (() => void) | undefined {
+    const reads = this.perRunner.get(runner) ?? 0;
+    if (reads >= this.maxPerRunner || this.bytes + bytes > this.maxBytes) return undefined;
+    this.bytes += bytes;
+    this.perRunner.set(runner, reads + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.bytes -= bytes;
+      const left = (this.perRunner.get(runner) ?? 1) - 1;
+      if (left === 0) this.perRunner.delete(runner);
+      else this.perRunner.set(runner, left);
+    };
+  }
+
+  get inFlightBytes(): number {
+    return this.bytes;
+  }
 }
 
 /** Requests whose client waits for `100 Continue` before sending its body (see readBody). */
@@ -169,6 +219,23 @@ export function errorBytes(code: string, message: string): Buffer {
   }
 }
 
+/** SQLite's primary result codes (the low byte of an extended code). */
+const SQLITE_BUSY = 5;
+const SQLITE_LOCKED = 6;
+const SQLITE_FULL = 13;
+
+/** A node:sqlite error that says the disk is full (507) or the database busy (503), else undefined. */
+function storageFault(err: unknown): { status: number; code: string; message: string } | undefined {
+  const e = err as { code?: unknown; errcode?: unknown } | null;
+  if (typeof e !== 'object' || e === null || e.code !== 'ERR_SQLITE_ERROR' || typeof e.errcode !== 'number') return undefined;
+  const primary = e.errcode & 0xff;
+  if (primary === SQLITE_FULL) return { status: 507, code: 'COORDINATOR_STORAGE_FULL', message: "The coordinator's disk is full; try again later." };
+  if (primary === SQLITE_BUSY || primary === SQLITE_LOCKED) {
+    return { status: 503, code: 'COORDINATOR_BUSY', message: "The coordinator's database is busy; try again shortly." };
+  }
+  return undefined;
+}
+
 /**
  * The answer for anything a handler throws: an HttpError as itself; a coded error of a pure module as 422 with
  * its own code (the document was understood and refused); anything else 500 with no detail (logged instead).
@@ -185,6 +252,12 @@ export function sendError(res: ServerResponse, err: unknown, onInternal: (err: u
   if (err instanceof HttpError) {
     ({ status, code, message } = err);
     headers = { ...err.headers };
+  } else if (storageFault(err) !== undefined) {
+    // The database is full or locked: nothing was stored (its transaction rolled back), and a retry later
+    // succeeds, so the answer is a 5xx with Retry-After that the runner's outbox retries.
+    onInternal(err);
+    ({ status, code, message } = storageFault(err)!);
+    headers = { 'retry-after': status === 507 ? '60' : '1' };
   } else if (isCodedError(err)) {
     status = 422;
     code = err.code;
@@ -195,5 +268,8 @@ export function sendError(res: ServerResponse, err: unknown, onInternal: (err: u
     code = 'COORDINATOR_INTERNAL';
     message = 'The coordinator failed to answer this request.';
   }
+  // A body the route did not read (refused before it, e.g. a signature that does not verify) is not drained
+  // either: the connection is closed, so an unauthenticated client cannot stream into it.
+  if (!res.req.complete) headers.connection = 'close';
   send(res, status, errorBytes(code, message), 'application/json', headers);
 }

@@ -62,11 +62,17 @@ async function serve(flags: ServeFlags): Promise<void> {
       `Plain HTTP is served only on loopback; give --tls-cert and --tls-key to listen on ${listen.host}.`,
     );
   }
-  const tls = tlsFiles && { cert: readFileSync(tlsFiles.certFile!), key: readFileSync(tlsFiles.keyFile!) };
   const publicUrl = flags.publicUrl ?? config.publicUrl;
   if (publicUrl !== null && !/^https?:\/\/[^/?#]+$/.test(publicUrl)) {
     throw new CoordinatorError('COORDINATOR_CONFIG', 'The public URL is not scheme://host[:port].');
   }
+  // Without a public URL the signed @target-uri is checked against the Host header, which is trusted only
+  // when it names a loopback address of this very server (auth.ts); anywhere else the URL runners use is named.
+  if (publicUrl === null && !isLoopback(listen.host)) {
+    throw new CoordinatorError('COORDINATOR_CONFIG', `Give --public-url (the URL runners use) to listen on ${listen.host}.`);
+  }
+
+  const tls = tlsFiles && { cert: readFileSync(tlsFiles.certFile!), key: readFileSync(tlsFiles.keyFile!) };
 
   const store = SqliteCoordinatorStore.open(state.databasePath);
   const app = createApp({

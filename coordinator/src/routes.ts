@@ -15,10 +15,10 @@ import { ProtocolError } from '../../runner/protocol/errors.js';
 import { decideAddCheckpoint, formatTlogSize, parseAddCheckpoint, signCosignature, type WitnessDecision } from '../../runner/protocol/witness.js';
 import { CAPS, formatInboxAck, formatWorkFeed, parseStatusReport, type WorkItem } from '../../runner/protocol/wire.js';
 import type { App } from './app.js';
-import { authenticateOperator, authenticateRunner, hasBearer } from './auth.js';
+import { authenticateOperator, authenticateRunner, authenticateRunnerBody, hasBearer, refuseExpiredTrust } from './auth.js';
 import { HttpError } from './errors.js';
 import { readBody, Router, send, sendBytes, sendEmpty, sendJson, type RouteContext } from './http.js';
-import type { WitnessWrite } from './store/store.js';
+import type { StoredAnswer, WitnessWrite } from './store/store.js';
 
 /** At most this many capsules per work feed answer (docs/protocol.md). */
 export const FEED_MAX_ITEMS = 100;
@@ -27,7 +27,11 @@ export const FEED_DEFAULT_WAIT_SECONDS = 30;
 export const LIST_DEFAULT_LIMIT = 100;
 export const LIST_MAX_LIMIT = 1000;
 
-const RUNNER = '(?<id>[^/]{1,128})';
+/**
+ * A runner id as the trust document spells key names, never percent-encoded: the id routed is the very
+ * string in the signed @target-uri, so no second spelling of one runner's paths exists.
+ */
+const RUNNER = '(?<id>[A-Za-z0-9][A-Za-z0-9._@-]{0,127})';
 const HEX = '(?<hex>[0-9a-f]{64})';
 const path = (pattern: string) => new RegExp(`^${pattern}$`);
 
@@ -73,6 +77,12 @@ async function getWork(app: App, ctx: RouteContext): Promise<void> {
   onlyParams(ctx, ['after', 'wait'], 'FEED_BAD_QUERY');
   const who = await authenticateRunner(app, ctx, { pathRunner: ctx.params.id! });
   const runner = who.name;
+  // A cursor past every capsule published here was not handed out by this database (it was restored from an
+  // older copy, or replaced): the capsules it publishes next would get cursors the runner believes it has
+  // passed, and be skipped in silence. Said instead, so the runner (and its operator) can see it.
+  if (after > (await app.store.lastCursor())) {
+    throw new HttpError(409, 'FEED_CURSOR_AHEAD', 'The cursor is past every capsule this coordinator has published.');
+  }
   const labels = await app.store.runnerLabels(runner);
   const answer = (items: WorkItem[]) =>
     sendBytes(ctx.res, 200, formatWorkFeed({ items, cursor: items.at(-1)!.cursor, trust: { version: app.trust.body.version } }));
@@ -131,8 +141,7 @@ async function getWork(app: App, ctx: RouteContext): Promise<void> {
 }
 
 async function putStatus(app: App, ctx: RouteContext): Promise<void> {
-  const body = await readBody(ctx.req, CAPS.statusReportBytes);
-  const who = await authenticateRunner(app, ctx, { body, pathRunner: ctx.params.id! });
+  const { who, body } = await authenticateRunnerBody(app, ctx, { cap: CAPS.statusReportBytes, pathRunner: ctx.params.id! });
   const report = protocolBody(() => parseStatusReport(body));
   await app.store.saveStatus(who.name, who.keyid, report, app.clock().toISOString());
   sendEmpty(ctx.res, 204);
@@ -145,8 +154,7 @@ async function putStatus(app: App, ctx: RouteContext): Promise<void> {
  * of one bundle store it once (the loser answers 200).
  */
 async function putBundle(app: App, ctx: RouteContext): Promise<void> {
-  const body = await readBody(ctx.req, CAPS.bundleBytes);
-  const who = await authenticateRunner(app, ctx, { body });
+  const { who, body } = await authenticateRunnerBody(app, ctx, { cap: CAPS.bundleBytes });
   const digest = checkDigest(body, ctx.params.hex!);
   const holder = await app.store.bundleRunner(digest);
   if (holder !== undefined) {
@@ -167,12 +175,11 @@ async function putBundle(app: App, ctx: RouteContext): Promise<void> {
     logIndex: verified.log.index,
     receivedAt: app.clock().toISOString(),
   });
-  sendBytes(ctx.res, stored === 'created' ? 201 : 200, formatInboxAck({ digest, stored }));
+  answerStored(app, ctx, digest, stored, who.name);
 }
 
 async function putRejection(app: App, ctx: RouteContext): Promise<void> {
-  const body = await readBody(ctx.req, CAPS.rejectionBytes);
-  const who = await authenticateRunner(app, ctx, { body });
+  const { who, body } = await authenticateRunnerBody(app, ctx, { cap: CAPS.rejectionBytes });
   const digest = checkDigest(body, ctx.params.hex!);
   const holder = await app.store.rejectionRunner(digest);
   if (holder !== undefined) {
@@ -194,6 +201,14 @@ async function putRejection(app: App, ctx: RouteContext): Promise<void> {
     logIndex: verified.record.index,
     receivedAt: app.clock().toISOString(),
   });
+  answerStored(app, ctx, digest, stored, who.name);
+}
+
+function answerStored(app: App, ctx: RouteContext, digest: string, stored: StoredAnswer, runner: string): void {
+  if (stored === 'conflict') {
+    app.log('inbox.record_conflict', { runner, digest });
+    throw new HttpError(409, 'INBOX_RECORD_CONFLICT', 'This runner already sent other evidence for the same record of its log.');
+  }
   sendBytes(ctx.res, stored === 'created' ? 201 : 200, formatInboxAck({ digest, stored }));
 }
 
@@ -217,8 +232,7 @@ type WitnessOutcome = { kind: 'cosigned'; line: string } | Exclude<WitnessDecisi
  * proof and note) and counts against the runner in the fleet view.
  */
 async function addCheckpoint(app: App, ctx: RouteContext): Promise<void> {
-  const body = await readBody(ctx.req, CAPS.addCheckpointBytes);
-  const who = await authenticateRunner(app, ctx, { body, pathRunner: ctx.params.id! });
+  const { who, body } = await authenticateRunnerBody(app, ctx, { cap: CAPS.addCheckpointBytes, pathRunner: ctx.params.id! });
   const parsed = (() => {
     try {
       return parseAddCheckpoint(body);
@@ -290,6 +304,7 @@ async function getCapsule(app: App, ctx: RouteContext): Promise<void> {
  */
 async function publishCapsule(app: App, ctx: RouteContext): Promise<void> {
   authenticateOperator(app, ctx);
+  refuseExpiredTrust(app, app.clock());
   const cap = Math.min(CAPS.capsuleBytes, app.trust.body.policy.maxCapsuleBytes ?? CAPSULE_MAX_BYTES);
   const bytes = await readBody(ctx.req, cap);
   const file = parseCapsuleFile(bytes, cap);

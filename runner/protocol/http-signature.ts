@@ -22,9 +22,11 @@
  *   4. keyid names a key of the trust document that holds the runner role (PROTOCOL_UNKNOWN_KEY, PROTOCOL_KEY_ROLE);
  *   5. created at most maxFutureSeconds ahead, expires not passed, expires - created at most maxTtlSeconds
  *      (PROTOCOL_CREATED_FUTURE, PROTOCOL_EXPIRED, PROTOCOL_TTL_TOO_LONG);
- *   6. Content-Digest is exactly one sha-256 digest and that of the body (PROTOCOL_DIGEST_MISSING,
- *      PROTOCOL_DIGEST_MALFORMED, PROTOCOL_DIGEST_MISMATCH);
- *   7. the Ed25519 signature over the signature base verifies, strictly (PROTOCOL_SIGNATURE_INVALID).
+ *   6. Content-Digest is exactly one sha-256 digest (PROTOCOL_DIGEST_MISSING, PROTOCOL_DIGEST_MALFORMED);
+ *   7. the Ed25519 signature over the signature base verifies, strictly (PROTOCOL_SIGNATURE_INVALID);
+ *   8. the body is the one Content-Digest names (PROTOCOL_DIGEST_MISMATCH).
+ * A server checks 1 to 7 on the headers (verifyRequestHeaders) before it reads the body, then 8
+ * (checkContentDigest); verifyRequest does all eight on a request whose body is already read.
  * The caller (the coordinator) then checks that the path's runner id is the returned name
  * (PROTOCOL_RUNNER_MISMATCH) and that the nonce was never seen before its expiry (PROTOCOL_NONCE_REPLAYED).
  *
@@ -140,6 +142,32 @@ export async function verifyRequest(
   req: IncomingRequest,
   opts: { trust: VerifiedTrust; now: Date; maxFutureSeconds?: number; maxTtlSeconds?: number },
 ): Promise<VerifiedRequest> {
+  const body = req.body ?? new Uint8Array(0);
+  const verified = await verifyRequestHeaders({ method: req.method, url: req.url, headers: req.headers, hasBody: body.length > 0 }, opts);
+  checkContentDigest(verified.contentDigest, body);
+  return { keyid: verified.keyid, name: verified.name, nonce: verified.nonce, created: verified.created, expires: verified.expires };
+}
+
+export interface IncomingRequestHeaders {
+  method: string;
+  /** The absolute target URI as the coordinator reconstructs it (public URL + path and query). */
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+  /** The request carries a body (Content-Length over 0, or Transfer-Encoding), not read yet. */
+  hasBody: boolean;
+}
+
+/**
+ * Steps 1 to 7 on the headers alone, before a byte of the body is read: the signature covers the
+ * Content-Digest header, so once it verifies the request is known to come from an enrolled runner and the
+ * body it promises is pinned by that digest. The caller then reads the body (under its cap) and calls
+ * checkContentDigest with `contentDigest`. This is how a server keeps unauthenticated clients from making it
+ * hold a body: nothing is read for a request whose headers do not verify.
+ */
+export async function verifyRequestHeaders(
+  req: IncomingRequestHeaders,
+  opts: { trust: VerifiedTrust; now: Date; maxFutureSeconds?: number; maxTtlSeconds?: number },
+): Promise<VerifiedRequest & { contentDigest: string | undefined }> {
   // 1. The two fields, once each, canonical, one member `sig`.
   const inputField = singleField(req.headers, 'signature-input');
   const signatureField = singleField(req.headers, 'signature');
@@ -160,9 +188,8 @@ export async function verifyRequest(
 
   // 3. Covered components.
   const digestField = singleField(req.headers, 'content-digest');
-  const hasBody = req.body !== undefined && req.body.length > 0;
   const covered = checkComponents(input[0]);
-  for (const required of ['@method', '@target-uri', ...(hasBody || digestField !== undefined ? ['content-digest'] : [])]) {
+  for (const required of ['@method', '@target-uri', ...(req.hasBody || digestField !== undefined ? ['content-digest'] : [])]) {
     if (!covered.has(required)) {
       throw new ProtocolError('PROTOCOL_COMPONENT_MISSING', `The request signature does not cover "${required}".`, { component: required });
     }
@@ -193,12 +220,9 @@ export async function verifyRequest(
     });
   }
 
-  // 6. RFC 9530: the body is the one the digest names.
-  if (hasBody && digestField === undefined) throw new ProtocolError('PROTOCOL_DIGEST_MISSING');
-  if (digestField !== undefined) {
-    if (!CONTENT_DIGEST.test(digestField)) throw new ProtocolError('PROTOCOL_DIGEST_MALFORMED');
-    if (digestField !== contentDigestOf(req.body ?? new Uint8Array(0))) throw new ProtocolError('PROTOCOL_DIGEST_MISMATCH');
-  }
+  // 6. RFC 9530: a body is named by exactly one sha-256 digest (compared with the body by checkContentDigest).
+  if (req.hasBody && digestField === undefined) throw new ProtocolError('PROTOCOL_DIGEST_MISSING');
+  if (digestField !== undefined && !CONTENT_DIGEST.test(digestField)) throw new ProtocolError('PROTOCOL_DIGEST_MALFORMED');
 
   // 7. The signature over the base (RFC 9421 section 3.2), strict Ed25519.
   const fields: Record<string, string> = {};
@@ -218,7 +242,19 @@ export async function verifyRequest(
     throw new ProtocolError('PROTOCOL_SIGNATURE_INVALID', 'The signature base of the request cannot be built.', {}, { cause });
   }
   if (!key.publicKey.verify(base, signature)) throw new ProtocolError('PROTOCOL_SIGNATURE_INVALID', undefined, { keyid: key.keyid });
-  return { keyid: key.keyid, name, nonce: params.nonce, created: params.created, expires: params.expires };
+  return { keyid: key.keyid, name, nonce: params.nonce, created: params.created, expires: params.expires, contentDigest: digestField };
+}
+
+/**
+ * The body is the one the signed Content-Digest names (PROTOCOL_DIGEST_MISSING when a body came without
+ * one, PROTOCOL_DIGEST_MISMATCH when it is another). `contentDigest` is what verifyRequestHeaders returned.
+ */
+export function checkContentDigest(contentDigest: string | undefined, body: Uint8Array): void {
+  if (contentDigest === undefined) {
+    if (body.length > 0) throw new ProtocolError('PROTOCOL_DIGEST_MISSING');
+    return;
+  }
+  if (contentDigest !== contentDigestOf(body)) throw new ProtocolError('PROTOCOL_DIGEST_MISMATCH');
 }
 
 /**

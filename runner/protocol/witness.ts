@@ -146,6 +146,12 @@ export function decideAddCheckpoint(
     return error(400, 'WITNESS_BODY_MALFORMED', `The checkpoint is not well formed: ${cause.message}`);
   }
 
+  // An edge-runner log writes no extension lines: a checkpoint with some is not one of its checkpoints, and
+  // the witness would keep and cosign free text a runner chose (nothing free-form crosses the link): 400.
+  if (checkpoint.extensions.length > 0) {
+    return error(400, 'WITNESS_BODY_MALFORMED', 'The checkpoint carries extension lines, which an edge-runner log never writes.');
+  }
+
   // The old size is at most the checkpoint size: else 400.
   if (request.oldSize > checkpoint.size) return error(400, 'WITNESS_OLD_SIZE_TOO_LARGE');
 

@@ -31,19 +31,23 @@ export interface CoordinatorWorld {
   token: string;
   tokenPath: string;
   stateDir: string;
+  /** More enrolled runners (makeCoordinatorWorld's extraRunners), ids `runner-sim-N`. */
+  extraRunners: { id: string; key: PrivateKey }[];
 }
 
 /** The test world's keys plus a witness key and a second runner, in one trust document signed by its root. */
-export function makeCoordinatorWorld(): CoordinatorWorld {
+export function makeCoordinatorWorld(options: { extraRunners?: number } = {}): CoordinatorWorld {
   const world = makeWorld();
   const witnessKey = PrivateKey.generate();
   const otherRunnerKey = PrivateKey.generate();
+  const extraRunners = Array.from({ length: options.extraRunners ?? 0 }, (_, i) => ({ id: `runner-sim-${i + 1}`, key: PrivateKey.generate() }));
   const keys: NamedKey[] = [
     { name: 'root-1', key: world.root, roles: ['root'] },
     ...world.signers.map((key, i) => ({ name: `signer-${i + 1}`, key, roles: ['capsule-signer' as const] })),
     { name: world.runnerId, key: world.runnerKey, roles: ['runner'] },
     { name: 'runner-test-2', key: otherRunnerKey, roles: ['runner'] },
     { name: 'coordinator-witness', key: witnessKey, roles: ['witness'] },
+    ...extraRunners.map(({ id, key }) => ({ name: id, key, roles: ['runner' as const] })),
   ];
   const body = makeTrustBody(keys);
   (body.roles as Record<string, { threshold: number }>).witness = { threshold: 1 };
@@ -68,6 +72,7 @@ export function makeCoordinatorWorld(): CoordinatorWorld {
     token,
     tokenPath,
     stateDir: join(world.dir, 'coordinator'),
+    extraRunners,
   };
 }
 

@@ -20,8 +20,10 @@ import type {
   RejectionEntry,
   RejectionFilter,
   RunnerEntry,
+  StoredAnswer,
   WitnessWrite,
 } from './store.js';
+import { FORK_EVIDENCE_PER_LOG } from './store.js';
 
 export const SCHEMA_VERSION = 1;
 
@@ -58,6 +60,7 @@ CREATE TABLE IF NOT EXISTS bundles (
 );
 CREATE INDEX IF NOT EXISTS bundles_by_received ON bundles (received_at, digest);
 CREATE INDEX IF NOT EXISTS bundles_by_runner ON bundles (runner, received_at);
+CREATE INDEX IF NOT EXISTS bundles_by_record ON bundles (runner, log_index);
 CREATE TABLE IF NOT EXISTS rejections (
   digest TEXT PRIMARY KEY,
   runner TEXT NOT NULL,
@@ -71,6 +74,7 @@ CREATE TABLE IF NOT EXISTS rejections (
   bytes BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rejections_by_received ON rejections (received_at, digest);
+CREATE INDEX IF NOT EXISTS rejections_by_record ON rejections (runner, log_index);
 CREATE TABLE IF NOT EXISTS runners (
   id TEXT PRIMARY KEY,
   keyid TEXT NOT NULL,
@@ -135,6 +139,7 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
       ),
       insertTarget: p('INSERT INTO capsule_targets (capsule_seq, target_kind, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING'),
       capsuleBytes: p('SELECT bytes FROM capsules WHERE digest = ?'),
+      lastCursor: p('SELECT COALESCE(MAX(seq), 0) AS n FROM capsules'),
       workFor: p(`
         SELECT c.seq AS seq, c.digest AS digest, c.size AS size FROM capsules c
         WHERE c.seq > ? AND EXISTS (
@@ -146,6 +151,11 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
         INSERT INTO bundles (digest, runner, capsule_id, manifest_digest, verdict, evidence_digest, log_index, received_at, bytes)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING`),
       bundleRunner: p('SELECT runner FROM bundles WHERE digest = ?'),
+      recordAnswered: p(`
+        SELECT digest FROM bundles WHERE runner = ? AND log_index = ?
+        UNION ALL SELECT digest FROM rejections WHERE runner = ? AND log_index = ? LIMIT 1`),
+      forksOfLog: p('SELECT COUNT(*) AS n FROM forks WHERE origin = ?'),
+      sameFork: p('SELECT 1 AS found FROM forks WHERE origin = ? AND submitted = ?'),
       bundleBytes: p('SELECT bytes FROM bundles WHERE digest = ?'),
       insertRejection: p(`
         INSERT INTO rejections (digest, runner, stage, code, capsule_id, manifest_digest, file_digest, log_index, received_at, bytes)
@@ -215,7 +225,9 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
       this.db.exec('COMMIT');
       return value;
     } catch (err) {
-      this.db.exec('ROLLBACK');
+      // SQLite may have rolled back already (a full disk during COMMIT): the original error is the answer,
+      // never a "no transaction is active" from the ROLLBACK.
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
       throw err;
     }
   }
@@ -245,6 +257,10 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
     return blob(this.s.capsuleBytes!.get(digest));
   }
 
+  async lastCursor(): Promise<number> {
+    return Number((this.s.lastCursor!.get() as Row).n);
+  }
+
   async workFor(runner: string, after: number, limit: number): Promise<WorkItem[]> {
     return (this.s.workFor!.all(after, runner, runner, limit) as Row[]).map((row) => ({
       cursor: Number(row.seq),
@@ -253,8 +269,10 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
     }));
   }
 
-  async putBundle(b: NewBundle): Promise<'created' | 'existing'> {
+  async putBundle(b: NewBundle): Promise<StoredAnswer> {
     return this.tx(() => {
+      if (this.s.bundleRunner!.get(b.digest) !== undefined) return 'existing';
+      if (this.s.recordAnswered!.get(b.runner, b.logIndex, b.runner, b.logIndex) !== undefined) return 'conflict';
       const { changes } = this.s.insertBundle!.run(
         b.digest,
         b.runner,
@@ -310,8 +328,10 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
     }));
   }
 
-  async putRejection(r: NewRejection): Promise<'created' | 'existing'> {
+  async putRejection(r: NewRejection): Promise<StoredAnswer> {
     return this.tx(() => {
+      if (this.s.rejectionRunner!.get(r.digest) !== undefined) return 'existing';
+      if (this.s.recordAnswered!.get(r.runner, r.logIndex, r.runner, r.logIndex) !== undefined) return 'conflict';
       const { changes } = this.s.insertRejection!.run(
         r.digest,
         r.runner,
@@ -438,6 +458,10 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
           this.s.upsertHeld!.run(origin, runner, write.size, write.rootHash, write.note, write.at);
           break;
         case 'fork':
+          // Evidence of a fork is needed once, not once per request: the same submission is kept once, and a
+          // log keeps at most FORK_EVIDENCE_PER_LOG of them, so a runner cannot fill the disk with forks.
+          if (this.s.sameFork!.get(origin, write.submitted) !== undefined) break;
+          if (Number((this.s.forksOfLog!.get(origin) as Row).n) >= FORK_EVIDENCE_PER_LOG) break;
           this.s.insertFork!.run(
             origin,
             runner,

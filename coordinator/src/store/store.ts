@@ -13,6 +13,16 @@
  */
 import type { RunnerStatusReport, WorkItem } from '../../../runner/protocol/wire.js';
 
+/**
+ * 'conflict': the runner already sent another document (other bytes) answering the same record of its log.
+ * A runner answers each record once (the outbox keeps the bytes it first built), so a second, different
+ * document for one log index is either a re-signed duplicate or two logs under one key; it is not stored.
+ */
+export type StoredAnswer = 'created' | 'existing' | 'conflict';
+
+/** Fork evidence kept per log (distinct submissions); one is enough to prove a fork. */
+export const FORK_EVIDENCE_PER_LOG = 16;
+
 export interface NewCapsule {
   /** `sha256:HEX` of the capsule file bytes (its address). */
   digest: string;
@@ -120,16 +130,18 @@ export interface CoordinatorStore {
   /** Stores a verified capsule once by digest, with its targets; the cursor is its place in the feed. */
   publishCapsule(capsule: NewCapsule): Promise<PublishedCapsule>;
   capsuleBytes(digest: string): Promise<Buffer | undefined>;
+  /** The cursor of the last capsule published (0 when none): no feed cursor this store handed out is larger. */
+  lastCursor(): Promise<number>;
   /** Capsules after `after` addressed to this runner by id, or by a label it last reported, in cursor order. */
   workFor(runner: string, after: number, limit: number): Promise<WorkItem[]>;
 
   /** Stores a verified bundle once by digest, in one transaction: 'existing' when it was already there. */
-  putBundle(bundle: NewBundle): Promise<'created' | 'existing'>;
+  putBundle(bundle: NewBundle): Promise<StoredAnswer>;
   bundleRunner(digest: string): Promise<string | undefined>;
   bundleBytes(digest: string): Promise<Buffer | undefined>;
   listBundles(filter: BundleFilter): Promise<BundleEntry[]>;
 
-  putRejection(rejection: NewRejection): Promise<'created' | 'existing'>;
+  putRejection(rejection: NewRejection): Promise<StoredAnswer>;
   rejectionRunner(digest: string): Promise<string | undefined>;
   rejectionBytes(digest: string): Promise<Buffer | undefined>;
   listRejections(filter: RejectionFilter): Promise<RejectionEntry[]>;
