@@ -182,7 +182,12 @@ function selectLauncher(ctx: RunnerContext, accepted: AcceptedCapsule): Launcher
   return selected;
 }
 
-async function runAccepted(ctx: RunnerContext, accepted: AcceptedCapsule, launcher: Launcher, signal: AbortSignal | undefined): Promise<CapsuleOutcome> {
+async function runAccepted(
+  ctx: RunnerContext,
+  accepted: AcceptedCapsule,
+  launcher: Launcher,
+  signal: AbortSignal | undefined,
+): Promise<CapsuleOutcome> {
   const { manifest } = accepted;
   const { store } = ctx;
   const runId = randomUUID();

@@ -1,5 +1,6 @@
 /** The command line: the contract other tools and auditors rely on. One file per command. */
 import { Command, CommanderError } from 'commander';
+import { agentCommand } from './agent.js';
 import { capsuleCommand } from './capsule.js';
 import { execCommand } from './exec.js';
 import { initCommand } from './init.js';
@@ -17,7 +18,16 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
     .showHelpAfterError(false);
-  for (const command of [keygenCommand(), trustCommand(), initCommand(), capsuleCommand(), execCommand(), verifyCommand(), logCommand()]) {
+  for (const command of [
+    keygenCommand(),
+    trustCommand(),
+    initCommand(),
+    capsuleCommand(),
+    execCommand(),
+    verifyCommand(),
+    logCommand(),
+    agentCommand(),
+  ]) {
     program.addCommand(command);
   }
   for (const command of program.commands) {

@@ -62,6 +62,38 @@ export interface RunnerConfig {
      */
     reserveBytes: number;
   };
+  /** The coordinator link (runner/api, runner/outbox, runner/agent/daemon.ts): where, how to trust it, how patiently. */
+  coordinator: {
+    /**
+     * The coordinator's base URL (`https://host[:port][/prefix]`); '' = no coordinator (the agent refuses to
+     * start). Plain `http:` only to a loopback host (127.0.0.0/8, ::1, localhost).
+     */
+    url: string;
+    /** A PEM file of the CA(s) the coordinator's certificate must chain to; '' = the system store. */
+    caFile: string;
+    /** A PEM file of the CA(s) an `https:` proxy's own certificate must chain to; '' = the system store. */
+    proxyCaFile: string;
+    /** The proxy for `https:` URLs (HTTPS_PROXY); user:password in it is sent as Proxy-Authorization. '' = none. */
+    httpsProxy: string;
+    /** The proxy for `http:` URLs (HTTP_PROXY); '' = none. */
+    httpProxy: string;
+    /** Hosts reached without the proxy (NO_PROXY: comma-separated names, `.suffix`, `host:port`, `*`). */
+    noProxy: string;
+    /** How long one long poll of the work feed waits for work, in seconds (the coordinator allows 0 to 60). */
+    pollWaitSeconds: number;
+    /** The most a request may take beyond a long poll's wait, in milliseconds (connect, headers and body). */
+    requestTimeoutMs: number;
+    /** How long a request signature stays valid (`expires - created`), in seconds. */
+    signatureTtlSeconds: number;
+    /** The first retry's backoff ceiling, in milliseconds; it doubles per failure up to backoffCapMs (full jitter). */
+    backoffBaseMs: number;
+    /** The longest backoff between two attempts, in milliseconds (a Retry-After beyond it is capped to it). */
+    backoffCapMs: number;
+    /** At SIGTERM, how long a running step may take to end on its own before it is aborted, in milliseconds. */
+    stopGraceMs: number;
+    /** At SIGTERM, how long the agent keeps shipping its outbox before it exits, in milliseconds. */
+    flushMs: number;
+  };
   /** The operator log (JSON lines on stderr): pino level; silent by default. */
   logLevel: LogLevel;
   /** Print stack traces with errors (EDGE_RUNNER_DEBUG=1). */
@@ -96,6 +128,21 @@ export const DEFAULT_CONFIG: Readonly<RunnerConfig> = deepFreeze({
     busyTimeoutMs: 5000, // ms
     reserveBytes: 128 * 1024 * 1024, // bytes (128 MiB)
   },
+  coordinator: {
+    url: '',
+    caFile: '',
+    proxyCaFile: '',
+    httpsProxy: '',
+    httpProxy: '',
+    noProxy: '',
+    pollWaitSeconds: 30, // seconds
+    requestTimeoutMs: 30_000, // ms
+    signatureTtlSeconds: 60, // seconds
+    backoffBaseMs: 1000, // ms
+    backoffCapMs: 300_000, // ms (5 minutes)
+    stopGraceMs: 10_000, // ms
+    flushMs: 5000, // ms
+  },
   logLevel: 'silent',
   debug: false,
   toolSearchPath: [],
@@ -108,13 +155,19 @@ export interface ConfigOverrides {
   sandbox?: Partial<RunnerConfig['sandbox']>;
   stepUser?: StepUser;
   store?: Partial<RunnerConfig['store']>;
+  coordinator?: Partial<RunnerConfig['coordinator']>;
   logLevel?: LogLevel;
   debug?: boolean;
 }
 
+/** Where a layer of settings came from, in merge order. */
+export type ConfigSource = 'state' | 'file' | 'environment' | 'flags';
+
 export interface ConfigSources {
   /** From the state folder's runner.json: its `stepUser` and `settings` members. */
   state?: ConfigOverrides;
+  /** A configuration file named on the command line (`agent --config FILE`): the same shape as `settings`. */
+  file?: ConfigOverrides;
   /** The process environment; `readEnvironment()` gives the real one. */
   env?: Readonly<Record<string, string | undefined>>;
   flags?: ConfigOverrides;
@@ -125,10 +178,11 @@ export function readEnvironment(): Readonly<Record<string, string | undefined>> 
   return { ...process.env };
 }
 
-/** Merges defaults < state < environment < flags, checks every value, and returns a frozen configuration. */
+/** Merges defaults < state < file < environment < flags, checks every value, and returns a frozen configuration. */
 export function resolveConfig(sources: ConfigSources = {}): RunnerConfig {
-  const layers: { source: 'state' | 'environment' | 'flags'; overrides: ConfigOverrides }[] = [
+  const layers: { source: ConfigSource; overrides: ConfigOverrides }[] = [
     { source: 'state', overrides: sources.state ?? {} },
+    { source: 'file', overrides: sources.file ?? {} },
     { source: 'environment', overrides: fromEnvironment(sources.env ?? {}) },
     { source: 'flags', overrides: sources.flags ?? {} },
   ];
@@ -141,6 +195,7 @@ export function resolveConfig(sources: ConfigSources = {}): RunnerConfig {
       limits: { ...config.limits, ...overrides.limits },
       sandbox: { ...config.sandbox, ...overrides.sandbox },
       store: { ...config.store, ...overrides.store },
+      coordinator: { ...config.coordinator, ...overrides.coordinator },
       ...(overrides.stepUser ? { stepUser: { uid: overrides.stepUser.uid, gid: overrides.stepUser.gid } } : {}),
       ...(overrides.logLevel !== undefined ? { logLevel: overrides.logLevel } : {}),
       ...(overrides.debug !== undefined ? { debug: overrides.debug } : {}),
@@ -148,7 +203,81 @@ export function resolveConfig(sources: ConfigSources = {}): RunnerConfig {
   }
   const path = sources.env?.PATH;
   config.toolSearchPath = path ? path.split(':').filter((dir) => dir.startsWith('/')) : [];
+  // The layer that last set a coordinator setting, named in a refusal of the merged values.
+  const sourceOf = (name: keyof RunnerConfig['coordinator']): ConfigSource =>
+    layers.findLast(({ overrides }) => overrides.coordinator?.[name] !== undefined)?.source ?? 'flags';
+  verifyCoordinatorLink(config.coordinator, sourceOf);
   return deepFreeze(config);
+}
+
+/**
+ * The merged coordinator settings, checked together: the backoff cap is not below its base, and plain HTTP
+ * goes only to a loopback host (a request signature proves who sent it, but without TLS anyone on the way
+ * reads the evidence's digests and can answer for the coordinator).
+ */
+function verifyCoordinatorLink(link: RunnerConfig['coordinator'], sourceOf: (name: keyof RunnerConfig['coordinator']) => ConfigSource): void {
+  if (link.backoffCapMs < link.backoffBaseMs) {
+    throw invalid(
+      'coordinator.backoffCapMs',
+      sourceOf('backoffCapMs'),
+      `is ${link.backoffCapMs}, below coordinator.backoffBaseMs (${link.backoffBaseMs})`,
+    );
+  }
+  if (link.url === '') return;
+  const url = new URL(link.url);
+  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
+    throw new ConfigError(
+      'CONFIG_COORDINATOR_PLAIN_HTTP',
+      `The coordinator URL uses plain http to ${url.hostname}, which is not a loopback host; use https.`,
+      { setting: 'coordinator.url', source: sourceOf('url'), host: url.hostname },
+    );
+  }
+}
+
+/** 127.0.0.0/8, ::1 and localhost (as WHATWG URL parsing spells them: IPv6 in brackets, IPv4 normalised). */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  if (host === 'localhost' || host === '[::1]' || host === '::1') return true;
+  const quad = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
+  return quad !== null && quad.slice(1).every((part) => Number(part) <= 255) && quad[1] === '127';
+}
+
+/** A coordinator base URL: http(s), a host, no credentials, query or fragment; at most 2048 characters. */
+function isCoordinatorUrl(value: unknown): boolean {
+  if (value === '') return true;
+  if (typeof value !== 'string' || value.length > 2048) return false;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return false;
+  }
+  return (
+    (url.protocol === 'https:' || url.protocol === 'http:') &&
+    url.hostname !== '' &&
+    url.username === '' &&
+    url.password === '' &&
+    url.search === '' &&
+    url.hash === ''
+  );
+}
+
+/** A proxy URL: http(s) with a host; user:password allowed (it is the proxy's authentication). */
+function isProxyUrl(value: unknown): boolean {
+  if (value === '') return true;
+  if (typeof value !== 'string' || value.length > 2048) return false;
+  try {
+    const url = new URL(value);
+    return (
+      (url.protocol === 'http:' || url.protocol === 'https:') &&
+      url.hostname !== '' &&
+      (url.pathname === '/' || url.pathname === '') &&
+      url.search === '' &&
+      url.hash === ''
+    );
+  } catch {
+    return false;
+  }
 }
 
 function fromEnvironment(env: Readonly<Record<string, string | undefined>>): ConfigOverrides {
@@ -169,8 +298,35 @@ function fromEnvironment(env: Readonly<Record<string, string | undefined>>): Con
   if (busy !== undefined && busy !== '') out.store = { busyTimeoutMs: toInteger(busy, 'EDGE_RUNNER_BUSY_TIMEOUT_MS') };
   const reserve = env.EDGE_RUNNER_RESERVE_BYTES;
   if (reserve !== undefined && reserve !== '') out.store = { ...out.store, reserveBytes: toInteger(reserve, 'EDGE_RUNNER_RESERVE_BYTES') };
+  const coordinator = coordinatorFromEnvironment(env);
+  if (Object.keys(coordinator).length > 0) out.coordinator = coordinator;
   return out;
 }
+
+/**
+ * The coordinator's URL and CA file (EDGE_RUNNER_COORDINATOR_URL, EDGE_RUNNER_CA_FILE), and the proxy
+ * settings as curl and undici read them: the lower-case name first (https_proxy, http_proxy, no_proxy), then
+ * the upper-case one. An empty value is the same as an absent one.
+ */
+function coordinatorFromEnvironment(env: Readonly<Record<string, string | undefined>>): Partial<RunnerConfig['coordinator']> {
+  const first = (...names: string[]) => names.map((name) => env[name]).find((value) => value !== undefined && value !== '');
+  const out: Partial<Mutable<RunnerConfig['coordinator']>> = {};
+  const url = first('EDGE_RUNNER_COORDINATOR_URL');
+  if (url !== undefined) out.url = url;
+  const caFile = first('EDGE_RUNNER_CA_FILE');
+  if (caFile !== undefined) out.caFile = caFile;
+  const proxyCaFile = first('EDGE_RUNNER_PROXY_CA_FILE');
+  if (proxyCaFile !== undefined) out.proxyCaFile = proxyCaFile;
+  const httpsProxy = first('https_proxy', 'HTTPS_PROXY');
+  if (httpsProxy !== undefined) out.httpsProxy = httpsProxy;
+  const httpProxy = first('http_proxy', 'HTTP_PROXY');
+  if (httpProxy !== undefined) out.httpProxy = httpProxy;
+  const noProxy = first('no_proxy', 'NO_PROXY');
+  if (noProxy !== undefined) out.noProxy = noProxy;
+  return out;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 function toInteger(text: string, setting: string): number {
   if (!/^\d{1,12}$/.test(text)) throw invalid(setting, 'environment', `is "${text}", not a whole number`);
@@ -183,6 +339,15 @@ const MAXIMUM: Record<string, Readonly<Record<string, number>>> = {
   limits: { cpuSeconds: 86_400, memoryBytes: 2 ** 50, openFiles: 1_048_576, processes: 4_194_304 },
   sandbox: { tmpBytes: 2 ** 40, shmBytes: 2 ** 40 },
   store: { busyTimeoutMs: 600_000, reserveBytes: 2 ** 50 },
+  coordinator: {
+    pollWaitSeconds: 60,
+    requestTimeoutMs: 600_000,
+    signatureTtlSeconds: 300,
+    backoffBaseMs: 3_600_000,
+    backoffCapMs: 86_400_000,
+    stopGraceMs: 600_000,
+    flushMs: 600_000,
+  },
 };
 
 const POSITIVE: Record<string, readonly string[]> = {
@@ -190,10 +355,33 @@ const POSITIVE: Record<string, readonly string[]> = {
   limits: ['cpuSeconds', 'memoryBytes', 'openFiles', 'processes'],
   sandbox: ['tmpBytes', 'shmBytes'],
 };
-const NON_NEGATIVE: Record<string, readonly string[]> = { exec: ['killGraceMs'], store: ['busyTimeoutMs'] };
-const SECTIONS = ['exec', 'limits', 'sandbox', 'stepUser', 'store', 'logLevel', 'debug'];
+const NON_NEGATIVE: Record<string, readonly string[]> = {
+  exec: ['killGraceMs'],
+  store: ['busyTimeoutMs'],
+  coordinator: ['pollWaitSeconds', 'stopGraceMs', 'flushMs'],
+};
+const SECTIONS = ['exec', 'limits', 'sandbox', 'stepUser', 'store', 'coordinator', 'logLevel', 'debug'];
+type TextCheck = { check: (value: unknown) => boolean; why: string };
+/** A file named by absolute path, or '' for none. */
+const FILE_SETTING: TextCheck = {
+  check: (value) => value === '' || (typeof value === 'string' && value.length <= 4096 && value.startsWith('/') && !value.includes('\0')),
+  why: 'must be "" or an absolute path',
+};
+const PROXY_SETTING: TextCheck = { check: isProxyUrl, why: 'must be "" or an http or https proxy URL (user:password@ allowed, no path)' };
+/** The coordinator's settings that are not numbers, each with its own check. */
+const COORDINATOR_TEXT: Record<string, TextCheck> = {
+  url: { check: isCoordinatorUrl, why: 'must be "" or an https (or loopback http) URL without credentials, query or fragment' },
+  caFile: FILE_SETTING,
+  proxyCaFile: FILE_SETTING,
+  httpsProxy: PROXY_SETTING,
+  httpProxy: PROXY_SETTING,
+  noProxy: {
+    check: (value) => typeof value === 'string' && value.length <= 4096 && /^[\x21-\x7e ,]*$/.test(value),
+    why: 'must be a comma-separated list of host names of printable ASCII',
+  },
+};
 /** The sandbox's settings that are not numbers or booleans, each with its own check. */
-const SANDBOX_TEXT: Record<string, { check: (value: unknown) => boolean; why: string }> = {
+const SANDBOX_TEXT: Record<string, TextCheck> = {
   systemFolders: {
     check: (value) => Array.isArray(value) && value.length <= 32 && value.every((path) => typeof path === 'string' && isSystemFolderPath(path)),
     why: 'must be a list of at most 32 absolute paths (plain names, not /)',
@@ -214,9 +402,9 @@ export function isSystemFolderPath(path: string): boolean {
   return /^(?:\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._+-]{1,64}){1,8}$/.test(path);
 }
 
-function checkOverrides(overrides: ConfigOverrides, source: 'state' | 'environment' | 'flags'): void {
+function checkOverrides(overrides: ConfigOverrides, source: ConfigSource): void {
   for (const key of Object.keys(overrides)) if (!SECTIONS.includes(key)) throw invalid(key, source, 'is not a setting');
-  for (const section of ['exec', 'limits', 'sandbox', 'store'] as const) {
+  for (const section of ['exec', 'limits', 'sandbox', 'store', 'coordinator'] as const) {
     const raw = overrides[section] as unknown;
     if (raw !== undefined && (typeof raw !== 'object' || raw === null || Array.isArray(raw)))
       throw invalid(section, source, 'is not an object of settings');
@@ -225,7 +413,7 @@ function checkOverrides(overrides: ConfigOverrides, source: 'state' | 'environme
     for (const [name, value] of Object.entries(values)) {
       const setting = `${section}.${name}`;
       if (!known.includes(name)) throw invalid(setting, source, 'is not a setting');
-      const text = section === 'sandbox' ? SANDBOX_TEXT[name] : undefined;
+      const text = section === 'sandbox' ? SANDBOX_TEXT[name] : section === 'coordinator' ? COORDINATOR_TEXT[name] : undefined;
       if (text) {
         if (!text.check(value)) throw invalid(setting, source, text.why);
         continue;
@@ -257,8 +445,15 @@ export function isStepId(id: unknown): id is number {
   return Number.isSafeInteger(id) && (id as number) > 0 && (id as number) < 2 ** 32 - 1;
 }
 
-function invalid(setting: string, source: 'state' | 'environment' | 'flags', why: string): ConfigError {
-  const where = source === 'environment' ? setting : source === 'state' ? `runner.json ${setting}` : `the flag for ${setting}`;
+function invalid(setting: string, source: ConfigSource, why: string): ConfigError {
+  const where =
+    source === 'environment'
+      ? setting
+      : source === 'state'
+        ? `runner.json ${setting}`
+        : source === 'file'
+          ? `the configuration file's ${setting}`
+          : `the flag for ${setting}`;
   return new ConfigError('CONFIG_INVALID', `The setting ${where} ${why}.`, { setting, source });
 }
 

@@ -29,6 +29,8 @@ export class SqliteDatabase {
   /** Set when a nested unit of work failed: the outermost transaction then rolls back, whatever its caller did. */
   private nestedFailure: unknown;
   private readonly invalidateListeners = new Set<InvalidateListener>();
+  /** Work that may only happen once the open transaction is committed (afterCommit); dropped on rollback. */
+  private afterCommitWork: (() => void)[] = [];
   /** Transaction control and the data version, prepared once: a durable commit per record parses no SQL. */
   private readonly statements: { begin: Statement; commit: Statement; dataVersion: Statement };
   private seenDataVersion: number | undefined;
@@ -109,9 +111,11 @@ export class SqliteDatabase {
     this.depth = 1;
     this.writing = true;
     this.nestedFailure = undefined;
+    this.afterCommitWork = [];
+    let result: T;
     try {
       this.checkDataVersion();
-      const result = fn();
+      result = fn();
       if (this.nestedFailure !== undefined) {
         throw new StoreError(
           'STORE_WRITE_FAILED',
@@ -125,8 +129,8 @@ export class SqliteDatabase {
       if (!this.db.isTransaction)
         throw new StoreError('STORE_WRITE_FAILED', 'SQLite ended the transaction after a failure; it is not committed.', {});
       this.statements.commit.run();
-      return result;
     } catch (err) {
+      this.afterCommitWork = [];
       if (this.db.isTransaction) {
         try {
           this.db.exec('ROLLBACK');
@@ -141,6 +145,20 @@ export class SqliteDatabase {
       this.writing = false;
       this.nestedFailure = undefined;
     }
+    const work = this.afterCommitWork;
+    this.afterCommitWork = [];
+    for (const item of work) item();
+    return result;
+  }
+
+  /**
+   * Runs `fn` once the current write transaction has committed (at once outside of one); never if it rolls
+   * back. For effects outside the database that must not run ahead of it: a file that says what the
+   * database holds must never say more than a crash before COMMIT would leave.
+   */
+  afterCommit(fn: () => void): void {
+    if (this.depth === 0) fn();
+    else this.afterCommitWork.push(fn);
   }
 
   private nested<T>(fn: () => T): T {

@@ -342,7 +342,7 @@ export class Store {
     // One IMMEDIATE transaction: two commands starting together after a crash cannot both end a run.
     return this.db.transaction(() => {
       const interrupted = this.runs.running().filter((run) => run.owner === null || !isAlive(run.owner));
-      for (const { runId } of interrupted) this.abortRun({ runId, reason: 'runner-restarted' });
+      for (const { runId } of interrupted) this.abortRun({ runId, reason: 'RUN_RUNNER_RESTARTED' });
       return interrupted.map((run) => run.runId);
     });
   }
@@ -363,8 +363,22 @@ export class Store {
   saveCheckpoint(size: number, note: string): void {
     this.db.transaction(() => {
       this.checkpointTable.insert({ size, note, signedAt: this.timestamp() });
-      this.raiseHead(size);
+      // Only once the checkpoint is committed: a mark written before COMMIT, by a runner killed before it
+      // committed, would say the log is larger than it is and refuse the database as an older copy.
+      this.db.afterCommit(() => this.raiseHeadAfterCommit(size));
     });
+  }
+
+  /**
+   * Moves the mark up in a transaction of its own (the store's lock orders concurrent writers). If it fails
+   * (a full disk), the mark stays behind the log, which is safe, and the next open raises it.
+   */
+  private raiseHeadAfterCommit(size: number): void {
+    try {
+      this.db.transaction(() => this.raiseHead(size));
+    } catch {
+      // Behind is safe: verifyHead raises it at the next open.
+    }
   }
 
   /**

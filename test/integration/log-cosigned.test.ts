@@ -28,7 +28,13 @@ async function cosignedWorld(tamper = false): Promise<{ w: World; note: string; 
     await runCapsule(ctx, readFileSync(w.writeCapsule(w.capsule())));
     const checkpoint = checkpointNow(ctx.store, { runnerId: w.runnerId, key: ctx.state.key });
     let line = signCosignature(checkpoint.note, WITNESS_NAME, w.witnessKey!, 1_764_633_600);
-    if (tamper) line = line.replace(/[A-Za-z](=*\n)$/, (m, end: string) => `${m[0] === 'A' ? 'B' : 'A'}${end}`);
+    if (tamper) {
+      // One bit of the Ed25519 signature flipped, re-encoded canonically: the line is well formed, the signature wrong.
+      const [prefix, encoded] = [line.slice(0, line.lastIndexOf(' ') + 1), line.slice(line.lastIndexOf(' ') + 1, -1)];
+      const blob = Buffer.from(encoded, 'base64');
+      blob[blob.length - 1]! ^= 0x01;
+      line = `${prefix}${blob.toString('base64')}\n`;
+    }
     ctx.store.saveCosignature({ size: checkpoint.size, witness: WITNESS_NAME, timestamp: 1_764_633_600, line });
     return { w, note: checkpoint.note + line, size: checkpoint.size, line };
   } finally {

@@ -173,14 +173,14 @@ describe('when the runner is killed with SIGKILL in the middle of a run', () => 
     expect(stepGoneAfterKill, `step pids ${stepPids.join(', ')} still running after the runner was SIGKILLed`).toBe(true);
   });
 
-  it('the next process records the interrupted run as run.aborted (runner-restarted) and closes it in runs_v1', () => {
+  it('the next process records the interrupted run as run.aborted (RUN_RUNNER_RESTARTED) and closes it in runs_v1', () => {
     const aborted = readDb(world, (db) =>
       (db.prepare("SELECT leaf FROM records_v1 WHERE kind = 'run.aborted' AND run_id = ?").all(runId) as { leaf: Uint8Array }[]).map(
         (row) => row.leaf,
       ),
     );
     expect(aborted.map((leaf) => JSON.parse(Buffer.from(leaf).toString('utf8')))).toEqual([
-      expect.objectContaining({ kind: 'run.aborted', runId, reason: 'runner-restarted' }),
+      expect.objectContaining({ kind: 'run.aborted', runId, reason: 'RUN_RUNNER_RESTARTED' }),
     ]);
     expect(readDb(world, (db) => (db.prepare('SELECT status FROM runs_v1 WHERE run_id = ?').get(runId) as { status: string }).status)).toBe(
       'aborted',

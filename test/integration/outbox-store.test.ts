@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../runner/core/digest.js';
+import { checkpointNow } from '../../runner/agent/log.js';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
 import { runCapsule } from '../../runner/agent/run-capsule.js';
 import { Store } from '../../runner/store/store.js';
@@ -232,5 +233,33 @@ describe('a run stopped by the agent (runCapsule signal)', () => {
     expect(aborted).toEqual([expect.objectContaining({ reason: 'RUN_AGENT_STOPPED' })]);
     const row = c.store.outboxNext(Date.now() + 1000)!;
     expect(row).toMatchObject({ kind: 'rejection', runId: aborted[0].runId });
+  });
+});
+
+describe('the high-water mark and a transaction that does not commit', () => {
+  it('is not moved by a checkpoint whose transaction rolls back, so the database opens again (no STORE_ROLLED_BACK)', async () => {
+    const { world: w, ctx: c } = open();
+    await runCapsule(c, readFileSync(w.writeCapsule(w.capsule())));
+    const head = readFileSync(`${w.stateDir}/runner.db.head`, 'utf8');
+    expect(() =>
+      c.store.transaction(() => {
+        c.store.appendRecord('capsule.rejected', { code: 'CAPSULE_UNPARSEABLE', fileSize: 1 });
+        checkpointNow(c.store, { runnerId: w.runnerId, key: c.state.key });
+        // A runner killed here, before COMMIT, is what this stands for.
+        throw new Error('killed before commit');
+      }),
+    ).toThrow('killed before commit');
+    expect(readFileSync(`${w.stateDir}/runner.db.head`, 'utf8')).toBe(head);
+    c.close();
+    ctx = undefined;
+    expect(() => Store.open(`${w.stateDir}/runner.db`).close()).not.toThrow();
+  });
+
+  it('moves once the checkpoint is committed', async () => {
+    const { world: w, ctx: c } = open();
+    await runCapsule(c, readFileSync(w.writeCapsule(w.capsule())));
+    c.store.appendRecord('capsule.rejected', { code: 'CAPSULE_UNPARSEABLE', fileSize: 1 });
+    const checkpoint = checkpointNow(c.store, { runnerId: w.runnerId, key: c.state.key });
+    expect(JSON.parse(readFileSync(`${w.stateDir}/runner.db.head`, 'utf8')).size).toBe(checkpoint.size);
   });
 });

@@ -84,7 +84,7 @@ describe('the runner store (a real SQLite file)', () => {
       expect(store.abortInterruptedRuns()).toEqual(['dead-run']);
       expect(store.run('dead-run')?.status).toBe('aborted');
       const last = [...store.records()].at(-1)!;
-      expect(JSON.parse(last.leaf.toString())).toMatchObject({ kind: 'run.aborted', runId: 'dead-run', reason: 'runner-restarted' });
+      expect(JSON.parse(last.leaf.toString())).toMatchObject({ kind: 'run.aborted', runId: 'dead-run', reason: 'RUN_RUNNER_RESTARTED' });
       store.close();
     });
 
@@ -179,7 +179,17 @@ describe('the runner store (a real SQLite file)', () => {
       store.close();
       withRawDb(path, (db) => {
         expect(value(db, 'PRAGMA user_version')).toBe(SCHEMA_VERSION);
-        expect(tables(db)).toEqual(['checkpoints_v1', 'cosignatures_v1', 'feed_cursor_v1', 'log_head_v1', 'outbox_start_v1', 'outbox_v1', 'records_v1', 'runs_v1', 'seen_capsules_v1']);
+        expect(tables(db)).toEqual([
+          'checkpoints_v1',
+          'cosignatures_v1',
+          'feed_cursor_v1',
+          'log_head_v1',
+          'outbox_start_v1',
+          'outbox_v1',
+          'records_v1',
+          'runs_v1',
+          'seen_capsules_v1',
+        ]);
         expect(column(db, 'SELECT run_id FROM records_v1 WHERE run_id IS NOT NULL ORDER BY seq')).toEqual(
           Array.from({ length: 13 }, (_, i) => `run-${3 * i}`),
         );

@@ -1,0 +1,303 @@
+/**
+ * The agent: one runner context (runner.ts) for the whole life of the process, one coordinator client, one
+ * shipper. It reports its status, long-polls the work feed from the cursor it keeps in its store, fetches
+ * each capsule by digest and runs it through runCapsule, one at a time, moving the cursor inside the
+ * transaction of the record that decides the capsule (so after any crash a capsule is either decided and
+ * behind the cursor, or read again: never run twice, never skipped). The shipper sends the answers and
+ * the witness gets the checkpoints, concurrently with the runs.
+ *
+ * A capsule that cannot be fetched is retried with backoff, never passed over. At stop (SIGTERM): no more
+ * polling, a running capsule gets `stopGraceMs` to end and is then aborted (its run is recorded as aborted,
+ * RUN_AGENT_STOPPED, and answered as such), the outbox is flushed for at most `flushMs`, and the agent returns.
+ */
+import { randomInt } from 'node:crypto';
+import { CoordinatorClient } from '../api/client.js';
+import { isCodedError } from '../core/errors.js';
+import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
+import { backoffDelayMs, type BackoffPolicy } from '../outbox/classify.js';
+import { OutboxError } from '../outbox/errors.js';
+import { realSleep, Shipper, type Sleep } from '../outbox/shipper.js';
+import { WitnessSubmitter, witnessKeysOf } from '../outbox/witness.js';
+import { parseStatusReport, formatStatusReport, type RunnerStatusReport, type WorkItem } from '../protocol/wire.js';
+import { RUNNER_VERSION } from '../version.js';
+import { rejectionFor } from './answers.js';
+import { runCapsule } from './run-capsule.js';
+import type { RunnerContext } from './runner.js';
+
+export interface AgentOptions {
+  /** Tests: a client of their own (one is built from the configuration otherwise). */
+  client?: CoordinatorClient;
+  /** Milliseconds since the epoch (defaults to the context's clock). */
+  now?: () => number;
+  sleep?: Sleep;
+  /** In [0, 1) (defaults to crypto randomness). */
+  random?: () => number;
+}
+
+/** What the agent knows about the link, for its status and for tests. */
+export interface AgentView {
+  /** The coordinator's trust version as its feed last said, and how it compares with the pinned one. */
+  coordinatorTrust: { version: number; relation: 'same' | 'older' | 'newer' } | undefined;
+  capsulesRun: number;
+  lastStatusAt: number | undefined;
+}
+
+export class RunnerAgent {
+  readonly client: CoordinatorClient;
+  readonly shipper: Shipper;
+  readonly view: AgentView = { coordinatorTrust: undefined, capsulesRun: 0, lastStatusAt: undefined };
+  private readonly ctx: RunnerContext;
+  private readonly now: () => number;
+  private readonly sleep: Sleep;
+  private readonly backoff: BackoffPolicy;
+  /** The feed's cursor key in the store: the coordinator's base URL as configured. */
+  private readonly feedKey: string;
+  /** Aborted at stop: the long poll, backoff sleeps, capsule fetches. */
+  private readonly stopping = new AbortController();
+  /** Aborted a grace after stop: the running step. */
+  private readonly abortRun = new AbortController();
+  private running: Promise<unknown> | undefined;
+  private statusDirty = true;
+  /** Capsules in a row that stopped with an error before they were decided. */
+  private runFailures = 0;
+
+  constructor(ctx: RunnerContext, options: AgentOptions = {}) {
+    const link = ctx.config.coordinator;
+    if (link.url === '') {
+      throw new OutboxError(
+        'OUTBOX_NO_COORDINATOR',
+        'No coordinator is configured: set coordinator.url, EDGE_RUNNER_COORDINATOR_URL or --coordinator.',
+      );
+    }
+    this.ctx = ctx;
+    this.now = options.now ?? (() => ctx.clock().getTime());
+    this.sleep = options.sleep ?? realSleep;
+    const random = options.random ?? (() => randomInt(0, 2 ** 32) / 2 ** 32);
+    this.backoff = { baseMs: link.backoffBaseMs, capMs: link.backoffCapMs, random };
+    this.client = options.client ?? new CoordinatorClient({ settings: link, runnerId: ctx.state.identity.id, key: ctx.state.key, clock: ctx.clock });
+    this.feedKey = this.client.baseUrl;
+    const identity = { runnerId: ctx.state.identity.id, key: ctx.state.key };
+    const witness = new WitnessSubmitter({
+      store: ctx.store,
+      client: this.client,
+      identity,
+      witnesses: witnessKeysOf(ctx.state.trust),
+      logger: ctx.logger.child({ part: 'witness' }),
+    });
+    this.shipper = new Shipper({
+      store: ctx.store,
+      client: this.client,
+      buildRejection: (row) => rejectionFor(ctx.store, identity, row),
+      witness,
+      backoff: this.backoff,
+      now: this.now,
+      sleep: this.sleep,
+      logger: ctx.logger.child({ part: 'shipper' }),
+    });
+  }
+
+  /** Runs until stop(): resolves after the running capsule ended and the outbox was flushed (bounded). */
+  async run(): Promise<void> {
+    const { logger, config } = this.ctx;
+    const shipping = new AbortController();
+    const shipper = this.shipper.run(shipping.signal);
+    logger.info({ coordinator: this.client.baseUrl, cursor: this.ctx.store.feedCursor(this.feedKey) }, 'agent started');
+    try {
+      await this.pollLoop();
+    } finally {
+      shipping.abort();
+      await shipper;
+      // Shipping and the last status report share the flush bound: a coordinator out of reach cannot hold
+      // the agent's exit for longer.
+      const deadline = this.now() + config.coordinator.flushMs;
+      const flushed = await this.shipper.flush(deadline);
+      await this.reportStatus(AbortSignal.timeout(Math.min(config.coordinator.requestTimeoutMs, Math.max(100, deadline - this.now()))));
+      logger.info({ queued: flushed.queued }, 'agent stopped');
+      await this.client.destroy();
+    }
+  }
+
+  /**
+   * Stops: no more polling, the running capsule gets stopGraceMs to end and is then aborted. Returns at
+   * once; run() resolves when the agent is done.
+   */
+  stop(): void {
+    if (this.stopping.signal.aborted) return;
+    this.ctx.logger.info({ running: this.running !== undefined }, 'agent stopping');
+    this.stopping.abort();
+    const grace = setTimeout(() => this.abortRun.abort(), this.ctx.config.coordinator.stopGraceMs);
+    const done = () => clearTimeout(grace);
+    if (this.running) this.running.then(done, done);
+    else done();
+  }
+
+  get stopped(): boolean {
+    return this.stopping.signal.aborted;
+  }
+
+  private async pollLoop(): Promise<void> {
+    const { store, logger, config } = this.ctx;
+    const stop = this.stopping.signal;
+    let failures = 0;
+    while (!stop.aborted) {
+      await this.reportStatusIfDue(stop);
+      if (stop.aborted) break;
+      const cursor = store.feedCursor(this.feedKey);
+      const answer = await this.client.work(cursor, config.coordinator.pollWaitSeconds, stop);
+      if (stop.aborted) break;
+      if (answer.kind !== 'ok') {
+        failures += 1;
+        const delay = backoffDelayMs(failures, this.backoff, answer.kind === 'retry' ? answer.retryAfterMs : undefined);
+        logger.warn({ code: answer.code, status: answer.status, delayMs: delay }, 'work feed not read; will retry');
+        await this.sleep(delay, stop);
+        continue;
+      }
+      failures = 0;
+      if (answer.value === null) continue; // the long poll timed out: no work
+      this.noteTrustVersion(answer.value.trust.version);
+      for (const item of answer.value.items) {
+        if (stop.aborted) break;
+        if (item.cursor <= store.feedCursor(this.feedKey)) continue; // decided already (a feed read twice)
+        const decided = await this.takeCapsule(item);
+        if (!decided) break; // read the feed again from the stored cursor
+      }
+    }
+  }
+
+  /**
+   * One feed item: fetched (retried with backoff until it comes or the agent stops), then run. True when
+   * the capsule was decided (accepted and run, or rejected); false when the feed should be read again.
+   */
+  private async takeCapsule(item: WorkItem): Promise<boolean> {
+    const { store, logger, state } = this.ctx;
+    const stop = this.stopping.signal;
+    const limit = state.trust.body.policy.maxCapsuleBytes ?? CAPSULE_MAX_BYTES;
+    let bytes: Buffer | undefined;
+    let size: number | undefined;
+    if (item.size > limit) {
+      // Over the cap: not fetched. Enough bytes for acceptance to refuse it by size, and its size recorded.
+      bytes = Buffer.alloc(limit + 1);
+      size = item.size;
+    }
+    for (let failures = 1; bytes === undefined; failures++) {
+      const answer = await this.client.capsule(item.capsule, stop);
+      if (stop.aborted) return false;
+      if (answer.kind === 'ok') {
+        bytes = answer.value;
+        break;
+      }
+      const delay = backoffDelayMs(failures, this.backoff, answer.kind === 'retry' ? answer.retryAfterMs : undefined);
+      logger.warn({ capsule: item.capsule, cursor: item.cursor, code: answer.code, delayMs: delay }, 'capsule not fetched; will retry');
+      await this.sleep(delay, stop);
+      if (stop.aborted) return false;
+    }
+    if (stop.aborted) return false; // stopping: nothing new starts (runCapsule decides synchronously below)
+    const run = runCapsule(this.ctx, bytes, {
+      ...(size !== undefined ? { size } : {}),
+      decided: () => store.setFeedCursor(this.feedKey, item.cursor),
+      signal: this.abortRun.signal,
+    });
+    this.running = run;
+    try {
+      const outcome = await run;
+      this.view.capsulesRun += 1;
+      this.runFailures = 0;
+      logger.info(
+        {
+          capsule: item.capsule,
+          cursor: item.cursor,
+          outcome: outcome.kind,
+          ...(outcome.kind === 'rejected' ? { code: outcome.code } : { verdict: outcome.verdict }),
+        },
+        'capsule decided',
+      );
+      return true;
+    } catch (err) {
+      const code = isCodedError(err) ? err.code : 'RUN_INTERNAL';
+      const decided = store.feedCursor(this.feedKey) >= item.cursor;
+      logger.error({ capsule: item.capsule, cursor: item.cursor, code, decided }, 'capsule stopped with an error');
+      // Not decided (a full disk, an expired pin, a store that cannot be written): the capsule is read again
+      // after a backoff that grows while the failure lasts.
+      this.runFailures = decided ? 0 : this.runFailures + 1;
+      if (!decided && !stop.aborted) await this.sleep(backoffDelayMs(this.runFailures, this.backoff), stop);
+      return decided;
+    } finally {
+      this.running = undefined;
+      this.statusDirty = true;
+      this.shipper.wake();
+    }
+  }
+
+  /** The feed's trust version against the pinned one: logged when it changes; the runner keeps its own pin. */
+  private noteTrustVersion(version: number): void {
+    const own = this.ctx.state.trust.body.version;
+    const relation = version === own ? 'same' : version < own ? 'older' : 'newer';
+    if (this.view.coordinatorTrust?.version !== version) {
+      const log = relation === 'same' ? this.ctx.logger.info.bind(this.ctx.logger) : this.ctx.logger.warn.bind(this.ctx.logger);
+      log(
+        { coordinatorTrustVersion: version, pinnedTrustVersion: own, relation },
+        relation === 'same' ? 'coordinator trust matches the pin' : `coordinator trust is ${relation} than the pin; keeping the pin`,
+      );
+      this.statusDirty = true;
+    }
+    this.view.coordinatorTrust = { version, relation };
+  }
+
+  private async reportStatusIfDue(signal: AbortSignal): Promise<void> {
+    const every = Math.max(1000, this.ctx.config.coordinator.pollWaitSeconds * 1000);
+    if (!this.statusDirty && this.view.lastStatusAt !== undefined && this.now() - this.view.lastStatusAt < every) return;
+    await this.reportStatus(signal);
+  }
+
+  private async reportStatus(signal: AbortSignal): Promise<void> {
+    const report = statusReportOf(this.ctx, this.now());
+    guardStatusReport(report, this.ctx);
+    const answer = await this.client.status(report, signal);
+    if (answer.kind === 'ok') {
+      this.view.lastStatusAt = this.now();
+      this.statusDirty = false;
+    } else {
+      this.ctx.logger.warn({ code: answer.code }, 'status not reported');
+    }
+  }
+}
+
+/** The status the runner reports: counts, sizes, its version, labels and trust version; nothing else. */
+export function statusReportOf(ctx: RunnerContext, nowMs: number): RunnerStatusReport {
+  const { store, state } = ctx;
+  const stats = store.outboxStats();
+  const witnesses = witnessKeysOf(state.trust);
+  return {
+    version: RUNNER_VERSION,
+    labels: [...state.identity.labels],
+    trustVersion: state.trust.body.version,
+    logSize: store.merkle.size(),
+    witnessedSize: Math.max(0, ...witnesses.map((w) => store.witnessedSize(w.name))),
+    outboxDepth: stats.queued,
+    oldestQueuedSeconds: stats.oldestQueuedAt === null ? 0 : Math.max(0, Math.floor((nowMs - stats.oldestQueuedAt) / 1000)),
+    deadLetters: stats.dead,
+  };
+}
+
+/**
+ * The egress guard for the status report (DESIGN.md rule 3): the closed wire schema (a strict round trip
+ * through runner/protocol/wire.ts), every number a non-negative integer, and the only strings the runner's
+ * own version and labels.
+ */
+export function guardStatusReport(report: RunnerStatusReport, ctx: RunnerContext): void {
+  const refuse = (why: string) => new OutboxError('EGRESS_STATUS', `The status report is refused by the egress guard: ${why}.`);
+  let parsed: RunnerStatusReport;
+  try {
+    parsed = parseStatusReport(formatStatusReport(report));
+  } catch (err) {
+    throw refuse(`it does not match the closed schema (${isCodedError(err) ? err.code : 'invalid'})`);
+  }
+  const keys = Object.keys(parsed).sort().join(',');
+  if (keys !== 'deadLetters,labels,logSize,oldestQueuedSeconds,outboxDepth,trustVersion,version,witnessedSize') throw refuse('it has other members');
+  for (const name of ['trustVersion', 'logSize', 'witnessedSize', 'outboxDepth', 'oldestQueuedSeconds', 'deadLetters'] as const) {
+    if (!Number.isSafeInteger(parsed[name]) || parsed[name] < 0) throw refuse(`${name} is not a count`);
+  }
+  if (parsed.version !== RUNNER_VERSION) throw refuse('the version is not the runner’s');
+  const own = new Set(ctx.state.identity.labels);
+  if (!parsed.labels.every((label) => own.has(label))) throw refuse('a label is not one of the runner’s');
+}
