@@ -53,6 +53,11 @@ export interface RunCapsuleOptions {
   decided?: () => void;
   /** Aborts the running step (SIGTERM, then SIGKILL after exec.killGraceMs); the run ends run.aborted RUN_AGENT_STOPPED. */
   signal?: AbortSignal;
+  /**
+   * Once it fires, no further step starts: the running one may end by itself (the agent's stop grace), then
+   * the run ends run.aborted RUN_AGENT_STOPPED. A run whose last step already ended completes as usual.
+   */
+  stopping?: AbortSignal;
 }
 
 /** Takes one capsule file's bytes through acceptance and, if accepted, through a run. */
@@ -121,7 +126,7 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     }
     throw err;
   }
-  return runAccepted(ctx, accepted, launcher, options.signal);
+  return runAccepted(ctx, accepted, launcher, options);
 }
 
 /** Free bytes on the file system holding `dir`, as an unprivileged writer sees them (f_bavail). */
@@ -202,7 +207,7 @@ async function runAccepted(
     removeRunFolder(store, runId, runDir, ops);
   };
   try {
-    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops, signal });
+    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops, signal, stopping });
   } catch (err) {
     // Whatever stopped the run midway is recorded, with a code, unless the run already ended. A full disk
     // (RUN_DISK_FULL) may refuse that record too: the workspace, most likely what filled it, is freed first
@@ -257,13 +262,14 @@ interface RunContext {
   startedAt: Date;
   ops: RunnerContext['logger'];
   signal: AbortSignal | undefined;
+  stopping: AbortSignal | undefined;
 }
 
 async function runSteps(
   ctx: RunnerContext,
   accepted: AcceptedCapsule,
   launcher: Launcher,
-  { runId, runDir, startedAt, ops, signal }: RunContext,
+  { runId, runDir, startedAt, ops, signal, stopping }: RunContext,
 ): Promise<CapsuleOutcome> {
   const { state, store, config } = ctx;
   const { manifest } = accepted;
@@ -283,7 +289,7 @@ async function runSteps(
   const steps: StepRecord[] = [];
   let stopped = false;
   for (const step of manifest.steps) {
-    if (signal?.aborted) throw agentStopped(runId);
+    if (signal?.aborted || stopping?.aborted) throw agentStopped(runId);
     if (stopped) {
       steps.push({ name: step.name, status: 'skipped', exitCode: null, signal: null, timedOut: false, durationMs: 0 });
       continue;

@@ -236,6 +236,23 @@ describe('a run stopped by the agent (runCapsule signal)', () => {
   });
 });
 
+describe('a run told to stop (runCapsule stopping)', () => {
+  it('lets the running step end by itself, starts no further step, and records run.aborted RUN_AGENT_STOPPED', async () => {
+    const { world: w, ctx: c } = open();
+    const stopping = new AbortController();
+    const steps = [
+      { name: 'first', run: ['/bin/sleep', '1'] },
+      { name: 'second', run: ['/bin/true'] },
+    ];
+    const bytes = readFileSync(w.writeCapsule(w.capsule({ steps })));
+    setTimeout(() => stopping.abort(), 200);
+    await expect(runCapsule(c, bytes, { stopping: stopping.signal })).rejects.toMatchObject({ code: 'RUN_AGENT_STOPPED' });
+    const records = [...c.store.records(0)].map((r) => JSON.parse(r.leaf.toString('utf8')));
+    expect(records.filter((r) => r.kind === 'step.finished').map((r) => [r.name, r.status])).toEqual([['first', 'succeeded']]);
+    expect(records.filter((r) => r.kind === 'run.aborted')).toEqual([expect.objectContaining({ reason: 'RUN_AGENT_STOPPED' })]);
+  });
+});
+
 describe('the high-water mark and a transaction that does not commit', () => {
   it('is not moved by a checkpoint whose transaction rolls back, so the database opens again (no STORE_ROLLED_BACK)', async () => {
     const { world: w, ctx: c } = open();
