@@ -191,7 +191,7 @@ async function runAccepted(
   ctx: RunnerContext,
   accepted: AcceptedCapsule,
   launcher: Launcher,
-  signal: AbortSignal | undefined,
+  { signal, stopping }: Pick<RunCapsuleOptions, 'signal' | 'stopping'>,
 ): Promise<CapsuleOutcome> {
   const { manifest } = accepted;
   const { store } = ctx;
