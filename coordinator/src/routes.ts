@@ -4,10 +4,8 @@
  * every document is verified against the coordinator's trust document before anything of it is stored.
  */
 import { sha256Hex } from '../../runner/core/digest.js';
-import { parseCapsuleFile, CAPSULE_MAX_BYTES } from '../../runner/capsule/capsule-file.js';
-import { CapsuleError } from '../../runner/capsule/errors.js';
-import { parseManifest } from '../../runner/capsule/manifest.js';
-import { verifySignatures } from '../../runner/capsule/verify.js';
+import { CAPSULE_MAX_BYTES } from '../../runner/capsule/capsule-file.js';
+import { verifyPublishable } from '../../runner/capsule/verify.js';
 import { verifyBundle } from '../../runner/evidence/bundle.js';
 import { verifyRejection } from '../../runner/evidence/rejection.js';
 import { runnerOrigin } from '../../runner/log/checkpoint.js';
@@ -297,33 +295,26 @@ async function getCapsule(app: App, ctx: RouteContext): Promise<void> {
 }
 
 /**
- * Publishing: the capsule's signatures meet the capsule-signer threshold of the trust document, its manifest
- * matches the schema, the trust policy allows its kind, and it has not expired. Runner-specific checks (target,
- * replay, input digests against the runner's own trust) stay with each runner. The target comes from the
- * verified manifest only.
+ * Publishing: every check a runner makes that does not depend on the runner (runner/capsule/verify.ts
+ * verifyPublishable): size cap, parse, the capsule-signer threshold, the manifest schema, freshness, the
+ * input bytes against their signed digests, no unsigned blobs, and the trust policy. Target and replay stay
+ * with each runner. The target comes from the verified manifest only.
  */
 async function publishCapsule(app: App, ctx: RouteContext): Promise<void> {
   authenticateOperator(app, ctx);
   refuseExpiredTrust(app, app.clock());
   const cap = Math.min(CAPS.capsuleBytes, app.trust.body.policy.maxCapsuleBytes ?? CAPSULE_MAX_BYTES);
   const bytes = await readBody(ctx.req, cap);
-  const file = parseCapsuleFile(bytes, cap);
-  const verified = verifySignatures(file.envelope, app.trust);
-  const manifest = parseManifest(verified.payload);
   const now = app.clock();
-  if (now.getTime() >= Date.parse(manifest.expiresAt)) {
-    throw new CapsuleError('CAPSULE_EXPIRED', `The capsule expired at ${manifest.expiresAt}.`);
-  }
-  if (!app.trust.body.policy.allowedKinds.includes(manifest.kind)) {
-    throw new CapsuleError('CAPSULE_POLICY', `The trust policy does not allow ${manifest.kind} capsules.`);
-  }
+  const verified = verifyPublishable(bytes, { trust: app.trust, now, maxBytes: cap });
+  const { manifest } = verified;
   const digest = `sha256:${sha256Hex(bytes)}`;
   const target = { runners: manifest.target.runners ?? [], labels: manifest.target.labels ?? [] };
   const published = await app.store.publishCapsule({
     digest,
     bytes,
     capsuleId: manifest.id,
-    manifestDigest: `sha256:${sha256Hex(verified.payload)}`,
+    manifestDigest: verified.manifestDigest,
     kind: manifest.kind,
     expiresAt: manifest.expiresAt,
     targetRunners: target.runners,

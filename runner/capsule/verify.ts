@@ -56,7 +56,26 @@ const DSSE_TO_CAPSULE: Record<DsseErrorCode, CapsuleErrorCode> = {
 };
 
 export function verifyCapsule(bytes: Uint8Array, options: CapsuleVerifyOptions): AcceptedCapsule {
-  const { trust, runner, now } = options;
+  return verify(bytes, options, { runner: options.runner, hasSeen: options.hasSeen });
+}
+
+export type PublishVerifyOptions = Omit<CapsuleVerifyOptions, 'runner' | 'hasSeen'>;
+
+/**
+ * Every check of acceptance that does not depend on a runner (all but target and replay), in the same order
+ * and with the same codes: what a coordinator checks before it publishes a capsule to any runner, so a
+ * capsule whose inputs were altered after signing (CAPSULE_INPUT_DIGEST) never reaches the feed.
+ */
+export function verifyPublishable(bytes: Uint8Array, options: PublishVerifyOptions): AcceptedCapsule {
+  return verify(bytes, options, undefined);
+}
+
+function verify(
+  bytes: Uint8Array,
+  options: PublishVerifyOptions,
+  forRunner: { runner: RunnerIdentity; hasSeen: CapsuleVerifyOptions['hasSeen'] } | undefined,
+): AcceptedCapsule {
+  const { trust, now } = options;
   // 1. Size cap, 2. parse.
   const file = parseCapsuleFile(bytes, options.maxBytes ?? trust.body.policy.maxCapsuleBytes ?? CAPSULE_MAX_BYTES);
   // 3. Signatures: a threshold of distinct capsule-signer keys over PAE(payloadType, payload).
@@ -73,15 +92,18 @@ export function verifyCapsule(bytes: Uint8Array, options: CapsuleVerifyOptions):
   if (at >= Date.parse(manifest.expiresAt)) {
     throw new CapsuleError('CAPSULE_EXPIRED', `The capsule expired at ${manifest.expiresAt}.`, context);
   }
-  // 6. Target: this runner by id, or one of its labels.
-  const byId = manifest.target.runners?.includes(runner.id) ?? false;
-  const byLabel = manifest.target.labels?.some((label) => runner.labels.includes(label)) ?? false;
-  if (!byId && !byLabel) {
-    throw new CapsuleError('CAPSULE_TARGET', `The capsule is not addressed to runner ${runner.id}.`, context);
-  }
-  // 7. Replay: an accepted id+nonce is never accepted again.
-  if (options.hasSeen(manifest.id, manifest.nonce)) {
-    throw new CapsuleError('CAPSULE_REPLAY', `The capsule ${manifest.id} with this nonce was already accepted.`, context);
+  if (forRunner !== undefined) {
+    const { runner, hasSeen } = forRunner;
+    // 6. Target: this runner by id, or one of its labels.
+    const byId = manifest.target.runners?.includes(runner.id) ?? false;
+    const byLabel = manifest.target.labels?.some((label) => runner.labels.includes(label)) ?? false;
+    if (!byId && !byLabel) {
+      throw new CapsuleError('CAPSULE_TARGET', `The capsule is not addressed to runner ${runner.id}.`, context);
+    }
+    // 7. Replay: an accepted id+nonce is never accepted again.
+    if (hasSeen(manifest.id, manifest.nonce)) {
+      throw new CapsuleError('CAPSULE_REPLAY', `The capsule ${manifest.id} with this nonce was already accepted.`, context);
+    }
   }
   // 8. Input digests: every input has a blob whose bytes match the signed digest and size, and every blob is
   // an input's.

@@ -227,6 +227,30 @@ describe('publishing capsules (POST /v1/capsules)', () => {
     expect(answer.json().code).toBe('CAPSULE_POLICY');
   });
 
+  it('a capsule whose input bytes were altered after signing is refused with 422 CAPSULE_INPUT_DIGEST, and not stored', async () => {
+    const file = JSON.parse(JSON.stringify(cw.world.capsule({}, { 'data/ledger.csv': 'account,amount\nA,2500\n' })));
+    const [ref] = Object.keys(file.blobs);
+    file.blobs[ref!] = Buffer.from('account,amount\nA,9500\n').toString('base64');
+    const bytes = Buffer.from(JSON.stringify(file));
+    const answer = await publish(bytes);
+    expect(answer.status).toBe(422);
+    expect(answer.json().code).toBe('CAPSULE_INPUT_DIGEST');
+    expect(count('SELECT COUNT(*) AS n FROM capsules WHERE digest = ?', `sha256:${hexOf(bytes)}`)).toBe(0);
+  });
+
+  it('a capsule carrying a blob no signed input names is refused with 422 CAPSULE_BLOB_UNREFERENCED', async () => {
+    const file = JSON.parse(JSON.stringify(cw.world.capsule()));
+    file.blobs[`sha256:${'ab'.repeat(32)}`] = Buffer.from('unsigned rider').toString('base64');
+    const answer = await publish(Buffer.from(JSON.stringify(file)));
+    expect(answer.status).toBe(422);
+    expect(answer.json().code).toBe('CAPSULE_BLOB_UNREFERENCED');
+  });
+
+  it("a capsule targeted at another runner is still published (the target is each runner's check)", async () => {
+    const answer = await publish(capsuleBytes({ target: { runners: ['someone-else'] } }));
+    expect(answer.status).toBe(201);
+  });
+
   it('publishing needs an operator token (401 OPERATOR_UNAUTHORIZED)', async () => {
     const answer = await call(`${base}/v1/capsules`, { method: 'POST', body: capsuleBytes() });
     expect(answer.status).toBe(401);
