@@ -24,8 +24,7 @@ import { LogError, type LogErrorCode } from './errors.js';
 import { CompactRange, hashLeaf } from './merkle.js';
 import { runnerOrigin, verifyCheckpoint, type Checkpoint, type NoteVerifier } from './checkpoint.js';
 import { ProtocolError } from '../protocol/errors.js';
-import { verifyCosignatures } from '../protocol/witness.js';
-import type { PublicKey } from '../core/ed25519.js';
+import { verifyCosignatures, witnessKeysOf } from '../protocol/witness.js';
 import { verifyRecordLeaf, type RecordBodies, type RecordKind } from './record.js';
 
 export const EXPORT_MEDIA_TYPE = 'application/vnd.edge-runner.log-export.v1+jsonl';
@@ -648,7 +647,7 @@ export class ExportVerifier {
    * export: a note carrying it is malformed (C2SP signed-note).
    */
   private cosignaturesOf(note: string, size: number, at: Position): Cosigned[] {
-    const witnesses = witnessesOf(this.options.trust);
+    const witnesses = witnessKeysOf(this.options.trust);
     if (witnesses.length === 0) return [];
     const block = note.slice(note.lastIndexOf('\n\n') + 2);
     try {
@@ -747,9 +746,4 @@ function startsWithAt(bytes: Uint8Array, at: number, word: Uint8Array): boolean 
 
 function lowerFirst(text: string): string {
   return text.length > 0 ? text[0]!.toLowerCase() + text.slice(1) : text;
-}
-
-/** The trust document's witnesses (role witness), by key name: whose cosignatures count. */
-function witnessesOf(trust: VerifiedTrust): { name: string; key: PublicKey }[] {
-  return trust.keys.filter((key) => key.roles.includes('witness')).map((key) => ({ name: trust.nameOf(key.keyid)!, key: key.publicKey }));
 }

@@ -23,7 +23,25 @@ import { NOTE_LIMITS, isValidKeyName, parseCheckpoint, verifyCheckpoint, type Ch
 import { LogError } from '../log/errors.js';
 import { EMPTY_ROOT, HASH_BYTES, verifyConsistency } from '../log/merkle.js';
 import { ProtocolError, PROTOCOL_ERROR_SENTENCES, type ProtocolErrorCode } from './errors.js';
+import type { VerifiedTrust } from '../trust/trust.js';
 import { CAPS } from './wire.js';
+
+/** A witness whose cosignatures count: its key name in the trust document and its public key. */
+export interface WitnessKey {
+  name: string;
+  key: PublicKey;
+}
+
+/** The witnesses of a trust document: its keys with the `witness` role, by name. */
+export function witnessKeysOf(trust: VerifiedTrust): WitnessKey[] {
+  const out: WitnessKey[] = [];
+  for (const key of trust.keys) {
+    if (!key.roles.includes('witness')) continue;
+    const name = trust.nameOf(key.keyid);
+    if (name !== undefined) out.push({ name, key: key.publicKey });
+  }
+  return out;
+}
 
 export interface ParsedAddCheckpoint {
   oldSize: number;
