@@ -390,6 +390,8 @@ async function getFleet(app: App, ctx: RouteContext): Promise<void> {
       outboxDepth: status?.outboxDepth ?? null,
       oldestQueuedSeconds: status?.oldestQueuedSeconds ?? null,
       deadLetters: status?.deadLetters ?? null,
+      // The trust version the runner last saw in this coordinator's feed (beside `trustVersion`, its own pin).
+      coordinatorTrustVersion: status?.coordinatorTrustVersion ?? null,
       forks: row?.forks ?? 0,
       statusAt: status?.reportedAt ?? null,
     };

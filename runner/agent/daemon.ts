@@ -118,11 +118,17 @@ export class RunnerAgent {
   }
 
   /**
-   * Stops: no more polling, the running capsule gets stopGraceMs to end and is then aborted. Returns at
-   * once; run() resolves when the agent is done.
+   * Stops: no more polling, no further step starts, the running step gets stopGraceMs to end and is then
+   * aborted. A second stop (a second SIGTERM or ^C) aborts the running step at once; the run is recorded and
+   * the flush still happens. Returns at once; run() resolves when the agent is done.
    */
   stop(): void {
-    if (this.stopping.signal.aborted) return;
+    if (this.stopping.signal.aborted) {
+      if (!this.abortRun.signal.aborted)
+        this.ctx.logger.warn({ running: this.running !== undefined }, 'agent stopping now: the running step is aborted');
+      this.abortRun.abort();
+      return;
+    }
     this.ctx.logger.info({ running: this.running !== undefined }, 'agent stopping');
     this.stopping.abort();
     const grace = setTimeout(() => this.abortRun.abort(), this.ctx.config.coordinator.stopGraceMs);
@@ -138,12 +144,15 @@ export class RunnerAgent {
   private async pollLoop(): Promise<void> {
     const { store, logger, config } = this.ctx;
     const stop = this.stopping.signal;
+    const wait = config.coordinator.pollWaitSeconds;
     let failures = 0;
+    let idle = 0;
     while (!stop.aborted) {
       await this.reportStatusIfDue(stop);
       if (stop.aborted) break;
       const cursor = store.feedCursor(this.feedKey);
-      const answer = await this.client.work(cursor, config.coordinator.pollWaitSeconds, stop);
+      const askedAt = performance.now();
+      const answer = await this.client.work(cursor, wait, stop);
       if (stop.aborted) break;
       if (answer.kind !== 'ok') {
         failures += 1;
@@ -153,9 +162,27 @@ export class RunnerAgent {
         continue;
       }
       failures = 0;
-      if (answer.value === null) continue; // the long poll timed out: no work
-      this.noteTrustVersion(answer.value.trust.version);
-      for (const item of answer.value.items) {
+      if (answer.value !== null) this.noteTrustVersion(answer.value.trust.version);
+      const fresh = answer.value === null ? [] : answer.value.items.filter((item) => item.cursor > cursor);
+      if (fresh.length === 0) {
+        // No new work. A 204 at the end of the wait is the feed working; an answer without new work before
+        // the wait is up (a feed that lists only what was decided, a coordinator that ignores `wait`) is
+        // backed off like a failure, and even a well-behaved empty poll comes at most once a second: the
+        // coordinator cannot turn the agent into a busy loop.
+        const elapsed = performance.now() - askedAt;
+        if (elapsed < wait * 1000 - 250) {
+          idle += 1;
+          const delay = backoffDelayMs(idle, this.backoff);
+          logger.warn({ code: 'FEED_NO_PROGRESS', cursor, delayMs: delay }, 'work feed answered without new work before its wait; will poll later');
+          await this.sleep(delay, stop);
+        } else {
+          idle = 0;
+          if (elapsed < 1000) await this.sleep(1000 - elapsed, stop);
+        }
+        continue;
+      }
+      idle = 0;
+      for (const item of fresh) {
         if (stop.aborted) break;
         if (item.cursor <= store.feedCursor(this.feedKey)) continue; // decided already (a feed read twice)
         const decided = await this.takeCapsule(item);
@@ -195,6 +222,8 @@ export class RunnerAgent {
     const run = runCapsule(this.ctx, bytes, {
       ...(size !== undefined ? { size } : {}),
       decided: () => store.setFeedCursor(this.feedKey, item.cursor),
+      // At stop no further step starts; the grace covers the running step only, then `signal` aborts it.
+      stopping: stop,
       signal: this.abortRun.signal,
     });
     this.running = run;
@@ -245,12 +274,14 @@ export class RunnerAgent {
 
   private async reportStatusIfDue(signal: AbortSignal): Promise<void> {
     const every = Math.max(1000, this.ctx.config.coordinator.pollWaitSeconds * 1000);
-    if (!this.statusDirty && this.view.lastStatusAt !== undefined && this.now() - this.view.lastStatusAt < every) return;
+    // A negative age is a clock that jumped back: reported now, not once the clock has caught up.
+    const age = this.view.lastStatusAt === undefined ? undefined : this.now() - this.view.lastStatusAt;
+    if (!this.statusDirty && age !== undefined && age >= 0 && age < every) return;
     await this.reportStatus(signal);
   }
 
   private async reportStatus(signal: AbortSignal): Promise<void> {
-    const report = statusReportOf(this.ctx, this.now());
+    const report = statusReportOf(this.ctx, this.now(), this.view.coordinatorTrust?.version);
     guardStatusReport(report, this.ctx);
     const answer = await this.client.status(report, signal);
     if (answer.kind === 'ok') {
@@ -262,8 +293,11 @@ export class RunnerAgent {
   }
 }
 
-/** The status the runner reports: counts, sizes, its version, labels and trust version; nothing else. */
-export function statusReportOf(ctx: RunnerContext, nowMs: number): RunnerStatusReport {
+/**
+ * The status the runner reports: counts, sizes, its version, labels, its trust version and (once the feed
+ * named it) the coordinator's; nothing else.
+ */
+export function statusReportOf(ctx: RunnerContext, nowMs: number, coordinatorTrustVersion?: number): RunnerStatusReport {
   const { store, state } = ctx;
   const stats = store.outboxStats();
   const witnesses = witnessKeysOf(state.trust);
@@ -276,6 +310,7 @@ export function statusReportOf(ctx: RunnerContext, nowMs: number): RunnerStatusR
     outboxDepth: stats.queued,
     oldestQueuedSeconds: stats.oldestQueuedAt === null ? 0 : Math.max(0, Math.floor((nowMs - stats.oldestQueuedAt) / 1000)),
     deadLetters: stats.dead,
+    ...(coordinatorTrustVersion !== undefined ? { coordinatorTrustVersion } : {}),
   };
 }
 
@@ -292,10 +327,23 @@ export function guardStatusReport(report: RunnerStatusReport, ctx: RunnerContext
   } catch (err) {
     throw refuse(`it does not match the closed schema (${isCodedError(err) ? err.code : 'invalid'})`);
   }
-  const keys = Object.keys(parsed).sort().join(',');
+  const keys = Object.keys(parsed)
+    .filter((key) => key !== 'coordinatorTrustVersion')
+    .sort()
+    .join(',');
   if (keys !== 'deadLetters,labels,logSize,oldestQueuedSeconds,outboxDepth,trustVersion,version,witnessedSize') throw refuse('it has other members');
-  for (const name of ['trustVersion', 'logSize', 'witnessedSize', 'outboxDepth', 'oldestQueuedSeconds', 'deadLetters'] as const) {
-    if (!Number.isSafeInteger(parsed[name]) || parsed[name] < 0) throw refuse(`${name} is not a count`);
+  for (const name of [
+    'trustVersion',
+    'logSize',
+    'witnessedSize',
+    'outboxDepth',
+    'oldestQueuedSeconds',
+    'deadLetters',
+    'coordinatorTrustVersion',
+  ] as const) {
+    const value = parsed[name];
+    if (value === undefined && name === 'coordinatorTrustVersion') continue;
+    if (!Number.isSafeInteger(value) || value! < 0) throw refuse(`${name} is not a count`);
   }
   if (parsed.version !== RUNNER_VERSION) throw refuse('the version is not the runner’s');
   const own = new Set(ctx.state.identity.labels);

@@ -261,7 +261,10 @@ export function dispatcherFor(settings: CoordinatorSettings): Dispatcher {
   const proxyCa = readCa(settings.proxyCaFile, 'coordinator.proxyCaFile');
   const connect = { timeout: settings.requestTimeoutMs, ...(ca ? { ca } : {}) };
   const common = { connect, keepAliveTimeout: 30_000, headersTimeout: settings.requestTimeoutMs, bodyTimeout: settings.requestTimeoutMs };
-  if (settings.httpsProxy === '' && settings.httpProxy === '') return new Agent(common);
+  // A plain-http coordinator is a loopback one (the configuration refuses any other) and is reached
+  // directly: a proxy is a hop off the host, which would read the requests in the clear and could answer
+  // for the coordinator. The environment's http_proxy (common on managed hosts) must not open that hop.
+  if (isPlainHttp(settings.url) || (settings.httpsProxy === '' && settings.httpProxy === '')) return new Agent(common);
   return new EnvHttpProxyAgent({
     ...common,
     httpProxy: settings.httpProxy,
@@ -270,6 +273,14 @@ export function dispatcherFor(settings: CoordinatorSettings): Dispatcher {
     requestTls: { timeout: settings.requestTimeoutMs, ...(ca ? { ca } : {}) },
     proxyTls: { timeout: settings.requestTimeoutMs, ...(proxyCa ? { ca: proxyCa } : {}) },
   } as ConstructorParameters<typeof EnvHttpProxyAgent>[0]);
+}
+
+function isPlainHttp(url: string): boolean {
+  try {
+    return new URL(url).protocol === 'http:';
+  } catch {
+    return false;
+  }
 }
 
 function readCa(path: string, setting: string): Buffer | undefined {

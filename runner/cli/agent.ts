@@ -31,9 +31,11 @@ export function agentCommand(): Command {
       const ctx = openRunner(opts.state, { launcher: sandboxLauncherSelector(), config: { env, ...(file ? { file } : {}), flags }, logger });
       try {
         const agent = new RunnerAgent(ctx);
+        // Listening for as long as the agent runs: a second signal aborts the running step at once (stop()),
+        // where Node's default would kill the agent before it records the run and flushes.
         const stop = () => agent.stop();
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
         try {
           await agent.run();
         } finally {

@@ -6,8 +6,10 @@
  *   429, every 5xx, and a 2xx whose body is not what the endpoint answers (a proxy's HTML page), or is
  *   larger than its cap;
  * - ok: an expected status with a body that parses;
- * - permanent: any other status (a 4xx: the coordinator read the request and refused it), with the code of
- *   its JSON error body, or `HTTP_<status>` when it has none. The outbox dead-letters those, once.
+ * - permanent: any other 4xx that carries the coordinator's JSON error body (it read the document and
+ *   refused it), with that code. The outbox dead-letters those, once. A 401, 407 or 421 (the request's
+ *   signature, a proxy's credentials, a misdirected request: not the document) and a 4xx without the
+ *   coordinator's error body (something on the way answered) are retried instead.
  *
  * `Retry-After` (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) is read on every retryable answer and
  * honoured, capped, by the backoff below: capped exponential with full jitter (the AWS architecture blog's
@@ -58,8 +60,20 @@ export function classifyResponse<T>(response: ResponseFacts, expectation: Expect
   if (status < 300) return retry('API_UNEXPECTED_BODY'); // a 2xx this endpoint never answers
   // 3xx: the coordinator does not redirect runners; a redirect came from something else and is not followed.
   if (status < 400) return retry(`HTTP_${status}`);
-  return { kind: 'permanent', code: codeOf(response) ?? `HTTP_${status}`, status };
+  // A refusal of the request rather than of what it carries: its signature (a clock out of step, a key the
+  // coordinator's older trust document does not know yet), a proxy's credentials, a misdirected request. A
+  // new attempt is a new request, which may well pass: retried, never a dead letter.
+  if (REQUEST_REFUSALS.has(status)) return retry(codeOf(response) ?? `HTTP_${status}`);
+  // The coordinator answers every refusal with its JSON error body: a 4xx without one (a proxy's or a load
+  // balancer's page, an empty 404 from a wrong path) is not its word on the document, and retried like a
+  // 2xx HTML page. Otherwise one bad hop for a minute would dead-letter the whole outbox.
+  const code = codeOf(response);
+  if (code === undefined) return retry(`HTTP_${status}`);
+  return { kind: 'permanent', code, status };
 }
+
+/** 401 (the signature), 407 (a proxy's credentials), 421 (misdirected): about the request, not its body. */
+const REQUEST_REFUSALS = new Set([401, 407, 421]);
 
 /** The code of a JSON `{code, message}` error body, when the body is one (capped, strict). */
 function codeOf(response: ResponseFacts): string | undefined {

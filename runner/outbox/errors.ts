@@ -7,6 +7,10 @@ import { CodedError } from '../core/errors.js';
 export type OutboxErrorCode =
   /** An outbox row's record is missing or is not one a rejection answers for (the store is inconsistent). */
   | 'OUTBOX_ANSWER_UNAVAILABLE'
+  /** The store could not be read or written under the shipper (a full disk): logged, backed off, retried. */
+  | 'OUTBOX_STORE_FAILED'
+  /** The work feed answered without new work before its wait was up (a feed that repeats itself): backed off. */
+  | 'FEED_NO_PROGRESS'
   /** The agent was started without a coordinator URL (coordinator.url, EDGE_RUNNER_COORDINATOR_URL, --coordinator). */
   | 'OUTBOX_NO_COORDINATOR'
   /** None of the cosignature lines the coordinator returned verifies with a witness key of the trust document. */

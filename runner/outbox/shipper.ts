@@ -73,9 +73,13 @@ export class Shipper {
   /** Ships until `signal` aborts: due rows one at a time, the witness after shipping, then waits for more. */
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      await this.pass(signal);
-      if (signal.aborted) break;
-      await this.witnessIfDue(signal);
+      try {
+        await this.pass(signal);
+        if (signal.aborted) break;
+        await this.witnessIfDue(signal);
+      } catch (err) {
+        this.storeFailed(err);
+      }
       if (signal.aborted) break;
       // Woken by wake() or by the stop signal, whichever comes first (listeners removed after: no leak
       // across thousands of waits on one long-lived signal).
@@ -106,15 +110,54 @@ export class Shipper {
       while (now() < deadlineMs && !signal.aborted) {
         await this.pass(signal, deadlineMs);
         if (store.outboxStats().queued === 0) break;
-        const wakeAt = Math.max(this.pausedUntil, store.outboxNextDueAt() ?? 0);
+        const wakeAt = Math.max(this.pausedUntil, this.dueAt() ?? 0);
         if (wakeAt >= deadlineMs) break;
         await this.options.sleep(Math.max(0, wakeAt - now()), signal);
       }
       if (now() < deadlineMs && !signal.aborted) await this.witnessIfDue(signal);
+    } catch (err) {
+      // The store refused a write (a full disk): what is not recorded as acked is sent again at the next start.
+      this.storeFailed(err);
     } finally {
       clearTimeout(timer);
     }
-    return { queued: store.outboxStats().queued };
+    try {
+      return { queued: store.outboxStats().queued };
+    } catch {
+      return { queued: -1 };
+    }
+  }
+
+  /**
+   * The store failed under the shipper (a full disk, a locked database): not the coordinator's doing and
+   * not a reason to stop shipping for good. Logged, and the shipper backs off as after a failed attempt;
+   * a row whose ack could not be recorded is sent again, and the coordinator answers it "existing".
+   */
+  private storeFailed(err: unknown): void {
+    const code = isCodedError(err) ? err.code : 'OUTBOX_STORE_FAILED';
+    this.failures += 1;
+    const delay = backoffDelayMs(this.failures, this.options.backoff);
+    this.pausedUntil = this.options.now() + delay;
+    this.options.logger.error({ code, delayMs: delay }, 'the outbox could not be read or written; will retry');
+  }
+
+  /**
+   * The earliest queued row's due time, for waiting. A due time further ahead than any backoff can put it
+   * (the cap) comes from a clock that has since jumped back: that row is due now, not in a year.
+   */
+  private dueAt(): number | undefined {
+    const due = this.options.store.outboxNextDueAt();
+    if (due === undefined) return undefined;
+    const now = this.options.now();
+    return due - now > this.options.backoff.capMs ? now : due;
+  }
+
+  /** A pause that ends further ahead than the cap was set by a clock that has since jumped back: it is over. */
+  private unpauseAfterClockJump(): void {
+    const now = this.options.now();
+    const cap = this.options.backoff.capMs;
+    if (this.pausedUntil - now > cap) this.pausedUntil = 0;
+    if (this.witnessPausedUntil - now > cap) this.witnessPausedUntil = 0;
   }
 
   /** Ships due rows until none is due or one fails retryably (then the shipper backs off). */
@@ -128,8 +171,14 @@ export class Shipper {
   /** One due row (if any, and not backing off) to the coordinator, and its answer recorded. */
   async shipOne(signal?: AbortSignal): Promise<ShipResult> {
     const { store, now, logger } = this.options;
+    this.unpauseAfterClockJump();
     if (now() < this.pausedUntil) return 'idle';
-    const row = store.outboxNext(now());
+    let row = store.outboxNext(now());
+    if (row === undefined) {
+      // Rows put off by a clock that has since jumped back are due now (dueAt), oldest due first.
+      const due = this.dueAt();
+      if (due !== undefined && due <= now()) row = store.outboxNext(store.outboxNextDueAt()!);
+    }
     if (row === undefined) return 'idle';
     const content = this.contentOf(row);
     if (content === undefined) return 'retry';
@@ -200,6 +249,7 @@ export class Shipper {
   /** Submits the latest checkpoint when something was shipped since the last cosignature (and not backing off). */
   async witnessIfDue(signal?: AbortSignal): Promise<void> {
     const { witness } = this.options;
+    this.unpauseAfterClockJump();
     if (!witness || !this.witnessDue || this.options.now() < this.witnessPausedUntil || this.options.now() < this.pausedUntil) return;
     const outcome = await witness.submit(signal);
     if (outcome.kind === 'retry' && outcome.code === 'API_ABORTED') return; // the agent is stopping; tried again in the flush
@@ -216,7 +266,7 @@ export class Shipper {
   /** How long to wait before looking again: until the next due row or the end of a backoff, at most a minute. */
   private idleMs(): number {
     const now = this.options.now();
-    const due = this.options.store.outboxNextDueAt();
+    const due = this.dueAt();
     let wakeAt = now + 60_000;
     if (due !== undefined) wakeAt = Math.min(wakeAt, Math.max(due, this.pausedUntil));
     if (this.witnessDue && this.options.witness) wakeAt = Math.min(wakeAt, Math.max(this.witnessPausedUntil, this.pausedUntil, now + 1));

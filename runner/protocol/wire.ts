@@ -57,6 +57,11 @@ export interface RunnerStatusReport {
   outboxDepth: number;
   oldestQueuedSeconds: number;
   deadLetters: number;
+  /**
+   * The trust document version the coordinator's work feed last named, when the runner has read it: a
+   * coordinator whose version differs from `trustVersion` (the runner's pin, which it keeps) is told so.
+   */
+  coordinatorTrustVersion?: number;
 }
 
 export interface InboxAck {
@@ -112,6 +117,7 @@ const statusReportSchema = {
     outboxDepth: count,
     oldestQueuedSeconds: count,
     deadLetters: count,
+    coordinatorTrustVersion: { ...count, minimum: 1 },
   },
 } as const;
 

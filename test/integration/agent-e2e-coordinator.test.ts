@@ -102,6 +102,8 @@ describe.skipIf(!built)('the agent and the reference coordinator (needs dist/: n
     }
     expect(me).toMatchObject({ id: world.runnerId, deadLetters: 0 });
     expect(me!.witnessedSize).toBeGreaterThan(0);
+    // The runner says which trust version it saw in this coordinator's feed, beside its own pin (review).
+    expect(me).toMatchObject({ trustVersion: 1, coordinatorTrustVersion: 1 });
 
     // A capsule the runner refuses is still answered: the same id and nonce again (other bytes, so the
     // coordinator takes it) is a replay to the runner, and its signed rejection reaches the coordinator.

@@ -87,7 +87,8 @@ CREATE TABLE IF NOT EXISTS runners (
   witnessed_size INTEGER,
   outbox_depth INTEGER,
   oldest_queued_seconds INTEGER,
-  dead_letters INTEGER
+  dead_letters INTEGER,
+  coordinator_trust_version INTEGER
 );
 CREATE TABLE IF NOT EXISTS runner_labels (
   runner TEXT NOT NULL,
@@ -169,7 +170,7 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
         ON CONFLICT (id) DO UPDATE SET keyid = excluded.keyid, last_seen = excluded.last_seen`),
       saveStatus: p(`
         UPDATE runners SET status_at = ?, version = ?, trust_version = ?, log_size = ?, witnessed_size = ?,
-          outbox_depth = ?, oldest_queued_seconds = ?, dead_letters = ? WHERE id = ?`),
+          outbox_depth = ?, oldest_queued_seconds = ?, dead_letters = ?, coordinator_trust_version = ? WHERE id = ?`),
       deleteLabels: p('DELETE FROM runner_labels WHERE runner = ?'),
       insertLabel: p('INSERT INTO runner_labels (runner, label) VALUES (?, ?) ON CONFLICT DO NOTHING'),
       labels: p('SELECT label FROM runner_labels WHERE runner = ? ORDER BY label'),
@@ -394,7 +395,18 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
   async saveStatus(id: string, keyid: string, r: RunnerStatusReport, at: string): Promise<void> {
     this.tx(() => {
       this.s.touchRunner!.run(id, keyid, at, at);
-      this.s.saveStatus!.run(at, r.version, r.trustVersion, r.logSize, r.witnessedSize, r.outboxDepth, r.oldestQueuedSeconds, r.deadLetters, id);
+      this.s.saveStatus!.run(
+        at,
+        r.version,
+        r.trustVersion,
+        r.logSize,
+        r.witnessedSize,
+        r.outboxDepth,
+        r.oldestQueuedSeconds,
+        r.deadLetters,
+        r.coordinatorTrustVersion ?? null,
+        id,
+      );
       this.s.deleteLabels!.run(id);
       for (const label of r.labels) this.s.insertLabel!.run(id, label);
     });
@@ -431,6 +443,7 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
                 outboxDepth: Number(row.outbox_depth),
                 oldestQueuedSeconds: Number(row.oldest_queued_seconds),
                 deadLetters: Number(row.dead_letters),
+                ...(row.coordinator_trust_version === null ? {} : { coordinatorTrustVersion: Number(row.coordinator_trust_version) }),
               },
         forks: forks.get(id) ?? 0,
       };

@@ -56,18 +56,19 @@ describe('classifyResponse', () => {
       response(422, errorBody('BUNDLE_SIGNATURE')),
       { kind: 'permanent', code: 'BUNDLE_SIGNATURE', status: 422 },
     ],
-    ['400 without a body is permanent as HTTP_400', response(400), { kind: 'permanent', code: 'HTTP_400', status: 400 }],
-    ['403 with an HTML page is permanent as HTTP_403', response(403, HTML), { kind: 'permanent', code: 'HTTP_403' }],
-    ['404 with an error body over its cap is permanent as HTTP_404', response(404, '', {}, true), { kind: 'permanent', code: 'HTTP_404' }],
+    // Not the coordinator's word (it answers every refusal with its JSON error body): retried (review-classify).
+    ['400 without a body is retried as HTTP_400', response(400), { kind: 'retry', code: 'HTTP_400', status: 400 }],
+    ['403 with an HTML page is retried as HTTP_403', response(403, HTML), { kind: 'retry', code: 'HTTP_403' }],
+    ['404 with an error body over its cap is retried as HTTP_404', response(404, '', {}, true), { kind: 'retry', code: 'HTTP_404' }],
     [
       '409 where the endpoint does not answer 409 is permanent',
       response(409, errorBody('INBOX_CONFLICT')),
       { kind: 'permanent', code: 'INBOX_CONFLICT' },
     ],
     [
-      'a 4xx whose error code is not a code is permanent as HTTP_<status>',
+      'a 4xx whose error code is not a code is not the coordinator’s word: retried as HTTP_<status>',
       response(422, JSON.stringify({ code: 'lower case', message: 'x.' })),
-      { kind: 'permanent', code: 'HTTP_422' },
+      { kind: 'retry', code: 'HTTP_422' },
     ],
   ])('%s', (_what, facts, expected) => {
     expect(classifyResponse(facts, inbox, NOW)).toMatchObject(expected);
