@@ -58,6 +58,7 @@ export class RunnerAgent {
   private readonly abortRun = new AbortController();
   private running: Promise<unknown> | undefined;
   private statusDirty = true;
+  private progressReport: Promise<void> | undefined;
   /** Capsules in a row that stopped with an error before they were decided. */
   private runFailures = 0;
 
@@ -93,6 +94,8 @@ export class RunnerAgent {
       now: this.now,
       sleep: this.sleep,
       logger: ctx.logger.child({ part: 'shipper' }),
+      // The fleet view should not wait for the next poll to learn that the outbox drained.
+      onProgress: () => this.reportProgress(),
     });
   }
 
@@ -270,6 +273,17 @@ export class RunnerAgent {
       this.statusDirty = true;
     }
     this.view.coordinatorTrust = { version, relation };
+  }
+
+  /** A status report now, unless one is on its way (shipping progressed while the feed's long poll waits). */
+  private reportProgress(): void {
+    this.statusDirty = true;
+    if (this.progressReport !== undefined || this.stopping.signal.aborted) return;
+    this.progressReport = this.reportStatus(this.stopping.signal)
+      .catch((err: unknown) => this.ctx.logger.warn({ code: isCodedError(err) ? err.code : 'OUTBOX_STATUS_FAILED' }, 'status not reported'))
+      .finally(() => {
+        this.progressReport = undefined;
+      });
   }
 
   private async reportStatusIfDue(signal: AbortSignal): Promise<void> {

@@ -43,6 +43,8 @@ export interface ShipperOptions {
   now: () => number;
   sleep: Sleep;
   logger: Logger;
+  /** Called after a round of shipping that settled a row or got a cosignature (the agent reports its status). */
+  onProgress?: () => void;
 }
 
 export type ShipResult = 'acked' | 'dead' | 'retry' | 'idle';
@@ -57,6 +59,8 @@ export class Shipper {
   /** Something was acked since the last cosigned checkpoint. */
   private witnessDue = true;
   private wakeUp: AbortController | undefined;
+  /** Rows settled and checkpoints cosigned so far: a round that moves it is progress worth reporting. */
+  private progress = 0;
 
   constructor(private readonly options: ShipperOptions) {}
 
@@ -73,6 +77,7 @@ export class Shipper {
   /** Ships until `signal` aborts: due rows one at a time, the witness after shipping, then waits for more. */
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
+      const before = this.progress;
       try {
         await this.pass(signal);
         if (signal.aborted) break;
@@ -80,6 +85,7 @@ export class Shipper {
       } catch (err) {
         this.storeFailed(err);
       }
+      if (this.progress !== before) this.options.onProgress?.();
       if (signal.aborted) break;
       // Woken by wake() or by the stop signal, whichever comes first (listeners removed after: no leak
       // across thousands of waits on one long-lived signal).
@@ -215,6 +221,7 @@ export class Shipper {
     switch (answer.kind) {
       case 'ok':
         store.outboxAck(row.id, answer.value.stored);
+        this.progress += 1;
         this.failures = 0;
         this.pausedUntil = 0;
         this.witnessDue = true;
@@ -222,6 +229,7 @@ export class Shipper {
         return 'acked';
       case 'permanent':
         store.outboxDead(row.id, answer.code);
+        this.progress += 1;
         this.failures = 0;
         logger.error(
           { outboxId: row.id, answer: row.kind, digest, code: answer.code, status: answer.status },
@@ -253,6 +261,7 @@ export class Shipper {
     if (!witness || !this.witnessDue || this.options.now() < this.witnessPausedUntil || this.options.now() < this.pausedUntil) return;
     const outcome = await witness.submit(signal);
     if (outcome.kind === 'retry' && outcome.code === 'API_ABORTED') return; // the agent is stopping; tried again in the flush
+    if (outcome.kind === 'cosigned') this.progress += 1;
     if (outcome.kind === 'cosigned' || outcome.kind === 'current') {
       this.witnessDue = false;
       this.witnessFailures = 0;

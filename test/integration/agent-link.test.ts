@@ -88,6 +88,20 @@ describe('the agent and a coordinator', () => {
     expect(r.coordinator.statuses.at(-1)).toMatchObject({ outboxDepth: 0, deadLetters: 0 });
   });
 
+  it('reports its status as soon as shipping drains the outbox, not at the end of the long poll it is waiting in', async () => {
+    const r = await startAgent({ link: { pollWaitSeconds: 30 } });
+    await waitFor(() => r.coordinator.statuses.length > 0, 'the first status report');
+    r.coordinator.publish(r.world.capsule());
+    await waitFor(() => r.coordinator.bundles.size === 1, 'the bundle');
+    // The feed's poll now waits up to 30 s; the report that the outbox drained comes well before.
+    await waitFor(
+      () => r.coordinator.statuses.some((s) => s.logSize > 0 && s.outboxDepth === 0 && s.witnessedSize > 0),
+      'a status report after the outbox drained and the witness cosigned',
+      10_000,
+    );
+    await stopAgent(r);
+  });
+
   it('submits the checkpoint to the witness after shipping and keeps the verified cosignature', async () => {
     const r = await startAgent();
     r.coordinator.publish(r.world.capsule());
