@@ -32,6 +32,8 @@ export interface LinkWorld {
   stateDir: string;
   runnerId: string;
   runnerKey: PrivateKey;
+  /** The trust document's root key (to sign another version of it). */
+  root: PrivateKey;
   signer: PrivateKey;
   witnessKey: PrivateKey;
   witnessName: string;
@@ -73,6 +75,7 @@ export function makeLinkWorld(options: { runnerId?: string; labels?: string[]; t
     stateDir,
     runnerId,
     runnerKey,
+    root,
     signer,
     witnessKey,
     witnessName,
