@@ -10,12 +10,13 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { requireNode24 } from './node-version.mjs';
 
 requireNode24('demo');
+// Loaded after the runtime check: an older node has no node:sqlite, and must get the check's sentence.
+const { DatabaseSync } = await import('node:sqlite');
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const entry = process.env.EDGE_RUNNER_BIN ? [process.env.EDGE_RUNNER_BIN] : [process.execPath, join(root, 'dist', 'runner', 'main.js')];

@@ -196,10 +196,10 @@ describe('the single binary (dist/edge-runner)', () => {
   });
 
   // The demo script drives the copied binary (EDGE_RUNNER_BIN, here a launcher outside the binary's folder
-  // that starts it with `env -i PATH=/usr/bin:/bin HOME=<read-only>`): keygen, trust sign, init, pack, exec
-  // (bwrap), verify, log export and verify, and a tampered capsule refused.
+  // that starts it with `env -i PATH=/usr/bin:/bin HOME=<read-only>`): keygen, trust sign, init, the binary as
+  // the agent of a coordinator (bwrap steps), verify, log export and verify, and a tampered capsule refused.
   describe('the full flow, copied alone into an empty folder, with a read-only HOME and no cache folder', () => {
-    it('keygen, trust sign, init, pack, exec, verify, and refuses a tampered capsule', async () => {
+    it('keygen, trust sign, init, a coordinator and the binary as agent, pack, publish, verify, and refuses a tampered capsule', async () => {
       const sandbox = makeSandbox();
       const launcherDir = join(sandbox.dir, 'launcher');
       mkdirSync(launcherDir);
@@ -220,11 +220,15 @@ describe('the single binary (dist/edge-runner)', () => {
       });
       expect(result.stderr).toBe('');
       expect(result.code).toBe(0);
-      expect(result.stdout).toMatch(/validate-ledger\s+verdict PASS/);
-      expect(result.stdout).toMatch(/reproduce-rounding\s+verdict FAIL/);
-      expect(result.stdout).toContain('2/2 bundles verify offline');
-      expect(result.stdout).toMatch(/log\s+10 records, \d+ signed checkpoints verify; consistent with/);
-      expect(result.stdout).toMatch(/refused with CAPSULE_INPUT_DIGEST, nothing executed/);
+      expect(result.stdout).toMatch(/validate-ledger\s+published, run by the agent, bundle verified and stored: verdict PASS/);
+      expect(result.stdout).toMatch(/reproduce-rounding\s+published, run by the agent, bundle verified and stored: verdict FAIL/);
+      expect(result.stdout).toMatch(/outbox\s+coordinator stopped: 1 bundle held in the runner's outbox/);
+      expect(result.stdout).toContain('the bundle arrived; 3 bundles, 3 distinct (none twice)');
+      expect(result.stdout).toMatch(/tampered\s+refused at publication: 422 CAPSULE_INPUT_DIGEST/);
+      expect(result.stdout).toContain('edge-runner exec: CAPSULE_INPUT_DIGEST, nothing executed (exit 3)');
+      expect(result.stdout).toMatch(/fleet\s+runner-demo-1: version \S+, witnessed at size [1-9]\d*, forks 0/);
+      expect(result.stdout).toMatch(/log\s+\d+ records, \d+ signed checkpoints verify; cosigned by witness\.demo\.local at size \d+/);
+      expect(result.stdout).toMatch(/verify\s+a bundle fetched from the coordinator verifies offline: OK/);
       // Nothing was unpacked or cached anywhere: the binary's folder and HOME are as they were.
       expect(listTree(sandbox.binDir)).toEqual(['edge-runner']);
       expect(listTree(sandbox.home)).toEqual([]);

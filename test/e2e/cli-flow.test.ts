@@ -10,7 +10,7 @@ import { runCli } from '../helpers/cli.js';
 const demo = fileURLToPath(new URL('../../scripts/demo.mjs', import.meta.url));
 
 describe('the demo flow through the built CLI', () => {
-  it('makes keys, signs trust, runs both capsules, verifies the bundles and refuses a tampered capsule', () => {
+  it('starts a coordinator and an agent, runs both capsules through them, holds a bundle in the outbox while the coordinator is down, and refuses a tampered capsule', () => {
     const dir = mkdtempSync(join(tmpdir(), 'edge-runner-demo-test-'));
     try {
       const result = spawnSync(process.execPath, [demo], {
@@ -20,11 +20,15 @@ describe('the demo flow through the built CLI', () => {
       });
       expect(result.stderr).toBe('');
       expect(result.status).toBe(0);
-      expect(result.stdout).toMatch(/validate-ledger\s+verdict PASS/);
-      expect(result.stdout).toMatch(/reproduce-rounding\s+verdict FAIL/);
-      expect(result.stdout).toContain('2/2 bundles verify offline');
-      expect(result.stdout).toMatch(/log\s+10 records, \d+ signed checkpoints verify; consistent with/);
-      expect(result.stdout).toMatch(/refused with CAPSULE_INPUT_DIGEST, nothing executed/);
+      expect(result.stdout).toMatch(/validate-ledger\s+published, run by the agent, bundle verified and stored: verdict PASS/);
+      expect(result.stdout).toMatch(/reproduce-rounding\s+published, run by the agent, bundle verified and stored: verdict FAIL/);
+      expect(result.stdout).toMatch(/outbox\s+coordinator stopped: 1 bundle held in the runner's outbox/);
+      expect(result.stdout).toContain('the bundle arrived; 3 bundles, 3 distinct (none twice)');
+      expect(result.stdout).toMatch(/tampered\s+refused at publication: 422 CAPSULE_INPUT_DIGEST/);
+      expect(result.stdout).toContain('edge-runner exec: CAPSULE_INPUT_DIGEST, nothing executed (exit 3)');
+      expect(result.stdout).toMatch(/fleet\s+runner-demo-1: version \S+, witnessed at size [1-9]\d*, forks 0/);
+      expect(result.stdout).toMatch(/log\s+\d+ records, \d+ signed checkpoints verify; cosigned by witness\.demo\.local at size \d+/);
+      expect(result.stdout).toMatch(/verify\s+a bundle fetched from the coordinator verifies offline: OK/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
