@@ -5,19 +5,15 @@
  * witness keys before they are kept. A 409 says which size the witness holds (text/x.tlog.size): the proof
  * is made again from that size, once.
  */
-import type { PublicKey } from '../core/ed25519.js';
 import type { CoordinatorClient } from '../api/client.js';
 import { checkpointNow, type LogIdentity } from '../agent/log.js';
 import type { Logger } from '../agent/logger.js';
-import { formatAddCheckpoint, verifyCosignatures } from '../protocol/witness.js';
-import type { VerifiedTrust } from '../trust/trust.js';
+import { formatAddCheckpoint, verifyCosignatures, witnessKeysOf, type WitnessKey } from '../protocol/witness.js';
 import type { Store } from '../store/store.js';
 import { isCodedError } from '../core/errors.js';
 
-export interface WitnessKey {
-  name: string;
-  key: PublicKey;
-}
+/** The witnesses of a trust document are the protocol's (runner/protocol/witness.ts); re-exported for the agent. */
+export { witnessKeysOf, type WitnessKey };
 
 export type WitnessOutcome =
   | { kind: 'cosigned'; size: number; witnesses: string[] }
@@ -25,17 +21,6 @@ export type WitnessOutcome =
   | { kind: 'current'; size: number }
   | { kind: 'retry'; code: string; retryAfterMs?: number }
   | { kind: 'refused'; code: string; status?: number };
-
-/** The witness keys of a trust document: its keys with the `witness` role, by name. */
-export function witnessKeysOf(trust: VerifiedTrust): WitnessKey[] {
-  const out: WitnessKey[] = [];
-  for (const key of trust.keys) {
-    if (!key.roles.includes('witness')) continue;
-    const name = trust.nameOf(key.keyid);
-    if (name !== undefined) out.push({ name, key: key.publicKey });
-  }
-  return out;
-}
 
 export interface WitnessSubmitterOptions {
   store: Store;
