@@ -185,6 +185,9 @@ describe('faults on the way to the inbox', () => {
     // Another capsule ships normally afterwards; the dead one is not retried.
     coordinator.publish(world.capsule());
     await waitFor(() => coordinator.bundles.size === 1, 'the second bundle');
+    // The coordinator stores before it answers: wait for the agent to have recorded the ack, or a stop in
+    // between would (rightly) send the bundle once more and get 200 existing.
+    await waitFor(() => r.ctx.store.outboxStats().acked === 1, 'the second bundle acked');
     await stopAgent(r);
     expect(coordinator.exchanges.filter((e) => e.route === 'bundle').map((e) => e.answered)).toEqual([400, 201]);
     const dead = [...r.ctx.store.records()].filter((record) => record.kind === 'outbox.dead');

@@ -105,6 +105,8 @@ describe('review: refusals of the request, not of the document', () => {
     const r = await startAgent(world, coordinator);
     coordinator.publish(world.capsule());
     await waitFor(() => coordinator.bundles.size === 1, 'the bundle after the 401s');
+    // Stored before answered: the ack is recorded a moment after the coordinator holds the bundle.
+    await waitFor(() => r.ctx.store.outboxStats().acked === 1, 'the ack recorded');
     expect(r.ctx.store.outboxStats()).toMatchObject({ dead: 0, acked: 1 });
     expect(records(r.ctx).filter((rec) => rec.kind === 'outbox.dead')).toEqual([]);
     expect(coordinator.exchanges.filter((e) => e.route === 'bundle').map((e) => e.answered)).toEqual([401, 401, 401, 201]);
