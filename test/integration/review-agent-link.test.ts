@@ -125,6 +125,7 @@ describe('review: refusals of the request, not of the document', () => {
     const r = await startAgent(world, coordinator);
     coordinator.publish(world.capsule());
     await waitFor(() => coordinator.bundles.size === 1, 'the bundle after the block page');
+    await waitFor(() => r.ctx.store.outboxStats().acked === 1, 'the ack recorded');
     expect(r.ctx.store.outboxStats()).toMatchObject({ dead: 0, acked: 1 });
   });
 });
