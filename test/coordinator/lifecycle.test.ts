@@ -4,7 +4,6 @@
  * header timeout, SIGTERM (waiting polls end with 204, exit 0), and the rejection inbox with a real signed
  * rejection of a real refused capsule.
  */
-import { execFileSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -17,6 +16,7 @@ import { parseRecordLeaf } from '../../runner/log/record.js';
 import { bundleLogFor } from '../../runner/agent/log.js';
 import { Store } from '../../runner/store/store.js';
 import { RUNNER_VERSION } from '../../runner/version.js';
+import { makeTlsMaterial } from '../helpers/agent-link.js';
 import { execInState } from '../helpers/runner.js';
 import {
   bearer,
@@ -115,62 +115,11 @@ describe('TLS', () => {
   beforeAll(async () => {
     cw = makeCoordinatorWorld();
     const dir = cw.world.dir;
-    const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
     // A CA, and a server certificate for 127.0.0.1 it signs; a second CA that signed nothing of ours.
-    for (const name of ['ca', 'other-ca']) {
-      openssl(
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        `${name}.key`,
-        '-out',
-        `${name}.pem`,
-        '-days',
-        '2',
-        '-subj',
-        `/CN=edge-runner test ${name}`,
-      );
-    }
-    openssl(
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'server.key',
-      '-out',
-      'server.csr',
-      '-subj',
-      '/CN=127.0.0.1',
-    );
-    writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-    openssl(
-      'x509',
-      '-req',
-      '-in',
-      'server.csr',
-      '-CA',
-      'ca.pem',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      'server.pem',
-      '-days',
-      '2',
-      '-extfile',
-      'server.ext',
-    );
-    ca = readFileSync(join(dir, 'ca.pem'));
-    otherCa = readFileSync(join(dir, 'other-ca.pem'));
-    initCoordinator(cw, ['--tls-cert', join(dir, 'server.pem'), '--tls-key', join(dir, 'server.key')]);
+    const material = makeTlsMaterial(dir, 'coordinator');
+    ca = readFileSync(material.caFile);
+    otherCa = readFileSync(makeTlsMaterial(dir, 'other').caFile);
+    initCoordinator(cw, ['--tls-cert', join(dir, 'coordinator-server.pem'), '--tls-key', join(dir, 'coordinator-server.key')]);
     coordinator = await startCoordinator(cw.stateDir);
   });
   afterAll(async () => {
