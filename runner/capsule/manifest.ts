@@ -46,7 +46,13 @@ export interface Manifest {
   steps: Step[];
   inputs: InputFile[];
   collect: CollectRule[];
-  schedule?: string;
+  /**
+   * A recurring capsule: accepted once, then run at every slot of `cron` (five or six croner fields) in
+   * `timezone` (an IANA name; UTC when absent) until it expires or a newer capsule with its id replaces it.
+   */
+  schedule?: { cron: string; timezone?: string };
+  /** Names of operator-granted resources (runner configuration `resources`) the steps need bound in. */
+  needs?: string[];
   change?: { target: string; patch: string };
 }
 

@@ -14,6 +14,15 @@ export interface StepUser {
   gid: number;
 }
 
+/**
+ * One operator-granted resource. Exactly one member:
+ * - `path`: a host file or folder, bound read-only;
+ * - `socket`: a host unix socket (a database's, say), bound into the sandbox;
+ * - `tcp`: a loopback or private `host:port`, reached through a forwarder the runner runs (a unix socket
+ *   bound into the sandbox), so the step still has no network of its own.
+ */
+export type Resource = { path: string } | { socket: string } | { tcp: string };
+
 export interface RunnerConfig {
   exec: {
     /** A step without its own `timeoutSeconds` gets this many seconds. */
@@ -94,6 +103,17 @@ export interface RunnerConfig {
     /** At SIGTERM, how long the agent keeps shipping its outbox before it exits, in milliseconds. */
     flushMs: number;
   };
+  /**
+   * What steps may reach beyond their workspace: the operator's grants, by name. A capsule lists the names
+   * it `needs`; exactly those are bound into its steps' sandbox, and a capsule needing any other is refused.
+   * The evidence records the names, never the paths or addresses.
+   */
+  resources: Readonly<Record<string, Resource>>;
+  /** The air-gapped transport (`agent --spool DIR`): capsules from DIR/in/, answers to DIR/out/. */
+  spool: {
+    /** An absolute folder; '' = no spool (the agent talks to the coordinator). */
+    dir: string;
+  };
   /** The operator log (JSON lines on stderr): pino level; silent by default. */
   logLevel: LogLevel;
   /** Print stack traces with errors (EDGE_RUNNER_DEBUG=1). */
@@ -143,6 +163,8 @@ export const DEFAULT_CONFIG: Readonly<RunnerConfig> = deepFreeze({
     stopGraceMs: 10_000, // ms
     flushMs: 5000, // ms
   },
+  resources: {},
+  spool: { dir: '' },
   logLevel: 'silent',
   debug: false,
   toolSearchPath: [],
@@ -156,6 +178,9 @@ export interface ConfigOverrides {
   stepUser?: StepUser;
   store?: Partial<RunnerConfig['store']>;
   coordinator?: Partial<RunnerConfig['coordinator']>;
+  /** Merged by name: a later layer's entry replaces that name's entry. */
+  resources?: Record<string, Resource>;
+  spool?: Partial<RunnerConfig['spool']>;
   logLevel?: LogLevel;
   debug?: boolean;
 }
@@ -196,6 +221,8 @@ export function resolveConfig(sources: ConfigSources = {}): RunnerConfig {
       sandbox: { ...config.sandbox, ...overrides.sandbox },
       store: { ...config.store, ...overrides.store },
       coordinator: { ...config.coordinator, ...overrides.coordinator },
+      resources: { ...config.resources, ...overrides.resources },
+      spool: { ...config.spool, ...overrides.spool },
       ...(overrides.stepUser ? { stepUser: { uid: overrides.stepUser.uid, gid: overrides.stepUser.gid } } : {}),
       ...(overrides.logLevel !== undefined ? { logLevel: overrides.logLevel } : {}),
       ...(overrides.debug !== undefined ? { debug: overrides.debug } : {}),
@@ -360,7 +387,7 @@ const NON_NEGATIVE: Record<string, readonly string[]> = {
   store: ['busyTimeoutMs'],
   coordinator: ['pollWaitSeconds', 'stopGraceMs', 'flushMs'],
 };
-const SECTIONS = ['exec', 'limits', 'sandbox', 'stepUser', 'store', 'coordinator', 'logLevel', 'debug'];
+const SECTIONS = ['exec', 'limits', 'sandbox', 'stepUser', 'store', 'coordinator', 'resources', 'spool', 'logLevel', 'debug'];
 type TextCheck = { check: (value: unknown) => boolean; why: string };
 /** A file named by absolute path, or '' for none. */
 const FILE_SETTING: TextCheck = {
@@ -404,6 +431,15 @@ export function isSystemFolderPath(path: string): boolean {
 
 function checkOverrides(overrides: ConfigOverrides, source: ConfigSource): void {
   for (const key of Object.keys(overrides)) if (!SECTIONS.includes(key)) throw invalid(key, source, 'is not a setting');
+  checkResources(overrides.resources, source);
+  if (overrides.spool !== undefined) {
+    const spool = overrides.spool as unknown;
+    if (typeof spool !== 'object' || spool === null || Array.isArray(spool)) throw invalid('spool', source, 'is not an object of settings');
+    for (const [name, value] of Object.entries(spool)) {
+      if (name !== 'dir') throw invalid(`spool.${name}`, source, 'is not a setting');
+      if (!FILE_SETTING.check(value)) throw invalid('spool.dir', source, FILE_SETTING.why);
+    }
+  }
   for (const section of ['exec', 'limits', 'sandbox', 'store', 'coordinator'] as const) {
     const raw = overrides[section] as unknown;
     if (raw !== undefined && (typeof raw !== 'object' || raw === null || Array.isArray(raw)))
@@ -438,6 +474,53 @@ function checkOverrides(overrides: ConfigOverrides, source: ConfigSource): void 
   }
   if (overrides.logLevel !== undefined && !LOG_LEVELS.includes(overrides.logLevel)) throw invalid('logLevel', source, 'is not a log level');
   if (overrides.debug !== undefined && typeof overrides.debug !== 'boolean') throw invalid('debug', source, 'is not true or false');
+}
+
+const RESOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const MAX_RESOURCES = 64;
+
+/** Each grant: a plain name (as a capsule's `needs` spells it) and exactly one of path, socket or tcp. */
+function checkResources(resources: unknown, source: ConfigSource): void {
+  if (resources === undefined) return;
+  if (typeof resources !== 'object' || resources === null || Array.isArray(resources))
+    throw invalid('resources', source, 'is not a table of resources');
+  const entries = Object.entries(resources);
+  if (entries.length > MAX_RESOURCES) throw invalid('resources', source, `names more than ${MAX_RESOURCES} resources`);
+  for (const [name, grant] of entries) {
+    const setting = `resources.${name}`;
+    if (!RESOURCE_NAME.test(name)) throw invalid(setting, source, 'is not a plain name (letters, digits, . _ -)');
+    const members = typeof grant === 'object' && grant !== null && !Array.isArray(grant) ? Object.keys(grant) : [];
+    if (members.length !== 1 || !['path', 'socket', 'tcp'].includes(members[0]!)) {
+      throw invalid(setting, source, 'must have exactly one of path, socket or tcp');
+    }
+    const kind = members[0]!;
+    const value = (grant as Record<string, unknown>)[kind];
+    if (kind === 'tcp') {
+      if (!isGrantableAddress(value)) throw invalid(`${setting}.tcp`, source, 'must be a loopback or private host:port');
+    } else if (!(typeof value === 'string' && value !== '/' && FILE_SETTING.check(value) && value !== '')) {
+      throw invalid(`${setting}.${kind}`, source, 'must be an absolute path other than /');
+    }
+  }
+}
+
+/**
+ * `host:port` with an IPv4 literal in 127.0.0.0/8, 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16, `[::1]`, a
+ * ULA `[fdxx:...]`, or `localhost`: a grant names a service inside the operator's boundary, not the internet.
+ */
+export function isGrantableAddress(value: unknown): boolean {
+  if (typeof value !== 'string' || value.length > 300) return false;
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
+  if (!match) return false;
+  const port = Number(match[2]);
+  if (port < 1 || port > 65535) return false;
+  const host = match[1]!.toLowerCase();
+  if (host === 'localhost' || host === '[::1]') return true;
+  if (/^\[f[cd][0-9a-f]{2}:[0-9a-f:]*\]$/.test(host)) return true;
+  const quad = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
+  if (!quad) return false;
+  const [a, b] = quad.slice(1).map(Number) as [number, number];
+  if (!quad.slice(1).every((part) => Number(part) <= 255)) return false;
+  return a === 127 || a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168);
 }
 
 /** A step identity must be an ordinary id: never 0 (root), within the 32-bit id space. */

@@ -66,7 +66,18 @@ export interface ArtifactRecord {
 export interface EvidencePredicate {
   runner: { id: string; keyid: string; version: string };
   capsule: { id: string; kind: CapsuleKind; digest: string; signers: string[] };
-  run: { id: string; startedAt: string; endedAt: string; isolation: IsolationUsed; sandbox?: SandboxUsed; verdict: Verdict };
+  run: {
+    id: string;
+    startedAt: string;
+    endedAt: string;
+    isolation: IsolationUsed;
+    sandbox?: SandboxUsed;
+    verdict: Verdict;
+    /** A recurring capsule's run: the slot it fired for (RFC 3339 UTC). */
+    scheduledFor?: string;
+    /** The operator-granted resources bound into the steps, by name only (never a path or an address). */
+    resources?: string[];
+  };
   steps: StepRecord[];
   artifacts: ArtifactRecord[];
   policy: { decision: 'allowed'; rule: 'read-only-kind'; trustVersion: number };

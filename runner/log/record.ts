@@ -12,6 +12,7 @@ import { isUtf8 } from 'node:buffer';
 import { toCanonicalJson } from '../core/canonical-json.js';
 import { toPrintableExcerpt } from '../core/printable.js';
 import type { IsolationUsed, StepRecord, Verdict } from '../evidence/statement.js';
+import type { ScheduleCatchUp } from '../trust/trust.js';
 import { LogError } from './errors.js';
 
 export const RECORD_VERSION = 1;
@@ -26,7 +27,11 @@ export interface RecordBodies {
    */
   'capsule.accepted': { capsuleId: string; capsuleKind: string; manifestDigest: string; nonce?: string; fileDigest?: string; signers: string[] };
   'capsule.rejected': { code: string; fileDigest?: string; fileSize?: number; capsuleId?: string; manifestDigest?: string };
-  'run.started': { runId: string; capsuleId: string; manifestDigest: string; isolation: IsolationUsed };
+  /**
+   * `scheduledFor` is the slot (RFC 3339) a recurring capsule's run fires for; `resources` the names of the
+   * operator-granted resources bound into its steps (never their paths or addresses).
+   */
+  'run.started': { runId: string; capsuleId: string; manifestDigest: string; isolation: IsolationUsed; scheduledFor?: string; resources?: string[] };
   /** The step as the evidence records it (runner/evidence/statement.ts owns that shape), and its run. */
   'step.finished': { runId: string } & StepRecord;
   'run.finished': { runId: string; verdict: Verdict };
@@ -37,11 +42,24 @@ export interface RecordBodies {
   /**
    * The coordinator acknowledged an answer (a bundle or a rejection, by the digest of its bytes): `status` is
    * what it said, stored now or already there. (Member names are shared between kinds where they can be:
-   * scanRecordLeaf's fast path knows at most 31 names.)
+   * scanRecordLeaf's fast path knows at most 62 names.)
    */
   'outbox.acked': { digest: string; status: 'created' | 'existing' };
   /** The coordinator refused an answer for good (a 4xx other than 408/429): kept as a dead letter with its code. */
   'outbox.dead': { digest: string; code: string };
+  /** An answer written to the spool folder's out/ (air-gapped transport): the file is complete and renamed into place. */
+  'outbox.spooled': { digest: string };
+  /**
+   * A recurring capsule's slots passed while the runner could not run them (it was down, or a run of the same
+   * schedule was still going): how many, the first and the last (RFC 3339), and what the policy did about them.
+   */
+  'schedule.missed': { capsuleId: string; manifestDigest: string; count: number; first: string; last: string; catchUp: ScheduleCatchUp };
+  /** A recurring capsule stopped firing: `expired`, `replaced` (a newer capsule with its id), or a reason code. */
+  'schedule.ended': { capsuleId: string; manifestDigest: string; reason: string };
+  /** The pinned trust document moved from one version to the next (`source`: `file` or `coordinator`). */
+  'trust.updated': { fromVersion: number; toVersion: number; trustDigest: string; source: string };
+  /** A trust document offered as an update was refused with its code; the pin did not move. */
+  'trust.refused': { code: string; trustDigest: string; source: string; toVersion?: number };
 }
 
 export type RecordKind = keyof RecordBodies;
@@ -56,7 +74,7 @@ type AssertNever<T extends never> = T;
 export const RECORD_FIELDS = {
   'capsule.accepted': { required: ['capsuleId', 'capsuleKind', 'manifestDigest', 'signers'], optional: ['nonce', 'fileDigest'] },
   'capsule.rejected': { required: ['code'], optional: ['fileDigest', 'fileSize', 'capsuleId', 'manifestDigest'] },
-  'run.started': { required: ['runId', 'capsuleId', 'manifestDigest', 'isolation'], optional: [] },
+  'run.started': { required: ['runId', 'capsuleId', 'manifestDigest', 'isolation'], optional: ['scheduledFor', 'resources'] },
   'step.finished': {
     required: ['runId', 'name', 'status', 'exitCode', 'signal', 'timedOut', 'durationMs'],
     optional: ['spawnFailure', 'limit', 'limitInferred', 'stdout', 'stderr'],
@@ -67,6 +85,11 @@ export const RECORD_FIELDS = {
   'workspace.not-removed': { required: ['runId', 'code'], optional: ['errno'] },
   'outbox.acked': { required: ['digest', 'status'], optional: [] },
   'outbox.dead': { required: ['digest', 'code'], optional: [] },
+  'outbox.spooled': { required: ['digest'], optional: [] },
+  'schedule.missed': { required: ['capsuleId', 'manifestDigest', 'count', 'first', 'last', 'catchUp'], optional: [] },
+  'schedule.ended': { required: ['capsuleId', 'manifestDigest', 'reason'], optional: [] },
+  'trust.updated': { required: ['fromVersion', 'toVersion', 'trustDigest', 'source'], optional: [] },
+  'trust.refused': { required: ['code', 'trustDigest', 'source'], optional: ['toVersion'] },
 } as const satisfies { readonly [K in RecordKind]: FieldSpec<RecordBodies[K]> };
 
 // Every required member of every body is listed as required, every optional one as optional.
@@ -276,10 +299,12 @@ const U_ESCAPED = new Uint8Array(32).map((_, c) => ([0x08, 0x09, 0x0a, 0x0c, 0x0
 
 /**
  * Every member name any kind knows, numbered in code-unit order (so that keys increase exactly when their
- * numbers do) for bit masks, and found by length and first byte. Masks are 31-bit integers: a name numbered
- * beyond that is not recognised, and its records take the slow path (the tests of every kind would show it).
+ * numbers do) for bit masks, and found by length and first byte. Masks are pairs of 31-bit integers (ids
+ * 0-30 in the low one, 31-61 in the high one): a name numbered beyond that is not recognised, and its
+ * records take the slow path (the tests of every kind would show it).
  */
-const MASK_BITS = 31;
+const WORD_BITS = 31;
+const MASK_BITS = 2 * WORD_BITS;
 const FIELD_NAMES = [...new Set(RECORD_KINDS.flatMap((kind) => [...KNOWN_FIELDS.get(kind)!]))].sort();
 const FIELD_BYTES = FIELD_NAMES.map((name) => Buffer.from(name, 'latin1'));
 const MAX_FIELD_LENGTH = 31;
@@ -300,7 +325,8 @@ FIELD_BYTES.forEach((bytes, id) => {
   FIELD_FIRST[slot] = id;
 });
 const fieldId = (name: string): number => FIELD_NAMES.indexOf(name);
-const bit = (id: number): number => (id >= 0 && id < MASK_BITS ? 1 << id : 0);
+const lowBit = (id: number): number => (id >= 0 && id < WORD_BITS ? 1 << id : 0);
+const highBit = (id: number): number => (id >= WORD_BITS && id < MASK_BITS ? 1 << (id - WORD_BITS) : 0);
 const ID_V = fieldId('v');
 const ID_SEQ = fieldId('seq');
 const ID_KIND = fieldId('kind');
@@ -308,8 +334,10 @@ const ID_AT = fieldId('at');
 interface KindMasks {
   readonly kind: RecordKind;
   readonly bytes: Buffer;
-  readonly known: number;
-  readonly required: number;
+  readonly knownLow: number;
+  readonly knownHigh: number;
+  readonly requiredLow: number;
+  readonly requiredHigh: number;
   /** Whether every required member (log fields included) is numbered within the masks. */
   readonly complete: boolean;
 }
@@ -318,8 +346,10 @@ const KIND_MASKS: readonly KindMasks[] = RECORD_KINDS.map((kind) => {
   return {
     kind,
     bytes: Buffer.from(kind, 'latin1'),
-    known: [...KNOWN_FIELDS.get(kind)!].reduce((mask, name) => mask | bit(fieldId(name)), 0),
-    required: required.reduce((mask, name) => mask | bit(fieldId(name)), 0),
+    knownLow: [...KNOWN_FIELDS.get(kind)!].reduce((mask, name) => mask | lowBit(fieldId(name)), 0),
+    knownHigh: [...KNOWN_FIELDS.get(kind)!].reduce((mask, name) => mask | highBit(fieldId(name)), 0),
+    requiredLow: required.reduce((mask, name) => mask | lowBit(fieldId(name)), 0),
+    requiredHigh: required.reduce((mask, name) => mask | highBit(fieldId(name)), 0),
     complete: required.every((name) => fieldId(name) < MASK_BITS),
   };
 });
@@ -333,7 +363,8 @@ const AT_SHAPE = Uint8Array.from('0000-00-00T00:00:00.000Z', (ch) => (ch === '0'
 function scanRecord(expectedSeq: number | undefined): RecordKind | undefined {
   if (end < 2 || b[0] !== 0x7b || b[1] === 0x7d) return undefined;
   p = 1;
-  let seen = 0; // bit(id) of every member seen
+  let seenLow = 0; // lowBit(id) of every member seen
+  let seenHigh = 0; // highBit(id) of every member seen
   let previous = -1; // the id of the previous key: ids increase as keys do
   let seq = -1;
   let kindStart = -1;
@@ -347,7 +378,8 @@ function scanRecord(expectedSeq: number | undefined): RecordKind | undefined {
     const id = fieldAt(keyStart, close);
     if (id <= previous) return undefined;
     previous = id;
-    seen |= 1 << id;
+    if (id < WORD_BITS) seenLow |= 1 << id;
+    else seenHigh |= 1 << (id - WORD_BITS);
     p = close + 2;
     const valueStart = p;
     if (!scanValue(1)) return undefined;
@@ -376,7 +408,8 @@ function scanRecord(expectedSeq: number | undefined): RecordKind | undefined {
   const masks = kindAt(kindStart, kindEnd);
   if (masks === undefined || !masks.complete) return undefined;
   // Only the kind's own members, and all its required ones (the four log fields among them).
-  if ((seen & ~masks.known) !== 0 || (masks.required & ~seen) !== 0) return undefined;
+  if ((seenLow & ~masks.knownLow) !== 0 || (seenHigh & ~masks.knownHigh) !== 0) return undefined;
+  if ((masks.requiredLow & ~seenLow) !== 0 || (masks.requiredHigh & ~seenHigh) !== 0) return undefined;
   if (high && !isUtf8(b)) return undefined;
   return masks.kind;
 }

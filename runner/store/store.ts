@@ -21,6 +21,8 @@ import { NONCES_SCHEMA_SQL, NonceTable } from './nonces.js';
 import { RecordTable, RECORDS_SCHEMA_SQL, type StoredRecord } from './records.js';
 import { currentProcess, isProcessAlive, type ProcessIdentity } from '../state/process.js';
 import { RunTable, RUNS_OWNER_SQL, RUNS_SCHEMA_SQL, type RunRow, type RunStatus } from './runs.js';
+import { SCHEDULES_SCHEMA_SQL } from './schedules.js';
+import { SPOOL_INBOX_SCHEMA_SQL } from './spool.js';
 import { SqliteDatabase } from './sqlite.js';
 import { buildMerkleNodesV1, MERKLE_NODES_V1_SQL, moveTreeIntoRecords } from './tree-migrations.js';
 
@@ -70,6 +72,8 @@ const MIGRATIONS: readonly { sql?: string; after?: (db: SqliteDatabase) => void 
   // 7: the coordinator link: the outbox (what is owed to the coordinator), the work feed's cursor, and the
   // cosignatures witnesses returned.
   { sql: `${OUTBOX_SCHEMA_SQL}\n${FEED_CURSOR_SCHEMA_SQL}\n${COSIGNATURES_SCHEMA_SQL}` },
+  // 8: operations: recurring capsules and how far each fired; the spool folder's decided capsule files.
+  { sql: `${SCHEDULES_SCHEMA_SQL}\n${SPOOL_INBOX_SCHEMA_SQL}` },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -18,6 +18,8 @@ export type Role = 'root' | 'capsule-signer' | 'runner' | 'approver' | 'witness'
 /** Roles every trust document lists; `witness` (the coordinator's cosigning key) is optional. */
 export type RequiredRole = Exclude<Role, 'witness'>;
 export type CapsuleKind = 'reproduce' | 'validate' | 'remediate';
+/** `skip`: missed slots are recorded, not run. `latest-once`: recorded, and the latest one is run once. */
+export type ScheduleCatchUp = 'skip' | 'latest-once';
 
 export interface TrustDocumentBody {
   apiVersion: typeof TRUST_API_VERSION;
@@ -25,7 +27,12 @@ export interface TrustDocumentBody {
   expires: string;
   keys: Record<string, { publicKey: string; name: string; roles: Role[] }>;
   roles: Record<RequiredRole, { threshold: number }> & { witness?: { threshold: number } };
-  policy: { allowedKinds: CapsuleKind[]; maxCapsuleBytes?: number };
+  policy: {
+    allowedKinds: CapsuleKind[];
+    maxCapsuleBytes?: number;
+    /** What a recurring capsule does about slots missed while the runner was down (default `skip`). */
+    schedule?: { catchUp: ScheduleCatchUp };
+  };
 }
 
 export interface VerifiedTrust {

@@ -188,7 +188,9 @@ describe('the runner store (a real SQLite file)', () => {
           'outbox_v1',
           'records_v1',
           'runs_v1',
+          'schedules_v1',
           'seen_capsules_v1',
+          'spool_inbox_v1',
         ]);
         expect(column(db, 'SELECT run_id FROM records_v1 WHERE run_id IS NOT NULL ORDER BY seq')).toEqual(
           Array.from({ length: 13 }, (_, i) => `run-${3 * i}`),

@@ -38,7 +38,7 @@ const BODIES: { [K in RecordKind]: [RecordBodies[K], RecordBodies[K]] } = {
   ],
   'run.started': [
     { runId: RUN_ID, capsuleId: 'nightly-check', manifestDigest: DIGEST, isolation: 'bwrap' },
-    { runId: RUN_ID, capsuleId: 'nightly-check', manifestDigest: DIGEST, isolation: 'none' },
+    { runId: RUN_ID, capsuleId: 'nightly-check', manifestDigest: DIGEST, isolation: 'none', scheduledFor: AT, resources: ['ledger-db', 'extract'] },
   ],
   'step.finished': [
     { runId: RUN_ID, name: 'unit tests', status: 'succeeded', exitCode: 0, signal: null, timedOut: false, durationMs: 1234 },
@@ -79,6 +79,23 @@ const BODIES: { [K in RecordKind]: [RecordBodies[K], RecordBodies[K]] } = {
   'outbox.dead': [
     { digest: DIGEST, code: 'BUNDLE_SIGNATURE' },
     { digest: DIGEST, code: 'HTTP_410' },
+  ],
+  'outbox.spooled': [{ digest: DIGEST }, { digest: DIGEST }],
+  'schedule.missed': [
+    { capsuleId: 'nightly-check', manifestDigest: DIGEST, count: 3, first: AT, last: AT, catchUp: 'skip' },
+    { capsuleId: 'nightly-check', manifestDigest: DIGEST, count: 1, first: AT, last: AT, catchUp: 'latest-once' },
+  ],
+  'schedule.ended': [
+    { capsuleId: 'nightly-check', manifestDigest: DIGEST, reason: 'expired' },
+    { capsuleId: 'nightly-check', manifestDigest: DIGEST, reason: 'replaced' },
+  ],
+  'trust.updated': [
+    { fromVersion: 1, toVersion: 2, trustDigest: DIGEST, source: 'file' },
+    { fromVersion: 7, toVersion: 8, trustDigest: DIGEST, source: 'coordinator' },
+  ],
+  'trust.refused': [
+    { code: 'TRUST_ROLLBACK', trustDigest: DIGEST, source: 'file' },
+    { code: 'TRUST_VERSION_SKIP', trustDigest: DIGEST, source: 'coordinator', toVersion: 4 },
   ],
 };
 
