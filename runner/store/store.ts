@@ -21,12 +21,13 @@ import { NONCES_SCHEMA_SQL, NonceTable } from './nonces.js';
 import { RecordTable, RECORDS_SCHEMA_SQL, type StoredRecord } from './records.js';
 import { currentProcess, isProcessAlive, type ProcessIdentity } from '../state/process.js';
 import { RunTable, RUNS_OWNER_SQL, RUNS_SCHEMA_SQL, type RunRow, type RunStatus } from './runs.js';
-import { SCHEDULES_SCHEMA_SQL } from './schedules.js';
+import { SCHEDULES_SCHEMA_SQL, ScheduleTable, type ScheduleRow } from './schedules.js';
 import { SPOOL_INBOX_SCHEMA_SQL } from './spool.js';
 import { SqliteDatabase } from './sqlite.js';
 import { buildMerkleNodesV1, MERKLE_NODES_V1_SQL, moveTreeIntoRecords } from './tree-migrations.js';
 
 export type { OutboxKind, OutboxRow, OutboxStats, ProcessIdentity, RunRow, RunStatus, StoredCheckpoint, StoredCosignature, StoredRecord };
+export type { ScheduleRow };
 
 /** Records that answer for a capsule on their own: each gets an outbox row (a rejection) in its transaction. */
 const REJECTION_KINDS: ReadonlySet<RecordKind> = new Set(['capsule.rejected', 'run.aborted']);
@@ -91,6 +92,7 @@ export class Store {
   private readonly outbox: OutboxTable;
   private readonly feed: FeedCursorTable;
   private readonly cosignatureTable: CosignatureTable;
+  private readonly scheduleTable: ScheduleTable;
   /** The time of a record, as its `at`. */
   private readonly timestamp: () => string;
 
@@ -107,6 +109,7 @@ export class Store {
     this.outbox = new OutboxTable(db);
     this.feed = new FeedCursorTable(db);
     this.cosignatureTable = new CosignatureTable(db);
+    this.scheduleTable = new ScheduleTable(db);
   }
 
   static open(path: string, options: StoreOptions = {}): Store {
@@ -336,6 +339,56 @@ export class Store {
   /** The largest checkpoint size `witness` cosigned for this runner, 0 when none. */
   witnessedSize(witness: string): number {
     return this.cosignatureTable.witnessedSize(witness);
+  }
+
+  // Recurring capsules (schedules_v1, runner/store/schedules.ts): every change rides with the record that says it.
+
+  /** Call inside the transaction of the capsule's acceptance record (`acceptedSeq`, `acceptedAt` are that record's). */
+  addSchedule(row: Omit<ScheduleRow, 'lastSlot' | 'endedSeq' | 'endedReason'>): void {
+    this.db.transaction(() => this.scheduleTable.insert(row));
+  }
+
+  /** The schedules still firing, oldest acceptance first (the status command lists them with their next slot). */
+  activeSchedules(): ScheduleRow[] {
+    return this.scheduleTable.active();
+  }
+
+  /** The schedules of one capsule id still firing (a newer capsule with the id replaces them). */
+  activeSchedulesOf(capsuleId: string): ScheduleRow[] {
+    return this.scheduleTable.activeOf(capsuleId);
+  }
+
+  schedule(manifestDigest: string): ScheduleRow | undefined {
+    return this.scheduleTable.get(manifestDigest);
+  }
+
+  /** Call inside the transaction of the run.started record of the slot: the slot is handled with it. */
+  markScheduleSlot(manifestDigest: string, slot: string): void {
+    this.db.transaction(() => {
+      if (!this.scheduleTable.setSlot(manifestDigest, slot)) {
+        throw new StoreError('STORE_WRITE_FAILED', `The schedule ${manifestDigest} has ended or already handled the slot ${slot}.`, {});
+      }
+    });
+  }
+
+  /** Slots that passed unrun: the record, and the schedule moved past the last of them, in one transaction. */
+  recordScheduleMissed(body: RecordBodies['schedule.missed']): StoredRecord {
+    return this.db.transaction(() => {
+      const record = this.appendRecord('schedule.missed', body);
+      this.markScheduleSlot(body.manifestDigest, body.last);
+      return record;
+    });
+  }
+
+  /** A schedule stops firing: the record and the row's end in one transaction; undefined when it had ended. */
+  endSchedule(body: RecordBodies['schedule.ended']): StoredRecord | undefined {
+    return this.db.transaction(() => {
+      const row = this.scheduleTable.get(body.manifestDigest);
+      if (row === undefined || row.endedSeq !== undefined) return undefined;
+      const record = this.appendRecord('schedule.ended', body);
+      this.scheduleTable.end(body.manifestDigest, record.seq, body.reason);
+      return record;
+    });
   }
 
   /**
