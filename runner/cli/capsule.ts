@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { MANIFEST_MAX_BYTES } from '../capsule/capsule-file.js';
-import { isContainedPath } from '../capsule/manifest.js';
+import { CAPSULE_MAX_BYTES, MANIFEST_MAX_BYTES } from '../capsule/capsule-file.js';
 import { JsonError, parseJson } from '../core/json.js';
-import { packCapsule, type ManifestTemplate } from '../capsule/pack.js';
+import { expandInputs, PackError, packCapsule, type FileTree, type ManifestTemplate, type TemplateInput, type TreeEntry } from '../capsule/pack.js';
 import { toDigestRef } from '../core/digest.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
 import { writeFileAtomic } from '../state/files.js';
@@ -20,7 +19,7 @@ export function capsuleCommand(): Command {
   const capsule = new Command('capsule').description('Author capsules (the coordinator side).');
   capsule
     .command('pack')
-    .description('Read DIR/capsule.json and the inputs it names, fill in digests, sizes, times and nonce, and sign.')
+    .description('Read DIR/capsule.json and the inputs it names (files, folders, glob patterns), fill in digests, sizes, times and nonce, and sign.')
     .argument('<dir>', 'a capsule folder holding capsule.json and its input files')
     .requiredOption('--key <path>', 'a capsule-signer private key (repeat for a threshold)', collectOption, [])
     .requiredOption('--out <path>', 'the capsule file to write (NAME.capsule.json)')
@@ -42,19 +41,83 @@ export function capsuleCommand(): Command {
         expiresAt: template.expiresAt ?? new Date(now.getTime() + seconds * 1000).toISOString(),
         nonce: template.nonce ?? randomBytes(16).toString('hex'),
       } as ManifestTemplate;
-      const files = new Map<string, Buffer>();
-      for (const input of filled.inputs ?? []) {
-        if (!isContainedPath(input.path)) throw new UsageError(`The input path "${input.path}" must be relative and inside ${dir}.`);
-        files.set(input.path, readFileSync(join(dir, input.path)));
+      let inputs: TemplateInput[];
+      try {
+        if (!Array.isArray(filled.inputs)) throw new PackError('The inputs in capsule.json must be a list.');
+        inputs = expandInputs(filled.inputs, folderTree(dir));
+      } catch (err) {
+        if (err instanceof PackError) throw new UsageError(err.message);
+        throw err;
       }
+      const files = new Map<string, Buffer>(inputs.map((input) => [input.path, readInput(dir, input.path)]));
       const keys = opts.key.map(readPrivateKeyFile);
-      const file = packCapsule(filled, files, keys);
+      const file = packCapsule({ ...filled, inputs }, files, keys);
       const bytes = Buffer.from(`${JSON.stringify(file, null, 2)}\n`);
+      if (bytes.length > CAPSULE_MAX_BYTES) {
+        throw new UsageError(
+          `The packed capsule of ${files.size} input file(s) is ${bytes.length} bytes, over the ${CAPSULE_MAX_BYTES}-byte capsule cap.`,
+        );
+      }
       writeFileAtomic(opts.out, bytes);
       process.stdout.write(`packed ${filled.id} (${filled.kind}, ${files.size} input(s), ${keys.length} signature(s)) -> ${opts.out}\n`);
       process.stdout.write(`${toDigestRef(bytes)}\n`);
     });
   return capsule;
+}
+
+/** The capsule folder as expandInputs sees it: lstat only, so a symlink is reported as one and never followed. */
+function folderTree(dir: string): FileTree {
+  const describe = (path: string, stats: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean; size: number }): TreeEntry => {
+    if (stats.isSymbolicLink()) return { path, type: 'symlink' };
+    if (stats.isDirectory()) return { path, type: 'directory' };
+    if (stats.isFile()) return { path, type: 'file', size: stats.size };
+    return { path, type: 'other' };
+  };
+  return {
+    entry(path) {
+      try {
+        return describe(path, lstatSync(join(dir, path)));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+        throw err;
+      }
+    },
+    children(path) {
+      return readdirSync(join(dir, path)).map((name) => {
+        const child = path === '' ? name : `${path}/${name}`;
+        return describe(child, lstatSync(join(dir, child)));
+      });
+    },
+  };
+}
+
+/**
+ * One input's bytes, opened without following a symlink (one swapped in after the walk is refused, not read
+ * through) and checked to be a regular file.
+ */
+function readInput(dir: string, path: string): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(join(dir, path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP')
+      throw new UsageError(`The input "${path}" is a symlink; capsule pack takes regular files only.`);
+    throw err;
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) throw new UsageError(`The input "${path}" is not a regular file.`);
+    const buffer = Buffer.alloc(stats.size);
+    let read = 0;
+    while (read < buffer.length) {
+      const n = readSync(fd, buffer, read, buffer.length - read, read);
+      if (n === 0) throw new UsageError(`The input "${path}" changed while it was read.`);
+      read += n;
+    }
+    return buffer;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** DIR/capsule.json, under the manifest's cap, through the strict parser: what is signed is what was meant. */
