@@ -4,6 +4,9 @@
 #   interop test that checks our checkpoints, verifier key and proofs with Go's own packages.
 #   tinyproxy -> a real HTTP CONNECT proxy on loopback for the agent's proxy tests (auth, 407, a proxy down).
 #   openssl   -> the CA and certificates the TLS tests make at run time (and the auditor's checks).
+#   postgresql, postgresql-client -> a throwaway PostgreSQL cluster (initdb/pg_ctl from /usr/lib/postgresql,
+#   run as the unprivileged `postgres` user with its unix socket in the test's own temp folder) and psql,
+#   for the granted-resource tests (test/helpers/postgres.ts); the packaged cluster is not used.
 set -eu
 missing=""
 if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/golang.org/x/mod/sumdb/note ]; then
@@ -11,8 +14,10 @@ if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/golang.org/x/
 fi
 command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ] || missing="$missing tinyproxy"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+command -v psql >/dev/null 2>&1 || missing="$missing postgresql-client"
 if [ -z "$missing" ]; then
-  echo "test-deps: go, golang.org/x/mod, tinyproxy and openssl already present"
+  echo "test-deps: go, golang.org/x/mod, tinyproxy, openssl and postgresql already present"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

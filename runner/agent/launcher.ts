@@ -24,6 +24,7 @@ import {
   type StepLimits,
 } from '../exec/sandbox.js';
 import { SandboxError } from '../exec/sandbox-errors.js';
+import type { ResourceMount } from '../exec/resources.js';
 
 export interface Launcher {
   /** The isolation this launcher gives; recorded in the evidence. */
@@ -34,7 +35,8 @@ export interface Launcher {
   leaderIsStep: boolean;
   /** Called once the inputs are written, before any step: e.g. hand the workspace to the step user. */
   prepare(workspace: string): void;
-  plan(argv: string[], env: Record<string, string>, workspace: string): LaunchPlan;
+  /** `resources`: the run's granted resources to bind (exec/resources.ts); only a bwrap launcher takes them. */
+  plan(argv: string[], env: Record<string, string>, workspace: string, resources?: readonly ResourceMount[]): LaunchPlan;
 }
 
 export interface LauncherContext {
@@ -120,9 +122,18 @@ export function sandboxLauncherSelector(overrides: SandboxConfig = {}): Launcher
       },
       // The state folder (keys, database, evidence) is hidden from every step; only its workspace shows.
       // A step's cgroup is made with its plan; runStep removes it when the step is over (endLaunch).
-      plan: (argv, env, workspace) =>
+      plan: (argv, env, workspace, resources) =>
         planLaunch(
-          { argv, env, workspace, limits, mode, hide: [stateDir], ...(parent ? { cgroup: toStepCgroup(parent, limits.memoryBytes) } : {}) },
+          {
+            argv,
+            env,
+            workspace,
+            limits,
+            mode,
+            hide: [stateDir],
+            ...(resources?.length ? { resources } : {}),
+            ...(parent ? { cgroup: toStepCgroup(parent, limits.memoryBytes) } : {}),
+          },
           sandbox,
         ),
     };

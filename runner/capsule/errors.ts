@@ -21,6 +21,11 @@ export type CapsuleErrorCode =
   | 'CAPSULE_INPUT_DIGEST'
   | 'CAPSULE_BLOB_UNREFERENCED'
   | 'CAPSULE_POLICY'
-  | 'CAPSULE_ISOLATION_UNAVAILABLE';
+  | 'CAPSULE_ISOLATION_UNAVAILABLE'
+  /**
+   * The capsule `needs` a resource the runner's configuration does not grant, or whose grant cannot be bound
+   * as configured (missing on the host, not a socket, overlapping the state folder); nothing runs.
+   */
+  | 'CAPSULE_RESOURCE_UNGRANTED';
 
 export class CapsuleError extends CodedError<CapsuleErrorCode> {}

@@ -33,6 +33,9 @@ export function guardStatement(statement: Statement, context: EgressContext): vo
   provenance(predicate.capsule.id === context.manifest.id && predicate.capsule.kind === context.manifest.kind, 'capsule identity');
   for (const step of predicate.steps) provenance(stepNames.has(step.name), 'step name');
   for (const artifact of predicate.artifacts) provenance(collectPaths.has(artifact.path), 'artifact path');
+  // Resource names only, and only those the signed capsule needs: never a path or an address of a grant.
+  const needs = new Set(context.manifest.needs ?? []);
+  for (const name of predicate.run.resources ?? []) provenance(needs.has(name), 'resource name');
   const allowedSubjects = new Set([`capsule/${context.manifest.id}`, ...[...collectPaths].map((path) => `artifact/${path}`)]);
   for (const subject of statement.subject) provenance(allowedSubjects.has(subject.name), 'subject name');
 }

@@ -47,4 +47,131 @@
  * folder (the defaults /usr, /bin, /sbin, /lib*, /etc hold none on a Debian host; /run and /var are not
  * shown). Abstract unix sockets belong to the network namespace, which is the step's own.
  */
-export {};
+import { lstatSync, realpathSync, statSync } from 'node:fs';
+import { basename, sep } from 'node:path';
+import type { Resource } from '../config/config.js';
+
+/** Where every granted resource appears inside the sandbox. */
+export const RESOURCES_ROOT = '/resources';
+/** The file name of a tcp grant's forwarder socket inside `/resources/<name>/`. */
+export const FORWARDED_SOCKET_NAME = 'socket';
+/** The environment variable prefix; the rest is the name in capitals (resourceEnvName). */
+export const RESOURCE_ENV_PREFIX = 'EDGE_RUNNER_RESOURCE_';
+/** sun_path holds 108 bytes with its NUL: a longer socket path cannot be connected to. */
+export const UNIX_PATH_MAX_BYTES = 107;
+
+export type ResourceKind = 'path' | 'socket' | 'tcp';
+
+/**
+ * One needed grant, resolved on the host. `source` is the host path bwrap binds (the real path of a path
+ * or socket grant; for a tcp grant the forwarder's socket, known once the run starts it); `target` is where
+ * it shows inside the sandbox. Host detail: for the launch only, never for a record or the evidence.
+ */
+export interface ResolvedGrant {
+  name: string;
+  kind: ResourceKind;
+  source?: string;
+  target: string;
+  /** The folder made for a socket or tcp grant (`/resources/<name>`); a path grant is bound there itself. */
+  folder?: string;
+  envName: string;
+  /** A tcp grant's upstream, as `net.connect` takes it (brackets of an IPv6 literal removed). */
+  upstream?: { host: string; port: number };
+}
+
+/** A grant bound into one step's sandbox: what sandbox.ts needs, every path known. */
+export interface ResourceMount {
+  kind: ResourceKind;
+  source: string;
+  target: string;
+  folder?: string;
+}
+
+export type GrantResolution = { grants: ResolvedGrant[] } | { refused: { name: string; why: string } };
+
+/** `config-repo` -> `EDGE_RUNNER_RESOURCE_CONFIG_REPO`. */
+export function resourceEnvName(name: string): string {
+  return RESOURCE_ENV_PREFIX + name.toUpperCase().replace(/[^A-Z0-9]/g, '_');
+}
+
+/**
+ * The grants a capsule's `needs` names, each checked on the host, in name order; or the first name that
+ * cannot be granted and why (one plain sentence fragment, for the local log and the CLI: it may name the
+ * resource, never its path). `stateDir` is the runner's state folder: no grant may show it or lie in it.
+ */
+export function resolveGrants(needs: readonly string[], resources: Readonly<Record<string, Resource>>, stateDir: string): GrantResolution {
+  const grants: ResolvedGrant[] = [];
+  const envNames = new Map<string, string>();
+  let state: string;
+  try {
+    state = realpathSync(stateDir);
+  } catch {
+    state = stateDir;
+  }
+  for (const name of [...new Set(needs)].sort()) {
+    const refuse = (why: string): GrantResolution => ({ refused: { name, why } });
+    // Own members only: `constructor` or `toString` is a valid resource name and must not find Object's.
+    const grant = Object.hasOwn(resources, name) ? resources[name] : undefined;
+    if (grant === undefined) return refuse("is not granted by this runner's configuration");
+    const envName = resourceEnvName(name);
+    const clash = envNames.get(envName);
+    if (clash !== undefined) return refuse(`gives the same variable ${envName} as "${clash}", which the capsule needs too`);
+    envNames.set(envName, name);
+    const folder = `${RESOURCES_ROOT}/${name}`;
+    if ('tcp' in grant) {
+      const target = `${folder}/${FORWARDED_SOCKET_NAME}`;
+      if (Buffer.byteLength(target) > UNIX_PATH_MAX_BYTES) return refuse('has a name too long for a unix socket path inside the sandbox');
+      grants.push({ name, kind: 'tcp', target, folder, envName, upstream: toUpstream(grant.tcp) });
+      continue;
+    }
+    const configured = 'path' in grant ? grant.path : grant.socket;
+    let real: string;
+    try {
+      real = realpathSync(configured);
+    } catch {
+      return refuse('is not there on this host');
+    }
+    if (overlaps(real, state)) return refuse("would show the runner's state folder");
+    if ('path' in grant) {
+      const stat = statSync(real);
+      if (!stat.isDirectory() && !stat.isFile()) return refuse('is neither a file nor a folder');
+      grants.push({ name, kind: 'path', source: real, target: folder, envName });
+      continue;
+    }
+    if (!lstatSync(real).isSocket()) return refuse('is not a unix socket');
+    const target = `${folder}/${basename(real)}`;
+    if (Buffer.byteLength(target) > UNIX_PATH_MAX_BYTES) return refuse('has a name too long for a unix socket path inside the sandbox');
+    grants.push({ name, kind: 'socket', source: real, target, folder, envName });
+  }
+  return { grants };
+}
+
+/** The variables a step gets for its grants (the contract above). */
+export function toResourceEnv(grants: readonly ResolvedGrant[]): Record<string, string> {
+  return Object.fromEntries(grants.map((grant) => [grant.envName, grant.target]));
+}
+
+/** The mounts of grants whose sources are known (a tcp grant's once its forwarder listens). */
+export function toResourceMounts(grants: readonly ResolvedGrant[], forwarded: ReadonlyMap<string, string> = new Map()): ResourceMount[] {
+  return grants.map((grant) => {
+    const source = grant.kind === 'tcp' ? forwarded.get(grant.name) : grant.source;
+    if (source === undefined) throw new Error(`The forwarder of "${grant.name}" is not running.`); // a bug of the caller
+    return { kind: grant.kind, source, target: grant.target, ...(grant.folder && grant.kind !== 'path' ? { folder: grant.folder } : {}) };
+  });
+}
+
+/** True when a step given these grants needs socket(AF_UNIX) (SYSCALL_FILTER_UNIX). */
+export function needsUnixSockets(kinds: readonly { kind: ResourceKind }[]): boolean {
+  return kinds.some((grant) => grant.kind !== 'path');
+}
+
+function toUpstream(address: string): { host: string; port: number } {
+  const colon = address.lastIndexOf(':');
+  const host = address.slice(0, colon);
+  return { host: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(address.slice(colon + 1)) };
+}
+
+function overlaps(a: string, b: string): boolean {
+  const within = (inner: string, outer: string) => inner === outer || inner.startsWith(outer === sep ? outer : outer + sep);
+  return within(a, b) || within(b, a);
+}

@@ -69,6 +69,7 @@ import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DEFAULT_CONFIG, isSystemFolderPath } from '../config/config.js';
 import { countOomKills, joinStepCgroup, removeStepCgroup, type StepCgroup } from './cgroup.js';
+import { needsUnixSockets, RESOURCES_ROOT, type ResourceMount } from './resources.js';
 import { SandboxError } from './sandbox-errors.js';
 import { toSeccompFilterFor } from './seccomp.js';
 
@@ -159,6 +160,12 @@ export interface LaunchRequest {
    * then holds bwrap until startLaunch has moved it in, and RLIMIT_DATA is left to the cgroup.
    */
   cgroup?: StepCgroup;
+  /**
+   * Operator-granted resources to bind (mode 'bwrap' only; exec/resources.ts says where a step finds them):
+   * each source read-only at its target below /resources. A socket or tcp grant also lets the step create
+   * AF_UNIX sockets (SYSCALL_FILTER_UNIX), which it needs to connect to one.
+   */
+  resources?: readonly ResourceMount[];
 }
 
 export interface LaunchPlan {
@@ -187,6 +194,8 @@ export function planLaunch(req: LaunchRequest, config: SandboxConfig = {}): Laun
   switch (req.mode) {
     case 'none': {
       if (req.cgroup) throw invalid('A step without bwrap cannot be held until it is in its cgroup.');
+      // Without a mount namespace nothing can be bound exactly: a grant would be the whole host, or nothing.
+      if (req.resources?.length) throw invalid('Granted resources can only be bound into a bwrap sandbox.');
       const [file, ...args] = [prlimit, ...toPrlimitArgs(req.limits), '--', ...req.argv] as [string, ...string[]];
       return { file, args, env: { ...req.env }, cwd: workspace, ...(runAs ?? {}) };
     }
@@ -194,9 +203,12 @@ export function planLaunch(req: LaunchRequest, config: SandboxConfig = {}): Laun
       verifyWrapperEnv(req.env);
       for (const folder of config.systemFolders ?? []) {
         if (!isSystemFolderPath(folder)) throw invalid(`The system folder "${folder}" is not a plain absolute path other than /.`, { path: folder });
+        if (req.resources?.length && (folder === RESOURCES_ROOT || folder.startsWith(RESOURCES_ROOT + '/'))) {
+          throw invalid(`The system folder "${folder}" would cover the granted resources.`, { path: folder });
+        }
       }
       const bwrap = requireTool('bwrap', config.bwrapPath, config.searchPath);
-      const seccomp = toSeccompFilterFor(process.arch);
+      const seccomp = toSeccompFilterFor(process.arch, { unix: needsUnixSockets(req.resources ?? []) });
       if (!seccomp) throw new SandboxError('EXEC_SANDBOX_TOOL_MISSING', `No seccomp filter is known for ${process.arch}.`, { tool: 'seccomp' });
       const dropPrivileges = runAs ? toSetprivArgv(requireTool('setpriv', config.setprivPath, config.searchPath), runAs) : [];
       const hide = [...(config.hiddenPaths ?? DEFAULT_HIDDEN_PATHS), ...(req.hide ?? [])];
@@ -210,6 +222,7 @@ export function planLaunch(req: LaunchRequest, config: SandboxConfig = {}): Laun
           shmBytes: config.shmBytes ?? DEFAULT_CONFIG.sandbox.shmBytes,
           privileged: runAs !== undefined,
           held: req.cgroup !== undefined,
+          resources: req.resources ?? [],
         }),
         '--',
         ...dropPrivileges,
@@ -249,6 +262,7 @@ interface BwrapLayout {
   privileged: boolean;
   /** bwrap waits on BLOCK_FD before it starts the step. */
   held: boolean;
+  resources: readonly ResourceMount[];
 }
 
 function toBwrapArgs(layout: BwrapLayout): string[] {
@@ -305,6 +319,14 @@ function toBwrapArgs(layout: BwrapLayout): string[] {
   // Re-expose the workspace read-write, even below a tmpfs: make its missing parents traversable first.
   makeParents(layout.workspace, covered);
   args.push('--bind', layout.workspace, layout.workspace, '--chdir', layout.workspace);
+  if (layout.resources.length > 0) {
+    // On the root tmpfs, before it is made read-only: nothing of the host shows there but the grants.
+    args.push('--perms', '0755', '--dir', RESOURCES_ROOT);
+    for (const mount of layout.resources) {
+      if (mount.folder) args.push('--perms', '0755', '--dir', mount.folder);
+      args.push('--ro-bind', mount.source, mount.target);
+    }
+  }
   // The root is bwrap's own tmpfs, which a step in a user namespace would own: it is made read-only.
   args.push('--remount-ro', '/');
   args.push('--seccomp', String(SECCOMP_FD));
@@ -460,6 +482,7 @@ function verifyLaunchRequest(req: LaunchRequest): void {
   for (const path of [req.workspace, ...(req.hide ?? [])]) {
     if (!isAbsolute(path) || path.includes('\0')) throw invalid(`"${path}" is not an absolute path.`, { path });
   }
+  verifyResourceMounts(req.resources ?? []);
   for (const [name, value] of Object.entries(req.limits) as [keyof StepLimits, number][]) {
     if (!Number.isSafeInteger(value) || value <= 0) throw invalid(`The step limit ${name} must be a positive integer.`, { name, value });
   }
@@ -486,6 +509,31 @@ function verifyWrapperEnv(env: Record<string, string>): void {
       });
     }
   }
+}
+
+/**
+ * Every mount below /resources, at a target of its own one level down (`/resources/<name>`, or a socket in
+ * `/resources/<name>/`), from an absolute host path: a request cannot bind over the workspace or a system
+ * folder, nor shadow another grant.
+ */
+function verifyResourceMounts(mounts: readonly ResourceMount[]): void {
+  const seen = new Set<string>();
+  const plain = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+  for (const mount of mounts) {
+    const rel = mount.target.startsWith(RESOURCES_ROOT + '/') ? mount.target.slice(RESOURCES_ROOT.length + 1).split('/') : [];
+    const ok =
+      isAbsolute(mount.source) &&
+      !mount.source.includes('\0') &&
+      (mount.kind === 'path'
+        ? rel.length === 1 && plain.test(rel[0]!) && mount.folder === undefined
+        : rel.length === 2 && plain.test(rel[0]!) && isFileName(rel[1]!) && mount.folder === `${RESOURCES_ROOT}/${rel[0]}`);
+    if (!ok || seen.has(rel[0] ?? '')) throw invalid(`The resource mount at "${mount.target}" is not one the sandbox binds.`, { path: mount.target });
+    seen.add(rel[0]!);
+  }
+}
+
+function isFileName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && !name.includes('\0');
 }
 
 function invalid(message: string, details: Record<string, unknown> = {}): SandboxError {

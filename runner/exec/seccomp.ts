@@ -32,6 +32,16 @@
 /** The filter's name in the evidence (run.sandbox.syscallFilter); a new version when what it refuses changes. */
 export const SYSCALL_FILTER = 'edge-runner/v4';
 
+/**
+ * The same filter, with socket() of AF_UNIX allowed too (protocol 0, any type): for a step with a socket or tcp grant (exec/resources.ts), which it reaches through a unix socket.
+ */
+export const SYSCALL_FILTER_UNIX = 'edge-runner/v4+unix';
+
+export interface SeccompOptions {
+  /** socket(AF_UNIX, ...) allowed (SYSCALL_FILTER_UNIX); refused with EAFNOSUPPORT otherwise. */
+  unix?: boolean;
+}
+
 /** A classic BPF instruction (struct sock_filter). */
 export interface BpfInstruction {
   code: number;
@@ -181,7 +191,7 @@ function assemble(ops: readonly Op[]): BpfInstruction[] {
 }
 
 /** The instructions of the filter for a host of `arch`. */
-export function toSeccompProgram(arch: SeccompArch): BpfInstruction[] {
+export function toSeccompProgram(arch: SeccompArch, options: SeccompOptions = {}): BpfInstruction[] {
   const t = ARCHES[arch];
   const to = (k: number, then: string): Op => ({ op: 'jeq', k, then });
   return assemble([
@@ -205,7 +215,16 @@ export function toSeccompProgram(arch: SeccompArch): BpfInstruction[] {
     to(AF_INET, 'inet'),
     to(AF_INET6, 'inet'),
     to(AF_NETLINK, 'netlink'),
+    ...(options.unix ? [to(AF_UNIX, 'unix')] : []),
     { op: 'ret', k: SECCOMP_RET_ERRNO | EAFNOSUPPORT },
+    ...(options.unix
+      ? ([
+          { op: 'label', name: 'unix' },
+          { op: 'ld', offset: OFFSET_ARG2_LOW },
+          to(0, 'allow'),
+          { op: 'ret', k: SECCOMP_RET_ERRNO | EPROTONOSUPPORT },
+        ] as Op[])
+      : []),
     // socketpair: an unnamed, connected AF_UNIX pair reaches no socket file and no listener, and libuv
     // (Node's child_process) and Python's asyncio make their pipes with it; every other family is refused.
     { op: 'label', name: 'pair' },
@@ -259,7 +278,7 @@ export function toSeccompBytes(program: readonly BpfInstruction[], littleEndian 
 }
 
 /** The filter for this process's architecture, or undefined where no table exists (then bwrap is refused). */
-export function toSeccompFilterFor(arch: string): Buffer | undefined {
+export function toSeccompFilterFor(arch: string, options: SeccompOptions = {}): Buffer | undefined {
   if (arch !== 'x64' && arch !== 'arm64') return undefined;
-  return toSeccompBytes(toSeccompProgram(arch));
+  return toSeccompBytes(toSeccompProgram(arch, options));
 }
