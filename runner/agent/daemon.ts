@@ -20,7 +20,10 @@ import { realSleep, Shipper, type Sleep } from '../outbox/shipper.js';
 import { WitnessSubmitter, witnessKeysOf } from '../outbox/witness.js';
 import { parseStatusReport, formatStatusReport, type RunnerStatusReport, type WorkItem } from '../protocol/wire.js';
 import { RUNNER_VERSION } from '../version.js';
+import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
 import { rejectionFor } from './answers.js';
+import { RunError } from './errors.js';
+import { RunLane } from './lane.js';
 import { runCapsule } from './run-capsule.js';
 import type { RunnerContext } from './runner.js';
 
@@ -32,6 +35,10 @@ export interface AgentOptions {
   sleep?: Sleep;
   /** In [0, 1) (defaults to crypto randomness). */
   random?: () => number;
+  /** The one-run-at-a-time lane (a new one otherwise); the feed's capsules and the scheduler's firings share it. */
+  lane?: RunLane;
+  /** Tests and benchmarks: the scheduler's bounds and its firing hook (its clock and sleep are the agent's). */
+  schedule?: Pick<SchedulerOptions, 'maxSleepMs' | 'onTimeToleranceMs' | 'onFiring'>;
 }
 
 /** What the agent knows about the link, for its status and for tests. */
@@ -45,6 +52,9 @@ export interface AgentView {
 export class RunnerAgent {
   readonly client: CoordinatorClient;
   readonly shipper: Shipper;
+  /** Fires the recurring capsules this runner accepted (runner/schedule), beside the feed, through the lane. */
+  readonly scheduler: Scheduler;
+  readonly lane: RunLane;
   readonly view: AgentView = { coordinatorTrust: undefined, capsulesRun: 0, lastStatusAt: undefined };
   private readonly ctx: RunnerContext;
   private readonly now: () => number;
@@ -77,6 +87,18 @@ export class RunnerAgent {
     this.backoff = { baseMs: link.backoffBaseMs, capMs: link.backoffCapMs, random };
     this.client = options.client ?? new CoordinatorClient({ settings: link, runnerId: ctx.state.identity.id, key: ctx.state.key, clock: ctx.clock });
     this.feedKey = this.client.baseUrl;
+    this.lane = options.lane ?? new RunLane();
+    this.scheduler = new Scheduler(ctx, {
+      lane: this.lane,
+      now: this.now,
+      sleep: this.sleep,
+      ...options.schedule,
+      onFiring: (row, outcome) => {
+        this.statusDirty = true;
+        this.shipper.wake();
+        options.schedule?.onFiring?.(row, outcome);
+      },
+    });
     const identity = { runnerId: ctx.state.identity.id, key: ctx.state.key };
     const witness = new WitnessSubmitter({
       store: ctx.store,
@@ -105,9 +127,13 @@ export class RunnerAgent {
     const shipping = new AbortController();
     const shipper = this.shipper.run(shipping.signal);
     logger.info({ coordinator: this.client.baseUrl, cursor: this.ctx.store.feedCursor(this.feedKey) }, 'agent started');
+    const scheduling = this.scheduler.run(this.stopping.signal, this.abortRun.signal);
     try {
       await this.pollLoop();
     } finally {
+      // The scheduler stops with the feed (stopping) and lets its running firing end like a feed run does.
+      this.stopping.abort();
+      await scheduling;
       shipping.abort();
       await shipper;
       // Shipping and the last status report share the flush bound: a coordinator out of reach cannot hold
@@ -136,7 +162,8 @@ export class RunnerAgent {
     this.stopping.abort();
     const grace = setTimeout(() => this.abortRun.abort(), this.ctx.config.coordinator.stopGraceMs);
     const done = () => clearTimeout(grace);
-    if (this.running) this.running.then(done, done);
+    // A run holds the lane, whether the feed's or a scheduled firing: the grace lasts until the lane is free.
+    if (this.running || this.lane.busy) this.lane.idle().then(done, done);
     else done();
   }
 
@@ -222,16 +249,22 @@ export class RunnerAgent {
       if (stop.aborted) return false;
     }
     if (stop.aborted) return false; // stopping: nothing new starts (runCapsule decides synchronously below)
-    const run = runCapsule(this.ctx, bytes, {
-      ...(size !== undefined ? { size } : {}),
-      decided: () => store.setFeedCursor(this.feedKey, item.cursor),
-      // At stop no further step starts; the grace covers the running step only, then `signal` aborts it.
-      stopping: stop,
-      signal: this.abortRun.signal,
-    });
+    // One run at a time across the agent: a scheduled firing holding the lane goes first.
+    const run = this.lane.exclusive(() =>
+      stop.aborted
+        ? Promise.reject(new RunError('RUN_AGENT_STOPPED', 'The agent stopped before the capsule was taken; it is read again at the next start.'))
+        : runCapsule(this.ctx, bytes, {
+            ...(size !== undefined ? { size } : {}),
+            decided: () => store.setFeedCursor(this.feedKey, item.cursor),
+            // At stop no further step starts; the grace covers the running step only, then `signal` aborts it.
+            stopping: stop,
+            signal: this.abortRun.signal,
+          }),
+    );
     this.running = run;
     try {
       const outcome = await run;
+      if (outcome.kind === 'scheduled') this.scheduler.wake();
       this.view.capsulesRun += 1;
       this.runFailures = 0;
       logger.info(
@@ -239,7 +272,11 @@ export class RunnerAgent {
           capsule: item.capsule,
           cursor: item.cursor,
           outcome: outcome.kind,
-          ...(outcome.kind === 'rejected' ? { code: outcome.code } : { verdict: outcome.verdict }),
+          ...(outcome.kind === 'rejected'
+            ? { code: outcome.code }
+            : outcome.kind === 'scheduled'
+              ? { cron: outcome.cron }
+              : { verdict: outcome.verdict }),
         },
         'capsule decided',
       );

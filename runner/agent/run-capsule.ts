@@ -18,13 +18,12 @@ import { buildStepEnv } from '../exec/env.js';
 import { ExecError } from '../exec/errors.js';
 import { classifyLimitExit, isLoaderEnvName } from '../exec/sandbox.js';
 import { runStep, type StepOutcome } from '../exec/step.js';
-import { startForwarders, type Forwarders } from '../exec/forward.js';
-import { needsUnixSockets, resolveGrants, toResourceEnv, toResourceMounts, type ResolvedGrant, type ResourceMount } from '../exec/resources.js';
-import { SYSCALL_FILTER_UNIX } from '../exec/seccomp.js';
 import { createWorkspace, writeInputs } from '../exec/workspace.js';
 import { isDiskFull, writeFileAtomic } from '../state/files.js';
 import { StateError } from '../state/errors.js';
 import { StoreError } from '../store/errors.js';
+import { ScheduleError } from '../schedule/errors.js';
+import { nextSlotAfter, parseSchedule } from '../schedule/slots.js';
 import { RUNNER_VERSION } from '../version.js';
 import { RunError } from './errors.js';
 import type { Launcher } from './launcher.js';
@@ -33,6 +32,11 @@ import { removeRunFolder, type RunnerContext } from './runner.js';
 
 export type CapsuleOutcome =
   | { kind: 'rejected'; code: CapsuleErrorCode; message: string; capsuleId?: string; fileDigest?: string }
+  /**
+   * A recurring capsule, accepted once and kept: nothing ran now; the agent's scheduler fires it at each
+   * slot (runner/schedule/scheduler.ts). `replaced`: the manifest digests of the schedules it ended.
+   */
+  | { kind: 'scheduled'; capsuleId: string; manifestDigest: string; cron: string; timezone: string; firstSlot: string; replaced: string[] }
   | {
       kind: 'completed';
       runId: string;
@@ -111,16 +115,39 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     // Before the nonce is burnt: a capsule refused for want of room can be sent again once there is room.
     refuseBelowReserve(ctx, accepted, fileDigest ? { fileDigest } : { fileSize: size }, decided);
     const { manifest, manifestDigest, signers } = accepted;
+    const schedule = manifest.schedule ? scheduleOf(accepted!, decisionTime) : undefined;
+    // The file is kept to run again at each slot; by digest, so keeping it twice is keeping it once.
+    if (schedule && fileDigest) ctx.state.blobs.put(bytes);
+    let replaced: string[] = [];
     store.transaction(() => {
-      store.acceptCapsule(manifest.nonce, {
+      replaced = supersededBy(ctx, accepted!);
+      const record = store.acceptCapsule(manifest.nonce, {
         capsuleId: manifest.id,
         capsuleKind: manifest.kind,
         manifestDigest,
         ...(fileDigest ? { fileDigest } : {}),
         signers,
       });
+      for (const old of replaced) store.endSchedule({ capsuleId: manifest.id, manifestDigest: old, reason: 'replaced' });
+      if (schedule && fileDigest) {
+        store.addSchedule({
+          manifestDigest,
+          capsuleId: manifest.id,
+          acceptedSeq: record.seq,
+          acceptedAt: record.at,
+          issuedAt: manifest.issuedAt,
+          fileDigest,
+          cron: schedule.cron,
+          timezone: schedule.timezone,
+          expiresAt: manifest.expiresAt,
+        });
+      }
       decided();
     });
+    if (schedule) {
+      ctx.logger.info({ capsuleId: manifest.id, manifestDigest, ...schedule, replaced: replaced.length }, 'recurring capsule accepted');
+      return { kind: 'scheduled', capsuleId: manifest.id, manifestDigest, ...schedule, replaced };
+    }
   } catch (err) {
     if (err instanceof CapsuleError) return reject(err);
     if (err instanceof StoreError && err.code === 'STORE_REPLAY' && accepted) {
@@ -129,6 +156,50 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     throw err;
   }
   return runAccepted(ctx, accepted, launcher, options);
+}
+
+/**
+ * A recurring capsule's schedule, checked at acceptance (CAPSULE_SCHEDULE_INVALID): croner reads the cron
+ * expression, the zone is one this runtime knows, and a slot comes before the capsule expires.
+ */
+function scheduleOf({ manifest, manifestDigest }: AcceptedCapsule, now: Date): { cron: string; timezone: string; firstSlot: string } {
+  const cron = manifest.schedule!.cron;
+  const timezone = manifest.schedule!.timezone ?? 'UTC';
+  const context = { capsuleId: manifest.id, manifestDigest };
+  let first: Date | undefined;
+  try {
+    parseSchedule({ cron, timezone });
+    first = nextSlotAfter(cron, timezone, now);
+  } catch (err) {
+    if (err instanceof ScheduleError) throw new CapsuleError('CAPSULE_SCHEDULE_INVALID', err.message, context, { cause: err });
+    throw err;
+  }
+  if (first === undefined || first.getTime() >= Date.parse(manifest.expiresAt)) {
+    throw new CapsuleError(
+      'CAPSULE_SCHEDULE_INVALID',
+      `The schedule "${cron}" names no slot before the capsule expires at ${manifest.expiresAt}.`,
+      context,
+    );
+  }
+  return { cron, timezone, firstSlot: first.toISOString() };
+}
+
+/**
+ * A newer capsule with the id of an active schedule replaces it (returns the schedules to end); an older one
+ * (by the signed `issuedAt`) is refused, CAPSULE_SUPERSEDED, so a replayed older capsule cannot undo a newer one.
+ */
+function supersededBy(ctx: RunnerContext, { manifest, manifestDigest }: AcceptedCapsule): string[] {
+  const active = ctx.store.activeSchedulesOf(manifest.id);
+  const issued = Date.parse(manifest.issuedAt);
+  const newer = active.find((row) => Date.parse(row.issuedAt) > issued);
+  if (newer !== undefined) {
+    throw new CapsuleError(
+      'CAPSULE_SUPERSEDED',
+      `A capsule ${manifest.id} issued at ${newer.issuedAt}, later than this one, is scheduled here; the older one does not replace it.`,
+      { capsuleId: manifest.id, manifestDigest },
+    );
+  }
+  return active.map((row) => row.manifestDigest);
 }
 
 /** Free bytes on the file system holding `dir`, as an unprivileged writer sees them (f_bavail). */
@@ -189,83 +260,57 @@ function selectLauncher(ctx: RunnerContext, accepted: AcceptedCapsule): Launcher
   return selected;
 }
 
+/** A recurring capsule's run: the slot it fires for, and what is recorded with its run.started (in one transaction). */
+export interface ScheduledRun {
+  /** RFC 3339 UTC. */
+  scheduledFor: string;
+  /**
+   * In the run.started transaction, before its record: the slots missed before this one are recorded and the
+   * slot is handled with the start, or none of it is.
+   */
+  beforeStart: () => void;
+}
+
 /**
  * The checks of an accepted capsule that are the runner's, not the signer's (step environment policy, the
  * isolation it requires): at acceptance, and again at each firing of a recurring capsule. Returns its launcher.
  */
 export function admitAccepted(ctx: RunnerContext, accepted: AcceptedCapsule): Launcher {
   verifyStepEnvPolicy(accepted);
-  grantsOf(ctx, accepted);
-  const launcher = selectLauncher(ctx, accepted);
-  // Grants are bound only into a bwrap sandbox (exec/resources.ts): without one, nothing of them would be exact.
-  if ((accepted.manifest.needs ?? []).length > 0 && launcher.isolation !== 'bwrap') {
-    const context = { capsuleId: accepted.manifest.id, manifestDigest: accepted.manifestDigest };
-    throw new CapsuleError('CAPSULE_ISOLATION_UNAVAILABLE', 'The capsule needs granted resources, which only a bwrap sandbox can bind.', context);
-  }
-  return launcher;
+  return selectLauncher(ctx, accepted);
 }
 
-/**
- * The operator's grants for what the capsule `needs`, checked on this host; CAPSULE_RESOURCE_UNGRANTED for a
- * name not granted or a grant that cannot be bound. The message names the resource, never its path.
- */
-function grantsOf(ctx: RunnerContext, { manifest, manifestDigest }: AcceptedCapsule): ResolvedGrant[] {
-  const resolution = resolveGrants(manifest.needs ?? [], ctx.config.resources, ctx.state.layout.dir);
-  if ('grants' in resolution) return resolution.grants;
-  const { name, why } = resolution.refused;
-  throw new CapsuleError('CAPSULE_RESOURCE_UNGRANTED', `The capsule needs the resource "${name}", which ${why}; nothing ran.`, {
-    capsuleId: manifest.id,
-    manifestDigest,
-  });
-}
-
-/** The run's grants, their tcp forwarders listening: what each step's plan binds, and what `close` ends. */
-interface BoundResources {
-  grants: ResolvedGrant[];
-  mounts: ResourceMount[];
-  close: () => Promise<void>;
-}
-
-async function bindResources(ctx: RunnerContext, accepted: AcceptedCapsule): Promise<BoundResources> {
-  const grants = grantsOf(ctx, accepted); // again: a grant may have gone from the host since acceptance
-  const tcp = grants.flatMap((grant) => (grant.upstream ? [{ name: grant.name, ...grant.upstream }] : []));
-  let forwarders: Forwarders | undefined;
-  if (tcp.length > 0) {
-    const owner = process.getuid?.() === 0 ? { uid: ctx.config.stepUser.uid, gid: ctx.config.stepUser.gid } : undefined;
-    forwarders = await startForwarders(tcp, owner ? { owner } : {});
-  }
-  return { grants, mounts: toResourceMounts(grants, forwarders?.sockets), close: async () => forwarders?.close() };
-}
-
-async function runAccepted(
+/** Runs an accepted capsule (one-off, or one firing of a recurring one): records, steps, evidence, bundle. */
+export async function runAccepted(
   ctx: RunnerContext,
   accepted: AcceptedCapsule,
   launcher: Launcher,
-  { signal, stopping }: Pick<RunCapsuleOptions, 'signal' | 'stopping'>,
-): Promise<CapsuleOutcome> {
+  { signal, stopping, scheduled }: Pick<RunCapsuleOptions, 'signal' | 'stopping'> & { scheduled?: ScheduledRun },
+): Promise<CapsuleOutcome & { kind: 'completed' }> {
   const { manifest } = accepted;
   const { store } = ctx;
   const runId = randomUUID();
-  const ops = ctx.logger.child({ runId, capsuleId: manifest.id });
+  const ops = ctx.logger.child({ runId, capsuleId: manifest.id, ...(scheduled ? { scheduledFor: scheduled.scheduledFor } : {}) });
   const startedAt = ctx.clock();
-  store.startRun({
-    runId,
-    capsuleId: manifest.id,
-    manifestDigest: accepted.manifestDigest,
-    isolation: launcher.isolation,
-    ...(neededOf(accepted).length > 0 ? { resources: neededOf(accepted) } : {}),
+  store.transaction(() => {
+    scheduled?.beforeStart();
+    store.startRun({
+      runId,
+      capsuleId: manifest.id,
+      manifestDigest: accepted.manifestDigest,
+      isolation: launcher.isolation,
+      ...(scheduled ? { scheduledFor: scheduled.scheduledFor } : {}),
+    });
   });
   const runDir = join(ctx.state.layout.runs, runId);
   let workspaceGone = false;
-  let resources: BoundResources | undefined;
   const freeWorkspace = () => {
     if (workspaceGone) return;
     workspaceGone = true;
     removeRunFolder(store, runId, runDir, ops);
   };
   try {
-    resources = await bindResources(ctx, accepted);
-    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops, signal, stopping, resources });
+    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops, signal, stopping, scheduledFor: scheduled?.scheduledFor });
   } catch (err) {
     // Whatever stopped the run midway is recorded, with a code, unless the run already ended. A full disk
     // (RUN_DISK_FULL) may refuse that record too: the workspace, most likely what filled it, is freed first
@@ -291,7 +336,6 @@ async function runAccepted(
       { cause: err },
     );
   } finally {
-    await resources?.close(); // every step is over: nothing of the run may still reach a granted service
     // Last, and best effort: a leftover process writing into the workspace must not cost the evidence.
     if (!ctx.config.exec.keepWorkspace) freeWorkspace();
   }
@@ -322,15 +366,15 @@ interface RunContext {
   ops: RunnerContext['logger'];
   signal: AbortSignal | undefined;
   stopping: AbortSignal | undefined;
-  resources: BoundResources;
+  scheduledFor: string | undefined;
 }
 
 async function runSteps(
   ctx: RunnerContext,
   accepted: AcceptedCapsule,
   launcher: Launcher,
-  { runId, runDir, startedAt, ops, signal, stopping, resources }: RunContext,
-): Promise<CapsuleOutcome> {
+  { runId, runDir, startedAt, ops, signal, stopping, scheduledFor }: RunContext,
+): Promise<CapsuleOutcome & { kind: 'completed' }> {
   const { state, store, config } = ctx;
   const { manifest } = accepted;
   let workspace: string;
@@ -354,8 +398,7 @@ async function runSteps(
       steps.push({ name: step.name, status: 'skipped', exitCode: null, signal: null, timedOut: false, durationMs: 0 });
       continue;
     }
-    // The runner's resource variables win over the step's own of the same name.
-    const plan = launcher.plan(step.run, { ...buildStepEnv(workspace, step.env), ...toResourceEnv(resources.grants) }, workspace, resources.mounts);
+    const plan = launcher.plan(step.run, buildStepEnv(workspace, step.env), workspace);
     const outcome = await runStep({
       plan,
       timeoutMs: (step.timeoutSeconds ?? config.exec.defaultStepTimeoutSeconds) * 1000,
@@ -397,9 +440,9 @@ async function runSteps(
       startedAt: startedAt.toISOString(),
       endedAt: endedAt.toISOString(),
       isolation: launcher.isolation,
-      ...(launcher.sandbox ? { sandbox: sandboxOf(launcher, resources.grants) } : {}),
+      ...(launcher.sandbox ? { sandbox: launcher.sandbox } : {}),
       verdict,
-      ...(resources.grants.length > 0 ? { resources: resources.grants.map((grant) => grant.name) } : {}),
+      ...(scheduledFor !== undefined ? { scheduledFor } : {}),
     },
     steps,
     artifacts,
@@ -435,17 +478,6 @@ async function runSteps(
     bundlePath,
     evidenceDigest: evidence.digest,
   };
-}
-
-/** The capsule's needed resource names, sorted and once each: what run.started and the evidence carry. */
-function neededOf({ manifest }: AcceptedCapsule): string[] {
-  return [...new Set(manifest.needs ?? [])].sort();
-}
-
-/** The launcher's sandbox as this run used it: a step with a socket or tcp grant ran under the AF_UNIX filter. */
-function sandboxOf(launcher: Launcher, grants: readonly ResolvedGrant[]): NonNullable<Launcher['sandbox']> {
-  const sandbox = launcher.sandbox!;
-  return needsUnixSockets(grants) && sandbox.syscallFilter !== undefined ? { ...sandbox, syscallFilter: SYSCALL_FILTER_UNIX } : sandbox;
 }
 
 function agentStopped(runId: string): RunError {

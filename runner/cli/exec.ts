@@ -31,6 +31,25 @@ export function execCommand(): Command {
         process.exitCode = EXIT.rejected;
         return;
       }
+      if (result.kind === 'scheduled') {
+        // Accepted and kept; nothing ran now: the agent on this state folder fires it at each slot.
+        if (opts.json)
+          printJson({
+            status: 'scheduled',
+            capsuleId: result.capsuleId,
+            manifestDigest: result.manifestDigest,
+            cron: result.cron,
+            timezone: result.timezone,
+            firstSlot: result.firstSlot,
+            replaced: result.replaced,
+          });
+        else
+          process.stdout.write(
+            `capsule ${result.capsuleId}: scheduled (${result.cron}, ${result.timezone}); first slot ${result.firstSlot}; the agent on this state folder runs it\n`,
+          );
+        process.exitCode = EXIT.ok;
+        return;
+      }
       if (opts.out) writeFileAtomic(opts.out, formatBundle(result.bundle));
       if (opts.json) {
         printJson({

@@ -9,7 +9,14 @@ import { randomBytes } from 'node:crypto';
 import { PrivateKey } from '../../runner/core/ed25519.js';
 import { signEnvelope } from '../../runner/core/dsse.js';
 import { packCapsule, type ManifestTemplate } from '../../runner/capsule/pack.js';
-import { TRUST_PAYLOAD_TYPE, verifyTrustDocument, type Role, type TrustDocumentBody, type VerifiedTrust } from '../../runner/trust/trust.js';
+import {
+  TRUST_PAYLOAD_TYPE,
+  verifyTrustDocument,
+  type Role,
+  type ScheduleCatchUp,
+  type TrustDocumentBody,
+  type VerifiedTrust,
+} from '../../runner/trust/trust.js';
 import { initState } from '../../runner/state/state.js';
 import { Store } from '../../runner/store/store.js';
 import type { CapsuleFile } from '../../runner/capsule/capsule-file.js';
@@ -50,6 +57,8 @@ export interface WorldOptions {
   allowedKinds?: TrustDocumentBody['policy']['allowedKinds'];
   /** Enrol a coordinator witness key (role witness) in the trust document. */
   witness?: boolean;
+  /** The signed policy's catch-up rule for recurring capsules (absent: the policy names none, so `skip`). */
+  catchUp?: ScheduleCatchUp;
 }
 
 /** The witness key's name in a world made with `witness`: a C2SP cosigner name. */
@@ -114,6 +123,7 @@ export function makeWorld(options: WorldOptions = {}): World {
   const witnessKey = options.witness ? PrivateKey.generate() : undefined;
   if (witnessKey) keys.push({ name: WITNESS_NAME, key: witnessKey, roles: ['witness'] });
   const trustBody = makeTrustBody(keys, { 'capsule-signer': options.signerThreshold ?? 1 }, options.allowedKinds);
+  if (options.catchUp !== undefined) trustBody.policy.schedule = { catchUp: options.catchUp };
   const trustBytes = signTrust(trustBody, [root]);
   const trustPath = join(dir, 'trust.dsse.json');
   writeFileSync(trustPath, trustBytes);

@@ -48,7 +48,8 @@ async function run(patch: Partial<ManifestTemplate>, options: RunOptions = {}): 
     flags: { exec: { keepWorkspace: true, killGraceMs: 300, ...options.config } },
     ...(options.selectLauncher ? { launcher: options.selectLauncher } : {}),
   });
-  if (result.kind !== 'completed') throw new Error(`the capsule was rejected: ${result.code}: ${result.message}`);
+  if (result.kind === 'rejected') throw new Error(`the capsule was rejected: ${result.code}: ${result.message}`);
+  if (result.kind !== 'completed') throw new Error(`the capsule was not run now: ${result.kind}`);
   return result;
 }
 

@@ -1,0 +1,177 @@
+/**
+ * The agent's scheduler: reads the active schedules from the store, asks planSchedule (pure) what each owes
+ * now, applies it through the agent's RunLane (a record first, always), and sleeps until the next slot or
+ * expiry. It holds no state of its own: the store's schedules_v1 is the truth, so a restart, a replacement
+ * accepted by the feed meanwhile, or a clock that jumped are all read as they are at the next look.
+ *
+ * Sleeps are bounded (`maxSleepMs`): a timer runs on the monotonic clock, so a wall clock that jumps forward
+ * is noticed within that bound, not when the timer would have fired. One schedule's firing runs to its end
+ * before the next look (no overlapping runs of a schedule; one run at a time across the agent).
+ */
+import { isCodedError } from '../core/errors.js';
+import type { RunLane } from '../agent/lane.js';
+import type { RunnerContext } from '../agent/runner.js';
+import type { ScheduleRow } from '../store/store.js';
+import { realSleep, type Sleep } from '../outbox/shipper.js';
+import { catchUpOf, fireSchedule, missedBody, type FiringOutcome } from './fire.js';
+import { ON_TIME_TOLERANCE_MS, planSchedule } from './plan.js';
+
+export interface SchedulerOptions {
+  lane: RunLane;
+  /** Milliseconds since the epoch (defaults to the context's clock). */
+  now?: () => number;
+  sleep?: Sleep;
+  /** Longest single sleep, in milliseconds (default 5,000). */
+  maxSleepMs?: number;
+  /** Lateness up to which a slot still fires as on time, in milliseconds (default 60,000). */
+  onTimeToleranceMs?: number;
+  /** Tests and benchmarks: told of each firing's outcome. */
+  onFiring?: (row: ScheduleRow, outcome: FiringOutcome) => void;
+}
+
+export class Scheduler {
+  private readonly ctx: RunnerContext;
+  private readonly lane: RunLane;
+  private readonly now: () => number;
+  private readonly sleep: Sleep;
+  private readonly maxSleepMs: number;
+  private readonly toleranceMs: number;
+  private readonly onFiring: SchedulerOptions['onFiring'];
+  private waking: AbortController | undefined;
+  private failures = 0;
+
+  constructor(ctx: RunnerContext, options: SchedulerOptions) {
+    this.ctx = ctx;
+    this.lane = options.lane;
+    this.now = options.now ?? (() => ctx.clock().getTime());
+    this.sleep = options.sleep ?? realSleep;
+    this.maxSleepMs = options.maxSleepMs ?? 5000;
+    this.toleranceMs = options.onTimeToleranceMs ?? ON_TIME_TOLERANCE_MS;
+    this.onFiring = options.onFiring;
+  }
+
+  /** Look again now (a capsule was just accepted): ends the current sleep. */
+  wake(): void {
+    this.waking?.abort();
+  }
+
+  /**
+   * Runs until `stopping` fires: no firing starts after it; `abortRun` aborts a running step (the agent's
+   * stop grace). Errors of one look (a store that cannot be written) are logged and backed off, never fatal.
+   */
+  async run(stopping: AbortSignal, abortRun: AbortSignal): Promise<void> {
+    const { logger } = this.ctx;
+    logger.info({ schedules: this.ctx.store.activeSchedules().length }, 'scheduler started');
+    while (!stopping.aborted) {
+      let wakeAt: number | undefined;
+      try {
+        wakeAt = await this.lookNow(stopping, abortRun);
+        this.failures = 0;
+      } catch (err) {
+        this.failures += 1;
+        const code = isCodedError(err) ? err.code : 'RUN_INTERNAL';
+        logger.error({ code, failures: this.failures }, 'scheduler look failed; will retry');
+        wakeAt = this.now() + Math.min(60_000, 1000 * 2 ** Math.min(this.failures, 6));
+      }
+      if (stopping.aborted) break;
+      const delay = wakeAt === undefined ? this.maxSleepMs : Math.max(0, Math.min(this.maxSleepMs, wakeAt - this.now()));
+      if (delay > 0) await this.sleepOrWake(delay, stopping);
+    }
+    logger.info({}, 'scheduler stopped');
+  }
+
+  /**
+   * One look now, through the lane (what run() does each time it wakes): returns when the earliest schedule
+   * next needs a look (ms since the epoch), undefined when none does. For tests with an injected clock.
+   */
+  lookNow(stopping: AbortSignal = new AbortController().signal, abortRun: AbortSignal = new AbortController().signal): Promise<number | undefined> {
+    return this.lane.exclusive(() => this.look(stopping, abortRun));
+  }
+
+  /**
+   * One look over every active schedule, inside the lane: applies each due step (missed records, an end, a
+   * firing), reading the clock again after each, and returns when the earliest schedule next needs a look.
+   */
+  private async look(stopping: AbortSignal, abortRun: AbortSignal): Promise<number | undefined> {
+    const { store } = this.ctx;
+    let earliest: number | undefined;
+    for (const initial of store.activeSchedules()) {
+      let row: ScheduleRow | undefined = initial;
+      // Bounded: each step moves the schedule's last slot forward or ends it; the bound is a guard.
+      for (let steps = 0; row !== undefined && row.endedSeq === undefined && steps < 10_000; steps++) {
+        if (stopping.aborted) return undefined;
+        const now = new Date(this.now());
+        const step = planSchedule(row, now, { catchUp: catchUpOf(this.ctx), onTimeToleranceMs: this.toleranceMs });
+        if (step.kind === 'wait') {
+          if (step.wakeAt !== undefined) earliest = Math.min(earliest ?? Infinity, step.wakeAt.getTime());
+          break;
+        }
+        if (step.kind === 'missed') {
+          store.recordScheduleMissed(missedBody(row, step.span, catchUpOf(this.ctx)));
+          this.ctx.logger.warn(
+            { capsuleId: row.capsuleId, count: step.span.count, first: step.span.first, last: step.span.last },
+            'scheduled slots missed',
+          );
+        } else if (step.kind === 'expired') {
+          store.transaction(() => {
+            if (step.missed !== undefined) store.recordScheduleMissed(missedBody(row!, step.missed, catchUpOf(this.ctx)));
+            store.endSchedule({ capsuleId: row!.capsuleId, manifestDigest: row!.manifestDigest, reason: 'expired' });
+          });
+          this.ctx.logger.info({ capsuleId: row.capsuleId }, 'schedule ended: expired');
+        } else {
+          const outcome = await this.fire(row, step.slot, step.missed, stopping, abortRun);
+          this.onFiring?.(row, outcome);
+        }
+        row = store.schedule(row.manifestDigest);
+      }
+    }
+    return earliest;
+  }
+
+  private async fire(
+    row: ScheduleRow,
+    slot: Date,
+    missed: Parameters<typeof fireSchedule>[2]['missed'],
+    stopping: AbortSignal,
+    abortRun: AbortSignal,
+  ): Promise<FiringOutcome> {
+    const { logger } = this.ctx;
+    try {
+      const outcome = await fireSchedule(this.ctx, row, { slot, missed, signal: abortRun, stopping });
+      logger.info(
+        {
+          capsuleId: row.capsuleId,
+          scheduledFor: slot.toISOString(),
+          outcome: outcome.kind,
+          ...(outcome.kind === 'completed' ? { runId: outcome.runId, verdict: outcome.verdict } : {}),
+          ...(outcome.kind === 'missed' || outcome.kind === 'failed' ? { code: outcome.code } : {}),
+          ...(outcome.kind === 'ended' ? { reason: outcome.reason } : {}),
+        },
+        'scheduled firing',
+      );
+      return outcome;
+    } catch (err) {
+      // The run stopped midway (its run.aborted is recorded, and answered) or never started: the slot was
+      // handled with run.started when there was one; if not, the next look finds it due again, or missed.
+      const code = isCodedError(err) ? err.code : 'RUN_INTERNAL';
+      logger.error({ capsuleId: row.capsuleId, scheduledFor: slot.toISOString(), code }, 'scheduled firing stopped with an error');
+      const handled = (store: RunnerContext['store']) => {
+        const now = store.schedule(row.manifestDigest);
+        return now?.lastSlot !== undefined && now.lastSlot >= slot.toISOString();
+      };
+      if (!handled(this.ctx.store)) throw err;
+      return { kind: 'failed', code };
+    }
+  }
+
+  private async sleepOrWake(ms: number, stopping: AbortSignal): Promise<void> {
+    const waking = new AbortController();
+    this.waking = waking;
+    const both = AbortSignal.any([stopping, waking.signal]);
+    try {
+      await this.sleep(ms, both);
+    } finally {
+      if (this.waking === waking) this.waking = undefined;
+    }
+  }
+}

@@ -1,0 +1,399 @@
+/**
+ * Recurring capsules through the real runner context (a real SQLite store, real child processes, the real
+ * scheduler and run lane) with an injected clock: accepted once and kept, each slot a new run with its own
+ * records and bundle, the runner down across N slots (each catch-up rule), a wall clock that jumps back and
+ * forward, a DST gap and overlap in a named zone, no overlapping runs, replacement, expiry, a rotation that
+ * drops the signer, and a kept file altered on disk.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
+import { runCapsule } from '../../runner/agent/run-capsule.js';
+import { RunLane } from '../../runner/agent/lane.js';
+import { verifyBundle } from '../../runner/evidence/bundle.js';
+import { parseRecordLeaf, type RecordBodies, type RecordKind } from '../../runner/log/record.js';
+import { Scheduler } from '../../runner/schedule/scheduler.js';
+import type { FiringOutcome } from '../../runner/schedule/fire.js';
+import { makeTrustBody, makeWorld, signTrust, type World, type WorldOptions } from '../helpers/world.js';
+import { directSelector } from '../helpers/runner.js';
+import { verifyTrustDocument } from '../../runner/trust/trust.js';
+
+let nowMs = 0;
+const clock = () => new Date(nowMs);
+const set = (iso: string) => {
+  nowMs = Date.parse(iso);
+};
+const worlds: World[] = [];
+const contexts: RunnerContext[] = [];
+afterEach(() => {
+  for (const ctx of contexts.splice(0)) ctx.close();
+  for (const w of worlds.splice(0)) w.cleanup();
+});
+
+function world(options: WorldOptions = {}): World {
+  const w = makeWorld(options);
+  worlds.push(w);
+  return w;
+}
+
+function open(w: World): RunnerContext {
+  const ctx = openRunner(w.stateDir, { launcher: directSelector, clock });
+  contexts.push(ctx);
+  return ctx;
+}
+
+function close(ctx: RunnerContext): void {
+  ctx.close();
+  contexts.splice(contexts.indexOf(ctx), 1);
+}
+
+/** A scheduler on the injected clock; its outcomes collected. */
+function schedulerOf(ctx: RunnerContext, lane = new RunLane()) {
+  const outcomes: FiringOutcome[] = [];
+  const scheduler = new Scheduler(ctx, { lane, now: () => nowMs, sleep: async () => {}, onFiring: (_row, outcome) => outcomes.push(outcome) });
+  return { scheduler, outcomes };
+}
+
+/** A recurring capsule valid from the injected clock's now for `hours`. */
+function recurring(w: World, schedule: { cron: string; timezone?: string }, patch: Parameters<World['capsule']>[0] = {}, hours = 24) {
+  return Buffer.from(
+    JSON.stringify(
+      w.capsule({
+        schedule,
+        issuedAt: new Date(nowMs - 60_000).toISOString(),
+        notBefore: new Date(nowMs - 60_000).toISOString(),
+        expiresAt: new Date(nowMs + hours * 3600_000).toISOString(),
+        ...patch,
+      }),
+    ),
+  );
+}
+
+function records<K extends RecordKind>(ctx: RunnerContext, kind: K): RecordBodies[K][] {
+  const out: RecordBodies[K][] = [];
+  for (const stored of ctx.store.records()) {
+    const record = parseRecordLeaf(stored.leaf, stored.seq);
+    if (record.kind === kind) out.push(record.body as RecordBodies[K]);
+  }
+  return out;
+}
+
+async function accept(ctx: RunnerContext, bytes: Buffer) {
+  const outcome = await runCapsule(ctx, bytes);
+  expect(outcome.kind, JSON.stringify(outcome)).toBe('scheduled');
+  return outcome as Extract<typeof outcome, { kind: 'scheduled' }>;
+}
+
+const completed = (outcome: FiringOutcome | undefined) => {
+  expect(outcome?.kind, JSON.stringify(outcome)).toBe('completed');
+  return outcome as Extract<FiringOutcome, { kind: 'completed' }>;
+};
+
+describe('a recurring capsule', () => {
+  it('is accepted once and kept, runs nothing now, and each slot fires a new run with its own records and bundle', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    const scheduled = await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    expect(scheduled).toMatchObject({ cron: '0 * * * *', timezone: 'UTC', firstSlot: '2026-01-01T10:00:00.000Z', replaced: [] });
+    expect(records(ctx, 'capsule.accepted')).toHaveLength(1);
+    expect(records(ctx, 'run.started')).toHaveLength(0);
+    expect(ctx.store.activeSchedules()).toMatchObject([{ capsuleId: scheduled.capsuleId, manifestDigest: scheduled.manifestDigest }]);
+    expect(ctx.store.activeSchedules()[0]!.lastSlot).toBeUndefined();
+
+    const { scheduler, outcomes } = schedulerOf(ctx);
+    expect(await scheduler.lookNow()).toBe(Date.parse('2026-01-01T10:00:00Z'));
+    expect(outcomes).toHaveLength(0);
+
+    set('2026-01-01T10:00:00.250Z');
+    expect(await scheduler.lookNow()).toBe(Date.parse('2026-01-01T11:00:00Z'));
+    set('2026-01-01T11:00:01Z');
+    await scheduler.lookNow();
+    expect(outcomes.map((o) => o.kind)).toEqual(['completed', 'completed']);
+    const [first, second] = outcomes.map(completed);
+    expect(first!.runId).not.toBe(second!.runId);
+    expect(records(ctx, 'run.started').map((r) => r.scheduledFor)).toEqual(['2026-01-01T10:00:00.000Z', '2026-01-01T11:00:00.000Z']);
+    expect(records(ctx, 'run.started').every((r) => r.manifestDigest === scheduled.manifestDigest)).toBe(true);
+    expect(records(ctx, 'evidence.signed')).toHaveLength(2);
+    // Each bundle verifies and says which slot its run fired for.
+    for (const [i, outcome] of [first!, second!].entries()) {
+      const verified = verifyBundle(readFileSync(outcome.bundlePath), w.trust);
+      expect(verified.statement.predicate.run.scheduledFor).toBe(['2026-01-01T10:00:00.000Z', '2026-01-01T11:00:00.000Z'][i]);
+      expect(verified.statement.predicate.capsule.digest).toBe(scheduled.manifestDigest);
+    }
+    expect(ctx.store.outboxStats().queued).toBe(2);
+    expect(ctx.store.activeSchedules()[0]!.lastSlot).toBe('2026-01-01T11:00:00.000Z');
+  });
+
+  it('refuses an invalid schedule at acceptance with CAPSULE_SCHEDULE_INVALID (and burns no nonce)', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    for (const schedule of [{ cron: '0 25 * * *' }, { cron: '0 * * * *', timezone: 'Mars/Olympus_Mons' }, { cron: '0 0 30 2 *' }]) {
+      const outcome = await runCapsule(ctx, recurring(w, schedule));
+      expect(outcome).toMatchObject({ kind: 'rejected', code: 'CAPSULE_SCHEDULE_INVALID' });
+    }
+    // Hourly, but the capsule expires in 10 minutes: no slot before its expiry.
+    expect(await runCapsule(ctx, recurring(w, { cron: '0 * * * *' }, {}, 10 / 60))).toMatchObject({ code: 'CAPSULE_SCHEDULE_INVALID' });
+    expect(records(ctx, 'capsule.accepted')).toHaveLength(0);
+    expect(ctx.store.activeSchedules()).toHaveLength(0);
+  });
+});
+
+describe('the runner down across N slots', () => {
+  it('skip (the default): on restart one schedule.missed with the count, first and last, and no run', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    let ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    set('2026-01-01T10:00:00.100Z');
+    await schedulerOf(ctx).scheduler.lookNow();
+    close(ctx);
+    // Down from just after 10:00 to 15:20: 11:00 .. 15:00 passed.
+    set('2026-01-01T15:20:00Z');
+    ctx = open(w);
+    const { scheduler, outcomes } = schedulerOf(ctx);
+    expect(await scheduler.lookNow()).toBe(Date.parse('2026-01-01T16:00:00Z'));
+    expect(outcomes).toHaveLength(0);
+    expect(records(ctx, 'schedule.missed')).toEqual([
+      expect.objectContaining({ count: 5, first: '2026-01-01T11:00:00.000Z', last: '2026-01-01T15:00:00.000Z', catchUp: 'skip' }),
+    ]);
+    expect(records(ctx, 'run.started')).toHaveLength(1);
+    // A second look records nothing again.
+    await scheduler.lookNow();
+    expect(records(ctx, 'schedule.missed')).toHaveLength(1);
+  });
+
+  it('latest-once (signed policy): the N are recorded missed, then the latest runs once, late, in the same transaction', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world({ catchUp: 'latest-once' });
+    let ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    close(ctx);
+    set('2026-01-01T15:20:00Z');
+    ctx = open(w);
+    const { scheduler, outcomes } = schedulerOf(ctx);
+    await scheduler.lookNow();
+    expect(outcomes.map((o) => o.kind)).toEqual(['completed']);
+    expect(records(ctx, 'schedule.missed')).toEqual([
+      expect.objectContaining({ count: 6, first: '2026-01-01T10:00:00.000Z', last: '2026-01-01T15:00:00.000Z', catchUp: 'latest-once' }),
+    ]);
+    expect(records(ctx, 'run.started').map((r) => r.scheduledFor)).toEqual(['2026-01-01T15:00:00.000Z']);
+    // The missed record comes right before the run it led to.
+    const kinds = [...ctx.store.records()].map((r) => parseRecordLeaf(r.leaf, r.seq).kind);
+    expect(kinds.slice(kinds.indexOf('schedule.missed'), kinds.indexOf('schedule.missed') + 2)).toEqual(['schedule.missed', 'run.started']);
+    await scheduler.lookNow();
+    expect(records(ctx, 'run.started')).toHaveLength(1);
+  });
+});
+
+describe('a wall clock that jumps (injected)', () => {
+  it('backwards: no handled slot runs again; the schedule waits for the next slot after the last one handled', async () => {
+    set('2026-01-01T11:59:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    const { scheduler, outcomes } = schedulerOf(ctx);
+    set('2026-01-01T12:00:00.500Z');
+    await scheduler.lookNow();
+    expect(outcomes).toHaveLength(1);
+    set('2026-01-01T09:10:00Z'); // three hours back
+    expect(await scheduler.lookNow()).toBe(Date.parse('2026-01-01T13:00:00Z'));
+    set('2026-01-01T11:00:00.100Z'); // a slot, but one before the last handled
+    await scheduler.lookNow();
+    expect(outcomes).toHaveLength(1);
+    expect(records(ctx, 'schedule.missed')).toHaveLength(0);
+    set('2026-01-01T13:00:00.100Z');
+    await scheduler.lookNow();
+    expect(records(ctx, 'run.started').map((r) => r.scheduledFor)).toEqual(['2026-01-01T12:00:00.000Z', '2026-01-01T13:00:00.000Z']);
+  });
+
+  it('forwards: the slots jumped over are recorded missed, the one on time fires, never a burst', async () => {
+    set('2026-01-01T11:59:00Z');
+    const w = world({ catchUp: 'latest-once' });
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    const { scheduler, outcomes } = schedulerOf(ctx);
+    set('2026-01-01T12:00:00.500Z');
+    await scheduler.lookNow();
+    set('2026-01-01T16:00:05Z'); // four hours forward, just past a slot
+    await scheduler.lookNow();
+    expect(outcomes.map((o) => o.kind)).toEqual(['completed', 'completed']);
+    expect(records(ctx, 'schedule.missed')).toEqual([
+      expect.objectContaining({ count: 3, first: '2026-01-01T13:00:00.000Z', last: '2026-01-01T15:00:00.000Z' }),
+    ]);
+    expect(records(ctx, 'run.started').map((r) => r.scheduledFor)).toEqual(['2026-01-01T12:00:00.000Z', '2026-01-01T16:00:00.000Z']);
+  });
+});
+
+describe('daylight saving time through the scheduler (Europe/London)', () => {
+  it('01:30 daily fires at 02:00 BST on the gap night (01:00Z) and once on the overlap night', async () => {
+    set('2026-03-28T12:00:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '30 1 * * *', timezone: 'Europe/London' }, {}, 24 * 240));
+    const { scheduler } = schedulerOf(ctx);
+    expect(await scheduler.lookNow()).toBe(Date.parse('2026-03-29T01:00:00Z'));
+    set('2026-03-29T01:00:00.200Z');
+    await scheduler.lookNow();
+    close(ctx);
+    // Autumn: start from just before the overlap night; 01:30 BST is 00:30Z, 01:30 GMT (01:30Z) does not fire.
+    set('2026-10-24T12:00:00Z');
+    const autumn = open(w);
+    const s2 = schedulerOf(autumn);
+    // Down since March: the missed days are recorded in one record (skip), then the overlap night.
+    await s2.scheduler.lookNow();
+    expect(records(autumn, 'schedule.missed')).toHaveLength(1);
+    set('2026-10-25T00:30:00.300Z');
+    expect(await s2.scheduler.lookNow()).toBe(Date.parse('2026-10-26T01:30:00Z'));
+    set('2026-10-25T01:30:00.300Z');
+    await s2.scheduler.lookNow();
+    expect(records(autumn, 'run.started').map((r) => r.scheduledFor)).toEqual(['2026-03-29T01:00:00.000Z', '2026-10-25T00:30:00.000Z']);
+  });
+
+  it('every 30 minutes skips the two local times of the gap and fires both occurrences in the overlap', async () => {
+    set('2026-10-24T22:59:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '*/30 * * * *', timezone: 'Europe/London' }));
+    const { scheduler } = schedulerOf(ctx);
+    // Step the clock to each wake-up the scheduler asks for, 8 times: 00:00 BST .. 02:30 GMT.
+    for (let i = 0; i < 9; i++) {
+      const wake = await scheduler.lookNow();
+      nowMs = wake! + 100;
+    }
+    const slots = records(ctx, 'run.started').map((r) => r.scheduledFor);
+    expect(slots).toHaveLength(8);
+    // 01:00 and 01:30 local, twice each: 00:00Z, 00:30Z (BST) and 01:00Z, 01:30Z (GMT).
+    expect(slots).toEqual(
+      expect.arrayContaining(['2026-10-25T00:00:00.000Z', '2026-10-25T00:30:00.000Z', '2026-10-25T01:00:00.000Z', '2026-10-25T01:30:00.000Z']),
+    );
+  });
+});
+
+describe('one run at a time', () => {
+  it('a slot that comes while the previous run of the schedule goes is recorded missed, not run beside it', async () => {
+    set('2026-01-01T10:00:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '*/30 * * * * *' }, { steps: [{ name: 'slow', run: ['/bin/sleep', '1'] }] }));
+    const lane = new RunLane();
+    const { scheduler, outcomes } = schedulerOf(ctx, lane);
+    set('2026-01-01T10:00:30.100Z');
+    // While the run of 10:00:30 goes, the clock passes 10:01:00 and 10:01:30.
+    const jump = setTimeout(() => set('2026-01-01T10:01:35Z'), 300);
+    let concurrent = false;
+    const other = new Promise<void>((resolve) => {
+      setTimeout(() => {
+        concurrent = lane.busy;
+        resolve();
+      }, 500);
+    });
+    await scheduler.lookNow();
+    clearTimeout(jump);
+    await other;
+    expect(concurrent).toBe(true); // the lane was held by the run
+    const started = records(ctx, 'run.started');
+    const missed = records(ctx, 'schedule.missed');
+    expect(started.map((r) => r.scheduledFor)).toEqual(['2026-01-01T10:00:30.000Z', '2026-01-01T10:01:30.000Z']);
+    expect(missed).toEqual([expect.objectContaining({ count: 1, first: '2026-01-01T10:01:00.000Z', last: '2026-01-01T10:01:00.000Z' })]);
+    // Never two runs at once: each run ended before the next started.
+    const kinds = [...ctx.store.records()].map((r) => parseRecordLeaf(r.leaf, r.seq).kind).filter((k) => k === 'run.started' || k === 'run.finished');
+    expect(kinds).toEqual(['run.started', 'run.finished', 'run.started', 'run.finished']);
+    expect(outcomes.map((o) => o.kind)).toEqual(['completed', 'completed']);
+  });
+
+  it('the lane runs its holders one after the other', async () => {
+    const lane = new RunLane();
+    const order: string[] = [];
+    const hold = (name: string, ms: number) =>
+      lane.exclusive(async () => {
+        order.push(`${name}+`);
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        order.push(`${name}-`);
+      });
+    const failing = lane.exclusive(() => Promise.reject(new Error('boom')));
+    await Promise.all([hold('a', 30), failing.catch(() => {}), hold('b', 1)]);
+    expect(order).toEqual(['a+', 'a-', 'b+', 'b-']);
+    expect(lane.busy).toBe(false);
+  });
+});
+
+describe('replacement, expiry and what changes between firings', () => {
+  it('a newer capsule with the same id replaces the schedule (schedule.ended replaced); an older one is refused CAPSULE_SUPERSEDED', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    const id = 'nightly-validation';
+    const first = await accept(ctx, recurring(w, { cron: '0 * * * *' }, { id }));
+    set('2026-01-01T09:40:00Z');
+    const second = await accept(ctx, recurring(w, { cron: '15 * * * *' }, { id }));
+    expect(second.replaced).toEqual([first.manifestDigest]);
+    expect(records(ctx, 'schedule.ended')).toEqual([{ capsuleId: id, manifestDigest: first.manifestDigest, reason: 'replaced' }]);
+    expect(ctx.store.activeSchedules().map((s) => s.manifestDigest)).toEqual([second.manifestDigest]);
+    // An older capsule with the id (issued before the active one) does not undo it.
+    const older = await runCapsule(ctx, recurring(w, { cron: '0 * * * *' }, { id, issuedAt: '2026-01-01T08:00:00.000Z' }));
+    expect(older).toMatchObject({ kind: 'rejected', code: 'CAPSULE_SUPERSEDED' });
+    expect(records(ctx, 'capsule.rejected').map((r) => r.code)).toEqual(['CAPSULE_SUPERSEDED']);
+    const { scheduler } = schedulerOf(ctx);
+    set('2026-01-01T10:15:00.100Z');
+    await scheduler.lookNow();
+    expect(records(ctx, 'run.started').map((r) => [r.manifestDigest, r.scheduledFor])).toEqual([[second.manifestDigest, '2026-01-01T10:15:00.000Z']]);
+  });
+
+  it('ends at its expiry (schedule.ended expired), counting the slots missed before it', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    let ctx = open(w);
+    const scheduled = await accept(ctx, recurring(w, { cron: '0 * * * *' }, {}, 3)); // expires 12:30
+    close(ctx);
+    set('2026-01-01T14:00:00Z');
+    ctx = open(w);
+    const { scheduler, outcomes } = schedulerOf(ctx);
+    expect(await scheduler.lookNow()).toBeUndefined();
+    expect(outcomes).toHaveLength(0);
+    expect(records(ctx, 'schedule.missed')).toEqual([
+      expect.objectContaining({ count: 3, first: '2026-01-01T10:00:00.000Z', last: '2026-01-01T12:00:00.000Z' }),
+    ]);
+    expect(records(ctx, 'schedule.ended')).toEqual([{ capsuleId: scheduled.capsuleId, manifestDigest: scheduled.manifestDigest, reason: 'expired' }]);
+    expect(ctx.store.activeSchedules()).toHaveLength(0);
+  });
+
+  it('a trust that no longer names its signer ends the schedule at the next firing, with the acceptance code', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    const scheduled = await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    // The context's trust after a rotation that removed the capsule signer (the trust helper moves the pin).
+    const body = makeTrustBody([
+      { name: 'root-1', key: w.root, roles: ['root'] },
+      { name: 'signer-new', key: w.outsider, roles: ['capsule-signer'] },
+      { name: w.runnerId, key: w.runnerKey, roles: ['runner'] },
+    ]);
+    body.version = 2;
+    const rotated = { ...ctx, state: { ...ctx.state, trust: verifyTrustDocument(signTrust(body, [w.root]), { now: new Date() }) } };
+    const { scheduler, outcomes } = schedulerOf(rotated);
+    set('2026-01-01T10:00:00.100Z');
+    await scheduler.lookNow();
+    expect(outcomes).toEqual([{ kind: 'ended', reason: 'CAPSULE_SIGNATURE_INVALID' }]);
+    expect(records(ctx, 'schedule.ended')).toEqual([
+      { capsuleId: scheduled.capsuleId, manifestDigest: scheduled.manifestDigest, reason: 'CAPSULE_SIGNATURE_INVALID' },
+    ]);
+    expect(records(ctx, 'run.started')).toHaveLength(0);
+  });
+
+  it('a kept capsule file altered on disk ends the schedule with SCHEDULE_CAPSULE_UNAVAILABLE, and nothing runs', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    const row = ctx.store.activeSchedules()[0]!;
+    // Another capsule, validly signed by the same signer, put in the kept file's place.
+    writeFileSync(ctx.state.blobs.pathOf(row.fileDigest), recurring(w, { cron: '0 * * * *' }, { steps: [{ name: 'other', run: ['/bin/false'] }] }));
+    const { scheduler, outcomes } = schedulerOf(ctx);
+    set('2026-01-01T10:00:00.100Z');
+    await scheduler.lookNow();
+    expect(outcomes).toEqual([{ kind: 'ended', reason: 'SCHEDULE_CAPSULE_UNAVAILABLE' }]);
+    expect(records(ctx, 'run.started')).toHaveLength(0);
+  });
+});
