@@ -10,7 +10,7 @@ export const CAPSULE_FILE_MEDIA_TYPE = 'application/vnd.edge-runner.capsule-file
 export const CAPSULE_API_VERSION = 'edge-runner.dev/capsule/v1';
 
 export type IsolationRequirement = 'required' | 'best-effort';
-export type CollectParser = 'file' | 'junit';
+export type CollectParser = 'file' | 'junit' | 'tap';
 
 export interface Step {
   name: string;

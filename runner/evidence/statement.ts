@@ -1,7 +1,7 @@
 /** The evidence statement: in-toto Statement v1 with the edge-runner evidence predicate v1. */
 import type { CapsuleKind } from '../trust/trust.js';
 import type { CollectParser } from '../capsule/manifest.js';
-import type { ResultSummary } from './parsers/index.js';
+import { summaryFailed, type ResultSummary } from './parsers/index.js';
 import statementSchema from './predicate.schema.json' with { type: 'json' };
 
 export { statementSchema };
@@ -107,6 +107,6 @@ export function decideVerdict(steps: readonly StepRecord[], artifacts: readonly 
   if (steps.some((step) => step.status === 'spawn-failed')) return 'error';
   if (artifacts.some((a) => a.status !== 'collected' || a.summary?.status === 'malformed')) return 'error';
   const failedStep = steps.some((step) => (step.status === 'failed' || step.status === 'timed-out') && !continueOnFailure.has(step.name));
-  const failedTests = artifacts.some((a) => a.summary?.status === 'parsed' && (a.summary.failures > 0 || a.summary.errors > 0));
+  const failedTests = artifacts.some((a) => a.summary?.status === 'parsed' && summaryFailed(a.summary));
   return failedStep || failedTests ? 'fail' : 'pass';
 }

@@ -99,6 +99,7 @@ export const junitParser: ResultParser<JunitSummary> = {
   summaryType: 'https://edge-runner.dev/summary/junit/v1',
   maxBytes: JUNIT_MAX_BYTES,
   parse: parseJunit,
+  failed: (summary) => summary.status === 'parsed' && (summary.failures > 0 || summary.errors > 0),
 };
 
 interface Counts {

@@ -2,7 +2,8 @@
  * Result parsers are plug-ins, after go-witness's attestors: one file each, with the name a manifest's
  * `collect[].as` uses, the versioned shape of the summary it produces, a byte cap, and a pure `parse`. A
  * parser never throws on what a step wrote: a report it cannot read is a `malformed` summary. Adding one
- * (TAP, SARIF) is one file plus a line in index.ts, and the summary shape in predicate.schema.json.
+ * (SARIF) is one file plus a line in index.ts, its name in the manifest schema's collect `as` enum, and the
+ * summary shape in predicate.schema.json.
  */
 export interface ResultParser<Summary extends { format: string; status: string }> {
   /** The `as` value in a manifest's collect rule, and the summary's `format`. */
@@ -12,4 +13,6 @@ export interface ResultParser<Summary extends { format: string; status: string }
   /** Reports larger than this are summarised as malformed without being parsed, in bytes. */
   readonly maxBytes: number;
   parse(bytes: Uint8Array): Summary;
+  /** Whether a parsed summary shows tests that did not pass (the run's verdict is then `fail`). */
+  failed(summary: Summary): boolean;
 }

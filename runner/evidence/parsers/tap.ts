@@ -1,0 +1,253 @@
+/**
+ * TAP (the Test Anything Protocol, versions 12 to 14: Perl's prove and Test::More, node --test, Bats, pytest-tap)
+ * to counts. Hand-written, line by line, in one pass: TAP is line-oriented and needs no library.
+ *
+ * What is read (https://testanything.org/tap-version-14-specification.html): an optional `TAP version 13|14`
+ * first line; one plan `1..N` (optionally `# SKIP reason`) first or last at each level; test points
+ * `ok`/`not ok` with an optional number, description and `# SKIP`/`# TODO` directive (`\#` escapes);
+ * `Bail out!`; subtests, indented four spaces per level and closed by their parent's test point; YAML
+ * diagnostics after a test point (indented two more spaces, `---` to `...`), skipped unread. Comments,
+ * pragmas and any line that is not TAP are ignored, as the spec says.
+ *
+ * Counts are the top-level test points, as prove counts them. A report says pass only when nothing in it
+ * could be read another way, so these make it `malformed` (and the run's verdict `error`): no plan, two
+ * plans, a plan in the middle, a test point after a trailing plan, a test number out of sequence, a
+ * version line that is not the first line or names another version, a TAP line indented by other than a
+ * multiple of four spaces (or with a tab), a subtest level skipped, a subtest without its closing test
+ * point, a subtest whose own tests fail under a parent point that says `ok` (a reader counting every level
+ * would see a failure), an unterminated YAML block, a carriage return that does not end a line (another
+ * reader splits on it), bytes that are not UTF-8, and the caps: TAP_MAX_BYTES, TAP_MAX_DEPTH subtest
+ * levels, TAP_MAX_LINES lines, numbers above TAP_MAX_COUNT. A plan that the test points do not meet, or a
+ * bail out, is a `parsed` report that failed.
+ */
+import type { ResultParser } from './parser.js';
+
+export const TAP_MAX_BYTES = 16 * 1024 * 1024;
+/** Subtests nested deeper than this (the top level is depth 0) make the report malformed. */
+export const TAP_MAX_DEPTH = 64;
+/** Reports with more lines than this are malformed: counts past it would not be checked. */
+export const TAP_MAX_LINES = 2_000_000;
+/** A plan or a test number above this is malformed (no report holds that many points under the byte cap). */
+export const TAP_MAX_COUNT = 10_000_000;
+
+export type TapSummary =
+  | {
+      format: 'tap';
+      status: 'parsed';
+      /** The plan's count at the top level. */
+      planned: number;
+      /** Top-level test points seen. */
+      tests: number;
+      /** `not ok` without a TODO directive (a SKIP does not excuse a `not ok`: see countPoint). */
+      failures: number;
+      skipped: number;
+      todo: number;
+      bailedOut: boolean;
+    }
+  | { format: 'tap'; status: 'malformed' };
+
+class Malformed extends Error {}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+const VERSION = /^TAP version (\d+)$/;
+const PLAN = /^1\.\.(\d+)(?:\s*#(.*))?$/;
+const POINT = /^(not )?ok(?= |$)(?: (\d+)(?= |$))?(.*)$/;
+const BAIL_OUT = /^Bail out!/;
+const DIRECTIVE = /^\s*(skip\S*|todo)(?:\s|$)/i;
+/** Lines that are TAP whatever their indentation, so a bad indentation of one is malformed, not ignored. */
+const TAP_LINE = /^(?:not\s+ok(?:\s|$)|ok(?:\s|$)|1\.\.|Bail out!|TAP version\s)/;
+
+interface Level {
+  plan?: { count: number };
+  /** Test points at this level. */
+  points: number;
+  failures: number;
+  skipped: number;
+  todo: number;
+  /** A trailing plan was seen: nothing but the end of the level may follow. */
+  closed: boolean;
+  /** A subtest just ended at the level below: the next line here must be its test point. */
+  subtest?: { passed: boolean };
+}
+
+const newLevel = (): Level => ({ points: 0, failures: 0, skipped: 0, todo: 0, closed: false });
+
+export function parseTap(bytes: Uint8Array): TapSummary {
+  const malformed: TapSummary = { format: 'tap', status: 'malformed' };
+  if (bytes.length > TAP_MAX_BYTES) return malformed;
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    return malformed;
+  }
+  try {
+    return readTap(text.startsWith('\uFEFF') ? text.slice(1) : text);
+  } catch (err) {
+    if (err instanceof Malformed) return malformed;
+    throw err;
+  }
+}
+
+export const tapParser: ResultParser<TapSummary> = {
+  name: 'tap',
+  summaryType: 'https://edge-runner.dev/summary/tap/v1',
+  maxBytes: TAP_MAX_BYTES,
+  parse: parseTap,
+  failed: (summary) => summary.status === 'parsed' && (summary.failures > 0 || summary.bailedOut || summary.tests !== summary.planned),
+};
+
+function readTap(text: string): TapSummary {
+  const lines = text.split('\n');
+  if (lines.length > TAP_MAX_LINES) throw new Malformed();
+  const levels: Level[] = [newLevel()];
+  let first = true;
+  let bailedOut = false;
+  /** Inside a YAML block: the indentation its lines have at least. */
+  let yamlIndent: number | undefined;
+  /** The indentation of the last test point, whose YAML block may follow. */
+  let lastPointIndent: number | undefined;
+
+  for (let i = 0; i < lines.length; i++) {
+    let line = lines[i]!;
+    if (line.endsWith('\r')) line = line.slice(0, -1);
+    if (line.includes('\r')) throw new Malformed();
+    const indent = leadingSpaces(line);
+    const body = line.slice(indent);
+
+    if (yamlIndent !== undefined) {
+      if (body === '') continue;
+      if (indent < yamlIndent) throw new Malformed(); // the block never ended with '...'
+      if (indent === yamlIndent && body === '...') yamlIndent = undefined;
+      continue;
+    }
+    if (body.trim() === '') continue;
+    if (lastPointIndent !== undefined && indent === lastPointIndent + 2 && body === '---') {
+      yamlIndent = indent;
+      lastPointIndent = undefined;
+      continue;
+    }
+    lastPointIndent = undefined;
+    if (!TAP_LINE.test(body)) {
+      // A comment, a pragma or output that is not TAP; TAP after a tab would be read differently elsewhere.
+      if (/^\s/.test(body) && TAP_LINE.test(body.trimStart())) throw new Malformed();
+      first = false;
+      continue;
+    }
+    if (indent % 4 !== 0) throw new Malformed();
+    const depth = indent / 4;
+    if (depth > TAP_MAX_DEPTH) throw new Malformed();
+
+    const version = VERSION.exec(body);
+    if (version) {
+      if (!first || depth !== 0 || !['13', '14'].includes(version[1]!)) throw new Malformed();
+      first = false;
+      continue;
+    }
+    first = false;
+
+    if (BAIL_OUT.test(body)) {
+      bailedOut = true;
+      break; // the spec: a harness stops reading at a bail out
+    }
+
+    // Open or close subtest levels to reach this line's depth.
+    if (depth > levels.length) throw new Malformed(); // a level skipped
+    if (depth === levels.length) {
+      const parent = levels[levels.length - 1]!;
+      if (parent.subtest || parent.closed) throw new Malformed();
+      levels.push(newLevel());
+    }
+    while (levels.length > depth + 1) {
+      const child = levels.pop()!;
+      const parent = levels[levels.length - 1]!;
+      if (parent.subtest) throw new Malformed(); // a subtest closed twice without its point
+      parent.subtest = { passed: endLevel(child) };
+    }
+    const level = levels[depth]!;
+
+    const plan = PLAN.exec(body);
+    if (plan) {
+      if (level.plan || level.subtest) throw new Malformed();
+      const count = toCount(plan[1]!);
+      level.plan = { count };
+      // A plan after test points is the trailing plan: the level ends there.
+      if (level.points > 0) level.closed = true;
+      continue;
+    }
+
+    const point = POINT.exec(body);
+    if (!point) throw new Malformed(); // TAP_LINE matched a shape none of the rules reads
+    if (level.closed) throw new Malformed();
+    level.points++;
+    if (level.points > TAP_MAX_COUNT) throw new Malformed();
+    if (point[2] !== undefined && toCount(point[2]) !== level.points) throw new Malformed();
+    const directive = DIRECTIVE.exec(afterHash(point[3]!) ?? '');
+    const kind = directive ? (directive[1]!.toLowerCase() === 'todo' ? 'todo' : 'skip') : undefined;
+    const ok = point[1] === undefined;
+    if (level.subtest) {
+      if (ok && kind !== 'todo' && !level.subtest.passed) throw new Malformed();
+      level.subtest = undefined;
+    }
+    countPoint(level, ok, kind);
+    lastPointIndent = indent;
+  }
+  if (yamlIndent !== undefined) throw new Malformed();
+
+  const root = levels[0]!;
+  if (!bailedOut) {
+    // The report ended inside a subtest, before its closing test point.
+    if (levels.length > 1) throw new Malformed();
+    if (root.subtest || root.plan === undefined) throw new Malformed();
+  }
+  return {
+    format: 'tap',
+    status: 'parsed',
+    planned: root.plan?.count ?? 0,
+    tests: root.points,
+    failures: root.failures,
+    skipped: root.skipped,
+    todo: root.todo,
+    bailedOut,
+  };
+}
+
+/**
+ * One test point. `not ok # TODO` is an expected failure. A skip is counted as skipped only on an `ok`:
+ * `not ok # SKIP` counts as a failure, as the reading that hides nothing (harnesses disagree on it).
+ */
+function countPoint(level: Level, ok: boolean, kind: 'skip' | 'todo' | undefined): void {
+  if (kind === 'todo') level.todo++;
+  else if (!ok) level.failures++;
+  else if (kind === 'skip') level.skipped++;
+}
+
+/** A subtest level's own result: planned, met and free of failures. A level without a plan is malformed. */
+function endLevel(level: Level): boolean {
+  if (level.plan === undefined || level.subtest) throw new Malformed();
+  return level.failures === 0 && level.points === level.plan.count;
+}
+
+function toCount(digits: string): number {
+  if (digits.length > 9) throw new Malformed();
+  const value = Number(digits);
+  if (value > TAP_MAX_COUNT) throw new Malformed();
+  return value;
+}
+
+function leadingSpaces(line: string): number {
+  let n = 0;
+  while (n < line.length && line.charCodeAt(n) === 0x20) n++;
+  return n;
+}
+
+/** The text after the description's first unescaped '#', or undefined when it has none. */
+function afterHash(rest: string): string | undefined {
+  for (let i = 0; i < rest.length; i++) {
+    const c = rest[i];
+    if (c === '\\') i++;
+    else if (c === '#') return rest.slice(i + 1);
+  }
+  return undefined;
+}
