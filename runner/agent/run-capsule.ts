@@ -18,6 +18,9 @@ import { buildStepEnv } from '../exec/env.js';
 import { ExecError } from '../exec/errors.js';
 import { classifyLimitExit, isLoaderEnvName } from '../exec/sandbox.js';
 import { runStep, type StepOutcome } from '../exec/step.js';
+import { startForwarders, type Forwarders } from '../exec/forward.js';
+import { needsUnixSockets, resolveGrants, toResourceEnv, toResourceMounts, type ResolvedGrant, type ResourceMount } from '../exec/resources.js';
+import { SYSCALL_FILTER_UNIX } from '../exec/seccomp.js';
 import { createWorkspace, writeInputs } from '../exec/workspace.js';
 import { isDiskFull, writeFileAtomic } from '../state/files.js';
 import { StateError } from '../state/errors.js';
@@ -277,7 +280,46 @@ export interface ScheduledRun {
  */
 export function admitAccepted(ctx: RunnerContext, accepted: AcceptedCapsule): Launcher {
   verifyStepEnvPolicy(accepted);
-  return selectLauncher(ctx, accepted);
+  grantsOf(ctx, accepted);
+  const launcher = selectLauncher(ctx, accepted);
+  // Grants are bound only into a bwrap sandbox (exec/resources.ts): without one, nothing of them would be exact.
+  if ((accepted.manifest.needs ?? []).length > 0 && launcher.isolation !== 'bwrap') {
+    const context = { capsuleId: accepted.manifest.id, manifestDigest: accepted.manifestDigest };
+    throw new CapsuleError('CAPSULE_ISOLATION_UNAVAILABLE', 'The capsule needs granted resources, which only a bwrap sandbox can bind.', context);
+  }
+  return launcher;
+}
+
+/**
+ * The operator's grants for what the capsule `needs`, checked on this host; CAPSULE_RESOURCE_UNGRANTED for a
+ * name not granted or a grant that cannot be bound. The message names the resource, never its path.
+ */
+function grantsOf(ctx: RunnerContext, { manifest, manifestDigest }: AcceptedCapsule): ResolvedGrant[] {
+  const resolution = resolveGrants(manifest.needs ?? [], ctx.config.resources, ctx.state.layout.dir);
+  if ('grants' in resolution) return resolution.grants;
+  const { name, why } = resolution.refused;
+  throw new CapsuleError('CAPSULE_RESOURCE_UNGRANTED', `The capsule needs the resource "${name}", which ${why}; nothing ran.`, {
+    capsuleId: manifest.id,
+    manifestDigest,
+  });
+}
+
+/** The run's grants, their tcp forwarders listening: what each step's plan binds, and what `close` ends. */
+interface BoundResources {
+  grants: ResolvedGrant[];
+  mounts: ResourceMount[];
+  close: () => Promise<void>;
+}
+
+async function bindResources(ctx: RunnerContext, accepted: AcceptedCapsule): Promise<BoundResources> {
+  const grants = grantsOf(ctx, accepted); // again: a grant may have gone from the host since acceptance
+  const tcp = grants.flatMap((grant) => (grant.upstream ? [{ name: grant.name, ...grant.upstream }] : []));
+  let forwarders: Forwarders | undefined;
+  if (tcp.length > 0) {
+    const owner = process.getuid?.() === 0 ? { uid: ctx.config.stepUser.uid, gid: ctx.config.stepUser.gid } : undefined;
+    forwarders = await startForwarders(tcp, owner ? { owner } : {});
+  }
+  return { grants, mounts: toResourceMounts(grants, forwarders?.sockets), close: async () => forwarders?.close() };
 }
 
 /** Runs an accepted capsule (one-off, or one firing of a recurring one): records, steps, evidence, bundle. */
@@ -300,17 +342,21 @@ export async function runAccepted(
       manifestDigest: accepted.manifestDigest,
       isolation: launcher.isolation,
       ...(scheduled ? { scheduledFor: scheduled.scheduledFor } : {}),
+      ...(neededOf(accepted).length > 0 ? { resources: neededOf(accepted) } : {}),
     });
   });
   const runDir = join(ctx.state.layout.runs, runId);
   let workspaceGone = false;
+  let resources: BoundResources | undefined;
   const freeWorkspace = () => {
     if (workspaceGone) return;
     workspaceGone = true;
     removeRunFolder(store, runId, runDir, ops);
   };
   try {
-    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops, signal, stopping, scheduledFor: scheduled?.scheduledFor });
+    resources = await bindResources(ctx, accepted);
+    const scheduledFor = scheduled?.scheduledFor;
+    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops, signal, stopping, scheduledFor, resources });
   } catch (err) {
     // Whatever stopped the run midway is recorded, with a code, unless the run already ended. A full disk
     // (RUN_DISK_FULL) may refuse that record too: the workspace, most likely what filled it, is freed first
@@ -336,6 +382,7 @@ export async function runAccepted(
       { cause: err },
     );
   } finally {
+    await resources?.close(); // every step is over: nothing of the run may still reach a granted service
     // Last, and best effort: a leftover process writing into the workspace must not cost the evidence.
     if (!ctx.config.exec.keepWorkspace) freeWorkspace();
   }
@@ -367,13 +414,14 @@ interface RunContext {
   signal: AbortSignal | undefined;
   stopping: AbortSignal | undefined;
   scheduledFor: string | undefined;
+  resources: BoundResources;
 }
 
 async function runSteps(
   ctx: RunnerContext,
   accepted: AcceptedCapsule,
   launcher: Launcher,
-  { runId, runDir, startedAt, ops, signal, stopping, scheduledFor }: RunContext,
+  { runId, runDir, startedAt, ops, signal, stopping, scheduledFor, resources }: RunContext,
 ): Promise<CapsuleOutcome & { kind: 'completed' }> {
   const { state, store, config } = ctx;
   const { manifest } = accepted;
@@ -398,7 +446,8 @@ async function runSteps(
       steps.push({ name: step.name, status: 'skipped', exitCode: null, signal: null, timedOut: false, durationMs: 0 });
       continue;
     }
-    const plan = launcher.plan(step.run, buildStepEnv(workspace, step.env), workspace);
+    // The runner's resource variables win over the step's own of the same name.
+    const plan = launcher.plan(step.run, { ...buildStepEnv(workspace, step.env), ...toResourceEnv(resources.grants) }, workspace, resources.mounts);
     const outcome = await runStep({
       plan,
       timeoutMs: (step.timeoutSeconds ?? config.exec.defaultStepTimeoutSeconds) * 1000,
@@ -440,9 +489,10 @@ async function runSteps(
       startedAt: startedAt.toISOString(),
       endedAt: endedAt.toISOString(),
       isolation: launcher.isolation,
-      ...(launcher.sandbox ? { sandbox: launcher.sandbox } : {}),
+      ...(launcher.sandbox ? { sandbox: sandboxOf(launcher, resources.grants) } : {}),
       verdict,
       ...(scheduledFor !== undefined ? { scheduledFor } : {}),
+      ...(resources.grants.length > 0 ? { resources: resources.grants.map((grant) => grant.name) } : {}),
     },
     steps,
     artifacts,
@@ -478,6 +528,17 @@ async function runSteps(
     bundlePath,
     evidenceDigest: evidence.digest,
   };
+}
+
+/** The capsule's needed resource names, sorted and once each: what run.started and the evidence carry. */
+function neededOf({ manifest }: AcceptedCapsule): string[] {
+  return [...new Set(manifest.needs ?? [])].sort();
+}
+
+/** The launcher's sandbox as this run used it: a step with a socket or tcp grant ran under the AF_UNIX filter. */
+function sandboxOf(launcher: Launcher, grants: readonly ResolvedGrant[]): NonNullable<Launcher['sandbox']> {
+  const sandbox = launcher.sandbox!;
+  return needsUnixSockets(grants) && sandbox.syscallFilter !== undefined ? { ...sandbox, syscallFilter: SYSCALL_FILTER_UNIX } : sandbox;
 }
 
 function agentStopped(runId: string): RunError {

@@ -22,6 +22,11 @@ export type CapsuleErrorCode =
   | 'CAPSULE_BLOB_UNREFERENCED'
   | 'CAPSULE_POLICY'
   | 'CAPSULE_ISOLATION_UNAVAILABLE'
+  /**
+   * The capsule `needs` a resource the runner's configuration does not grant, or whose grant cannot be bound
+   * as configured (missing on the host, not a socket, overlapping the state folder); nothing runs.
+   */
+  | 'CAPSULE_RESOURCE_UNGRANTED'
   /** A recurring capsule's `schedule` names no valid cron expression or time zone, or no slot before it expires. */
   | 'CAPSULE_SCHEDULE_INVALID'
   /** A schedule of a capsule with this id, issued later, is active here: an older capsule does not replace it. */
