@@ -6,6 +6,7 @@ import { readEnvironment, resolveConfig, type RunnerConfig } from '../config/con
 import { sandboxLauncherSelector } from '../agent/launcher.js';
 import { createLogger } from '../agent/logger.js';
 import { withRunner, type RunnerContext } from '../agent/runner.js';
+import { commandConfigSources } from './config-file.js';
 
 /** The process environment, read once for the whole command line. */
 let environment: Readonly<Record<string, string | undefined>> | undefined;
@@ -20,11 +21,11 @@ export function cliConfig(): RunnerConfig {
   return resolveConfig({ env: cliEnvironment() });
 }
 
-/** Opens the runner context for `stateDir`, runs the command in it, and closes it. */
-export function inRunner<T>(stateDir: string, fn: (ctx: RunnerContext) => T | Promise<T>): Promise<T> {
-  return withRunner(
-    stateDir,
-    { launcher: sandboxLauncherSelector(), config: { env: cliEnvironment() }, logger: createLogger(cliConfig().logLevel) },
-    fn,
-  );
+/**
+ * Opens the runner context for `stateDir`, runs the command in it, and closes it. The configuration file is
+ * `configFile` (a command's `--config`) or the one EDGE_RUNNER_CONFIG names, when either does.
+ */
+export function inRunner<T>(stateDir: string, fn: (ctx: RunnerContext) => T | Promise<T>, options: { configFile?: string } = {}): Promise<T> {
+  const config = commandConfigSources({ configFlag: options.configFile, env: cliEnvironment() });
+  return withRunner(stateDir, { launcher: sandboxLauncherSelector(), config, logger: createLogger(cliConfig().logLevel) }, fn);
 }

@@ -1,10 +1,12 @@
 /**
  * The runner's one configuration type. Every default lives here, with its unit in its name or beside it, and
  * the configuration is merged once, in this order (later wins): defaults < the state folder's runner.json
- * (`stepUser`, and `settings`) < the environment < command-line flags. This is the only module that reads
- * `process.env`; everything else is handed the values it needs.
+ * (`stepUser`, and `settings`) < the operator's configuration file (TOML, runner/cli/config-file.ts reads it)
+ * < the environment < command-line flags. The merge also says where every value came from (its origin), which
+ * `config check` prints. This is the only module that reads `process.env`; everything else is handed the
+ * values it needs.
  */
-import { ConfigError } from './errors.js';
+import { ConfigError, type ConfigErrorDetails } from './errors.js';
 
 export type LogLevel = 'silent' | 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 const LOG_LEVELS: readonly LogLevel[] = ['silent', 'trace', 'debug', 'info', 'warn', 'error', 'fatal'];
@@ -191,11 +193,32 @@ export type ConfigSource = 'state' | 'file' | 'environment' | 'flags';
 export interface ConfigSources {
   /** From the state folder's runner.json: its `stepUser` and `settings` members. */
   state?: ConfigOverrides;
-  /** A configuration file named on the command line (`agent --config FILE`): the same shape as `settings`. */
+  /** The operator's configuration file (`--config FILE` or EDGE_RUNNER_CONFIG): the same shape as `settings`. */
   file?: ConfigOverrides;
+  /** The file's path, named in refusals and origins. */
+  filePath?: string;
   /** The process environment; `readEnvironment()` gives the real one. */
   env?: Readonly<Record<string, string | undefined>>;
   flags?: ConfigOverrides;
+  /** The command-line flag that set a setting (`coordinator.url` -> `--coordinator`), named in origins. */
+  flagNames?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Where one effective value came from: the default, runner.json, the file (by path), an environment
+ * variable (by name) or a flag (by name). Settings are named by their path (`exec.killGraceMs`,
+ * `resources.NAME`, `stepUser`, `logLevel`).
+ */
+export interface ConfigOrigin {
+  source: 'default' | ConfigSource;
+  /** The file's path, the variable's name or the flag's; absent for defaults and runner.json. */
+  where?: string;
+}
+
+/** The merged configuration and the origin of every setting in it. */
+export interface ResolvedConfig {
+  config: RunnerConfig;
+  origins: Readonly<Record<string, ConfigOrigin>>;
 }
 
 /** The process environment, read once by the caller that builds the configuration (the CLI). */
@@ -205,15 +228,23 @@ export function readEnvironment(): Readonly<Record<string, string | undefined>> 
 
 /** Merges defaults < state < file < environment < flags, checks every value, and returns a frozen configuration. */
 export function resolveConfig(sources: ConfigSources = {}): RunnerConfig {
-  const layers: { source: ConfigSource; overrides: ConfigOverrides }[] = [
-    { source: 'state', overrides: sources.state ?? {} },
-    { source: 'file', overrides: sources.file ?? {} },
-    { source: 'environment', overrides: fromEnvironment(sources.env ?? {}) },
-    { source: 'flags', overrides: sources.flags ?? {} },
+  return resolveConfigWithOrigins(sources).config;
+}
+
+/** resolveConfig, and where each effective value came from (`config check` prints both). */
+export function resolveConfigWithOrigins(sources: ConfigSources = {}): ResolvedConfig {
+  const environment = fromEnvironment(sources.env ?? {});
+  const layers: { source: ConfigSource; overrides: ConfigOverrides; whereOf: (setting: string) => string | undefined }[] = [
+    { source: 'state', overrides: sources.state ?? {}, whereOf: () => undefined },
+    { source: 'file', overrides: sources.file ?? {}, whereOf: () => sources.filePath },
+    { source: 'environment', overrides: environment.overrides, whereOf: (setting) => environment.variables[setting] },
+    { source: 'flags', overrides: sources.flags ?? {}, whereOf: (setting) => sources.flagNames?.[setting] },
   ];
+  const origins: Record<string, ConfigOrigin> = {};
+  for (const setting of settingNames(DEFAULT_CONFIG)) origins[setting] = { source: 'default' };
   let config: RunnerConfig = structuredClone(DEFAULT_CONFIG) as RunnerConfig;
-  for (const { source, overrides } of layers) {
-    checkOverrides(overrides, source);
+  for (const { source, overrides, whereOf } of layers) {
+    checkLayer(overrides, source, source === 'file' ? sources.filePath : undefined);
     config = {
       ...config,
       exec: { ...config.exec, ...overrides.exec },
@@ -227,14 +258,41 @@ export function resolveConfig(sources: ConfigSources = {}): RunnerConfig {
       ...(overrides.logLevel !== undefined ? { logLevel: overrides.logLevel } : {}),
       ...(overrides.debug !== undefined ? { debug: overrides.debug } : {}),
     };
+    for (const setting of settingNames(overrides)) {
+      const where = whereOf(setting);
+      origins[setting] = where === undefined ? { source } : { source, where };
+    }
   }
   const path = sources.env?.PATH;
   config.toolSearchPath = path ? path.split(':').filter((dir) => dir.startsWith('/')) : [];
+  if (path) origins.toolSearchPath = { source: 'environment', where: 'PATH' };
   // The layer that last set a coordinator setting, named in a refusal of the merged values.
   const sourceOf = (name: keyof RunnerConfig['coordinator']): ConfigSource =>
     layers.findLast(({ overrides }) => overrides.coordinator?.[name] !== undefined)?.source ?? 'flags';
   verifyCoordinatorLink(config.coordinator, sourceOf);
-  return deepFreeze(config);
+  return { config: deepFreeze(config), origins: Object.freeze(origins) };
+}
+
+/** checkOverrides, with a refusal of the file's values naming the file. */
+function checkLayer(overrides: ConfigOverrides, source: ConfigSource, file: string | undefined): void {
+  try {
+    checkOverrides(overrides, source, file);
+  } catch (err) {
+    if (file === undefined || !(err instanceof ConfigError) || err.code !== 'CONFIG_INVALID') throw err;
+    throw new ConfigError('CONFIG_INVALID', `In ${file}: ${err.message}`, err.details as ConfigErrorDetails['CONFIG_INVALID'], { cause: err });
+  }
+}
+
+/** The settings a layer sets, by path: a section's members one by one, resources by name, the rest whole. */
+function settingNames(overrides: ConfigOverrides | Readonly<RunnerConfig>): string[] {
+  const names: string[] = [];
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value === undefined) continue;
+    const sectioned = key !== 'stepUser' && typeof value === 'object' && value !== null && !Array.isArray(value);
+    if (sectioned) for (const name of Object.keys(value)) names.push(`${key}.${name}`);
+    else names.push(key);
+  }
+  return names;
 }
 
 /**
@@ -307,27 +365,56 @@ function isProxyUrl(value: unknown): boolean {
   }
 }
 
-function fromEnvironment(env: Readonly<Record<string, string | undefined>>): ConfigOverrides {
+/** The environment's settings, and the variable that set each (by setting path). */
+function fromEnvironment(env: Readonly<Record<string, string | undefined>>): { overrides: ConfigOverrides; variables: Record<string, string> } {
   const out: ConfigOverrides = {};
-  const level = env.EDGE_RUNNER_LOG_LEVEL;
-  if (level !== undefined && level !== '') {
+  const variables: Record<string, string> = {};
+  const given = (name: string): string | undefined => (env[name] !== undefined && env[name] !== '' ? env[name] : undefined);
+  const level = given('EDGE_RUNNER_LOG_LEVEL');
+  if (level !== undefined) {
     if (!(LOG_LEVELS as readonly string[]).includes(level))
       throw invalid('EDGE_RUNNER_LOG_LEVEL', 'environment', `is "${level}", not one of ${LOG_LEVELS.join(', ')}`);
     out.logLevel = level as LogLevel;
+    variables.logLevel = 'EDGE_RUNNER_LOG_LEVEL';
   }
-  if (env.EDGE_RUNNER_DEBUG !== undefined && env.EDGE_RUNNER_DEBUG !== '') out.debug = env.EDGE_RUNNER_DEBUG !== '0';
-  if (env.EDGE_RUNNER_KEEP_WORKSPACE !== undefined && env.EDGE_RUNNER_KEEP_WORKSPACE !== '')
-    out.exec = { keepWorkspace: env.EDGE_RUNNER_KEEP_WORKSPACE !== '0' };
-  const timeout = env.EDGE_RUNNER_STEP_TIMEOUT_SECONDS;
-  if (timeout !== undefined && timeout !== '')
+  const debug = given('EDGE_RUNNER_DEBUG');
+  if (debug !== undefined) {
+    out.debug = debug !== '0';
+    variables.debug = 'EDGE_RUNNER_DEBUG';
+  }
+  const keep = given('EDGE_RUNNER_KEEP_WORKSPACE');
+  if (keep !== undefined) {
+    out.exec = { keepWorkspace: keep !== '0' };
+    variables['exec.keepWorkspace'] = 'EDGE_RUNNER_KEEP_WORKSPACE';
+  }
+  const timeout = given('EDGE_RUNNER_STEP_TIMEOUT_SECONDS');
+  if (timeout !== undefined) {
     out.exec = { ...out.exec, defaultStepTimeoutSeconds: toInteger(timeout, 'EDGE_RUNNER_STEP_TIMEOUT_SECONDS') };
-  const busy = env.EDGE_RUNNER_BUSY_TIMEOUT_MS;
-  if (busy !== undefined && busy !== '') out.store = { busyTimeoutMs: toInteger(busy, 'EDGE_RUNNER_BUSY_TIMEOUT_MS') };
-  const reserve = env.EDGE_RUNNER_RESERVE_BYTES;
-  if (reserve !== undefined && reserve !== '') out.store = { ...out.store, reserveBytes: toInteger(reserve, 'EDGE_RUNNER_RESERVE_BYTES') };
+    variables['exec.defaultStepTimeoutSeconds'] = 'EDGE_RUNNER_STEP_TIMEOUT_SECONDS';
+  }
+  const busy = given('EDGE_RUNNER_BUSY_TIMEOUT_MS');
+  if (busy !== undefined) {
+    out.store = { busyTimeoutMs: toInteger(busy, 'EDGE_RUNNER_BUSY_TIMEOUT_MS') };
+    variables['store.busyTimeoutMs'] = 'EDGE_RUNNER_BUSY_TIMEOUT_MS';
+  }
+  const reserve = given('EDGE_RUNNER_RESERVE_BYTES');
+  if (reserve !== undefined) {
+    out.store = { ...out.store, reserveBytes: toInteger(reserve, 'EDGE_RUNNER_RESERVE_BYTES') };
+    variables['store.reserveBytes'] = 'EDGE_RUNNER_RESERVE_BYTES';
+  }
   const coordinator = coordinatorFromEnvironment(env);
-  if (Object.keys(coordinator).length > 0) out.coordinator = coordinator;
-  return out;
+  if (Object.keys(coordinator.values).length > 0) out.coordinator = coordinator.values;
+  for (const [name, variable] of Object.entries(coordinator.variables)) variables[`coordinator.${name}`] = variable;
+  return { overrides: out, variables };
+}
+
+/** The variable naming the operator's configuration file when no `--config` flag does. */
+export const CONFIG_FILE_VARIABLE = 'EDGE_RUNNER_CONFIG';
+
+/** The configuration file the environment names (EDGE_RUNNER_CONFIG), or undefined. */
+export function configFileFromEnvironment(env: Readonly<Record<string, string | undefined>>): string | undefined {
+  const path = env[CONFIG_FILE_VARIABLE];
+  return path === undefined || path === '' ? undefined : path;
 }
 
 /**
@@ -335,22 +422,27 @@ function fromEnvironment(env: Readonly<Record<string, string | undefined>>): Con
  * settings as curl and undici read them: the lower-case name first (https_proxy, http_proxy, no_proxy), then
  * the upper-case one. An empty value is the same as an absent one.
  */
-function coordinatorFromEnvironment(env: Readonly<Record<string, string | undefined>>): Partial<RunnerConfig['coordinator']> {
-  const first = (...names: string[]) => names.map((name) => env[name]).find((value) => value !== undefined && value !== '');
-  const out: Partial<Mutable<RunnerConfig['coordinator']>> = {};
-  const url = first('EDGE_RUNNER_COORDINATOR_URL');
-  if (url !== undefined) out.url = url;
-  const caFile = first('EDGE_RUNNER_CA_FILE');
-  if (caFile !== undefined) out.caFile = caFile;
-  const proxyCaFile = first('EDGE_RUNNER_PROXY_CA_FILE');
-  if (proxyCaFile !== undefined) out.proxyCaFile = proxyCaFile;
-  const httpsProxy = first('https_proxy', 'HTTPS_PROXY');
-  if (httpsProxy !== undefined) out.httpsProxy = httpsProxy;
-  const httpProxy = first('http_proxy', 'HTTP_PROXY');
-  if (httpProxy !== undefined) out.httpProxy = httpProxy;
-  const noProxy = first('no_proxy', 'NO_PROXY');
-  if (noProxy !== undefined) out.noProxy = noProxy;
-  return out;
+function coordinatorFromEnvironment(env: Readonly<Record<string, string | undefined>>): {
+  values: Partial<RunnerConfig['coordinator']>;
+  variables: Record<string, string>;
+} {
+  const values: Partial<Mutable<RunnerConfig['coordinator']>> = {};
+  const variables: Record<string, string> = {};
+  const settings: [keyof RunnerConfig['coordinator'], string[]][] = [
+    ['url', ['EDGE_RUNNER_COORDINATOR_URL']],
+    ['caFile', ['EDGE_RUNNER_CA_FILE']],
+    ['proxyCaFile', ['EDGE_RUNNER_PROXY_CA_FILE']],
+    ['httpsProxy', ['https_proxy', 'HTTPS_PROXY']],
+    ['httpProxy', ['http_proxy', 'HTTP_PROXY']],
+    ['noProxy', ['no_proxy', 'NO_PROXY']],
+  ];
+  for (const [name, candidates] of settings) {
+    const variable = candidates.find((candidate) => env[candidate] !== undefined && env[candidate] !== '');
+    if (variable === undefined) continue;
+    (values as Record<string, string>)[name] = env[variable]!;
+    variables[name] = variable;
+  }
+  return { values, variables };
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -429,14 +521,14 @@ export function isSystemFolderPath(path: string): boolean {
   return /^(?:\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._+-]{1,64}){1,8}$/.test(path);
 }
 
-function checkOverrides(overrides: ConfigOverrides, source: ConfigSource): void {
-  for (const key of Object.keys(overrides)) if (!SECTIONS.includes(key)) throw invalid(key, source, 'is not a setting');
+function checkOverrides(overrides: ConfigOverrides, source: ConfigSource, file?: string): void {
+  for (const key of Object.keys(overrides)) if (!SECTIONS.includes(key)) throw unknown(key, source, file);
   checkResources(overrides.resources, source);
   if (overrides.spool !== undefined) {
     const spool = overrides.spool as unknown;
     if (typeof spool !== 'object' || spool === null || Array.isArray(spool)) throw invalid('spool', source, 'is not an object of settings');
     for (const [name, value] of Object.entries(spool)) {
-      if (name !== 'dir') throw invalid(`spool.${name}`, source, 'is not a setting');
+      if (name !== 'dir') throw unknown(`spool.${name}`, source, file);
       if (!FILE_SETTING.check(value)) throw invalid('spool.dir', source, FILE_SETTING.why);
     }
   }
@@ -448,7 +540,7 @@ function checkOverrides(overrides: ConfigOverrides, source: ConfigSource): void 
     const known = Object.keys(DEFAULT_CONFIG[section]);
     for (const [name, value] of Object.entries(values)) {
       const setting = `${section}.${name}`;
-      if (!known.includes(name)) throw invalid(setting, source, 'is not a setting');
+      if (!known.includes(name)) throw unknown(setting, source, file);
       const text = section === 'sandbox' ? SANDBOX_TEXT[name] : section === 'coordinator' ? COORDINATOR_TEXT[name] : undefined;
       if (text) {
         if (!text.check(value)) throw invalid(setting, source, text.why);
@@ -526,6 +618,19 @@ export function isGrantableAddress(value: unknown): boolean {
 /** A step identity must be an ordinary id: never 0 (root), within the 32-bit id space. */
 export function isStepId(id: unknown): id is number {
   return Number.isSafeInteger(id) && (id as number) > 0 && (id as number) < 2 ** 32 - 1;
+}
+
+/** An unknown key, named as given: a misspelt setting must not silently leave its default in force. */
+function unknown(setting: string, source: ConfigSource, file: string | undefined): ConfigError {
+  const where =
+    source === 'file' && file !== undefined
+      ? `The configuration file ${file} sets ${setting}`
+      : source === 'state'
+        ? `runner.json sets ${setting}`
+        : source === 'file'
+          ? `The configuration file sets ${setting}`
+          : `A flag sets ${setting}`;
+  return new ConfigError('CONFIG_UNKNOWN_SETTING', `${where}, which is not a setting.`, { setting, source });
 }
 
 function invalid(setting: string, source: ConfigSource, why: string): ConfigError {

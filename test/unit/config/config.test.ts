@@ -36,8 +36,6 @@ describe('resolveConfig', () => {
       ['a timeout that is not a number', { env: { EDGE_RUNNER_STEP_TIMEOUT_SECONDS: '10s' } }],
       ['a zero timeout', { env: { EDGE_RUNNER_STEP_TIMEOUT_SECONDS: '0' } }],
       ['a step user of root in the state file', { state: { stepUser: { uid: 0, gid: 0 } } }],
-      ['an unknown section', { state: { nonsense: 1 } as never }],
-      ['an unknown setting', { flags: { exec: { nonsense: 1 } as never } }],
       ['a negative grace', { flags: { exec: { killGraceMs: -1 } } }],
       ['a fractional limit', { state: { limits: { memoryBytes: 1.5 } } }],
       ['a boolean given as a string', { state: { exec: { keepWorkspace: 'yes' } as never } }],
@@ -49,6 +47,14 @@ describe('resolveConfig', () => {
       ['a busy timeout the SQLite driver refuses', { env: { EDGE_RUNNER_BUSY_TIMEOUT_MS: '999999999999' } }],
     ])('rejects %s with CONFIG_INVALID', (_what, sources) => {
       expect(codeOf(() => resolveConfig(sources))).toBe('CONFIG_INVALID');
+    });
+
+    it.each([
+      ['an unknown section', { state: { nonsense: 1 } as never }],
+      ['an unknown setting', { flags: { exec: { nonsense: 1 } as never } }],
+      ['an unknown spool setting', { file: { spool: { folder: '/x' } } as never }],
+    ])('refuses %s with CONFIG_UNKNOWN_SETTING', (_what, sources) => {
+      expect(codeOf(() => resolveConfig(sources))).toBe('CONFIG_UNKNOWN_SETTING');
     });
 
     it('names the setting and where it came from in the sentence', () => {

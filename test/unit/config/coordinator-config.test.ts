@@ -87,10 +87,13 @@ describe('the coordinator settings', () => {
       ['a backoff cap below its base', { flags: { coordinator: { backoffBaseMs: 10_000, backoffCapMs: 5000 } } }],
       ['a negative stop grace', { flags: { coordinator: { stopGraceMs: -1 } } }],
       ['a flush bound that is not a whole number', { file: { coordinator: { flushMs: 1.5 } } }],
-      ['an unknown coordinator setting', { file: { coordinator: { token: 'x' } as never } }],
       ['a NO_PROXY with control characters', { env: { NO_PROXY: 'a\nb' } }],
     ])('rejects %s with CONFIG_INVALID', (_what, sources) => {
       expect(codeOf(() => resolveConfig(sources))).toBe('CONFIG_INVALID');
+    });
+
+    it('refuses an unknown coordinator setting with CONFIG_UNKNOWN_SETTING', () => {
+      expect(codeOf(() => resolveConfig({ file: { coordinator: { token: 'x' } as never } }))).toBe('CONFIG_UNKNOWN_SETTING');
     });
 
     it("names the configuration file's setting in the sentence", () => {

@@ -35,9 +35,12 @@ describe('the sandbox settings', () => {
     [{ memoryCgroup: '/tmp/cg' }],
     [{ memoryCgroup: '/sys/fs/cgroup/../x' }],
     [{ requireMemoryCgroup: 'yes' }],
-    [{ unknown: 1 }],
   ])('refuses %j with CONFIG_INVALID', (sandbox) => {
     expect(() => resolveConfig({ state: { sandbox } as never })).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }));
+  });
+
+  it('refuses an unknown sandbox setting with CONFIG_UNKNOWN_SETTING', () => {
+    expect(() => resolveConfig({ state: { sandbox: { unknown: 1 } } as never })).toThrow(expect.objectContaining({ code: 'CONFIG_UNKNOWN_SETTING' }));
   });
 
   it('accepts as a system folder only plain absolute paths, which are safe to name in the evidence', () => {
