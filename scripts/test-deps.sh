@@ -7,6 +7,8 @@
 #   postgresql, postgresql-client -> a throwaway PostgreSQL cluster (initdb/pg_ctl from /usr/lib/postgresql,
 #   run as the unprivileged `postgres` user with its unix socket in the test's own temp folder) and psql,
 #   for the granted-resource tests (test/helpers/postgres.ts); the packaged cluster is not used.
+#   perl      -> perl with Test::More (Debian's perl, perl-modules) for the validate-config-repo example capsule,
+#   whose vendored Config::Tiny suite runs in the sandbox (test/integration/example-capsule-config-repo.test.ts).
 set -eu
 missing=""
 if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/golang.org/x/mod/sumdb/note ]; then
@@ -16,8 +18,9 @@ command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || [ -x /usr/s
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 command -v psql >/dev/null 2>&1 || missing="$missing postgresql-client"
+ls /usr/share/perl/*/Test/More.pm >/dev/null 2>&1 || missing="$missing perl"
 if [ -z "$missing" ]; then
-  echo "test-deps: go, golang.org/x/mod, tinyproxy, openssl and postgresql already present"
+  echo "test-deps: go, golang.org/x/mod, tinyproxy, openssl, postgresql and perl already present"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -14,8 +14,8 @@
  * plans, a plan in the middle, a test point after a trailing plan, a test number out of sequence, a
  * version line that is not the first line or names another version, a TAP line indented by other than a
  * multiple of four spaces (or with a tab), a subtest level skipped, a subtest without its closing test
- * point, a subtest whose own tests fail under a parent point that says `ok` (a reader counting every level
- * would see a failure), an unterminated YAML block, a carriage return that does not end a line (another
+ * point, a subtest that did not pass (a failure, its plan unmet or absent) under a parent point that says
+ * `ok` (a reader counting every level would see a failure), an unterminated YAML block, a carriage return that does not end a line (another
  * reader splits on it), bytes that are not UTF-8, and the caps: TAP_MAX_BYTES, TAP_MAX_DEPTH subtest
  * levels, TAP_MAX_LINES lines, numbers above TAP_MAX_COUNT. A plan that the test points do not meet, or a
  * bail out, is a `parsed` report that failed.
@@ -223,10 +223,14 @@ function countPoint(level: Level, ok: boolean, kind: 'skip' | 'todo' | undefined
   else if (kind === 'skip') level.skipped++;
 }
 
-/** A subtest level's own result: planned, met and free of failures. A level without a plan is malformed. */
+/**
+ * A subtest level's own result: planned, met and free of failures. A level still waiting for the closing
+ * point of its own subtest is malformed; one without a plan has not passed (a test file that died early is
+ * then a failure under its parent's `not ok`, and malformed under an `ok`).
+ */
 function endLevel(level: Level): boolean {
-  if (level.plan === undefined || level.subtest) throw new Malformed();
-  return level.failures === 0 && level.points === level.plan.count;
+  if (level.subtest) throw new Malformed();
+  return level.plan !== undefined && level.failures === 0 && level.points === level.plan.count;
 }
 
 function toCount(digits: string): number {

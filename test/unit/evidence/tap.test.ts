@@ -165,6 +165,10 @@ describe('parseTap', () => {
       });
     }
 
+    it('a subtest that died before its plan, under not ok, is a failure (a test file that crashed)', () => {
+      expect(tap(lines('1..2', '# Subtest: t/a.t', '    ok 1 - started', 'not ok 1 - t/a.t', 'ok 2 - t/b.t'))).toEqual(parsed(2, 2, 1));
+    });
+
     it('a failing subtest under not ok, or under ok # TODO, is fine', () => {
       expect(tap(lines('1..2', '    1..1', '    not ok 1', 'not ok 1', '    1..1', '    not ok 1', 'ok 2 # TODO'))).toEqual(parsed(2, 2, 1, 0, 1));
     });
