@@ -2,12 +2,14 @@
 import { Command, CommanderError } from 'commander';
 import { agentCommand } from './agent.js';
 import { capsuleCommand } from './capsule.js';
+import { configCommand } from './config.js';
 import { execCommand } from './exec.js';
 import { initCommand } from './init.js';
 import { keygenCommand } from './keygen.js';
 import { logCommand } from './log.js';
 import { cliConfig } from './context.js';
 import { EXIT, exitCodeFor, printError } from './output.js';
+import { statusCommand } from './status.js';
 import { trustCommand } from './trust.js';
 import { verifyCommand } from './verify.js';
 
@@ -27,6 +29,8 @@ export function buildProgram(): Command {
     verifyCommand(),
     logCommand(),
     agentCommand(),
+    statusCommand(),
+    configCommand(),
   ]) {
     program.addCommand(command);
   }

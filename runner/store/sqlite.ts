@@ -42,7 +42,8 @@ export class SqliteDatabase {
     this.statements = { begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), dataVersion };
   }
 
-  static open(path: string, options: OpenOptions): SqliteDatabase {
+  /** `path` may be a `file:` URL, for SQLite's URI parameters (`immutable=1`: runner/store/status.ts). */
+  static open(path: string | URL, options: OpenOptions): SqliteDatabase {
     const db = new DatabaseSync(path, { readOnly: options.readOnly ?? false, timeout: Math.max(0, Math.trunc(options.busyTimeoutMs)) });
     try {
       if (!options.readOnly) db.exec('PRAGMA journal_mode = WAL');

@@ -23,6 +23,7 @@ import { currentProcess, isProcessAlive, type ProcessIdentity } from '../state/p
 import { RunTable, RUNS_OWNER_SQL, RUNS_SCHEMA_SQL, type RunRow, type RunStatus } from './runs.js';
 import { SCHEDULES_SCHEMA_SQL, ScheduleTable, type ScheduleRow } from './schedules.js';
 import { SPOOL_INBOX_SCHEMA_SQL } from './spool.js';
+import { RECORD_ERRORS_INDEX_SQL } from './status.js';
 import { SqliteDatabase } from './sqlite.js';
 import { buildMerkleNodesV1, MERKLE_NODES_V1_SQL, moveTreeIntoRecords } from './tree-migrations.js';
 
@@ -73,8 +74,9 @@ const MIGRATIONS: readonly { sql?: string; after?: (db: SqliteDatabase) => void 
   // 7: the coordinator link: the outbox (what is owed to the coordinator), the work feed's cursor, and the
   // cosignatures witnesses returned.
   { sql: `${OUTBOX_SCHEMA_SQL}\n${FEED_CURSOR_SCHEMA_SQL}\n${COSIGNATURES_SCHEMA_SQL}` },
-  // 8: operations: recurring capsules and how far each fired; the spool folder's decided capsule files.
-  { sql: `${SCHEDULES_SCHEMA_SQL}\n${SPOOL_INBOX_SCHEMA_SQL}` },
+  // 8: operations: recurring capsules and how far each fired; the spool folder's decided capsule files; the
+  // error records indexed for status (a partial index: only a record of an error kind writes to it).
+  { sql: `${SCHEDULES_SCHEMA_SQL}\n${SPOOL_INBOX_SCHEMA_SQL}\n${RECORD_ERRORS_INDEX_SQL}` },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

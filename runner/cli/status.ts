@@ -1,0 +1,308 @@
+/**
+ * `edge-runner status --state DIR [--config FILE] [--json]`: what a monitoring check needs to know about a
+ * runner, read without writing anything and without walking the log (runner/store/status.ts), so it can run
+ * every minute beside a live agent, whose lock it never takes. Exit codes a check can use:
+ *   0 ok;
+ *   1 warning: the trust document expires within 30 days, free disk under twice the reserve, an answer queued
+ *     for more than an hour, a dead letter, a schedule slot due for more than 5 minutes and not handled
+ *     (the agent is not running it), the latest checkpoint not cosigned for more than an hour while a
+ *     coordinator is configured;
+ *   2 critical: the trust document expired (the runner refuses to act), free disk under the reserve (runs
+ *     are refused with RUN_DISK_RESERVE), or the state or its database cannot be read (the error's code).
+ * Each condition has a stable STATUS_ code in the report. The last error (the latest record of an error
+ * kind) is shown for the operator but is not a condition by itself: a rejected capsule is the runner
+ * working.
+ */
+import { statfsSync } from 'node:fs';
+import { Command } from 'commander';
+import { resolveConfig } from '../config/config.js';
+import { isCodedError } from '../core/errors.js';
+import { nextSlotAfter } from '../schedule/slots.js';
+import { StatusReader, type StatusSnapshot } from '../store/status.js';
+import { commandConfigSources } from './config-file.js';
+import { cliEnvironment } from './context.js';
+import { describeError, EXIT, printJson, toPrintable } from './output.js';
+import { readStateView, stateSettings, type StateView } from './state-view.js';
+
+const DAY_MS = 86_400_000;
+/** Inside this many days of its expiry, the trust document is a warning. */
+export const TRUST_WARNING_DAYS = 30;
+/** An answer queued for longer than this is a warning (the coordinator has not taken it). */
+export const OUTBOX_STALE_MS = 3_600_000;
+/** A schedule slot this far past and not handled (neither run nor recorded as missed) is a warning. */
+export const SCHEDULE_BEHIND_MS = 5 * 60_000;
+/** The latest checkpoint not cosigned for this long, with a coordinator configured, is a warning. */
+export const WITNESS_STALE_MS = 3_600_000;
+/** Free disk under this many times the reserve is a warning (under the reserve itself, critical). */
+export const DISK_WARNING_FACTOR = 2;
+
+export type StatusLevel = 'ok' | 'warning' | 'critical';
+
+export type StatusCode =
+  | 'STATUS_TRUST_EXPIRED'
+  | 'STATUS_TRUST_EXPIRING'
+  | 'STATUS_DISK_BELOW_RESERVE'
+  | 'STATUS_DISK_LOW'
+  | 'STATUS_OUTBOX_STALE'
+  | 'STATUS_OUTBOX_DEAD'
+  | 'STATUS_SCHEDULE_BEHIND'
+  | 'STATUS_WITNESS_STALE';
+
+export interface StatusProblem {
+  level: 'warning' | 'critical';
+  code: StatusCode;
+  message: string;
+}
+
+export interface StatusReport {
+  status: StatusLevel;
+  checkedAt: string;
+  runner: { id: string; labels: string[]; keyid: string };
+  trust: { version: number; expires: string; daysLeft: number };
+  log: {
+    size: number;
+    lastCheckpoint: { size: number; signedAt: string } | null;
+    lastWitnessed: { size: number; by: string[]; receivedAt: string } | null;
+  };
+  outbox: {
+    queued: number;
+    oldestQueuedAt: string | null;
+    oldestQueuedAgeSeconds: number | null;
+    dead: number;
+    lastDead: { digest: string; code: string; createdAt: string } | null;
+    lastAttemptCode: string | null;
+  };
+  schedules: {
+    capsuleId: string;
+    manifestDigest: string;
+    cron: string;
+    timezone: string;
+    expiresAt: string;
+    lastSlot: string | null;
+    nextFiring: string | null;
+  }[];
+  disk: { path: string; freeBytes: number; reserveBytes: number };
+  lastError: { seq: number; kind: string; code: string; at: string } | null;
+  problems: StatusProblem[];
+}
+
+export function statusCommand(): Command {
+  return new Command('status')
+    .description('Report the runner for monitoring, reading only: exit 0 ok, 1 warning, 2 critical.')
+    .requiredOption('--state <dir>', 'the runner state folder')
+    .option('--config <file>', 'the configuration file (for the disk reserve and the coordinator); else EDGE_RUNNER_CONFIG')
+    .option('--json', 'print machine-readable results')
+    .action((opts: { state: string; config?: string; json?: boolean }) => {
+      let report: StatusReport;
+      try {
+        report = readStatus(opts.state, { configFile: opts.config, now: new Date() });
+      } catch (err) {
+        // Unreadable is critical: a check that cannot see the runner must not say it is fine.
+        if (!opts.json) throw err;
+        printJson({ status: 'critical', error: describeError(err) });
+        process.exitCode = EXIT.usage;
+        return;
+      }
+      if (opts.json) printJson(report);
+      else process.stdout.write(formatStatus(report));
+      process.exitCode = report.status === 'ok' ? 0 : report.status === 'warning' ? 1 : 2;
+    });
+}
+
+/** Reads the state folder and its database (read-only) and judges what it finds at `now`. */
+export function readStatus(stateDir: string, options: { configFile?: string | undefined; now: Date }): StatusReport {
+  const view = readStateView(stateDir);
+  const config = resolveConfig({
+    ...commandConfigSources({ configFlag: options.configFile, env: cliEnvironment() }),
+    state: stateSettings(view.identity),
+  });
+  const snapshot = StatusReader.readSnapshot(view.layout.database, { busyTimeoutMs: config.store.busyTimeoutMs });
+  const disk = statfsSync(view.layout.dir);
+  return judgeStatus(view, snapshot, {
+    now: options.now,
+    freeBytes: Number(disk.bavail) * Number(disk.bsize),
+    reserveBytes: config.store.reserveBytes,
+    coordinatorConfigured: config.coordinator.url !== '',
+  });
+}
+
+/** The report and its conditions, from what was read (pure: the clock and the disk come in). */
+export function judgeStatus(
+  view: StateView,
+  snapshot: StatusSnapshot,
+  env: { now: Date; freeBytes: number; reserveBytes: number; coordinatorConfigured: boolean },
+): StatusReport {
+  const now = env.now.getTime();
+  const problems: StatusProblem[] = [];
+  const trust = view.trust.body;
+  const expiresMs = Date.parse(trust.expires);
+  const daysLeft = Math.floor((expiresMs - now) / DAY_MS);
+  if (expiresMs <= now) {
+    problems.push({
+      level: 'critical',
+      code: 'STATUS_TRUST_EXPIRED',
+      message: `The trust document (version ${trust.version}) expired at ${trust.expires}; the runner refuses to act until it is updated.`,
+    });
+  } else if (expiresMs - now <= TRUST_WARNING_DAYS * DAY_MS) {
+    problems.push({
+      level: 'warning',
+      code: 'STATUS_TRUST_EXPIRING',
+      message: `The trust document (version ${trust.version}) expires at ${trust.expires}, in ${daysLeft} day(s).`,
+    });
+  }
+  if (env.freeBytes < env.reserveBytes) {
+    problems.push({
+      level: 'critical',
+      code: 'STATUS_DISK_BELOW_RESERVE',
+      message: `${formatBytes(env.freeBytes)} free on the state folder's file system, under the reserve of ${formatBytes(env.reserveBytes)}: runs are refused.`,
+    });
+  } else if (env.freeBytes < env.reserveBytes * DISK_WARNING_FACTOR) {
+    problems.push({
+      level: 'warning',
+      code: 'STATUS_DISK_LOW',
+      message: `${formatBytes(env.freeBytes)} free on the state folder's file system, under twice the reserve of ${formatBytes(env.reserveBytes)}.`,
+    });
+  }
+  const { outbox } = snapshot;
+  const oldestMs = outbox.oldestQueuedAt === undefined ? undefined : Date.parse(outbox.oldestQueuedAt);
+  const ageSeconds = oldestMs === undefined ? null : Math.max(0, Math.floor((now - oldestMs) / 1000));
+  if (ageSeconds !== null && ageSeconds * 1000 > OUTBOX_STALE_MS) {
+    problems.push({
+      level: 'warning',
+      code: 'STATUS_OUTBOX_STALE',
+      message: `${outbox.queued} answer(s) queued, the oldest for ${formatAge(ageSeconds)}${outbox.lastAttemptCode ? ` (last attempt: ${outbox.lastAttemptCode})` : ''}.`,
+    });
+  }
+  if (outbox.dead > 0) {
+    problems.push({
+      level: 'warning',
+      code: 'STATUS_OUTBOX_DEAD',
+      message: `${outbox.dead} answer(s) refused for good by the coordinator (dead letters), the latest with ${outbox.lastDead?.code ?? 'no code'}.`,
+    });
+  }
+  const schedules = snapshot.schedules.map((row) => {
+    const next = safeNextSlot(row.cron, row.timezone, env.now);
+    const pending = safeNextSlot(row.cron, row.timezone, new Date(row.lastSlot ?? row.acceptedAt));
+    const expires = Date.parse(row.expiresAt);
+    if (pending !== undefined && pending.getTime() < expires && now - pending.getTime() > SCHEDULE_BEHIND_MS) {
+      problems.push({
+        level: 'warning',
+        code: 'STATUS_SCHEDULE_BEHIND',
+        message: `The schedule of ${row.capsuleId} has a slot due at ${pending.toISOString()} that is neither run nor recorded as missed: is the agent running?`,
+      });
+    }
+    return {
+      capsuleId: row.capsuleId,
+      manifestDigest: row.manifestDigest,
+      cron: row.cron,
+      timezone: row.timezone,
+      expiresAt: row.expiresAt,
+      lastSlot: row.lastSlot ?? null,
+      nextFiring: next !== undefined && next.getTime() < expires ? next.toISOString() : null,
+    };
+  });
+  const checkpoint = snapshot.lastCheckpoint;
+  const witnessed = snapshot.lastWitnessed;
+  if (
+    env.coordinatorConfigured &&
+    checkpoint !== undefined &&
+    (witnessed?.size ?? 0) < checkpoint.size &&
+    now - Date.parse(checkpoint.signedAt) > WITNESS_STALE_MS
+  ) {
+    problems.push({
+      level: 'warning',
+      code: 'STATUS_WITNESS_STALE',
+      message: `The checkpoint at size ${checkpoint.size} (signed ${checkpoint.signedAt}) is not cosigned; the last cosigned size is ${witnessed?.size ?? 'none'}.`,
+    });
+  }
+  const level: StatusLevel = problems.some((p) => p.level === 'critical') ? 'critical' : problems.length > 0 ? 'warning' : 'ok';
+  return {
+    status: level,
+    checkedAt: env.now.toISOString(),
+    runner: { id: view.identity.id, labels: [...view.identity.labels], keyid: view.identity.keyid },
+    trust: { version: trust.version, expires: trust.expires, daysLeft },
+    log: {
+      size: snapshot.logSize,
+      lastCheckpoint: checkpoint ?? null,
+      lastWitnessed: witnessed
+        ? {
+            size: witnessed.size,
+            by: witnessed.witnesses.map((w) => w.name),
+            receivedAt:
+              witnessed.witnesses
+                .map((w) => w.receivedAt)
+                .sort()
+                .at(-1) ?? '',
+          }
+        : null,
+    },
+    outbox: {
+      queued: outbox.queued,
+      oldestQueuedAt: outbox.oldestQueuedAt ?? null,
+      oldestQueuedAgeSeconds: ageSeconds,
+      dead: outbox.dead,
+      lastDead: outbox.lastDead ?? null,
+      lastAttemptCode: outbox.lastAttemptCode ?? null,
+    },
+    schedules,
+    disk: { path: view.layout.dir, freeBytes: env.freeBytes, reserveBytes: env.reserveBytes },
+    lastError: snapshot.lastError
+      ? { seq: snapshot.lastError.seq, kind: snapshot.lastError.kind, code: snapshot.lastError.code, at: snapshot.lastError.at }
+      : null,
+    problems,
+  };
+}
+
+/** A schedule the runner accepted has a valid expression; should one not parse here, status still answers. */
+function safeNextSlot(cron: string, timezone: string, after: Date): Date | undefined {
+  try {
+    return nextSlotAfter(cron, timezone, after);
+  } catch (err) {
+    if (isCodedError(err)) return undefined;
+    throw err;
+  }
+}
+
+/** The human form: one line per item, the conditions last. */
+export function formatStatus(report: StatusReport): string {
+  const lines: string[] = [];
+  const { runner, trust, log, outbox, disk } = report;
+  lines.push(`runner      ${runner.id}${runner.labels.length > 0 ? ` (labels: ${runner.labels.join(', ')})` : ''}, key ${runner.keyid}`);
+  lines.push(`trust       version ${trust.version}, expires ${trust.expires} (${trust.daysLeft >= 0 ? `in ${trust.daysLeft} day(s)` : 'expired'})`);
+  const checkpoint = log.lastCheckpoint ? `last checkpoint at size ${log.lastCheckpoint.size} (${log.lastCheckpoint.signedAt})` : 'no checkpoint yet';
+  const witnessed = log.lastWitnessed ? `last witnessed size ${log.lastWitnessed.size} by ${log.lastWitnessed.by.join(', ')}` : 'never witnessed';
+  lines.push(`log         ${log.size} record(s), ${checkpoint}, ${witnessed}`);
+  const oldest = outbox.oldestQueuedAgeSeconds === null ? '' : `, oldest queued ${formatAge(outbox.oldestQueuedAgeSeconds)} ago`;
+  const attempt = outbox.lastAttemptCode ? ` (last attempt: ${outbox.lastAttemptCode})` : '';
+  lines.push(
+    `outbox      ${outbox.queued} queued${oldest}${attempt}, ${outbox.dead} dead letter(s)${outbox.lastDead ? ` (latest ${outbox.lastDead.code})` : ''}`,
+  );
+  if (report.schedules.length === 0) lines.push('schedules   none');
+  for (const s of report.schedules) {
+    lines.push(`schedule    ${s.capsuleId} "${s.cron}" (${s.timezone}): next ${s.nextFiring ?? 'none before it expires'}, expires ${s.expiresAt}`);
+  }
+  lines.push(`disk        ${formatBytes(disk.freeBytes)} free on ${disk.path} (reserve ${formatBytes(disk.reserveBytes)})`);
+  const error = report.lastError;
+  lines.push(`last error  ${error ? `${error.code || error.kind} (${error.kind}, record ${error.seq}, ${error.at})` : 'none'}`);
+  lines.push(`status      ${report.status}`);
+  for (const p of report.problems) lines.push(`  ${p.level}: ${p.code}: ${p.message}`);
+  return `${lines.map((line) => toPrintable(line)).join('\n')}\n`;
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+function formatAge(seconds: number): string {
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.floor(seconds / 60)} min`;
+  if (seconds < 172_800) return `${Math.floor(seconds / 3600)} h`;
+  return `${Math.floor(seconds / 86_400)} days`;
+}
