@@ -478,6 +478,14 @@ export class Store {
   records(fromSeq = 0, pageSize = 1000): Generator<StoredRecord> {
     return this.recordTable.from(fromSeq, pageSize);
   }
+
+  // records_v1, for trust rotation (runner/agent/trust-update.ts): the last trust.updated record, read only to
+  // finish a trust update that a crash cut short (a walk back from the end that stops at the first match).
+  lastTrustUpdated(): StoredRecord | undefined {
+    const row = this.db.prepare("SELECT seq, kind, at, leaf FROM records_v1 WHERE kind = 'trust.updated' ORDER BY seq DESC LIMIT 1").get() as
+      { seq: number; kind: RecordKind; at: string; leaf: Uint8Array } | undefined;
+    return row === undefined ? undefined : { seq: row.seq, kind: row.kind, at: row.at, leaf: Buffer.from(row.leaf) };
+  }
 }
 
 function runIdOf(body: unknown): string | undefined {
