@@ -9,11 +9,11 @@
 // its lateness by Date.now() (what the host's timers and clock give any program).
 //
 //   node scripts/bench.mjs schedule          (build first: npx tsc -p tsconfig.build.json)
+/* global AbortController */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { load, median, percentile, round, sleep } from './link/fixture.mjs';
-import { signedTrust } from './link/fixture.mjs';
+import { load, median, percentile, round, signedTrust, sleep } from './link/fixture.mjs';
 
 const FIRINGS = 100;
 const REFERENCE = 20;
