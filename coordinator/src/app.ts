@@ -30,6 +30,8 @@ export const BODY_READ_LIMITS = { maxBytes: 64 * 1024 * 1024, maxPerRunner: 4 } 
 export interface App {
   trust: VerifiedTrust;
   trustBytes: Buffer;
+  /** Every trust version the coordinator has pinned, served by `GET /v1/trust/{version}`. */
+  trustVersions: ReadonlyMap<number, Buffer>;
   witness: { name: string; key: PrivateKey };
   store: CoordinatorStore;
   operatorTokenHashes: readonly Buffer[];
@@ -48,6 +50,8 @@ export interface App {
 export interface AppOptions {
   trust: VerifiedTrust;
   trustBytes: Buffer;
+  /** Absent: the pinned version only. */
+  trustVersions?: ReadonlyMap<number, Buffer>;
   witness: { name: string; key: PrivateKey };
   store: CoordinatorStore;
   operatorTokenHashes: readonly Buffer[];
@@ -62,6 +66,7 @@ export function createApp(options: AppOptions): App {
   return {
     trust: options.trust,
     trustBytes: options.trustBytes,
+    trustVersions: options.trustVersions ?? new Map([[options.trust.body.version, options.trustBytes]]),
     witness: options.witness,
     store: options.store,
     operatorTokenHashes: options.operatorTokenHashes,

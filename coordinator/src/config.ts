@@ -6,6 +6,7 @@
  *     "format": "edge-runner-coordinator/v1",
  *     "database": "coordinator.db",                       // SQLite file, relative to the state folder
  *     "trust": { "file": "trust.dsse.json", "sha256": "…", "version": 3 },   // the pinned trust document
+ *     "trustHistory": [ { "file": …, "sha256": …, "version": 1 }, …, the pinned one ],  // every version pinned
  *     "witness": { "keyFile": "/etc/…/witness.key.pem", "keyid": "…", "name": "coordinator-witness" },
  *     "operators": [ { "name": "ops", "tokenSha256": "…" } ],               // bearer tokens, hashed
  *     "listen": "127.0.0.1:8443",
@@ -18,6 +19,10 @@
  * Relative paths are read from the state folder. The trust document's bytes are pinned by their SHA-256: a
  * file changed behind the coordinator's back is refused at start. Operator tokens are never stored, only
  * their SHA-256 (a token is 32 random bytes, so a plain hash is enough: there is nothing to guess).
+ * Every trust document the coordinator has pinned is kept and listed in `trustHistory` (oldest first, the
+ * pinned one last), each pinned by its SHA-256 and checked at start as a chain under TUF's rule, so runners
+ * behind can fetch each version in turn (`GET /v1/trust/{version}`). A configuration written before the
+ * history existed lists the pinned document only.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
@@ -35,7 +40,9 @@ const CONFIG_MAX_BYTES = 256 * 1024;
 export interface CoordinatorConfig {
   format: typeof CONFIG_FORMAT;
   database: string;
-  trust: { file: string; sha256: string; version: number };
+  trust: TrustEntry;
+  /** Every trust document pinned so far, oldest first, ending with `trust` (absent: `trust` alone). */
+  trustHistory?: TrustEntry[];
   witness: { keyFile: string; keyid: string; name: string };
   operators: { name: string; tokenSha256: string }[];
   listen: string;
@@ -43,6 +50,12 @@ export interface CoordinatorConfig {
   tls: { certFile: string; keyFile: string } | null;
   timeouts: { headersSeconds: number; requestSeconds: number; keepAliveSeconds: number };
   signatures: { maxFutureSeconds: number; maxTtlSeconds: number };
+}
+
+export interface TrustEntry {
+  file: string;
+  sha256: string;
+  version: number;
 }
 
 export const DEFAULTS = {
@@ -57,6 +70,8 @@ export interface LoadedState {
   config: CoordinatorConfig;
   trust: VerifiedTrust;
   trustBytes: Buffer;
+  /** Every kept version's bytes, by version (the pinned one included). */
+  trustVersions: Map<number, Buffer>;
   witness: { name: string; key: PrivateKey };
   databasePath: string;
   operatorTokenHashes: Buffer[];
@@ -137,10 +152,12 @@ export function initState(options: InitOptions): { config: CoordinatorConfig; to
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileSync(join(dir, 'trust.dsse.json'), trustBytes, { mode: 0o644 });
   if (tokenFile !== null) writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const pinned: TrustEntry = { file: 'trust.dsse.json', sha256: sha256Hex(trustBytes), version: trust.body.version };
   const config: CoordinatorConfig = {
     format: CONFIG_FORMAT,
     database: 'coordinator.db',
-    trust: { file: 'trust.dsse.json', sha256: sha256Hex(trustBytes), version: trust.body.version },
+    trust: pinned,
+    trustHistory: [pinned],
     witness: { keyFile: witnessKeyFile, keyid: witnessKey.keyid, name },
     operators: [{ name: options.operatorName, tokenSha256: hashToken(token) }],
     listen: options.listen ?? DEFAULTS.listen,
@@ -188,6 +205,13 @@ function checkConfig(value: unknown, path: string): CoordinatorConfig {
   const seconds = (v: unknown) => Number.isSafeInteger(v) && (v as number) > 0 && (v as number) <= 3600;
   if (!text(c.database)) bad('database is not a file name');
   if (!c.trust || !text(c.trust.file) || !hex64(c.trust.sha256)) bad('trust needs file and sha256 (64 hex digits)');
+  const entry = (e: TrustEntry | undefined) => !!e && text(e.file) && hex64(e.sha256) && Number.isSafeInteger(e.version) && e.version >= 1;
+  if (c.trustHistory !== undefined) {
+    const history = c.trustHistory;
+    if (!Array.isArray(history) || history.length === 0 || !history.every(entry)) bad('trustHistory is not a list of {file, sha256, version}');
+    if (!history.every((e, i) => i === 0 || e.version === history[i - 1]!.version + 1)) bad('trustHistory versions do not follow one another');
+    if (history.at(-1)!.sha256 !== c.trust!.sha256) bad('trustHistory does not end with the pinned trust document');
+  }
   if (!c.witness || !text(c.witness.keyFile) || !hex64(c.witness.keyid) || !text(c.witness.name)) bad('witness needs keyFile, keyid and name');
   if (!Array.isArray(c.operators) || !c.operators.every((o) => o && text(o.name) && hex64(o.tokenSha256))) {
     bad('operators is not a list of {name, tokenSha256}');
@@ -207,9 +231,8 @@ function checkConfig(value: unknown, path: string): CoordinatorConfig {
 export function loadState(dirArg: string, now: Date): LoadedState {
   const dir = resolve(dirArg);
   const config = readConfig(dir);
-  const trustPath = inState(dir, config.trust.file);
-  const trustBytes = readFileSync(trustPath);
-  if (sha256Hex(trustBytes) !== config.trust.sha256) fail(`${trustPath} is not the trust document pinned in ${CONFIG_FILE} (its SHA-256 differs).`);
+  const trustVersions = loadTrustHistory(dir, config);
+  const trustBytes = trustVersions.get(config.trust.version)!;
   const trust = verifyTrustDocument(trustBytes, { now });
   const key = loadPrivateKey(inState(dir, config.witness.keyFile));
   if (key.keyid !== config.witness.keyid) fail(`The witness key file holds another key than the keyid in ${CONFIG_FILE}.`);
@@ -219,10 +242,35 @@ export function loadState(dirArg: string, now: Date): LoadedState {
     config,
     trust,
     trustBytes,
+    trustVersions,
     witness: { name, key },
     databasePath: inState(dir, config.database),
     operatorTokenHashes: config.operators.map((o) => Buffer.from(o.tokenSha256, 'hex')),
   };
+}
+
+/**
+ * Every kept trust document, each byte for byte the one its entry pins, the first verified against its own
+ * root keys and each next one as its successor under TUF's rule (expiry aside: old versions have expired).
+ */
+function loadTrustHistory(dir: string, config: CoordinatorConfig): Map<number, Buffer> {
+  const versions = new Map<number, Buffer>();
+  let previous: VerifiedTrust | undefined;
+  for (const entry of config.trustHistory ?? [config.trust]) {
+    const path = inState(dir, entry.file);
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(path);
+    } catch {
+      return fail(`The trust document ${path} listed in ${CONFIG_FILE} cannot be read.`);
+    }
+    if (sha256Hex(bytes) !== entry.sha256) fail(`${path} is not the trust document pinned in ${CONFIG_FILE} (its SHA-256 differs).`);
+    const verified = previous === undefined ? verifyTrustDocument(bytes) : verifyTrustUpdate(previous, bytes, undefined);
+    if (verified.body.version !== entry.version) fail(`${path} is version ${verified.body.version}, not ${entry.version} as ${CONFIG_FILE} says.`);
+    versions.set(entry.version, bytes);
+    previous = verified;
+  }
+  return versions;
 }
 
 /**
@@ -237,7 +285,9 @@ export function updateTrust(dirArg: string, nextFile: string, now: Date): Coordi
   witnessEntry(next, state.witness.key);
   const file = `trust-v${next.body.version}.dsse.json`;
   writeFileSync(join(state.dir, file), nextBytes, { mode: 0o644 });
-  const config = { ...state.config, trust: { file, sha256: sha256Hex(nextBytes), version: next.body.version } };
+  const pinned: TrustEntry = { file, sha256: sha256Hex(nextBytes), version: next.body.version };
+  // The earlier versions stay, in the history and on disk: runners behind fetch each in turn.
+  const config = { ...state.config, trust: pinned, trustHistory: [...(state.config.trustHistory ?? [state.config.trust]), pinned] };
   writeConfig(state.dir, config);
   return config;
 }

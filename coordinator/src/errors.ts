@@ -15,6 +15,8 @@ export type CoordinatorErrorCode =
   | 'FEED_BAD_QUERY'
   | 'FEED_CAPSULE_NOT_FOUND'
   | 'FEED_CURSOR_AHEAD'
+  /** GET /v1/trust/{version}: no kept trust document has that version. */
+  | 'FEED_TRUST_NOT_FOUND'
   | 'INBOX_DIGEST_MISMATCH'
   | 'INBOX_RUNNER_MISMATCH'
   | 'INBOX_NOT_FOUND'

@@ -78,6 +78,7 @@ async function serve(flags: ServeFlags): Promise<void> {
   const app = createApp({
     trust: state.trust,
     trustBytes: state.trustBytes,
+    trustVersions: state.trustVersions,
     witness: state.witness,
     store,
     operatorTokenHashes: state.operatorTokenHashes,

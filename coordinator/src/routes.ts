@@ -36,6 +36,7 @@ const path = (pattern: string) => new RegExp(`^${pattern}$`);
 export function buildRouter(app: App): Router {
   return new Router()
     .add('GET', path('/v1/trust'), (ctx) => getTrust(app, ctx))
+    .add('GET', path('/v1/trust/(?<version>[1-9][0-9]{0,14})'), (ctx) => getTrustVersion(app, ctx))
     .add('GET', path(`/v1/runners/${RUNNER}/work`), (ctx) => getWork(app, ctx))
     .add('PUT', path(`/v1/runners/${RUNNER}/status`), (ctx) => putStatus(app, ctx))
     .add('POST', path(`/v1/runners/${RUNNER}/add-checkpoint`), (ctx) => addCheckpoint(app, ctx))
@@ -62,6 +63,14 @@ async function runnerOrOperator(app: App, ctx: RouteContext): Promise<void> {
 async function getTrust(app: App, ctx: RouteContext): Promise<void> {
   await runnerOrOperator(app, ctx);
   sendBytes(ctx.res, 200, app.trustBytes);
+}
+
+/** One kept version of the trust document, as signed: a runner behind walks the chain one version at a time. */
+async function getTrustVersion(app: App, ctx: RouteContext): Promise<void> {
+  await runnerOrOperator(app, ctx);
+  const bytes = app.trustVersions.get(Number(ctx.params.version));
+  if (bytes === undefined) throw new HttpError(404, 'FEED_TRUST_NOT_FOUND', 'The coordinator keeps no trust document of that version.');
+  sendBytes(ctx.res, 200, bytes);
 }
 
 /**

@@ -18,6 +18,7 @@ import { backoffDelayMs, type BackoffPolicy } from '../outbox/classify.js';
 import { OutboxError } from '../outbox/errors.js';
 import { realSleep, Shipper, type Sleep } from '../outbox/shipper.js';
 import { WitnessSubmitter, witnessKeysOf } from '../outbox/witness.js';
+import type { WitnessKey } from '../protocol/witness.js';
 import { parseStatusReport, formatStatusReport, type RunnerStatusReport, type WorkItem } from '../protocol/wire.js';
 import { RUNNER_VERSION } from '../version.js';
 import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
@@ -26,6 +27,7 @@ import { RunError } from './errors.js';
 import { RunLane } from './lane.js';
 import { runCapsule } from './run-capsule.js';
 import type { RunnerContext } from './runner.js';
+import { TrustFollower } from './trust-update.js';
 
 export interface AgentOptions {
   /** Tests: a client of their own (one is built from the configuration otherwise). */
@@ -67,6 +69,10 @@ export class RunnerAgent {
   /** Aborted a grace after stop: the running step. */
   private readonly abortRun = new AbortController();
   private running: Promise<unknown> | undefined;
+  /** The pinned trust's witness keys, replaced in place when the trust moves (the witness submitter holds this array). */
+  private readonly witnesses: WitnessKey[];
+  /** Fetches and applies newer trust documents when the feed names one (runner/agent/trust-update.ts). */
+  private readonly trustFollower: TrustFollower;
   private statusDirty = true;
   private progressReport: Promise<void> | undefined;
   /** Capsules in a row that stopped with an error before they were decided. */
@@ -100,11 +106,23 @@ export class RunnerAgent {
       },
     });
     const identity = { runnerId: ctx.state.identity.id, key: ctx.state.key };
+    this.witnesses = witnessKeysOf(ctx.state.trust);
+    this.trustFollower = new TrustFollower({
+      target: ctx,
+      client: this.client,
+      logger: ctx.logger.child({ part: 'trust' }),
+      clock: ctx.clock,
+      onUpdated: (trust) => {
+        // The live context already holds the new document (signers, policy, expiry); the witness keys follow.
+        this.witnesses.splice(0, this.witnesses.length, ...witnessKeysOf(trust));
+        this.statusDirty = true;
+      },
+    });
     const witness = new WitnessSubmitter({
       store: ctx.store,
       client: this.client,
       identity,
-      witnesses: witnessKeysOf(ctx.state.trust),
+      witnesses: this.witnesses,
       logger: ctx.logger.child({ part: 'witness' }),
     });
     this.shipper = new Shipper({
@@ -192,7 +210,8 @@ export class RunnerAgent {
         continue;
       }
       failures = 0;
-      if (answer.value !== null) this.noteTrustVersion(answer.value.trust.version);
+      if (answer.value !== null) await this.followTrust(answer.value.trust.version);
+      if (stop.aborted) break;
       const fresh = answer.value === null ? [] : answer.value.items.filter((item) => item.cursor > cursor);
       if (fresh.length === 0) {
         // No new work. A 204 at the end of the wait is the feed working; an answer without new work before
@@ -297,7 +316,24 @@ export class RunnerAgent {
     }
   }
 
-  /** The feed's trust version against the pinned one: logged when it changes; the runner keeps its own pin. */
+  /**
+   * The feed's trust version against the pin: a newer one is fetched and applied step by step under TUF's
+   * rule before any capsule of this feed answer is taken (they may need the new signers), in the lane (no
+   * run decides meanwhile); an older one is only reported, the pin never goes back.
+   */
+  private async followTrust(version: number): Promise<void> {
+    if (version > this.ctx.state.trust.body.version) {
+      try {
+        await this.lane.exclusive(() => this.trustFollower.follow(version, this.stopping.signal));
+      } catch (err) {
+        // A store that cannot record the decision: nothing moved; the next feed answer tries again.
+        this.ctx.logger.error({ code: isCodedError(err) ? err.code : 'RUN_INTERNAL' }, 'trust update not applied');
+      }
+    }
+    this.noteTrustVersion(version);
+  }
+
+  /** The feed's trust version against the pinned one: logged when it changes. */
   private noteTrustVersion(version: number): void {
     const own = this.ctx.state.trust.body.version;
     const relation = version === own ? 'same' : version < own ? 'older' : 'newer';

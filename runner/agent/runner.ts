@@ -10,10 +10,11 @@ import { join } from 'node:path';
 import { resolveConfig, type ConfigSources, type RunnerConfig } from '../config/config.js';
 import { isCodedError } from '../core/errors.js';
 import { removeTree } from '../exec/workspace.js';
-import { loadState, type RunnerState } from '../state/state.js';
+import { assertTrustCurrent, loadState, type RunnerState } from '../state/state.js';
 import { Store } from '../store/store.js';
 import type { LauncherSelector } from './launcher.js';
 import { silentLogger, type Logger } from './logger.js';
+import { finishTrustUpdate } from './trust-update.js';
 
 /** One clock reading per decision: callers read it once and pass the value on. */
 export type Clock = () => Date;
@@ -28,6 +29,11 @@ export interface OpenRunnerOptions {
   config?: Omit<ConfigSources, 'state'>;
   clock?: Clock;
   logger?: Logger;
+  /**
+   * `ignore`: open even though the pinned trust document has expired (`trust update`, which may bring the
+   * runner back; every decision still checks the pin's expiry). Otherwise an expired pin refuses the open.
+   */
+  trustExpiry?: 'enforce' | 'ignore';
 }
 
 export interface RunnerContext {
@@ -53,12 +59,18 @@ export function configOf(state: RunnerState, sources: Omit<ConfigSources, 'state
 export function openRunner(stateDir: string, options: OpenRunnerOptions): RunnerContext {
   if (typeof options.launcher !== 'function') throw new TypeError('openRunner needs a launcher: there is no default that runs steps unsandboxed');
   const clock = options.clock ?? (() => new Date());
-  const state = loadState(stateDir, clock());
+  const openedAt = clock();
+  // The expiry is applied once a trust update that a crash cut short is finished (it may be what renews it).
+  const state = loadState(stateDir, openedAt, { trustExpiry: 'ignore' });
   const config = configOf(state, options.config);
   const logger = options.logger ?? silentLogger;
   const store = Store.open(state.layout.database, { busyTimeoutMs: config.store.busyTimeoutMs, now: clock });
   let abortedOnOpen: string[];
   try {
+    const finished = finishTrustUpdate({ state, store });
+    if (finished.kind !== 'none')
+      logger.warn({ ...finished, trustVersion: state.trust.body.version }, 'trust update cut short by a crash: ' + finished.kind);
+    if (options.trustExpiry !== 'ignore') assertTrustCurrent(state.trust, openedAt);
     abortedOnOpen = store.abortInterruptedRuns();
   } catch (err) {
     store.close();

@@ -16,7 +16,16 @@ import { sha256Hex } from '../core/digest.js';
 import type { PrivateKey } from '../core/ed25519.js';
 import { REJECTION_MEDIA_TYPE } from '../evidence/rejection.js';
 import { signRequest } from '../protocol/http-signature.js';
-import { CAPS, formatStatusReport, parseInboxAck, parseWorkFeed, type InboxAck, type RunnerStatusReport, type WorkFeed } from '../protocol/wire.js';
+import {
+  CAPS,
+  formatStatusReport,
+  parseInboxAck,
+  parseWorkFeed,
+  trustPath,
+  type InboxAck,
+  type RunnerStatusReport,
+  type WorkFeed,
+} from '../protocol/wire.js';
 import { parseTlogSize } from '../protocol/witness.js';
 import { TRUST_MAX_BYTES } from '../trust/trust.js';
 import { classifyResponse, classifyTransportError, type Answer, type Expectation, type ResponseFacts } from '../outbox/classify.js';
@@ -134,9 +143,12 @@ export class CoordinatorClient {
     });
   }
 
-  /** The coordinator's trust document, as bytes (the caller verifies it and compares versions). */
-  trust(signal?: AbortSignal): Promise<Answer<Buffer>> {
-    return this.send('GET', '/v1/trust', { cap: TRUST_MAX_BYTES, expect: { statuses: [200], parse: (r) => r.body }, signal });
+  /**
+   * The coordinator's trust document, as bytes: the latest, or the one of `version` (the caller verifies it
+   * under TUF's rule; a document that is not the version asked for is refused there, not here).
+   */
+  trust(version?: number, signal?: AbortSignal): Promise<Answer<Buffer>> {
+    return this.send('GET', trustPath(version), { cap: TRUST_MAX_BYTES, expect: { statuses: [200], parse: (r) => r.body }, signal });
   }
 
   async close(): Promise<void> {

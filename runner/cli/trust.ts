@@ -7,7 +7,14 @@ import { TRUST_MAX_BYTES, TRUST_PAYLOAD_TYPE, verifyTrustDocument } from '../tru
 import { readFileCapped } from './files.js';
 import { writeFileAtomic } from '../state/files.js';
 import { collectOption } from './options.js';
-import { EXIT, printJson } from './output.js';
+import { EXIT, printError, printJson } from './output.js';
+import { applyTrustUpdate } from '../agent/trust-update.js';
+import { sandboxLauncherSelector } from '../agent/launcher.js';
+import { createLogger } from '../agent/logger.js';
+import { withRunner } from '../agent/runner.js';
+import { historyPath } from '../state/state.js';
+import { TrustError } from '../trust/errors.js';
+import { cliConfig } from './context.js';
 
 export function trustCommand(): Command {
   const trust = new Command('trust').description('Sign and inspect trust documents.');
@@ -57,6 +64,43 @@ export function trustCommand(): Command {
       ];
       process.stdout.write(`${lines.join('\n')}\n`);
       process.exitCode = EXIT.ok;
+    });
+  trust
+    .command('update')
+    .description(
+      "Move the runner's pin to the next trust document (TUF: exactly one more version, signed by a threshold of the pinned and of its own root keys, not expired).",
+    )
+    .argument('<trust-dsse-json>', 'the next trust document (DSSE JSON)')
+    .requiredOption('--state <dir>', 'the runner state folder')
+    .option('--json', 'print the outcome as JSON')
+    .action(async (file: string, opts: { state: string; json?: boolean }) => {
+      const bytes = readFileCapped(file, TRUST_MAX_BYTES).bytes;
+      // An expired pin is opened: a trust update is how such a runner is brought back.
+      const options = { launcher: sandboxLauncherSelector(), logger: createLogger(cliConfig().logLevel), trustExpiry: 'ignore' as const };
+      await withRunner(opts.state, options, (ctx) => {
+        let result;
+        try {
+          result = applyTrustUpdate(ctx, bytes, { source: 'file', now: ctx.clock() });
+        } catch (err) {
+          // Refused under TUF's rule (and recorded as trust.refused): the pin stays; exit 1.
+          if (!(err instanceof TrustError)) throw err;
+          if (opts.json) printJson({ outcome: 'refused', code: err.code, message: err.message, trustVersion: ctx.state.trust.body.version });
+          else printError(err);
+          process.exitCode = EXIT.failed;
+          return;
+        }
+        const kept = historyPath(ctx.state.layout, ctx.state.trust.body.version);
+        if (opts.json) {
+          printJson(result.kind === 'updated' ? { outcome: 'updated', ...result, kept } : { outcome: 'unchanged', ...result });
+        } else if (result.kind === 'updated') {
+          process.stdout.write(
+            `trust updated from version ${result.fromVersion} to ${result.toVersion} (${result.trustDigest}); recorded as trust.updated, kept in ${kept}\n`,
+          );
+        } else {
+          process.stdout.write(`trust document version ${result.version} is already pinned (${result.trustDigest}); nothing changed\n`);
+        }
+        process.exitCode = EXIT.ok;
+      });
     });
   return trust;
 }

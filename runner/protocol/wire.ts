@@ -30,6 +30,21 @@ export const CAPS = {
   errorBodyBytes: 4 * 1024,
 } as const;
 
+/**
+ * `GET /v1/trust/{version}`: the coordinator keeps every trust document it has pinned and serves each by
+ * version, as signed (DSSE JSON, at most TRUST_MAX_BYTES); `GET /v1/trust` is the latest. A runner behind
+ * the feed's `trust.version` fetches its pin + 1, + 2, ... and applies each under TUF's rule, at most
+ * TRUST_STEPS_PER_FEED of them per feed answer (a feed that names a far version cannot keep it walking).
+ */
+export function trustPath(version?: number): string {
+  if (version === undefined) return '/v1/trust';
+  if (!Number.isSafeInteger(version) || version < 1) throw new TypeError(`not a trust version: ${version}`);
+  return `/v1/trust/${version}`;
+}
+
+/** The trust versions a runner takes, one by one, from one feed answer. */
+export const TRUST_STEPS_PER_FEED = 16;
+
 /** The work feed answers at most this many items at once. */
 export const WORK_FEED_MAX_ITEMS = 100;
 

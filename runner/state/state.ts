@@ -22,7 +22,8 @@ import { PrivateKey, verifyKeyPair } from '../core/ed25519.js';
 import { sha256Hex } from '../core/digest.js';
 import { isCodedError } from '../core/errors.js';
 import { parseJson } from '../core/json.js';
-import { TRUST_MAX_BYTES, verifyTrustDocument, type VerifiedTrust } from '../trust/trust.js';
+import { TRUST_MAX_BYTES, verifyTrustDocument, verifyTrustUpdate, type VerifiedTrust } from '../trust/trust.js';
+import { writeFileAtomic } from './files.js';
 import { BlobStore } from './blobs.js';
 import { StateError } from './errors.js';
 import { readPrivateKeyFile, writeKeyPair } from './keyfile.js';
@@ -55,6 +56,8 @@ export interface StateLayout {
   privateKey: string;
   publicKey: string;
   trust: string;
+  /** Every trust document this runner has pinned, by version (`trust/<version>.dsse.json`), kept for audits. */
+  trustHistory: string;
   database: string;
   blobs: string;
   bundles: string;
@@ -69,6 +72,7 @@ export function layoutOf(dir: string): StateLayout {
     privateKey: join(root, 'runner.key'),
     publicKey: join(root, 'runner.pub'),
     trust: join(root, 'trust.dsse.json'),
+    trustHistory: join(root, 'trust'),
     database: join(root, 'runner.db'),
     blobs: join(root, 'evidence', 'blobs'),
     bundles: join(root, 'evidence', 'bundles'),
@@ -142,6 +146,8 @@ export function initState(
     verifyKeyPair(key);
     writeKeyPair(join(staging, 'runner'), key);
     writeFileSync(staged.trust, options.trustBytes, { mode: 0o644, flag: 'wx' });
+    mkdirSync(staged.trustHistory, { mode: 0o700 });
+    writeFileSync(historyPath(staged, trust.body.version), options.trustBytes, { mode: 0o644, flag: 'wx' });
     const identity: RunnerIdentity = {
       apiVersion: STATE_API_VERSION,
       id: options.id,
@@ -174,8 +180,23 @@ export interface RunnerState {
   layout: StateLayout;
   identity: RunnerIdentity;
   key: PrivateKey;
+  /** The pinned trust document; a verified update replaces it in place (moveTrustPin), live. */
   trust: VerifiedTrust;
   blobs: BlobStore;
+  /**
+   * trust.dsse.json is the pinned document's verified successor while runner.json still pins the pinned one:
+   * a trust update cut short between its two renames. The log decides (runner/agent/trust-update.ts): finished
+   * when it recorded trust.updated for these bytes, refused otherwise. `trust` is the pinned document.
+   */
+  pendingTrust?: { bytes: Buffer; trust: VerifiedTrust };
+}
+
+export interface LoadStateOptions {
+  /**
+   * `ignore`: open with a pinned trust document that has expired (a trust update may bring the runner back;
+   * TUF checks expiry on the new root only). Everything that acts still refuses an expired pin.
+   */
+  trustExpiry?: 'enforce' | 'ignore';
 }
 
 /** runner.json is a few hundred bytes; anything past this cap is not one. */
@@ -185,7 +206,7 @@ const RUNNER_JSON_MAX_BYTES = 64 * 1024;
  * Loads a state folder: permissions first (nobody else can have changed what follows), then config, private
  * key (mode checked), and the trust document, which must be the one runner.json pins and valid at `now`.
  */
-export function loadState(dir: string, now: Date): RunnerState {
+export function loadState(dir: string, now: Date, options: LoadStateOptions = {}): RunnerState {
   // Resolved once: every later read goes through the real path, whose folders the permission check
   // covers, never again through a symlink on the way that someone else could point elsewhere meanwhile
   // (a second review swapped a whole state folder in between the check and the reads that way).
@@ -224,17 +245,106 @@ export function loadState(dir: string, now: Date): RunnerState {
       trustCode: 'TRUST_TOO_LARGE',
     });
   }
-  const trustBytes = readFileSync(layout.trust);
+  let trustBytes: Buffer = readFileSync(layout.trust);
+  let pendingBytes: Buffer | undefined;
+  if (identity.trustSha256 !== undefined && identity.trustSha256 !== sha256Hex(trustBytes)) {
+    // Either an update cut short between its renames (the pinned bytes are in the history, and the file is
+    // their verified successor), or a file swapped behind the runner's back (refused below).
+    const pinned = pinnedFromHistory(layout, identity.trustSha256);
+    if (pinned !== undefined && isSuccessor(pinned, trustBytes)) {
+      pendingBytes = trustBytes;
+      trustBytes = pinned;
+    }
+  }
   verifyTrustPin(layout, identity, trustBytes);
   let trust: VerifiedTrust;
   try {
-    trust = verifyTrustDocument(trustBytes, { now });
+    trust = verifyTrustDocument(trustBytes);
   } catch (err) {
     const code = isCodedError(err) ? err.code : 'TRUST_UNPARSEABLE';
     throw new StateError('STATE_TRUST_INVALID', `The pinned trust document is not valid now (${code}).`, { trustCode: code }, { cause: err });
   }
+  if (options.trustExpiry !== 'ignore') assertTrustCurrent(trust, now);
   verifyRunnerKeyRoles(trust, key);
-  return { layout, identity, key, trust, blobs: new BlobStore(layout.blobs) };
+  const state: RunnerState = { layout, identity, key, trust, blobs: new BlobStore(layout.blobs) };
+  if (pendingBytes !== undefined) state.pendingTrust = { bytes: pendingBytes, trust: verifyTrustUpdate(trust, pendingBytes, undefined) };
+  return state;
+}
+
+/** Refuses a pinned trust document that has expired at `now` (STATE_TRUST_INVALID, trustCode TRUST_EXPIRED). */
+export function assertTrustCurrent(trust: VerifiedTrust, now: Date): void {
+  if (Date.parse(trust.body.expires) <= now.getTime()) {
+    throw new StateError('STATE_TRUST_INVALID', `The pinned trust document is not valid now (TRUST_EXPIRED): it expired at ${trust.body.expires}.`, {
+      trustCode: 'TRUST_EXPIRED',
+    });
+  }
+}
+
+/** Where the trust document of `version` is kept: `trust/<version>.dsse.json`. */
+export function historyPath(layout: StateLayout, version: number): string {
+  return join(layout.trustHistory, `${version}.dsse.json`);
+}
+
+/** The kept document of `version`, if there is one and it is not over the cap. */
+export function readTrustHistory(layout: StateLayout, version: number): Buffer | undefined {
+  const path = historyPath(layout, version);
+  const stats = statSync(path, { throwIfNoEntry: false });
+  if (!stats?.isFile() || stats.size > TRUST_MAX_BYTES) return undefined;
+  return readFileSync(path);
+}
+
+/** The kept document whose digest runner.json pins (a handful of files: one per version ever pinned). */
+function pinnedFromHistory(layout: StateLayout, digest: string): Buffer | undefined {
+  let names: string[];
+  try {
+    names = readdirSync(layout.trustHistory);
+  } catch {
+    return undefined;
+  }
+  for (const name of names) {
+    const match = /^([1-9][0-9]{0,15})\.dsse\.json$/.exec(name);
+    if (!match) continue;
+    const bytes = readTrustHistory(layout, Number(match[1]));
+    if (bytes !== undefined && sha256Hex(bytes) === digest) return bytes;
+  }
+  return undefined;
+}
+
+function isSuccessor(pinnedBytes: Buffer, nextBytes: Buffer): boolean {
+  try {
+    verifyTrustUpdate(verifyTrustDocument(pinnedBytes), nextBytes, undefined);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Keeps a trust document in the history under its version (written whole, or not at all). A kept file with
+ * other bytes is replaced only when `replace` says so: an update verified but never recorded left it.
+ */
+export function keepTrustHistory(layout: StateLayout, version: number, bytes: Uint8Array): void {
+  mkdirSync(layout.trustHistory, { recursive: true, mode: 0o700 });
+  const kept = readTrustHistory(layout, version);
+  if (kept !== undefined && kept.equals(bytes)) return;
+  writeFileAtomic(historyPath(layout, version), bytes, { mode: 0o644 });
+}
+
+/**
+ * Moves the pin to a verified successor the log has already recorded (trust.updated): trust.dsse.json first,
+ * then runner.json (each written to a temporary name, synced, renamed, folder synced), then the live state.
+ * A crash between the two renames leaves trust.dsse.json one verified step ahead of runner.json, which
+ * loadState reports as `pendingTrust` and the next open finishes; a crash before the first leaves the pin as
+ * it was, with the record and the kept document saying where it was going (finished at the next open too).
+ */
+export function moveTrustPin(state: RunnerState, bytes: Buffer, next: VerifiedTrust): void {
+  const { layout } = state;
+  writeFileAtomic(layout.trust, bytes, { mode: 0o644 });
+  const identity: RunnerIdentity = { ...state.identity, trustSha256: sha256Hex(bytes) };
+  writeFileAtomic(layout.config, `${JSON.stringify(identity, null, 2)}\n`, { mode: 0o644 });
+  state.identity = identity;
+  state.trust = next;
+  delete state.pendingTrust;
 }
 
 /**

@@ -10,6 +10,8 @@ export type TrustErrorCode =
   | 'TRUST_EXPIRED'
   | 'TRUST_ROLLBACK'
   | 'TRUST_VERSION_SKIP'
+  /** A document offered as one version (GET /v1/trust/{version}) carries a higher one. */
+  | 'TRUST_FAST_FORWARD'
   /** A role's threshold is above the number of keys (approvers: distinct names) that hold it. */
   | 'TRUST_THRESHOLD_UNSATISFIABLE'
   /** A runner key also holds another role. */

@@ -64,28 +64,71 @@ export function verifyTrustDocument(bytes: Uint8Array, options: TrustVerifyOptio
   return makeVerified(verifiedBody, toTrustedKeys(verifiedBody), envelope, verified.signers);
 }
 
+/** What the caller knows about an update besides its bytes. */
+export interface TrustUpdateOptions {
+  /**
+   * The version the document was offered as (a coordinator's `GET /v1/trust/{version}`): a document that
+   * carries a higher version than it was offered as is a fast-forward (TRUST_FAST_FORWARD), not a step.
+   */
+  offeredVersion?: number;
+}
+
 /**
  * TUF client workflow 5.3 applied to our trust document: a new version is accepted only if it is exactly
  * one more than the trusted one, is signed by a threshold of the old root keys and of its own root keys,
- * and has not expired. Never goes back to a lower version.
+ * and has not expired. Never goes back to a lower version. The trusted document itself may have expired
+ * (TUF checks expiry on the final root only): that is how an expired runner is brought back. `now`
+ * undefined skips the expiry check (finishing an update the log already recorded, auditing a chain).
  */
-export function verifyTrustUpdate(current: VerifiedTrust, nextBytes: Uint8Array, now: Date): VerifiedTrust {
+export function verifyTrustUpdate(
+  current: VerifiedTrust,
+  nextBytes: Uint8Array,
+  now: Date | undefined,
+  options: TrustUpdateOptions = {},
+): VerifiedTrust {
   const envelope = parseTrustEnvelope(nextBytes);
   // 5.3.4: signed by a threshold of the trusted root keys.
   const old = verifyAgainst(envelope, current.keys, current.body.roles.root.threshold);
   const body = parseTrustBody(old.payload);
   // 5.3.5: rollback protection.
   if (body.version <= current.body.version) {
-    throw new TrustError('TRUST_ROLLBACK', `Trust document version ${body.version} is not newer than the pinned version ${current.body.version}.`);
+    throw new TrustError('TRUST_ROLLBACK', `Trust document version ${body.version} is not newer than the pinned version ${current.body.version}.`, {
+      version: body.version,
+      pinned: current.body.version,
+    });
+  }
+  if (options.offeredVersion !== undefined && body.version > options.offeredVersion) {
+    throw new TrustError(
+      'TRUST_FAST_FORWARD',
+      `The trust document offered as version ${options.offeredVersion} carries version ${body.version}; versions are taken one at a time.`,
+      { version: body.version, offered: options.offeredVersion, pinned: current.body.version },
+    );
   }
   if (body.version !== current.body.version + 1) {
-    throw new TrustError('TRUST_VERSION_SKIP', `Trust document version ${body.version} skips past ${current.body.version + 1}.`);
+    throw new TrustError(
+      'TRUST_VERSION_SKIP',
+      `Trust document version ${body.version} skips past ${current.body.version + 1}; apply ${current.body.version + 1} first.`,
+      {
+        version: body.version,
+        pinned: current.body.version,
+      },
+    );
   }
   const keys = toTrustedKeys(body);
   verifyRoles(body);
   const own = verifyAgainst(envelope, keys, body.roles.root.threshold);
   checkExpiry(body, now);
   return makeVerified(body, keys, envelope, own.signers);
+}
+
+/** The version a trust document claims, read without verifying anything (for a refusal's record only). */
+export function claimedTrustVersion(bytes: Uint8Array): number | undefined {
+  try {
+    const body = parseTrustBody(Buffer.from(parseTrustEnvelope(bytes).payload, 'base64'));
+    return body.version;
+  } catch {
+    return undefined;
+  }
 }
 
 function parseTrustEnvelope(bytes: Uint8Array): Envelope {
