@@ -4,7 +4,16 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { CAPSULE_MAX_BYTES, MANIFEST_MAX_BYTES } from '../capsule/capsule-file.js';
 import { JsonError, parseJson } from '../core/json.js';
-import { expandInputs, PackError, packCapsule, type FileTree, type ManifestTemplate, type TemplateInput, type TreeEntry } from '../capsule/pack.js';
+import {
+  expandInputs,
+  PACK_MAX_INPUT_BYTES,
+  PackError,
+  packCapsule,
+  type FileTree,
+  type ManifestTemplate,
+  type TemplateInput,
+  type TreeEntry,
+} from '../capsule/pack.js';
 import { toDigestRef } from '../core/digest.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
 import { writeFileAtomic } from '../state/files.js';
@@ -49,7 +58,14 @@ export function capsuleCommand(): Command {
         if (err instanceof PackError) throw new UsageError(err.message);
         throw err;
       }
-      const files = new Map<string, Buffer>(inputs.map((input) => [input.path, readInput(dir, input.path)]));
+      const files = new Map<string, Buffer>();
+      let total = 0;
+      for (const input of inputs) {
+        // Read against the cap again: a file that grew after the walk must not be read whole into memory.
+        const bytes = readInput(dir, input.path, PACK_MAX_INPUT_BYTES - total);
+        total += bytes.length;
+        files.set(input.path, bytes);
+      }
       const keys = opts.key.map(readPrivateKeyFile);
       const file = packCapsule({ ...filled, inputs }, files, keys);
       const bytes = Buffer.from(`${JSON.stringify(file, null, 2)}\n`);
@@ -93,9 +109,9 @@ function folderTree(dir: string): FileTree {
 
 /**
  * One input's bytes, opened without following a symlink (one swapped in after the walk is refused, not read
- * through) and checked to be a regular file.
+ * through), checked to be a regular file and to fit in what is left of the input cap.
  */
-function readInput(dir: string, path: string): Buffer {
+function readInput(dir: string, path: string, maxBytes: number): Buffer {
   let fd: number;
   try {
     fd = openSync(join(dir, path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -107,6 +123,7 @@ function readInput(dir: string, path: string): Buffer {
   try {
     const stats = fstatSync(fd);
     if (!stats.isFile()) throw new UsageError(`The input "${path}" is not a regular file.`);
+    if (stats.size > maxBytes) throw new UsageError(`The input "${path}" grew past the ${PACK_MAX_INPUT_BYTES}-byte input cap while it was packed.`);
     const buffer = Buffer.alloc(stats.size);
     let read = 0;
     while (read < buffer.length) {

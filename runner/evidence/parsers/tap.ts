@@ -99,8 +99,6 @@ export const tapParser: ResultParser<TapSummary> = {
 };
 
 function readTap(text: string): TapSummary {
-  const lines = text.split('\n');
-  if (lines.length > TAP_MAX_LINES) throw new Malformed();
   const levels: Level[] = [newLevel()];
   let first = true;
   let bailedOut = false;
@@ -109,8 +107,14 @@ function readTap(text: string): TapSummary {
   /** The indentation of the last test point, whose YAML block may follow. */
   let lastPointIndent: number | undefined;
 
-  for (let i = 0; i < lines.length; i++) {
-    let line = lines[i]!;
+  // Line by line without splitting first: 16 MiB of newlines must not become an array of 16 million strings.
+  let lineCount = 0;
+  for (let start = 0; start <= text.length;) {
+    if (++lineCount > TAP_MAX_LINES) throw new Malformed();
+    const newline = text.indexOf('\n', start);
+    const end = newline === -1 ? text.length : newline;
+    let line = text.slice(start, end);
+    start = end + 1;
     if (line.endsWith('\r')) line = line.slice(0, -1);
     if (line.includes('\r')) throw new Malformed();
     const indent = leadingSpaces(line);
