@@ -1,7 +1,8 @@
 /**
  * The third example capsule (capsules/validate-config-repo) end to end through the built CLI, in the real
  * bwrap sandbox: `capsule pack` expands its folder and glob inputs, `exec` runs Config::Tiny's own test
- * suite (vendored) and then checks the operator-granted config repo with it, both reporting TAP; the
+ * suite (vendored) and then checks the config repo the operator grants in a TOML configuration file
+ * (EDGE_RUNNER_CONFIG) with it, both reporting TAP; the
  * bundle carries TAP counts and the resource's name, never its path, and verifies offline.
  */
 import { readdirSync, statSync, writeFileSync } from 'node:fs';
@@ -30,6 +31,7 @@ const skipReason = !bwrapUsable ? 'bwrap cannot run here' : !perlThere ? 'no /us
 let world: World;
 let capsulePath: string;
 let repo: string;
+let configPath: string;
 
 /** Every file below `dir`, relative to CAPSULE_DIR. */
 function filesBelow(dir: string): string[] {
@@ -38,16 +40,18 @@ function filesBelow(dir: string): string[] {
   );
 }
 
-/** The runner's pinned settings (runner.json `settings`): the operator's grants, and nothing else. */
+/** The operator's TOML configuration file (EDGE_RUNNER_CONFIG) granting `resources`, and nothing else. */
 function grant(resources: Record<string, { path: string }>): void {
-  const path = join(world.stateDir, 'runner.json');
-  const identity = JSON.parse(readFileSync(path, 'utf8'));
-  writeFileSync(path, JSON.stringify({ ...identity, settings: { resources } }));
+  const toml = Object.entries(resources).map(([name, { path }]) => `[resources.${name}]\npath = ${JSON.stringify(path)}\n`);
+  writeFileSync(configPath, `# the operator's grants\n${toml.join('\n')}`, { mode: 0o600 });
 }
 
 function exec(name: string) {
   const out = join(world.dir, `${name}.bundle.json`);
-  const result = runCli(['exec', capsulePath, '--state', world.stateDir, '--out', out, '--json'], { timeoutMs: 300_000 });
+  const result = runCli(['exec', capsulePath, '--state', world.stateDir, '--out', out, '--json'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', EDGE_RUNNER_CONFIG: configPath },
+    timeoutMs: 300_000,
+  });
   return { result, out };
 }
 
@@ -67,6 +71,7 @@ beforeAll(() => {
   writeFileSync(join(world.dir, 'signer.key'), world.signers[0]!.toPem(), { mode: 0o600 });
   capsulePath = join(world.dir, 'validate-config-repo.capsule.json');
   repo = join(world.dir, 'config-repo');
+  configPath = join(world.dir, 'edge-runner.toml');
   mkdirSync(join(repo, 'services'), { recursive: true });
   writeFileSync(join(repo, 'services', 'ledger.ini'), '[server]\nhost = db.internal\nport = 5432\n\n[pool]\nsize = 10\n');
   writeFileSync(join(repo, 'rounding.ini'), '; rounding rules\n[feature]\nrounding = bankers\n');
