@@ -11,7 +11,7 @@
  * - what is the host's and may pass (the pinned trust expired, isolation unavailable, the disk below its
  *   reserve): the slot is recorded as missed and the schedule stays.
  */
-import { readFileSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import { sha256Hex } from '../core/digest.js';
 import { CapsuleError } from '../capsule/errors.js';
 import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
@@ -130,9 +130,13 @@ export async function fireSchedule(ctx: RunnerContext, row: ScheduleRow, options
 /** The kept capsule file, when it is there and is the file accepted (its digest); undefined otherwise. */
 function readKept(ctx: RunnerContext, row: ScheduleRow): Buffer | undefined {
   const cap = ctx.state.trust.body.policy.maxCapsuleBytes ?? CAPSULE_MAX_BYTES;
+  const path = ctx.state.blobs.pathOf(row.fileDigest);
   let bytes: Buffer;
   try {
-    bytes = readFileSync(ctx.state.blobs.pathOf(row.fileDigest));
+    // A regular file within the cap (never followed through a link), read whole only then.
+    const stats = lstatSync(path);
+    if (!stats.isFile() || stats.size > cap) return undefined;
+    bytes = readFileSync(path);
   } catch {
     return undefined;
   }

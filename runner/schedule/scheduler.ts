@@ -121,6 +121,9 @@ export class Scheduler {
         } else {
           const outcome = await this.fire(row, step.slot, step.missed, stopping, abortRun);
           this.onFiring?.(row, outcome);
+          // One firing per hold of the lane: a capsule from the feed waiting for it goes next, so a schedule
+          // whose runs fill its interval cannot starve the feed. The next look comes at once.
+          return this.now();
         }
         row = store.schedule(row.manifestDigest);
       }
