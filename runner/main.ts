@@ -52,6 +52,11 @@ async function main(argv: string[]): Promise<number> {
   // First: no step may inherit a descriptor the runner's parent left open (bubblewrap passes them on).
   const { closeInheritedDescriptors } = await import('./cli/descriptors.js');
   closeInheritedDescriptors();
+  // `status` alone, without loading every other command (most of a command's start): monitoring runs it often.
+  if (argv[2] === 'status') {
+    const { runStatusCli } = await import('./cli/status.js');
+    return runStatusCli(argv);
+  }
   const { runCli } = await import('./cli/index.js');
   return runCli(argv);
 }

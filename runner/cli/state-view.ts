@@ -2,26 +2,50 @@
  * A state folder as `status` and `config check` see it: read, never written, and without the private key.
  * loadState (runner/state/state.ts) is the runner's own opening, which refuses an expired trust document;
  * a monitoring check must instead say that it expired (exit 2), and must not need the key a run signs with.
- * The same checks otherwise: the folder's permissions first, runner.json under its cap and strictly parsed,
- * the trust file byte for byte the pinned one and signed by its root keys (its expiry reported, not applied).
+ *
+ * The checks: the folder's permissions first (as loadState), runner.json under its cap and strictly parsed,
+ * and the trust file byte for byte the one runner.json pins (its SHA-256). Its signatures are not checked
+ * again: the pin is what makes it the runner's trust (they were checked when it was pinned, by init or a
+ * trust update, and anyone with a key can sign a document; only the pin says it is this one), and status
+ * reads two members of it, `version` and `expires`. So this file imports neither state.ts nor trust.ts, and
+ * through them neither ajv nor tweetnacl: loading those is most of a command's start (about 250 ms here),
+ * and status is run by monitoring every minute (goal: 100 ms for the whole command).
  */
 import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ConfigOverrides } from '../config/config.js';
 import { sha256Hex } from '../core/digest.js';
-import { isCodedError } from '../core/errors.js';
+import { parseEnvelope } from '../core/dsse.js';
 import { parseJson } from '../core/json.js';
 import { StateError } from '../state/errors.js';
 import { verifyStatePermissions } from '../state/permissions.js';
-import { isRunnerId, layoutOf, STATE_API_VERSION, type RunnerIdentity, type StateLayout } from '../state/state.js';
-import type { ConfigOverrides } from '../config/config.js';
-import { TRUST_MAX_BYTES, verifyTrustDocument, type VerifiedTrust } from '../trust/trust.js';
+import type { RunnerIdentity, StateLayout } from '../state/state.js';
 
 const RUNNER_JSON_MAX_BYTES = 64 * 1024;
+/** trust/trust.ts TRUST_MAX_BYTES (not imported: see above). */
+const TRUST_MAX_BYTES = 512 * 1024;
+const STATE_API_VERSION = 'edge-runner.dev/state/v1';
+const TRUST_PAYLOAD_TYPE = 'application/vnd.edge-runner.trust.v1+json';
+const RUNNER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** The paths status reads (named as state.ts's layoutOf names them; a test holds the two equal). */
+export type StateViewLayout = Pick<StateLayout, 'dir' | 'config' | 'trust' | 'database' | 'blobs'>;
 
 export interface StateView {
-  layout: StateLayout;
+  layout: StateViewLayout;
   identity: RunnerIdentity;
-  /** Verified against its own root keys, its expiry not applied (the caller compares it with its clock). */
-  trust: VerifiedTrust;
+  /** The pinned trust document's version and expiry (RFC 3339). */
+  trust: { version: number; expires: string };
+}
+
+export function stateViewLayoutOf(root: string): StateViewLayout {
+  return {
+    dir: root,
+    config: join(root, 'runner.json'),
+    trust: join(root, 'trust.dsse.json'),
+    database: join(root, 'runner.db'),
+    blobs: join(root, 'evidence', 'blobs'),
+  };
 }
 
 export function readStateView(dir: string): StateView {
@@ -31,7 +55,7 @@ export function readStateView(dir: string): StateView {
   } catch {
     throw new StateError('STATE_MISSING', `${dir} is not a runner state folder; create one with edge-runner init.`);
   }
-  const layout = layoutOf(real);
+  const layout = stateViewLayoutOf(real);
   if (!existsSync(layout.config)) {
     throw new StateError('STATE_MISSING', `${layout.dir} is not a runner state folder; create one with edge-runner init.`);
   }
@@ -51,14 +75,7 @@ export function readStateView(dir: string): StateView {
       { pinned: identity.trustSha256 ?? '', actual },
     );
   }
-  let trust: VerifiedTrust;
-  try {
-    trust = verifyTrustDocument(bytes);
-  } catch (err) {
-    const code = isCodedError(err) ? err.code : 'TRUST_UNPARSEABLE';
-    throw new StateError('STATE_TRUST_INVALID', `The pinned trust document does not verify (${code}).`, { trustCode: code }, { cause: err });
-  }
-  return { layout, identity, trust };
+  return { layout, identity, trust: readPinnedTrust(bytes) };
 }
 
 /** The state folder's configuration layer: runner.json's `settings` and `stepUser` (as runner.ts's configOf). */
@@ -66,18 +83,35 @@ export function stateSettings(identity: RunnerIdentity): ConfigOverrides {
   return { ...identity.settings, ...(identity.stepUser ? { stepUser: identity.stepUser } : {}) };
 }
 
-function readIdentity(layout: StateLayout): RunnerIdentity {
+/** `version` and `expires` of the pinned trust document's payload. */
+function readPinnedTrust(bytes: Buffer): { version: number; expires: string } {
+  try {
+    const envelope = parseEnvelope(parseJson(bytes, { maxBytes: TRUST_MAX_BYTES }));
+    if (envelope.payloadType !== TRUST_PAYLOAD_TYPE) throw new Error('not a trust document');
+    const body = parseJson(Buffer.from(envelope.payload, 'base64')) as { version?: unknown; expires?: unknown };
+    if (!Number.isSafeInteger(body.version) || typeof body.expires !== 'string' || Number.isNaN(Date.parse(body.expires))) {
+      throw new Error('no version or expiry');
+    }
+    return { version: body.version as number, expires: body.expires };
+  } catch (cause) {
+    throw new StateError(
+      'STATE_TRUST_INVALID',
+      'The pinned trust document cannot be read (TRUST_UNPARSEABLE).',
+      { trustCode: 'TRUST_UNPARSEABLE' },
+      { cause },
+    );
+  }
+}
+
+function readIdentity(layout: StateViewLayout): RunnerIdentity {
   let identity: RunnerIdentity;
   try {
     identity = parseJson(readFileSync(layout.config), { maxBytes: RUNNER_JSON_MAX_BYTES }) as RunnerIdentity;
-    if (identity.apiVersion !== STATE_API_VERSION || !isRunnerId(identity.id)) throw new Error('bad identity');
+    if (identity.apiVersion !== STATE_API_VERSION || !RUNNER_ID.test(identity.id)) throw new Error('bad identity');
     if (!Array.isArray(identity.labels) || !identity.labels.every((label) => typeof label === 'string')) throw new Error('bad labels');
     if (identity.settings !== undefined && (typeof identity.settings !== 'object' || identity.settings === null)) throw new Error('bad settings');
   } catch (cause) {
-    const missing = (cause as NodeJS.ErrnoException).code === 'ENOENT';
-    throw missing
-      ? new StateError('STATE_MISSING', `${layout.dir} is not a runner state folder; create one with edge-runner init.`)
-      : new StateError('STATE_CORRUPT', `The runner configuration ${layout.config} is unreadable.`, {}, { cause });
+    throw new StateError('STATE_CORRUPT', `The runner configuration ${layout.config} is unreadable.`, {}, { cause });
   }
   return identity;
 }

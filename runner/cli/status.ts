@@ -14,14 +14,13 @@
  * working.
  */
 import { statfsSync } from 'node:fs';
-import { Command } from 'commander';
-import { resolveConfig } from '../config/config.js';
+import { Command, CommanderError } from 'commander';
+import { readEnvironment, resolveConfig } from '../config/config.js';
 import { isCodedError } from '../core/errors.js';
 import { nextSlotAfter } from '../schedule/slots.js';
 import { StatusReader, type StatusSnapshot } from '../store/status.js';
 import { commandConfigSources } from './config-file.js';
-import { cliEnvironment } from './context.js';
-import { describeError, EXIT, printJson, toPrintable } from './output.js';
+import { describeError, EXIT, exitCodeFor, printError, printJson, toPrintable } from './output.js';
 import { readStateView, stateSettings, type StateView } from './state-view.js';
 
 const DAY_MS = 86_400_000;
@@ -109,11 +108,36 @@ export function statusCommand(): Command {
     });
 }
 
+/**
+ * `edge-runner status ...` on its own (runner/main.ts sends it here before the other commands load: their
+ * modules, ajv, undici, pino, tweetnacl among them, are most of a command's start, and monitoring runs
+ * status every minute). The same parsing, error line and exit codes as the whole command line.
+ */
+export async function runStatusCli(argv: string[]): Promise<number> {
+  const program = new Command('edge-runner').exitOverride().configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  program.addCommand(statusCommand().exitOverride());
+  process.exitCode = undefined;
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.help' ? EXIT.ok : EXIT.usage;
+    let debug = false;
+    try {
+      debug = resolveConfig({ env: readEnvironment() }).debug;
+    } catch {
+      // The environment itself is what failed; the error says so.
+    }
+    printError(err, { debug });
+    return exitCodeFor(err);
+  }
+}
+
 /** Reads the state folder and its database (read-only) and judges what it finds at `now`. */
 export function readStatus(stateDir: string, options: { configFile?: string | undefined; now: Date }): StatusReport {
   const view = readStateView(stateDir);
   const config = resolveConfig({
-    ...commandConfigSources({ configFlag: options.configFile, env: cliEnvironment() }),
+    ...commandConfigSources({ configFlag: options.configFile, env: readEnvironment() }),
     state: stateSettings(view.identity),
   });
   const snapshot = StatusReader.readSnapshot(view.layout.database, { busyTimeoutMs: config.store.busyTimeoutMs });
@@ -134,7 +158,7 @@ export function judgeStatus(
 ): StatusReport {
   const now = env.now.getTime();
   const problems: StatusProblem[] = [];
-  const trust = view.trust.body;
+  const trust = view.trust;
   const expiresMs = Date.parse(trust.expires);
   const daysLeft = Math.floor((expiresMs - now) / DAY_MS);
   if (expiresMs <= now) {

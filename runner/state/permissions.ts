@@ -84,7 +84,7 @@ export function verifyStateFolderOwner(dir: string, options: PermissionOptions):
 }
 
 /** Throws STATE_PERMISSIONS, naming the path, when anyone but the runner or root could change the state folder. */
-export function verifyStatePermissions(layout: StateLayout, options: PermissionOptions): void {
+export function verifyStatePermissions(layout: Pick<StateLayout, 'dir' | 'blobs'>, options: PermissionOptions): void {
   verifyAncestors(layout.dir, options);
   const dirStats = verifyStateFolderOwner(layout.dir, options);
   if ((dirStats.mode & GROUP_OTHER_WRITE) !== 0) {

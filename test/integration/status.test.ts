@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import { chmodSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { initState } from '../../runner/state/state.js';
+import { initState, layoutOf } from '../../runner/state/state.js';
+import { stateViewLayoutOf } from '../../runner/cli/state-view.js';
 import { Store } from '../../runner/store/store.js';
 import { probeIsolation } from '../../runner/exec/sandbox.js';
 import { CLI_ENTRY, runCli } from '../helpers/cli.js';
@@ -215,6 +216,12 @@ describe('edge-runner status', () => {
     const { status: code, report } = status(w);
     expect(code).toBe(2);
     expect(report.error.code).toBe('STATE_TRUST_MISMATCH');
+  });
+
+  it("names the state folder's files as state.ts does (status does not import it: ajv and tweetnacl are most of a start)", () => {
+    const full = layoutOf('/var/lib/edge-runner');
+    const view = stateViewLayoutOf('/var/lib/edge-runner');
+    for (const [name, path] of Object.entries(view)) expect(path, name).toBe(full[name as keyof typeof full]);
   });
 
   describe('reading without writing', () => {
