@@ -3,7 +3,7 @@
  * to counts. Hand-written, line by line, in one pass: TAP is line-oriented and needs no library.
  *
  * What is read (https://testanything.org/tap-version-14-specification.html): an optional `TAP version 13|14`
- * first line; one plan `1..N` (optionally `# SKIP reason`) first or last at each level; test points
+ * first line; one plan `1..N` (`1..0 # reason` to skip all) first or last at each level; test points
  * `ok`/`not ok` with an optional number, description and `# SKIP`/`# TODO` directive (`\#` escapes);
  * `Bail out!`; subtests, indented four spaces per level and closed by their parent's test point; YAML
  * diagnostics after a test point (indented two more spaces, `---` to `...`), skipped unread. Comments,
@@ -14,7 +14,7 @@
  * plans, a plan in the middle, a test point after a trailing plan, a test number out of sequence, a
  * version line that is not the first line or names another version, a TAP line indented by other than a
  * multiple of four spaces (or with a tab), a subtest level skipped, a subtest without its closing test
- * point, a subtest that did not pass (a failure, its plan unmet or absent) under a parent point that says
+ * point, a YAML start (`---`) that does not follow a test point, a subtest that did not pass (a failure, its plan unmet or absent) under a parent point that says
  * `ok` (a reader counting every level would see a failure), an unterminated YAML block, a carriage return that does not end a line (another
  * reader splits on it), bytes that are not UTF-8, and the caps: TAP_MAX_BYTES, TAP_MAX_DEPTH subtest
  * levels, TAP_MAX_LINES lines, numbers above TAP_MAX_COUNT. A plan that the test points do not meet, or a
@@ -51,12 +51,18 @@ class Malformed extends Error {}
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 const VERSION = /^TAP version (\d+)$/;
-const PLAN = /^1\.\.(\d+)(?:\s*#(.*))?$/;
-const POINT = /^(not )?ok(?= |$)(?: (\d+)(?= |$))?(.*)$/;
+/** `1..N`; a `# reason` only on `1..0` (skip all): TAP::Parser reads `1..3 # x` as no plan at all. */
+const PLAN = /^1\.\.(\d+)\s*(#.*)?$/;
+/**
+ * A test point as TAP::Parser reads one: `ok` ending a word (`ok- x` and `ok, done` are points, `okay` is
+ * not), then digits after any whitespace are its number (`ok 7- x`, `ok\t7`).
+ */
+const POINT = /^(not )?ok\b\s*(\d+)?(.*)$/;
 const BAIL_OUT = /^Bail out!/;
-const DIRECTIVE = /^\s*(skip\S*|todo)(?:\s|$)/i;
+/** SKIP or TODO as a whole word, any case (TAP::Parser: `# SKIPPED` is no directive, `# skip:` is one). */
+const DIRECTIVE = /^\s*(skip|todo)\b/i;
 /** Lines that are TAP whatever their indentation, so a bad indentation of one is malformed, not ignored. */
-const TAP_LINE = /^(?:not\s+ok(?:\s|$)|ok(?:\s|$)|1\.\.|Bail out!|TAP version\s)/;
+const TAP_LINE = /^(?:not\s+ok\b|ok\b|1\.\.|Bail out!|TAP version\s)/;
 
 interface Level {
   plan?: { count: number };
@@ -133,6 +139,8 @@ function readTap(text: string): TapSummary {
       continue;
     }
     lastPointIndent = undefined;
+    // A YAML start anywhere else: TAP::Parser reads on as YAML from it, this reader would not.
+    if (body === '---') throw new Malformed();
     if (!TAP_LINE.test(body)) {
       // A comment, a pragma or output that is not TAP; TAP after a tab would be read differently elsewhere.
       if (/^\s/.test(body) && TAP_LINE.test(body.trimStart())) throw new Malformed();
@@ -175,6 +183,7 @@ function readTap(text: string): TapSummary {
     if (plan) {
       if (level.plan || level.subtest) throw new Malformed();
       const count = toCount(plan[1]!);
+      if (plan[2] !== undefined && count !== 0) throw new Malformed();
       level.plan = { count };
       // A plan after test points is the trailing plan: the level ends there.
       if (level.points > 0) level.closed = true;

@@ -96,10 +96,20 @@ describe('parseTap', () => {
       expect(verdictOf(summary as TapSummary)).toBe('pass');
     });
 
-    it('reads directives case-insensitively, after the first unescaped #, SKIPPED too', () => {
+    it('reads directives as whole words in any case, after the first unescaped # (SKIPPED is none)', () => {
       expect(
-        tap(lines('1..5', 'ok 1 # SKIP', 'ok 2 - x # skipped: later', 'ok 3 # Todo soon', 'not ok 4 # TODO', 'ok 5 - a \\# SKIP not a directive')),
-      ).toEqual(parsed(5, 5, 0, 2, 2));
+        tap(
+          lines(
+            '1..6',
+            'ok 1 # SKIP',
+            'ok 2 - x # skip: later',
+            'ok 3 # Todo soon',
+            'not ok 4 # TODO',
+            'ok 5 - a \\# SKIP not a directive',
+            'ok 6 # SKIPPED',
+          ),
+        ),
+      ).toEqual(parsed(6, 6, 0, 2, 2));
     });
 
     it('counts not ok # SKIP as a failure: the reading that hides nothing', () => {
@@ -118,6 +128,10 @@ describe('parseTap', () => {
       expect(summary).toEqual(parsed(3, 1, 0, 0, 0, true));
       expect(verdictOf(summary as TapSummary)).toBe('fail');
       expect(tap(lines('ok 1', '# Subtest: s', '    Bail out! nested'))).toEqual(parsed(0, 1, 0, 0, 0, true));
+    });
+
+    it('reads ok ending a word as a test point, as TAP::Parser does (ok- x, not ok, done)', () => {
+      expect(tap(lines('1..3', 'ok- dash', 'not ok, done', 'ok\t3'))).toEqual(parsed(3, 3, 1));
     });
 
     it('ignores comments, pragmas and lines that are not TAP', () => {
@@ -144,7 +158,7 @@ describe('parseTap', () => {
       'a TAP line indented by three spaces': lines('1..2', 'ok 1', '   not ok 2'),
       'a TAP line after a tab': lines('1..2', 'ok 1', '\tnot ok 2'),
       '"not  ok" with two spaces': lines('1..1', 'not  ok 1'),
-      'ok followed by a tab': lines('1..1', 'ok\t1'),
+      'ok, a tab, and a number out of sequence': lines('1..1', 'ok\t2'),
       'a lone carriage return splitting a line': '1..2\nok 1\rnot ok 2\n',
       'a subtest level skipped': lines('1..1', '        ok 1', 'ok 1'),
       'a subtest without its closing point at the end': lines('1..1', '    1..1', '    ok 1'),
