@@ -1,4 +1,5 @@
 /** capsule pack's input expansion: folders and glob patterns to an explicit, sorted list of regular files. */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   expandInputs,
@@ -151,5 +152,41 @@ describe('expandInputs', () => {
     };
     expect(refusal(() => expandInputs([{ path: 'x/**/*.t' }], endless))).toContain(`more than ${PACK_MAX_VISITED} entries`);
     expect(calls).toBeLessThanOrEqual(PACK_MAX_VISITED / 1000 + 1);
+  });
+
+  it('is a function of the set of entries and the folder: sorted, each file once, whatever the order of entries or listings', () => {
+    const segment = fc.constantFrom('a', 'b', 'B', 't', '.d', 'x.t', 'y.t', 'é', '10', '9');
+    const filePath = fc.array(segment, { minLength: 1, maxLength: 4 }).map((parts) => parts.join('/'));
+    const entry = fc.oneof(filePath, fc.constantFrom('*', '**', '*/*.t', '**/*.t', 't/**', '{a,b}/**', '?', '[ab]/*'));
+    fc.assert(
+      fc.property(fc.uniqueArray(filePath, { maxLength: 30 }), fc.array(entry, { minLength: 1, maxLength: 5 }), (files, entries) => {
+        // A path cannot be both a file and a folder: keep the files no other file is below.
+        const leaves = files.filter((f) => !files.some((g) => g.startsWith(`${f}/`)));
+        const tree = memoryTree(Object.fromEntries(leaves.map((f) => [f, 1])));
+        const run = (list: string[]) => {
+          try {
+            return paths(
+              expandInputs(
+                list.map((path) => ({ path })),
+                tree,
+              ),
+            );
+          } catch (err) {
+            if (err instanceof PackError) return 'refused';
+            throw err;
+          }
+        };
+        const once = run(entries);
+        expect(run([...entries].reverse())).toEqual(once);
+        expect(run([...entries, ...entries])).toEqual(once);
+        if (once !== 'refused') {
+          const sorted = [...once].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+          expect(once).toEqual(sorted);
+          expect(new Set(once).size).toBe(once.length);
+          for (const path of once) expect(leaves).toContain(path);
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });
