@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { sha256Hex } from '../core/digest.js';
 import { isCodedError } from '../core/errors.js';
 import { CapsuleError, type CapsuleErrorCode } from '../capsule/errors.js';
-import { verifyCapsule, type AcceptedCapsule } from '../capsule/verify.js';
+import { DEFAULT_CLOCK_SKEW_MS, verifyCapsule, type AcceptedCapsule } from '../capsule/verify.js';
 import { buildBundle, formatBundle, signEvidence, type Bundle } from '../evidence/bundle.js';
 import { guardBundle } from '../evidence/egress.js';
 import { buildStatement, decideVerdict, type IsolationUsed, type StepRecord, type Verdict } from '../evidence/statement.js';
@@ -169,6 +169,11 @@ function scheduleOf({ manifest, manifestDigest }: AcceptedCapsule, now: Date): {
   const cron = manifest.schedule!.cron;
   const timezone = manifest.schedule!.timezone ?? 'UTC';
   const context = { capsuleId: manifest.id, manifestDigest };
+  // `issuedAt` orders replacements (supersededBy): one claimed in the future would make a schedule that no
+  // capsule issued later, by the clock, could replace.
+  if (Date.parse(manifest.issuedAt) > now.getTime() + DEFAULT_CLOCK_SKEW_MS) {
+    throw new CapsuleError('CAPSULE_NOT_YET_VALID', `The recurring capsule says it was issued at ${manifest.issuedAt}, which is still to come.`, context);
+  }
   let first: Date | undefined;
   try {
     parseSchedule({ cron, timezone });

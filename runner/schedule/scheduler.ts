@@ -112,6 +112,9 @@ export class Scheduler {
             { capsuleId: row.capsuleId, count: step.span.count, first: step.span.first, last: step.span.last },
             'scheduled slots missed',
           );
+          // Counting a long stretch is CPU work (a piece of up to 100,000 slots is about 0.5 s): the shipper
+          // and the feed get the event loop between pieces.
+          await new Promise((resolve) => setImmediate(resolve));
         } else if (step.kind === 'expired') {
           store.transaction(() => {
             if (step.missed !== undefined) store.recordScheduleMissed(missedBody(row!, step.missed, catchUpOf(this.ctx)));

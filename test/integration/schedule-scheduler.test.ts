@@ -150,6 +150,15 @@ describe('a recurring capsule', () => {
     expect(records(ctx, 'capsule.accepted')).toHaveLength(0);
     expect(ctx.store.activeSchedules()).toHaveLength(0);
   });
+
+  it('refuses a recurring capsule that claims to be issued in the future (CAPSULE_NOT_YET_VALID): it would be irreplaceable', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    const outcome = await runCapsule(ctx, recurring(w, { cron: '0 * * * *' }, { issuedAt: '2099-01-01T00:00:00.000Z' }));
+    expect(outcome).toMatchObject({ kind: 'rejected', code: 'CAPSULE_NOT_YET_VALID' });
+    expect(ctx.store.activeSchedules()).toHaveLength(0);
+  });
 });
 
 describe('the runner down across N slots', () => {
