@@ -172,7 +172,11 @@ function scheduleOf({ manifest, manifestDigest }: AcceptedCapsule, now: Date): {
   // `issuedAt` orders replacements (supersededBy): one claimed in the future would make a schedule that no
   // capsule issued later, by the clock, could replace.
   if (Date.parse(manifest.issuedAt) > now.getTime() + DEFAULT_CLOCK_SKEW_MS) {
-    throw new CapsuleError('CAPSULE_NOT_YET_VALID', `The recurring capsule says it was issued at ${manifest.issuedAt}, which is still to come.`, context);
+    throw new CapsuleError(
+      'CAPSULE_NOT_YET_VALID',
+      `The recurring capsule says it was issued at ${manifest.issuedAt}, which is still to come.`,
+      context,
+    );
   }
   let first: Date | undefined;
   try {
