@@ -403,6 +403,34 @@ describe('replacement, expiry and what changes between firings', () => {
     expect(records(ctx, 'run.started')).toHaveLength(0);
   });
 
+  it('what is the host’s and may pass (isolation unavailable, the disk below its reserve) records the slot missed and keeps the schedule', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    const noSandbox: RunnerContext = { ...ctx, launcher: () => ({ unavailable: 'bubblewrap is missing here' }) };
+    const first = schedulerOf(noSandbox);
+    set('2026-01-01T10:00:00.100Z');
+    await settle(first.scheduler);
+    expect(first.outcomes).toEqual([{ kind: 'missed', code: 'CAPSULE_ISOLATION_UNAVAILABLE' }]);
+    const full: RunnerContext = { ...ctx, config: { ...ctx.config, store: { ...ctx.config.store, reserveBytes: 2 ** 60 } } };
+    const second = schedulerOf(full);
+    set('2026-01-01T11:00:00.100Z');
+    await settle(second.scheduler);
+    expect(second.outcomes).toEqual([{ kind: 'missed', code: 'RUN_DISK_RESERVE' }]);
+    expect(records(ctx, 'schedule.missed').map((r) => [r.count, r.first, r.last])).toEqual([
+      [1, '2026-01-01T10:00:00.000Z', '2026-01-01T10:00:00.000Z'],
+      [1, '2026-01-01T11:00:00.000Z', '2026-01-01T11:00:00.000Z'],
+    ]);
+    expect(records(ctx, 'run.started')).toHaveLength(0);
+    // Back to normal: the next slot runs.
+    const third = schedulerOf(ctx);
+    set('2026-01-01T12:00:00.100Z');
+    await settle(third.scheduler);
+    expect(third.outcomes.map((o) => o.kind)).toEqual(['completed']);
+    expect(ctx.store.activeSchedules()).toHaveLength(1);
+  });
+
   it('a kept capsule file altered on disk ends the schedule with SCHEDULE_CAPSULE_UNAVAILABLE, and nothing runs', async () => {
     set('2026-01-01T09:30:00Z');
     const w = world();
