@@ -195,6 +195,9 @@ export class RunnerAgent {
     const wait = config.coordinator.pollWaitSeconds;
     let failures = 0;
     let idle = 0;
+    // A feed without work (204) names no trust version: a runner that was down while its coordinator moved
+    // on asks for pin + 1 once at start (404: there is none), so it catches up before anything arrives.
+    await this.followTrust(Number.POSITIVE_INFINITY);
     while (!stop.aborted) {
       await this.reportStatusIfDue(stop);
       if (stop.aborted) break;
@@ -330,7 +333,7 @@ export class RunnerAgent {
         this.ctx.logger.error({ code: isCodedError(err) ? err.code : 'RUN_INTERNAL' }, 'trust update not applied');
       }
     }
-    this.noteTrustVersion(version);
+    if (Number.isSafeInteger(version)) this.noteTrustVersion(version);
   }
 
   /** The feed's trust version against the pinned one: logged when it changes. */

@@ -62,7 +62,10 @@ export function applyTrustUpdate(target: TrustTarget, bytes: Buffer, options: Tr
   const { state, store } = target;
   const trustDigest = `sha256:${sha256Hex(bytes)}`;
   const from = state.trust.body.version;
-  if (trustDigest === `sha256:${state.identity.trustSha256}`) return { kind: 'unchanged', version: from, trustDigest };
+  // The pinned document given again as a file changes nothing; served as the next version it is a rollback.
+  if (options.offeredVersion === undefined && trustDigest === `sha256:${state.identity.trustSha256}`) {
+    return { kind: 'unchanged', version: from, trustDigest };
+  }
   let next: VerifiedTrust;
   try {
     next = verifyTrustUpdate(state.trust, bytes, options.now, options.offeredVersion !== undefined ? { offeredVersion: options.offeredVersion } : {});
@@ -171,7 +174,7 @@ export class TrustFollower {
 
   constructor(private readonly options: TrustFollowerOptions) {}
 
-  /** Walks towards `advertised`; returns the pinned version it reached. */
+  /** Walks towards `advertised` (Infinity: as far as the coordinator serves); returns the pinned version it reached. */
   async follow(advertised: number, signal: AbortSignal): Promise<number> {
     const { target, client, logger, clock, onUpdated } = this.options;
     for (let steps = 0; steps < TRUST_STEPS_PER_FEED && !signal.aborted; steps++) {
@@ -180,7 +183,9 @@ export class TrustFollower {
       const version = pinned + 1;
       const answer = await client.trust(version, signal);
       if (answer.kind !== 'ok') {
-        logger.warn({ trustVersion: version, code: answer.code }, 'trust document not fetched; the pin stays until the next feed answer');
+        if (answer.kind === 'permanent' && answer.status === 404)
+          logger.debug({ trustVersion: version, code: answer.code }, 'no newer trust document at the coordinator');
+        else logger.warn({ trustVersion: version, code: answer.code }, 'trust document not fetched; the pin stays until the next feed answer');
         break;
       }
       const digest = `sha256:${sha256Hex(answer.value)}`;
