@@ -44,6 +44,8 @@ let otherWeb: HttpServer;
 let otherWebPort: number;
 let otherSocket: NetServer;
 let otherSocketPath: string;
+let abstractSocket: NetServer;
+const abstractName = `edge-runner-test-${process.pid}`;
 let webHits = 0;
 
 const listen = (server: HttpServer) =>
@@ -68,6 +70,9 @@ beforeAll(async () => {
   otherSocketPath = join(world.dir, 'other.sock');
   otherSocket = createNetServer((socket) => socket.end('ungranted-socket\n'));
   await new Promise<void>((resolve) => otherSocket.listen(otherSocketPath, () => resolve()));
+  // An abstract unix socket of the host: no file to hide, reachable only from the host's network namespace.
+  abstractSocket = createNetServer((socket) => socket.end('ungranted-abstract\n'));
+  await new Promise<void>((resolve) => abstractSocket.listen(`\0${abstractName}`, () => resolve()));
   if (!skipReason) {
     pg = startPostgres();
     pg.sql('create table accounts (id int primary key, balance int); insert into accounts values (1, 100), (2, 250);');
@@ -76,7 +81,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   pg?.stop();
-  await Promise.all([web, otherWeb, otherSocket].map((server) => new Promise((resolve) => server?.close(resolve))));
+  await Promise.all([web, otherWeb, otherSocket, abstractSocket].map((server) => new Promise((resolve) => server?.close(resolve))));
   world?.cleanup();
 });
 
@@ -179,18 +184,20 @@ describe.skipIf(skipReason !== undefined)(`granted resources in the sandbox (${s
       steps: [
         sh('other-folder', `cat ${join(otherDir, 'secret.txt')}`),
         sh('other-socket', `python3 -c "import socket; s=socket.socket(socket.AF_UNIX); s.connect('${otherSocketPath}'); print(s.recv(100))"`),
+        sh('abstract-socket', `python3 -c "import socket; s=socket.socket(socket.AF_UNIX); s.connect('\\0${abstractName}'); print(s.recv(100))"`),
         sh('host-pg-socket', `psql -h ${pg.socketDir} -p ${pg.port} -U ${pg.user} -d postgres -X -A -t -c 'select 1'`),
         sh('other-port', `curl -sS --max-time 5 http://127.0.0.1:${otherWebPort}/`),
         sh('granted-port-direct', `curl -sS --max-time 5 http://127.0.0.1:${webPort}/`),
         sh('not-needed', 'ls /resources/not-needed'),
       ],
     });
-    for (const name of ['other-folder', 'other-socket', 'host-pg-socket', 'other-port', 'granted-port-direct', 'not-needed']) {
+    for (const name of ['other-folder', 'other-socket', 'abstract-socket', 'host-pg-socket', 'other-port', 'granted-port-direct', 'not-needed']) {
       const { step, stdout } = out(result, name);
       expect(step.status, name).toBe('failed');
       expect(stdout, name).not.toMatch(/ungranted|granted-web|^1$/m);
     }
     expect(out(result, 'other-socket').stderr).toMatch(/FileNotFoundError|No such file/);
+    expect(out(result, 'abstract-socket').stderr).toMatch(/ConnectionRefusedError|Connection refused/);
     expect(out(result, 'other-port').stderr).toMatch(/Couldn't connect|Failed to connect|Network is unreachable/);
   });
 
