@@ -37,7 +37,7 @@ export function configCommand(): Command {
           } else {
             process.stdout.write(`configuration file: ${sources.filePath ?? 'none'}\n`);
             process.stdout.write(`state folder: ${opts.state ?? 'none'}\n`);
-            const width = Math.max(...settings.map((s) => s.setting.length + 3 + JSON.stringify(s.value).length));
+            const width = Math.min(64, Math.max(...settings.map((s) => s.setting.length + 3 + JSON.stringify(s.value).length)));
             for (const s of settings) {
               const left = `${s.setting} = ${JSON.stringify(s.value)}`;
               process.stdout.write(`${left.padEnd(width)}  # ${originText(s.origin)}\n`);

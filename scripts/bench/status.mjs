@@ -6,11 +6,11 @@
 // as a long-lived runner's would be. Figures: the whole command as a monitoring check runs it (spawned, with
 // --json), with no agent running (the database read as immutable) and with one running (a connection held
 // open: the WAL path), and the in-process read alone. Each is the median of ROUNDS, subject and reference
-// interleaved. Goal: <= 100 ms per status.
+// interleaved; the single binary too when it is built. Goal: <= 100 ms per status.
 //
 //   node scripts/bench/status.mjs [dist] [records]     (dist defaults to ./dist; build with npm run build)
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DatabaseSync } from 'node:sqlite';
@@ -29,9 +29,9 @@ function median(values) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-function timedSpawn(args) {
+function timedSpawn(args, file = process.execPath) {
   const start = process.hrtime.bigint();
-  const result = spawnSync(process.execPath, args, { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const result = spawnSync(file, args, { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
   return { ms, result };
 }
@@ -138,6 +138,13 @@ export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
     const report = JSON.parse(check.stdout || '{}');
     if (report.log?.size < records) throw new Error(`status read ${report.log?.size} records, not ${records}: ${check.stderr}`);
 
+    // The single binary, when built (npm run build:binary): what an operator installs.
+    const binary = resolve(dist, 'edge-runner');
+    const hasBinary = existsSync(binary);
+    const binaryArgs = ['status', '--state', stateDir, '--json'];
+    if (hasBinary && JSON.parse(timedSpawn(binaryArgs, binary).result.stdout || '{}').log?.size < records)
+      throw new Error('the binary status read too few records');
+    const binaryTimes = [];
     const bare = [];
     const stopped = [];
     const running = [];
@@ -151,6 +158,7 @@ export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
     for (let i = 0; i < ROUNDS; i++) {
       bare.push(timedSpawn(['-e', '0']).ms);
       stopped.push(timedSpawn(args).ms);
+      if (hasBinary) binaryTimes.push(timedSpawn(binaryArgs, binary).ms);
       const db = agent();
       running.push(timedSpawn(args).ms);
       const start = process.hrtime.bigint();
@@ -175,6 +183,7 @@ export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
       row('status --json, agent stopped (immutable read), median', stopped),
       row('status --json, agent running (WAL read), median', running),
       row('status read in process (state, config, store), median', inProcess),
+      ...(hasBinary ? [row('status --json, single binary, agent stopped, median', binaryTimes)] : []),
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });
