@@ -1,10 +1,12 @@
 /**
  * Two coordinators' worth of confusion, real processes on 127.0.0.1: a runner pointed at a coordinator whose
- * trust document is newer than its pin (the coordinator moved to v2 with its own `trust-update`, v2 signed by
- * the v1 root) or older (the runner pins v2, the coordinator still serves v1). The runner says so (its log,
- * and its status report as recorded by a proxy in front of the coordinator), the fleet view shows the runner's pin
- * beside the coordinator's version, the runner keeps its own pin (runner.json's trustSha256 and
- * trust.dsse.json byte for byte), and it still runs capsules valid under that pin.
+ * trust document is newer than its pin but no successor of it (a v2 signed by a root the runner does not
+ * trust: the runner fetches it, refuses it with TRUST_SIGNATURE and records that) or older (the runner pins
+ * v2, the coordinator still serves v1; the runner's look for v3 at start finds none). The runner says so
+ * (its log, and its status report as recorded by a proxy in front of the coordinator), the fleet view shows
+ * the runner's pin beside the coordinator's version, the runner keeps its own pin (runner.json's trustSha256
+ * and trust.dsse.json byte for byte), and it still runs capsules valid under that pin. A real successor is
+ * followed: test/integration/trust-rotation-agent.test.ts.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,6 +15,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { makeLinkWorld, type LinkWorld } from '../helpers/agent-link.js';
 import { CLI_ENTRY } from '../helpers/cli.js';
 import { signTrust } from '../helpers/world.js';
+import { rotatedBody, trustRecords } from '../helpers/rotation.js';
+import { PrivateKey } from '../../runner/core/ed25519.js';
 import { COORDINATOR_ENTRY } from '../coordinator/helpers.js';
 import { layoutOf } from '../../runner/state/state.js';
 import { killAll, spawnAgent, startProxiedCoordinator, waitForAsync, type RecordingProxy } from '../helpers/link.js';
@@ -36,6 +40,15 @@ function trustVersionFile(world: LinkWorld, version: number): string {
   return file;
 }
 
+/** The world's trust document as version 2 under another root key: valid on its own, no successor of the pin. */
+function foreignV2File(world: LinkWorld): string {
+  const other = PrivateKey.generate();
+  const body = rotatedBody(world.trust.body, { remove: [world.root], add: [{ name: 'root-other', key: other, roles: ['root'] }], version: 2 });
+  const file = join(world.dir, 'trust-foreign-v2.dsse.json');
+  writeFileSync(file, signTrust(body, [other]));
+  return file;
+}
+
 async function scenario(relation: 'newer' | 'older') {
   const pinned = relation === 'newer' ? 1 : 2;
   const served = relation === 'newer' ? 2 : 1;
@@ -43,10 +56,9 @@ async function scenario(relation: 'newer' | 'older') {
   worlds.push(world);
   const layout = layoutOf(world.stateDir);
   const pinBefore = { runnerJson: JSON.parse(readFileSync(layout.config, 'utf8')).trustSha256 as string, trust: readFileSync(layout.trust) };
-  const { proxy, coordinator } = await startProxiedCoordinator(
-    world,
-    relation === 'newer' ? { updates: [trustVersionFile(world, 2)] } : { trustFile: trustVersionFile(world, 1) },
-  );
+  const { proxy, coordinator } = await startProxiedCoordinator(world, {
+    trustFile: relation === 'newer' ? foreignV2File(world) : trustVersionFile(world, 1),
+  });
   proxies.push(proxy);
   const agent = spawnAgent(world, proxy.url);
   expect(
@@ -105,13 +117,33 @@ describe.skipIf(!built)('a runner and a coordinator on different trust versions 
         expect([me.trustVersion, s.fleet.trust.version]).toEqual([s.pinned, s.served]);
       });
 
-      it(`the runner keeps its own pin: runner.json's trustSha256 and trust.dsse.json unchanged, and it never fetched the coordinator's trust document`, () => {
+      it(`the runner keeps its own pin: runner.json's trustSha256 and trust.dsse.json unchanged`, () => {
         expect(s.pinAfter.runnerJson).toBe(s.pinBefore.runnerJson);
         expect(s.pinAfter.runnerJson).toBe(sha256(s.world.trustBytes));
         expect(s.pinAfter.trust.equals(s.pinBefore.trust)).toBe(true);
         expect(s.pinAfter.trust.equals(s.world.trustBytes)).toBe(true);
-        expect(s.proxy.to('GET', '/v1/trust')).toEqual([]);
       });
+
+      it(
+        relation === 'newer'
+          ? 'the runner fetched GET /v1/trust/2 and refused it (TRUST_SIGNATURE, recorded once as trust.refused)'
+          : 'the runner asked for GET /v1/trust/3 at start, got 404, and recorded nothing',
+        () => {
+          const asked = s.pinned + 1;
+          const fetched = s.proxy.to('GET', '/v1/trust');
+          expect(fetched.length).toBeGreaterThan(0);
+          expect(new Set(fetched.map((e) => e.path))).toEqual(new Set([`/v1/trust/${asked}`]));
+          const records = trustRecords(s.world.stateDir);
+          if (relation === 'newer') {
+            expect(records).toEqual([
+              { kind: 'trust.refused', body: expect.objectContaining({ code: 'TRUST_SIGNATURE', source: 'coordinator', toVersion: 2 }) },
+            ]);
+          } else {
+            expect(fetched.every((e) => e.status === 404)).toBe(true);
+            expect(records).toEqual([]);
+          }
+        },
+      );
     });
   }
 });
