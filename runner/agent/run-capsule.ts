@@ -119,8 +119,15 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     refuseBelowReserve(ctx, accepted, fileDigest ? { fileDigest } : { fileSize: size }, decided);
     const { manifest, manifestDigest, signers } = accepted;
     const schedule = manifest.schedule ? scheduleOf(accepted!, decisionTime) : undefined;
-    // The file is kept to run again at each slot; by digest, so keeping it twice is keeping it once.
-    if (schedule && fileDigest) ctx.state.blobs.put(bytes);
+    // The file is kept to run again at each slot; by digest, so keeping it twice is keeping it once. A file
+    // read only up to the cap has no digest to keep it by (acceptance refuses it by size before this).
+    if (schedule && !fileDigest) {
+      throw new CapsuleError('CAPSULE_TOO_LARGE', `The recurring capsule file is ${size} bytes, more than was read of it.`, {
+        capsuleId: manifest.id,
+        manifestDigest,
+      });
+    }
+    if (schedule) ctx.state.blobs.put(bytes);
     let replaced: string[] = [];
     store.transaction(() => {
       replaced = supersededBy(ctx, accepted!);

@@ -431,6 +431,20 @@ describe('replacement, expiry and what changes between firings', () => {
     expect(ctx.store.activeSchedules()).toHaveLength(1);
   });
 
+  it('a pinned trust that expired records the slot missed (STATE_TRUST_INVALID) and keeps the schedule for a new pin', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    const trust = { ...ctx.state.trust, body: { ...ctx.state.trust.body, expires: '2026-01-01T09:45:00Z' } };
+    const { scheduler, outcomes } = schedulerOf({ ...ctx, state: { ...ctx.state, trust } });
+    set('2026-01-01T10:00:00.100Z');
+    await settle(scheduler);
+    expect(outcomes).toEqual([{ kind: 'missed', code: 'STATE_TRUST_INVALID' }]);
+    expect(records(ctx, 'schedule.missed')).toHaveLength(1);
+    expect(ctx.store.activeSchedules()).toHaveLength(1);
+  });
+
   it('a kept capsule file altered on disk ends the schedule with SCHEDULE_CAPSULE_UNAVAILABLE, and nothing runs', async () => {
     set('2026-01-01T09:30:00Z');
     const w = world();
