@@ -27,7 +27,20 @@ export type CoordinatorErrorCode =
   | 'COORDINATOR_INTERNAL'
   | 'COORDINATOR_TRUST_EXPIRED'
   | 'COORDINATOR_STORAGE_FULL'
-  | 'COORDINATOR_BUSY';
+  | 'COORDINATOR_BUSY'
+  // The spool (coordinator/src/spool.ts): the folder given to import or export, and per-file refusals of an import.
+  /** The folder to import from or export to is not a folder. */
+  | 'SPOOL_DIR_INVALID'
+  /** A spool file is a symlink, a folder or a device, or cannot be read: never read as a document. */
+  | 'SPOOL_FILE_NOT_REGULAR'
+  /** A spool file is over the cap of its kind (the link's body caps). */
+  | 'SPOOL_FILE_TOO_LARGE'
+  /** A bundle or rejection file is not the bytes whose SHA-256 its name gives (altered, or cut short on the way). */
+  | 'SPOOL_DIGEST_MISMATCH'
+  /** A checkpoint file is not of the tree size and root its name gives. */
+  | 'SPOOL_NAME_MISMATCH'
+  /** A file that is not part of the spool layout (passed over, reported). */
+  | 'SPOOL_FILE_FOREIGN';
 
 /** An error that is also an HTTP answer: a status, a stable code and one sentence. */
 export class HttpError extends CodedError<string> {

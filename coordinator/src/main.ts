@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
  * edge-runner-coordinator: `init` makes a state folder, `serve` runs the coordinator, `trust update` pins the
- * next trust document. Output is JSON lines on stdout (what a test or a supervisor reads: where it listens);
+ * next trust document, `import` loads an air-gapped runner's spool (DIR/out) and `export` writes capsules
+ * for one (its DIR/in). Output is JSON lines on stdout (what a test or a supervisor reads: where it listens);
  * errors are one JSON line on stderr and a non-zero exit.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { Command } from 'commander';
@@ -12,6 +13,7 @@ import { isCodedError } from '../../runner/core/errors.js';
 import { createApp, startServer } from './app.js';
 import { initState, inState, loadState, updateTrust } from './config.js';
 import { CoordinatorError } from './errors.js';
+import { exportSpool, importSpool } from './spool.js';
 import { SqliteCoordinatorStore } from './store/sqlite.js';
 
 function print(value: unknown): void {
@@ -165,6 +167,43 @@ program
   .action((file: string, o: { state: string }) => {
     const config = updateTrust(o.state, file, new Date());
     print({ trustVersion: config.trust.version, file: config.trust.file });
+  });
+
+program
+  .command('import')
+  .description("Load an air-gapped runner's spool (its DIR/out/): every bundle, rejection and checkpoint verified, each stored once.")
+  .requiredOption('--state <dir>', 'state folder')
+  .argument('<dir>', "the spool folder to read (a copy of the runner's DIR/out/)")
+  .action(async (dir: string, o: { state: string }) => {
+    const state = loadState(o.state, new Date());
+    const store = SqliteCoordinatorStore.open(state.databasePath);
+    try {
+      const report = await importSpool({ dir: resolve(dir), trust: state.trust, store, now: () => new Date() });
+      for (const file of report.files) print(file);
+      print({ imported: resolve(dir), counts: report.counts });
+      // Something refused: a monitoring script or an operator must notice (the rest was still loaded).
+      if (report.counts.refused > 0) process.exitCode = 3;
+    } finally {
+      store.close();
+    }
+  });
+
+program
+  .command('export')
+  .description("Write the capsules published for one runner into a folder (the runner's DIR/in/ on the media).")
+  .requiredOption('--state <dir>', 'state folder')
+  .requiredOption('--runner <id>', 'the runner, as enrolled in the trust document')
+  .argument('<dir>', 'the folder to write (made when missing)')
+  .action(async (dir: string, o: { state: string; runner: string }) => {
+    const state = loadState(o.state, new Date());
+    const store = SqliteCoordinatorStore.open(state.databasePath);
+    try {
+      mkdirSync(resolve(dir), { recursive: true });
+      const result = await exportSpool({ runner: o.runner, dir: resolve(dir), trust: state.trust, store });
+      print({ exported: resolve(dir), runner: o.runner, written: result.written, existing: result.existing });
+    } finally {
+      store.close();
+    }
   });
 
 program.parseAsync(process.argv).catch(fail);

@@ -22,7 +22,7 @@ import { RecordTable, RECORDS_SCHEMA_SQL, type StoredRecord } from './records.js
 import { currentProcess, isProcessAlive, type ProcessIdentity } from '../state/process.js';
 import { RunTable, RUNS_OWNER_SQL, RUNS_SCHEMA_SQL, type RunRow, type RunStatus } from './runs.js';
 import { SCHEDULES_SCHEMA_SQL, ScheduleTable, type ScheduleRow } from './schedules.js';
-import { SPOOL_INBOX_SCHEMA_SQL } from './spool.js';
+import { SPOOL_INBOX_SCHEMA_SQL, SpoolTable } from './spool.js';
 import { RECORD_ERRORS_INDEX_SQL } from './status.js';
 import { SqliteDatabase } from './sqlite.js';
 import { buildMerkleNodesV1, MERKLE_NODES_V1_SQL, moveTreeIntoRecords } from './tree-migrations.js';
@@ -95,6 +95,7 @@ export class Store {
   private readonly feed: FeedCursorTable;
   private readonly cosignatureTable: CosignatureTable;
   private readonly scheduleTable: ScheduleTable;
+  private readonly spoolTable: SpoolTable;
   /** The time of a record, as its `at`. */
   private readonly timestamp: () => string;
 
@@ -112,6 +113,7 @@ export class Store {
     this.feed = new FeedCursorTable(db);
     this.cosignatureTable = new CosignatureTable(db);
     this.scheduleTable = new ScheduleTable(db);
+    this.spoolTable = new SpoolTable(db);
   }
 
   static open(path: string, options: StoreOptions = {}): Store {
@@ -312,6 +314,43 @@ export class Store {
 
   outboxStats(): OutboxStats {
     return this.outbox.stats();
+  }
+
+  // The air-gapped spool (spool_inbox_v1, spool_checkpoints_v1: runner/store/spool.ts; runner/spool/).
+
+  /** The answer is in the spool folder (DIR/out/): the row is settled and the log says so, in one transaction (once). */
+  outboxSpooled(id: number): void {
+    this.db.transaction(() => {
+      const row = this.settledRow(id, 'acked', null);
+      if (row) this.appendRecord('outbox.spooled', { digest: row.digest! });
+    });
+  }
+
+  /** The index of the record that decided the spool file with this digest; undefined when none did. */
+  spoolDecidedSeq(fileDigest: string): number | undefined {
+    return this.spoolTable.decidedSeq(fileDigest);
+  }
+
+  /**
+   * Call inside the transaction of the record that decides a spool file (runCapsule's `decided`): that
+   * record is the last one appended. A file decided already makes the whole decision roll back.
+   */
+  spoolDecide(fileDigest: string): void {
+    this.db.transaction(() => {
+      if (this.spoolTable.decidedSeq(fileDigest) !== undefined) {
+        throw new StoreError('STORE_WRITE_FAILED', `The spool file ${fileDigest} was decided already.`, {});
+      }
+      this.spoolTable.decide(fileDigest, this.merkle.nextIndex() - 1, this.timestamp());
+    });
+  }
+
+  /** The size of the last checkpoint written to the spool folder (0: none yet). */
+  spoolCheckpointSize(): number {
+    return this.spoolTable.lastCheckpointSize();
+  }
+
+  spoolCheckpointWritten(size: number, fileName: string): void {
+    this.db.transaction(() => this.spoolTable.addCheckpoint(size, fileName, this.timestamp()));
   }
 
   /** The size of the log when the outbox came; records before it are not shipped. */

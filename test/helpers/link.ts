@@ -99,12 +99,21 @@ export interface SpawnedAgent {
 
 /** `edge-runner agent` on the world's state folder, quick backoff and short polls, with exactly `env`. */
 export function spawnAgent(world: LinkWorld, coordinatorUrl: string, env: Record<string, string> = {}, name = 'agent'): SpawnedAgent {
+  return spawnAgentWith(world, ['--coordinator', coordinatorUrl], env, name);
+}
+
+/** `edge-runner agent --spool DIR` (air-gapped, no coordinator) on the world's state folder, with exactly `env`. */
+export function spawnSpoolAgent(world: LinkWorld, spoolDir: string, env: Record<string, string> = {}, name = 'spool-agent'): SpawnedAgent {
+  return spawnAgentWith(world, ['--spool', spoolDir], env, name);
+}
+
+function spawnAgentWith(world: LinkWorld, args: string[], env: Record<string, string>, name: string): SpawnedAgent {
   const config = join(world.dir, `${name}.json`);
   writeFileSync(
     config,
     JSON.stringify({ coordinator: { pollWaitSeconds: 1, backoffBaseMs: 50, backoffCapMs: 400, flushMs: 3000, requestTimeoutMs: 5000 } }),
   );
-  const child = spawn(process.execPath, [CLI_ENTRY, 'agent', '--state', world.stateDir, '--config', config, '--coordinator', coordinatorUrl], {
+  const child = spawn(process.execPath, [CLI_ENTRY, 'agent', '--state', world.stateDir, '--config', config, ...args], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: world.dir, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

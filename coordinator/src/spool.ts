@@ -1,0 +1,358 @@
+/**
+ * The coordinator's side of the air-gapped spool (runner/protocol/spool.ts has the layout):
+ *
+ * - importSpool reads a runner's DIR/out/ (copied from removable media) and loads it exactly as the link
+ *   would have: each bundle and rejection is verified in full as the inbox verifies it (verifyBundle,
+ *   verifyRejection against the pinned trust document) and stored once by digest, so importing twice stores
+ *   nothing twice; each checkpoint goes through the witness's own decision (decideAddCheckpoint, in the
+ *   store's compare-and-swap), in size order, so the log is cosigned, or a fork kept as evidence. Nothing is
+ *   trusted for its name: a file whose bytes are not what its name says (altered, or half-copied) is refused
+ *   with SPOOL_DIGEST_MISMATCH. Every file gets an outcome and, when refused, a code.
+ * - exportSpool writes the capsules published for one runner into a folder (its DIR/in/ on the media), one
+ *   HEX.capsule.json each, never partially visible (temporary dot-name, fsync, link, fsync of the folder).
+ *
+ * There is no request signature on a file: who sent a document is who signed it (the runner key enrolled in
+ * the trust document), which the verification establishes.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  constants,
+  fsyncSync,
+  linkSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  unlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
+import { join } from 'node:path';
+import { isCodedError } from '../../runner/core/errors.js';
+import { verifyBundle } from '../../runner/evidence/bundle.js';
+import { verifyRejection } from '../../runner/evidence/rejection.js';
+import { runnerOrigin, type NoteVerifier } from '../../runner/log/checkpoint.js';
+import { SPOOL_OUT_FOLDERS, parseSpoolOutName, toSpoolCapsuleName, toSpoolCheckpointName } from '../../runner/protocol/spool.js';
+import { decideAddCheckpoint, parseAddCheckpoint, type ParsedAddCheckpoint } from '../../runner/protocol/witness.js';
+import { CAPS } from '../../runner/protocol/wire.js';
+import type { VerifiedTrust } from '../../runner/trust/trust.js';
+import { CoordinatorError } from './errors.js';
+import type { CoordinatorStore, StoredAnswer, WitnessWrite } from './store/store.js';
+
+export type SpoolFileOutcome =
+  | 'created'
+  | 'existing'
+  /** A checkpoint cosigned now (the witness advanced to it). */
+  | 'cosigned'
+  /** A checkpoint older than the one the witness holds: its signature verified, its consistency cannot be checked without a proof from the held size. */
+  | 'superseded'
+  | 'refused'
+  /** A writer's temporary file (a name starting with '.'): never complete, passed over. */
+  | 'temporary';
+
+export interface SpoolFileReport {
+  /** The path under the imported folder. */
+  file: string;
+  kind: 'bundle' | 'rejection' | 'checkpoint' | 'foreign';
+  outcome: SpoolFileOutcome;
+  code?: string;
+  message?: string;
+}
+
+export interface SpoolImportReport {
+  counts: Record<SpoolFileOutcome, number>;
+  files: SpoolFileReport[];
+}
+
+export interface ImportOptions {
+  dir: string;
+  trust: VerifiedTrust;
+  store: CoordinatorStore;
+  now: () => Date;
+}
+
+const FOLDER_KINDS = Object.entries(SPOOL_OUT_FOLDERS) as ['bundle' | 'rejection' | 'checkpoint', string][];
+
+/** Loads a spool's out/ folder: every file verified, stored once, reported with its outcome. */
+export async function importSpool(options: ImportOptions): Promise<SpoolImportReport> {
+  const { dir } = options;
+  folderOrFail(dir);
+  const files: SpoolFileReport[] = [];
+  for (const entry of readdirSync(dir).sort()) {
+    if (FOLDER_KINDS.some(([, folder]) => folder === entry)) continue;
+    files.push(entry.startsWith('.') ? { file: entry, kind: 'foreign', outcome: 'temporary' } : foreign(entry));
+  }
+  const checkpoints: { file: string; bytes: Buffer; size: number; rootPrefix: string }[] = [];
+  for (const [kind, folder] of FOLDER_KINDS) {
+    const path = join(dir, folder);
+    if (!isFolder(path)) continue;
+    for (const name of readdirSync(path).sort()) {
+      const file = `${folder}/${name}`;
+      if (name.startsWith('.')) {
+        files.push({ file, kind, outcome: 'temporary' });
+        continue;
+      }
+      const parsed = parseSpoolOutName(folder, name);
+      if (parsed.kind === 'foreign') {
+        files.push(foreign(file));
+        continue;
+      }
+      const cap = parsed.kind === 'bundle' ? CAPS.bundleBytes : parsed.kind === 'rejection' ? CAPS.rejectionBytes : CAPS.addCheckpointBytes;
+      const read = readCapped(join(path, name), cap);
+      if ('code' in read) {
+        files.push({ file, kind, outcome: 'refused', ...read });
+        continue;
+      }
+      if (parsed.kind === 'checkpoint') {
+        checkpoints.push({ file, bytes: read.bytes, size: parsed.size, rootPrefix: parsed.rootPrefix });
+        continue;
+      }
+      // The name is the address of the bytes: anything else was altered or cut short on the way.
+      if (`sha256:${createHash('sha256').update(read.bytes).digest('hex')}` !== parsed.digest) {
+        files.push(
+          refused(file, parsed.kind, 'SPOOL_DIGEST_MISMATCH', 'The file is not the bytes whose SHA-256 its name gives (altered or cut short).'),
+        );
+        continue;
+      }
+      files.push(await importAnswer(options, file, parsed.kind, parsed.digest, read.bytes));
+    }
+  }
+  // In size order: each checkpoint's proof starts where the previous one spooled ended.
+  checkpoints.sort((a, b) => a.size - b.size || (a.file < b.file ? -1 : 1));
+  const verifiers = runnerVerifiers(options.trust);
+  for (const checkpoint of checkpoints) files.push(await importCheckpoint(options, verifiers, checkpoint));
+  const counts: Record<SpoolFileOutcome, number> = { created: 0, existing: 0, cosigned: 0, superseded: 0, refused: 0, temporary: 0 };
+  for (const file of files) counts[file.outcome] += 1;
+  return { counts, files };
+}
+
+async function importAnswer(
+  options: ImportOptions,
+  file: string,
+  kind: 'bundle' | 'rejection',
+  digest: string,
+  bytes: Buffer,
+): Promise<SpoolFileReport> {
+  const { store, trust } = options;
+  // Stored already: these very bytes verified when they were first stored (the inbox's rule).
+  if ((kind === 'bundle' ? await store.bundleRunner(digest) : await store.rejectionRunner(digest)) !== undefined) {
+    return { file, kind, outcome: 'existing' };
+  }
+  const receivedAt = options.now().toISOString();
+  let stored: StoredAnswer;
+  try {
+    if (kind === 'bundle') {
+      const verified = verifyBundle(bytes, trust);
+      stored = await store.putBundle({
+        digest,
+        bytes,
+        runner: verified.runnerName,
+        capsuleId: verified.manifest.id,
+        manifestDigest: verified.statement.predicate.capsule.digest,
+        verdict: verified.statement.predicate.run.verdict,
+        evidenceDigest: verified.evidenceDigest,
+        logIndex: verified.log.index,
+        receivedAt,
+      });
+    } else {
+      const verified = verifyRejection(bytes, trust);
+      stored = await store.putRejection({
+        digest,
+        bytes,
+        runner: verified.runnerName,
+        stage: verified.stage,
+        code: verified.code,
+        capsuleId: verified.capsule.id ?? null,
+        manifestDigest: verified.capsule.manifestDigest ?? null,
+        fileDigest: verified.capsule.fileDigest ?? null,
+        logIndex: verified.record.index,
+        receivedAt,
+      });
+    }
+  } catch (err) {
+    if (!isCodedError(err) || err.code === 'COORDINATOR_STORAGE_FULL') throw err;
+    return refused(file, kind, err.code, err.message);
+  }
+  if (stored === 'conflict')
+    return refused(file, kind, 'INBOX_RECORD_CONFLICT', 'This runner already sent other evidence for the same record of its log.');
+  return { file, kind, outcome: stored };
+}
+
+/** The note verifier of every enrolled runner's log, by its origin line. */
+function runnerVerifiers(trust: VerifiedTrust): Map<string, { runner: string; verifier: NoteVerifier }> {
+  const out = new Map<string, { runner: string; verifier: NoteVerifier }>();
+  for (const key of trust.keys) {
+    const name = trust.nameOf(key.keyid);
+    if (!key.roles.includes('runner') || name === undefined) continue;
+    let origin: string;
+    try {
+      origin = runnerOrigin(name, key.keyid);
+    } catch {
+      continue; // a name no log can carry
+    }
+    out.set(origin, { runner: name, verifier: { name: origin, publicKey: key.publicKey } });
+  }
+  return out;
+}
+
+async function importCheckpoint(
+  options: ImportOptions,
+  verifiers: Map<string, { runner: string; verifier: NoteVerifier }>,
+  checkpoint: { file: string; bytes: Buffer; size: number; rootPrefix: string },
+): Promise<SpoolFileReport> {
+  const { file } = checkpoint;
+  let request: ParsedAddCheckpoint;
+  try {
+    request = parseAddCheckpoint(checkpoint.bytes);
+  } catch (err) {
+    if (!isCodedError(err)) throw err;
+    return refused(file, 'checkpoint', err.code, err.message);
+  }
+  const origin = request.note.slice(0, Math.max(0, request.note.indexOf('\n')));
+  const log = verifiers.get(origin);
+  if (log === undefined) return refused(file, 'checkpoint', 'WITNESS_UNKNOWN_LOG', 'The checkpoint is not of a log this coordinator knows.');
+  const all = [...verifiers.values()].map((v) => v.verifier);
+  // First the checkpoint alone (its signature, its shape), as if nothing were held.
+  const alone = decideAddCheckpoint({ ...request, oldSize: 0, proof: [] }, undefined, all);
+  if (alone.kind === 'error') return refused(file, 'checkpoint', alone.code, alone.message);
+  if (alone.kind !== 'cosign') return refused(file, 'checkpoint', 'WITNESS_BODY_MALFORMED', 'The checkpoint is not well formed.');
+  const { size, rootHash } = alone.checkpoint;
+  if (toSpoolCheckpointName(size, rootHash) !== file.slice(file.indexOf('/') + 1)) {
+    return refused(file, 'checkpoint', 'SPOOL_NAME_MISMATCH', 'The checkpoint is not of the tree size and root its name gives.');
+  }
+  const at = options.now().toISOString();
+  type Decided = { outcome: 'existing' | 'superseded' | 'cosigned' } | { code: string; held?: number };
+  const outcome = await options.store.witness<Decided>(origin, log.runner, (held) => {
+    const none: WitnessWrite = { kind: 'none' };
+    if (held !== undefined && held.size > size) return { write: none, value: { outcome: 'superseded' } };
+    // The held tree itself (imported before): the same root is nothing new; another root is a fork.
+    const effective = held !== undefined && held.size === size ? { ...request, oldSize: size, proof: [] } : request;
+    const decision = decideAddCheckpoint(effective, held && { size: held.size, rootHash: held.rootHash }, [log.verifier]);
+    switch (decision.kind) {
+      case 'cosign':
+        if (held !== undefined && held.size === size) return { write: none, value: { outcome: 'existing' } };
+        return {
+          write: { kind: 'advance', size, rootHash: decision.checkpoint.rootHash, note: request.note, at } satisfies WitnessWrite,
+          value: { outcome: 'cosigned' },
+        };
+      case 'fork':
+        return {
+          write: { kind: 'fork', reason: decision.reason, submitted: checkpoint.bytes, at } satisfies WitnessWrite,
+          value: { code: decision.reason },
+        };
+      case 'conflict':
+        return { write: none, value: { code: 'WITNESS_CONFLICT', held: decision.size } };
+      case 'error':
+        return { write: none, value: { code: decision.code } };
+    }
+  });
+  if ('outcome' in outcome) return { file, kind: 'checkpoint', outcome: outcome.outcome };
+  const message =
+    outcome.code === 'WITNESS_CONFLICT'
+      ? `The checkpoint proves consistency from another size than the ${outcome.held ?? 0} this witness holds; import the spool's earlier checkpoints first.`
+      : outcome.code === 'WITNESS_ROOT_CONFLICT' || outcome.code === 'WITNESS_CONSISTENCY'
+        ? 'The checkpoint is not consistent with the one this witness cosigned; it is kept as fork evidence.'
+        : 'The witness refused the checkpoint.';
+  return refused(file, 'checkpoint', outcome.code, message);
+}
+
+export interface ExportOptions {
+  runner: string;
+  dir: string;
+  trust: VerifiedTrust;
+  store: CoordinatorStore;
+}
+
+/** Writes the capsules published for `runner` (by id, or by a label it reported) into `dir`. */
+export async function exportSpool(options: ExportOptions): Promise<{ written: number; existing: number; files: string[] }> {
+  const { runner, dir, store, trust } = options;
+  if (trust.keyByName(runner, 'runner') === undefined) {
+    throw new CoordinatorError('COORDINATOR_CONFIG', `No runner named ${runner} is enrolled in the trust document.`);
+  }
+  folderOrFail(dir);
+  const result = { written: 0, existing: 0, files: [] as string[] };
+  for (let after = 0; ;) {
+    const items = await store.workFor(runner, after, 500);
+    if (items.length === 0) break;
+    for (const item of items) {
+      const bytes = await store.capsuleBytes(item.capsule);
+      if (bytes === undefined) continue;
+      const name = toSpoolCapsuleName(item.capsule);
+      result[writeOnce(join(dir, name), bytes) ? 'written' : 'existing'] += 1;
+      result.files.push(name);
+      after = item.cursor;
+    }
+  }
+  return result;
+}
+
+/** Writes a new file durably under `path`, or leaves the same bytes there (false); other bytes: an error. */
+function writeOnce(path: string, bytes: Buffer): boolean {
+  const existing = readCapped(path, bytes.length);
+  if (!('code' in existing) && existing.bytes.equals(bytes)) return false;
+  const tmp = join(path, '..', `.${path.slice(path.lastIndexOf('/') + 1)}.tmp-${randomBytes(8).toString('hex')}`);
+  const fd = openSync(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW | constants.O_WRONLY, 0o644);
+  try {
+    for (let offset = 0; offset < bytes.length;) offset += writeSync(fd, bytes, offset);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(tmp, path); // never replaces a file: a name taken meanwhile is an error, not an overwrite
+  } catch (err) {
+    throw new CoordinatorError('COORDINATOR_CONFIG', `${path} exists and holds other bytes; it is left as it is.`, {}, { cause: err });
+  } finally {
+    unlinkSync(tmp);
+  }
+  const dirFd = openSync(join(path, '..'), constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    fsyncSync(dirFd);
+  } catch {
+    // some file systems refuse fsync on a folder; the link itself happened
+  } finally {
+    closeSync(dirFd);
+  }
+  return true;
+}
+
+function readCapped(path: string, cap: number): { bytes: Buffer } | { code: string; message: string } {
+  let stat: Stats;
+  try {
+    stat = lstatSync(path);
+  } catch {
+    return { code: 'SPOOL_FILE_NOT_REGULAR', message: 'The file cannot be read.' };
+  }
+  if (!stat.isFile()) return { code: 'SPOOL_FILE_NOT_REGULAR', message: 'Not a regular file (a symlink, a folder or a device); not read.' };
+  if (stat.size > cap) return { code: 'SPOOL_FILE_TOO_LARGE', message: `The file is ${stat.size} bytes, over the ${cap}-byte cap of its kind.` };
+  let bytes: Buffer;
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    bytes = readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  if (bytes.length > cap) return { code: 'SPOOL_FILE_TOO_LARGE', message: `The file is over the ${cap}-byte cap of its kind.` };
+  return { bytes };
+}
+
+function foreign(file: string): SpoolFileReport {
+  return refused(file, 'foreign', 'SPOOL_FILE_FOREIGN', 'The file is not part of the spool layout; not read.');
+}
+
+function refused(file: string, kind: SpoolFileReport['kind'], code: string, message: string): SpoolFileReport {
+  return { file, kind, outcome: 'refused', code, message };
+}
+
+function isFolder(path: string): boolean {
+  try {
+    return lstatSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function folderOrFail(dir: string): void {
+  if (!isFolder(dir)) throw new CoordinatorError('SPOOL_DIR_INVALID', `${dir} is not a folder.`);
+}

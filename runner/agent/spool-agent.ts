@@ -1,0 +1,234 @@
+/**
+ * The air-gapped agent (`edge-runner agent --spool DIR`): no coordinator, no network. Capsule files dropped
+ * into DIR/in/ go through runCapsule one at a time (the same RunLane as the scheduler's firings), each
+ * decided once by the SHA-256 of its bytes: the spool_inbox_v1 row is written inside the transaction of the
+ * record that decides it (runCapsule's `decided`), as the work feed's cursor is. Every answer (bundle,
+ * rejection) and a checkpoint of the log go to DIR/out/ as content-addressed files with the outbox's
+ * guarantees (runner/spool/outbox.ts). Recurring capsules fire through the same Scheduler as the online
+ * agent's, and their bundles go to DIR/out/ too.
+ *
+ * At stop (SIGTERM): no new file is taken, a running capsule gets `stopGraceMs` to end and is then aborted
+ * (recorded, answered with a rejection), and the outbox is drained to DIR/out/ before the agent returns.
+ */
+import { join } from 'node:path';
+import { isCodedError } from '../core/errors.js';
+import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
+import { backoffDelayMs, type BackoffPolicy } from '../outbox/classify.js';
+import { realSleep, type Sleep } from '../outbox/shipper.js';
+import { SPOOL_IN, SPOOL_OUT, SPOOL_OUT_FOLDERS } from '../protocol/spool.js';
+import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
+import { ensureSpoolFolders } from '../spool/files.js';
+import { SpoolInbox, type SpoolFile } from '../spool/inbox.js';
+import { SpoolWriter, type DrainResult } from '../spool/outbox.js';
+import { RunError } from './errors.js';
+import { RunLane } from './lane.js';
+import { runCapsule, type CapsuleOutcome } from './run-capsule.js';
+import type { RunnerContext } from './runner.js';
+
+export interface SpoolAgentOptions {
+  /** The spool folder (its in/ and out/ are made when missing). */
+  dir: string;
+  /** Milliseconds since the epoch (defaults to the context's clock). */
+  now?: () => number;
+  sleep?: Sleep;
+  lane?: RunLane;
+  /** Between looks at in/, in milliseconds (default 1,000). */
+  pollMs?: number;
+  /** How long a file in in/ must have been left alone before it is read, in milliseconds (default 2,000). */
+  settleMs?: number;
+  random?: () => number;
+  schedule?: Pick<SchedulerOptions, 'maxSleepMs' | 'onTimeToleranceMs' | 'onFiring'>;
+}
+
+/** What the spool agent did, for tests and its log. */
+export interface SpoolAgentView {
+  decided: number;
+  outcomes: { name: string; digest: string; outcome: CapsuleOutcome['kind']; code?: string }[];
+  spooled: number;
+}
+
+export class SpoolAgent {
+  readonly scheduler: Scheduler;
+  readonly lane: RunLane;
+  readonly view: SpoolAgentView = { decided: 0, outcomes: [], spooled: 0 };
+  private readonly ctx: RunnerContext;
+  private readonly now: () => number;
+  private readonly sleep: Sleep;
+  private readonly pollMs: number;
+  private readonly backoff: BackoffPolicy;
+  private readonly inbox: SpoolInbox;
+  private readonly writer: SpoolWriter;
+  private readonly inDir: string;
+  private readonly outDir: string;
+  private readonly stopping = new AbortController();
+  private readonly abortRun = new AbortController();
+  private waking: AbortController | undefined;
+  private failures = 0;
+
+  constructor(ctx: RunnerContext, options: SpoolAgentOptions) {
+    this.ctx = ctx;
+    this.now = options.now ?? (() => ctx.clock().getTime());
+    this.sleep = options.sleep ?? realSleep;
+    this.pollMs = options.pollMs ?? 1000;
+    this.backoff = { baseMs: 1000, capMs: 60_000, random: options.random ?? Math.random };
+    this.inDir = join(options.dir, SPOOL_IN);
+    this.outDir = join(options.dir, SPOOL_OUT);
+    ensureSpoolFolders(options.dir, [SPOOL_IN, SPOOL_OUT, ...Object.values(SPOOL_OUT_FOLDERS).map((f) => join(SPOOL_OUT, f))]);
+    this.lane = options.lane ?? new RunLane();
+    this.inbox = new SpoolInbox({
+      inDir: this.inDir,
+      capBytes: () => ctx.state.trust.body.policy.maxCapsuleBytes ?? CAPSULE_MAX_BYTES,
+      isDecided: (digest) => ctx.store.spoolDecidedSeq(digest) !== undefined,
+      now: this.now,
+      ...(options.settleMs !== undefined ? { settleMs: options.settleMs } : {}),
+    });
+    this.writer = new SpoolWriter({
+      store: ctx.store,
+      identity: { runnerId: ctx.state.identity.id, key: ctx.state.key },
+      outDir: this.outDir,
+      now: this.now,
+      logger: ctx.logger.child({ part: 'spool' }),
+    });
+    this.scheduler = new Scheduler(ctx, {
+      lane: this.lane,
+      now: this.now,
+      sleep: this.sleep,
+      ...options.schedule,
+      onFiring: (row, outcome) => {
+        this.drainOut();
+        options.schedule?.onFiring?.(row, outcome);
+      },
+    });
+  }
+
+  /** Runs until stop(): resolves after the running capsule ended and the outbox was drained to out/. */
+  async run(): Promise<void> {
+    const { logger } = this.ctx;
+    logger.info({ spool: this.inDir.slice(0, -SPOOL_IN.length - 1) }, 'spool agent started');
+    this.drainOut(); // answers queued before this start (a crash between a run and its file)
+    const scheduling = this.scheduler.run(this.stopping.signal, this.abortRun.signal);
+    try {
+      while (!this.stopping.signal.aborted) {
+        const delay = await this.lookOnce();
+        if (this.stopping.signal.aborted) break;
+        await this.sleepOrWake(delay);
+      }
+    } finally {
+      this.stopping.abort();
+      await scheduling;
+      await this.lane.idle();
+      const drained = this.drainOut();
+      logger.info(
+        { queued: this.ctx.store.outboxStats().queued, ...(drained ? { spooled: drained.written + drained.existing } : {}) },
+        'spool agent stopped',
+      );
+    }
+  }
+
+  /** Same contract as RunnerAgent.stop(): a second call aborts the running step at once. */
+  stop(): void {
+    if (this.stopping.signal.aborted) {
+      this.abortRun.abort();
+      return;
+    }
+    this.ctx.logger.info({ running: this.lane.busy }, 'spool agent stopping');
+    this.stopping.abort();
+    this.waking?.abort();
+    const grace = setTimeout(() => this.abortRun.abort(), this.ctx.config.coordinator.stopGraceMs);
+    const done = () => clearTimeout(grace);
+    if (this.lane.busy) this.lane.idle().then(done, done);
+    else done();
+  }
+
+  /** Look at in/ now (tests; a file was just dropped). */
+  wake(): void {
+    this.waking?.abort();
+  }
+
+  /** One look at in/: every ready file decided in turn; returns how long to wait before the next look. */
+  async lookOnce(): Promise<number> {
+    const { logger } = this.ctx;
+    try {
+      const { ready, passedOver } = this.inbox.look();
+      for (const skipped of passedOver) {
+        const level = skipped.reason === 'not-regular' || skipped.reason === 'unreadable' ? 'warn' : 'debug';
+        logger[level](
+          { file: skipped.name, reason: skipped.reason, ...(skipped.digest ? { fileDigest: skipped.digest } : {}) },
+          'spool file passed over',
+        );
+      }
+      for (const file of ready) {
+        if (this.stopping.signal.aborted) break;
+        await this.take(file);
+        this.drainOut();
+      }
+      this.failures = 0;
+      return this.pollMs;
+    } catch (err) {
+      this.failures += 1;
+      const delay = backoffDelayMs(this.failures, this.backoff);
+      logger.error({ code: isCodedError(err) ? err.code : 'RUN_INTERNAL', delayMs: delay }, 'spool look failed; will retry');
+      return delay;
+    }
+  }
+
+  private async take(file: SpoolFile): Promise<void> {
+    const { store, logger } = this.ctx;
+    const stop = this.stopping.signal;
+    const outcome = await this.lane.exclusive(() =>
+      stop.aborted
+        ? Promise.reject(new RunError('RUN_AGENT_STOPPED', 'The agent stopped before the file was taken; it is read again at the next start.'))
+        : runCapsule(this.ctx, file.bytes, {
+            ...(file.size !== file.bytes.length ? { size: file.size } : {}),
+            decided: () => store.spoolDecide(file.digest),
+            stopping: stop,
+            signal: this.abortRun.signal,
+          }),
+    );
+    if (outcome.kind === 'scheduled') this.scheduler.wake();
+    this.view.decided += 1;
+    this.view.outcomes.push({
+      name: file.name,
+      digest: file.digest,
+      outcome: outcome.kind,
+      ...(outcome.kind === 'rejected' ? { code: outcome.code } : {}),
+    });
+    logger.info(
+      {
+        file: file.name,
+        fileDigest: file.digest,
+        outcome: outcome.kind,
+        ...(outcome.kind === 'rejected' ? { code: outcome.code } : outcome.kind === 'completed' ? { verdict: outcome.verdict } : {}),
+      },
+      'spool file decided',
+    );
+  }
+
+  /** Drains the outbox to out/; a store or disk failure is logged and tried again at the next drain. */
+  private drainOut(): DrainResult | undefined {
+    try {
+      const result = this.writer.drain();
+      this.view.spooled += result.written + result.existing;
+      return result;
+    } catch (err) {
+      this.ctx.logger.error(
+        { code: isCodedError(err) ? err.code : 'SPOOL_WRITE_FAILED' },
+        'the outbox could not be drained to the spool; will retry',
+      );
+      return undefined;
+    }
+  }
+
+  private async sleepOrWake(ms: number): Promise<void> {
+    const wake = new AbortController();
+    const onStop = () => wake.abort();
+    this.stopping.signal.addEventListener('abort', onStop, { once: true });
+    this.waking = wake;
+    try {
+      await this.sleep(ms, wake.signal);
+    } finally {
+      this.waking = undefined;
+      this.stopping.signal.removeEventListener('abort', onStop);
+    }
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * Reading DIR/in/ of a spool folder, a folder that people and copy tools write into while the runner looks.
+ * What is taken, and when (docs/protocol.md, "The spool folder"):
+ *
+ * - only names ending `.capsule.json` that do not start with '.' (a copy written as `.NAME.part`, `NAME.part`
+ *   or `NAME.tmp` and renamed at the end is never seen half-way); regular files only, never through a symlink;
+ * - a file is taken once it has not been modified for `settleMs` and did not change while it was read, so a
+ *   copy in progress under the final name is left for a later look;
+ * - its decision is keyed by the SHA-256 of its bytes (spool_inbox_v1): the same bytes again, under any name,
+ *   are passed over; other bytes under the same name are a new file. A copy cut short and left as it is
+ *   becomes a file of its own, refused at acceptance (it does not parse, or its signatures fail), and the
+ *   whole file copied later is still taken: only complete, signed bytes can ever run.
+ *
+ * A file over the capsule cap is read only up to the cap (acceptance refuses it by size); its digest is
+ * taken by streaming the whole file, so even it is decided once.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { isSpoolCapsuleName } from '../protocol/spool.js';
+import { readSpoolFile } from './files.js';
+
+/** How long a file must have been left alone before it is read (milliseconds). */
+export const SPOOL_SETTLE_MS = 2000;
+/** Files taken from in/ per look, oldest modification first; the rest wait for the next look. */
+export const SPOOL_FILES_PER_LOOK = 256;
+
+export interface SpoolFile {
+  name: string;
+  /** `sha256:HEX` of the whole file. */
+  digest: string;
+  /** The file's bytes, or for a file over the cap its first cap+1 bytes. */
+  bytes: Buffer;
+  size: number;
+}
+
+export type PassedOver = { name: string; reason: 'not-regular' | 'gone' | 'unreadable' | 'changing' | 'settling' | 'decided'; digest?: string };
+
+export interface InboxOptions {
+  inDir: string;
+  capBytes: () => number;
+  /** Whether the file with this digest was decided already (the store's spool_inbox_v1). */
+  isDecided: (digest: string) => boolean;
+  now: () => number;
+  settleMs?: number;
+}
+
+export class SpoolInbox {
+  /** name -> what it was the last time it was read and found decided: not read again while it stays so. */
+  private readonly known = new Map<string, { size: number; mtimeMs: number; ino: number; digest: string }>();
+
+  constructor(private readonly options: InboxOptions) {}
+
+  /** One look at in/: the files ready to be decided, and what was passed over and why. */
+  look(): { ready: SpoolFile[]; passedOver: PassedOver[] } {
+    const { inDir, isDecided, now } = this.options;
+    const settle = this.options.settleMs ?? SPOOL_SETTLE_MS;
+    const candidates: { name: string; mtimeMs: number }[] = [];
+    const passedOver: PassedOver[] = [];
+    const present = new Set<string>();
+    for (const name of readdirSync(inDir)) {
+      if (!isSpoolCapsuleName(name)) continue; // temporary and foreign names: never read
+      present.add(name);
+      let stat;
+      try {
+        stat = statSync(join(inDir, name), { throwIfNoEntry: false });
+      } catch {
+        passedOver.push({ name, reason: 'unreadable' });
+        continue;
+      }
+      if (stat === undefined) continue;
+      const seen = this.known.get(name);
+      if (seen && seen.size === stat.size && seen.mtimeMs === stat.mtimeMs && seen.ino === stat.ino && isDecided(seen.digest)) continue;
+      // A clock that jumped back makes a file look new: it waits one settle period more, no harm done.
+      if (now() - stat.mtimeMs < settle) {
+        passedOver.push({ name, reason: 'settling' });
+        continue;
+      }
+      candidates.push({ name, mtimeMs: stat.mtimeMs });
+    }
+    for (const name of this.known.keys()) if (!present.has(name)) this.known.delete(name);
+    candidates.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.name < b.name ? -1 : 1));
+    const ready: SpoolFile[] = [];
+    const digests = new Set<string>();
+    for (const { name } of candidates.slice(0, SPOOL_FILES_PER_LOOK)) {
+      const path = join(inDir, name);
+      const read = readSpoolFile(path, this.options.capBytes());
+      if (read.kind === 'skipped') {
+        passedOver.push({ name, reason: read.reason });
+        continue;
+      }
+      const digest = read.kind === 'read' ? `sha256:${createHash('sha256').update(read.bytes).digest('hex')}` : streamDigest(path, read);
+      if (digest === undefined) {
+        passedOver.push({ name, reason: 'changing' });
+        continue;
+      }
+      const stat = statSync(path, { throwIfNoEntry: false });
+      if (isDecided(digest) || digests.has(digest)) {
+        if (stat) this.known.set(name, { size: stat.size, mtimeMs: stat.mtimeMs, ino: stat.ino, digest });
+        passedOver.push({ name, reason: 'decided', digest });
+        continue;
+      }
+      digests.add(digest);
+      if (stat) this.known.set(name, { size: stat.size, mtimeMs: stat.mtimeMs, ino: stat.ino, digest });
+      ready.push({ name, digest, bytes: read.bytes, size: read.size });
+    }
+    return { ready, passedOver };
+  }
+}
+
+/** The SHA-256 of a whole file read past its cap, in pieces; undefined when it changed meanwhile. */
+function streamDigest(path: string, first: { size: number; mtimeMs: number }): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    const hash = createHash('sha256');
+    const chunk = Buffer.alloc(1 << 20);
+    let offset = 0;
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, offset);
+      if (n <= 0) break;
+      hash.update(chunk.subarray(0, n));
+      offset += n;
+    }
+    const after = fstatSync(fd);
+    if (offset !== first.size || after.size !== first.size || after.mtimeMs !== first.mtimeMs) return undefined;
+    return `sha256:${hash.digest('hex')}`;
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The outbox drained into DIR/out/ instead of to a coordinator: each queued row's document (a bundle, or a
+ * rejection made the first time and kept in the row, as the shipper does) is written once under its content
+ * address (files.ts), and only then is the row settled with an `outbox.spooled` record. A crash between the
+ * two writes the same bytes again at the next start, which finds them there ('existing'): written once.
+ *
+ * After the rows, a checkpoint of the log as it is now goes to out/checkpoints/, as a tlog-witness
+ * add-checkpoint body whose consistency proof starts at the previous spooled checkpoint, so a coordinator
+ * importing the spool in size order witnesses the log as if the runner had submitted each one.
+ */
+import { join } from 'node:path';
+import { isCodedError } from '../core/errors.js';
+import { checkpointNow, type LogIdentity } from '../agent/log.js';
+import type { Logger } from '../agent/logger.js';
+import { rejectionFor } from '../agent/answers.js';
+import { formatAddCheckpoint } from '../protocol/witness.js';
+import { SPOOL_OUT_FOLDERS, toSpoolCheckpointName, toSpoolDocumentName } from '../protocol/spool.js';
+import type { OutboxRow, Store } from '../store/store.js';
+import { writeSpoolFileOnce } from './files.js';
+
+/** A row that could not be written is tried again after this long (milliseconds). */
+export const SPOOL_RETRY_MS = 60_000;
+
+export interface SpoolWriterOptions {
+  store: Store;
+  identity: LogIdentity;
+  /** DIR/out/ (its subfolders exist: ensureSpoolFolders). */
+  outDir: string;
+  now: () => number;
+  logger: Logger;
+}
+
+export interface DrainResult {
+  written: number;
+  existing: number;
+  /** Rows left queued for a later drain (their code is in the row and in the log). */
+  failed: number;
+  checkpoint?: { size: number; name: string };
+}
+
+export class SpoolWriter {
+  constructor(private readonly options: SpoolWriterOptions) {}
+
+  /** Writes every due row, then a checkpoint if the log grew since the last one written. */
+  drain(): DrainResult {
+    const { store, now, logger } = this.options;
+    const result: DrainResult = { written: 0, existing: 0, failed: 0 };
+    for (let row = store.outboxNext(now()); row !== undefined; row = store.outboxNext(now())) {
+      try {
+        const { digest, bytes } = this.contentOf(row);
+        const path = join(this.options.outDir, SPOOL_OUT_FOLDERS[row.kind], toSpoolDocumentName(row.kind, digest));
+        const written = writeSpoolFileOnce(path, bytes);
+        store.outboxSpooled(row.id);
+        result[written === 'created' ? 'written' : 'existing'] += 1;
+        logger.info({ outboxId: row.id, answer: row.kind, digest, written }, 'answer spooled');
+      } catch (err) {
+        const code = isCodedError(err) ? err.code : 'SPOOL_WRITE_FAILED';
+        if (code.startsWith('STORE_')) throw err; // the store itself failed: the caller backs off
+        // Not dropped, not looped: the row stays queued with the code and is tried again later.
+        store.outboxRetry(row.id, now() + SPOOL_RETRY_MS, code);
+        result.failed += 1;
+        logger.error({ code, outboxId: row.id, answer: row.kind }, 'answer not spooled; will retry');
+      }
+    }
+    const checkpoint = this.checkpointIfGrown();
+    return checkpoint ? { ...result, checkpoint } : result;
+  }
+
+  /** The row's bytes: its body, or for a rejection not yet made, its document made now and kept in the row. */
+  private contentOf(row: OutboxRow): { digest: string; bytes: Buffer } {
+    if (row.body !== null && row.digest !== null) return { digest: row.digest, bytes: row.body };
+    const { store, identity } = this.options;
+    const built = rejectionFor(store, identity, row);
+    store.outboxSetBody(row.id, built.digest, built.bytes);
+    const kept = store.outboxRow(row.id);
+    return kept?.body && kept.digest ? { digest: kept.digest, bytes: kept.body } : built;
+  }
+
+  private checkpointIfGrown(): { size: number; name: string } | undefined {
+    const { store, identity, outDir } = this.options;
+    const previous = store.spoolCheckpointSize();
+    if (store.merkle.size() <= previous) return undefined;
+    const checkpoint = checkpointNow(store, identity);
+    const proof = previous === 0 ? [] : store.merkle.consistencyProof(previous, checkpoint.size);
+    const name = toSpoolCheckpointName(checkpoint.size, store.merkle.root(checkpoint.size));
+    writeSpoolFileOnce(join(outDir, SPOOL_OUT_FOLDERS.checkpoint, name), formatAddCheckpoint(previous, proof, checkpoint.note));
+    store.spoolCheckpointWritten(checkpoint.size, name);
+    this.options.logger.info({ size: checkpoint.size, from: previous, name }, 'checkpoint spooled');
+    return { size: checkpoint.size, name };
+  }
+}
