@@ -19,6 +19,10 @@ import type { ConfigOverrides, Resource } from '../../runner/config/config.js';
 import { verifyRejection } from '../../runner/evidence/rejection.js';
 import type { EvidencePredicate, StepRecord } from '../../runner/evidence/statement.js';
 import { probeIsolation } from '../../runner/exec/sandbox.js';
+import { guardStatement } from '../../runner/evidence/egress.js';
+import type { Statement } from '../../runner/evidence/statement.js';
+import type { Manifest } from '../../runner/capsule/manifest.js';
+import { codeOf } from '../helpers/codes.js';
 import { SYSCALL_FILTER, SYSCALL_FILTER_UNIX } from '../../runner/exec/seccomp.js';
 import { parseRecordLeaf } from '../../runner/log/record.js';
 import { Store, type OutboxRow } from '../../runner/store/store.js';
@@ -137,6 +141,7 @@ describe.skipIf(skipReason !== undefined)(`granted resources in the sandbox (${s
         sh('read', 'cat /resources/extract/accounts.csv && cat "$EDGE_RUNNER_RESOURCE_EXTRACT/nested/deep.txt"'),
         sh('write', 'echo x > /resources/extract/new.txt'),
         sh('list', 'ls -a /resources'),
+        sh('mount', "grep ' /resources/extract ' /proc/self/mountinfo"),
       ],
     });
     expect(out(result, 'read').stdout).toBe('id,balance\n1,100\n2,250\ndeep\n');
@@ -145,6 +150,9 @@ describe.skipIf(skipReason !== undefined)(`granted resources in the sandbox (${s
     expect(existsSync(join(dataDir, 'new.txt'))).toBe(false);
     // Only what the capsule needs shows, granted or not: not-needed, db and web are granted, not needed.
     expect(out(result, 'list').stdout.split('\n').filter(Boolean).sort()).toEqual(['.', '..', 'extract']);
+    // Read-only, and no setuid program or device node in a granted folder counts (bwrap binds nosuid, nodev).
+    const options = out(result, 'mount').stdout.split(' ')[5]!.split(',');
+    expect(options).toEqual(expect.arrayContaining(['ro', 'nosuid', 'nodev']));
   });
 
   it('a step queries the granted PostgreSQL through its unix socket with psql', async () => {
@@ -213,6 +221,20 @@ describe.skipIf(skipReason !== undefined)(`granted resources in the sandbox (${s
       expect(bundleText).not.toContain(hostDetail);
       expect(payload).not.toContain(hostDetail);
     }
+  });
+
+  it('the egress guard lets out only names the signed capsule needs: another name or a path is refused', async () => {
+    const result = await completed({ needs: ['extract'], steps: [sh('noop', 'true')] });
+    const statement = JSON.parse(Buffer.from(result.bundle.evidence.payload, 'base64').toString('utf8')) as Statement;
+    const manifest = JSON.parse(Buffer.from(result.bundle.capsule.payload, 'base64').toString('utf8')) as Manifest;
+    const context = { manifest, runner: { id: statement.predicate.runner.id, keyid: statement.predicate.runner.keyid } };
+    expect(codeOf(() => guardStatement(statement, context))).toBeUndefined();
+    const withRun = (resources: string[]) => ({
+      ...statement,
+      predicate: { ...statement.predicate, run: { ...statement.predicate.run, resources } },
+    });
+    expect(codeOf(() => guardStatement(withRun(['extract', 'db']), context))).toBe('EGRESS_PROVENANCE');
+    expect(codeOf(() => guardStatement(withRun([dataDir]), context))).toBe('EGRESS_SCHEMA');
   });
 
   it('a path-only grant keeps the filter without AF_UNIX: the step cannot even make a unix socket', async () => {
