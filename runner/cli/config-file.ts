@@ -9,7 +9,7 @@
  * systemd unit names its file. The file is the operator's authority (it grants resources to steps), so one
  * that group or others may write, or that another user owns, is refused (CONFIG_FILE_UNSAFE).
  */
-import { fstatSync, openSync, closeSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { configFileFromEnvironment, type ConfigOverrides, type ConfigSources } from '../config/config.js';
@@ -98,7 +98,8 @@ function readSafely(path: string): Buffer {
         `is owned by uid ${stats.uid} with mode ${modeText(stats.mode)}; it must be root's or the runner's and not writable by group or others (chmod go-w)`,
       );
     }
-    const folder = statSync(dirname(resolve(path)));
+    // The folder of the file itself (through any link): whoever may write there may replace the file.
+    const folder = statSync(dirname(realpathSync(path)));
     if ((folder.uid !== 0 && folder.uid !== uid) || ((folder.mode & GROUP_OTHER_WRITE) !== 0 && (folder.mode & STICKY) === 0)) {
       throw unsafe(
         path,

@@ -2,7 +2,7 @@
  * The operator's configuration file (TOML, runner/cli/config-file.ts) and the origins of every effective
  * value (runner/config/config.ts resolveConfigWithOrigins): defaults < runner.json < file < environment < flags.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -149,6 +149,19 @@ describe('the configuration file', () => {
       expect(codeOf(() => readConfigFile(file('group.toml', '', 0o664)))).toBe('CONFIG_FILE_UNSAFE');
       expect(codeOf(() => readConfigFile(file('world.toml', '', 0o646)))).toBe('CONFIG_FILE_UNSAFE');
       expect(readConfigFile(file('fine.toml', '', 0o600))).toEqual({});
+    });
+
+    it("judges the folder of the file a link points at, not the link's", () => {
+      const open = mkdtempSync(join(tmpdir(), 'edge-runner-config-open-'));
+      try {
+        chmodSync(open, 0o777);
+        writeFileSync(join(open, 'agent.toml'), '');
+        chmodSync(join(open, 'agent.toml'), 0o644);
+        symlinkSync(join(open, 'agent.toml'), join(dir, 'link.toml'));
+        expect(codeOf(() => readConfigFile(join(dir, 'link.toml')))).toBe('CONFIG_FILE_UNSAFE');
+      } finally {
+        rmSync(open, { recursive: true, force: true });
+      }
     });
 
     it('refuses a file in a folder others may write (it could be swapped) with CONFIG_FILE_UNSAFE', () => {
