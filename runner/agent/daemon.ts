@@ -27,7 +27,7 @@ import { RunError } from './errors.js';
 import { RunLane } from './lane.js';
 import { runCapsule } from './run-capsule.js';
 import type { RunnerContext } from './runner.js';
-import { TrustFollower } from './trust-update.js';
+import { movedPin, reloadMovedPin, TrustFollower } from './trust-update.js';
 
 export interface AgentOptions {
   /** Tests: a client of their own (one is built from the configuration otherwise). */
@@ -199,6 +199,7 @@ export class RunnerAgent {
     // on asks for pin + 1 once at start (404: there is none), so it catches up before anything arrives.
     await this.followTrust(Number.POSITIVE_INFINITY);
     while (!stop.aborted) {
+      await this.takeMovedPin();
       await this.reportStatusIfDue(stop);
       if (stop.aborted) break;
       const cursor = store.feedCursor(this.feedKey);
@@ -334,6 +335,27 @@ export class RunnerAgent {
       }
     }
     if (Number.isSafeInteger(version)) this.noteTrustVersion(version);
+  }
+
+  /**
+   * A pin moved by `edge-runner trust update` while the agent runs is taken at the next poll, in the lane (no
+   * run decides meanwhile), before the feed's capsules.
+   */
+  private async takeMovedPin(): Promise<void> {
+    if (movedPin(this.ctx.state) === undefined) return;
+    await this.lane.exclusive(() => this.reloadPin());
+  }
+
+  private reloadPin(): void {
+    try {
+      const moved = reloadMovedPin(this.ctx, this.ctx.clock());
+      if (moved === undefined) return;
+      this.witnesses.splice(0, this.witnesses.length, ...witnessKeysOf(moved));
+      this.statusDirty = true;
+      this.ctx.logger.info({ trustVersion: moved.body.version }, 'trust pin moved by trust update; the agent follows it');
+    } catch (err) {
+      this.ctx.logger.error({ code: isCodedError(err) ? err.code : 'STATE_TRUST_INVALID' }, 'trust pin moved on disk but cannot be loaded');
+    }
   }
 
   /** The feed's trust version against the pinned one: logged when it changes. */

@@ -24,7 +24,7 @@ import { sha256Hex } from '../core/digest.js';
 import { isCodedError } from '../core/errors.js';
 import { parseRecordLeaf, type RecordBodies } from '../log/record.js';
 import { StateError } from '../state/errors.js';
-import { historyPath, keepTrustHistory, moveTrustPin, readTrustHistory, type RunnerState } from '../state/state.js';
+import { historyPath, keepTrustHistory, loadState, moveTrustPin, readTrustHistory, type RunnerState } from '../state/state.js';
 import type { CoordinatorClient } from '../api/client.js';
 import { TRUST_STEPS_PER_FEED } from '../protocol/wire.js';
 import type { Store } from '../store/store.js';
@@ -118,6 +118,34 @@ export function finishTrustUpdate(target: TrustTarget): TrustFinish {
   // Verified and kept, then the process died before the record: never decided, so it is not history.
   rmSync(historyPath(state.layout, pinned + 1), { force: true });
   return { kind: 'discarded', version: pinned + 1 };
+}
+
+/**
+ * The pin moved on disk by another process (`edge-runner trust update` while the agent runs): when runner.json
+ * pins other bytes than the live state and the log's last trust.updated names them, the state folder is
+ * loaded again (every check of an open) and the live state takes its trust. Returns the new trust, if any.
+ * Reads runner.json only (a few hundred bytes) when nothing moved.
+ */
+export function reloadMovedPin(target: TrustTarget, now: Date): VerifiedTrust | undefined {
+  const { state, store } = target;
+  const pinned = movedPin(state);
+  if (pinned === undefined) return undefined;
+  if (lastUpdate(store)?.trustDigest !== `sha256:${pinned}`) return undefined;
+  const fresh = loadState(state.layout.dir, now, { trustExpiry: 'ignore' });
+  if (fresh.identity.trustSha256 !== pinned || fresh.trust.body.version <= state.trust.body.version) return undefined;
+  state.identity = fresh.identity;
+  state.trust = fresh.trust;
+  return fresh.trust;
+}
+
+/** The digest runner.json pins when it is not the live state's (a cheap look: one small file read). */
+export function movedPin(state: RunnerState): string | undefined {
+  try {
+    const pinned = (JSON.parse(readFileSync(state.layout.config, 'utf8')) as { trustSha256?: unknown }).trustSha256;
+    return typeof pinned === 'string' && pinned !== state.identity.trustSha256 ? pinned : undefined;
+  } catch {
+    return undefined; // unreadable now: the next look, or the next open, decides
+  }
 }
 
 function lastUpdate(store: Store): RecordBodies['trust.updated'] | undefined {

@@ -225,3 +225,42 @@ describe.skipIf(!built)('a coordinator serving the wrong document for a trust ve
     await agent.stop();
   }, 180_000);
 });
+
+describe.skipIf(!built)('edge-runner trust update while the agent runs (needs dist/)', () => {
+  it('the agent takes the pin the CLI moved at its next poll: the new signer’s capsule runs without a restart', async () => {
+    const world = makeLinkWorld();
+    worlds.push(world);
+    const v2 = rotation(world);
+    const { proxy, coordinator } = await startProxiedCoordinator(world, { updates: [v2.file] });
+    proxies.push(proxy);
+    // The coordinator does not hand out v2 here: the operator applies it by hand.
+    proxy.rules.push((request) =>
+      request.method === 'GET' && request.path.startsWith('/v1/trust/')
+        ? { kind: 'answer', status: 404, headers: { 'content-type': 'application/json' }, body: '{"code":"FEED_TRUST_NOT_FOUND","message":"none"}' }
+        : undefined,
+    );
+    const agent = spawnAgent(world, proxy.url);
+    await waitForAsync(() => agent.lines.some((l) => l.msg === 'agent started'), `the agent started\n${agent.stderr().slice(-2000)}`, 20_000);
+    const update = runCli(['trust', 'update', v2.file, '--state', world.stateDir, '--json']);
+    expect(update.status, update.stderr).toBe(0);
+    expect(trustRecords(world.stateDir)).toEqual([
+      { kind: 'trust.updated', body: { fromVersion: 1, toVersion: 2, trustDigest: `sha256:${sha256(v2.bytes)}`, source: 'file' } },
+    ]);
+    await waitForAsync(
+      () => agent.lines.some((l) => l.msg === 'trust pin moved by trust update; the agent follows it'),
+      `the agent took the moved pin\n${agent.stderr().slice(-3000)}`,
+      20_000,
+    );
+    expect((await coordinator.operator('/v1/capsules', { method: 'POST', body: capsuleBy(v2.signer2, world.runnerId) })).status).toBe(201);
+    type Item = { verdict: string };
+    let items: Item[] = [];
+    await waitForAsync(
+      async () => (items = (await coordinator.operator(`/v1/bundles?runner=${world.runnerId}`)).json().items as Item[]).length === 1,
+      `the new signer's bundle\n${agent.stderr().slice(-3000)}`,
+      60_000,
+    );
+    expect(items[0]!.verdict).toBe('pass');
+    expect((await coordinator.operator(`/v1/rejections?runner=${world.runnerId}`)).json().items).toEqual([]);
+    await agent.stop();
+  }, 120_000);
+});
