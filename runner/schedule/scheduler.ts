@@ -38,6 +38,8 @@ export class Scheduler {
   private readonly toleranceMs: number;
   private readonly onFiring: SchedulerOptions['onFiring'];
   private waking: AbortController | undefined;
+  /** The schedule that fired last: the next look starts after it, so a schedule always due cannot starve another. */
+  private lastFired: string | undefined;
   private failures = 0;
 
   constructor(ctx: RunnerContext, options: SchedulerOptions) {
@@ -95,7 +97,9 @@ export class Scheduler {
   private async look(stopping: AbortSignal, abortRun: AbortSignal): Promise<number | undefined> {
     const { store } = this.ctx;
     let earliest: number | undefined;
-    for (const initial of store.activeSchedules()) {
+    const active = store.activeSchedules();
+    const after = active.findIndex((row) => row.manifestDigest === this.lastFired);
+    for (const initial of [...active.slice(after + 1), ...active.slice(0, after + 1)]) {
       let row: ScheduleRow | undefined = initial;
       // Bounded: each step moves the schedule's last slot forward or ends it; the bound is a guard.
       for (let steps = 0; row !== undefined && row.endedSeq === undefined && steps < 10_000; steps++) {
@@ -123,6 +127,7 @@ export class Scheduler {
           this.ctx.logger.info({ capsuleId: row.capsuleId }, 'schedule ended: expired');
         } else {
           const outcome = await this.fire(row, step.slot, step.missed, stopping, abortRun);
+          this.lastFired = row.manifestDigest;
           this.onFiring?.(row, outcome);
           // One firing per hold of the lane: a capsule from the feed waiting for it goes next, so a schedule
           // whose runs fill its interval cannot starve the feed. The next look comes at once.

@@ -324,6 +324,24 @@ describe('one run at a time', () => {
     expect(outcomes.map((o) => o.kind)).toEqual(['completed', 'completed']);
   });
 
+  it('two schedules always due take turns: one whose runs fill its interval does not starve the other', async () => {
+    set('2026-01-01T10:00:00Z');
+    const w = world();
+    const ctx = open(w);
+    const a = await accept(ctx, recurring(w, { cron: '* * * * * *' }));
+    const b = await accept(ctx, recurring(w, { cron: '* * * * * *' }));
+    const { scheduler } = schedulerOf(ctx);
+    // Each look finds both due (the clock moves a second per look, as if each run took that long).
+    for (let i = 0; i < 6; i++) {
+      nowMs += 1000;
+      await scheduler.lookNow();
+    }
+    const fired = records(ctx, 'run.started').map((r) => r.manifestDigest);
+    expect(fired).toHaveLength(6);
+    expect(fired.filter((d) => d === a.manifestDigest)).toHaveLength(3);
+    expect(fired.filter((d) => d === b.manifestDigest)).toHaveLength(3);
+  });
+
   it('the lane runs its holders one after the other', async () => {
     const lane = new RunLane();
     const order: string[] = [];
