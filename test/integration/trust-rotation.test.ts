@@ -17,7 +17,8 @@ import { packCapsule } from '../../runner/capsule/pack.js';
 import { openRunner } from '../../runner/agent/runner.js';
 import { initState } from '../../runner/state/state.js';
 import { Store } from '../../runner/store/store.js';
-import type { TrustDocumentBody } from '../../runner/trust/trust.js';
+import { verifyTrustDocument, verifyTrustUpdate, type TrustDocumentBody } from '../../runner/trust/trust.js';
+import { codeOf } from '../helpers/codes.js';
 import { CLI_ENTRY, runCli, type CliResult } from '../helpers/cli.js';
 import { pinOf, rotatedBody, trustRecords } from '../helpers/rotation.js';
 import { directSelector } from '../helpers/runner.js';
@@ -300,5 +301,27 @@ describe('a trust update cut short by a crash is finished or refused when the st
     } finally {
       ctx.close();
     }
+  });
+});
+
+describe('verifyTrustUpdate (pure): the version a document was offered as, and the expiry', () => {
+  const w = rotationWorld();
+  const current = verifyTrustDocument(w.v1);
+  const roots = [w.keys.rootB, w.keys.rootC, w.keys.rootD];
+
+  it('a document offered as version 2 that carries version 3 is a fast-forward (TRUST_FAST_FORWARD); given as a file it is a skip', () => {
+    const v3 = signTrust(rotatedBody(w.v2Body, { version: 3 }), roots);
+    expect(codeOf(() => verifyTrustUpdate(current, v3, new Date(), { offeredVersion: 2 }))).toBe('TRUST_FAST_FORWARD');
+    expect(codeOf(() => verifyTrustUpdate(current, v3, new Date()))).toBe('TRUST_VERSION_SKIP');
+  });
+
+  it('a document offered as version 2 that carries version 1 is a rollback (TRUST_ROLLBACK)', () => {
+    expect(codeOf(() => verifyTrustUpdate(current, w.v1, new Date(), { offeredVersion: 2 }))).toBe('TRUST_ROLLBACK');
+  });
+
+  it('checks the new document’s expiry only when given a clock (finishing a recorded update, auditing a chain)', () => {
+    const expired = signTrust({ ...w.v2Body, expires: '2020-01-01T00:00:00Z' }, roots);
+    expect(codeOf(() => verifyTrustUpdate(current, expired, new Date()))).toBe('TRUST_EXPIRED');
+    expect(verifyTrustUpdate(current, expired, undefined).body.version).toBe(2);
   });
 });
