@@ -145,7 +145,8 @@ describe.skipIf(!built)('the spool round trip through removable media (needs dis
     truncateSync(join(back, 'bundles', bundles[0]!), 100);
     const rejectionPath = join(back, 'rejections', rejections[0]!);
     const rejectionBytes = readFileSync(rejectionPath);
-    rejectionBytes[rejectionBytes.length >> 1] ^= 0x01;
+    const middle = rejectionBytes.length >> 1;
+    rejectionBytes[middle] = rejectionBytes[middle]! ^ 0x01;
     writeFileSync(rejectionPath, rejectionBytes);
     writeFileSync(join(back, 'bundles', '.partial.bundle.json.tmp-1'), 'half');
 
