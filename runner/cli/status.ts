@@ -8,7 +8,9 @@
  *     (the agent is not running it), the latest checkpoint not cosigned for more than an hour while a
  *     coordinator is configured;
  *   2 critical: the trust document expired (the runner refuses to act), free disk under the reserve (runs
- *     are refused with RUN_DISK_RESERVE), or the state or its database cannot be read (the error's code).
+ *     are refused with RUN_DISK_RESERVE), the database holds fewer records than the last checkpoint the
+ *     runner signed (an older copy put back: the runner refuses to open it), or the state or its database
+ *     cannot be read (the error's code).
  * Each condition has a stable STATUS_ code in the report. The last error (the latest record of an error
  * kind) is shown for the operator but is not a condition by itself: a rejected capsule is the runner
  * working.
@@ -45,7 +47,8 @@ export type StatusCode =
   | 'STATUS_OUTBOX_STALE'
   | 'STATUS_OUTBOX_DEAD'
   | 'STATUS_SCHEDULE_BEHIND'
-  | 'STATUS_WITNESS_STALE';
+  | 'STATUS_WITNESS_STALE'
+  | 'STATUS_LOG_ROLLED_BACK';
 
 export interface StatusProblem {
   level: 'warning' | 'critical';
@@ -225,6 +228,13 @@ export function judgeStatus(
       nextFiring: next !== undefined && next.getTime() < expires ? next.toISOString() : null,
     };
   });
+  if (snapshot.headSize !== undefined && snapshot.headSize > snapshot.logSize) {
+    problems.push({
+      level: 'critical',
+      code: 'STATUS_LOG_ROLLED_BACK',
+      message: `The database holds ${snapshot.logSize} records, fewer than the ${snapshot.headSize} of the last checkpoint the runner signed: it is an older copy, and the runner refuses to open it.`,
+    });
+  }
   const checkpoint = snapshot.lastCheckpoint;
   const witnessed = snapshot.lastWitnessed;
   if (

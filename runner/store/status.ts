@@ -11,6 +11,7 @@
 import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { StoreError } from './errors.js';
+import { headPathOf, readLogHead } from './head.js';
 import { ScheduleTable, type ScheduleRow } from './schedules.js';
 import { SqliteDatabase, type Statement } from './sqlite.js';
 
@@ -43,6 +44,11 @@ export interface StatusSnapshot {
   };
   lastError: { seq: number; kind: string; at: string; code: string } | undefined;
   schedules: ScheduleRow[];
+  /**
+   * The size of the log's high-water mark beside the database (runner/store/head.ts): the last checkpoint
+   * the runner signed. A log smaller than it is an older copy of the database (Store.open refuses it).
+   */
+  headSize: number | undefined;
 }
 
 export class StatusReader {
@@ -90,6 +96,8 @@ export class StatusReader {
       const reader = StatusReader.open(path, { ...options, immutable: !walBefore });
       try {
         const snapshot = reader.read();
+        // The mark is read after the snapshot: it only grows, and only after the log has grown past it.
+        snapshot.headSize = readLogHead(headPathOf(path))?.size;
         if (walBefore || !existsSync(`${path}-wal`)) return snapshot;
       } finally {
         reader.close();
@@ -156,6 +164,7 @@ export class StatusReader {
         },
         lastError: error && { seq: Number(error.seq), kind: error.kind, at: error.at, code: codeOfLeaf(error.leaf) },
         schedules: this.schedules.active(),
+        headSize: undefined,
       };
     });
   }

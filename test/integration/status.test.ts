@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { initState, layoutOf } from '../../runner/state/state.js';
@@ -222,6 +222,22 @@ describe('edge-runner status', () => {
     const full = layoutOf('/var/lib/edge-runner');
     const view = stateViewLayoutOf('/var/lib/edge-runner');
     for (const [name, path] of Object.entries(view)) expect(path, name).toBe(full[name as keyof typeof full]);
+  });
+
+  it('is critical when the database is an older copy than the last checkpoint signed (STATUS_LOG_ROLLED_BACK)', () => {
+    const w = world();
+    const db = join(w.stateDir, 'runner.db');
+    const copy = join(w.dir, 'runner.db.copy');
+    copyFileSync(db, copy);
+    withStore(w, (store) => {
+      store.appendRecord('run.finished', { runId: '00000000-0000-4000-8000-000000000003', verdict: 'pass' });
+      store.saveCheckpoint(1, 'note\n');
+    });
+    expect(status(w).status).toBe(0);
+    copyFileSync(copy, db); // the old copy put back, its mark (runner.db.head) left as it is
+    const { status: code, report } = status(w);
+    expect(code).toBe(2);
+    expect(report.problems).toEqual([expect.objectContaining({ level: 'critical', code: 'STATUS_LOG_ROLLED_BACK' })]);
   });
 
   describe('reading without writing', () => {
