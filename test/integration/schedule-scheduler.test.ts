@@ -292,6 +292,33 @@ describe('daylight saving time through the scheduler (Europe/London)', () => {
   });
 });
 
+describe('daylight saving time through the scheduler (America/New_York)', () => {
+  it('02:30 daily fires at 03:00 EDT on the March gap day; 01:30 fires once on the November overlap day, every 30 minutes fires 01:30 twice', async () => {
+    set('2026-03-07T12:00:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '30 2 * * *', timezone: 'America/New_York' }, { id: 'ny-gap' }));
+    const { scheduler } = schedulerOf(ctx);
+    expect(await settle(scheduler)).toBe(Date.parse('2026-03-08T07:00:00Z'));
+    set('2026-10-31T12:00:00Z');
+    const fixed = await accept(ctx, recurring(w, { cron: '30 1 * * *', timezone: 'America/New_York' }, { id: 'ny-fixed' }));
+    const interval = await accept(ctx, recurring(w, { cron: '*/30 * * * *', timezone: 'America/New_York' }, { id: 'ny-interval' }));
+    // Walk the night of 1 November slot by slot: 00:00 EDT (04:00Z) .. 02:00 EST (07:00Z).
+    set('2026-11-01T03:59:00Z');
+    for (let guard = 0; guard < 20 && nowMs < Date.parse('2026-11-01T07:00:00Z'); guard++) {
+      const wake = await settle(scheduler);
+      nowMs = Math.min(wake!, Date.parse('2026-11-01T07:00:00Z')) + 100;
+    }
+    await settle(scheduler);
+    const started = records(ctx, 'run.started');
+    const slotsOf = (digest: string) => started.filter((r) => r.manifestDigest === digest).map((r) => r.scheduledFor);
+    expect(slotsOf(fixed.manifestDigest)).toEqual(['2026-11-01T05:30:00.000Z']);
+    expect(slotsOf(interval.manifestDigest)).toEqual(
+      expect.arrayContaining(['2026-11-01T05:00:00.000Z', '2026-11-01T05:30:00.000Z', '2026-11-01T06:00:00.000Z', '2026-11-01T06:30:00.000Z']),
+    );
+  });
+});
+
 describe('one run at a time', () => {
   it('a slot that comes while the previous run of the schedule goes is recorded missed, not run beside it', async () => {
     set('2026-01-01T10:00:00Z');
