@@ -19,7 +19,7 @@ import { ExecError } from '../exec/errors.js';
 import { classifyLimitExit, isLoaderEnvName } from '../exec/sandbox.js';
 import { runStep, type StepOutcome } from '../exec/step.js';
 import { startForwarders, type Forwarders } from '../exec/forward.js';
-import { needsUnixSockets, resolveGrants, toResourceEnv, toResourceMounts, type ResolvedGrant, type ResourceMount } from '../exec/resources.js';
+import { needsUnixSockets, openResourceMounts, resolveGrants, toResourceEnv, type ResolvedGrant, type ResourceMount } from '../exec/resources.js';
 import { SYSCALL_FILTER_UNIX } from '../exec/seccomp.js';
 import { createWorkspace, writeInputs } from '../exec/workspace.js';
 import { isDiskFull, writeFileAtomic } from '../state/files.js';
@@ -335,7 +335,22 @@ async function bindResources(ctx: RunnerContext, accepted: AcceptedCapsule): Pro
     const owner = process.getuid?.() === 0 ? { uid: ctx.config.stepUser.uid, gid: ctx.config.stepUser.gid } : undefined;
     forwarders = await startForwarders(tcp, owner ? { owner } : {});
   }
-  return { grants, mounts: toResourceMounts(grants, forwarders?.sockets), close: async () => forwarders?.close() };
+  let pinned;
+  try {
+    pinned = openResourceMounts(grants, forwarders?.sockets); // each source pinned for the whole run
+  } catch (err) {
+    await forwarders?.close();
+    throw err;
+  }
+  const { mounts, close } = pinned;
+  return {
+    grants,
+    mounts,
+    close: async () => {
+      close();
+      await forwarders?.close();
+    },
+  };
 }
 
 /** Runs an accepted capsule (one-off, or one firing of a recurring one): records, steps, evidence, bundle. */

@@ -47,7 +47,7 @@
  * folder (the defaults /usr, /bin, /sbin, /lib*, /etc hold none on a Debian host; /run and /var are not
  * shown). Abstract unix sockets belong to the network namespace, which is the step's own.
  */
-import { lstatSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, sep } from 'node:path';
 import type { Resource } from '../config/config.js';
 
@@ -85,6 +85,12 @@ export interface ResourceMount {
   source: string;
   target: string;
   folder?: string;
+  /**
+   * An O_PATH descriptor of the source, opened and checked once per run (openResourceMounts): bwrap binds
+   * what it points to (`--ro-bind-fd`), so a path swapped on the host after the check (a socket replaced by
+   * a symlink to /, say) is not what the step gets.
+   */
+  fd?: number;
 }
 
 export type GrantResolution = { grants: ResolvedGrant[] } | { refused: { name: string; why: string } };
@@ -158,6 +164,42 @@ export function toResourceMounts(grants: readonly ResolvedGrant[], forwarded: Re
     if (source === undefined) throw new Error(`The forwarder of "${grant.name}" is not running.`); // a bug of the caller
     return { kind: grant.kind, source, target: grant.target, ...(grant.folder && grant.kind !== 'path' ? { folder: grant.folder } : {}) };
   });
+}
+
+/** Linux's O_PATH (Node does not export it): a descriptor that names a file without opening its contents. libuv adds O_CLOEXEC. */
+const O_PATH = 0o10000000;
+
+/**
+ * The run's mounts, each source pinned by an O_PATH descriptor: opened without following a last symlink,
+ * then checked to be still what was resolved (the kind the grant names, at the very path: the descriptor's
+ * /proc/self/fd link). `close` releases the descriptors once the run's steps are over. Throws a plain Error
+ * naming the resource (never its path) when a source changed since it was resolved.
+ */
+export function openResourceMounts(
+  grants: readonly ResolvedGrant[],
+  forwarded: ReadonlyMap<string, string> = new Map(),
+): { mounts: ResourceMount[]; close: () => void } {
+  const fds: number[] = [];
+  const close = () => {
+    for (const fd of fds.splice(0)) closeSync(fd);
+  };
+  try {
+    const mounts = toResourceMounts(grants, forwarded).map((mount, i) => {
+      const name = grants[i]!.name;
+      const fd = openSync(mount.source, O_PATH | constants.O_NOFOLLOW);
+      fds.push(fd);
+      const stat = fstatSync(fd);
+      const kindOk = mount.kind === 'path' ? stat.isDirectory() || stat.isFile() : stat.isSocket();
+      if (!kindOk || readlinkSync(`/proc/self/fd/${fd}`) !== mount.source) {
+        throw new Error(`The resource "${name}" changed on the host after it was checked; the run does not bind it.`);
+      }
+      return { ...mount, fd };
+    });
+    return { mounts, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
 }
 
 /** True when a step given these grants needs socket(AF_UNIX) (SYSCALL_FILTER_UNIX). */

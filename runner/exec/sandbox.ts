@@ -19,6 +19,9 @@
  *     a listed folder that does not exist is left out. Nothing else of the host: not /home, /root, /run,
  *     /var, /srv, /opt, /tmp, nor any unix socket in them.
  *   - the workspace, read-write, at its own path; its parents are made as empty folders.
+ *   - the granted resources the capsule needs (exec/resources.ts), each read-only below /resources: a path
+ *     grant at /resources/<name>, a socket (or a tcp grant's forwarder socket) in /resources/<name>/; each
+ *     bound from a descriptor the runner pinned (`--ro-bind-fd`), mounted ro,nosuid,nodev by bwrap.
  *   - a private /dev, /proc of its PID namespace, and tmpfs /tmp and /dev/shm of `sandbox.tmpBytes` and
  *     `sandbox.shmBytes`; the root itself is an empty tmpfs remounted read-only.
  *   - hidden paths (the runner's state folder, DEFAULT_HIDDEN_PATHS) matter only where they lie inside a
@@ -177,6 +180,11 @@ export interface LaunchPlan {
   gid?: number;
   /** Bytes the child reads on fds 3, 4, ... (a pipe each, written and closed by startLaunch). */
   fdInputs?: Buffer[];
+  /**
+   * Open descriptors of the runner's handed to the child as they are, after the fd inputs and the hold
+   * (bwrap's `--ro-bind-fd N`): the pinned sources of granted resources. Owned by the caller.
+   */
+  passFds?: number[];
   /** The cgroup startLaunch moves bwrap into before it lets it go on (fd 4); endLaunch reads and removes it. */
   cgroup?: StepCgroup;
 }
@@ -213,6 +221,7 @@ export function planLaunch(req: LaunchRequest, config: SandboxConfig = {}): Laun
       const dropPrivileges = runAs ? toSetprivArgv(requireTool('setpriv', config.setprivPath, config.searchPath), runAs) : [];
       const hide = [...(config.hiddenPaths ?? DEFAULT_HIDDEN_PATHS), ...(req.hide ?? [])];
       const bound = req.cgroup ? 'cgroup' : 'rlimit';
+      const passFds = (req.resources ?? []).flatMap((mount) => (mount.fd !== undefined ? [mount.fd] : []));
       const args = [
         ...toBwrapArgs({
           workspace,
@@ -232,7 +241,15 @@ export function planLaunch(req: LaunchRequest, config: SandboxConfig = {}): Laun
         ...req.argv,
       ];
       // The environment goes through spawn, not --setenv: argv is world-readable in /proc, environ is not.
-      return { file: bwrap, args, env: { ...req.env }, cwd: workspace, fdInputs: [seccomp], ...(req.cgroup ? { cgroup: req.cgroup } : {}) };
+      return {
+        file: bwrap,
+        args,
+        env: { ...req.env },
+        cwd: workspace,
+        fdInputs: [seccomp],
+        ...(passFds.length > 0 ? { passFds } : {}),
+        ...(req.cgroup ? { cgroup: req.cgroup } : {}),
+      };
     }
   }
 }
@@ -322,9 +339,12 @@ function toBwrapArgs(layout: BwrapLayout): string[] {
   if (layout.resources.length > 0) {
     // On the root tmpfs, before it is made read-only: nothing of the host shows there but the grants.
     args.push('--perms', '0755', '--dir', RESOURCES_ROOT);
+    // Pinned sources come after the seccomp program and the hold, in order (toSpawnStdio hands them over).
+    let nextFd = (layout.held ? BLOCK_FD : SECCOMP_FD) + 1;
     for (const mount of layout.resources) {
       if (mount.folder) args.push('--perms', '0755', '--dir', mount.folder);
-      args.push('--ro-bind', mount.source, mount.target);
+      if (mount.fd !== undefined) args.push('--ro-bind-fd', String(nextFd++), mount.target);
+      else args.push('--ro-bind', mount.source, mount.target);
     }
   }
   // The root is bwrap's own tmpfs, which a step in a user namespace would own: it is made read-only.
@@ -392,7 +412,7 @@ function toMissingParents(target: string, visible: readonly string[], covered: r
 /** stdin closed, stdout and stderr piped, and a pipe for each of the plan's fd inputs and its hold. */
 export function toSpawnStdio(plan: LaunchPlan): StdioOptions {
   const extra = (plan.fdInputs?.length ?? 0) + (plan.cgroup ? 1 : 0);
-  return ['ignore', 'pipe', 'pipe', ...Array<'pipe'>(extra).fill('pipe')];
+  return ['ignore', 'pipe', 'pipe', ...Array<'pipe'>(extra).fill('pipe'), ...(plan.passFds ?? [])];
 }
 
 /**
@@ -523,6 +543,7 @@ function verifyResourceMounts(mounts: readonly ResourceMount[]): void {
     const rel = mount.target.startsWith(RESOURCES_ROOT + '/') ? mount.target.slice(RESOURCES_ROOT.length + 1).split('/') : [];
     const ok =
       isAbsolute(mount.source) &&
+      (mount.fd === undefined || (Number.isSafeInteger(mount.fd) && mount.fd >= 0)) &&
       !mount.source.includes('\0') &&
       (mount.kind === 'path'
         ? rel.length === 1 && plain.test(rel[0]!) && mount.folder === undefined

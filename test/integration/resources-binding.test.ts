@@ -10,8 +10,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_CONNECTIONS, startForwarders } from '../../runner/exec/forward.js';
-import { resolveGrants, resourceEnvName, toResourceEnv, toResourceMounts, type ResolvedGrant } from '../../runner/exec/resources.js';
-import { DEFAULT_STEP_LIMITS, planLaunch } from '../../runner/exec/sandbox.js';
+import {
+  openResourceMounts,
+  resolveGrants,
+  resourceEnvName,
+  toResourceEnv,
+  toResourceMounts,
+  type ResolvedGrant,
+} from '../../runner/exec/resources.js';
+import { DEFAULT_STEP_LIMITS, planLaunch, probeIsolation, startLaunch, toSpawnStdio } from '../../runner/exec/sandbox.js';
+import { spawn } from 'node:child_process';
+import { renameSync } from 'node:fs';
 import { findTool } from '../../runner/exec/sandbox.js';
 import { toSeccompProgram } from '../../runner/exec/seccomp.js';
 import { codeOf } from '../helpers/codes.js';
@@ -151,6 +160,64 @@ describe('planLaunch with resources', () => {
       { kind: 'tcp', source: '/tmp/x.sock', target: '/resources/w/socket', folder: '/resources/w' },
     ]);
     expect(toResourceEnv(resolution.grants)).toEqual({ EDGE_RUNNER_RESOURCE_W: '/resources/w/socket' });
+  });
+});
+
+describe('pinned sources', () => {
+  const usable = probeIsolation().available === 'bwrap';
+
+  /** Runs a plan to its end and returns its stdout (bounded by the test's timeout). */
+  function runPlan(plan: ReturnType<typeof planLaunch>): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(plan.file, plan.args, {
+        cwd: plan.cwd,
+        env: plan.env,
+        stdio: toSpawnStdio(plan),
+        ...(plan.uid !== undefined ? { uid: plan.uid, gid: plan.gid } : {}),
+      });
+      const chunks: Buffer[] = [];
+      child.stdout!.on('data', (chunk: Buffer) => chunks.push(chunk));
+      child.on('error', reject);
+      child.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      startLaunch(plan, child);
+    });
+  }
+
+  it('a source changed between resolving and pinning is refused, naming the resource only', () => {
+    const folder = join(dir, 'swap-early');
+    mkdirSync(folder);
+    const resolution = resolveGrants(['early'], { early: { path: folder } }, state());
+    if (!('grants' in resolution)) throw new Error('not granted');
+    renameSync(folder, `${folder}.away`);
+    symlinkSync('/', folder);
+    expect(() => openResourceMounts(resolution.grants)).toThrow(/"early" changed on the host/);
+  });
+
+  it.skipIf(!usable)('a source swapped for a symlink to / after pinning: the step still sees what was checked', async () => {
+    const folder = join(dir, 'swap-late');
+    mkdirSync(folder);
+    writeFileSync(join(folder, 'checked.txt'), 'checked\n');
+    const resolution = resolveGrants(['late'], { late: { path: folder } }, state());
+    if (!('grants' in resolution)) throw new Error('not granted');
+    const pinned = openResourceMounts(resolution.grants);
+    try {
+      renameSync(folder, `${folder}.away`);
+      symlinkSync('/', folder);
+      const workspace = mkdtempSync(join(tmpdir(), 'edge-runner-res-ws-'));
+      const plan = planLaunch({
+        argv: ['/bin/ls', '/resources/late'],
+        env: { PATH: '/usr/bin:/bin' },
+        workspace,
+        limits: { ...DEFAULT_STEP_LIMITS },
+        mode: 'bwrap',
+        resources: pinned.mounts,
+      });
+      expect(plan.args.join(' ')).toContain('--ro-bind-fd 4 /resources/late');
+      expect(await runPlan(plan)).toBe('checked.txt\n');
+      rmSync(workspace, { recursive: true, force: true });
+    } finally {
+      pinned.close();
+    }
   });
 });
 
