@@ -190,6 +190,7 @@ describe('the runner store (a real SQLite file)', () => {
           'runs_v1',
           'schedules_v1',
           'seen_capsules_v1',
+          'spool_checkpoints_v1',
           'spool_inbox_v1',
         ]);
         expect(column(db, 'SELECT run_id FROM records_v1 WHERE run_id IS NOT NULL ORDER BY seq')).toEqual(
