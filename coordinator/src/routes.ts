@@ -6,7 +6,9 @@
 import { sha256Hex } from '../../runner/core/digest.js';
 import { CAPSULE_MAX_BYTES } from '../../runner/capsule/capsule-file.js';
 import { verifyPublishable } from '../../runner/capsule/verify.js';
-import { verifyBundle } from '../../runner/evidence/bundle.js';
+import { verifyBundle, type VerifiedBundle } from '../../runner/evidence/bundle.js';
+import { isCodedError } from '../../runner/core/errors.js';
+import { verifyTrustDocument, type VerifiedTrust } from '../../runner/trust/trust.js';
 import { verifyRejection } from '../../runner/evidence/rejection.js';
 import { runnerOrigin } from '../../runner/log/checkpoint.js';
 import { ProtocolError } from '../../runner/protocol/errors.js';
@@ -169,7 +171,7 @@ async function putBundle(app: App, ctx: RouteContext): Promise<void> {
     sendBytes(ctx.res, 200, formatInboxAck({ digest, stored: 'existing' }));
     return;
   }
-  const verified = verifyBundle(body, app.trust);
+  const verified = verifyBundleUnderItsTrust(app, body);
   if (verified.runnerName !== who.name) throw runnerMismatch('bundle');
   const stored = await app.store.putBundle({
     digest,
@@ -183,6 +185,55 @@ async function putBundle(app: App, ctx: RouteContext): Promise<void> {
     receivedAt: app.clock().toISOString(),
   });
   answerStored(app, ctx, digest, stored, who.name);
+}
+
+/** Kept trust versions, verified once per App (each was checked as a link of the chain at start). */
+const keptTrust = new WeakMap<App, Map<number, VerifiedTrust>>();
+
+function keptVersion(app: App, version: number): VerifiedTrust | undefined {
+  const bytes = app.trustVersions.get(version);
+  if (bytes === undefined) return undefined;
+  let cache = keptTrust.get(app);
+  if (cache === undefined) keptTrust.set(app, (cache = new Map()));
+  let trust = cache.get(version);
+  if (trust === undefined) cache.set(version, (trust = verifyTrustDocument(bytes)));
+  return trust;
+}
+
+/**
+ * A bundle is judged by the pinned trust document, or, when that refuses its signatures, by the older kept
+ * version its signed predicate names (policy.trustVersion): evidence made before a rotation (a capsule of a
+ * signer who has since left, still in a runner's outbox) is still the evidence it was. Only a version this
+ * coordinator pinned itself is used, the bundle must verify against it in full, and the verified predicate
+ * must name it; anything else keeps the pinned document's refusal.
+ */
+function verifyBundleUnderItsTrust(app: App, body: Buffer): VerifiedBundle {
+  try {
+    return verifyBundle(body, app.trust);
+  } catch (err) {
+    if (!isCodedError(err) || (err.code !== 'BUNDLE_CAPSULE_SIGNATURE' && err.code !== 'BUNDLE_EVIDENCE_SIGNATURE')) throw err;
+    const version = claimedTrustVersion(body);
+    const kept = version !== undefined && version < app.trust.body.version ? keptVersion(app, version) : undefined;
+    if (kept === undefined) throw err;
+    const verified = verifyBundle(body, kept);
+    if (verified.statement.predicate.policy.trustVersion !== version) throw err;
+    return verified;
+  }
+}
+
+/** The trust version an (unverified) bundle's predicate names, only to choose which kept document judges it. */
+function claimedTrustVersion(body: Buffer): number | undefined {
+  try {
+    const bundle = JSON.parse(body.toString('utf8')) as { evidence?: { payload?: unknown } };
+    if (typeof bundle.evidence?.payload !== 'string') return undefined;
+    const statement = JSON.parse(Buffer.from(bundle.evidence.payload, 'base64').toString('utf8')) as {
+      predicate?: { policy?: { trustVersion?: unknown } };
+    };
+    const version = statement.predicate?.policy?.trustVersion;
+    return Number.isSafeInteger(version) ? (version as number) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function putRejection(app: App, ctx: RouteContext): Promise<void> {

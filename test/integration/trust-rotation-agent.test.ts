@@ -264,3 +264,45 @@ describe.skipIf(!built)('edge-runner trust update while the agent runs (needs di
     await agent.stop();
   }, 120_000);
 });
+
+describe.skipIf(!built)('evidence made before a rotation, still in the outbox when the coordinator rotates (needs dist/)', () => {
+  it('is stored by the coordinator under the kept version it names (not dead-lettered), after the agent moved to v2', async () => {
+    const world = makeLinkWorld();
+    worlds.push(world);
+    const v2 = rotation(world);
+    const { proxy, coordinator } = await startProxiedCoordinator(world);
+    proxies.push(proxy);
+    let url = coordinator.url;
+    const operator = operatorOf(coordinator.stateDir, () => url);
+    // The bundle cannot leave yet (a coordinator behind a proxy that answers 503).
+    let hold = true;
+    proxy.rules.push((request) =>
+      hold && request.method === 'PUT' && request.path.startsWith('/v1/bundles/')
+        ? { kind: 'answer', status: 503, headers: { 'content-type': 'text/plain' }, body: 'later' }
+        : undefined,
+    );
+    let agent = spawnAgent(world, proxy.url);
+    expect((await operator('/v1/capsules', { method: 'POST', body: capsuleBy(world.signer, world.runnerId) })).status).toBe(201);
+    await waitForAsync(() => proxy.to('PUT', '/v1/bundles/').length > 0, `a bundle shipped and held\n${agent.stderr().slice(-3000)}`, 60_000);
+    await agent.stop();
+    await coordinator.running.stop();
+    expect(runCoordinatorCli(['trust-update', '--state', coordinator.stateDir, v2.file]).status).toBe(0);
+    const restarted = await startCoordinator(coordinator.stateDir, ['--public-url', proxy.url]);
+    coordinators.push(restarted);
+    url = restarted.url;
+    proxy.target = restarted.url;
+    hold = false;
+    agent = spawnAgent(world, proxy.url, {}, 'agent-2');
+    type Item = { verdict: string };
+    let items: Item[] = [];
+    await waitForAsync(
+      async () => (items = (await operator(`/v1/bundles?runner=${world.runnerId}`)).json().items as Item[]).length === 1,
+      `the v1 bundle stored after the rotation\n${agent.stderr().slice(-3000)}`,
+      60_000,
+    );
+    expect(items[0]!.verdict).toBe('pass');
+    await waitForAsync(() => trustRecords(world.stateDir).some((r) => r.kind === 'trust.updated'), 'the agent on v2', 20_000);
+    await agent.stop();
+    expect(agent.lines.filter((l) => typeof l.msg === 'string' && /dead/.test(l.msg as string))).toEqual([]);
+  }, 180_000);
+});
