@@ -340,7 +340,10 @@ async function bindResources(ctx: RunnerContext, accepted: AcceptedCapsule): Pro
     pinned = openResourceMounts(grants, forwarders?.sockets); // each source pinned for the whole run
   } catch (err) {
     await forwarders?.close();
-    throw err;
+    if (!(err instanceof ExecError)) throw err;
+    // Gone or swapped since it was checked: the capsule's need cannot be met as granted.
+    const context = { capsuleId: accepted.manifest.id, manifestDigest: accepted.manifestDigest };
+    throw new CapsuleError('CAPSULE_RESOURCE_UNGRANTED', err.message, context, { cause: err });
   }
   const { mounts, close } = pinned;
   return {

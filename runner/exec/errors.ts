@@ -7,6 +7,8 @@ export interface ExecErrorDetails {
   EXEC_INPUT_MISSING: { path: string };
   /** A run's workspace could not be removed whole (what is left stays for the next open to retry). */
   EXEC_WORKSPACE_NOT_REMOVED: { path: string; errno?: string };
+  /** A granted resource's host path is no longer what was checked when the run pinned it (exec/resources.ts). */
+  EXEC_RESOURCE_CHANGED: { name: string };
 }
 
 export type ExecErrorCode = keyof ExecErrorDetails;

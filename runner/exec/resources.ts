@@ -45,11 +45,19 @@
  * not. With AF_UNIX allowed, the sockets it can connect to are those its file system shows: its grants,
  * what it makes itself in its workspace and private /tmp, and any socket file inside a listed system
  * folder (the defaults /usr, /bin, /sbin, /lib*, /etc hold none on a Debian host; /run and /var are not
- * shown). Abstract unix sockets belong to the network namespace, which is the step's own.
+ * shown), and any socket file inside a granted folder (a path grant shows what it holds). Abstract unix
+ * sockets belong to the network namespace, which is the step's own.
+ *
+ * When the runner checks: at acceptance (before the nonce is burnt, so a refused capsule can come again),
+ * and again when the run starts; then every source is pinned for the run by an O_PATH descriptor and bwrap
+ * binds from that descriptor (`--ro-bind-fd`), so a host path swapped after the check is not what a step
+ * gets. A grant that fails at the run's start ends the run as run.aborted CAPSULE_RESOURCE_UNGRANTED.
+ * Mounts are ro, nosuid, nodev (bwrap's binds): no setuid program or device node in a grant counts.
  */
 import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, sep } from 'node:path';
 import type { Resource } from '../config/config.js';
+import { ExecError } from './errors.js';
 
 /** Where every granted resource appears inside the sandbox. */
 export const RESOURCES_ROOT = '/resources';
@@ -172,8 +180,8 @@ const O_PATH = 0o10000000;
 /**
  * The run's mounts, each source pinned by an O_PATH descriptor: opened without following a last symlink,
  * then checked to be still what was resolved (the kind the grant names, at the very path: the descriptor's
- * /proc/self/fd link). `close` releases the descriptors once the run's steps are over. Throws a plain Error
- * naming the resource (never its path) when a source changed since it was resolved.
+ * /proc/self/fd link). `close` releases the descriptors once the run's steps are over. Throws
+ * EXEC_RESOURCE_CHANGED naming the resource (never its path) when a source is gone or changed since.
  */
 export function openResourceMounts(
   grants: readonly ResolvedGrant[],
@@ -186,13 +194,20 @@ export function openResourceMounts(
   try {
     const mounts = toResourceMounts(grants, forwarded).map((mount, i) => {
       const name = grants[i]!.name;
-      const fd = openSync(mount.source, O_PATH | constants.O_NOFOLLOW);
+      const changed = () =>
+        new ExecError('EXEC_RESOURCE_CHANGED', `The resource "${name}" changed on the host after it was checked; the run does not bind it.`, {
+          name,
+        });
+      let fd: number;
+      try {
+        fd = openSync(mount.source, O_PATH | constants.O_NOFOLLOW);
+      } catch {
+        throw changed(); // gone since it was resolved
+      }
       fds.push(fd);
       const stat = fstatSync(fd);
       const kindOk = mount.kind === 'path' ? stat.isDirectory() || stat.isFile() : stat.isSocket();
-      if (!kindOk || readlinkSync(`/proc/self/fd/${fd}`) !== mount.source) {
-        throw new Error(`The resource "${name}" changed on the host after it was checked; the run does not bind it.`);
-      }
+      if (!kindOk || readlinkSync(`/proc/self/fd/${fd}`) !== mount.source) throw changed();
       return { ...mount, fd };
     });
     return { mounts, close };

@@ -191,6 +191,7 @@ describe('pinned sources', () => {
     renameSync(folder, `${folder}.away`);
     symlinkSync('/', folder);
     expect(() => openResourceMounts(resolution.grants)).toThrow(/"early" changed on the host/);
+    expect(codeOf(() => openResourceMounts(resolution.grants))).toBe('EXEC_RESOURCE_CHANGED');
   });
 
   it.skipIf(!usable)('a source swapped for a symlink to / after pinning: the step still sees what was checked', async () => {

@@ -8,11 +8,13 @@
  */
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sandboxLauncherSelector } from '../../runner/agent/launcher.js';
+import { withRunner } from '../../runner/agent/runner.js';
+import { runCapsule } from '../../runner/agent/run-capsule.js';
 import { rejectionFor } from '../../runner/agent/answers.js';
 import type { CapsuleOutcome } from '../../runner/agent/run-capsule.js';
 import type { ConfigOverrides, Resource } from '../../runner/config/config.js';
@@ -313,6 +315,21 @@ describe.skipIf(!bwrapUsable)(`refusal before anything runs (${bwrapUsable ? 'bw
       expect(result.message).not.toContain(world.dir);
     }
     expect(runsStarted()).toBe(before);
+  });
+
+  it('a grant gone between acceptance and the run start: run.aborted CAPSULE_RESOURCE_UNGRANTED, the step never runs', async () => {
+    const folder = join(world.dir, 'vanishing');
+    mkdirSync(folder);
+    const capsule = world.capsule({ isolation: 'required', needs: ['v'], steps: [mark] });
+    const stepsBefore = recordsOf('step.finished').length;
+    const outcome = withRunner(
+      world.stateDir,
+      { launcher: sandboxLauncherSelector(), config: { flags: { resources: { v: { path: folder } } } } },
+      (ctx) => runCapsule(ctx, Buffer.from(JSON.stringify(capsule)), { decided: () => renameSync(folder, `${folder}.gone`) }),
+    );
+    await expect(outcome).rejects.toMatchObject({ code: 'CAPSULE_RESOURCE_UNGRANTED' });
+    expect(recordsOf('run.aborted').at(-1)).toMatchObject({ reason: 'CAPSULE_RESOURCE_UNGRANTED' });
+    expect(recordsOf('step.finished').length).toBe(stepsBefore);
   });
 
   it('two needed names giving the same variable are refused', async () => {
