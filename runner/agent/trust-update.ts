@@ -89,7 +89,7 @@ export type TrustFinish = { kind: 'none' } | { kind: 'finished'; toVersion: numb
  * At open: finishes a trust update that a crash cut short, or refuses to go on (see the top of this file).
  * Cheap when there is nothing to finish: one look for the kept document of pin + 1.
  */
-export function finishTrustUpdate(target: TrustTarget): TrustFinish {
+export function finishTrustUpdate(target: TrustTarget, options: { discard?: boolean } = {}): TrustFinish {
   const { state, store } = target;
   const pinned = state.trust.body.version;
   const pending = state.pendingTrust;
@@ -115,7 +115,9 @@ export function finishTrustUpdate(target: TrustTarget): TrustFinish {
     moveTrustPin(state, kept, verifyTrustUpdate(state.trust, kept, undefined));
     return { kind: 'finished', toVersion: pinned + 1 };
   }
-  // Verified and kept, then the process died before the record: never decided, so it is not history.
+  // Verified and kept, then the process died before the record: never decided, so it is not history. (A live
+  // agent does not discard: a `trust update` of another process may be between keeping and recording.)
+  if (options.discard === false) return { kind: 'none' };
   rmSync(historyPath(state.layout, pinned + 1), { force: true });
   return { kind: 'discarded', version: pinned + 1 };
 }
@@ -205,6 +207,18 @@ export class TrustFollower {
   /** Walks towards `advertised` (Infinity: as far as the coordinator serves); returns the pinned version it reached. */
   async follow(advertised: number, signal: AbortSignal): Promise<number> {
     const { target, client, logger, clock, onUpdated } = this.options;
+    // A move of this process that failed after its record (a full disk between the renames) is finished
+    // first, so the same update is not recorded twice.
+    const finished = finishTrustUpdate(target, { discard: false });
+    if (finished.kind === 'finished') {
+      logger.warn({ toVersion: finished.toVersion }, 'trust update recorded earlier finished now');
+      onUpdated(target.state.trust, {
+        kind: 'updated',
+        fromVersion: finished.toVersion - 1,
+        toVersion: finished.toVersion,
+        trustDigest: `sha256:${target.state.identity.trustSha256}`,
+      });
+    }
     for (let steps = 0; steps < TRUST_STEPS_PER_FEED && !signal.aborted; steps++) {
       const pinned = target.state.trust.body.version;
       if (advertised <= pinned) break;

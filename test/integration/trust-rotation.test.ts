@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PrivateKey } from '../../runner/core/ed25519.js';
 import { packCapsule } from '../../runner/capsule/pack.js';
 import { openRunner } from '../../runner/agent/runner.js';
+import { TrustFollower } from '../../runner/agent/trust-update.js';
 import { initState } from '../../runner/state/state.js';
 import { Store } from '../../runner/store/store.js';
 import { verifyTrustDocument, verifyTrustUpdate, type TrustDocumentBody } from '../../runner/trust/trust.js';
@@ -289,6 +290,32 @@ describe('a trust update cut short by a crash is finished or refused when the st
     }
     expect(existsSync(join(w.stateDir, 'trust', '2.dsse.json'))).toBe(false);
     expect(pinOf(w.stateDir).trustSha256).toBe(sha256(w.v1));
+  });
+
+  it('a live agent finishes a move of its own that failed after the record (before its next fetch), without a second record', async () => {
+    const w = rotationWorld();
+    const ctx = open(w);
+    try {
+      // As a failed rename leaves it: kept and recorded, the pin not moved, the context still on v1.
+      writeFileSync(join(w.stateDir, 'trust', '2.dsse.json'), w.v2);
+      ctx.store.appendRecord('trust.updated', updated(w));
+      const switched: number[] = [];
+      const follower = new TrustFollower({
+        target: ctx,
+        // No coordinator holds a further version (what a real one answers: 404 FEED_TRUST_NOT_FOUND).
+        client: { trust: async () => ({ kind: 'permanent' as const, code: 'FEED_TRUST_NOT_FOUND', status: 404 }) },
+        logger: ctx.logger,
+        clock: () => new Date(),
+        onUpdated: (trust) => switched.push(trust.body.version),
+      });
+      expect(await follower.follow(Number.POSITIVE_INFINITY, new AbortController().signal)).toBe(2);
+      expect(switched).toEqual([2]);
+      expect(ctx.state.trust.body.version).toBe(2);
+    } finally {
+      ctx.close();
+    }
+    expect(pinOf(w.stateDir).trustSha256).toBe(sha256(w.v2));
+    expect(trustRecords(w.stateDir).filter((r) => r.kind === 'trust.updated')).toHaveLength(1);
   });
 
   it('a record naming other bytes than the kept file does not finish it (the kept file is discarded)', () => {
