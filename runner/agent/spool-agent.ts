@@ -64,6 +64,8 @@ export class SpoolAgent {
   private readonly abortRun = new AbortController();
   private waking: AbortController | undefined;
   private failures = 0;
+  /** File names already warned about (a symlink, a hard link, an unreadable file). */
+  private readonly warned = new Set<string>();
 
   constructor(ctx: RunnerContext, options: SpoolAgentOptions) {
     this.ctx = ctx;
@@ -151,7 +153,10 @@ export class SpoolAgent {
     try {
       const { ready, passedOver } = this.inbox.look();
       for (const skipped of passedOver) {
-        const level = skipped.reason === 'not-regular' || skipped.reason === 'unreadable' ? 'warn' : 'debug';
+        // What an operator must fix is said once per file name, not at every look.
+        const odd = skipped.reason === 'not-regular' || skipped.reason === 'linked' || skipped.reason === 'unreadable';
+        const level = odd && !this.warned.has(skipped.name) ? 'warn' : 'debug';
+        if (odd) this.warned.add(skipped.name);
         logger[level](
           { file: skipped.name, reason: skipped.reason, ...(skipped.digest ? { fileDigest: skipped.digest } : {}) },
           'spool file passed over',

@@ -46,8 +46,14 @@ export type SpoolRead =
   | { kind: 'read'; bytes: Buffer; size: number; mtimeMs: number }
   /** Over the cap: the first cap+1 bytes, for acceptance to refuse by size; `size` is the file's. */
   | { kind: 'over-cap'; bytes: Buffer; size: number; mtimeMs: number }
-  /** Not a regular file (a symlink, a folder, a fifo), gone, unreadable, or changed while it was read. */
-  | { kind: 'skipped'; reason: 'not-regular' | 'gone' | 'unreadable' | 'changing' };
+  /**
+   * Not a regular file (a symlink, a folder, a fifo), a file with other hard links (a local user linking a
+   * file the runner may read, to learn its digest from the rejection), gone, unreadable, or changed while
+   * it was read.
+   */
+  | { kind: 'skipped'; reason: SkipReason };
+
+export type SkipReason = 'not-regular' | 'linked' | 'gone' | 'unreadable' | 'changing';
 
 /** Reads a file of a spool folder without following a symlink, at most `capBytes` + 1 bytes of it. */
 export function readSpoolFile(path: string, capBytes: number): SpoolRead {
@@ -61,6 +67,7 @@ export function readSpoolFile(path: string, capBytes: number): SpoolRead {
   try {
     const before = fstatSync(fd);
     if (!before.isFile()) return { kind: 'skipped', reason: 'not-regular' };
+    if (before.nlink > 1) return { kind: 'skipped', reason: 'linked' };
     const want = Math.min(before.size, capBytes + 1);
     const bytes = Buffer.alloc(want);
     let got = 0;

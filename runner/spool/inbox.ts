@@ -3,7 +3,9 @@
  * What is taken, and when (docs/protocol.md, "The spool folder"):
  *
  * - only names ending `.capsule.json` that do not start with '.' (a copy written as `.NAME.part`, `NAME.part`
- *   or `NAME.tmp` and renamed at the end is never seen half-way); regular files only, never through a symlink;
+ *   or `NAME.tmp` and renamed at the end is never seen half-way); regular files with one link only, never
+ *   through a symlink (a local user who may write in/ cannot make the runner read, and answer with the
+ *   digest of, a file it could not copy there);
  * - a file is taken once it has not been modified for `settleMs` and did not change while it was read, so a
  *   copy in progress under the final name is left for a later look;
  * - its decision is keyed by the SHA-256 of its bytes (spool_inbox_v1): the same bytes again, under any name,
@@ -18,7 +20,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isSpoolCapsuleName } from '../protocol/spool.js';
-import { readSpoolFile } from './files.js';
+import { readSpoolFile, type SkipReason } from './files.js';
 
 /** How long a file must have been left alone before it is read (milliseconds). */
 export const SPOOL_SETTLE_MS = 2000;
@@ -34,7 +36,7 @@ export interface SpoolFile {
   size: number;
 }
 
-export type PassedOver = { name: string; reason: 'not-regular' | 'gone' | 'unreadable' | 'changing' | 'settling' | 'decided'; digest?: string };
+export type PassedOver = { name: string; reason: SkipReason | 'settling' | 'decided'; digest?: string };
 
 export interface InboxOptions {
   inDir: string;

@@ -4,7 +4,7 @@
  * cap, a file decided before a restart), and out/'s outbox semantics (a crash between the file and its
  * record, a file planted under an answer's address), and the schedule helper's Scheduler firing into out/.
  */
-import { mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
@@ -64,7 +64,7 @@ describe('the spool agent taking files from DIR/in/', () => {
     expect(out('bundle')).toHaveLength(1);
   });
 
-  it('never reads a temporary name, a foreign name or a symlink, even to a valid capsule', async () => {
+  it('never reads a temporary name, a foreign name, a symlink or a hard link, even to a valid capsule', async () => {
     const { world, agent, drop, inDir } = setup();
     const capsule = world.capsule({ target: { runners: ['runner-spool-unit'] } });
     drop('.hidden.capsule.json', capsule);
@@ -73,6 +73,7 @@ describe('the spool agent taking files from DIR/in/', () => {
     const elsewhere = join(world.dir, 'elsewhere.capsule.json');
     writeFileSync(elsewhere, capsule);
     symlinkSync(elsewhere, join(inDir, 'link.capsule.json'));
+    linkSync(elsewhere, join(inDir, 'hardlink.capsule.json')); // a file linked in, not copied
     await agent.lookOnce();
     expect(agent.view.decided).toBe(0);
   });
