@@ -6,8 +6,6 @@ export type ScheduleErrorCode =
   | 'SCHEDULE_CRON_INVALID'
   /** The time zone is not an IANA name this runtime knows. */
   | 'SCHEDULE_TIMEZONE_INVALID'
-  /** The expression names no instant before the capsule expires (e.g. 30 February). */
-  | 'SCHEDULE_NO_SLOT'
   /** The kept capsule file of an accepted schedule is missing or is not the file that was accepted. */
   | 'SCHEDULE_CAPSULE_UNAVAILABLE';
 

@@ -84,11 +84,3 @@ export function slotsBetween(
   const after2 = job.nextRun(last);
   return { span: { count, first, last }, more: after2 !== null && after2.getTime() <= end };
 }
-
-/** The latest slot at or before `at` and strictly after `after`, or undefined. */
-export function latestSlotIn(spec: ScheduleSpec, after: Date, at: Date): Date | undefined {
-  // croner's previousRuns includes a run earlier in the reference's own second; the slot must be <= at.
-  const [latest] = parseSchedule(spec).previousRuns(1, new Date(at.getTime() + 1));
-  if (latest === undefined || latest.getTime() <= after.getTime() || latest.getTime() > at.getTime()) return undefined;
-  return latest;
-}

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { codeOf } from '../../helpers/codes.js';
-import { latestSlotIn, nextSlotAfter, parseSchedule, slotsBetween } from '../../../runner/schedule/slots.js';
+import { nextSlotAfter, parseSchedule, slotsBetween } from '../../../runner/schedule/slots.js';
 
 const at = (iso: string) => new Date(iso);
 const iso = (d: Date | undefined) => d?.toISOString();
@@ -94,13 +94,5 @@ describe('daylight saving time in a named zone', () => {
     const overlap = slotsBetween({ cron: '30 1 * * *', timezone: 'America/New_York' }, at('2026-11-01T00:00:00Z'), at('2026-11-01T12:00:00Z'));
     expect(overlap!.span.count).toBe(1);
     expect(iso(overlap!.span.first)).toBe('2026-11-01T05:30:00.000Z');
-  });
-});
-
-describe('latestSlotIn', () => {
-  it('gives the latest slot at or before the instant and after the start', () => {
-    expect(iso(latestSlotIn({ cron: '0 * * * *' }, at('2026-01-01T10:00:00Z'), at('2026-01-01T12:30:00Z')))).toBe('2026-01-01T12:00:00.000Z');
-    expect(iso(latestSlotIn({ cron: '0 * * * *' }, at('2026-01-01T10:00:00Z'), at('2026-01-01T12:00:00Z')))).toBe('2026-01-01T12:00:00.000Z');
-    expect(latestSlotIn({ cron: '0 * * * *' }, at('2026-01-01T12:00:00Z'), at('2026-01-01T12:30:00Z'))).toBeUndefined();
   });
 });
