@@ -35,7 +35,10 @@ export const PACK_MAX_VISITED = 100_000;
 export type TreeEntry = { path: string; type: 'file'; size: number } | { path: string; type: 'directory' | 'symlink' | 'other' };
 
 export interface FileTree {
-  /** The entry at `path`, or undefined when nothing is there. */
+  /**
+   * The entry at `path`, or undefined when nothing is there. Only the last segment need be seen without
+   * following a link (lstat follows the folders above it): expandInputs asks for every ancestor itself.
+   */
   entry(path: string): TreeEntry | undefined;
   /** The entries directly inside the folder at `path` ('' is the capsule folder itself). */
   children(path: string): TreeEntry[];
@@ -57,8 +60,8 @@ export function isGlobPattern(path: string): boolean {
  * `* ? [ ] { }`, otherwise a file or a folder (all files below it, dot files included). Wildcards do not
  * match names that begin with '.'. A file selected by several entries is executable when any of them says
  * so. Refused, with a PackError: a path that would leave the folder, a missing file, a pattern that matches
- * nothing, a symlink or special file met anywhere in what is walked (a symlink could pull in bytes from
- * outside the folder, and a runner writes no symlinks), more than PACK_MAX_FILES files, more than
+ * nothing, a symlink or special file met anywhere in what is walked or above a named path (a symlink could
+ * pull in bytes from outside the folder, and a runner writes no symlinks), more than PACK_MAX_FILES files, more than
  * PACK_MAX_INPUT_BYTES bytes.
  */
 export function expandInputs(inputs: readonly TemplateInput[], tree: FileTree): TemplateInput[] {
@@ -83,6 +86,21 @@ export function expandInputs(inputs: readonly TemplateInput[], tree: FileTree): 
     const seen = selected.get(file.path);
     selected.set(file.path, { size: file.size, executable: executable || (seen?.executable ?? false) });
   };
+  /**
+   * Every folder above `path` is a folder, not a symlink to one: lstat of `link/secret` follows `link`, so
+   * without this a named file or pattern below a linked folder would pull in bytes from outside.
+   */
+  const checkAncestors = (path: string) => {
+    const segments = path.split('/');
+    for (let i = 1; i < segments.length; i++) {
+      const ancestor = tree.entry(segments.slice(0, i).join('/'));
+      if (ancestor?.type === 'directory') continue;
+      if (ancestor === undefined) throw new PackError(`The input "${toPrintableExcerpt(path)}" does not exist.`);
+      if (ancestor.type === 'file')
+        throw new PackError(`The input "${toPrintableExcerpt(path)}" is below "${toPrintableExcerpt(ancestor.path)}", which is not a folder.`);
+      throw refusedEntry(ancestor);
+    }
+  };
   for (const input of inputs) {
     const { path } = input;
     const executable = input.executable === true;
@@ -94,6 +112,7 @@ export function expandInputs(inputs: readonly TemplateInput[], tree: FileTree): 
       const firstMagic = segments.findIndex((segment) => isGlobPattern(segment));
       const prefix = segments.slice(0, firstMagic).join('/');
       if (prefix !== '') {
+        checkAncestors(prefix);
         const base = tree.entry(prefix);
         if (base?.type !== 'directory')
           throw new PackError(`The input pattern "${toPrintableExcerpt(path)}" starts in "${toPrintableExcerpt(prefix)}", which is not a folder.`);
@@ -103,6 +122,7 @@ export function expandInputs(inputs: readonly TemplateInput[], tree: FileTree): 
       for (const file of matched) select(file, executable);
       continue;
     }
+    checkAncestors(path);
     const entry = tree.entry(path);
     if (entry === undefined) throw new PackError(`The input "${toPrintableExcerpt(path)}" does not exist.`);
     if (entry.type === 'file') select(entry, executable);

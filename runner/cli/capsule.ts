@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { CAPSULE_MAX_BYTES, MANIFEST_MAX_BYTES } from '../capsule/capsule-file.js';
@@ -15,6 +15,7 @@ import {
   type TreeEntry,
 } from '../capsule/pack.js';
 import { toDigestRef } from '../core/digest.js';
+import { toPrintableExcerpt } from '../core/printable.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
 import { writeFileAtomic } from '../state/files.js';
 import { readFileCapped } from './files.js';
@@ -51,21 +52,15 @@ export function capsuleCommand(): Command {
         nonce: template.nonce ?? randomBytes(16).toString('hex'),
       } as ManifestTemplate;
       let inputs: TemplateInput[];
+      const tree = folderTree(dir);
       try {
         if (!Array.isArray(filled.inputs)) throw new PackError('The inputs in capsule.json must be a list.');
-        inputs = expandInputs(filled.inputs, folderTree(dir));
+        inputs = expandInputs(filled.inputs, tree);
       } catch (err) {
         if (err instanceof PackError) throw new UsageError(err.message);
         throw err;
       }
-      const files = new Map<string, Buffer>();
-      let total = 0;
-      for (const input of inputs) {
-        // Read against the cap again: a file that grew after the walk must not be read whole into memory.
-        const bytes = readInput(dir, input.path, PACK_MAX_INPUT_BYTES - total);
-        total += bytes.length;
-        files.set(input.path, bytes);
-      }
+      const files = readInputs(dir, inputs, tree);
       const keys = opts.key.map(readPrivateKeyFile);
       const file = packCapsule({ ...filled, inputs }, files, keys);
       const bytes = Buffer.from(`${JSON.stringify(file, null, 2)}\n`);
@@ -81,12 +76,24 @@ export function capsuleCommand(): Command {
   return capsule;
 }
 
-/** The capsule folder as expandInputs sees it: lstat only, so a symlink is reported as one and never followed. */
-function folderTree(dir: string): FileTree {
-  const describe = (path: string, stats: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean; size: number }): TreeEntry => {
+/** What the walk saw of a regular file: the bytes read later must come from this same file. */
+type FileIdentity = { dev: number; ino: number };
+
+/**
+ * The capsule folder as expandInputs sees it: lstat only, so a symlink is reported as one and never followed.
+ * Names are read as bytes and must be UTF-8: Node would otherwise turn every invalid byte into U+FFFD, so two
+ * files could become one name (one of them silently left out) or a name that leads to no file. Each regular
+ * file's device and inode are kept, for readInputs to check against what it opens.
+ */
+export function folderTree(dir: string): FileTree & { identity(path: string): FileIdentity | undefined } {
+  const identities = new Map<string, FileIdentity>();
+  const describe = (path: string, stats: Stats): TreeEntry => {
     if (stats.isSymbolicLink()) return { path, type: 'symlink' };
     if (stats.isDirectory()) return { path, type: 'directory' };
-    if (stats.isFile()) return { path, type: 'file', size: stats.size };
+    if (stats.isFile()) {
+      identities.set(path, { dev: stats.dev, ino: stats.ino });
+      return { path, type: 'file', size: stats.size };
+    }
     return { path, type: 'other' };
   };
   return {
@@ -99,36 +106,73 @@ function folderTree(dir: string): FileTree {
       }
     },
     children(path) {
-      return readdirSync(join(dir, path)).map((name) => {
+      return readdirSync(join(dir, path), { encoding: 'buffer' }).map((raw) => {
+        let name: string;
+        try {
+          name = UTF8.decode(raw);
+        } catch {
+          throw new PackError(
+            `A file name in the folder "${toPrintableExcerpt(path === '' ? '.' : path)}" is not UTF-8; a capsule input path must be.`,
+          );
+        }
         const child = path === '' ? name : `${path}/${name}`;
         return describe(child, lstatSync(join(dir, child)));
       });
     },
+    identity: (path) => identities.get(path),
   };
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The expanded inputs' bytes, each read against what is left of the input cap (a file that grew after the
+ * walk must not be read whole into memory) and checked to be the very file the walk saw: a folder above it
+ * swapped for a symlink after the walk (open's O_NOFOLLOW guards the last segment only) leads elsewhere.
+ */
+export function readInputs(
+  dir: string,
+  inputs: readonly TemplateInput[],
+  tree: { identity(path: string): FileIdentity | undefined },
+): Map<string, Buffer> {
+  const files = new Map<string, Buffer>();
+  let total = 0;
+  for (const { path } of inputs) {
+    const bytes = readInput(dir, path, PACK_MAX_INPUT_BYTES - total, tree.identity(path));
+    total += bytes.length;
+    files.set(path, bytes);
+  }
+  return files;
 }
 
 /**
  * One input's bytes, opened without following a symlink (one swapped in after the walk is refused, not read
- * through), checked to be a regular file and to fit in what is left of the input cap.
+ * through), checked to be a regular file, the one the walk saw, and to fit in what is left of the input cap.
  */
-function readInput(dir: string, path: string, maxBytes: number): Buffer {
+function readInput(dir: string, path: string, maxBytes: number, seen: FileIdentity | undefined): Buffer {
   let fd: number;
   try {
     fd = openSync(join(dir, path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ELOOP')
-      throw new UsageError(`The input "${path}" is a symlink; capsule pack takes regular files only.`);
+      throw new UsageError(`The input "${toPrintableExcerpt(path)}" is a symlink; capsule pack takes regular files only.`);
     throw err;
   }
   try {
     const stats = fstatSync(fd);
-    if (!stats.isFile()) throw new UsageError(`The input "${path}" is not a regular file.`);
-    if (stats.size > maxBytes) throw new UsageError(`The input "${path}" grew past the ${PACK_MAX_INPUT_BYTES}-byte input cap while it was packed.`);
+    if (!stats.isFile()) throw new UsageError(`The input "${toPrintableExcerpt(path)}" is not a regular file.`);
+    if (seen === undefined || stats.dev !== seen.dev || stats.ino !== seen.ino) {
+      throw new UsageError(
+        `The input "${toPrintableExcerpt(path)}" is not the file the folder held when it was listed; it changed while it was packed.`,
+      );
+    }
+    if (stats.size > maxBytes)
+      throw new UsageError(`The input "${toPrintableExcerpt(path)}" grew past the ${PACK_MAX_INPUT_BYTES}-byte input cap while it was packed.`);
     const buffer = Buffer.alloc(stats.size);
     let read = 0;
     while (read < buffer.length) {
       const n = readSync(fd, buffer, read, buffer.length - read, read);
-      if (n === 0) throw new UsageError(`The input "${path}" changed while it was read.`);
+      if (n === 0) throw new UsageError(`The input "${toPrintableExcerpt(path)}" changed while it was read.`);
       read += n;
     }
     return buffer;

@@ -96,6 +96,20 @@ describe('capsule pack with folders and glob patterns', () => {
     expect(() => readFileSync(join(world.dir, 'out.capsule.json'))).toThrow();
   });
 
+  it('refuses an input below a symlinked folder (a file, a folder, a pattern), exit 2, naming the link; nothing is written', () => {
+    mkdirSync(join(world.dir, 'elsewhere', 'sub'), { recursive: true });
+    writeFileSync(join(world.dir, 'elsewhere', 'id_rsa'), 'outside the capsule folder');
+    writeFileSync(join(world.dir, 'elsewhere', 'sub', 'key.pem'), 'outside too');
+    symlinkSync(join(world.dir, 'elsewhere'), join(dir, 'linked'));
+    for (const path of ['linked/id_rsa', 'linked/sub', 'linked/sub/*.pem']) {
+      template([{ path }]);
+      const result = pack();
+      expect(result.status, path).toBe(2);
+      expect(result.stderr, path).toContain('USAGE: The input "linked" is a symlink; capsule pack takes regular files only.');
+    }
+    expect(() => readFileSync(join(world.dir, 'out.capsule.json'))).toThrow();
+  });
+
   it('refuses a fifo instead of blocking on it', () => {
     write('d/a');
     execFileSync('mkfifo', [join(dir, 'd', 'pipe')]);

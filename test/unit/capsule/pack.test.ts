@@ -103,6 +103,19 @@ describe('expandInputs', () => {
     expect(paths(expandInputs([{ path: 'data' }], tree))).toEqual(['data/x']);
   });
 
+  it('refuses a path or a pattern below a symlinked folder, though lstat of the path itself shows a regular file', () => {
+    // As lstat reports it: `link` is a symlink (to a folder outside), `link/id_rsa` the file it leads to.
+    const tree = memoryTree({ 'link/id_rsa': 1, 'link/sub/key.pem': 1, 'ok/a': 1, 'ok/real/b': 1, link: 'symlink', 'ok/real': 'symlink' });
+    for (const path of ['link/id_rsa', 'link/sub', 'link/sub/*.pem', 'link/*', 'ok/real/b', 'ok/real/*']) {
+      expect(
+        refusal(() => expandInputs([{ path }], tree)),
+        path,
+      ).toMatch(/"(link|ok\/real)"(, which is not a folder| is a symlink)/);
+    }
+    expect(refusal(() => expandInputs([{ path: 'ok/a/x' }], tree))).toMatch(/is below "ok\/a", which is not a folder/);
+    expect(refusal(() => expandInputs([{ path: 'nope/a/x' }], tree))).toMatch(/"nope\/a\/x" does not exist/);
+  });
+
   it('refuses a special file (a fifo, a socket, a device)', () => {
     expect(refusal(() => expandInputs([{ path: 'd' }], memoryTree({ 'd/fifo': 'other' })))).toMatch(/not a regular file or folder/);
   });
