@@ -9,7 +9,7 @@ import { keygenCommand } from './keygen.js';
 import { logCommand } from './log.js';
 import { cliConfig } from './context.js';
 import { EXIT, exitCodeFor, printError } from './output.js';
-import { statusCommand } from './status.js';
+import { statusCommand } from './status-command.js';
 import { trustCommand } from './trust.js';
 import { verifyCommand } from './verify.js';
 

@@ -3,7 +3,6 @@
  * through toPrintable (runner/core/printable.ts): an error may quote a member name, a path or a file name
  * that came from outside, and its control characters must not reach the terminal raw.
  */
-import { CommanderError } from 'commander';
 import { isCodedError } from '../core/errors.js';
 import { toPrintable, toPrintableExcerpt, toPrintableJson } from '../core/printable.js';
 
@@ -37,6 +36,14 @@ export function exitCodeFor(err: unknown, verifying = false): ExitCode {
   return EXIT.usage;
 }
 
+/**
+ * commander's own errors (codes `commander.*`), recognised without importing commander: `status` prints its
+ * errors through this file and starts without it (commander loads child_process, a tenth of a start).
+ */
+function isCommanderError(err: unknown): err is Error {
+  return err instanceof Error && err.name === 'CommanderError' && String((err as { code?: unknown }).code).startsWith('commander.');
+}
+
 /** The error's code and its sentence, made printable (both for the terminal and for --json). */
 export function describeError(err: unknown): { code: string; message: string } {
   const { code, message } = rawDescription(err);
@@ -47,7 +54,7 @@ export function describeError(err: unknown): { code: string; message: string } {
 function rawDescription(err: unknown): { code: string; message: string } {
   if (isCodedError(err)) return { code: err.code, message: err.message };
   if (err instanceof UsageError) return { code: 'USAGE', message: err.message };
-  if (err instanceof CommanderError) return { code: 'USAGE', message: err.message.replace(/^error: /, '') };
+  if (isCommanderError(err)) return { code: 'USAGE', message: err.message.replace(/^error: /, '') };
   const errno = err as NodeJS.ErrnoException;
   if (errno && typeof errno.code === 'string' && typeof errno.path === 'string') {
     return { code: `IO_${errno.code}`, message: `${errno.path}: ${errno.message.split(',')[0] ?? errno.code}.` };

@@ -16,13 +16,12 @@
  * working.
  */
 import { statfsSync } from 'node:fs';
-import { Command, CommanderError } from 'commander';
 import { readEnvironment, resolveConfig } from '../config/config.js';
 import { isCodedError } from '../core/errors.js';
 import { nextSlotAfter } from '../schedule/slots.js';
 import { StatusReader, type StatusSnapshot } from '../store/status.js';
 import { commandConfigSources } from './config-file.js';
-import { describeError, EXIT, exitCodeFor, printError, printJson, toPrintable } from './output.js';
+import { describeError, EXIT, exitCodeFor, printError, printJson, toPrintable, UsageError } from './output.js';
 import { readStateView, stateSettings, type StateView } from './state-view.js';
 
 const DAY_MS = 86_400_000;
@@ -88,43 +87,55 @@ export interface StatusReport {
   problems: StatusProblem[];
 }
 
-export function statusCommand(): Command {
-  return new Command('status')
-    .description('Report the runner for monitoring, reading only: exit 0 ok, 1 warning, 2 critical.')
-    .requiredOption('--state <dir>', 'the runner state folder')
-    .option('--config <file>', 'the configuration file (for the disk reserve and the coordinator); else EDGE_RUNNER_CONFIG')
-    .option('--json', 'print machine-readable results')
-    .action((opts: { state: string; config?: string; json?: boolean }) => {
-      let report: StatusReport;
-      try {
-        report = readStatus(opts.state, { configFile: opts.config, now: new Date() });
-      } catch (err) {
-        // Unreadable is critical: a check that cannot see the runner must not say it is fine.
-        if (!opts.json) throw err;
-        printJson({ status: 'critical', error: describeError(err) });
-        process.exitCode = EXIT.usage;
-        return;
-      }
-      if (opts.json) printJson(report);
-      else process.stdout.write(formatStatus(report));
-      process.exitCode = report.status === 'ok' ? 0 : report.status === 'warning' ? 1 : 2;
-    });
+export interface StatusOptions {
+  state: string;
+  config?: string;
+  json?: boolean;
+}
+
+const STATUS_HELP = `Usage: edge-runner status [options]
+
+Report the runner for monitoring, reading only: exit 0 ok, 1 warning, 2 critical.
+
+Options:
+  --state <dir>    the runner state folder
+  --config <file>  the configuration file (for the disk reserve and the coordinator); else EDGE_RUNNER_CONFIG
+  --json           print machine-readable results
+  -h, --help       display help for command
+`;
+
+/** The command's work, for both parsers: prints the report, returns the exit code. */
+export function statusAction(opts: StatusOptions): number {
+  let report: StatusReport;
+  try {
+    report = readStatus(opts.state, { configFile: opts.config, now: new Date() });
+  } catch (err) {
+    // Unreadable is critical: a check that cannot see the runner must not say it is fine.
+    if (!opts.json) throw err;
+    printJson({ status: 'critical', error: describeError(err) });
+    return EXIT.usage;
+  }
+  if (opts.json) printJson(report);
+  else process.stdout.write(formatStatus(report));
+  return report.status === 'ok' ? 0 : report.status === 'warning' ? 1 : 2;
 }
 
 /**
  * `edge-runner status ...` on its own (runner/main.ts sends it here before the other commands load: their
- * modules, ajv, undici, pino, tweetnacl among them, are most of a command's start, and monitoring runs
- * status every minute). The same parsing, error line and exit codes as the whole command line.
+ * modules, ajv, undici, pino, tweetnacl, commander and the child_process it loads among them, are most of a
+ * command's start, and monitoring runs status every minute). Its three options are parsed here, with the
+ * same error line and exit codes as the whole command line (usage errors exit 2); status-command.ts is the
+ * same command for `edge-runner --help` and runCli. This file imports nothing of commander.
  */
-export async function runStatusCli(argv: string[]): Promise<number> {
-  const program = new Command('edge-runner').exitOverride().configureOutput({ writeErr: (text) => process.stderr.write(text) });
-  program.addCommand(statusCommand().exitOverride());
-  process.exitCode = undefined;
+export function runStatusCli(argv: string[]): Promise<number> {
   try {
-    await program.parseAsync(argv);
-    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+    const opts = parseStatusArgs(argv.slice(3));
+    if (opts === 'help') {
+      process.stdout.write(STATUS_HELP);
+      return Promise.resolve(EXIT.ok);
+    }
+    return Promise.resolve(statusAction(opts));
   } catch (err) {
-    if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.help' ? EXIT.ok : EXIT.usage;
     let debug = false;
     try {
       debug = resolveConfig({ env: readEnvironment() }).debug;
@@ -132,8 +143,30 @@ export async function runStatusCli(argv: string[]): Promise<number> {
       // The environment itself is what failed; the error says so.
     }
     printError(err, { debug });
-    return exitCodeFor(err);
+    return Promise.resolve(exitCodeFor(err));
   }
+}
+
+/** `--state DIR` (or `--state=DIR`), `--config FILE`, `--json`, `-h`/`--help`; anything else is a usage error. */
+export function parseStatusArgs(args: readonly string[]): StatusOptions | 'help' {
+  const values: { state?: string; config?: string } = {};
+  let json = false;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '-h' || arg === '--help') return 'help';
+    if (arg === '--json') {
+      json = true;
+      continue;
+    }
+    const match = /^--(state|config)(?:=(.*))?$/.exec(arg);
+    if (!match) throw new UsageError(`unknown option '${arg}' (status takes --state, --config, --json)`);
+    const name = match[1] as 'state' | 'config';
+    const value = match[2] ?? args[++i];
+    if (value === undefined || value === '') throw new UsageError(`option '--${name}' needs a value`);
+    values[name] = value;
+  }
+  if (values.state === undefined) throw new UsageError("required option '--state <dir>' not specified");
+  return { state: values.state, ...(values.config !== undefined ? { config: values.config } : {}), ...(json ? { json } : {}) };
 }
 
 /** Reads the state folder and its database (read-only) and judges what it finds at `now`. */

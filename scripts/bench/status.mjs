@@ -16,7 +16,8 @@ import { pathToFileURL } from 'node:url';
 import { DatabaseSync } from 'node:sqlite';
 
 const DEFAULT_RECORDS = 1_000_000;
-const ROUNDS = 9;
+const ROUNDS = 15;
+const TIME = '/usr/bin/time';
 const TRANSACTION_RECORDS = 100_000;
 const CHECKPOINT_EVERY = 10_000;
 
@@ -29,11 +30,39 @@ function median(values) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/** The wall time of one spawn, and its CPU time (user + system, from /usr/bin/time when present). */
 function timedSpawn(args, file = process.execPath) {
+  const timed = existsSync(TIME);
   const start = process.hrtime.bigint();
-  const result = spawnSync(file, args, { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const result = spawnSync(timed ? TIME : file, timed ? ['-f', 'cpu %U %S', file, ...args] : args, {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+  });
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
-  return { ms, result };
+  const cpu = /cpu (\d+\.\d+) (\d+\.\d+)\s*$/.exec(result.stderr ?? '');
+  return { ms, cpuMs: cpu ? (Number(cpu[1]) + Number(cpu[2])) * 1000 : undefined, result };
+}
+
+/** CPU-time figures (10 ms resolution of /usr/bin/time), each against `node -e 0`'s CPU time. */
+function cpuRows(cpu) {
+  if (cpu.bare.length === 0) return [];
+  const reference = median(cpu.bare);
+  const row = (name, values) =>
+    values.length === 0
+      ? []
+      : [
+          {
+            name,
+            value: round(median(values)),
+            unit: 'ms CPU',
+            ratio: round(median(values) / reference, 2),
+            reference: `node -e 0 (${round(reference)} ms CPU)`,
+          },
+        ];
+  return [
+    ...row('status --json, agent stopped, CPU time, median', cpu.stopped),
+    ...row('status --json, single binary, CPU time, median', cpu.binary),
+  ];
 }
 
 export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
@@ -148,6 +177,12 @@ export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
     const bare = [];
     const stopped = [];
     const running = [];
+    // CPU time (user + system) too: on a loaded machine it moves far less than wall time.
+    const cpu = { bare: [], stopped: [], binary: [] };
+    const note = (list, timing) => {
+      if (timing.cpuMs !== undefined) list.push(timing.cpuMs);
+      return timing.ms;
+    };
     const inProcess = [];
     // An agent's connection, held open: the WAL file exists and status reads through it.
     const agent = () => {
@@ -156,9 +191,9 @@ export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
       return db;
     };
     for (let i = 0; i < ROUNDS; i++) {
-      bare.push(timedSpawn(['-e', '0']).ms);
-      stopped.push(timedSpawn(args).ms);
-      if (hasBinary) binaryTimes.push(timedSpawn(binaryArgs, binary).ms);
+      bare.push(note(cpu.bare, timedSpawn(['-e', '0'])));
+      stopped.push(note(cpu.stopped, timedSpawn(args)));
+      if (hasBinary) binaryTimes.push(note(cpu.binary, timedSpawn(binaryArgs, binary)));
       const db = agent();
       running.push(timedSpawn(args).ms);
       const start = process.hrtime.bigint();
@@ -184,6 +219,7 @@ export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
       row('status --json, agent running (WAL read), median', running),
       row('status read in process (state, config, store), median', inProcess),
       ...(hasBinary ? [row('status --json, single binary, agent stopped, median', binaryTimes)] : []),
+      ...cpuRows(cpu),
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });

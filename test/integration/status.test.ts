@@ -197,6 +197,20 @@ describe('edge-runner status', () => {
     }
   });
 
+  it('parses its options as the rest of the command line does: --state=DIR, --help (exit 0), usage errors (exit 2)', () => {
+    const w = world();
+    expect(runCli(['status', `--state=${w.stateDir}`], { env: ENV }).status).toBe(0);
+    const help = runCli(['status', '--help'], { env: ENV });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain('--state <dir>');
+    for (const args of [['status'], ['status', '--state'], ['status', '--state', w.stateDir, '--verbose']]) {
+      const result = runCli(args, { env: ENV });
+      expect(result.status, args.join(' ')).toBe(2);
+      expect(result.stderr, args.join(' ')).toMatch(/^edge-runner: USAGE: /);
+    }
+    expect(runCli(['--help'], { env: ENV }).stdout).toMatch(/^ +status /m);
+  });
+
   it('is critical (exit 2) with the code when the state cannot be read, in JSON and in words', () => {
     const w = world();
     rmSync(join(w.stateDir, 'runner.json'));
