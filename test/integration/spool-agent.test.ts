@@ -15,7 +15,8 @@ import { parseRecordLeaf } from '../../runner/log/record.js';
 import { SPOOL_OUT_FOLDERS, toSpoolDocumentName } from '../../runner/protocol/spool.js';
 import { SpoolWriter } from '../../runner/spool/outbox.js';
 import { verifyBundle } from '../../runner/evidence/bundle.js';
-import { makeLinkWorld, type LinkWorld } from '../helpers/agent-link.js';
+import { verifyRejection } from '../../runner/evidence/rejection.js';
+import { makeLinkWorld, waitFor, type LinkWorld } from '../helpers/agent-link.js';
 import { directSelector } from '../helpers/runner.js';
 import { runCli } from '../helpers/cli.js';
 
@@ -165,6 +166,27 @@ describe('the spool agent writing DIR/out/', () => {
     nowMs += 60_000; // the next slot
     await agent.scheduler.lookNow();
     expect(out('bundle')).toHaveLength(1);
+  });
+});
+
+describe('the spool agent stopping', () => {
+  it('aborts a running capsule after its grace, answers it RUN_AGENT_STOPPED in out/, and takes no further file', async () => {
+    const { world, ctx, agent, drop, out, spool } = setup();
+    drop(
+      'long.capsule.json',
+      world.capsule({ id: 'long', target: { runners: ['runner-spool-unit'] }, steps: [{ name: 'long', run: ['/bin/sleep', '30'] }] }),
+    );
+    drop('next.capsule.json', world.capsule({ id: 'next', target: { runners: ['runner-spool-unit'] } }), 30_000);
+    const running = agent.run();
+    await waitFor(() => kindsOf(ctx).includes('run.started'), 'the long run to start', 10_000);
+    agent.stop();
+    agent.stop(); // a second stop: the step is aborted at once
+    await running;
+    expect(out('rejection')).toHaveLength(1);
+    const rejection = verifyRejection(readFileSync(join(spool, 'out', 'rejections', out('rejection')[0]!)), world.trust);
+    expect(rejection.code).toBe('RUN_AGENT_STOPPED');
+    expect(agent.view.outcomes.map((o) => o.name)).not.toContain('next.capsule.json');
+    expect(ctx.store.outboxStats().queued).toBe(0);
   });
 });
 
