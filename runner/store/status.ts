@@ -93,11 +93,12 @@ export class StatusReader {
   static readSnapshot(path: string, options: { busyTimeoutMs: number }): StatusSnapshot {
     for (let attempt = 0; ; attempt++) {
       const walBefore = existsSync(`${path}-wal`) || attempt > 0;
+      // The mark first: it is raised only once the log holds it, so a mark read before the snapshot is never
+      // above the snapshot's log (read after, an agent's checkpoint in between would look like a rollback).
+      const headSize = readLogHead(headPathOf(path))?.size;
       const reader = StatusReader.open(path, { ...options, immutable: !walBefore });
       try {
-        const snapshot = reader.read();
-        // The mark is read after the snapshot: it only grows, and only after the log has grown past it.
-        snapshot.headSize = readLogHead(headPathOf(path))?.size;
+        const snapshot = { ...reader.read(), headSize };
         if (walBefore || !existsSync(`${path}-wal`)) return snapshot;
       } finally {
         reader.close();
