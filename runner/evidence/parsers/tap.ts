@@ -16,7 +16,8 @@
  * multiple of four spaces (or with a tab), a subtest level skipped, a subtest without its closing test
  * point, a YAML start (`---`) that does not follow a test point, a subtest that did not pass (a failure, its plan unmet or absent) under a parent point that says
  * `ok` (a reader counting every level would see a failure), an unterminated YAML block, a carriage return that does not end a line (another
- * reader splits on it), bytes that are not UTF-8, and the caps: TAP_MAX_BYTES, TAP_MAX_DEPTH subtest
+ * reader splits on it), a point whose number, directive or very being a point hangs on Unicode whitespace
+ * or a letter glued to `ok` or `TODO` (readers of TAP part there: readPoint), bytes that are not UTF-8, and the caps: TAP_MAX_BYTES, TAP_MAX_DEPTH subtest
  * levels, TAP_MAX_LINES lines, numbers above TAP_MAX_COUNT. A plan that the test points do not meet, or a
  * bail out, is a `parsed` report that failed.
  */
@@ -51,16 +52,27 @@ class Malformed extends Error {}
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 const VERSION = /^TAP version (\d+)$/;
-/** `1..N`; a `# reason` only on `1..0` (skip all): TAP::Parser reads `1..3 # x` as no plan at all. */
-const PLAN = /^1\.\.(\d+)\s*(#.*)?$/;
 /**
- * A test point as TAP::Parser reads one: `ok` ending a word (`ok- x` and `ok, done` are points, `okay` is
- * not), then digits after any whitespace are its number (`ok 7- x`, `ok\t7`).
+ * Whitespace in TAP's syntax is ASCII: prove reads bytes, where `\s` is ASCII, or decodes TAP 13 as UTF-8,
+ * where it is not; JavaScript's `\s` takes U+00A0, U+3000 and the like. Where the readings part (a number or a
+ * directive after such a space, a letter glued to `ok` or `TODO`) the report is malformed (see readPoint).
  */
-const POINT = /^(not )?ok\b\s*(\d+)?(.*)$/;
+const SPACE = '[\\t\\v\\f ]';
+/** `1..N`; a `# reason` only on `1..0` (skip all): TAP::Parser reads `1..3 # x` as no plan at all. */
+const PLAN = new RegExp(`^1\\.\\.(\\d+)${SPACE}*(#.*)?$`);
+/**
+ * A test point's start as TAP::Parser reads one: `ok` ending a word (`ok- x` and `ok, done` are points,
+ * `okay` is not), then digits after any whitespace are its number (`ok 7- x`, `ok\t7`). Nothing after the
+ * digits is matched by the expression, so nothing backtracks (`(.*)$` after `\s*` took quadratic time on a
+ * long line that held a U+2028).
+ */
+const POINT = new RegExp(`^(not )?ok\\b(${SPACE}*)(\\d*)`);
 const BAIL_OUT = /^Bail out!/;
 /** SKIP or TODO as a whole word, any case (TAP::Parser: `# SKIPPED` is no directive, `# skip:` is one). */
-const DIRECTIVE = /^\s*(skip|todo)\b/i;
+const DIRECTIVE = new RegExp(`^${SPACE}*(skip|todo)(?![A-Za-z0-9_])`, 'i');
+/** A directive word after any whitespace, Unicode's too: `#\u00a0TODO` is a directive to prove decoding TAP 13. */
+const UNICODE_DIRECTIVE = /^(\s*)(skip|todo)/i;
+const NON_ASCII = /[\u0080-\uffff]/;
 /** Lines that are TAP whatever their indentation, so a bad indentation of one is malformed, not ignored. */
 const TAP_LINE = /^(?:not\s+ok\b|ok\b|1\.\.|Bail out!|TAP version\s)/;
 
@@ -190,15 +202,11 @@ function readTap(text: string): TapSummary {
       continue;
     }
 
-    const point = POINT.exec(body);
-    if (!point) throw new Malformed(); // TAP_LINE matched a shape none of the rules reads
+    const { ok, number, kind } = readPoint(body);
     if (level.closed) throw new Malformed();
     level.points++;
     if (level.points > TAP_MAX_COUNT) throw new Malformed();
-    if (point[2] !== undefined && toCount(point[2]) !== level.points) throw new Malformed();
-    const directive = DIRECTIVE.exec(afterHash(point[3]!) ?? '');
-    const kind = directive ? (directive[1]!.toLowerCase() === 'todo' ? 'todo' : 'skip') : undefined;
-    const ok = point[1] === undefined;
+    if (number !== undefined && toCount(number) !== level.points) throw new Malformed();
     if (level.subtest) {
       if (ok && kind !== 'todo' && !level.subtest.passed) throw new Malformed();
       level.subtest = undefined;
@@ -224,6 +232,30 @@ function readTap(text: string): TapSummary {
     todo: root.todo,
     bailedOut,
   };
+}
+
+/**
+ * A test point line: `ok` or `not ok`, its number if any, its directive if any. Malformed where readers
+ * part: a non-ASCII character right after `ok` or after the directive word (a letter there ends no word to
+ * Perl decoding UTF-8, or reading it as Latin-1, and does to JavaScript), Unicode whitespace before digits
+ * (their number to one reader, description to another) or before a directive word, and a U+2028 or
+ * U+2029 (a line break to some readers).
+ */
+function readPoint(body: string): { ok: boolean; number: string | undefined; kind: 'skip' | 'todo' | undefined } {
+  const point = POINT.exec(body);
+  if (!point) throw new Malformed(); // TAP_LINE matched a shape none of the rules reads
+  const after = body.charAt(point[1] === undefined ? 2 : 6);
+  if (NON_ASCII.test(after)) throw new Malformed();
+  const rest = body.slice(point[0].length);
+  if (/[\u2028\u2029]/.test(rest)) throw new Malformed();
+  if (point[3] === '' && /^\s+\d/.test(rest)) throw new Malformed();
+  const comment = afterHash(rest) ?? '';
+  const directive = DIRECTIVE.exec(comment);
+  if (directive) {
+    if (NON_ASCII.test(comment.charAt(directive[0].length))) throw new Malformed();
+  } else if (NON_ASCII.test(UNICODE_DIRECTIVE.exec(comment)?.[1] ?? '')) throw new Malformed();
+  const kind = directive ? (directive[1]!.toLowerCase() === 'todo' ? 'todo' : 'skip') : undefined;
+  return { ok: point[1] === undefined, number: point[3] === '' ? undefined : point[3], kind };
 }
 
 /**
