@@ -199,8 +199,14 @@ program
     const store = SqliteCoordinatorStore.open(state.databasePath);
     try {
       mkdirSync(resolve(dir), { recursive: true });
-      const result = await exportSpool({ runner: o.runner, dir: resolve(dir), trust: state.trust, store });
-      print({ exported: resolve(dir), runner: o.runner, written: result.written, existing: result.existing });
+      const result = await exportSpool({ runner: o.runner, dir: resolve(dir), trust: state.trust, store, witness: state.witness });
+      print({
+        exported: resolve(dir),
+        runner: o.runner,
+        written: result.written,
+        existing: result.existing,
+        ...(result.cosigned !== undefined ? { cosignedSize: result.cosigned } : {}),
+      });
     } finally {
       store.close();
     }

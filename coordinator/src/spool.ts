@@ -18,6 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import {
   closeSync,
   constants,
+  existsSync,
   fsyncSync,
   linkSync,
   lstatSync,
@@ -33,8 +34,9 @@ import { isCodedError } from '../../runner/core/errors.js';
 import { verifyBundle } from '../../runner/evidence/bundle.js';
 import { verifyRejection } from '../../runner/evidence/rejection.js';
 import { runnerOrigin, type NoteVerifier } from '../../runner/log/checkpoint.js';
-import { SPOOL_OUT_FOLDERS, parseSpoolOutName, toSpoolCapsuleName, toSpoolCheckpointName } from '../../runner/protocol/spool.js';
-import { decideAddCheckpoint, parseAddCheckpoint, type ParsedAddCheckpoint } from '../../runner/protocol/witness.js';
+import { SPOOL_OUT_FOLDERS, parseSpoolOutName, toSpoolCapsuleName, toSpoolCheckpointName, toSpoolCosignedName } from '../../runner/protocol/spool.js';
+import { decideAddCheckpoint, parseAddCheckpoint, signCosignature, type ParsedAddCheckpoint } from '../../runner/protocol/witness.js';
+import type { PrivateKey } from '../../runner/core/ed25519.js';
 import { CAPS } from '../../runner/protocol/wire.js';
 import type { VerifiedTrust } from '../../runner/trust/trust.js';
 import { CoordinatorError } from './errors.js';
@@ -262,12 +264,20 @@ export interface ExportOptions {
   dir: string;
   trust: VerifiedTrust;
   store: CoordinatorStore;
+  /** The witness key: the checkpoint held for the runner's log goes back cosigned (SIZE-ROOT16.cosigned). */
+  witness?: { name: string; key: PrivateKey };
+  now?: () => Date;
 }
 
-/** Writes the capsules published for `runner` (by id, or by a label it reported) into `dir`. */
-export async function exportSpool(options: ExportOptions): Promise<{ written: number; existing: number; files: string[] }> {
+/**
+ * Writes the capsules published for `runner` (by id, or by a label it reported) into `dir`, and the
+ * checkpoint this witness holds for its log with a cosignature line appended (what add-checkpoint would
+ * have answered), so an air-gapped runner learns what was witnessed.
+ */
+export async function exportSpool(options: ExportOptions): Promise<{ written: number; existing: number; files: string[]; cosigned?: number }> {
   const { runner, dir, store, trust } = options;
-  if (trust.keyByName(runner, 'runner') === undefined) {
+  const runnerKey = trust.keyByName(runner, 'runner');
+  if (runnerKey === undefined) {
     throw new CoordinatorError('COORDINATOR_CONFIG', `No runner named ${runner} is enrolled in the trust document.`);
   }
   folderOrFail(dir);
@@ -284,7 +294,18 @@ export async function exportSpool(options: ExportOptions): Promise<{ written: nu
       after = item.cursor;
     }
   }
-  return result;
+  if (options.witness === undefined) return result;
+  const origin = runnerOrigin(runner, runnerKey.keyid);
+  const held = await store.witness(origin, runner, (h) => ({ write: { kind: 'none' }, value: h }));
+  if (held === undefined) return result;
+  const name = toSpoolCosignedName(held.size, held.rootHash);
+  // One file per cosigned size: a later export of the same size (another timestamp) leaves the first.
+  if (!existsSync(join(dir, name))) {
+    const seconds = Math.floor((options.now ?? (() => new Date()))().getTime() / 1000);
+    writeOnce(join(dir, name), Buffer.from(held.note + signCosignature(held.note, options.witness.name, options.witness.key, seconds), 'utf8'));
+    result.files.push(name);
+  }
+  return { ...result, cosigned: held.size };
 }
 
 /** Writes a new file durably under `path`, or leaves the same bytes there (false); other bytes: an error. */

@@ -18,7 +18,11 @@ import { realSleep, type Sleep } from '../outbox/shipper.js';
 import { SPOOL_IN, SPOOL_OUT, SPOOL_OUT_FOLDERS } from '../protocol/spool.js';
 import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
 import { ensureSpoolFolders } from '../spool/files.js';
-import { SpoolInbox, type SpoolFile } from '../spool/inbox.js';
+import { acceptCosigned } from '../spool/cosigned.js';
+import { lookCosigned, SpoolInbox, type SpoolFile } from '../spool/inbox.js';
+import { originOf } from './log.js';
+import { witnessKeysOf } from '../protocol/witness.js';
+import { CAPS } from '../protocol/wire.js';
 import { SpoolWriter, type DrainResult } from '../spool/outbox.js';
 import { RunError } from './errors.js';
 import { RunLane } from './lane.js';
@@ -64,6 +68,8 @@ export class SpoolAgent {
   private readonly abortRun = new AbortController();
   private waking: AbortController | undefined;
   private failures = 0;
+  /** Cosigned checkpoints taken from in/ by this process: name -> modification time. */
+  private readonly cosignedTaken = new Map<string, number>();
   /** File names already warned about (a symlink, a hard link, an unreadable file). */
   private readonly warned = new Set<string>();
 
@@ -162,6 +168,7 @@ export class SpoolAgent {
           'spool file passed over',
         );
       }
+      this.takeCosigned();
       for (const file of ready) {
         if (this.stopping.signal.aborted) break;
         await this.take(file);
@@ -207,6 +214,21 @@ export class SpoolAgent {
       },
       'spool file decided',
     );
+  }
+
+  /** The witness's cosignatures carried back in in/ (runner/spool/cosigned.ts): kept when they verify. */
+  private takeCosigned(): void {
+    const { store, state, logger } = this.ctx;
+    const origin = originOf({ runnerId: state.identity.id, key: state.key });
+    for (const { name, bytes } of lookCosigned(this.inDir, CAPS.addCheckpointBytes + CAPS.cosignatureResponseBytes, this.cosignedTaken)) {
+      try {
+        const taken = acceptCosigned(store, witnessKeysOf(state.trust), origin, bytes);
+        logger.info({ file: name, size: taken.size, witnesses: taken.witnesses.join(',') }, 'checkpoint cosigned (from the spool)');
+      } catch (err) {
+        if (!isCodedError(err) || !err.code.startsWith('SPOOL_')) throw err;
+        logger.warn({ file: name, code: err.code }, 'cosigned checkpoint not taken');
+      }
+    }
   }
 
   /** Drains the outbox to out/; a store or disk failure is logged and tried again at the next drain. */

@@ -5,6 +5,8 @@
  * "The spool folder"):
  *
  *   DIR/in/NAME.capsule.json                    capsule files (the coordinator's export names them HEX.capsule.json)
+ *   DIR/in/SIZE-ROOT16.cosigned                 the runner's checkpoint as the witness holds it, with the
+ *                                               witness's cosignature line appended (a C2SP signed note)
  *   DIR/out/bundles/HEX.bundle.json             a bundle, HEX the SHA-256 of its bytes
  *   DIR/out/rejections/HEX.rejection.json       a signed rejection, HEX the SHA-256 of its bytes
  *   DIR/out/checkpoints/SIZE-ROOT16.checkpoint  a C2SP tlog-witness add-checkpoint body (old size, consistency
@@ -30,6 +32,17 @@ export const SPOOL_OUT_FOLDERS: Readonly<Record<SpoolAnswerKind, string>> = {
 const CAPSULE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}\.capsule\.json$/;
 const DOCUMENT_NAME = /^([0-9a-f]{64})\.(bundle|rejection)\.json$/;
 const CHECKPOINT_NAME = /^(0|[1-9][0-9]{0,15})-([0-9a-f]{16})\.checkpoint$/;
+
+const COSIGNED_NAME = /^(0|[1-9][0-9]{0,15})-([0-9a-f]{16})\.cosigned$/;
+
+/** The name in DIR/in/ of a cosigned checkpoint of a tree of `size` leaves with this root. */
+export function toSpoolCosignedName(size: number, rootHash: Uint8Array): string {
+  return `${size}-${Buffer.from(rootHash).toString('hex').slice(0, 16)}.cosigned`;
+}
+
+export function isSpoolCosignedName(name: string): boolean {
+  return COSIGNED_NAME.test(name);
+}
 
 export function isSpoolCapsuleName(name: string): boolean {
   return CAPSULE_NAME.test(name);

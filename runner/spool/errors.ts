@@ -8,6 +8,8 @@ export type SpoolErrorCode =
   | 'SPOOL_WRITE_FAILED'
   /** A file already in out/ under a content address holds other bytes than that address names. */
   | 'SPOOL_OUT_CONFLICT'
+  /** A cosigned checkpoint in in/ is malformed, not of this runner's log as it is, or carries no valid witness cosignature. */
+  | 'SPOOL_COSIGNED_INVALID'
   /** Both a spool folder and a coordinator are configured: the agent takes work from one place only. */
   | 'SPOOL_WITH_COORDINATOR';
 

@@ -19,7 +19,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { isSpoolCapsuleName } from '../protocol/spool.js';
+import { isSpoolCapsuleName, isSpoolCosignedName } from '../protocol/spool.js';
 import { readSpoolFile, type SkipReason } from './files.js';
 
 /** How long a file must have been left alone before it is read (milliseconds). */
@@ -108,6 +108,22 @@ export class SpoolInbox {
     }
     return { ready, passedOver };
   }
+}
+
+/**
+ * The cosigned checkpoints in in/ (SIZE-ROOT16.cosigned, written by the coordinator's export) not taken yet
+ * by this process: each name once per modification time. Read with the same rules as capsule files.
+ */
+export function lookCosigned(inDir: string, capBytes: number, taken: Map<string, number>): { name: string; bytes: Buffer }[] {
+  const found: { name: string; bytes: Buffer }[] = [];
+  for (const name of readdirSync(inDir)) {
+    if (!isSpoolCosignedName(name)) continue;
+    const read = readSpoolFile(join(inDir, name), capBytes);
+    if (read.kind !== 'read' || taken.get(name) === read.mtimeMs) continue;
+    taken.set(name, read.mtimeMs);
+    found.push({ name, bytes: read.bytes });
+  }
+  return found;
 }
 
 /** The SHA-256 of a whole file read past its cap, in pieces; undefined when it changed meanwhile. */

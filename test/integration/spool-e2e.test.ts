@@ -182,5 +182,28 @@ describe.skipIf(!built)('the spool round trip through removable media (needs dis
     const fleet = (await coordinator.operator('/v1/runners')).json() as { runners: { id: string; witnessedSize: number }[] };
     const largest = Math.max(...checkpoints.map((name) => Number(name.split('-')[0])));
     expect(fleet.runners.find((r) => r.id === world.runnerId)?.witnessedSize).toBe(largest);
+
+    // The witness's answer goes back by hand: export writes the held checkpoint cosigned, the runner keeps
+    // the cosignature once it verifies against its own log (an altered copy is not taken).
+    const withCosigned = runCoordinatorCli(['export', '--state', coordinator.stateDir, '--runner', world.runnerId, join(media, 'in')]);
+    expect(JSON.parse(withCosigned.stdout)).toMatchObject({ written: 0, existing: 4, cosignedSize: largest });
+    const cosignedName = readdirSync(join(media, 'in')).find((name) => name.endsWith('.cosigned'))!;
+    expect(cosignedName).toMatch(new RegExp(`^${largest}-[0-9a-f]{16}\\.cosigned$`));
+    const cosigned = readFileSync(join(media, 'in', cosignedName), 'utf8');
+    const lastLine = cosigned.trimEnd().split('\n').pop()!;
+    const forged = cosigned.replace(lastLine, lastLine.slice(0, -6) + (lastLine.endsWith('AAAA==') ? 'BBBB==' : 'AAAA=='));
+    writeFileSync(join(spoolIn, `${largest}-0000000000000000.cosigned`), forged);
+    copyFileSync(join(media, 'in', cosignedName), join(spoolIn, cosignedName));
+    const again2 = spawnSpoolAgent(world, spool, {}, 'spool-agent-2');
+    await waitFor(() => again2.lines.some((line) => line.msg === 'checkpoint cosigned (from the spool)'), 'the cosignature to be taken', 30_000);
+    await waitFor(() => again2.lines.some((line) => line.msg === 'cosigned checkpoint not taken'), 'the forged one to be refused', 30_000);
+    expect(again2.lines.find((line) => line.msg === 'cosigned checkpoint not taken')).toMatchObject({ code: 'SPOOL_COSIGNED_INVALID' });
+    expect((await again2.stop()).code).toBe(0);
+    const reopened = Store.open(join(world.stateDir, 'runner.db'));
+    try {
+      expect(reopened.witnessedSize(world.witnessName)).toBe(largest);
+    } finally {
+      reopened.close();
+    }
   }, 180_000);
 });
