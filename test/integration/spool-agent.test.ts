@@ -199,4 +199,13 @@ describe('agent --spool through the built CLI', () => {
     expect(result.status).not.toBe(0);
     expect(result.stderr).toContain('SPOOL_WITH_COORDINATOR');
   });
+
+  it('refuses a spool path that is not a folder with SPOOL_DIR_INVALID', () => {
+    const world = makeLinkWorld();
+    worlds.push(world);
+    writeFileSync(join(world.dir, 'a-file'), 'x');
+    const result = runCli(['agent', '--state', world.stateDir, '--spool', join(world.dir, 'a-file')]);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain('SPOOL_DIR_INVALID');
+  });
 });
