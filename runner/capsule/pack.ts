@@ -102,12 +102,23 @@ export function expandInputs(inputs: readonly TemplateInput[], tree: FileTree): 
     }
   };
   for (const input of inputs) {
+    if (typeof input !== 'object' || input === null) throw new PackError('Each input in capsule.json must be an object with a path.');
     const { path } = input;
-    const executable = input.executable === true;
     if (typeof path !== 'string' || !isContainedPath(path)) {
       throw new PackError(`The input "${toPrintableExcerpt(String(path))}" must be a relative path inside the capsule folder.`);
     }
+    // "executable": "true" must not quietly pack a script its step then cannot run.
+    if (input.executable !== undefined && typeof input.executable !== 'boolean') {
+      throw new PackError(`The input "${toPrintableExcerpt(path)}" has an executable that is not true or false.`);
+    }
+    const executable = input.executable === true;
     if (isGlobPattern(path)) {
+      // A file really named "[x].t" is not what the pattern "[x].t" selects ("x.t"): never pick one silently.
+      if (tree.entry(path) !== undefined) {
+        throw new PackError(
+          `The input "${toPrintableExcerpt(path)}" is both a pattern and the name of an entry in the folder; name its folder or a pattern that says which.`,
+        );
+      }
       const segments = path.split('/');
       const firstMagic = segments.findIndex((segment) => isGlobPattern(segment));
       const prefix = segments.slice(0, firstMagic).join('/');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { CAPSULE_MAX_BYTES, MANIFEST_MAX_BYTES } from '../capsule/capsule-file.js';
@@ -60,6 +60,7 @@ export function capsuleCommand(): Command {
         if (err instanceof PackError) throw new UsageError(err.message);
         throw err;
       }
+      refuseKeyInputs(inputs, tree, opts.key);
       const files = readInputs(dir, inputs, tree);
       const keys = opts.key.map(readPrivateKeyFile);
       const file = packCapsule({ ...filled, inputs }, files, keys);
@@ -178,6 +179,33 @@ function readInput(dir: string, path: string, maxBytes: number, seen: FileIdenti
     return buffer;
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * A signing key kept in the capsule folder is not packed by a folder or a `**` pattern: the capsule would
+ * carry it to every runner. Compared by device and inode, so a hard link or another spelling of the path is
+ * the same key.
+ */
+function refuseKeyInputs(
+  inputs: readonly TemplateInput[],
+  tree: { identity(path: string): FileIdentity | undefined },
+  keyPaths: readonly string[],
+): void {
+  const keys = keyPaths.flatMap((path) => {
+    try {
+      const stats = statSync(path);
+      return [{ path, dev: stats.dev, ino: stats.ino }];
+    } catch {
+      return []; // readPrivateKeyFile names the missing key
+    }
+  });
+  for (const { path } of inputs) {
+    const seen = tree.identity(path);
+    const key = keys.find((k) => seen !== undefined && k.dev === seen.dev && k.ino === seen.ino);
+    if (key) {
+      throw new UsageError(`The input "${toPrintableExcerpt(path)}" is the signing key ${key.path}; a capsule carries its inputs to every runner.`);
+    }
   }
 }
 

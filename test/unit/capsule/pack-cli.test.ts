@@ -1,7 +1,7 @@
 /** `capsule pack` through the built CLI on a real folder: folders and globs expanded, symlinks and oversize refused. */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseCapsuleFile } from '../../../runner/capsule/capsule-file.js';
@@ -107,6 +107,24 @@ describe('capsule pack with folders and glob patterns', () => {
       expect(result.status, path).toBe(2);
       expect(result.stderr, path).toContain('USAGE: The input "linked" is a symlink; capsule pack takes regular files only.');
     }
+    expect(() => readFileSync(join(world.dir, 'out.capsule.json'))).toThrow();
+  });
+
+  it('refuses to pack the signing key when it lies in the capsule folder (under a folder or a pattern, or hard-linked)', () => {
+    write('suite/a.t');
+    mkdirSync(join(dir, 'keys'));
+    const inside = join(dir, 'keys', 'signer.key');
+    writeFileSync(inside, world.signers[0]!.toPem(), { mode: 0o600 });
+    template([{ path: 'suite' }, { path: 'keys' }]);
+    let result = runCli(['capsule', 'pack', dir, '--key', inside, '--out', join(world.dir, 'out.capsule.json')]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain(`USAGE: The input "keys/signer.key" is the signing key ${inside}; a capsule carries its inputs to every runner.`);
+    rmSync(inside);
+    linkSync(keyPath, join(dir, 'suite', 'b.key'));
+    template([{ path: 'suite/*' }]);
+    result = pack();
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('"suite/b.key" is the signing key');
     expect(() => readFileSync(join(world.dir, 'out.capsule.json'))).toThrow();
   });
 

@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   expandInputs,
+  isGlobPattern,
   PACK_MAX_FILES,
   PACK_MAX_INPUT_BYTES,
   PACK_MAX_VISITED,
@@ -116,6 +117,24 @@ describe('expandInputs', () => {
     expect(refusal(() => expandInputs([{ path: 'nope/a/x' }], tree))).toMatch(/"nope\/a\/x" does not exist/);
   });
 
+  it('refuses a pattern that is also the name of a file in the folder, rather than packing what the pattern matches', () => {
+    const tree = memoryTree({ 't/[x].t': 1, 't/x.t': 2, 't/{a,b}': 3, 't/a': 4 });
+    for (const path of ['t/[x].t', 't/{a,b}']) {
+      expect(
+        refusal(() => expandInputs([{ path }], tree)),
+        path,
+      ).toMatch(/is both a pattern and the name of an entry in the folder/);
+    }
+    expect(paths(expandInputs([{ path: 't' }], tree))).toEqual(['t/[x].t', 't/a', 't/x.t', 't/{a,b}']);
+  });
+
+  it('refuses an input entry that is not an object, or whose executable is not a boolean', () => {
+    expect(refusal(() => expandInputs([null as unknown as TemplateInput], suite))).toMatch(/must be an object with a path/);
+    expect(refusal(() => expandInputs([{ path: 'LICENSE', executable: 'true' as unknown as boolean }], suite))).toBe(
+      'The input "LICENSE" has an executable that is not true or false.',
+    );
+  });
+
   it('refuses a special file (a fifo, a socket, a device)', () => {
     expect(refusal(() => expandInputs([{ path: 'd' }], memoryTree({ 'd/fifo': 'other' })))).toMatch(/not a regular file or folder/);
   });
@@ -157,7 +176,7 @@ describe('expandInputs', () => {
   it('stops walking a huge folder at a named bound instead of listing it all', () => {
     let calls = 0;
     const endless: FileTree = {
-      entry: (path) => ({ path, type: 'directory' }),
+      entry: (path) => (isGlobPattern(path) ? undefined : { path, type: 'directory' }),
       children: (path) => {
         calls++;
         return Array.from({ length: 1000 }, (_, i) => ({ path: `${path}/${i}`, type: 'directory' as const }));
