@@ -44,9 +44,13 @@ export interface SpoolAgentOptions {
   schedule?: Pick<SchedulerOptions, 'maxSleepMs' | 'onTimeToleranceMs' | 'onFiring'>;
 }
 
+/** Decisions kept in the view (the log has them all). */
+const OUTCOMES_KEPT = 100;
+
 /** What the spool agent did, for tests and its log. */
 export interface SpoolAgentView {
   decided: number;
+  /** The latest OUTCOMES_KEPT decisions. */
   outcomes: { name: string; digest: string; outcome: CapsuleOutcome['kind']; code?: string }[];
   spooled: number;
 }
@@ -62,6 +66,7 @@ export class SpoolAgent {
   private readonly backoff: BackoffPolicy;
   private readonly inbox: SpoolInbox;
   private readonly writer: SpoolWriter;
+  private readonly dir: string;
   private readonly inDir: string;
   private readonly outDir: string;
   private readonly stopping = new AbortController();
@@ -79,6 +84,7 @@ export class SpoolAgent {
     this.sleep = options.sleep ?? realSleep;
     this.pollMs = options.pollMs ?? 1000;
     this.backoff = { baseMs: 1000, capMs: 60_000, random: options.random ?? Math.random };
+    this.dir = options.dir;
     this.inDir = join(options.dir, SPOOL_IN);
     this.outDir = join(options.dir, SPOOL_OUT);
     ensureSpoolFolders(options.dir, [SPOOL_IN, SPOOL_OUT, ...Object.values(SPOOL_OUT_FOLDERS).map((f) => join(SPOOL_OUT, f))]);
@@ -112,7 +118,7 @@ export class SpoolAgent {
   /** Runs until stop(): resolves after the running capsule ended and the outbox was drained to out/. */
   async run(): Promise<void> {
     const { logger } = this.ctx;
-    logger.info({ spool: this.inDir.slice(0, -SPOOL_IN.length - 1) }, 'spool agent started');
+    logger.info({ spool: this.dir }, 'spool agent started');
     this.drainOut(); // answers queued before this start (a crash between a run and its file)
     const scheduling = this.scheduler.run(this.stopping.signal, this.abortRun.signal);
     try {
@@ -199,6 +205,8 @@ export class SpoolAgent {
     );
     if (outcome.kind === 'scheduled') this.scheduler.wake();
     this.view.decided += 1;
+    // The latest decisions only: an agent runs for months.
+    if (this.view.outcomes.length >= OUTCOMES_KEPT) this.view.outcomes.shift();
     this.view.outcomes.push({
       name: file.name,
       digest: file.digest,
