@@ -25,8 +25,10 @@ import { createWorkspace, writeInputs } from '../exec/workspace.js';
 import { isDiskFull, writeFileAtomic } from '../state/files.js';
 import { StateError } from '../state/errors.js';
 import { StoreError } from '../store/errors.js';
+import type { ScheduleRow } from '../store/store.js';
 import { ScheduleError } from '../schedule/errors.js';
 import { nextSlotAfter, parseSchedule } from '../schedule/slots.js';
+import { catchUpOfTrust, recordDueAsMissed } from '../schedule/missed.js';
 import { RUNNER_VERSION } from '../version.js';
 import { RunError } from './errors.js';
 import type { Launcher } from './launcher.js';
@@ -128,7 +130,7 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
       });
     }
     if (schedule) ctx.state.blobs.put(bytes);
-    let replaced: string[] = [];
+    let replaced: ScheduleRow[] = [];
     store.transaction(() => {
       replaced = supersededBy(ctx, accepted!);
       const record = store.acceptCapsule(manifest.nonce, {
@@ -138,7 +140,11 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
         ...(fileDigest ? { fileDigest } : {}),
         signers,
       });
-      for (const old of replaced) store.endSchedule({ capsuleId: manifest.id, manifestDigest: old, reason: 'replaced' });
+      for (const old of replaced) {
+        // Its due slots that will now never run are recorded missed before it ends (never silent).
+        recordDueAsMissed(store, old, decisionTime, catchUpOfTrust(state.trust));
+        store.endSchedule({ capsuleId: manifest.id, manifestDigest: old.manifestDigest, reason: 'replaced' });
+      }
       if (schedule && fileDigest) {
         store.addSchedule({
           manifestDigest,
@@ -156,7 +162,7 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     });
     if (schedule) {
       ctx.logger.info({ capsuleId: manifest.id, manifestDigest, ...schedule, replaced: replaced.length }, 'recurring capsule accepted');
-      return { kind: 'scheduled', capsuleId: manifest.id, manifestDigest, ...schedule, replaced };
+      return { kind: 'scheduled', capsuleId: manifest.id, manifestDigest, ...schedule, replaced: replaced.map((row) => row.manifestDigest) };
     }
   } catch (err) {
     if (err instanceof CapsuleError) return reject(err);
@@ -207,7 +213,7 @@ function scheduleOf({ manifest, manifestDigest }: AcceptedCapsule, now: Date): {
  * A newer capsule with the id of an active schedule replaces it (returns the schedules to end); an older one
  * (by the signed `issuedAt`) is refused, CAPSULE_SUPERSEDED, so a replayed older capsule cannot undo a newer one.
  */
-function supersededBy(ctx: RunnerContext, { manifest, manifestDigest }: AcceptedCapsule): string[] {
+function supersededBy(ctx: RunnerContext, { manifest, manifestDigest }: AcceptedCapsule): ScheduleRow[] {
   const active = ctx.store.activeSchedulesOf(manifest.id);
   const issued = Date.parse(manifest.issuedAt);
   const newer = active.find((row) => Date.parse(row.issuedAt) > issued);
@@ -218,7 +224,7 @@ function supersededBy(ctx: RunnerContext, { manifest, manifestDigest }: Accepted
       { capsuleId: manifest.id, manifestDigest },
     );
   }
-  return active.map((row) => row.manifestDigest);
+  return active;
 }
 
 /** Free bytes on the file system holding `dir`, as an unprivileged writer sees them (f_bavail). */

@@ -16,13 +16,13 @@ import { sha256Hex } from '../core/digest.js';
 import { CapsuleError } from '../capsule/errors.js';
 import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
 import { verifyCapsule, type AcceptedCapsule } from '../capsule/verify.js';
-import type { RecordBodies } from '../log/record.js';
 import type { ScheduleRow } from '../store/store.js';
 import type { ScheduleCatchUp } from '../trust/trust.js';
 import { admitAccepted, freeBytesOf, runAccepted, type CapsuleOutcome } from '../agent/run-capsule.js';
 import type { Launcher } from '../agent/launcher.js';
 import type { RunnerContext } from '../agent/runner.js';
 import type { SlotSpan } from './slots.js';
+import { catchUpOfTrust, missedBody } from './missed.js';
 
 export type FiringOutcome =
   | (CapsuleOutcome & { kind: 'completed' })
@@ -44,19 +44,10 @@ export interface FireOptions {
 
 /** The catch-up rule of the pinned trust's signed policy (`skip` when it names none). */
 export function catchUpOf(ctx: RunnerContext): ScheduleCatchUp {
-  return ctx.state.trust.body.policy.schedule?.catchUp ?? 'skip';
+  return catchUpOfTrust(ctx.state.trust);
 }
 
-export function missedBody(row: ScheduleRow, span: SlotSpan, catchUp: ScheduleCatchUp): RecordBodies['schedule.missed'] {
-  return {
-    capsuleId: row.capsuleId,
-    manifestDigest: row.manifestDigest,
-    count: span.count,
-    first: span.first.toISOString(),
-    last: span.last.toISOString(),
-    catchUp,
-  };
-}
+export { missedBody };
 
 /** The span of `missed` with `slot` added at its end (when it is not there yet). */
 function withSlot(missed: SlotSpan | undefined, slot: Date): SlotSpan {
@@ -77,7 +68,8 @@ export async function fireSchedule(ctx: RunnerContext, row: ScheduleRow, options
   };
   const end = (reason: string): FiringOutcome => {
     store.transaction(() => {
-      if (missed !== undefined) store.recordScheduleMissed(missedBody(row, missed, catchUp));
+      // The slot it ends at is not run either: it is missed with those before it.
+      store.recordScheduleMissed(missedBody(row, withSlot(missed, slot), catchUp));
       store.endSchedule({ capsuleId: row.capsuleId, manifestDigest: row.manifestDigest, reason });
     });
     ops.warn({ reason }, 'schedule ended');

@@ -16,6 +16,9 @@ import { realSleep, type Sleep } from '../outbox/shipper.js';
 import { catchUpOf, fireSchedule, missedBody, type FiringOutcome } from './fire.js';
 import { ON_TIME_TOLERANCE_MS, planSchedule } from './plan.js';
 
+/** Longest hold of a schedule the host could not run, in milliseconds (status warns after 5 minutes behind). */
+export const HOLD_MAX_MS = 60_000;
+
 export interface SchedulerOptions {
   lane: RunLane;
   /** Milliseconds since the epoch (defaults to the context's clock). */
@@ -41,6 +44,13 @@ export class Scheduler {
   /** The schedule that fired last: the next look starts after it, so a schedule always due cannot starve another. */
   private lastFired: string | undefined;
   private failures = 0;
+  /**
+   * Schedules the host could not run at their last firing (the disk below its reserve, no sandbox, the pin
+   * expired): not looked at again until `until`, so an every-second schedule on a host that cannot run it
+   * writes one schedule.missed record per hold (the slots counted together), not one per slot, least of all
+   * when the disk is nearly full. Holds double up to HOLD_MAX_MS, under status's STATUS_SCHEDULE_BEHIND.
+   */
+  private readonly holds = new Map<string, { until: number; count: number }>();
 
   constructor(ctx: RunnerContext, options: SchedulerOptions) {
     this.ctx = ctx;
@@ -100,6 +110,11 @@ export class Scheduler {
     const active = store.activeSchedules();
     const after = active.findIndex((row) => row.manifestDigest === this.lastFired);
     for (const initial of [...active.slice(after + 1), ...active.slice(0, after + 1)]) {
+      const hold = this.holds.get(initial.manifestDigest);
+      if (hold !== undefined && hold.until > this.now()) {
+        earliest = Math.min(earliest ?? Infinity, hold.until);
+        continue;
+      }
       let row: ScheduleRow | undefined = initial;
       // Bounded: each step moves the schedule's last slot forward or ends it; the bound is a guard.
       for (let steps = 0; row !== undefined && row.endedSeq === undefined && steps < 10_000; steps++) {
@@ -128,6 +143,7 @@ export class Scheduler {
         } else {
           const outcome = await this.fire(row, step.slot, step.missed, stopping, abortRun);
           this.lastFired = row.manifestDigest;
+          this.holdAfter(row.manifestDigest, outcome);
           this.onFiring?.(row, outcome);
           // One firing per hold of the lane: a capsule from the feed waiting for it goes next, so a schedule
           // whose runs fill its interval cannot starve the feed. The next look comes at once.
@@ -173,6 +189,16 @@ export class Scheduler {
       if (!handled(this.ctx.store)) throw err;
       return { kind: 'failed', code };
     }
+  }
+
+  /** After a firing: a host that could not run the slot holds the schedule (longer each time); a run clears it. */
+  private holdAfter(manifestDigest: string, outcome: FiringOutcome): void {
+    if (outcome.kind !== 'missed') {
+      this.holds.delete(manifestDigest);
+      return;
+    }
+    const count = (this.holds.get(manifestDigest)?.count ?? 0) + 1;
+    this.holds.set(manifestDigest, { until: this.now() + Math.min(HOLD_MAX_MS, 1000 * 2 ** count), count });
   }
 
   private async sleepOrWake(ms: number, stopping: AbortSignal): Promise<void> {

@@ -505,3 +505,74 @@ describe('replacement, expiry and what changes between firings', () => {
     expect(records(ctx, 'run.started')).toHaveLength(0);
   });
 });
+
+/** The missed slots recorded, as [count, first, last]. */
+const spans = (ctx: RunnerContext) => records(ctx, 'schedule.missed').map((r) => [r.count, r.first, r.last]);
+
+describe('review: every slot accounted for exactly once', () => {
+  it('a replacement accepted while slots of the old schedule were due and unhandled records them missed before ending it', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    let ctx = open(w);
+    const id = 'nightly-validation';
+    const old = await accept(ctx, recurring(w, { cron: '0 * * * *' }, { id }));
+    close(ctx);
+    // The agent was down across 10:00, 11:00 and 12:00; the operator runs the replacement by hand first.
+    set('2026-01-01T12:30:00Z');
+    ctx = open(w);
+    const replacement = await accept(ctx, recurring(w, { cron: '15 * * * *' }, { id }));
+    expect(replacement.replaced).toEqual([old.manifestDigest]);
+    expect(spans(ctx)).toEqual([[3, '2026-01-01T10:00:00.000Z', '2026-01-01T12:00:00.000Z']]);
+    const kinds = [...ctx.store.records()].map((r) => parseRecordLeaf(r.leaf, r.seq).kind);
+    expect(kinds.indexOf('schedule.missed')).toBeLessThan(kinds.indexOf('schedule.ended'));
+  });
+
+  it('a schedule ended at a firing (its signer no longer trusted) records that slot missed, not silently dropped', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '0 * * * *' }));
+    const body = makeTrustBody([
+      { name: 'root-1', key: w.root, roles: ['root'] },
+      { name: 'signer-new', key: w.outsider, roles: ['capsule-signer'] },
+      { name: w.runnerId, key: w.runnerKey, roles: ['runner'] },
+    ]);
+    body.version = 2;
+    const rotated = { ...ctx, state: { ...ctx.state, trust: verifyTrustDocument(signTrust(body, [w.root]), { now: new Date() }) } };
+    const { scheduler } = schedulerOf(rotated);
+    set('2026-01-01T10:00:00.100Z');
+    await settle(scheduler);
+    expect(spans(ctx)).toEqual([[1, '2026-01-01T10:00:00.000Z', '2026-01-01T10:00:00.000Z']]);
+    expect(records(ctx, 'schedule.ended')).toHaveLength(1);
+  });
+
+  it('a host that cannot run (disk below its reserve) does not write one record per slot: the slots are counted together, each once', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '* * * * * *' }));
+    const full: RunnerContext = { ...ctx, config: { ...ctx.config, store: { ...ctx.config.store, reserveBytes: 2 ** 60 } } };
+    const { scheduler } = schedulerOf(full);
+    // Ten minutes of a looking agent, one look a second (as its every-second schedule asks).
+    for (let s = 1; s <= 600; s++) {
+      set(new Date(Date.parse('2026-01-01T09:30:00Z') + s * 1000 + 100).toISOString());
+      await settle(scheduler);
+    }
+    const missed = records(ctx, 'schedule.missed');
+    expect(missed.length).toBeLessThanOrEqual(30);
+    // Exactly once: contiguous spans covering 09:30:01 .. the last slot handled, counts adding up.
+    let expected = Date.parse('2026-01-01T09:30:01Z');
+    let total = 0;
+    for (const r of missed) {
+      expect(Date.parse(r.first)).toBe(expected);
+      expect((Date.parse(r.last) - Date.parse(r.first)) / 1000 + 1).toBe(r.count);
+      expected = Date.parse(r.last) + 1000;
+      total += r.count;
+    }
+    const handled = Date.parse(ctx.store.activeSchedules()[0]!.lastSlot!);
+    expect(total).toBe((handled - Date.parse('2026-01-01T09:30:00Z')) / 1000);
+    // Nothing left silently behind (status's STATUS_SCHEDULE_BEHIND is 5 minutes).
+    expect(Date.parse('2026-01-01T09:40:00Z') - handled).toBeLessThan(5 * 60_000);
+    expect(records(ctx, 'run.started')).toHaveLength(0);
+  });
+});
