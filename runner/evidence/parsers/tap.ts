@@ -6,7 +6,8 @@
  * first line; one plan `1..N` (`1..0 # reason` to skip all) first or last at each level; test points
  * `ok`/`not ok` with an optional number, description and `# SKIP`/`# TODO` directive (`\#` escapes);
  * `Bail out!`; subtests, indented four spaces per level and closed by their parent's test point; YAML
- * diagnostics after a test point (indented two more spaces, `---` to `...`), skipped unread. Comments,
+ * diagnostics after a test point (indented two more spaces, `---` to `...`, in a report that opens with its
+ * version line), skipped unread but for a `Bail out!` in them (malformed). Comments,
  * pragmas and any line that is not TAP are ignored, as the spec says.
  *
  * Counts are the top-level test points, as prove counts them. A report says pass only when nothing in it
@@ -119,6 +120,8 @@ export const tapParser: ResultParser<TapSummary> = {
 function readTap(text: string): TapSummary {
   const levels: Level[] = [newLevel()];
   let first = true;
+  /** A `TAP version` line opened the report: YAML blocks are TAP 13's, not TAP 12's. */
+  let versioned = false;
   let bailedOut = false;
   /** Inside a YAML block: the indentation its lines have at least. */
   let yamlIndent: number | undefined;
@@ -142,10 +145,14 @@ function readTap(text: string): TapSummary {
       if (body === '') continue;
       if (indent < yamlIndent) throw new Malformed(); // the block never ended with '...'
       if (indent === yamlIndent && body === '...') yamlIndent = undefined;
+      // TAP::Parser bails out there reading TAP 12, and fails the YAML reading TAP 13: not something to pass over.
+      else if (BAIL_OUT.test(body.trimStart())) throw new Malformed();
       continue;
     }
     if (body.trim() === '') continue;
     if (lastPointIndent !== undefined && indent === lastPointIndent + 2 && body === '---') {
+      // Without a version line TAP::Parser reads the lines of a block as TAP 12: an indented `Bail out!` bails.
+      if (!versioned) throw new Malformed();
       yamlIndent = indent;
       lastPointIndent = undefined;
       continue;
@@ -167,6 +174,7 @@ function readTap(text: string): TapSummary {
     if (version) {
       if (!first || depth !== 0 || !['13', '14'].includes(version[1]!)) throw new Malformed();
       first = false;
+      versioned = true;
       continue;
     }
     first = false;

@@ -211,6 +211,13 @@ describe('parseTap', () => {
       ).toEqual(parsed(4, 4, 0, 1, 1));
     });
 
+    it('a YAML block without a version line, or a Bail out! inside one (TAP::Parser bails out, or fails the YAML)', () => {
+      expect(tap(lines('1..1', 'ok 1', '  ---', '  Bail out!', '  ...'))).toEqual(MALFORMED);
+      expect(tap(lines('1..1', 'ok 1', '  ---', '  message: x', '  ...'))).toEqual(MALFORMED);
+      expect(tap(lines('TAP version 13', '1..1', 'ok 1', '  ---', '  x: |', '     Bail out! db gone', '  ...'))).toEqual(MALFORMED);
+      expect(tap(lines('TAP version 13', '1..1', 'ok 1', '  ---', '  message: x', '  ...'))).toEqual(parsed(1, 1));
+    });
+
     it('a subtest that died before its plan, under not ok, is a failure (a test file that crashed)', () => {
       expect(tap(lines('1..2', '# Subtest: t/a.t', '    ok 1 - started', 'not ok 1 - t/a.t', 'ok 2 - t/b.t'))).toEqual(parsed(2, 2, 1));
     });
@@ -263,7 +270,7 @@ describe('parseTap', () => {
 
     it('handles a huge line, a huge YAML block and a megabyte of backslashes in one pass', () => {
       expect(tap(`1..1\nok 1 - ${'x'.repeat(8_000_000)}\n`)).toEqual(parsed(1, 1));
-      expect(tap(`1..1\nok 1\n  ---\n${'  k: v\n'.repeat(500_000)}  ...\n`)).toEqual(parsed(1, 1));
+      expect(tap(`TAP version 13\n1..1\nok 1\n  ---\n${'  k: v\n'.repeat(500_000)}  ...\n`)).toEqual(parsed(1, 1));
       // An even run of backslashes escapes the backslashes only: the '#' starts a directive; an odd run escapes it.
       expect(tap(`1..1\nok 1 - ${'\\'.repeat(1_000_000)}# SKIP\n`)).toEqual(parsed(1, 1, 0, 1));
       expect(tap(`1..1\nok 1 - ${'\\'.repeat(1_000_001)}# SKIP\n`)).toEqual(parsed(1, 1));
