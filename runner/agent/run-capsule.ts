@@ -211,16 +211,22 @@ function scheduleOf({ manifest, manifestDigest }: AcceptedCapsule, now: Date): {
 
 /**
  * A newer capsule with the id of an active schedule replaces it (returns the schedules to end); an older one
- * (by the signed `issuedAt`) is refused, CAPSULE_SUPERSEDED, so a replayed older capsule cannot undo a newer one.
+ * (by the signed `issuedAt`, then the manifest digest) is refused, CAPSULE_SUPERSEDED, so a replayed older
+ * capsule cannot undo a newer one.
  */
 function supersededBy(ctx: RunnerContext, { manifest, manifestDigest }: AcceptedCapsule): ScheduleRow[] {
   const active = ctx.store.activeSchedulesOf(manifest.id);
   const issued = Date.parse(manifest.issuedAt);
-  const newer = active.find((row) => Date.parse(row.issuedAt) > issued);
+  // One issuedAt twice: the greater manifest digest wins, so every runner ends with the same schedule
+  // whichever of the two reached it first (arrival order is the network's, not the signer's).
+  const newer = active.find((row) => {
+    const at = Date.parse(row.issuedAt);
+    return at > issued || (at === issued && row.manifestDigest > manifestDigest);
+  });
   if (newer !== undefined) {
     throw new CapsuleError(
       'CAPSULE_SUPERSEDED',
-      `A capsule ${manifest.id} issued at ${newer.issuedAt}, later than this one, is scheduled here; the older one does not replace it.`,
+      `A capsule ${manifest.id} issued at ${newer.issuedAt} is scheduled here and orders after this one (a later issuedAt, or the same and a greater manifest digest); this one does not replace it.`,
       { capsuleId: manifest.id, manifestDigest },
     );
   }

@@ -17,6 +17,7 @@ import type { FiringOutcome } from '../../runner/schedule/fire.js';
 import { makeTrustBody, makeWorld, signTrust, type World, type WorldOptions } from '../helpers/world.js';
 import { directSelector } from '../helpers/runner.js';
 import { verifyTrustDocument } from '../../runner/trust/trust.js';
+import { sha256Hex } from '../../runner/core/digest.js';
 
 let nowMs = 0;
 const clock = () => new Date(nowMs);
@@ -574,5 +575,29 @@ describe('review: every slot accounted for exactly once', () => {
     // Nothing left silently behind (status's STATUS_SCHEDULE_BEHIND is 5 minutes).
     expect(Date.parse('2026-01-01T09:40:00Z') - handled).toBeLessThan(5 * 60_000);
     expect(records(ctx, 'run.started')).toHaveLength(0);
+  });
+});
+
+describe('review: a replacement war', () => {
+  it('two capsules with one id and one issuedAt: whichever comes first, the one with the greater manifest digest is the schedule', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    const issuedAt = '2026-01-01T09:00:00.000Z';
+    const digestOf = (bytes: Buffer) =>
+      `sha256:${sha256Hex(Buffer.from((JSON.parse(bytes.toString('utf8')) as { envelope: { payload: string } }).envelope.payload, 'base64'))}`;
+    const pair = (id: string) =>
+      [recurring(w, { cron: '0 * * * *' }, { id, issuedAt }), recurring(w, { cron: '15 * * * *' }, { id, issuedAt })].sort((a, b) =>
+        digestOf(a) < digestOf(b) ? -1 : 1,
+      );
+    // The greater first: the lesser, arriving second, does not replace it.
+    const [lowA, highA] = pair('tie-a');
+    await accept(ctx, highA!);
+    expect(await runCapsule(ctx, lowA!)).toMatchObject({ kind: 'rejected', code: 'CAPSULE_SUPERSEDED' });
+    // The lesser first: the greater replaces it.
+    const [lowB, highB] = pair('tie-b');
+    await accept(ctx, lowB!);
+    expect((await accept(ctx, highB!)).replaced).toEqual([digestOf(lowB!)]);
+    expect(ctx.store.activeSchedules().map((s) => s.manifestDigest)).toEqual([digestOf(highA!), digestOf(highB!)]);
   });
 });
