@@ -26,10 +26,10 @@ export function configCommand(): Command {
       .option('--state <dir>', 'the runner state folder (its runner.json settings are merged in)')
       .option('--config <file>', 'the configuration file (TOML; .json read as JSON); else EDGE_RUNNER_CONFIG; else none')
       .option('--json', 'print machine-readable results')
-      .action((opts: { state?: string; config?: string; json?: boolean }) => {
+      .action(async (opts: { state?: string; config?: string; json?: boolean }) => {
         try {
           const sources: ConfigSources = commandConfigSources({ configFlag: opts.config, env: cliEnvironment() });
-          if (opts.state !== undefined) sources.state = stateSettings(readStateView(opts.state).identity);
+          if (opts.state !== undefined) sources.state = stateSettings((await readStateView(opts.state)).identity);
           const { config: effective, origins } = resolveConfigWithOrigins(sources);
           const settings = settingReports(effective, origins);
           if (opts.json) {

@@ -9,9 +9,11 @@
  * trust update, and anyone with a key can sign a document; only the pin says it is this one), and status
  * reads two members of it, `version` and `expires`. So this file imports neither state.ts nor trust.ts, and
  * through them neither ajv nor tweetnacl: loading those is most of a command's start (about 250 ms here),
- * and status is run by monitoring every minute (goal: 100 ms for the whole command).
+ * and status is run by monitoring every minute (goal: 100 ms for the whole command). trust.ts is loaded
+ * only to tell a trust update cut short (the file the verified successor of the pinned one in the history)
+ * from a swapped file.
  */
-import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ConfigOverrides } from '../config/config.js';
 import { sha256Hex } from '../core/digest.js';
@@ -29,13 +31,19 @@ const TRUST_PAYLOAD_TYPE = 'application/vnd.edge-runner.trust.v1+json';
 const RUNNER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /** The paths status reads (named as state.ts's layoutOf names them; a test holds the two equal). */
-export type StateViewLayout = Pick<StateLayout, 'dir' | 'config' | 'trust' | 'database' | 'blobs'>;
+export type StateViewLayout = Pick<StateLayout, 'dir' | 'config' | 'trust' | 'trustHistory' | 'database' | 'blobs'>;
 
 export interface StateView {
   layout: StateViewLayout;
   identity: RunnerIdentity;
   /** The pinned trust document's version and expiry (RFC 3339). */
   trust: { version: number; expires: string };
+  /**
+   * trust.dsse.json is not the pinned document, which is in the history (state/trust/<version>.dsse.json):
+   * a trust update cut short between its steps. The runner finishes it (or refuses it) when it next opens;
+   * status reports the pinned one and this, the version trust.dsse.json holds.
+   */
+  pendingTrustVersion?: number;
 }
 
 export function stateViewLayoutOf(root: string): StateViewLayout {
@@ -43,12 +51,13 @@ export function stateViewLayoutOf(root: string): StateViewLayout {
     dir: root,
     config: join(root, 'runner.json'),
     trust: join(root, 'trust.dsse.json'),
+    trustHistory: join(root, 'trust'),
     database: join(root, 'runner.db'),
     blobs: join(root, 'evidence', 'blobs'),
   };
 }
 
-export function readStateView(dir: string): StateView {
+export async function readStateView(dir: string): Promise<StateView> {
   let real: string;
   try {
     real = realpathSync(dir);
@@ -69,6 +78,12 @@ export function readStateView(dir: string): StateView {
   const bytes = readFileSync(layout.trust);
   const actual = sha256Hex(bytes);
   if (identity.trustSha256 !== actual) {
+    // A trust update cut short: the pinned bytes are in the history and the file is their verified successor
+    // (TUF's rule, as loadState checks it). Only then: trust.ts (ajv, tweetnacl) is loaded on this path alone.
+    const pinned = identity.trustSha256 === undefined ? undefined : pinnedFromHistory(layout, identity.trustSha256);
+    if (pinned !== undefined && (await isSuccessor(pinned, bytes))) {
+      return { layout, identity, trust: readPinnedTrust(pinned), pendingTrustVersion: readPinnedTrust(bytes).version };
+    }
     throw new StateError(
       'STATE_TRUST_MISMATCH',
       `${layout.trust} is not the trust document this runner pinned (sha256 ${actual}, pinned ${identity.trustSha256 ?? 'none'}).`,
@@ -81,6 +96,35 @@ export function readStateView(dir: string): StateView {
 /** The state folder's configuration layer: runner.json's `settings` and `stepUser` (as runner.ts's configOf). */
 export function stateSettings(identity: RunnerIdentity): ConfigOverrides {
   return { ...identity.settings, ...(identity.stepUser ? { stepUser: identity.stepUser } : {}) };
+}
+
+async function isSuccessor(pinned: Buffer, next: Buffer): Promise<boolean> {
+  const { verifyTrustDocument, verifyTrustUpdate } = await import('../trust/trust.js');
+  try {
+    verifyTrustUpdate(verifyTrustDocument(pinned), next, undefined);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The history's document with the pinned digest, if any (runner/state/state.ts keeps one per version). */
+function pinnedFromHistory(layout: StateViewLayout, digest: string): Buffer | undefined {
+  let names: string[];
+  try {
+    names = readdirSync(layout.trustHistory);
+  } catch {
+    return undefined;
+  }
+  for (const name of names) {
+    if (!/^[1-9][0-9]{0,15}\.dsse\.json$/.test(name)) continue;
+    const path = join(layout.trustHistory, name);
+    const stats = lstatSync(path);
+    if (!stats.isFile() || stats.size > TRUST_MAX_BYTES) continue;
+    const bytes = readFileSync(path);
+    if (sha256Hex(bytes) === digest) return bytes;
+  }
+  return undefined;
 }
 
 /** `version` and `expires` of the pinned trust document's payload. */

@@ -8,7 +8,7 @@ export function statusCommand(): Command {
     .requiredOption('--state <dir>', 'the runner state folder')
     .option('--config <file>', 'the configuration file (for the disk reserve and the coordinator); else EDGE_RUNNER_CONFIG')
     .option('--json', 'print machine-readable results')
-    .action((opts: StatusOptions) => {
-      process.exitCode = statusAction(opts);
+    .action(async (opts: StatusOptions) => {
+      process.exitCode = await statusAction(opts);
     });
 }

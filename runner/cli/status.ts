@@ -6,7 +6,8 @@
  *   1 warning: the trust document expires within 30 days, free disk under twice the reserve, an answer queued
  *     for more than an hour, a dead letter, a schedule slot due for more than 5 minutes and not handled
  *     (the agent is not running it), the latest checkpoint not cosigned for more than an hour while a
- *     coordinator is configured;
+ *     coordinator is configured; a trust update cut short (the runner finishes or refuses it at its next
+ *     start);
  *   2 critical: the trust document expired (the runner refuses to act), free disk under the reserve (runs
  *     are refused with RUN_DISK_RESERVE), the database holds fewer records than the last checkpoint the
  *     runner signed (an older copy put back: the runner refuses to open it), or the state or its database
@@ -47,7 +48,8 @@ export type StatusCode =
   | 'STATUS_OUTBOX_DEAD'
   | 'STATUS_SCHEDULE_BEHIND'
   | 'STATUS_WITNESS_STALE'
-  | 'STATUS_LOG_ROLLED_BACK';
+  | 'STATUS_LOG_ROLLED_BACK'
+  | 'STATUS_TRUST_UPDATE_PENDING';
 
 export interface StatusProblem {
   level: 'warning' | 'critical';
@@ -105,10 +107,10 @@ Options:
 `;
 
 /** The command's work, for both parsers: prints the report, returns the exit code. */
-export function statusAction(opts: StatusOptions): number {
+export async function statusAction(opts: StatusOptions): Promise<number> {
   let report: StatusReport;
   try {
-    report = readStatus(opts.state, { configFile: opts.config, now: new Date() });
+    report = await readStatus(opts.state, { configFile: opts.config, now: new Date() });
   } catch (err) {
     // Unreadable is critical: a check that cannot see the runner must not say it is fine.
     if (!opts.json) throw err;
@@ -127,14 +129,14 @@ export function statusAction(opts: StatusOptions): number {
  * same error line and exit codes as the whole command line (usage errors exit 2); status-command.ts is the
  * same command for `edge-runner --help` and runCli. This file imports nothing of commander.
  */
-export function runStatusCli(argv: string[]): Promise<number> {
+export async function runStatusCli(argv: string[]): Promise<number> {
   try {
     const opts = parseStatusArgs(argv.slice(3));
     if (opts === 'help') {
       process.stdout.write(STATUS_HELP);
-      return Promise.resolve(EXIT.ok);
+      return EXIT.ok;
     }
-    return Promise.resolve(statusAction(opts));
+    return await statusAction(opts);
   } catch (err) {
     let debug = false;
     try {
@@ -143,7 +145,7 @@ export function runStatusCli(argv: string[]): Promise<number> {
       // The environment itself is what failed; the error says so.
     }
     printError(err, { debug });
-    return Promise.resolve(exitCodeFor(err));
+    return exitCodeFor(err);
   }
 }
 
@@ -170,8 +172,8 @@ export function parseStatusArgs(args: readonly string[]): StatusOptions | 'help'
 }
 
 /** Reads the state folder and its database (read-only) and judges what it finds at `now`. */
-export function readStatus(stateDir: string, options: { configFile?: string | undefined; now: Date }): StatusReport {
-  const view = readStateView(stateDir);
+export async function readStatus(stateDir: string, options: { configFile?: string | undefined; now: Date }): Promise<StatusReport> {
+  const view = await readStateView(stateDir);
   const config = resolveConfig({
     ...commandConfigSources({ configFlag: options.configFile, env: readEnvironment() }),
     state: stateSettings(view.identity),
@@ -208,6 +210,13 @@ export function judgeStatus(
       level: 'warning',
       code: 'STATUS_TRUST_EXPIRING',
       message: `The trust document (version ${trust.version}) expires at ${trust.expires}, in ${daysLeft} day(s).`,
+    });
+  }
+  if (view.pendingTrustVersion !== undefined) {
+    problems.push({
+      level: 'warning',
+      code: 'STATUS_TRUST_UPDATE_PENDING',
+      message: `A trust update to version ${view.pendingTrustVersion} was cut short; the pinned version ${trust.version} is in force until the runner next starts and finishes (or refuses) it.`,
     });
   }
   if (env.freeBytes < env.reserveBytes) {

@@ -197,7 +197,7 @@ export async function run({ dist = 'dist', records = DEFAULT_RECORDS } = {}) {
       const db = agent();
       running.push(timedSpawn(args).ms);
       const start = process.hrtime.bigint();
-      readStatus(stateDir, { now: new Date() });
+      await readStatus(stateDir, { now: new Date() });
       inProcess.push(Number(process.hrtime.bigint() - start) / 1e6);
       db.close();
     }

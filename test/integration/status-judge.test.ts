@@ -13,7 +13,7 @@ const MiB = 1024 * 1024;
 
 function view(expiresInMs: number): StateView {
   return {
-    layout: { dir: '/var/lib/edge-runner', config: '', trust: '', database: '', blobs: '' },
+    layout: { dir: '/var/lib/edge-runner', config: '', trust: '', trustHistory: '', database: '', blobs: '' },
     identity: { apiVersion: 'edge-runner.dev/state/v1', id: 'r1', labels: [], keyid: 'k', createdAt: '', trustSha256: '' },
     trust: { version: 3, expires: new Date(NOW.getTime() + expiresInMs).toISOString() },
   };

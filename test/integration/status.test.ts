@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { initState, layoutOf } from '../../runner/state/state.js';
@@ -220,6 +220,20 @@ describe('edge-runner status', () => {
     const words = runCli(['status', '--state', w.stateDir], { env: ENV });
     expect(words.status).toBe(2);
     expect(words.stderr).toContain('STATE_MISSING');
+  });
+
+  it('warns (STATUS_TRUST_UPDATE_PENDING) about a trust update cut short, reporting the pinned version from the history', () => {
+    const w = world();
+    const history = join(w.stateDir, 'trust');
+    mkdirSync(history, { recursive: true, mode: 0o700 });
+    writeFileSync(join(history, '1.dsse.json'), w.trustBytes, { mode: 0o644 });
+    const next = signTrust({ ...w.trustBody, version: 2 }, [w.root]);
+    chmodSync(join(w.stateDir, 'trust.dsse.json'), 0o644);
+    writeFileSync(join(w.stateDir, 'trust.dsse.json'), next); // moved, but runner.json still pins version 1
+    const { status: code, report } = status(w);
+    expect(code).toBe(1);
+    expect(report.trust.version).toBe(1);
+    expect(report.problems).toEqual([expect.objectContaining({ level: 'warning', code: 'STATUS_TRUST_UPDATE_PENDING' })]);
   });
 
   it('is critical when the trust file is not the pinned one (STATE_TRUST_MISMATCH)', () => {
