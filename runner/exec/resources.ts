@@ -33,7 +33,8 @@
  *
  *   Refusal: a capsule that needs a name the configuration does not grant, or a grant that cannot be bound
  *   as configured (missing on the host, a socket that is not a socket, a path overlapping the runner's
- *   state folder, a socket path too long for a unix address), is refused with CAPSULE_RESOURCE_UNGRANTED
+ *   state folder, a socket path too long for a unix address, a configured path that passes through a
+ *   symlink neither root nor the runner owns), is refused with CAPSULE_RESOURCE_UNGRANTED
  *   before anything runs: capsule.rejected and a signed rejection, no nonce burnt (it can come again once
  *   the operator grants it).
  *
@@ -46,7 +47,10 @@
  * what it makes itself in its workspace and private /tmp, and any socket file inside a listed system
  * folder (the defaults /usr, /bin, /sbin, /lib*, /etc hold none on a Debian host; /run and /var are not
  * shown), and any socket file inside a granted folder (a path grant shows what it holds). Abstract unix
- * sockets belong to the network namespace, which is the step's own.
+ * sockets belong to the network namespace, which is the step's own. Read-only does not stop a FIFO: a named
+ * pipe inside a granted folder can be written to by the step (no mount flag refuses it), so whoever reads
+ * it on the host gets what the step writes. Grant only folders that no one but the operator may write to
+ * (nor place a FIFO or socket in).
  *
  * When the runner checks: at acceptance (before the nonce is burnt, so a refused capsule can come again),
  * and again when the run starts; then every source is pinned for the run by an O_PATH descriptor and bwrap
@@ -54,7 +58,7 @@
  * gets. A grant that fails at the run's start ends the run as run.aborted CAPSULE_RESOURCE_UNGRANTED.
  * Mounts are ro, nosuid, nodev (bwrap's binds): no setuid program or device node in a grant counts.
  */
-import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, realpathSync } from 'node:fs';
 import { basename, sep } from 'node:path';
 import type { Resource } from '../config/config.js';
 import { ExecError } from './errors.js';
@@ -139,25 +143,75 @@ export function resolveGrants(needs: readonly string[], resources: Readonly<Reco
       continue;
     }
     const configured = 'path' in grant ? grant.path : grant.socket;
-    let real: string;
-    try {
-      real = realpathSync(configured);
-    } catch {
-      return refuse('is not there on this host');
-    }
+    const resolved = resolveOwnedPath(configured);
+    if ('refused' in resolved) return refuse(resolved.refused);
+    const real = resolved.real;
     if (overlaps(real, state)) return refuse("would show the runner's state folder");
+    let stat;
+    try {
+      stat = lstatSync(real);
+    } catch {
+      return refuse('is not there on this host'); // gone since it was resolved
+    }
     if ('path' in grant) {
-      const stat = statSync(real);
       if (!stat.isDirectory() && !stat.isFile()) return refuse('is neither a file nor a folder');
       grants.push({ name, kind: 'path', source: real, target: folder, envName });
       continue;
     }
-    if (!lstatSync(real).isSocket()) return refuse('is not a unix socket');
+    if (!stat.isSocket()) return refuse('is not a unix socket');
     const target = `${folder}/${basename(real)}`;
     if (Buffer.byteLength(target) > UNIX_PATH_MAX_BYTES) return refuse('has a name too long for a unix socket path inside the sandbox');
     grants.push({ name, kind: 'socket', source: real, target, folder, envName });
   }
   return { grants };
+}
+
+/** Symlinks followed while resolving one configured path before it is refused as a loop. */
+const MAX_SYMLINKS = 40;
+
+/**
+ * A configured path resolved as realpath(3) does, except that each symlink on the way is followed only
+ * when root or the runner owns it. Whoever may write a folder on the way (a service's own socket folder,
+ * like /run/postgresql; a shared data folder) could otherwise put a symlink there at check time and turn
+ * the grant into any file, folder or socket the runner can reach: another service's socket, or a folder
+ * below one the step could not enter. A symlink of someone else's is refused, whatever it points to.
+ */
+function resolveOwnedPath(configured: string): { real: string } | { refused: string } {
+  const trusted = new Set([0, process.getuid?.() ?? 0]);
+  const parts: string[] = [];
+  const pending = configured.split('/');
+  let followed = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      parts.pop(); // every part so far is a real folder: its parent is the real parent
+      continue;
+    }
+    const path = `/${[...parts, part].join('/')}`;
+    let stat;
+    try {
+      stat = lstatSync(path);
+    } catch {
+      return { refused: 'is not there on this host' };
+    }
+    if (!stat.isSymbolicLink()) {
+      if (pending.some((rest) => rest !== '' && rest !== '.') && !stat.isDirectory()) return { refused: 'is not there on this host' };
+      parts.push(part);
+      continue;
+    }
+    if (!trusted.has(stat.uid)) return { refused: 'passes through a symlink that neither root nor the runner owns' };
+    if ((followed += 1) > MAX_SYMLINKS) return { refused: 'is not there on this host (too many symlinks)' };
+    let target: string;
+    try {
+      target = readlinkSync(path);
+    } catch {
+      return { refused: 'is not there on this host' };
+    }
+    if (target.startsWith('/')) parts.length = 0;
+    pending.unshift(...target.split('/'));
+  }
+  return { real: `/${parts.join('/')}` };
 }
 
 /** The variables a step gets for its grants (the contract above). */

@@ -1,0 +1,136 @@
+/**
+ * Hostile review of operator-granted resources: what a step, a capsule signer or a local user could do
+ * with a grant beyond what the contract (exec/resources.ts) gives.
+ */
+import { execSync, spawn } from 'node:child_process';
+import { chmodSync, chownSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openResourceMounts, resolveGrants } from '../../runner/exec/resources.js';
+import { DEFAULT_STEP_LIMITS, planLaunch, probeIsolation, startLaunch, toSpawnStdio } from '../../runner/exec/sandbox.js';
+
+const usable = probeIsolation().available === 'bwrap';
+let dir: string;
+let unixServer: Server;
+let socketPath: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'edge-runner-holes-'));
+  mkdirSync(join(dir, 'data'));
+  writeFileSync(join(dir, 'data', 'f.txt'), 'x');
+  mkdirSync(join(dir, 'state'));
+  socketPath = join(dir, 'svc.sock');
+  unixServer = createServer((s) => s.end('svc\n'));
+  await new Promise<void>((resolve) => unixServer.listen(socketPath, resolve));
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => unixServer.close(resolve));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function runPlan(plan: ReturnType<typeof planLaunch>): Promise<{ out: string; err: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(plan.file, plan.args, {
+      cwd: plan.cwd,
+      env: plan.env,
+      stdio: toSpawnStdio(plan),
+      ...(plan.uid !== undefined ? { uid: plan.uid, gid: plan.gid } : {}),
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout!.on('data', (chunk: Buffer) => out.push(chunk));
+    child.stderr!.on('data', (chunk: Buffer) => err.push(chunk));
+    child.on('error', reject);
+    child.on('close', () => resolve({ out: Buffer.concat(out).toString('utf8'), err: Buffer.concat(err).toString('utf8') }));
+    startLaunch(plan, child);
+  });
+}
+
+async function inSandbox(needs: string[], resources: Record<string, unknown>, argv: string[]) {
+  const resolution = resolveGrants(needs, resources as never, join(dir, 'state'));
+  if (!('grants' in resolution)) throw new Error(`not granted: ${JSON.stringify(resolution)}`);
+  const pinned = openResourceMounts(resolution.grants);
+  const workspace = mkdtempSync(join(tmpdir(), 'edge-runner-holes-ws-'));
+  try {
+    const plan = planLaunch({
+      argv,
+      env: { PATH: '/usr/bin:/bin' },
+      workspace,
+      limits: { ...DEFAULT_STEP_LIMITS },
+      mode: 'bwrap',
+      resources: pinned.mounts,
+    });
+    return await runPlan(plan);
+  } finally {
+    pinned.close();
+    rmSync(workspace, { recursive: true, force: true });
+  }
+}
+
+/** A local user's uid on the host: not root, not the runner. */
+const LOCAL_USER = 4242;
+
+describe('a local user who may write where a grant is configured', () => {
+  it.skipIf(process.getuid?.() !== 0)('cannot redirect a socket grant to another host socket with a symlink of their own', async () => {
+    // The operator grants the socket of a service whose folder its own user owns (like /run/postgresql).
+    const theirs = join(dir, 'svc-run');
+    mkdirSync(theirs);
+    chownSync(theirs, LOCAL_USER, LOCAL_USER);
+    // That user puts a symlink to a socket of the host's in place of the service's socket.
+    symlinkSync(socketPath, join(theirs, '.s.PGSQL.5432'));
+    lchownSync(join(theirs, '.s.PGSQL.5432'), LOCAL_USER, LOCAL_USER);
+    const resolution = resolveGrants(['db'], { db: { socket: join(theirs, '.s.PGSQL.5432') } }, join(dir, 'state'));
+    expect('refused' in resolution && resolution.refused.why).toContain('symlink');
+    expect(JSON.stringify(resolution)).not.toContain(dir);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('cannot redirect a path grant to a folder below one they cannot enter', async () => {
+    const closed = join(dir, 'closed');
+    mkdirSync(join(closed, 'open'), { recursive: true });
+    writeFileSync(join(closed, 'open', 'secret.txt'), 'behind a 0700 folder\n', { mode: 0o644 });
+    chmodSync(closed, 0o700);
+    const theirs = join(dir, 'share');
+    mkdirSync(theirs);
+    chownSync(theirs, LOCAL_USER, LOCAL_USER);
+    symlinkSync(join(closed, 'open'), join(theirs, 'data'));
+    lchownSync(join(theirs, 'data'), LOCAL_USER, LOCAL_USER);
+    const resolution = resolveGrants(['data'], { data: { path: join(theirs, 'data') } }, join(dir, 'state'));
+    expect('refused' in resolution && resolution.refused.why).toContain('symlink');
+    // Nested: a symlink of theirs reached through one of root's.
+    symlinkSync(theirs, join(dir, 'share-link'));
+    const nested = resolveGrants(['data'], { data: { path: join(dir, 'share-link', 'data') } }, join(dir, 'state'));
+    expect('refused' in nested && nested.refused.why).toContain('symlink');
+  });
+
+  it("a symlink of root's or the runner's is followed as before", () => {
+    symlinkSync(join(dir, 'data'), join(dir, 'data-link'));
+    symlinkSync('data-link/../data', join(dir, 'relative-link'));
+    for (const path of [join(dir, 'data-link'), join(dir, 'relative-link'), join(dir, 'data-link', '.', '')]) {
+      expect(resolveGrants(['data'], { data: { path } }, join(dir, 'state'))).toMatchObject({ grants: [{ source: join(dir, 'data') }] });
+    }
+  });
+});
+
+describe('a path grant shows what its folder holds', () => {
+  // Out of reach of the runner (no mount flag stops it): documented in exec/resources.ts's contract.
+  it.skipIf(!usable)('a FIFO placed in a granted folder is written to, read-only mount or not', async () => {
+    const folder = join(dir, 'fifo-data');
+    mkdirSync(folder);
+    execSync(`mkfifo -m 666 ${join(folder, 'fifo')}`);
+    const reader = spawn('/bin/cat', [join(folder, 'fifo')]);
+    const got: Buffer[] = [];
+    reader.stdout.on('data', (chunk: Buffer) => got.push(chunk));
+    const closed = new Promise((resolve) => reader.on('close', resolve));
+    const r = await inSandbox(['data'], { data: { path: folder } }, [
+      '/bin/sh',
+      '-c',
+      'echo out > /resources/data/fifo; touch /resources/data/x 2>/dev/null || echo ro',
+    ]);
+    await closed;
+    expect(r.out).toBe('ro\n');
+    expect(Buffer.concat(got).toString()).toBe('out\n');
+  });
+});
