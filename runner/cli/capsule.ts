@@ -1,5 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync, statSync, type Stats } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  statSync,
+  type Stats,
+} from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { CAPSULE_MAX_BYTES, MANIFEST_MAX_BYTES } from '../capsule/capsule-file.js';
@@ -138,8 +150,9 @@ export function readInputs(
 ): Map<string, Buffer> {
   const files = new Map<string, Buffer>();
   let total = 0;
+  const root = realpathSync(dir);
   for (const { path } of inputs) {
-    const bytes = readInput(dir, path, PACK_MAX_INPUT_BYTES - total, tree.identity(path));
+    const bytes = readInput(dir, root, path, PACK_MAX_INPUT_BYTES - total, tree.identity(path));
     total += bytes.length;
     files.set(path, bytes);
   }
@@ -148,9 +161,11 @@ export function readInputs(
 
 /**
  * One input's bytes, opened without following a symlink (one swapped in after the walk is refused, not read
- * through), checked to be a regular file, the one the walk saw, and to fit in what is left of the input cap.
+ * through), checked to be a regular file, the one the walk saw, reached through no link (where the host
+ * says, in /proc/self/fd, what an open descriptor leads to: a folder swapped while the walk listed it
+ * leaves the walk with the outside file's identity), and to fit in what is left of the input cap.
  */
-function readInput(dir: string, path: string, maxBytes: number, seen: FileIdentity | undefined): Buffer {
+function readInput(dir: string, root: string, path: string, maxBytes: number, seen: FileIdentity | undefined): Buffer {
   let fd: number;
   try {
     fd = openSync(join(dir, path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -167,6 +182,10 @@ function readInput(dir: string, path: string, maxBytes: number, seen: FileIdenti
         `The input "${toPrintableExcerpt(path)}" is not the file the folder held when it was listed; it changed while it was packed.`,
       );
     }
+    const opened = openedPath(fd);
+    if (opened !== undefined && opened !== join(root, path)) {
+      throw new UsageError(`The input "${toPrintableExcerpt(path)}" was reached through a symlink that appeared while it was packed.`);
+    }
     if (stats.size > maxBytes)
       throw new UsageError(`The input "${toPrintableExcerpt(path)}" grew past the ${PACK_MAX_INPUT_BYTES}-byte input cap while it was packed.`);
     const buffer = Buffer.alloc(stats.size);
@@ -179,6 +198,15 @@ function readInput(dir: string, path: string, maxBytes: number, seen: FileIdenti
     return buffer;
   } finally {
     closeSync(fd);
+  }
+}
+
+/** The path an open descriptor leads to, where /proc shows it (Linux); undefined where it does not. */
+function openedPath(fd: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return undefined;
   }
 }
 

@@ -62,6 +62,30 @@ describe('capsule pack on a real folder', () => {
     );
   });
 
+  it('refuses a file reached through a folder swapped for a symlink while the walk listed it', () => {
+    mkdirSync(join(dir, 'suite'));
+    writeFileSync(join(dir, 'suite', 'a.t'), 'inside');
+    writeFileSync(join(outside, 'sub', 'a.t'), 'outside');
+    const tree = folderTree(dir);
+    // The race, made certain: suite/ passes lstat as a folder, then becomes a link before it is listed,
+    // so the walk lists (and lstat describes) the outside folder's files under suite/.
+    const racing = {
+      entry: tree.entry,
+      children(path: string) {
+        if (path === 'suite') {
+          renameSync(join(dir, 'suite'), join(root, 'moved'));
+          symlinkSync(join(outside, 'sub'), join(dir, 'suite'));
+        }
+        return tree.children(path);
+      },
+    };
+    const inputs = expandInputs([{ path: 'suite' }], racing);
+    expect(inputs.map((i) => i.path)).toEqual(['suite/a.t', 'suite/key.pem']);
+    expect(message(() => readInputs(dir, inputs, tree))).toBe(
+      'The input "suite/a.t" was reached through a symlink that appeared while it was packed.',
+    );
+  });
+
   it('reads the very files it walked', () => {
     mkdirSync(join(dir, 't'));
     writeFileSync(join(dir, 't', 'a.t'), 'a');
