@@ -178,7 +178,7 @@ program
     const state = loadState(o.state, new Date());
     const store = SqliteCoordinatorStore.open(state.databasePath);
     try {
-      const report = await importSpool({ dir: resolve(dir), trust: state.trust, store, now: () => new Date() });
+      const report = await importSpool({ dir: resolve(dir), trust: state.trust, trustVersions: state.trustVersions, store, now: () => new Date() });
       for (const file of report.files) print(file);
       print({ imported: resolve(dir), counts: report.counts });
       // Something refused: a monitoring script or an operator must notice (the rest was still loaded).

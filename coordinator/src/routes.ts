@@ -188,9 +188,12 @@ async function putBundle(app: App, ctx: RouteContext): Promise<void> {
 }
 
 /** Kept trust versions, verified once per App (each was checked as a link of the chain at start). */
-const keptTrust = new WeakMap<App, Map<number, VerifiedTrust>>();
+const keptTrust = new WeakMap<TrustSet, Map<number, VerifiedTrust>>();
 
-function keptVersion(app: App, version: number): VerifiedTrust | undefined {
+/** What judging a bundle needs of the App: the pinned trust and every kept version (the spool import passes its own). */
+export type TrustSet = Pick<App, 'trust' | 'trustVersions'>;
+
+function keptVersion(app: TrustSet, version: number): VerifiedTrust | undefined {
   const bytes = app.trustVersions.get(version);
   if (bytes === undefined) return undefined;
   let cache = keptTrust.get(app);
@@ -207,7 +210,7 @@ function keptVersion(app: App, version: number): VerifiedTrust | undefined {
  * coordinator pinned itself is used, the bundle must verify against it in full, and the verified predicate
  * must name it; anything else keeps the pinned document's refusal.
  */
-function verifyBundleUnderItsTrust(app: App, body: Buffer): VerifiedBundle {
+export function verifyBundleUnderItsTrust(app: TrustSet, body: Buffer): VerifiedBundle {
   try {
     return verifyBundle(body, app.trust);
   } catch (err) {

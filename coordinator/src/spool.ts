@@ -31,7 +31,6 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { isCodedError } from '../../runner/core/errors.js';
-import { verifyBundle } from '../../runner/evidence/bundle.js';
 import { verifyRejection } from '../../runner/evidence/rejection.js';
 import { runnerOrigin, type NoteVerifier } from '../../runner/log/checkpoint.js';
 import { SPOOL_OUT_FOLDERS, parseSpoolOutName, toSpoolCapsuleName, toSpoolCheckpointName, toSpoolCosignedName } from '../../runner/protocol/spool.js';
@@ -40,6 +39,7 @@ import type { PrivateKey } from '../../runner/core/ed25519.js';
 import { CAPS } from '../../runner/protocol/wire.js';
 import type { VerifiedTrust } from '../../runner/trust/trust.js';
 import { CoordinatorError } from './errors.js';
+import { verifyBundleUnderItsTrust } from './routes.js';
 import type { CoordinatorStore, StoredAnswer, WitnessWrite } from './store/store.js';
 
 export type SpoolFileOutcome =
@@ -70,6 +70,8 @@ export interface SpoolImportReport {
 export interface ImportOptions {
   dir: string;
   trust: VerifiedTrust;
+  /** Every trust version this coordinator pinned, by version (bundles made before a rotation verify under theirs). */
+  trustVersions: ReadonlyMap<number, Buffer>;
   store: CoordinatorStore;
   now: () => Date;
 }
@@ -145,7 +147,8 @@ async function importAnswer(
   let stored: StoredAnswer;
   try {
     if (kind === 'bundle') {
-      const verified = verifyBundle(bytes, trust);
+      // As the inbox judges it: the pinned trust, or the older kept version its predicate names (routes.ts).
+      const verified = verifyBundleUnderItsTrust(options, bytes);
       stored = await store.putBundle({
         digest,
         bytes,

@@ -15,6 +15,9 @@ import { runnerOrigin, signCheckpoint } from '../../runner/log/checkpoint.js';
 import { formatAddCheckpoint } from '../../runner/protocol/witness.js';
 import { toSpoolCheckpointName } from '../../runner/protocol/spool.js';
 import { makeLinkWorld, type LinkWorld } from '../helpers/agent-link.js';
+import { rotatedBody } from '../helpers/rotation.js';
+import { signTrust } from '../helpers/world.js';
+import { PrivateKey } from '../../runner/core/ed25519.js';
 import { directSelector } from '../helpers/runner.js';
 import { COORDINATOR_ENTRY, runCoordinatorCli } from './helpers.js';
 
@@ -65,6 +68,22 @@ function initCoordinator(world: LinkWorld): string {
 }
 
 describe.skipIf(!existsSync(COORDINATOR_ENTRY))('coordinator import of a damaged or hostile spool (needs dist/)', () => {
+  it('stores a bundle made before a rotation that removed its capsule signer, judged by the kept trust version it names (as the inbox does)', async () => {
+    const { world, out } = await spoolOf('runner-import-rot', 1);
+    const state = initCoordinator(world);
+    const next = rotatedBody(world.trust.body, {
+      remove: [world.signer],
+      add: [{ name: 'signer-2', key: PrivateKey.generate(), roles: ['capsule-signer'] }],
+    });
+    const nextFile = join(world.dir, 'trust-v2.dsse.json');
+    writeFileSync(nextFile, signTrust(next, [world.root]));
+    const update = runCoordinatorCli(['trust-update', '--state', state, nextFile]);
+    expect(update.status, update.stderr).toBe(0);
+    const imported = importSpool(state, out);
+    expect(imported.status, JSON.stringify(imported.files)).toBe(0);
+    expect(imported.files.find((f) => f.file.startsWith('bundles/'))).toMatchObject({ outcome: 'created' });
+  }, 60_000);
+
   it('refuses each bad file with its code and still loads the rest', async () => {
     const { world, out } = await spoolOf('runner-import-1', 2);
     const stranger = await spoolOf('runner-stranger', 1); // another trust document: its runner is not enrolled here
