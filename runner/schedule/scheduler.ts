@@ -15,6 +15,7 @@ import type { ScheduleRow } from '../store/store.js';
 import { realSleep, type Sleep } from '../outbox/shipper.js';
 import { catchUpOf, fireSchedule, missedBody, type FiringOutcome } from './fire.js';
 import { ON_TIME_TOLERANCE_MS, planSchedule } from './plan.js';
+import { MISSED_COUNT_STEP_MAX } from './slots.js';
 
 /** Longest hold of a schedule the host could not run, in milliseconds (status warns after 5 minutes behind). */
 export const HOLD_MAX_MS = 60_000;
@@ -28,6 +29,8 @@ export interface SchedulerOptions {
   maxSleepMs?: number;
   /** Lateness up to which a slot still fires as on time, in milliseconds (default 60,000). */
   onTimeToleranceMs?: number;
+  /** Slots one schedule.missed record counts at most (MISSED_COUNT_STEP_MAX; tests make it small). */
+  maxSpan?: number;
   /** Tests and benchmarks: told of each firing's outcome. */
   onFiring?: (row: ScheduleRow, outcome: FiringOutcome) => void;
 }
@@ -39,6 +42,7 @@ export class Scheduler {
   private readonly sleep: Sleep;
   private readonly maxSleepMs: number;
   private readonly toleranceMs: number;
+  private readonly maxSpan: number;
   private readonly onFiring: SchedulerOptions['onFiring'];
   private waking: AbortController | undefined;
   /** The schedule that fired last: the next look starts after it, so a schedule always due cannot starve another. */
@@ -59,6 +63,7 @@ export class Scheduler {
     this.sleep = options.sleep ?? realSleep;
     this.maxSleepMs = options.maxSleepMs ?? 5000;
     this.toleranceMs = options.onTimeToleranceMs ?? ON_TIME_TOLERANCE_MS;
+    this.maxSpan = options.maxSpan ?? MISSED_COUNT_STEP_MAX;
     this.onFiring = options.onFiring;
   }
 
@@ -120,7 +125,7 @@ export class Scheduler {
       for (let steps = 0; row !== undefined && row.endedSeq === undefined && steps < 10_000; steps++) {
         if (stopping.aborted) return undefined;
         const now = new Date(this.now());
-        const step = planSchedule(row, now, { catchUp: catchUpOf(this.ctx), onTimeToleranceMs: this.toleranceMs });
+        const step = planSchedule(row, now, { catchUp: catchUpOf(this.ctx), onTimeToleranceMs: this.toleranceMs, maxSpan: this.maxSpan });
         if (step.kind === 'wait') {
           if (step.wakeAt !== undefined) earliest = Math.min(earliest ?? Infinity, step.wakeAt.getTime());
           break;
@@ -131,9 +136,10 @@ export class Scheduler {
             { capsuleId: row.capsuleId, count: step.span.count, first: step.span.first, last: step.span.last },
             'scheduled slots missed',
           );
-          // Counting a long stretch is CPU work (a piece of up to 100,000 slots is about 0.5 s): the shipper
-          // and the feed get the event loop between pieces.
-          await new Promise((resolve) => setImmediate(resolve));
+          // Counting a long stretch is CPU work (a piece of MISSED_COUNT_STEP_MAX slots in a named zone is a
+          // second or two): after a full piece the lane is let go, so the feed and the shipper get their turn
+          // between pieces, and the next look comes at once.
+          if (step.span.count >= this.maxSpan) return this.now();
         } else if (step.kind === 'expired') {
           store.transaction(() => {
             if (step.missed !== undefined) store.recordScheduleMissed(missedBody(row!, step.missed, catchUpOf(this.ctx)));

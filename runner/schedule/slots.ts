@@ -13,7 +13,7 @@ import { Cron } from 'croner';
 import { ScheduleError } from './errors.js';
 
 /** How many slots one missed-slot count walks at most; a longer stretch is counted in several pieces. */
-export const MISSED_COUNT_STEP_MAX = 100_000;
+export const MISSED_COUNT_STEP_MAX = 10_000;
 
 export interface ScheduleSpec {
   cron: string;
@@ -36,15 +36,19 @@ export function parseSchedule({ cron, timezone }: ScheduleSpec): Cron {
   const key = `${zone} ${cron}`;
   const known = cache.get(key);
   if (known !== undefined) return known;
+  let resolved: string;
   try {
-    new Intl.DateTimeFormat('en', { timeZone: zone });
+    resolved = new Intl.DateTimeFormat('en', { timeZone: zone }).resolvedOptions().timeZone;
   } catch {
     throw new ScheduleError('SCHEDULE_TIMEZONE_INVALID', `The time zone "${zone}" is not an IANA zone this runner knows.`, { timezone: zone });
   }
   let job: Cron;
   try {
     // 5 or 6 fields (seconds first when 6); no year field, no nicknames' surprises beyond croner's own.
-    job = new Cron(cron, { timezone: zone, paused: true, mode: '5-or-6-parts' });
+    // UTC (and its links: Etc/UTC, Zulu, GMT, ...) as a fixed offset: croner then skips Intl at every step,
+    // about ten times faster, which counts a long stretch of an every-second schedule in bounded time.
+    const where = resolved === 'UTC' ? { utcOffset: 0 } : { timezone: zone };
+    job = new Cron(cron, { ...where, paused: true, mode: '5-or-6-parts' });
   } catch (cause) {
     throw new ScheduleError('SCHEDULE_CRON_INVALID', `The cron expression "${cron}" is not valid (five or six fields).`, { cron }, { cause });
   }
@@ -61,7 +65,8 @@ export function nextSlotAfter(cron: string, timezone: string | undefined, after:
 /**
  * The slots in (after, until], counted, with the first and the last: undefined when there is none. Walks at
  * most `max` slots: when the stretch holds more, the span covers the first `max` and `more` is true (the
- * caller counts on from `span.last`). Each slot is one step of croner's search (about 6 us here).
+ * caller counts on from `span.last`). Each slot is one step of croner's search: about 20 us in UTC, ten times
+ * that in a named zone (croner asks Intl at every step), so a piece is at most a second or two of CPU.
  */
 export function slotsBetween(
   spec: ScheduleSpec,

@@ -601,3 +601,31 @@ describe('review: a replacement war', () => {
     expect(ctx.store.activeSchedules().map((s) => s.manifestDigest)).toEqual([digestOf(highA!), digestOf(highB!)]);
   });
 });
+
+describe('review: a long stretch of an every-second schedule', () => {
+  it('is counted one piece per hold of the lane (the feed goes between pieces), each slot once', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    let ctx = open(w);
+    await accept(ctx, recurring(w, { cron: '* * * * * *' }));
+    close(ctx);
+    set('2026-01-01T10:00:00.500Z'); // 1800 slots down
+    ctx = open(w);
+    const lane = new RunLane();
+    const scheduler = new Scheduler(ctx, { lane, now: () => nowMs, sleep: async () => {}, maxSpan: 500 });
+    const order: string[] = [];
+    const look = scheduler.lookNow().then(() => order.push('look'));
+    const feed = lane.exclusive(() => order.push(`feed after ${records(ctx, 'schedule.missed').length} piece(s)`));
+    await Promise.all([look, feed]);
+    expect(order).toEqual(['look', 'feed after 1 piece(s)']);
+    await settle(scheduler);
+    expect(spans(ctx)).toEqual([
+      [500, '2026-01-01T09:30:01.000Z', '2026-01-01T09:38:20.000Z'],
+      [500, '2026-01-01T09:38:21.000Z', '2026-01-01T09:46:40.000Z'],
+      [500, '2026-01-01T09:46:41.000Z', '2026-01-01T09:55:00.000Z'],
+      [299, '2026-01-01T09:55:01.000Z', '2026-01-01T09:59:59.000Z'],
+    ]);
+    // 10:00:00 is on time: it runs, with the 299 before it recorded in its start's transaction.
+    expect(records(ctx, 'run.started').map((r) => r.scheduledFor)).toEqual(['2026-01-01T10:00:00.000Z']);
+  });
+});
