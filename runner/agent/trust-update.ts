@@ -52,6 +52,11 @@ export interface TrustUpdateOptions {
   now: Date;
   /** The version the coordinator served the document as (GET /v1/trust/{version}). */
   offeredVersion?: number;
+  /**
+   * Whether a refusal with this code is recorded (default: always). The follower records each code once per
+   * version it asks for: a coordinator serving other refused bytes at every feed answer cannot grow the log.
+   */
+  recordRefusal?(code: string): boolean;
 }
 
 /**
@@ -73,6 +78,7 @@ export function applyTrustUpdate(target: TrustTarget, bytes: Buffer, options: Tr
   } catch (err) {
     const code = isCodedError(err) ? err.code : 'TRUST_UNPARSEABLE';
     const toVersion = claimedTrustVersion(bytes) ?? options.offeredVersion;
+    if (options.recordRefusal && !options.recordRefusal(code)) throw err;
     store.appendRecord('trust.refused', { code, trustDigest, source: options.source, ...(toVersion !== undefined ? { toVersion } : {}) });
     throw err;
   }
@@ -197,10 +203,15 @@ export interface TrustFollowerOptions {
  * The agent's side of rotation: when the feed names a trust version above the pin, fetches pin + 1, + 2, ...
  * (`GET /v1/trust/{version}`) and applies each as the coordinator's (applyTrustUpdate), at most
  * TRUST_STEPS_PER_FEED per feed answer. A fetch that fails stops the walk until the next feed answer; a
- * refusal is recorded once per document (the same bytes served again are not recorded again) and stops it.
+ * refusal stops it too, and is recorded once per code for the version asked for: the same bytes again are
+ * not verified again, and other bytes refused for the same reason are logged, not recorded (a hostile
+ * coordinator serving fresh garbage at every feed answer would otherwise add a record a second, forever).
+ * What is remembered is bounded and forgotten when the pin moves.
  */
 export class TrustFollower {
   private readonly refused = new Set<string>();
+  private readonly recordedCodes = new Set<string>();
+  private rememberedFor: number | undefined;
 
   constructor(private readonly options: TrustFollowerOptions) {}
 
@@ -223,6 +234,7 @@ export class TrustFollower {
       const pinned = target.state.trust.body.version;
       if (advertised <= pinned) break;
       const version = pinned + 1;
+      this.forgetUnless(version);
       const answer = await client.trust(version, signal);
       if (answer.kind !== 'ok') {
         if (answer.kind === 'permanent' && answer.status === 404)
@@ -233,7 +245,12 @@ export class TrustFollower {
       const digest = `sha256:${sha256Hex(answer.value)}`;
       if (this.refused.has(digest)) break;
       try {
-        const result = applyTrustUpdate(target, answer.value, { source: 'coordinator', now: clock(), offeredVersion: version });
+        const result = applyTrustUpdate(target, answer.value, {
+          source: 'coordinator',
+          now: clock(),
+          offeredVersion: version,
+          recordRefusal: (code) => !this.recordedCodes.has(code),
+        });
         if (result.kind === 'unchanged') break;
         logger.info(
           { fromVersion: result.fromVersion, toVersion: result.toVersion, trustDigest: result.trustDigest },
@@ -242,11 +259,24 @@ export class TrustFollower {
         onUpdated(target.state.trust, result);
       } catch (err) {
         if (!(err instanceof TrustError)) throw err;
+        if (this.refused.size >= REFUSALS_REMEMBERED) this.refused.clear();
         this.refused.add(digest);
+        this.recordedCodes.add(err.code);
         logger.warn({ trustVersion: version, code: err.code, trustDigest: digest }, 'trust document from the coordinator refused; keeping the pin');
         break;
       }
     }
     return target.state.trust.body.version;
   }
+
+  /** Refusals are about the version asked for: once the pin has moved they say nothing more. */
+  private forgetUnless(version: number): void {
+    if (this.rememberedFor === version) return;
+    this.refused.clear();
+    this.recordedCodes.clear();
+    this.rememberedFor = version;
+  }
 }
+
+/** Digests of refused documents remembered (a few kilobytes); past it the set starts again. */
+const REFUSALS_REMEMBERED = 64;
