@@ -68,9 +68,9 @@ describe('a hostile coordinator cannot make the trust follower record or fetch w
           // Each answer other bytes: v2 signed by root A alone (TRUST_SIGNATURE), with a fresh policy each time.
           trust: async () => {
             served += 1;
-            if (real) return { kind: 'ok' as const, value: w.v2 };
+            if (real) return { kind: 'ok' as const, status: 200, value: w.v2 };
             const body = { ...w.v2Body, policy: { ...w.v2Body.policy, maxCapsuleBytes: 1000 + served } };
-            return { kind: 'ok' as const, value: signTrust(body, [w.rootA]) };
+            return { kind: 'ok' as const, status: 200, value: signTrust(body, [w.rootA]) };
           },
         },
         logger: ctx.logger,
@@ -87,7 +87,7 @@ describe('a hostile coordinator cannot make the trust follower record or fetch w
       expect(served).toBe(50);
       expect(trustRecords(w.stateDir).map((r) => r.kind === 'trust.refused' && r.body.code)).toEqual(['TRUST_SIGNATURE']);
       // Another reason for the same version is a new decision: recorded, once.
-      const unparseable = async () => ({ kind: 'ok' as const, value: Buffer.from(`{"junk": ${served++}}`) });
+      const unparseable = async () => ({ kind: 'ok' as const, status: 200, value: Buffer.from(`{"junk": ${served++}}`) });
       const other = new TrustFollower({
         target: ctx,
         client: { trust: unparseable },
