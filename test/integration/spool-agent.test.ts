@@ -47,6 +47,17 @@ function setup(options: { settleMs?: number } = {}) {
   return { world, ctx, spool, agent, inDir, out, drop };
 }
 
+/** The spool's outbox writer over this context, as the agent makes it. */
+function writerOf(ctx: RunnerContext, spool: string): SpoolWriter {
+  return new SpoolWriter({
+    store: ctx.store,
+    identity: { runnerId: ctx.state.identity.id, key: ctx.state.key },
+    outDir: join(spool, 'out'),
+    now: () => nowMs,
+    logger: ctx.logger,
+  });
+}
+
 function kindsOf(ctx: RunnerContext): string[] {
   const kinds: string[] = [];
   for (let seq = 0; seq < ctx.store.merkle.size(); seq++) kinds.push(parseRecordLeaf(ctx.store.record(seq)!.leaf, seq).kind);
@@ -113,13 +124,7 @@ describe('the spool agent writing DIR/out/', () => {
     const row = ctx.store.outboxNext(nowMs)!;
     const path = join(spool, 'out', 'bundles', toSpoolDocumentName('bundle', row.digest!));
     writeFileSync(path, row.body!); // the file made it to disk; the record did not
-    const writer = new SpoolWriter({
-      store: ctx.store,
-      identity: { runnerId: ctx.state.identity.id, key: ctx.state.key },
-      outDir: join(spool, 'out'),
-      now: () => nowMs,
-      logger: ctx.logger,
-    });
+    const writer = writerOf(ctx, spool);
     expect(writer.drain()).toMatchObject({ written: 0, existing: 1, failed: 0 });
     expect(writer.drain()).toMatchObject({ written: 0, existing: 0, failed: 0 });
     expect(kindsOf(ctx).filter((kind) => kind === 'outbox.spooled')).toHaveLength(1);
@@ -133,13 +138,7 @@ describe('the spool agent writing DIR/out/', () => {
     const row = ctx.store.outboxNext(nowMs)!;
     const path = join(spool, 'out', 'bundles', toSpoolDocumentName('bundle', row.digest!));
     writeFileSync(path, 'planted');
-    const writer = new SpoolWriter({
-      store: ctx.store,
-      identity: { runnerId: ctx.state.identity.id, key: ctx.state.key },
-      outDir: join(spool, 'out'),
-      now: () => nowMs,
-      logger: ctx.logger,
-    });
+    const writer = writerOf(ctx, spool);
     expect(writer.drain()).toMatchObject({ written: 0, failed: 1 });
     expect(readFileSync(path, 'utf8')).toBe('planted');
     expect(ctx.store.outboxRow(row.id)).toMatchObject({ state: 'queued', lastCode: 'SPOOL_OUT_CONFLICT' });
