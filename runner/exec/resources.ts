@@ -34,7 +34,7 @@
  *   Refusal: a capsule that needs a name the configuration does not grant, or a grant that cannot be bound
  *   as configured (missing on the host, a socket that is not a socket, a path overlapping the runner's
  *   state folder, a socket path too long for a unix address, a configured path that passes through a
- *   symlink neither root nor the runner owns), is refused with CAPSULE_RESOURCE_UNGRANTED
+ *   symlink neither root nor the runner owns, a socket with other hard links), is refused with CAPSULE_RESOURCE_UNGRANTED
  *   before anything runs: capsule.rejected and a signed rejection, no nonce burnt (it can come again once
  *   the operator grants it).
  *
@@ -159,6 +159,8 @@ export function resolveGrants(needs: readonly string[], resources: Readonly<Reco
       continue;
     }
     if (!stat.isSocket()) return refuse('is not a unix socket');
+    // A second name of another socket (linked in where fs.protected_hardlinks is off) is that other service.
+    if (stat.nlink !== 1) return refuse('is a unix socket with other hard links');
     const target = `${folder}/${basename(real)}`;
     if (Buffer.byteLength(target) > UNIX_PATH_MAX_BYTES) return refuse('has a name too long for a unix socket path inside the sandbox');
     grants.push({ name, kind: 'socket', source: real, target, folder, envName });
@@ -260,7 +262,7 @@ export function openResourceMounts(
       }
       fds.push(fd);
       const stat = fstatSync(fd);
-      const kindOk = mount.kind === 'path' ? stat.isDirectory() || stat.isFile() : stat.isSocket();
+      const kindOk = mount.kind === 'path' ? stat.isDirectory() || stat.isFile() : stat.isSocket() && stat.nlink === 1;
       if (!kindOk || readlinkSync(`/proc/self/fd/${fd}`) !== mount.source) throw changed();
       return { ...mount, fd };
     });

@@ -3,11 +3,12 @@
  * with a grant beyond what the contract (exec/resources.ts) gives.
  */
 import { execSync, spawn } from 'node:child_process';
-import { chmodSync, chownSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { chmodSync, chownSync, lchownSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_CONNECTIONS, startForwarders } from '../../runner/exec/forward.js';
 import { openResourceMounts, resolveGrants } from '../../runner/exec/resources.js';
 import { DEFAULT_STEP_LIMITS, planLaunch, probeIsolation, startLaunch, toSpawnStdio } from '../../runner/exec/sandbox.js';
 
@@ -105,6 +106,18 @@ describe('a local user who may write where a grant is configured', () => {
     expect('refused' in nested && nested.refused.why).toContain('symlink');
   });
 
+  it.skipIf(process.getuid?.() !== 0)('cannot give a socket grant another service by a hard link to its socket', () => {
+    // Where fs.protected_hardlinks is off, anyone may link any socket they can reach into their own folder;
+    // root stands in for them here (it may link whatever the setting).
+    const theirs = join(dir, 'svc-linked');
+    mkdirSync(theirs);
+    chownSync(theirs, LOCAL_USER, LOCAL_USER);
+    linkSync(socketPath, join(theirs, '.s.PGSQL.5432'));
+    const resolution = resolveGrants(['db'], { db: { socket: join(theirs, '.s.PGSQL.5432') } }, join(dir, 'state'));
+    expect('refused' in resolution && resolution.refused.why).toContain('hard links');
+    rmSync(join(theirs, '.s.PGSQL.5432'));
+  });
+
   it("a symlink of root's or the runner's is followed as before", () => {
     symlinkSync(join(dir, 'data'), join(dir, 'data-link'));
     symlinkSync('data-link/../data', join(dir, 'relative-link'));
@@ -132,5 +145,43 @@ describe('a path grant shows what its folder holds', () => {
     await closed;
     expect(r.out).toBe('ro\n');
     expect(Buffer.concat(got).toString()).toBe('out\n');
+  });
+});
+
+describe('the forwarder against a hostile step', () => {
+  it(`a step that hangs up at once cannot hold more than ${MAX_CONNECTIONS} connections open to the granted service`, async () => {
+    // A service that keeps a connection whose client half-closed (many do: they wait for the rest).
+    let open = 0;
+    let peak = 0;
+    const kept: Socket[] = [];
+    const service = createServer({ allowHalfOpen: true }, (socket) => {
+      open += 1;
+      peak = Math.max(peak, open);
+      kept.push(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => (open -= 1));
+    });
+    await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+    const port = (service.address() as { port: number }).port;
+    const forwarders = await startForwarders([{ name: 'web', host: '127.0.0.1', port }]);
+    try {
+      for (let i = 0; i < 3 * MAX_CONNECTIONS; i += 1) {
+        const client = connect(forwarders.sockets.get('web')!);
+        client.on('error', () => {});
+        await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+        client.write('GET / HTTP/1.1\r\n\r\n');
+        client.destroy();
+        await new Promise((resolve) => client.once('close', resolve));
+      }
+      const deadline = Date.now() + 5_000;
+      while (open < MAX_CONNECTIONS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 200)); // anything past the bound would have come by now
+      // The slots a hung-up step left stay its own until the run ends: the service never sees more.
+      expect(peak).toBe(MAX_CONNECTIONS);
+    } finally {
+      await forwarders.close();
+      for (const socket of kept) socket.destroy();
+      await new Promise((resolve) => service.close(resolve));
+    }
   });
 });
