@@ -16,6 +16,7 @@ import { realSleep, type Sleep } from '../outbox/shipper.js';
 import { catchUpOf, fireSchedule, missedBody, type FiringOutcome } from './fire.js';
 import { ON_TIME_TOLERANCE_MS, planSchedule } from './plan.js';
 import { MISSED_COUNT_STEP_MAX } from './slots.js';
+import { ScheduleError } from './errors.js';
 
 /** Longest hold of a schedule the host could not run, in milliseconds (status warns after 5 minutes behind). */
 export const HOLD_MAX_MS = 60_000;
@@ -125,7 +126,17 @@ export class Scheduler {
       for (let steps = 0; row !== undefined && row.endedSeq === undefined && steps < 10_000; steps++) {
         if (stopping.aborted) return undefined;
         const now = new Date(this.now());
-        const step = planSchedule(row, now, { catchUp: catchUpOf(this.ctx), onTimeToleranceMs: this.toleranceMs, maxSpan: this.maxSpan });
+        let step: ReturnType<typeof planSchedule>;
+        try {
+          step = planSchedule(row, now, { catchUp: catchUpOf(this.ctx), onTimeToleranceMs: this.toleranceMs, maxSpan: this.maxSpan });
+        } catch (err) {
+          // A row this runtime can no longer read (a zone its ICU data dropped, an expression a newer croner
+          // refuses): it ends with the code, recorded, and the other schedules go on.
+          if (!(err instanceof ScheduleError)) throw err;
+          store.endSchedule({ capsuleId: row.capsuleId, manifestDigest: row.manifestDigest, reason: err.code });
+          this.ctx.logger.warn({ capsuleId: row.capsuleId, code: err.code }, 'schedule ended: it cannot be read here');
+          break;
+        }
         if (step.kind === 'wait') {
           if (step.wakeAt !== undefined) earliest = Math.min(earliest ?? Infinity, step.wakeAt.getTime());
           break;

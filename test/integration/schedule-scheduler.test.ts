@@ -629,3 +629,38 @@ describe('review: a long stretch of an every-second schedule', () => {
     expect(records(ctx, 'run.started').map((r) => r.scheduledFor)).toEqual(['2026-01-01T10:00:00.000Z']);
   });
 });
+
+describe('review: one schedule this runtime can no longer read', () => {
+  it('(a zone the ICU data dropped, an expression a newer croner refuses) ends with its code and does not stop the others', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    const good = await accept(ctx, recurring(w, { cron: '0 * * * *' }, { id: 'good' }));
+    const row = ctx.store.schedule(good.manifestDigest)!;
+    // Rows as an older runtime accepted them; a later look here cannot parse them.
+    for (const [digest, cron, timezone] of [
+      ['sha256:' + 'a'.repeat(64), '0 * * * *', 'Mars/Olympus_Mons'],
+      ['sha256:' + 'b'.repeat(64), '0 * * * * * *', 'UTC'],
+    ] as const) {
+      ctx.store.transaction(() => {
+        const accepted = ctx.store.appendRecord('capsule.accepted', {
+          capsuleId: `old-${digest.slice(7, 8)}`,
+          capsuleKind: 'validation',
+          manifestDigest: digest,
+          nonce: digest.slice(7, 39),
+          signers: ['signer-1'],
+        });
+        ctx.store.addSchedule({ ...row, manifestDigest: digest, capsuleId: `old-${digest.slice(7, 8)}`, acceptedSeq: accepted.seq, cron, timezone });
+      });
+    }
+    const { scheduler, outcomes } = schedulerOf(ctx);
+    set('2026-01-01T10:00:00.100Z');
+    await settle(scheduler);
+    expect(outcomes.map((o) => o.kind)).toEqual(['completed']);
+    expect(records(ctx, 'schedule.ended').map((r) => [r.capsuleId, r.reason])).toEqual([
+      ['old-a', 'SCHEDULE_TIMEZONE_INVALID'],
+      ['old-b', 'SCHEDULE_CRON_INVALID'],
+    ]);
+    expect(ctx.store.activeSchedules().map((s) => s.capsuleId)).toEqual(['good']);
+  });
+});
