@@ -250,7 +250,8 @@ export function judgeStatus(
     });
   }
   const schedules = snapshot.schedules.map((row) => {
-    const next = safeNextSlot(row.cron, row.timezone, env.now);
+    // After the last slot handled when that is ahead of the clock (it jumped back): handled slots never fire again.
+    const next = safeNextSlot(row.cron, row.timezone, new Date(Math.max(env.now.getTime(), Date.parse(row.lastSlot ?? row.acceptedAt))));
     const pending = safeNextSlot(row.cron, row.timezone, new Date(row.lastSlot ?? row.acceptedAt));
     const expires = Date.parse(row.expiresAt);
     if (pending !== undefined && pending.getTime() < expires && now - pending.getTime() > SCHEDULE_BEHIND_MS) {
