@@ -4,7 +4,8 @@
  * out of the next version; and the states a crash or a local user can leave, opened by the real runner
  * context.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,7 +14,8 @@ import { openRunner } from '../../runner/agent/runner.js';
 import { TrustFollower } from '../../runner/agent/trust-update.js';
 import { initState } from '../../runner/state/state.js';
 import { Store } from '../../runner/store/store.js';
-import { rotatedBody, trustRecords } from '../helpers/rotation.js';
+import { CLI_ENTRY, runCli } from '../helpers/cli.js';
+import { pinOf, rotatedBody, trustRecords } from '../helpers/rotation.js';
 import { directSelector } from '../helpers/runner.js';
 import { makeTrustBody, signTrust } from '../helpers/world.js';
 
@@ -104,5 +106,61 @@ describe('a hostile coordinator cannot make the trust follower record or fetch w
     } finally {
       ctx.close();
     }
+  });
+});
+
+/**
+ * SIGKILL of the real CLI inside `trust update`, at each rename it makes in the state folder (the kept v2, then
+ * trust.dsse.json, then runner.json), before and after it: a preload (--require) wraps fs.renameSync and kills
+ * the process itself there. Whatever is left, the next open finishes or discards it: the pin is v1 with no
+ * trust.updated or v2 with exactly one, the two files agree, and `trust update` again ends at v2, recorded once.
+ */
+describe.skipIf(!existsSync(CLI_ENTRY))('kill -9 of edge-runner trust update at each rename (needs dist/)', () => {
+  const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+  const preload = (dir: string) => {
+    const path = join(dir, 'kill-at-rename.cjs');
+    writeFileSync(
+      path,
+      [
+        "const fs = require('node:fs');",
+        "const { syncBuiltinESMExports } = require('node:module');",
+        'const [name, when] = process.env.KILL_AT.split(":");',
+        'const real = fs.renameSync;',
+        'fs.renameSync = function (from, to) {',
+        '  const hit = String(to).endsWith(name);',
+        "  if (hit && when === 'before') process.kill(process.pid, 'SIGKILL');",
+        '  const result = real.apply(this, arguments);',
+        "  if (hit && when === 'after') process.kill(process.pid, 'SIGKILL');",
+        '  return result;',
+        '};',
+        'syncBuiltinESMExports();',
+      ].join('\n'),
+    );
+    return path;
+  };
+  const points = ['trust/2.dsse.json', 'trust.dsse.json', 'runner.json'].flatMap((name) => [`${name}:before`, `${name}:after`]);
+
+  it.each(points)('killed at %s: the next open leaves v1 unrecorded or v2 recorded once, and the update can be made again', (point) => {
+    const w = world();
+    const file = join(w.dir, 'v2.dsse.json');
+    writeFileSync(file, w.v2);
+    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_OPTIONS: `--require ${preload(w.dir)}`, KILL_AT: point };
+    const killed = runCli(['trust', 'update', file, '--state', w.stateDir, '--json'], { env });
+    expect(killed.status, `${killed.stdout}${killed.stderr}`).toBeNull();
+    const ctx = openRunner(w.stateDir, { launcher: directSelector });
+    const version = ctx.state.trust.body.version;
+    ctx.close();
+    // Killed before the record (around keeping v2): v1, the kept file discarded; after it: v2, finished.
+    expect(version).toBe(point.startsWith('trust/') ? 1 : 2);
+    const pin = pinOf(w.stateDir);
+    expect(sha256(pin.trust)).toBe(pin.trustSha256);
+    const updates = () => trustRecords(w.stateDir).filter((r) => r.kind === 'trust.updated');
+    expect(updates()).toHaveLength(version - 1);
+    if (version === 2) expect(readFileSync(join(w.stateDir, 'trust', '2.dsse.json')).equals(w.v2)).toBe(true);
+    else expect(existsSync(join(w.stateDir, 'trust', '2.dsse.json'))).toBe(false);
+    const again = runCli(['trust', 'update', file, '--state', w.stateDir, '--json']);
+    expect(again.status, again.stderr).toBe(0);
+    expect(pinOf(w.stateDir).trustSha256).toBe(sha256(w.v2));
+    expect(updates()).toHaveLength(1);
   });
 });
