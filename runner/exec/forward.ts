@@ -7,7 +7,7 @@
  * Bounds: at most MAX_CONNECTIONS open connections per grant (more are refused by the kernel's accept
  * backlog and then closed); everything is closed when the run ends (`close`), whatever the step left open.
  */
-import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,7 +47,14 @@ export async function startForwarders(targets: readonly ForwardTarget[], options
   const servers: Server[] = [];
   const open = new Set<Socket>();
   // 0700 and the runner's: no other local user can reach a forwarder, whatever the socket's own mode.
-  const dir = mkdtempSync(join(options.parent ?? tmpdir(), 'edge-runner-fwd-'));
+  const parent = options.parent ?? tmpdir();
+  // In a folder others may write without the sticky bit, they could rename the runner's folder away while
+  // it listens and put one of theirs there, whose `0.sock` is a symlink: chown and chmod (root's) follow it.
+  const parentStat = statSync(parent);
+  if (parentStat.mode & 0o022 && !(parentStat.mode & 0o1000)) {
+    throw new Error(`The forwarders' folder ${parent} may be written by others and is not sticky; set TMPDIR to a folder of the runner's.`);
+  }
+  const dir = mkdtempSync(join(parent, 'edge-runner-fwd-'));
   const close = async (): Promise<void> => {
     for (const socket of open) socket.destroy();
     await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));

@@ -185,3 +185,21 @@ describe('the forwarder against a hostile step', () => {
     }
   });
 });
+
+describe("a local user and the forwarders' folder", () => {
+  it.each([
+    ['others may write', 0o777],
+    ['its group may write', 0o770],
+  ])('refuses a parent folder %s without the sticky bit (its folder could be swapped while it listens)', async (_what, mode) => {
+    const parent = mkdtempSync(join(tmpdir(), 'edge-runner-holes-parent-'));
+    try {
+      chmodSync(parent, mode);
+      await expect(startForwarders([{ name: 'web', host: '127.0.0.1', port: 9 }], { parent })).rejects.toThrow(/not sticky/);
+      chmodSync(parent, mode | 0o1000); // like /tmp: nobody renames what is not theirs
+      const forwarders = await startForwarders([{ name: 'web', host: '127.0.0.1', port: 9 }], { parent });
+      await forwarders.close();
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+});
