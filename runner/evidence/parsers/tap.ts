@@ -74,6 +74,8 @@ const DIRECTIVE = new RegExp(`^${SPACE}*(skip|todo)(?![A-Za-z0-9_])`, 'i');
 /** A directive word after any whitespace, Unicode's too: `#\u00a0TODO` is a directive to prove decoding TAP 13. */
 const UNICODE_DIRECTIVE = /^(\s*)(skip|todo)/i;
 const NON_ASCII = /[\u0080-\uffff]/;
+/** Leading whitespace as any reader may take it: JavaScript's \s and Perl's, which adds U+0085. */
+const LEADING_SPACE = /^[\s\u0085]+/;
 /** Lines that are TAP whatever their indentation, so a bad indentation of one is malformed, not ignored. */
 const TAP_LINE = /^(?:not\s+ok\b|ok\b|1\.\.|Bail out!|TAP version\s)/;
 
@@ -160,9 +162,13 @@ function readTap(text: string): TapSummary {
     lastPointIndent = undefined;
     // A YAML start anywhere else: TAP::Parser reads on as YAML from it, this reader would not.
     if (body === '---') throw new Malformed();
+    // So is `---` after any whitespace (TAP::Parser's YAML start is `^\s+---`, Unicode's \s decoding TAP 13).
+    if (indent > 0 && body.startsWith('---')) throw new Malformed();
     if (!TAP_LINE.test(body)) {
-      // A comment, a pragma or output that is not TAP; TAP after a tab would be read differently elsewhere.
-      if (/^\s/.test(body) && TAP_LINE.test(body.trimStart())) throw new Malformed();
+      // A comment, a pragma or output that is not TAP; TAP after a tab (or U+0085, whitespace to Perl and not
+      // to JavaScript) would be read differently elsewhere.
+      const stripped = body.replace(LEADING_SPACE, '');
+      if (stripped !== body && (TAP_LINE.test(stripped) || stripped.startsWith('---'))) throw new Malformed();
       first = false;
       continue;
     }
@@ -204,6 +210,8 @@ function readTap(text: string): TapSummary {
       if (level.plan || level.subtest) throw new Malformed();
       const count = toCount(plan[1]!);
       if (plan[2] !== undefined && count !== 0) throw new Malformed();
+      // TAP 13 to TAP::Parser: `1..0` alone or `1..0 # SKIP reason`; `1..0 # other` is no plan at all.
+      if (plan[2] !== undefined && versioned && !/^#[\t\v\f ]*skip(?![A-Za-z0-9_])/i.test(plan[2])) throw new Malformed();
       level.plan = { count };
       // A plan after test points is the trailing plan: the level ends there.
       if (level.points > 0) level.closed = true;

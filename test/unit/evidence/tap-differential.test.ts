@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseTap } from '../../../runner/evidence/parsers/tap.js';
+import { parseTap, tapParser } from '../../../runner/evidence/parsers/tap.js';
 
 /** Reads JSON lines of TAP documents on stdin; prints one JSON line of what TAP::Parser read per document. */
 const READER = String.raw`
@@ -123,6 +123,51 @@ const documents = fc.oneof(
   shaped,
 );
 
+/**
+ * Both ways prove reads a stream: bytes (ASCII \s and \w), and decoded from UTF-8 (what it does once a
+ * stream says TAP version 13: Unicode \s and \w). Prints, per document, whether each reading passes.
+ */
+const TWO_READINGS = String.raw`
+use strict; use warnings; use JSON::PP; use TAP::Parser;
+my $json = JSON::PP->new->canonical->utf8;
+binmode STDIN, ':raw'; binmode STDOUT, ':raw';
+while (my $line = <STDIN>) {
+  my $chars = $json->decode($line);
+  my $bytes = $chars; utf8::encode($bytes);
+  my @passed;
+  for my $tap ($bytes, $chars) {
+    my $p = TAP::Parser->new({ tap => $tap }); my $bail = 0;
+    while (my $r = $p->next) { $bail = 1 if $r->is_bailout; }
+    push @passed, ($p->has_problems || $bail || !defined $p->tests_planned) ? 0 : 1;
+  }
+  print $json->encode(\@passed), "
+";
+}
+`;
+
+/** Lines glued from TAP's pieces and the characters readers disagree on (Unicode spaces, U+0085, \v, \f, a BOM). */
+const glued = fc
+  .array(
+    fc.constantFrom(
+      ...['ok', 'not ok', ' ', '    ', '\t', '#', ' # ', 'TODO', 'SKIP', '1', '1..1', '1..0', 'Bail out!', '---', '...', '\\', '-', 'x'],
+      ...['\u00a0', '\u00e9', '\u2028', '\u0085', '\f', '\v', '\u3000', '\ufeff', 'TAP version 13', '# Subtest: s'],
+    ),
+    { minLength: 1, maxLength: 5 },
+  )
+  .map((atoms) => atoms.join(''));
+const gluedDocuments = fc.oneof(
+  fc
+    .tuple(fc.constantFrom('', 'TAP version 13\n'), fc.constantFrom('1..1\n', '1..2\n', ''), fc.array(glued, { maxLength: 6 }))
+    .map(([version, plan, rows]) => `${version}${plan}${rows.join('\n')}\n`),
+  fc
+    .tuple(fc.constantFrom('1..1\nok 1\n', '1..2\nok\nok\n', 'TAP version 13\n1..1\nok 1\n'), fc.integer({ min: 0, max: 3 }), glued)
+    .map(([document, at, row]) => {
+      const rows = document.split('\n');
+      rows.splice(at, 0, row);
+      return rows.join('\n');
+    }),
+);
+
 describe.skipIf(noPerl !== undefined)(`TAP: ours against Perl's TAP::Parser (${noPerl ?? 'perl here'})`, () => {
   it('agrees on every document ours reads as parsed; the rest it calls malformed', () => {
     const docs = fc.sample(documents, { numRuns: 5000, seed: 20261202 });
@@ -161,5 +206,32 @@ describe.skipIf(noPerl !== undefined)(`TAP: ours against Perl's TAP::Parser (${n
     });
     // The sample must exercise the agreement, not only the refusals.
     expect(parsedCount).toBeGreaterThan(1000);
+  });
+
+  it('passes no document that prove, reading bytes or decoding UTF-8, would fail (glued TAP and Unicode noise)', () => {
+    const passing = [
+      ...new Set(
+        fc.sample(gluedDocuments, { numRuns: 20_000, seed: 20261202 }).filter((doc) => {
+          const summary = parseTap(Buffer.from(doc, 'utf8'));
+          return summary.status === 'parsed' && !tapParser.failed(summary);
+        }),
+      ),
+      // A BOM before the first line is ours to strip; TAP::Parser reading a string keeps it and misses the plan.
+    ].filter((doc) => !doc.startsWith('\ufeff'));
+    const result = spawnSync('/usr/bin/perl', ['-e', TWO_READINGS], {
+      input: passing.map((d) => JSON.stringify(d)).join('\n') + '\n',
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 120_000,
+    });
+    if (result.status !== 0) throw new Error(`perl: ${result.stderr}`);
+    const readings = result.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as [number, number]);
+    expect(readings).toHaveLength(passing.length);
+    const failedThere = passing.filter((_, i) => readings[i]![0] !== 1 || readings[i]![1] !== 1);
+    expect(failedThere).toEqual([]);
+    expect(passing.length).toBeGreaterThan(2000);
   });
 });

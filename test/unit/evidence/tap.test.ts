@@ -218,6 +218,25 @@ describe('parseTap', () => {
       expect(tap(lines('TAP version 13', '1..1', 'ok 1', '  ---', '  message: x', '  ...'))).toEqual(parsed(1, 1));
     });
 
+    it('lines TAP::Parser reads as a YAML start, a bail out or no plan, where this reader would see a comment or a skip-all', () => {
+      const documents = [
+        // `^\s+---` starts YAML to TAP::Parser (and its reader then fails, or swallows the points after it).
+        lines('TAP version 13', '1..1', 'ok 1', '\t---'),
+        lines('TAP version 13', '1..1', 'ok 1', '  --- x'),
+        lines('TAP version 13', '\u3000---', '1..1', 'ok 1'),
+        lines('TAP version 13', '1..1', '    ---\v', 'ok 1'),
+        // U+0085 is whitespace to Perl decoding TAP 13 (`^\s*Bail out!`), not to JavaScript.
+        lines('1..2', 'ok', 'ok', '\u0085Bail out!'),
+        // TAP 13's plan is `1..0` or `1..0 # SKIP ...`: `1..0 # other` is no plan to TAP::Parser.
+        lines('TAP version 13', '1..0 # nothing here'),
+        lines('TAP version 13', '1..0#'),
+      ];
+      for (const document of documents) expect(tap(document), JSON.stringify(document)).toEqual(MALFORMED);
+      expect(tap(lines('TAP version 13', '1..0 # SKIP no database'))).toEqual(parsed(0, 0));
+      expect(tap(lines('TAP version 13', '1..0'))).toEqual(parsed(0, 0));
+      expect(tap(lines('1..0 # nothing here'))).toEqual(parsed(0, 0));
+    });
+
     it('a subtest that died before its plan, under not ok, is a failure (a test file that crashed)', () => {
       expect(tap(lines('1..2', '# Subtest: t/a.t', '    ok 1 - started', 'not ok 1 - t/a.t', 'ok 2 - t/b.t'))).toEqual(parsed(2, 2, 1));
     });
