@@ -42,7 +42,18 @@ export interface TrustTarget {
 }
 
 export type TrustUpdateResult =
-  | { kind: 'updated'; fromVersion: number; toVersion: number; trustDigest: string }
+  | {
+      kind: 'updated';
+      fromVersion: number;
+      toVersion: number;
+      trustDigest: string;
+      /**
+       * Whether the new document still enrols this runner's key under the runner role and its id. A key taken
+       * out is the roots' revocation: accepted (refusing would keep the runner on the roots and signers they
+       * replaced), and said, since nothing this runner signs verifies any more.
+       */
+      runnerEnrolled: boolean;
+    }
   /** The bytes are the pinned document itself: nothing to do, nothing recorded. */
   | { kind: 'unchanged'; version: number; trustDigest: string };
 
@@ -86,7 +97,7 @@ export function applyTrustUpdate(target: TrustTarget, bytes: Buffer, options: Tr
   keepTrustHistory(state.layout, next.body.version, bytes);
   store.appendRecord('trust.updated', { fromVersion: from, toVersion: next.body.version, trustDigest, source: options.source });
   moveTrustPin(state, bytes, next);
-  return { kind: 'updated', fromVersion: from, toVersion: next.body.version, trustDigest };
+  return { kind: 'updated', fromVersion: from, toVersion: next.body.version, trustDigest, runnerEnrolled: isEnrolled(state) };
 }
 
 export type TrustFinish = { kind: 'none' } | { kind: 'finished'; toVersion: number } | { kind: 'discarded'; version: number };
@@ -176,6 +187,14 @@ function pinnedBytes(state: RunnerState): Buffer {
   return bytes;
 }
 
+/** Whether the pinned document enrols this runner's key under the runner role, by its runner id. */
+export function isEnrolled(state: RunnerState): boolean {
+  return state.trust.keyByName(state.identity.id, 'runner')?.keyid === state.key.keyid;
+}
+
+export const RUNNER_NOT_ENROLLED =
+  "the new trust document does not enrol this runner's key under its runner id: its evidence and requests no longer verify";
+
 /** As loadState requires of the pinned document: the runner's key holds the runner role only. */
 function verifyRunnerRole(next: VerifiedTrust, state: RunnerState): void {
   const roles = next.body.keys[state.key.keyid]?.roles.filter((role) => role !== 'runner') ?? [];
@@ -228,6 +247,7 @@ export class TrustFollower {
         fromVersion: finished.toVersion - 1,
         toVersion: finished.toVersion,
         trustDigest: `sha256:${target.state.identity.trustSha256}`,
+        runnerEnrolled: isEnrolled(target.state),
       });
     }
     for (let steps = 0; steps < TRUST_STEPS_PER_FEED && !signal.aborted; steps++) {
@@ -256,6 +276,7 @@ export class TrustFollower {
           { fromVersion: result.fromVersion, toVersion: result.toVersion, trustDigest: result.trustDigest },
           'trust updated from the coordinator',
         );
+        if (!result.runnerEnrolled) logger.error({ toVersion: result.toVersion }, RUNNER_NOT_ENROLLED);
         onUpdated(target.state.trust, result);
       } catch (err) {
         if (!(err instanceof TrustError)) throw err;

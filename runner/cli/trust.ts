@@ -8,7 +8,7 @@ import { readFileCapped } from './files.js';
 import { writeFileAtomic } from '../state/files.js';
 import { collectOption } from './options.js';
 import { EXIT, printError, printJson } from './output.js';
-import { applyTrustUpdate } from '../agent/trust-update.js';
+import { applyTrustUpdate, RUNNER_NOT_ENROLLED } from '../agent/trust-update.js';
 import { sandboxLauncherSelector } from '../agent/launcher.js';
 import { createLogger } from '../agent/logger.js';
 import { withRunner } from '../agent/runner.js';
@@ -99,6 +99,8 @@ export function trustCommand(): Command {
         } else {
           process.stdout.write(`trust document version ${result.version} is already pinned (${result.trustDigest}); nothing changed\n`);
         }
+        // The roots took this runner out (or renamed it): accepted, but nothing it signs verifies any more.
+        if (result.kind === 'updated' && !result.runnerEnrolled) process.stderr.write(`warning: ${RUNNER_NOT_ENROLLED}\n`);
         process.exitCode = EXIT.ok;
       });
     });

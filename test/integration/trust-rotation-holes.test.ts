@@ -164,3 +164,41 @@ describe.skipIf(!existsSync(CLI_ENTRY))('kill -9 of edge-runner trust update at 
     expect(updates()).toHaveLength(1);
   });
 });
+
+describe.skipIf(!existsSync(CLI_ENTRY))('the next version and this runner’s own key (needs dist/)', () => {
+  const update = (stateDir: string, file: string) => runCli(['trust', 'update', file, '--state', stateDir, '--json']);
+
+  it('its key taken out (the roots revoke it): applied, recorded, and the CLI says nothing it signs verifies any more', () => {
+    const w = world();
+    const file = join(w.dir, 'v2-revoked.dsse.json');
+    writeFileSync(file, signTrust(rotatedBody(w.v1Body, { remove: [w.runnerKey] }), [w.rootA, w.rootB]));
+    const result = update(w.stateDir, file);
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ outcome: 'updated', toVersion: 2, runnerEnrolled: false });
+    expect(result.stderr).toContain('does not enrol this runner');
+    expect(trustRecords(w.stateDir).map((r) => r.kind)).toEqual(['trust.updated']);
+  });
+
+  it('its key still enrolled: runnerEnrolled true, no warning', () => {
+    const w = world();
+    const file = join(w.dir, 'v2.dsse.json');
+    writeFileSync(file, w.v2);
+    const result = update(w.stateDir, file);
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ outcome: 'updated', runnerEnrolled: true });
+    expect(result.stderr).not.toContain('does not enrol');
+  });
+
+  it('its key given another role (a capsule signer alone): refused (TRUST_ROLE_CONFLICT), recorded, the pin kept', () => {
+    const w = world();
+    const body = rotatedBody(w.v1Body, { add: [{ name: 'runner-holes-1', key: w.runnerKey, roles: ['capsule-signer'] }] });
+    const file = join(w.dir, 'v2-signer.dsse.json');
+    writeFileSync(file, signTrust(body, [w.rootA, w.rootB]));
+    const before = pinOf(w.stateDir).trustSha256;
+    const result = update(w.stateDir, file);
+    expect(result.status).toBe(1);
+    expect(JSON.parse(result.stdout)).toMatchObject({ outcome: 'refused', code: 'TRUST_ROLE_CONFLICT' });
+    expect(trustRecords(w.stateDir).map((r) => r.kind === 'trust.refused' && r.body.code)).toEqual(['TRUST_ROLE_CONFLICT']);
+    expect(pinOf(w.stateDir).trustSha256).toBe(before);
+  });
+});
