@@ -3,7 +3,7 @@
  * to counts. Hand-written, line by line, in one pass: TAP is line-oriented and needs no library.
  *
  * What is read (https://testanything.org/tap-version-14-specification.html): an optional `TAP version 13|14`
- * first line; one plan `1..N` (`1..0 # reason` to skip all) first or last at each level; test points
+ * first line; one plan `1..N` (`1..0 # reason` to skip all; in TAP 13 the reason must begin with SKIP, as TAP::Parser reads it) first or last at each level; test points
  * `ok`/`not ok` with an optional number, description and `# SKIP`/`# TODO` directive (`\#` escapes);
  * `Bail out!`; subtests, indented four spaces per level and closed by their parent's test point; YAML
  * diagnostics after a test point (indented two more spaces, `---` to `...`, in a report that opens with its
