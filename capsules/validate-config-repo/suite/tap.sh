@@ -27,6 +27,8 @@ n=0
     n=$((n + 1))
     echo "# Subtest: $test"
     if /usr/bin/perl -I "$lib" "$test" >"$tmp"; then result='ok'; else result='not ok'; failed=1; fi
+    # As prove: a file that exits 0 without printing a plan did not pass.
+    if [ "$result" = ok ] && ! /usr/bin/grep -q '^1\.\.' "$tmp"; then result='not ok'; failed=1; fi
     /usr/bin/sed 's/^/    /' "$tmp"
     echo "$result $n - $test"
   done
