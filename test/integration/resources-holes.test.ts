@@ -203,3 +203,55 @@ describe("a local user and the forwarders' folder", () => {
     }
   });
 });
+
+describe('the forwarder under a step that misbehaves on purpose', () => {
+  it('connections cut at every moment, half-closes both ways, writes after the end: the runner stays up and close() ends all', async () => {
+    let serviceOpen = 0;
+    let i = 0;
+    // A service that answers in one of several rude ways, by turn.
+    const service = createServer({ allowHalfOpen: true }, (socket) => {
+      serviceOpen += 1;
+      socket.on('close', () => (serviceOpen -= 1));
+      socket.on('error', () => {});
+      socket.resume(); // reads (and drops) what comes, so it sees the end
+      const mode = (i += 1) % 4;
+      if (mode === 0) socket.destroy();
+      else if (mode === 1) socket.end('bye');
+      else if (mode === 2) socket.on('data', (chunk: Buffer) => socket.write(chunk)).on('end', () => socket.end());
+      else setTimeout(() => socket.resetAndDestroy(), 5);
+    });
+    await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+    const port = (service.address() as { port: number }).port;
+    const forwarders = await startForwarders([{ name: 'web', host: '127.0.0.1', port }]);
+    const clients: Promise<void>[] = [];
+    let clientsOpen = 0;
+    for (let n = 0; n < 120; n += 1) {
+      const client = connect({ path: forwarders.sockets.get('web')!, allowHalfOpen: true });
+      client.on('error', () => {});
+      client.resume();
+      clientsOpen += 1;
+      clients.push(
+        new Promise((resolve) =>
+          client.on('close', () => {
+            clientsOpen -= 1;
+            resolve();
+          }),
+        ),
+      );
+      const how = n % 5;
+      if (how === 0) client.destroy();
+      else if (how === 1) client.end('x'.repeat(100_000));
+      else if (how === 2) client.once('connect', () => setTimeout(() => client.destroy(), n % 7));
+      else if (how === 3) client.write('y'.repeat(1_000_000), () => client.destroy());
+      else client.once('connect', () => client.end());
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    await forwarders.close();
+    await Promise.race([Promise.all(clients), new Promise((r) => setTimeout(r, 10_000))]);
+    const deadline = Date.now() + 5_000;
+    while (serviceOpen > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(serviceOpen).toBe(0);
+    expect(clientsOpen).toBe(0);
+    await new Promise((resolve) => service.close(resolve));
+  });
+});
