@@ -77,6 +77,7 @@ export class SpoolAgent {
   private readonly cosignedTaken = new Map<string, number>();
   /** File names already warned about (a symlink, a hard link, an unreadable file). */
   private readonly warned = new Set<string>();
+  private readonly checkFolders: () => void;
 
   constructor(ctx: RunnerContext, options: SpoolAgentOptions) {
     this.ctx = ctx;
@@ -87,7 +88,11 @@ export class SpoolAgent {
     this.dir = options.dir;
     this.inDir = join(options.dir, SPOOL_IN);
     this.outDir = join(options.dir, SPOOL_OUT);
-    ensureSpoolFolders(options.dir, [SPOOL_IN, SPOOL_OUT, ...Object.values(SPOOL_OUT_FOLDERS).map((f) => join(SPOOL_OUT, f))]);
+    const subfolders = [SPOOL_IN, SPOOL_OUT, ...Object.values(SPOOL_OUT_FOLDERS).map((f) => join(SPOOL_OUT, f))];
+    // Checked at start and again before every look and every write: in/ or out/ swapped for a symlink
+    // later is not followed (SPOOL_DIR_INVALID until it is a folder again).
+    this.checkFolders = () => ensureSpoolFolders(options.dir, subfolders);
+    this.checkFolders();
     this.lane = options.lane ?? new RunLane();
     this.inbox = new SpoolInbox({
       inDir: this.inDir,
@@ -102,6 +107,7 @@ export class SpoolAgent {
       outDir: this.outDir,
       now: this.now,
       logger: ctx.logger.child({ part: 'spool' }),
+      checkFolders: this.checkFolders,
     });
     this.scheduler = new Scheduler(ctx, {
       lane: this.lane,
@@ -163,10 +169,12 @@ export class SpoolAgent {
   async lookOnce(): Promise<number> {
     const { logger } = this.ctx;
     try {
+      this.checkFolders();
       const { ready, passedOver } = this.inbox.look();
       for (const skipped of passedOver) {
         // What an operator must fix is said once per file name, not at every look.
-        const odd = skipped.reason === 'not-regular' || skipped.reason === 'linked' || skipped.reason === 'unreadable';
+        const odd =
+          skipped.reason === 'not-regular' || skipped.reason === 'linked' || skipped.reason === 'unreadable' || skipped.reason === 'too-large';
         const level = odd && !this.warned.has(skipped.name) ? 'warn' : 'debug';
         if (odd) this.warned.add(skipped.name);
         logger[level](
@@ -180,6 +188,9 @@ export class SpoolAgent {
         await this.take(file);
         this.drainOut();
       }
+      // Rows put back for a retry (a full disk, a swapped folder, a planted name) are due again some day:
+      // every look drains what is due, not only a look that took a file.
+      this.drainOut();
       this.failures = 0;
       return this.pollMs;
     } catch (err) {

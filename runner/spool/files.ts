@@ -43,9 +43,9 @@ function sameFileThere(path: string, bytes: Buffer): boolean {
 }
 
 export type SpoolRead =
-  | { kind: 'read'; bytes: Buffer; size: number; mtimeMs: number }
+  | { kind: 'read'; bytes: Buffer; size: number; mtimeMs: number; ino: number }
   /** Over the cap: the first cap+1 bytes, for acceptance to refuse by size; `size` is the file's. */
-  | { kind: 'over-cap'; bytes: Buffer; size: number; mtimeMs: number }
+  | { kind: 'over-cap'; bytes: Buffer; size: number; mtimeMs: number; ino: number }
   /**
    * Not a regular file (a symlink, a folder, a fifo), a file with other hard links (a local user linking a
    * file the runner may read, to learn its digest from the rejection), gone, unreadable, or changed while
@@ -79,7 +79,7 @@ export function readSpoolFile(path: string, capBytes: number): SpoolRead {
     const after = fstatSync(fd);
     // Still being copied (or rewritten): not these bytes; the next look takes the file once it is still.
     if (got !== want || after.size !== before.size || after.mtimeMs !== before.mtimeMs) return { kind: 'skipped', reason: 'changing' };
-    return { kind: before.size > capBytes ? 'over-cap' : 'read', bytes, size: before.size, mtimeMs: before.mtimeMs };
+    return { kind: before.size > capBytes ? 'over-cap' : 'read', bytes, size: before.size, mtimeMs: before.mtimeMs, ino: before.ino };
   } catch {
     return { kind: 'skipped', reason: 'unreadable' };
   } finally {

@@ -14,7 +14,10 @@
  *   whole file copied later is still taken: only complete, signed bytes can ever run.
  *
  * A file over the capsule cap is read only up to the cap (acceptance refuses it by size); its digest is
- * taken by streaming the whole file, so even it is decided once.
+ * taken by streaming the whole file, so even it is decided once, up to SPOOL_DIGEST_MAX_BYTES: a larger one
+ * (a sparse file of a terabyte costs its writer nothing and would hold the agent for hours) is passed over
+ * as 'too-large', warned about once, and never read to its end. One look holds at most one cap's worth of
+ * capsule bytes (the first ready file always), so 256 files at the cap do not take 256 caps of memory.
  */
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
@@ -26,6 +29,8 @@ import { readSpoolFile, type SkipReason } from './files.js';
 export const SPOOL_SETTLE_MS = 2000;
 /** Files taken from in/ per look, oldest modification first; the rest wait for the next look. */
 export const SPOOL_FILES_PER_LOOK = 256;
+/** A file larger than this is never digested (nor decided): passed over as 'too-large'. */
+export const SPOOL_DIGEST_MAX_BYTES = 256 * 1024 * 1024;
 
 export interface SpoolFile {
   name: string;
@@ -36,7 +41,7 @@ export interface SpoolFile {
   size: number;
 }
 
-export type PassedOver = { name: string; reason: SkipReason | 'settling' | 'decided'; digest?: string };
+export type PassedOver = { name: string; reason: SkipReason | 'settling' | 'decided' | 'too-large'; digest?: string };
 
 export interface InboxOptions {
   inDir: string;
@@ -57,7 +62,7 @@ export class SpoolInbox {
   look(): { ready: SpoolFile[]; passedOver: PassedOver[] } {
     const { inDir, isDecided, now } = this.options;
     const settle = this.options.settleMs ?? SPOOL_SETTLE_MS;
-    const candidates: { name: string; mtimeMs: number }[] = [];
+    const candidates: { name: string; mtimeMs: number; size: number }[] = [];
     const passedOver: PassedOver[] = [];
     const present = new Set<string>();
     for (const name of readdirSync(inDir)) {
@@ -73,22 +78,34 @@ export class SpoolInbox {
       if (stat === undefined) continue;
       const seen = this.known.get(name);
       if (seen && seen.size === stat.size && seen.mtimeMs === stat.mtimeMs && seen.ino === stat.ino && isDecided(seen.digest)) continue;
+      if (stat.size > SPOOL_DIGEST_MAX_BYTES) {
+        passedOver.push({ name, reason: 'too-large' }); // not even its first cap of bytes is read
+        continue;
+      }
       // A clock that jumped back makes a file look new: it waits one settle period more, no harm done.
       if (now() - stat.mtimeMs < settle) {
         passedOver.push({ name, reason: 'settling' });
         continue;
       }
-      candidates.push({ name, mtimeMs: stat.mtimeMs });
+      candidates.push({ name, mtimeMs: stat.mtimeMs, size: stat.size });
     }
     for (const name of this.known.keys()) if (!present.has(name)) this.known.delete(name);
     candidates.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.name < b.name ? -1 : 1));
     const ready: SpoolFile[] = [];
     const digests = new Set<string>();
-    for (const { name } of candidates.slice(0, SPOOL_FILES_PER_LOOK)) {
+    const cap = this.options.capBytes();
+    let held = 0;
+    for (const { name, size } of candidates.slice(0, SPOOL_FILES_PER_LOOK)) {
+      // Memory: at most one cap's worth of bytes per look (the first file always); the rest wait.
+      if (ready.length > 0 && held + Math.min(size, cap + 1) > cap + 1) break;
       const path = join(inDir, name);
-      const read = readSpoolFile(path, this.options.capBytes());
+      const read = readSpoolFile(path, cap);
       if (read.kind === 'skipped') {
         passedOver.push({ name, reason: read.reason });
+        continue;
+      }
+      if (read.size > SPOOL_DIGEST_MAX_BYTES) {
+        passedOver.push({ name, reason: 'too-large' }); // it grew since its stat
         continue;
       }
       const digest = read.kind === 'read' ? `sha256:${createHash('sha256').update(read.bytes).digest('hex')}` : streamDigest(path, read);
@@ -96,14 +113,16 @@ export class SpoolInbox {
         passedOver.push({ name, reason: 'changing' });
         continue;
       }
-      const stat = statSync(path, { throwIfNoEntry: false });
+      // The file as it was read (its descriptor's inode), not whatever the name holds by now.
+      const seen = { size: read.size, mtimeMs: read.mtimeMs, ino: read.ino, digest };
       if (isDecided(digest) || digests.has(digest)) {
-        if (stat) this.known.set(name, { size: stat.size, mtimeMs: stat.mtimeMs, ino: stat.ino, digest });
+        this.known.set(name, seen);
         passedOver.push({ name, reason: 'decided', digest });
         continue;
       }
       digests.add(digest);
-      if (stat) this.known.set(name, { size: stat.size, mtimeMs: stat.mtimeMs, ino: stat.ino, digest });
+      this.known.set(name, seen);
+      held += read.bytes.length;
       ready.push({ name, digest, bytes: read.bytes, size: read.size });
     }
     return { ready, passedOver };
@@ -127,7 +146,7 @@ export function lookCosigned(inDir: string, capBytes: number, taken: Map<string,
 }
 
 /** The SHA-256 of a whole file read past its cap, in pieces; undefined when it changed meanwhile. */
-function streamDigest(path: string, first: { size: number; mtimeMs: number }): string | undefined {
+function streamDigest(path: string, first: { size: number; mtimeMs: number; ino: number }): string | undefined {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -138,14 +157,16 @@ function streamDigest(path: string, first: { size: number; mtimeMs: number }): s
     const hash = createHash('sha256');
     const chunk = Buffer.alloc(1 << 20);
     let offset = 0;
+    // Never past the size it had (a file that keeps growing is not followed), nor past the bound.
+    const end = Math.min(first.size, SPOOL_DIGEST_MAX_BYTES);
     for (;;) {
-      const n = readSync(fd, chunk, 0, chunk.length, offset);
+      const n = readSync(fd, chunk, 0, Math.min(chunk.length, end - offset), offset);
       if (n <= 0) break;
       hash.update(chunk.subarray(0, n));
       offset += n;
     }
     const after = fstatSync(fd);
-    if (offset !== first.size || after.size !== first.size || after.mtimeMs !== first.mtimeMs) return undefined;
+    if (offset !== first.size || after.ino !== first.ino || after.size !== first.size || after.mtimeMs !== first.mtimeMs) return undefined;
     return `sha256:${hash.digest('hex')}`;
   } finally {
     closeSync(fd);

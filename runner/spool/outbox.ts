@@ -28,6 +28,11 @@ export interface SpoolWriterOptions {
   outDir: string;
   now: () => number;
   logger: Logger;
+  /**
+   * Throws when out/ or a subfolder is no longer a plain folder (a local user who may write DIR swapped it
+   * for a symlink): called before every write, so no answer is written through it (ensureSpoolFolders).
+   */
+  checkFolders?: () => void;
 }
 
 export interface DrainResult {
@@ -45,8 +50,11 @@ export class SpoolWriter {
   drain(): DrainResult {
     const { store, now, logger } = this.options;
     const result: DrainResult = { written: 0, existing: 0, failed: 0 };
+    const checkFolders = this.options.checkFolders ?? (() => {});
+    checkFolders(); // a swapped folder: nothing is written, every row stays as it is
     for (let row = store.outboxNext(now()); row !== undefined; row = store.outboxNext(now())) {
       try {
+        checkFolders();
         const { digest, bytes } = this.contentOf(row);
         const path = join(this.options.outDir, SPOOL_OUT_FOLDERS[row.kind], toSpoolDocumentName(row.kind, digest));
         const written = writeSpoolFileOnce(path, bytes);
@@ -80,6 +88,7 @@ export class SpoolWriter {
     const { store, identity, outDir } = this.options;
     const previous = store.spoolCheckpointSize();
     if (store.merkle.size() <= previous) return undefined;
+    this.options.checkFolders?.();
     const checkpoint = checkpointNow(store, identity);
     const proof = previous === 0 ? [] : store.merkle.consistencyProof(previous, checkpoint.size);
     const name = toSpoolCheckpointName(checkpoint.size, store.merkle.root(checkpoint.size));
