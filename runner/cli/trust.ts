@@ -3,7 +3,14 @@ import { Command } from 'commander';
 import { sha256Hex } from '../core/digest.js';
 import { signEnvelope } from '../core/dsse.js';
 import { readPrivateKeyFile } from '../state/keyfile.js';
-import { TRUST_MAX_BYTES, TRUST_PAYLOAD_TYPE, verifyTrustDocument } from '../trust/trust.js';
+import {
+  claimedTrustVersion,
+  TRUST_MAX_BYTES,
+  TRUST_PAYLOAD_TYPE,
+  verifyTrustDocument,
+  verifyTrustUpdate,
+  type VerifiedTrust,
+} from '../trust/trust.js';
 import { readFileCapped } from './files.js';
 import { writeFileAtomic } from '../state/files.js';
 import { collectOption } from './options.js';
@@ -104,5 +111,46 @@ export function trustCommand(): Command {
         process.exitCode = EXIT.ok;
       });
     });
+  trust
+    .command('chain')
+    .description(
+      'Verify kept trust documents (state/trust/*.dsse.json) as one chain, each the successor of the one before, and print each version and sha256: the last must be the pin you know.',
+    )
+    .argument('<trust-dsse-json...>', 'the documents, in any order (one per version)')
+    .option('--json', 'print the chain as JSON')
+    .action((files: string[], opts: { json?: boolean }) => {
+      const links = verifyChain(files);
+      if (opts.json) printJson(links);
+      else {
+        for (const link of links) process.stdout.write(`version ${link.version}  sha256 ${link.sha256}  ${link.file}\n`);
+        const head = links.at(-1)!;
+        process.stdout.write(`chain of ${links.length} verified; compare version ${head.version} sha256 ${head.sha256} with the pin you know\n`);
+      }
+      process.exitCode = EXIT.ok;
+    });
   return trust;
+}
+
+/**
+ * A kept document verifies against its own root keys: anyone can sign one, so on its own it says nothing
+ * (a history file swapped for a forgery would let a forged bundle "verify"). As a link of the chain that ends
+ * at the pin, each signed by a threshold of the previous one's roots, it is the document that was pinned.
+ * Expiry is not checked (old versions have expired); a gap is TRUST_VERSION_SKIP.
+ */
+function verifyChain(files: string[]): { version: number; sha256: string; file: string }[] {
+  const docs = files.map((file) => {
+    const bytes = readFileCapped(file, TRUST_MAX_BYTES).bytes;
+    return { file, bytes, version: claimedTrustVersion(bytes) ?? 0 };
+  });
+  docs.sort((a, b) => a.version - b.version);
+  let previous: VerifiedTrust | undefined;
+  return docs.map(({ file, bytes }) => {
+    try {
+      previous = previous === undefined ? verifyTrustDocument(bytes) : verifyTrustUpdate(previous, bytes, undefined);
+    } catch (err) {
+      if (err instanceof TrustError) throw new TrustError(err.code, `${file}: ${err.message}`, err.details, { cause: err });
+      throw err;
+    }
+    return { version: previous.body.version, sha256: sha256Hex(bytes), file };
+  });
 }

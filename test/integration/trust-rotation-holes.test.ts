@@ -202,3 +202,58 @@ describe.skipIf(!existsSync(CLI_ENTRY))('the next version and this runner’s ow
     expect(pinOf(w.stateDir).trustSha256).toBe(before);
   });
 });
+
+/**
+ * An auditor handed state/trust/: each kept file verifies against its own root keys, which anyone can sign,
+ * so a file swapped for a forgery (other roots, another runner key enrolled under the runner's name) would
+ * let a forged bundle "verify" with `verify --trust`. `trust chain` checks the kept files as links, each
+ * signed by a threshold of the previous one's roots, and prints the head to compare with the known pin.
+ */
+describe.skipIf(!existsSync(CLI_ENTRY))('trust chain: the kept history checked as a chain ending at the pin (needs dist/)', () => {
+  const rotated = () => {
+    const w = world();
+    const v2 = join(w.dir, 'v2.dsse.json');
+    writeFileSync(v2, w.v2);
+    expect(runCli(['trust', 'update', v2, '--state', w.stateDir]).status).toBe(0);
+    const v3Bytes = signTrust(rotatedBody(w.v2Body, {}), [w.rootA, w.rootB]);
+    const v3 = join(w.dir, 'v3.dsse.json');
+    writeFileSync(v3, v3Bytes);
+    expect(runCli(['trust', 'update', v3, '--state', w.stateDir]).status).toBe(0);
+    const kept = [3, 1, 2].map((version) => join(w.stateDir, 'trust', `${version}.dsse.json`));
+    return { w, kept };
+  };
+
+  it('the kept v1, v2, v3 verify as a chain whose head is the pin runner.json holds', () => {
+    const { w, kept } = rotated();
+    const result = runCli(['trust', 'chain', ...kept, '--json']);
+    expect(result.status, result.stderr).toBe(0);
+    const links = JSON.parse(result.stdout) as { version: number; sha256: string }[];
+    expect(links.map((l) => l.version)).toEqual([1, 2, 3]);
+    expect(links.at(-1)!.sha256).toBe(pinOf(w.stateDir).trustSha256);
+  });
+
+  it('a kept v1 swapped for a forgery signed by other roots: trust show accepts it on its own, trust chain refuses it (TRUST_SIGNATURE)', () => {
+    const { w, kept } = rotated();
+    const [forgerRoot, forgerRunner] = [PrivateKey.generate(), PrivateKey.generate()];
+    const forged = makeTrustBody(
+      [
+        { name: 'root-forger', key: forgerRoot, roles: ['root'] },
+        { name: 'runner-holes-1', key: forgerRunner, roles: ['runner'] },
+      ],
+      {},
+    );
+    writeFileSync(join(w.stateDir, 'trust', '1.dsse.json'), signTrust(forged, [forgerRoot]));
+    expect(runCli(['trust', 'show', join(w.stateDir, 'trust', '1.dsse.json')]).status).toBe(0);
+    const result = runCli(['trust', 'chain', ...kept]);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain('TRUST_SIGNATURE');
+    expect(result.stderr).toContain('2.dsse.json');
+  });
+
+  it('a version missing from the middle is a gap (TRUST_VERSION_SKIP)', () => {
+    const { kept } = rotated();
+    const result = runCli(['trust', 'chain', kept[0]!, kept[1]!]);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain('TRUST_VERSION_SKIP');
+  });
+});
