@@ -9,9 +9,9 @@
  * systemd unit names its file. The file is the operator's authority (it grants resources to steps), so one
  * that group or others may write, or that another user owns, is refused (CONFIG_FILE_UNSAFE).
  */
-import { closeSync, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { parse as parseToml, TomlError } from 'smol-toml';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, readSync, type Stats } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { parse as parseToml, TomlDate, TomlError } from 'smol-toml';
 import { configFileFromEnvironment, type ConfigOverrides, type ConfigSources } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
 import { parseJson } from '../core/json.js';
@@ -21,6 +21,14 @@ export const CONFIG_FILE_MAX_BYTES = 64 * 1024;
 
 const GROUP_OTHER_WRITE = 0o022;
 const STICKY = 0o1000;
+/** As the kernel's MAXSYMLINKS (ELOOP): more links than this on one path is a loop. */
+const MAX_LINKS = 40;
+/**
+ * Non-blocking: a FIFO (or a device) put where the file was named must be refused, not waited on (open(2) of a
+ * FIFO for reading blocks until someone writes; every command, and the unit's ExecStartPre, would hang). No
+ * controlling terminal from a tty named by mistake. Reads of a regular file never block either way.
+ */
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
 
 /** The file to read: the flag's, else EDGE_RUNNER_CONFIG's, else none. */
 export function configFilePath(flag: string | undefined, env: Readonly<Record<string, string | undefined>>): string | undefined {
@@ -65,10 +73,31 @@ export function readConfigFile(path: string): ConfigOverrides {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new ConfigError('CONFIG_INVALID', `The configuration file ${path} is not a table of settings.`, { setting: path, source: 'file' });
   }
+  refuseDates(value, path, '');
   return value as ConfigOverrides;
 }
 
-/** TOML is UTF-8 (TOML 1.0, "Spec"); a byte order mark or invalid UTF-8 is refused rather than guessed at. */
+/**
+ * No setting takes a TOML date, and smol-toml gives one as an object (a TomlDate): where a section goes
+ * (`exec = 1979-05-27`) it would pass for an empty table and be ignored without a word. Refused by name.
+ */
+function refuseDates(value: object, path: string, prefix: string): void {
+  for (const [key, member] of Object.entries(value)) {
+    const setting = `${prefix}${key}`;
+    if (member instanceof TomlDate) {
+      throw new ConfigError('CONFIG_INVALID', `The configuration file ${path} sets ${setting} to a date, which no setting takes.`, {
+        setting,
+        source: 'file',
+      });
+    }
+    if (typeof member === 'object' && member !== null) refuseDates(member as object, path, `${setting}.`);
+  }
+}
+
+/**
+ * TOML is UTF-8 (TOML 1.0, "Spec"); invalid UTF-8 is refused rather than guessed at. A leading byte order
+ * mark (an editor's) is passed over, as TextDecoder does by default: it cannot change what the file says.
+ */
 function decodeUtf8(bytes: Buffer, path: string): string {
   try {
     return new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
@@ -78,12 +107,12 @@ function decodeUtf8(bytes: Buffer, path: string): string {
 }
 
 /**
- * Opens the file once and checks what was opened (fstat, so a rename in between cannot swap it): owned by
- * root or by this user, not writable by group or others, in a folder others cannot write (unless sticky),
- * and under the cap.
+ * Opens the file once and checks what was opened (fstat, so a rename in between cannot swap it): a regular
+ * file, owned by root or by this user, not writable by group or others, under the cap; and the way to it
+ * (pathChain) one that only root or this user could have laid: the file the walk found is the file opened.
  */
 function readSafely(path: string): Buffer {
-  const fd = openSync(path, 'r');
+  const fd = openSync(path, OPEN_FLAGS);
   try {
     const stats = fstatSync(fd);
     const uid = process.geteuid?.() ?? 0;
@@ -98,15 +127,9 @@ function readSafely(path: string): Buffer {
         `is owned by uid ${stats.uid} with mode ${modeText(stats.mode)}; it must be root's or the runner's and not writable by group or others (chmod go-w)`,
       );
     }
-    // The folder of the file itself (through any link): whoever may write there may replace the file.
-    const folder = statSync(dirname(realpathSync(path)));
-    if ((folder.uid !== 0 && folder.uid !== uid) || ((folder.mode & GROUP_OTHER_WRITE) !== 0 && (folder.mode & STICKY) === 0)) {
-      throw unsafe(
-        path,
-        folder.mode,
-        folder.uid,
-        `is in a folder someone else could replace it in (uid ${folder.uid}, mode ${modeText(folder.mode)})`,
-      );
+    const found = pathChain(path, uid);
+    if (found.dev !== stats.dev || found.ino !== stats.ino) {
+      throw unsafe(path, stats.mode, stats.uid, 'changed while it was opened (another file is at its path now)');
     }
     if (stats.size > CONFIG_FILE_MAX_BYTES) {
       throw new ConfigError('CONFIG_INVALID', `The configuration file ${path} is larger than ${CONFIG_FILE_MAX_BYTES} bytes.`, {
@@ -131,6 +154,55 @@ function readSafely(path: string): Buffer {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Walks `path` from / one name at a time, following symlinks by hand, and judges every folder a name is looked
+ * up in: root's or this user's, and writable by group or others only if sticky, where the entry itself must
+ * then be root's or this user's (others may add names to /tmp, not replace ours). Whoever could write any such
+ * folder could put another file, or a link to any file root owns, in the configuration's place: the folder of
+ * the link as much as that of its target, and every folder above either. Returns the identity of the file.
+ */
+function pathChain(path: string, uid: number): Stats {
+  const pending = resolve(path)
+    .split('/')
+    .filter((name) => name !== '');
+  let current = '/';
+  let links = 0;
+  const mine = (stats: Stats) => stats.uid === 0 || stats.uid === uid;
+  for (let name = pending.shift(); name !== undefined; name = pending.shift()) {
+    if (name === '.') continue;
+    if (name === '..') {
+      current = dirname(current);
+      continue;
+    }
+    const folder = lstatSync(current);
+    const entry = join(current, name);
+    const stats = lstatSync(entry);
+    const open = (folder.mode & GROUP_OTHER_WRITE) !== 0;
+    if (!mine(folder) || (open && (folder.mode & STICKY) === 0) || (open && !mine(stats))) {
+      throw unsafe(
+        path,
+        folder.mode,
+        folder.uid,
+        `is reached through ${current} (uid ${folder.uid}, mode ${modeText(folder.mode)}), where someone else could put another file or link in its place`,
+      );
+    }
+    if (stats.isSymbolicLink()) {
+      if (++links > MAX_LINKS) {
+        throw new ConfigError('CONFIG_INVALID', `The configuration file ${path} is behind more than ${MAX_LINKS} symbolic links.`, {
+          setting: path,
+          source: 'file',
+        });
+      }
+      const target = readlinkSync(entry);
+      if (target.startsWith('/')) current = '/';
+      pending.unshift(...target.split('/').filter((part) => part !== ''));
+      continue;
+    }
+    current = entry;
+  }
+  return lstatSync(current);
 }
 
 function unsafe(path: string, mode: number, uid: number, why: string): ConfigError {

@@ -3,6 +3,7 @@
  * runner.json, the file, a variable, a flag), unknown keys refused with the key named (exit 2), proxy
  * passwords never printed, and the same file read by the agent and by `exec` (EDGE_RUNNER_CONFIG).
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -101,5 +102,19 @@ describe('edge-runner config check', () => {
     expect(exec.stderr).toContain('CONFIG_UNKNOWN_SETTING');
     const status = runCli(['status', '--state', w.stateDir, '--json'], { env: ENV });
     expect(JSON.parse(status.stdout).log.size).toBe(0);
+  });
+  it('refuses a FIFO put where the file is named, at once (opening one to read would wait for a writer: a hang)', () => {
+    const w = makeWorld();
+    worlds.push(w);
+    const fifo = join(w.dir, 'agent.toml');
+    expect(spawnSync('mkfifo', ['-m', '0600', fifo]).status).toBe(0);
+    for (const args of [
+      ['config', 'check', '--config', fifo],
+      ['status', '--state', w.stateDir, '--config', fifo, '--json'],
+    ]) {
+      const result = runCli(args, { env: ENV, timeoutMs: 15_000 });
+      expect(result.status, args.join(' ')).toBe(2);
+      expect(`${result.stdout}${result.stderr}`).toContain('CONFIG_INVALID');
+    }
   });
 });

@@ -2,7 +2,7 @@
  * The operator's configuration file (TOML, runner/cli/config-file.ts) and the origins of every effective
  * value (runner/config/config.ts resolveConfigWithOrigins): defaults < runner.json < file < environment < flags.
  */
-import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -172,5 +172,76 @@ describe('the configuration file', () => {
       expect(readConfigFile(path)).toEqual({});
       chmodSync(dir, 0o700);
     });
+  });
+});
+
+describe('the way to the configuration file (a local user attacking it)', () => {
+  /** A folder anyone may write, without the sticky bit, for the duration of one test. */
+  function openFolder(): string {
+    const open = mkdtempSync(join(dir, 'open-'));
+    chmodSync(open, 0o777);
+    return open;
+  }
+
+  it('refuses a link in a folder others may write, even to a safe file: they could point it at any file root owns', () => {
+    const safe = file('agent.toml', 'logLevel = "warn"\n', 0o600);
+    const link = join(openFolder(), 'agent.toml');
+    symlinkSync(safe, link);
+    expect(codeOf(() => readConfigFile(link))).toBe('CONFIG_FILE_UNSAFE');
+    expect(readConfigFile(safe)).toEqual({ logLevel: 'warn' });
+  });
+
+  it('refuses a file below a folder others may write, however safe its own folder: they could swap the folder', () => {
+    const inner = join(openFolder(), 'etc');
+    mkdirSync(inner, { mode: 0o700 });
+    const path = join(inner, 'agent.toml');
+    writeFileSync(path, '', { mode: 0o600 });
+    expect(codeOf(() => readConfigFile(path))).toBe('CONFIG_FILE_UNSAFE');
+  });
+
+  it("in a sticky folder (as /tmp) takes the runner's own entries, and refuses a link another user put there", () => {
+    const sticky = mkdtempSync(join(dir, 'sticky-'));
+    chmodSync(sticky, 0o1777);
+    const safe = file('agent.toml', '', 0o600);
+    symlinkSync(safe, join(sticky, 'mine.toml'));
+    expect(readConfigFile(join(sticky, 'mine.toml'))).toEqual({});
+    symlinkSync(safe, join(sticky, 'theirs.toml'));
+    lchownSync(join(sticky, 'theirs.toml'), 12345, 12345);
+    expect(codeOf(() => readConfigFile(join(sticky, 'theirs.toml')))).toBe('CONFIG_FILE_UNSAFE');
+  });
+
+  it('follows links the runner laid, relative and absolute, through .., to the same answer', () => {
+    mkdirSync(join(dir, 'a'), { mode: 0o700 });
+    const path = file('a/agent.toml', 'logLevel = "error"\n', 0o600);
+    symlinkSync('a/../a/agent.toml', join(dir, 'rel.toml'));
+    symlinkSync(join(dir, 'rel.toml'), join(dir, 'abs.toml'));
+    expect(readConfigFile(join(dir, 'abs.toml'))).toEqual(readConfigFile(path));
+    symlinkSync('loop1.toml', join(dir, 'loop2.toml'));
+    symlinkSync('loop2.toml', join(dir, 'loop1.toml'));
+    expect(() => readConfigFile(join(dir, 'loop1.toml'))).toThrow();
+  });
+
+  it.each([
+    ['a section', 'exec = 1979-05-27\n'],
+    ['resources', 'resources = 1979-05-27T07:32:00Z\n'],
+    ['a setting', '[exec]\nkillGraceMs = 07:32:00\n'],
+  ])('refuses a date where %s goes with CONFIG_INVALID (a TomlDate would pass for an empty table)', (_what, text) => {
+    const path = file('agent.toml', text, 0o600);
+    const check = () => resolveConfigWithOrigins(commandConfigSources({ configFlag: path, env: {} }));
+    expect(codeOf(check)).toBe('CONFIG_INVALID');
+  });
+
+  it('reads a file with a byte order mark and CRLF line ends as the same settings; keys such as __proto__ are unknown', () => {
+    expect(readConfigFile(file('bom.toml', '\ufefflogLevel = "warn"\r\n[exec]\r\nkillGraceMs = 5\r\n', 0o600))).toEqual({
+      logLevel: 'warn',
+      exec: { killGraceMs: 5 },
+    });
+    for (const text of ['[__proto__]\nkillGraceMs = 5\n', '__proto__.exec.killGraceMs = 5\n', '[constructor]\nx = 1\n']) {
+      const path = file('proto.toml', text, 0o600);
+      expect(
+        codeOf(() => resolveConfigWithOrigins(commandConfigSources({ configFlag: path, env: {} }))),
+        text,
+      ).toBe('CONFIG_UNKNOWN_SETTING');
+    }
   });
 });
