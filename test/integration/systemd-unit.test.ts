@@ -4,11 +4,12 @@
  * (packaging/agent.toml, the example) accepted by `config check`, which the unit runs before the agent starts.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_STEP_LIMITS, grantWorkspaceToStep, planLaunch, probeIsolation } from '../../runner/exec/sandbox.js';
 import { runCli } from '../helpers/cli.js';
 
 const UNIT = fileURLToPath(new URL('../../packaging/edge-runner-agent.service', import.meta.url));
@@ -25,6 +26,83 @@ function directive(name: string): string[] {
     .split('\n')
     .filter((line) => line.startsWith(`${name}=`))
     .map((line) => line.slice(name.length + 1));
+}
+
+/**
+ * A classic BPF seccomp program for x86_64 (struct sock_filter, 8 bytes each): for each system call named, an
+ * errno unless its first argument is one of `allowArg0`; everything else allowed. Enough to replay the rules
+ * systemd's settings add (seccomp-util.c: seccomp_protect_hostname, seccomp_restrict_address_families).
+ */
+function denyFilter(rules: { nr: number; errno: number; allowArg0?: number[] }[]): Buffer {
+  const ins: [number, number, number, number][] = [];
+  const LD_ABS = 0x20;
+  const JEQ = 0x15;
+  const RET = 0x06;
+  const ALLOW = 0x7fff0000;
+  const ERRNO = 0x00050000;
+  // The jumps are filled in once the program's length is known: -1 means "to ALLOW" (the last instruction).
+  ins.push([LD_ABS, 0, 0, 4], [JEQ, 0, -1, 0xc000003e]);
+  for (const rule of rules) {
+    const allowed = rule.allowArg0 ?? [];
+    // Not this call: over its argument checks and its errno, to the next rule.
+    ins.push([LD_ABS, 0, 0, 0], [JEQ, 0, allowed.length > 0 ? allowed.length + 2 : 1, rule.nr]);
+    if (allowed.length > 0) {
+      ins.push([LD_ABS, 0, 0, 16]);
+      for (const family of allowed) ins.push([JEQ, -1, 0, family]);
+    }
+    ins.push([RET, 0, 0, ERRNO | rule.errno]);
+  }
+  ins.push([RET, 0, 0, ALLOW]);
+  const last = ins.length - 1;
+  const out = Buffer.alloc(ins.length * 8);
+  ins.forEach(([code, jt, jf, k], i) => {
+    out.writeUInt16LE(code, i * 8);
+    out.writeUInt8(jt === -1 ? last - i - 1 : jt, i * 8 + 2);
+    out.writeUInt8(jf === -1 ? last - i - 1 : jf, i * 8 + 3);
+    out.writeUInt32LE(k >>> 0, i * 8 + 4);
+  });
+  return out;
+}
+
+const SYS_SOCKET = 41;
+const SYS_SETHOSTNAME = 170;
+const SYS_SETDOMAINNAME = 171;
+const EPERM = 1;
+const EAFNOSUPPORT = 97;
+const FAMILIES: Record<string, number> = { AF_UNIX: 1, AF_INET: 2, AF_INET6: 10, AF_NETLINK: 16 };
+
+const root = process.geteuid?.() === 0;
+const sandboxed = process.arch === 'x64' && root && probeIsolation().available === 'bwrap';
+if (!sandboxed) console.warn('systemd unit test: not root with bwrap on x86_64; the replayed seccomp rules are not run');
+
+/**
+ * The sandbox the runner plans for a step (as its probe does, /bin/true as the step), run with `filter` laid
+ * over it by an outer bwrap (whose --seccomp applies to everything below it, as systemd's does to the service).
+ */
+function runPlannedStepUnder(filter: Buffer): { status: number | null; stderr: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-runner-unit-step-'));
+  dirs.push(dir);
+  const workspace = join(dir, 'workspace');
+  mkdirSync(workspace);
+  grantWorkspaceToStep(workspace);
+  const plan = planLaunch({ argv: ['/bin/true'], env: { PATH: '/usr/bin:/bin' }, workspace, limits: { ...DEFAULT_STEP_LIMITS }, mode: 'bwrap' });
+  const inputs = [...(plan.fdInputs ?? []), filter].map((bytes, i) => {
+    writeFileSync(join(dir, `fd-${i}`), bytes, { mode: 0o600 });
+    return openSync(join(dir, `fd-${i}`), 'r');
+  });
+  try {
+    const outerFd = 3 + inputs.length - 1;
+    const result = spawnSync(plan.file, ['--dev-bind', '/', '/', '--seccomp', String(outerFd), '--', plan.file, ...plan.args], {
+      cwd: plan.cwd,
+      env: plan.env,
+      stdio: ['ignore', 'ignore', 'pipe', ...inputs],
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    return { status: result.status, stderr: result.stderr };
+  } finally {
+    for (const fd of inputs) closeSync(fd);
+  }
 }
 
 const dirs: string[] = [];
@@ -91,5 +169,29 @@ describe('the systemd unit', () => {
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
     expect(result.stdout).toMatch(/^coordinator\.url = "https:\/\/coordinator\.example\.internal" +# file /m);
+  });
+
+  describe('against what bwrap does for every step, as root (systemd cannot be started here: its seccomp rules are replayed)', () => {
+    it.skipIf(!sandboxed)('sets no ProtectHostname=yes: its rule (sethostname EPERM) fails every step the runner plans', () => {
+      const hostname = denyFilter([
+        { nr: SYS_SETHOSTNAME, errno: EPERM },
+        { nr: SYS_SETDOMAINNAME, errno: EPERM },
+      ]);
+      const replayed = runPlannedStepUnder(hostname);
+      expect(replayed.status).not.toBe(0);
+      expect(replayed.stderr).toMatch(/hostname/i);
+      expect(directive('ProtectHostname')).toEqual([]);
+    });
+
+    it.skipIf(!sandboxed)("runs the runner's planned step under the unit's own RestrictAddressFamilies (netlink for the loopback)", () => {
+      const families = directive('RestrictAddressFamilies')[0]!.split(' ');
+      expect(families.every((name) => FAMILIES[name] !== undefined)).toBe(true);
+      const allowed = runPlannedStepUnder(denyFilter([{ nr: SYS_SOCKET, errno: EAFNOSUPPORT, allowArg0: families.map((f) => FAMILIES[f]!) }]));
+      expect(allowed.stderr).toBe('');
+      expect(allowed.status).toBe(0);
+      // And the replay is a real one: without AF_NETLINK, bwrap cannot bring up the step's loopback.
+      const withoutNetlink = families.filter((f) => f !== 'AF_NETLINK').map((f) => FAMILIES[f]!);
+      expect(runPlannedStepUnder(denyFilter([{ nr: SYS_SOCKET, errno: EAFNOSUPPORT, allowArg0: withoutNetlink }])).status).not.toBe(0);
+    });
   });
 });
