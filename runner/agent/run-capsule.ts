@@ -323,7 +323,8 @@ export function admitAccepted(ctx: RunnerContext, accepted: AcceptedCapsule): La
  * name not granted or a grant that cannot be bound. The message names the resource, never its path.
  */
 function grantsOf(ctx: RunnerContext, { manifest, manifestDigest }: AcceptedCapsule): ResolvedGrant[] {
-  const resolution = resolveGrants(manifest.needs ?? [], ctx.config.resources, ctx.state.layout.dir);
+  const spool = ctx.config.spool.dir;
+  const resolution = resolveGrants(manifest.needs ?? [], ctx.config.resources, ctx.state.layout.dir, spool ? { keep: [spool] } : {});
   if ('grants' in resolution) return resolution.grants;
   const { name, why } = resolution.refused;
   throw new CapsuleError('CAPSULE_RESOURCE_UNGRANTED', `The capsule needs the resource "${name}", which ${why}; nothing ran.`, {

@@ -33,9 +33,10 @@
  *
  *   Refusal: a capsule that needs a name the configuration does not grant, or a grant that cannot be bound
  *   as configured (missing on the host, a socket that is not a socket, a path overlapping the runner's
- *   state folder, a socket path too long for a unix address, a configured path that passes through a
- *   symlink neither root nor the runner owns, a socket with other hard links), is refused with CAPSULE_RESOURCE_UNGRANTED
- *   before anything runs: capsule.rejected and a signed rejection, no nonce burnt (it can come again once
+ *   state folder or spool folder, a path grant holding the temporary folder the runner's forwarders
+ *   listen in, a socket path too long for a unix address, a configured path that passes through a
+ *   symlink neither root nor the runner owns, a socket with other hard links), is refused with
+ *   CAPSULE_RESOURCE_UNGRANTED before anything runs: capsule.rejected and a signed rejection, no nonce burnt (it can come again once
  *   the operator grants it).
  *
  *   Evidence: run.started and the evidence predicate's `run.resources` carry the needed names only (sorted),
@@ -59,6 +60,7 @@
  * Mounts are ro, nosuid, nodev (bwrap's binds): no setuid program or device node in a grant counts.
  */
 import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, realpathSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, sep } from 'node:path';
 import type { Resource } from '../config/config.js';
 import { ExecError } from './errors.js';
@@ -105,6 +107,13 @@ export interface ResourceMount {
   fd?: number;
 }
 
+export interface GrantOptions {
+  /** More folders of the runner's own that no grant may show or lie in: the spool folder (`spool.dir`). */
+  keep?: readonly string[];
+  /** Where the run's forwarders are made (startForwarders' `parent`); the system's temporary folder by default. */
+  forwardersParent?: string;
+}
+
 export type GrantResolution = { grants: ResolvedGrant[] } | { refused: { name: string; why: string } };
 
 /** `config-repo` -> `EDGE_RUNNER_RESOURCE_CONFIG_REPO`. */
@@ -117,15 +126,19 @@ export function resourceEnvName(name: string): string {
  * cannot be granted and why (one plain sentence fragment, for the local log and the CLI: it may name the
  * resource, never its path). `stateDir` is the runner's state folder: no grant may show it or lie in it.
  */
-export function resolveGrants(needs: readonly string[], resources: Readonly<Record<string, Resource>>, stateDir: string): GrantResolution {
+export function resolveGrants(
+  needs: readonly string[],
+  resources: Readonly<Record<string, Resource>>,
+  stateDir: string,
+  options: GrantOptions = {},
+): GrantResolution {
   const grants: ResolvedGrant[] = [];
   const envNames = new Map<string, string>();
-  let state: string;
-  try {
-    state = realpathSync(stateDir);
-  } catch {
-    state = stateDir;
-  }
+  const state = realOrAsIs(stateDir);
+  const spool = (options.keep ?? []).map(realOrAsIs);
+  // Where startForwarders makes each run's folder: a grant holding it would show other runs' forwarders
+  // (a runner that is not root runs its steps as itself, so its 0700 folders are open to them).
+  const forwarders = realOrAsIs(options.forwardersParent ?? tmpdir());
   for (const name of [...new Set(needs)].sort()) {
     const refuse = (why: string): GrantResolution => ({ refused: { name, why } });
     // Own members only: `constructor` or `toString` is a valid resource name and must not find Object's.
@@ -147,6 +160,8 @@ export function resolveGrants(needs: readonly string[], resources: Readonly<Reco
     if ('refused' in resolved) return refuse(resolved.refused);
     const real = resolved.real;
     if (overlaps(real, state)) return refuse("would show the runner's state folder");
+    if (spool.some((kept) => overlaps(real, kept))) return refuse("would show the runner's spool folder");
+    if ('path' in grant && within(forwarders, real)) return refuse("would show the folder the runner's forwarders listen in");
     let stat;
     try {
       stat = lstatSync(real);
@@ -284,7 +299,18 @@ function toUpstream(address: string): { host: string; port: number } {
   return { host: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(address.slice(colon + 1)) };
 }
 
+function within(inner: string, outer: string): boolean {
+  return inner === outer || inner.startsWith(outer === sep ? outer : outer + sep);
+}
+
 function overlaps(a: string, b: string): boolean {
-  const within = (inner: string, outer: string) => inner === outer || inner.startsWith(outer === sep ? outer : outer + sep);
   return within(a, b) || within(b, a);
+}
+
+function realOrAsIs(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
 }

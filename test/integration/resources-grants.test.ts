@@ -317,6 +317,16 @@ describe.skipIf(!bwrapUsable)(`refusal before anything runs (${bwrapUsable ? 'bw
     expect(runsStarted()).toBe(before);
   });
 
+  it('a grant that would show the spool folder (capsules waiting, answers written): CAPSULE_RESOURCE_UNGRANTED', async () => {
+    const media = join(world.dir, 'media');
+    mkdirSync(join(media, 'spool', 'in'), { recursive: true });
+    const before = runsStarted();
+    const result = await run({ needs: ['x'], steps: [mark] }, { resources: { x: { path: media } }, spool: { dir: join(media, 'spool') } });
+    expect(result).toMatchObject({ kind: 'rejected', code: 'CAPSULE_RESOURCE_UNGRANTED' });
+    if (result.kind === 'rejected') expect(result.message).toContain("would show the runner's spool folder");
+    expect(runsStarted()).toBe(before);
+  });
+
   it('a grant gone between acceptance and the run start: run.aborted CAPSULE_RESOURCE_UNGRANTED, the step never runs', async () => {
     const folder = join(world.dir, 'vanishing');
     mkdirSync(folder);

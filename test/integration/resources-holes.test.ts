@@ -255,3 +255,23 @@ describe('the forwarder under a step that misbehaves on purpose', () => {
     await new Promise((resolve) => service.close(resolve));
   });
 });
+
+describe("a path grant that would show the runner's own working folders", () => {
+  it('refuses one that shows the spool folder (capsules waiting, answers written), or lies in it', () => {
+    const spool = join(dir, 'media', 'spool');
+    mkdirSync(join(spool, 'in'), { recursive: true });
+    for (const path of [join(dir, 'media'), spool, join(spool, 'in')]) {
+      const resolution = resolveGrants(['x'], { x: { path } }, join(dir, 'state'), { keep: [spool] });
+      expect('refused' in resolution && resolution.refused.why).toContain('spool folder');
+    }
+    expect(resolveGrants(['x'], { x: { path: join(dir, 'data') } }, join(dir, 'state'), { keep: [spool] })).toHaveProperty('grants');
+  });
+
+  it('refuses one that shows the folder where the forwarders of every run listen', () => {
+    const elsewhere = '/var/lib/edge-runner-holes-absent'; // a state folder outside the temporary folder
+    const resolution = resolveGrants(['x'], { x: { path: tmpdir() } }, elsewhere);
+    expect('refused' in resolution && resolution.refused.why).toContain('forwarders');
+    // A folder inside it is not a parent of the forwarders' own folders: granted as before.
+    expect(resolveGrants(['x'], { x: { path: join(dir, 'data') } }, join(dir, 'state'))).toHaveProperty('grants');
+  });
+});
