@@ -48,11 +48,15 @@ export async function startForwarders(targets: readonly ForwardTarget[], options
   const open = new Set<Socket>();
   // 0700 and the runner's: no other local user can reach a forwarder, whatever the socket's own mode.
   const parent = options.parent ?? tmpdir();
-  // In a folder others may write without the sticky bit, they could rename the runner's folder away while
-  // it listens and put one of theirs there, whose `0.sock` is a symlink: chown and chmod (root's) follow it.
+  // In a folder someone else owns, or others may write without the sticky bit, they could rename the
+  // runner's folder away while it listens and put one of theirs there, whose `0.sock` is a symlink: chown
+  // and chmod (root's) follow it.
   const parentStat = statSync(parent);
-  if (parentStat.mode & 0o022 && !(parentStat.mode & 0o1000)) {
-    throw new Error(`The forwarders' folder ${parent} may be written by others and is not sticky; set TMPDIR to a folder of the runner's.`);
+  const ownerOk = parentStat.uid === 0 || parentStat.uid === process.getuid?.();
+  if (!ownerOk || (parentStat.mode & 0o022 && !(parentStat.mode & 0o1000))) {
+    throw new Error(
+      `The forwarders' folder ${parent} is another user's, or may be written by others and is not sticky; set TMPDIR to a folder of the runner's.`,
+    );
   }
   const dir = mkdtempSync(join(parent, 'edge-runner-fwd-'));
   const close = async (): Promise<void> => {

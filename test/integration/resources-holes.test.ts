@@ -202,6 +202,17 @@ describe("a local user and the forwarders' folder", () => {
       rmSync(parent, { recursive: true, force: true });
     }
   });
+
+  it.skipIf(process.getuid?.() !== 0)('refuses a parent folder another user owns (its owner may rename what is in it)', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'edge-runner-holes-parent-'));
+    try {
+      chmodSync(parent, 0o1755);
+      chownSync(parent, LOCAL_USER, LOCAL_USER);
+      await expect(startForwarders([{ name: 'web', host: '127.0.0.1', port: 9 }], { parent })).rejects.toThrow(/another user's/);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('the forwarder under a step that misbehaves on purpose', () => {
