@@ -8,7 +8,7 @@
  * that holds error records only (`records_v1_errors`, schema 8), which a record of any other kind never
  * touches.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { StoreError } from './errors.js';
 import { headPathOf, readLogHead } from './head.js';
@@ -22,6 +22,9 @@ const ERROR_KINDS_SQL = ERROR_RECORD_KINDS.map((kind) => `'${kind}'`).join(', ')
 
 /** Schema 8: the error records, by index; the predicate must stay the query's (SQLite uses it only then). */
 export const RECORD_ERRORS_INDEX_SQL = `CREATE INDEX records_v1_errors ON records_v1(seq) WHERE kind IN (${ERROR_KINDS_SQL});`;
+
+/** Reads of a database that changed under an immutable read, before status gives up (STORE_OPEN_FAILED). */
+const IMMUTABLE_READ_ATTEMPTS = 8;
 
 /** The schema the reader's queries need (schedules_v1 and records_v1_errors came with 8). */
 const STATUS_SCHEMA_MIN = 8;
@@ -85,23 +88,42 @@ export class StatusReader {
 
   /**
    * Everything status shows, read-only. While any connection is open (a running agent keeps one), the WAL
-   * file exists and a read-only connection reads through it, creating nothing. With no WAL file nobody has
-   * the database open and the main file is complete: it is read as immutable (SQLite then makes no -wal or
-   * -shm file, so status works on a read-only file system and leaves the folder as it found it). Should a
-   * WAL file appear during that read (an agent started), the read is done again the first way.
+   * file exists and a read-only connection reads through it, under SQLite's own locks. With no WAL file
+   * nobody has the database open and the main file is complete: it is read as immutable (SQLite then makes
+   * no -wal or -shm file, so status works on a read-only file system and leaves the folder as it found it; a
+   * plain read-only connection would create both and leave them behind). Immutable promises SQLite that the
+   * file does not change, which nothing can promise here: a command may open the database, write, checkpoint
+   * and close (deleting its WAL) all while status reads, and what SQLite reads then is undefined (a torn
+   * read, or a wrong answer). So the main file's identity, size and times are taken before and after, and
+   * the read is done again, the way the WAL's presence then says, when either changed or a WAL appeared; an
+   * error of an immutable read is believed only if nothing changed under it.
    */
   static readSnapshot(path: string, options: { busyTimeoutMs: number }): StatusSnapshot {
-    for (let attempt = 0; ; attempt++) {
-      const walBefore = existsSync(`${path}-wal`) || attempt > 0;
+    for (let attempt = 1; ; attempt++) {
+      const wal = existsSync(`${path}-wal`);
+      const before = fileStamp(path);
       // The mark first: it is raised only once the log holds it, so a mark read before the snapshot is never
       // above the snapshot's log (read after, an agent's checkpoint in between would look like a rollback).
       const headSize = readLogHead(headPathOf(path))?.size;
-      const reader = StatusReader.open(path, { ...options, immutable: !walBefore });
+      let snapshot: StatusSnapshot | undefined;
+      let failure: unknown;
       try {
-        const snapshot = { ...reader.read(), headSize };
-        if (walBefore || !existsSync(`${path}-wal`)) return snapshot;
-      } finally {
-        reader.close();
+        const reader = StatusReader.open(path, { ...options, immutable: !wal });
+        try {
+          snapshot = { ...reader.read(), headSize };
+        } finally {
+          reader.close();
+        }
+      } catch (err) {
+        failure = err;
+      }
+      const changed = !wal && (existsSync(`${path}-wal`) || fileStamp(path) !== before);
+      if (!changed || attempt >= IMMUTABLE_READ_ATTEMPTS) {
+        if (changed) {
+          throw new StoreError('STORE_OPEN_FAILED', `The runner database at ${path} changed under each of ${attempt} reads.`, { path });
+        }
+        if (snapshot === undefined) throw failure;
+        return snapshot;
       }
     }
   }
@@ -184,4 +206,10 @@ function codeOfLeaf(leaf: string): string {
   } catch {
     return '';
   }
+}
+
+/** What changes when anything writes the file or puts another in its place (nanosecond times). */
+function fileStamp(path: string): string {
+  const stats = statSync(path, { bigint: true, throwIfNoEntry: false });
+  return stats === undefined ? 'missing' : `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`;
 }
