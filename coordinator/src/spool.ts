@@ -19,15 +19,15 @@ import {
   closeSync,
   constants,
   existsSync,
+  fstatSync,
   fsyncSync,
   linkSync,
   lstatSync,
   openSync,
   readdirSync,
-  readFileSync,
+  readSync,
   unlinkSync,
   writeSync,
-  type Stats,
 } from 'node:fs';
 import { join } from 'node:path';
 import { isCodedError } from '../../runner/core/errors.js';
@@ -87,10 +87,19 @@ export async function importSpool(options: ImportOptions): Promise<SpoolImportRe
     if (FOLDER_KINDS.some(([, folder]) => folder === entry)) continue;
     files.push(entry.startsWith('.') ? { file: entry, kind: 'foreign', outcome: 'temporary' } : foreign(entry));
   }
-  const checkpoints: { file: string; bytes: Buffer; size: number; rootPrefix: string }[] = [];
+  // Names only until each is handled: a spool of many checkpoints is not held in memory at once.
+  const checkpoints: { file: string; path: string; size: number; rootPrefix: string }[] = [];
   for (const [kind, folder] of FOLDER_KINDS) {
     const path = join(dir, folder);
-    if (!isFolder(path)) continue;
+    const held = kindFolder(path);
+    if (held === 'absent') continue;
+    if (held === 'not-folder') {
+      // A symlink or a file where the folder should be: said, not passed over in silence.
+      files.push(
+        refused(folder, kind, 'SPOOL_FILE_NOT_REGULAR', 'Not a folder (a symlink or a file where the folder of its kind should be); not read.'),
+      );
+      continue;
+    }
     for (const name of readdirSync(path).sort()) {
       const file = `${folder}/${name}`;
       if (name.startsWith('.')) {
@@ -102,14 +111,13 @@ export async function importSpool(options: ImportOptions): Promise<SpoolImportRe
         files.push(foreign(file));
         continue;
       }
-      const cap = parsed.kind === 'bundle' ? CAPS.bundleBytes : parsed.kind === 'rejection' ? CAPS.rejectionBytes : CAPS.addCheckpointBytes;
-      const read = readCapped(join(path, name), cap);
-      if ('code' in read) {
-        files.push({ file, kind, outcome: 'refused', ...read });
+      if (parsed.kind === 'checkpoint') {
+        checkpoints.push({ file, path: join(path, name), size: parsed.size, rootPrefix: parsed.rootPrefix });
         continue;
       }
-      if (parsed.kind === 'checkpoint') {
-        checkpoints.push({ file, bytes: read.bytes, size: parsed.size, rootPrefix: parsed.rootPrefix });
+      const read = readCapped(join(path, name), parsed.kind === 'bundle' ? CAPS.bundleBytes : CAPS.rejectionBytes);
+      if ('code' in read) {
+        files.push({ file, kind, outcome: 'refused', ...read });
         continue;
       }
       // The name is the address of the bytes: anything else was altered or cut short on the way.
@@ -125,7 +133,14 @@ export async function importSpool(options: ImportOptions): Promise<SpoolImportRe
   // In size order: each checkpoint's proof starts where the previous one spooled ended.
   checkpoints.sort((a, b) => a.size - b.size || (a.file < b.file ? -1 : 1));
   const verifiers = runnerVerifiers(options.trust);
-  for (const checkpoint of checkpoints) files.push(await importCheckpoint(options, verifiers, checkpoint));
+  for (const checkpoint of checkpoints) {
+    const read = readCapped(checkpoint.path, CAPS.addCheckpointBytes);
+    files.push(
+      'code' in read
+        ? { file: checkpoint.file, kind: 'checkpoint', outcome: 'refused', ...read }
+        : await importCheckpoint(options, verifiers, { ...checkpoint, bytes: read.bytes }),
+    );
+  }
   const counts: Record<SpoolFileOutcome, number> = { created: 0, existing: 0, cosigned: 0, superseded: 0, refused: 0, temporary: 0 };
   for (const file of files) counts[file.outcome] += 1;
   return { counts, files };
@@ -311,22 +326,32 @@ export async function exportSpool(options: ExportOptions): Promise<{ written: nu
   return { ...result, cosigned: held.size };
 }
 
-/** Writes a new file durably under `path`, or leaves the same bytes there (false); other bytes: an error. */
+/**
+ * Writes a new file durably under `path` (temporary dot-name, fsync, link, folder fsync; the temporary file
+ * is removed on any failure, a full medium included), or leaves the same bytes there (false); other bytes:
+ * an error, and the file is left as it is.
+ */
 function writeOnce(path: string, bytes: Buffer): boolean {
   const existing = readCapped(path, bytes.length);
   if (!('code' in existing) && existing.bytes.equals(bytes)) return false;
   const tmp = join(path, '..', `.${path.slice(path.lastIndexOf('/') + 1)}.tmp-${randomBytes(8).toString('hex')}`);
   const fd = openSync(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW | constants.O_WRONLY, 0o644);
   try {
-    for (let offset = 0; offset < bytes.length;) offset += writeSync(fd, bytes, offset);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
+    try {
+      for (let offset = 0; offset < bytes.length;) offset += writeSync(fd, bytes, offset);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     linkSync(tmp, path); // never replaces a file: a name taken meanwhile is an error, not an overwrite
   } catch (err) {
-    throw new CoordinatorError('COORDINATOR_CONFIG', `${path} exists and holds other bytes; it is left as it is.`, {}, { cause: err });
+    const exists = (err as NodeJS.ErrnoException).code === 'EEXIST';
+    throw new CoordinatorError(
+      'COORDINATOR_CONFIG',
+      exists ? `${path} exists and holds other bytes; it is left as it is.` : `${path} could not be written durably; nothing was written there.`,
+      {},
+      { cause: err },
+    );
   } finally {
     unlinkSync(tmp);
   }
@@ -341,24 +366,33 @@ function writeOnce(path: string, bytes: Buffer): boolean {
   return true;
 }
 
+/**
+ * Reads at most `cap` bytes of a regular file, never through a symlink: the descriptor's own stat is judged
+ * (a name swapped for a fifo or a larger file after a look is not read), and no more than cap + 1 bytes are
+ * ever read (a file that keeps growing is over its cap, not read to its end).
+ */
 function readCapped(path: string, cap: number): { bytes: Buffer } | { code: string; message: string } {
-  let stat: Stats;
+  const notRegular = { code: 'SPOOL_FILE_NOT_REGULAR', message: 'Not a regular file (a symlink, a folder or a device); not read.' };
+  let fd: number;
   try {
-    stat = lstatSync(path);
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ELOOP' ? notRegular : { code: 'SPOOL_FILE_NOT_REGULAR', message: 'The file cannot be read.' };
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) return notRegular;
+    if (stat.size > cap) return { code: 'SPOOL_FILE_TOO_LARGE', message: `The file is ${stat.size} bytes, over the ${cap}-byte cap of its kind.` };
+    const bytes = Buffer.alloc(stat.size + 1);
+    let got = 0;
+    for (let n = 1; n > 0 && got < bytes.length; got += n) n = readSync(fd, bytes, got, bytes.length - got, got);
+    if (got > stat.size) return { code: 'SPOOL_FILE_NOT_REGULAR', message: 'The file grew while it was read (still being written); not read.' };
+    return { bytes: bytes.subarray(0, got) };
   } catch {
     return { code: 'SPOOL_FILE_NOT_REGULAR', message: 'The file cannot be read.' };
-  }
-  if (!stat.isFile()) return { code: 'SPOOL_FILE_NOT_REGULAR', message: 'Not a regular file (a symlink, a folder or a device); not read.' };
-  if (stat.size > cap) return { code: 'SPOOL_FILE_TOO_LARGE', message: `The file is ${stat.size} bytes, over the ${cap}-byte cap of its kind.` };
-  let bytes: Buffer;
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  try {
-    bytes = readFileSync(fd);
   } finally {
     closeSync(fd);
   }
-  if (bytes.length > cap) return { code: 'SPOOL_FILE_TOO_LARGE', message: `The file is over the ${cap}-byte cap of its kind.` };
-  return { bytes };
 }
 
 function foreign(file: string): SpoolFileReport {
@@ -370,10 +404,14 @@ function refused(file: string, kind: SpoolFileReport['kind'], code: string, mess
 }
 
 function isFolder(path: string): boolean {
+  return kindFolder(path) === 'folder';
+}
+
+function kindFolder(path: string): 'folder' | 'absent' | 'not-folder' {
   try {
-    return lstatSync(path).isDirectory();
-  } catch {
-    return false;
+    return lstatSync(path).isDirectory() ? 'folder' : 'not-folder';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'absent' : 'not-folder';
   }
 }
 

@@ -5,7 +5,7 @@
  * a validly signed checkpoint of another tree of the same size (a fork, kept as evidence). Each is refused
  * with its code, and the rest of the spool is still loaded.
  */
-import { cpSync, existsSync, readdirSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -82,6 +82,24 @@ describe.skipIf(!existsSync(COORDINATOR_ENTRY))('coordinator import of a damaged
     const imported = importSpool(state, out);
     expect(imported.status, JSON.stringify(imported.files)).toBe(0);
     expect(imported.files.find((f) => f.file.startsWith('bundles/'))).toMatchObject({ outcome: 'created' });
+  }, 60_000);
+
+  it('says when a kind folder is a symlink or a file (it was passed over in silence) and reads nothing through it', async () => {
+    const { world, out } = await spoolOf('runner-import-folders', 1);
+    const state = initCoordinator(world);
+    const media = join(world.dir, 'media-folders');
+    cpSync(out, media, { recursive: true });
+    renameSync(join(media, 'bundles'), join(world.dir, 'bundles-elsewhere'));
+    symlinkSync(join(world.dir, 'bundles-elsewhere'), join(media, 'bundles'));
+    rmSync(join(media, 'rejections'), { recursive: true });
+    writeFileSync(join(media, 'rejections'), 'not a folder');
+    const imported = importSpool(state, media);
+    expect(imported.status).toBe(3);
+    expect(imported.files.filter((f) => f.file === 'bundles' || f.file === 'rejections')).toEqual([
+      expect.objectContaining({ file: 'bundles', outcome: 'refused', code: 'SPOOL_FILE_NOT_REGULAR' }),
+      expect.objectContaining({ file: 'rejections', outcome: 'refused', code: 'SPOOL_FILE_NOT_REGULAR' }),
+    ]);
+    expect(imported.counts.created).toBe(0);
   }, 60_000);
 
   it('refuses each bad file with its code and still loads the rest', async () => {
