@@ -18,9 +18,17 @@ import { CLI_ENTRY, runCli } from '../helpers/cli.js';
 import { pinOf, rotatedBody, trustRecords } from '../helpers/rotation.js';
 import { directSelector } from '../helpers/runner.js';
 import { makeTrustBody, signTrust } from '../helpers/world.js';
+import { CoordinatorClient } from '../../runner/api/client.js';
+import { DEFAULT_CONFIG } from '../../runner/config/config.js';
+import { makeLinkWorld, type LinkWorld } from '../helpers/agent-link.js';
+import { killAll, startLinkCoordinator } from '../helpers/link.js';
+import { COORDINATOR_ENTRY } from '../coordinator/helpers.js';
 
 const dirs: string[] = [];
-afterAll(() => {
+const linkWorlds: LinkWorld[] = [];
+afterAll(async () => {
+  await killAll();
+  for (const world of linkWorlds) world.cleanup();
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -257,3 +265,62 @@ describe.skipIf(!existsSync(CLI_ENTRY))('trust chain: the kept history checked a
     expect(result.stderr).toContain('TRUST_VERSION_SKIP');
   });
 });
+
+/**
+ * The coordinator judges a bundle its pinned trust refuses by the older kept version the bundle names. A
+ * runner the new version takes out cannot use that to get bundles stored: every request is authenticated under
+ * the pinned version (its key is no runner there), and the bundle's runner must be the requester. A runner
+ * whose key was replaced under the same name (the old key leaked): a thief holding the old key cannot send,
+ * and a bundle signed by the old key is not stored even when the new key sends it.
+ */
+describe.skipIf(!existsSync(CLI_ENTRY) || !existsSync(COORDINATOR_ENTRY))(
+  'the coordinator, a bundle naming the older kept version, and a runner taken out of the new one (needs dist/)',
+  () => {
+    const setup = async (change: (world: LinkWorld, replacement: PrivateKey) => Parameters<typeof rotatedBody>[1]) => {
+      const world = makeLinkWorld();
+      linkWorlds.push(world);
+      const capsule = join(world.dir, 'c.capsule.json');
+      writeFileSync(capsule, world.capsule({ target: { runners: [world.runnerId] } }));
+      const made = runCli(['exec', capsule, '--state', world.stateDir, '--json']);
+      expect(made.status, made.stderr).toBe(0);
+      const bundle = readFileSync((JSON.parse(made.stdout) as { bundle: string }).bundle);
+      const replacement = PrivateKey.generate();
+      const v2 = join(world.dir, 'trust-v2.dsse.json');
+      writeFileSync(v2, signTrust(rotatedBody(world.trust.body, change(world, replacement)), [world.root]));
+      const coordinator = await startLinkCoordinator(world, { updates: [v2] });
+      const put = async (key: PrivateKey) => {
+        const client = new CoordinatorClient({ settings: { ...DEFAULT_CONFIG.coordinator, url: coordinator.url }, runnerId: world.runnerId, key });
+        try {
+          return await client.putBundle(`sha256:${createHash('sha256').update(bundle).digest('hex')}`, bundle);
+        } finally {
+          await client.close();
+        }
+      };
+      const stored = async () => ((await coordinator.operator(`/v1/bundles?runner=${world.runnerId}`)).json().items as unknown[]).length;
+      return { world, replacement, put, stored, coordinator };
+    };
+
+    it('its key removed: the bundle made under v1, sent with that key, is refused (401) and not stored', async () => {
+      const { world, put, stored, coordinator } = await setup((w) => ({ remove: [w.runnerKey] }));
+      const answer = await put(world.runnerKey);
+      expect(answer).toMatchObject({ status: 401, code: 'PROTOCOL_UNKNOWN_KEY' });
+      expect(await stored()).toBe(0);
+      await coordinator.running.stop();
+    }, 90_000);
+
+    it('its key replaced under the same name (the old one leaked): the old key is refused, and its bundle sent with the new key is not stored', async () => {
+      const { world, replacement, put, stored, coordinator } = await setup((w, next) => ({
+        remove: [w.runnerKey],
+        add: [{ name: w.runnerId, key: next, roles: ['runner'] }],
+      }));
+      expect(await put(world.runnerKey)).toMatchObject({ status: 401, code: 'PROTOCOL_UNKNOWN_KEY' });
+      expect(await stored()).toBe(0);
+      // Sent with the new key, evidence signed by the replaced (leaked) key is not stored either: the kept version
+      // is consulted for signatures on capsules and evidence the pinned one refuses, never for a runner key it
+      // dropped (a thief could have signed it after the leak; the runner's own outbox holds the new key's).
+      expect(await put(replacement)).toMatchObject({ status: 422, code: 'BUNDLE_UNKNOWN_RUNNER' });
+      expect(await stored()).toBe(0);
+      await coordinator.running.stop();
+    }, 90_000);
+  },
+);
