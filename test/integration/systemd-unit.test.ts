@@ -157,6 +157,14 @@ describe('the systemd unit', () => {
     }
   });
 
+  it('unsets every variable the configuration reads (each would win over the file), whatever a manager sets', () => {
+    const source = readFileSync(fileURLToPath(new URL('../../runner/config/config.ts', import.meta.url)), 'utf8');
+    const read = new Set([...source.matchAll(/'((?:EDGE_RUNNER_[A-Z_]+)|(?:https?|no)_proxy|(?:HTTPS?|NO)_PROXY)'/g)].map((m) => m[1]!));
+    expect(read.size).toBeGreaterThan(10);
+    const unset = directive('UnsetEnvironment').join(' ').split(' ');
+    expect([...read].filter((name) => !unset.includes(name))).toEqual([]);
+  });
+
   it('unsets what would change the runtime or the proxy from the manager’s environment', () => {
     const unset = directive('UnsetEnvironment').join(' ').split(' ');
     for (const name of ['NODE_OPTIONS', 'LD_PRELOAD', 'NODE_TLS_REJECT_UNAUTHORIZED', 'https_proxy', 'HTTPS_PROXY', 'EDGE_RUNNER_CONFIG']) {
