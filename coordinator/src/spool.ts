@@ -242,7 +242,7 @@ async function importCheckpoint(
     return refused(file, 'checkpoint', 'SPOOL_NAME_MISMATCH', 'The checkpoint is not of the tree size and root its name gives.');
   }
   const at = options.now().toISOString();
-  type Decided = { outcome: 'existing' | 'superseded' | 'cosigned' } | { code: string; held?: number };
+  type Decided = { outcome: 'existing' | 'superseded' | 'cosigned' } | { code: string; held?: number; unsigned?: true };
   const outcome = await options.store.witness<Decided>(origin, log.runner, (held) => {
     const none: WitnessWrite = { kind: 'none' };
     if (held !== undefined && held.size > size) return { write: none, value: { outcome: 'superseded' } };
@@ -257,6 +257,10 @@ async function importCheckpoint(
           value: { outcome: 'cosigned' },
         };
       case 'fork':
+        // Evidence only when the runner's signatures alone make it: another signed root at the held size.
+        // A proof that fails proves nothing against the runner here: on a file nobody signs its proof lines
+        // (online, the request signature does), so a carrier could forge the accusation.
+        if (decision.reason !== 'WITNESS_ROOT_CONFLICT') return { write: none, value: { code: decision.reason, unsigned: true } };
         return {
           write: { kind: 'fork', reason: decision.reason, submitted: checkpoint.bytes, at } satisfies WitnessWrite,
           value: { code: decision.reason },
@@ -268,8 +272,9 @@ async function importCheckpoint(
     }
   });
   if ('outcome' in outcome) return { file, kind: 'checkpoint', outcome: outcome.outcome };
-  const message =
-    outcome.code === 'WITNESS_CONFLICT'
+  const message = outcome.unsigned
+    ? 'The consistency proof does not verify from the checkpoint this witness cosigned; a proof on a file is signed by no one, so it is not kept as fork evidence.'
+    : outcome.code === 'WITNESS_CONFLICT'
       ? `The checkpoint proves consistency from another size than the ${outcome.held ?? 0} this witness holds; import the spool's earlier checkpoints first.`
       : outcome.code === 'WITNESS_ROOT_CONFLICT' || outcome.code === 'WITNESS_CONSISTENCY'
         ? 'The checkpoint is not consistent with the one this witness cosigned; it is kept as fork evidence.'

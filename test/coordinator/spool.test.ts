@@ -5,9 +5,10 @@
  * a validly signed checkpoint of another tree of the same size (a fork, kept as evidence). Each is refused
  * with its code, and the rest of the spool is still loaded.
  */
-import { cpSync, existsSync, readdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
 import { SpoolAgent } from '../../runner/agent/spool-agent.js';
@@ -100,6 +101,34 @@ describe.skipIf(!existsSync(COORDINATOR_ENTRY))('coordinator import of a damaged
       expect.objectContaining({ file: 'rejections', outcome: 'refused', code: 'SPOOL_FILE_NOT_REGULAR' }),
     ]);
     expect(imported.counts.created).toBe(0);
+  }, 60_000);
+
+  it('keeps no fork evidence for a genuine checkpoint whose unsigned consistency proof a carrier altered (a forged accusation)', async () => {
+    const { world, out } = await spoolOf('runner-import-proof', 2);
+    const state = initCoordinator(world);
+    const media = join(world.dir, 'media-proof');
+    cpSync(out, media, { recursive: true });
+    const [first, second] = readdirSync(join(media, 'checkpoints')).sort((a, b) => Number(a.split('-')[0]) - Number(b.split('-')[0]));
+    const held = join(world.dir, 'held-second');
+    renameSync(join(media, 'checkpoints', second!), held);
+    expect(importSpool(state, media).files.find((f) => f.file === `checkpoints/${first}`)).toMatchObject({ outcome: 'cosigned' });
+    // The runner's own signed note, its proof lines (which nobody signs) replaced by other hashes.
+    const lines = readFileSync(held, 'utf8').split('\n');
+    const proofLines = lines.slice(1, lines.indexOf(''));
+    expect(proofLines.length).toBeGreaterThan(0);
+    const forged = [lines[0], ...proofLines.map(() => randomBytes(32).toString('base64')), ...lines.slice(lines.indexOf(''))].join('\n');
+    writeFileSync(join(media, 'checkpoints', second!), forged);
+    const imported = importSpool(state, media);
+    expect(imported.files.find((f) => f.file === `checkpoints/${second}`)).toMatchObject({ outcome: 'refused', code: 'WITNESS_CONSISTENCY' });
+    const db = new DatabaseSync(join(state, 'coordinator.db'), { readOnly: true });
+    try {
+      expect(db.prepare('SELECT COUNT(*) AS n FROM forks').get()).toEqual({ n: 0 });
+    } finally {
+      db.close();
+    }
+    // The genuine file still cosigns afterwards.
+    renameSync(held, join(media, 'checkpoints', second!));
+    expect(importSpool(state, media).files.find((f) => f.file === `checkpoints/${second}`)).toMatchObject({ outcome: 'cosigned' });
   }, 60_000);
 
   it('refuses each bad file with its code and still loads the rest', async () => {
