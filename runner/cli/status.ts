@@ -85,6 +85,13 @@ export interface StatusReport {
     nextFiring: string | null;
   }[];
   disk: { path: string; freeBytes: number; reserveBytes: number };
+  /**
+   * The configuration file the report was judged under (--config, else EDGE_RUNNER_CONFIG), or null: the
+   * reserve and whether a coordinator is configured come from it, so a check run without the agent's file
+   * judges by other values (a larger reserve in the file: runs refused while status says ok). Shown, so a
+   * report says what it was judged by.
+   */
+  config: { file: string | null };
   lastError: { seq: number; kind: string; code: string; at: string } | null;
   problems: StatusProblem[];
 }
@@ -174,10 +181,8 @@ export function parseStatusArgs(args: readonly string[]): StatusOptions | 'help'
 /** Reads the state folder and its database (read-only) and judges what it finds at `now`. */
 export async function readStatus(stateDir: string, options: { configFile?: string | undefined; now: Date }): Promise<StatusReport> {
   const view = await readStateView(stateDir);
-  const config = resolveConfig({
-    ...commandConfigSources({ configFlag: options.configFile, env: readEnvironment() }),
-    state: stateSettings(view.identity),
-  });
+  const sources = commandConfigSources({ configFlag: options.configFile, env: readEnvironment() });
+  const config = resolveConfig({ ...sources, state: stateSettings(view.identity) });
   const snapshot = StatusReader.readSnapshot(view.layout.database, { busyTimeoutMs: config.store.busyTimeoutMs });
   const disk = statfsSync(view.layout.dir);
   return judgeStatus(view, snapshot, {
@@ -185,6 +190,7 @@ export async function readStatus(stateDir: string, options: { configFile?: strin
     freeBytes: Number(disk.bavail) * Number(disk.bsize),
     reserveBytes: config.store.reserveBytes,
     coordinatorConfigured: config.coordinator.url !== '',
+    configFile: sources.filePath,
   });
 }
 
@@ -192,7 +198,7 @@ export async function readStatus(stateDir: string, options: { configFile?: strin
 export function judgeStatus(
   view: StateView,
   snapshot: StatusSnapshot,
-  env: { now: Date; freeBytes: number; reserveBytes: number; coordinatorConfigured: boolean },
+  env: { now: Date; freeBytes: number; reserveBytes: number; coordinatorConfigured: boolean; configFile?: string | undefined },
 ): StatusReport {
   const now = env.now.getTime();
   const problems: StatusProblem[] = [];
@@ -323,6 +329,7 @@ export function judgeStatus(
     },
     schedules,
     disk: { path: view.layout.dir, freeBytes: env.freeBytes, reserveBytes: env.reserveBytes },
+    config: { file: env.configFile ?? null },
     lastError: snapshot.lastError
       ? { seq: snapshot.lastError.seq, kind: snapshot.lastError.kind, code: snapshot.lastError.code, at: snapshot.lastError.at }
       : null,
@@ -359,6 +366,7 @@ export function formatStatus(report: StatusReport): string {
     lines.push(`schedule    ${s.capsuleId} "${s.cron}" (${s.timezone}): next ${s.nextFiring ?? 'none before it expires'}, expires ${s.expiresAt}`);
   }
   lines.push(`disk        ${formatBytes(disk.freeBytes)} free on ${disk.path} (reserve ${formatBytes(disk.reserveBytes)})`);
+  lines.push(`config      ${report.config.file ?? 'no configuration file (defaults, runner.json, environment): give --config as the agent has it'}`);
   const error = report.lastError;
   lines.push(`last error  ${error ? `${error.code || error.kind} (${error.kind}, record ${error.seq}, ${error.at})` : 'none'}`);
   lines.push(`status      ${report.status}`);

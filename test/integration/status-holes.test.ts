@@ -4,12 +4,13 @@
  * database, writes, checkpoints and closes, deleting its WAL) can break that promise within one read. The
  * reader must notice and read again, never report what it read from a file changing under it.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ScheduleTable } from '../../runner/store/schedules.js';
 import { StatusReader } from '../../runner/store/status.js';
 import { Store } from '../../runner/store/store.js';
+import { runCli } from '../helpers/cli.js';
 import { makeWorld, type World } from '../helpers/world.js';
 
 const worlds: World[] = [];
@@ -62,5 +63,24 @@ describe('status reading a database that changes under it', () => {
       return active.call(this);
     });
     expect(() => StatusReader.readSnapshot(db, { busyTimeoutMs: 1000 })).toThrow(expect.objectContaining({ code: 'STORE_OPEN_FAILED' }));
+  });
+});
+
+describe('status says what it judged by', () => {
+  it('names the configuration file it read (the reserve and the coordinator come from it), or that it read none', () => {
+    const w = makeWorld();
+    worlds.push(w);
+    const file = join(w.dir, 'agent.toml');
+    writeFileSync(file, '[store]\nreserveBytes = 1_000_000_000_000_000\n', { mode: 0o600 });
+    const ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+    const without = runCli(['status', '--state', w.stateDir, '--json'], { env: ENV });
+    expect(JSON.parse(without.stdout).config).toEqual({ file: null });
+    expect(without.status).toBe(0);
+    expect(runCli(['status', '--state', w.stateDir], { env: ENV }).stdout).toMatch(/^config +no configuration file .*--config/m);
+    // The agent's file has a reserve no disk here meets: judged by it, status is critical, as the agent's runs are refused.
+    const withFile = runCli(['status', '--state', w.stateDir, '--json', '--config', file], { env: ENV });
+    expect(JSON.parse(withFile.stdout).config).toEqual({ file });
+    expect(withFile.status).toBe(2);
+    expect(JSON.parse(withFile.stdout).problems.map((p: { code: string }) => p.code)).toContain('STATUS_DISK_BELOW_RESERVE');
   });
 });
