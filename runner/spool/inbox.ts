@@ -20,7 +20,7 @@
  * capsule bytes (the first ready file always), so 256 files at the cap do not take 256 caps of memory.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isSpoolCapsuleName, isSpoolCosignedName } from '../protocol/spool.js';
 import { readSpoolFile, type SkipReason } from './files.js';
@@ -56,7 +56,17 @@ export class SpoolInbox {
   /** name -> what it was the last time it was read and found decided: not read again while it stays so. */
   private readonly known = new Map<string, { size: number; mtimeMs: number; ino: number; digest: string }>();
 
+  /** name -> the file as first seen in this state, and when: how long it has stood still, by this clock. */
+  private readonly unchanged = new Map<string, { size: number; mtimeMs: number; ino: number; since: number }>();
+
   constructor(private readonly options: InboxOptions) {}
+
+  private stillSince(name: string, stat: { size: number; mtimeMs: number; ino: number }, now: number): number {
+    const seen = this.unchanged.get(name);
+    if (seen && seen.size === stat.size && seen.mtimeMs === stat.mtimeMs && seen.ino === stat.ino && seen.since <= now) return seen.since;
+    this.unchanged.set(name, { size: stat.size, mtimeMs: stat.mtimeMs, ino: stat.ino, since: now });
+    return now;
+  }
 
   /** One look at in/: the files ready to be decided, and what was passed over and why. */
   look(): { ready: SpoolFile[]; passedOver: PassedOver[] } {
@@ -82,14 +92,18 @@ export class SpoolInbox {
         passedOver.push({ name, reason: 'too-large' }); // not even its first cap of bytes is read
         continue;
       }
-      // A clock that jumped back makes a file look new: it waits one settle period more, no harm done.
-      if (now() - stat.mtimeMs < settle) {
+      // Settled: not modified for `settle`, by its mtime or, for an mtime ahead of this clock (a copy that
+      // kept the times of a machine whose clock runs ahead, or this clock jumped back), by this process
+      // having seen it unchanged for `settle`; else such a file would wait for ever, and say nothing.
+      const still = this.stillSince(name, stat, now());
+      if (now() - stat.mtimeMs < settle && now() - still < settle) {
         passedOver.push({ name, reason: 'settling' });
         continue;
       }
       candidates.push({ name, mtimeMs: stat.mtimeMs, size: stat.size });
     }
     for (const name of this.known.keys()) if (!present.has(name)) this.known.delete(name);
+    for (const name of this.unchanged.keys()) if (!present.has(name)) this.unchanged.delete(name);
     candidates.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.name < b.name ? -1 : 1));
     const ready: SpoolFile[] = [];
     const digests = new Set<string>();
@@ -137,6 +151,9 @@ export function lookCosigned(inDir: string, capBytes: number, taken: Map<string,
   const found: { name: string; bytes: Buffer }[] = [];
   for (const name of readdirSync(inDir)) {
     if (!isSpoolCosignedName(name)) continue;
+    // Not read again while its modification time stays what was taken (many such files cost a stat each).
+    const stat = lstatSync(join(inDir, name), { throwIfNoEntry: false });
+    if (stat === undefined || taken.get(name) === stat.mtimeMs) continue;
     const read = readSpoolFile(join(inDir, name), capBytes);
     if (read.kind !== 'read' || taken.get(name) === read.mtimeMs) continue;
     taken.set(name, read.mtimeMs);

@@ -126,4 +126,19 @@ describe('what one look at in/ costs', () => {
     expect(taken.sort()).toEqual(['f0', 'f1', 'f2', 'f3', 'f4'].map((n) => `${n}.capsule.json`));
     expect(inbox.look().ready).toEqual([]);
   });
+
+  it('takes a file whose modification time is ahead of this clock once it has stood still for the settle time (it waited for ever)', () => {
+    nowMs = Date.now();
+    const dir = mkdtempSync(join(tmpdir(), 'spool-holes-'));
+    temps.push(dir);
+    const inbox = new SpoolInbox({ inDir: dir, capBytes: () => 1000, isDecided: () => false, now: () => nowMs, settleMs: 2000 });
+    writeFileSync(join(dir, 'ahead.capsule.json'), '{}');
+    const ahead = new Date(nowMs + 365 * 86_400_000); // copied with the times of a machine a year ahead
+    utimesSync(join(dir, 'ahead.capsule.json'), ahead, ahead);
+    expect(inbox.look().passedOver).toEqual([{ name: 'ahead.capsule.json', reason: 'settling' }]);
+    nowMs += 1000;
+    expect(inbox.look().ready).toEqual([]);
+    nowMs += 1000;
+    expect(inbox.look().ready.map((f) => f.name)).toEqual(['ahead.capsule.json']);
+  });
 });
