@@ -51,7 +51,11 @@
  * sockets belong to the network namespace, which is the step's own. Read-only does not stop a FIFO: a named
  * pipe inside a granted folder can be written to by the step (no mount flag refuses it), so whoever reads
  * it on the host gets what the step writes. Grant only folders that no one but the operator may write to
- * (nor place a FIFO or socket in).
+ * (nor place a FIFO or socket in). A file system the host mounts below a granted folder while a step runs
+ * does not come in when the runner is root (bwrap starts through unshare(1) in a mount namespace of private
+ * mounts); a runner that is not root cannot do that, and there, on a host whose mounts are shared
+ * (systemd's default), such a mount shows inside with its own flags, writable if it is: make a granted
+ * folder a private mount (`mount --bind D D && mount --make-private D`) or grant none that sees mounts come.
  *
  * When the runner checks: at acceptance (before the nonce is burnt, so a refused capsule can come again),
  * and again when the run starts; then every source is pinned for the run by an O_PATH descriptor and bwrap

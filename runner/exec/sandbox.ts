@@ -240,10 +240,16 @@ export function planLaunch(req: LaunchRequest, config: SandboxConfig = {}): Laun
         '--',
         ...req.argv,
       ];
+      // bwrap's binds are slaves of the host's mounts (systemd makes them shared): a file system the host
+      // mounted below a granted folder during the run would reach the step with its own flags, writable.
+      // A root runner starts bwrap through unshare(1) in a mount namespace of private mounts: nothing the
+      // host mounts later comes in. (A runner that is not root cannot; exec/resources.ts says so.)
+      const privateMounts =
+        runAs && req.resources?.length ? [requireTool('unshare', undefined, config.searchPath), '--mount', '--propagation', 'private', '--'] : [];
       // The environment goes through spawn, not --setenv: argv is world-readable in /proc, environ is not.
       return {
-        file: bwrap,
-        args,
+        file: privateMounts[0] ?? bwrap,
+        args: privateMounts.length > 0 ? [...privateMounts.slice(1), bwrap, ...args] : args,
         env: { ...req.env },
         cwd: workspace,
         fdInputs: [seccomp],

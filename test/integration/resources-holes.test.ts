@@ -148,6 +148,35 @@ describe('a path grant shows what its folder holds', () => {
   });
 });
 
+describe('a path grant on a shared mount (systemd makes / shared)', () => {
+  // bwrap's binds are slaves of the host's mounts: before the root runner started bwrap through unshare's
+  // private mounts, this tmpfs showed inside (rw, master:N in the step's mountinfo) and the step wrote to it.
+  it.skipIf(!usable || process.getuid?.() !== 0)('a mount the host makes below a granted folder during the run does not reach the step', async () => {
+    const shared = mkdtempSync(join(tmpdir(), 'edge-runner-holes-shared-'));
+    const sub = join(shared, 'data', 'sub');
+    mkdirSync(sub, { recursive: true });
+    const mounted: string[] = [];
+    try {
+      execSync(`mount --bind ${shared} ${shared} && mount --make-shared ${shared}`);
+      mounted.push(shared);
+      // The step waits (bounded) for the host's word that the mount is made, then looks and tries to write.
+      const running = inSandbox(['data'], { data: { path: join(shared, 'data') } }, [
+        '/bin/sh',
+        '-c',
+        'for i in $(seq 200); do [ -e /resources/data/mounted ] && break; sleep 0.05; done; grep " /resources/data/sub " /proc/self/mountinfo; echo w > /resources/data/sub/x 2>/dev/null && echo wrote; echo looked',
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      execSync(`mount -t tmpfs -o size=64k,mode=1777 tmpfs ${sub}`);
+      mounted.push(sub);
+      writeFileSync(join(shared, 'data', 'mounted'), '');
+      expect((await running).out).toBe('looked\n');
+    } finally {
+      for (const mount of mounted.reverse()) execSync(`umount -l ${mount}`);
+      rmSync(shared, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the forwarder against a hostile step', () => {
   it(`a step that hangs up at once cannot hold more than ${MAX_CONNECTIONS} connections open to the granted service`, async () => {
     // A service that keeps a connection whose client half-closed (many do: they wait for the rest).
