@@ -36,11 +36,12 @@
  *   state folder or spool folder, a path grant holding the temporary folder the runner's forwarders
  *   listen in, a socket path too long for a unix address, a configured path that passes through a
  *   symlink neither root nor the runner owns, a socket with other hard links), is refused with
- *   CAPSULE_RESOURCE_UNGRANTED before anything runs: capsule.rejected and a signed rejection, no nonce burnt (it can come again once
- *   the operator grants it).
+ *   CAPSULE_RESOURCE_UNGRANTED before anything runs: capsule.rejected and a signed rejection, no nonce
+ *   burnt (it can come again once the operator grants it).
  *
  *   Evidence: run.started and the evidence predicate's `run.resources` carry the needed names only (sorted),
- *   never a path, a socket path or an address.
+ *   never a path, a socket path or an address. (The step itself can read where a grant lies on the host:
+ *   /proc/self/mountinfo shows a bind's source. The address of a tcp grant it cannot see.)
  *
  * What changes for the step's syscalls: a step with a socket or tcp grant may create AF_UNIX sockets (the
  * seccomp filter SYSCALL_FILTER_UNIX, otherwise the same as SYSCALL_FILTER); without such a grant it may
