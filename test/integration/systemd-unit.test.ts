@@ -79,31 +79,53 @@ if (!sandboxed) console.warn('systemd unit test: not root with bwrap on x86_64; 
  * The sandbox the runner plans for a step (as its probe does, /bin/true as the step), run with `filter` laid
  * over it by an outer bwrap (whose --seccomp applies to everything below it, as systemd's does to the service).
  */
-function runPlannedStepUnder(filter: Buffer): { status: number | null; stderr: string } {
+function runPlannedStepUnder(
+  filter: Buffer,
+  unitReplay: string[] = [],
+  caps: string[] = directive('CapabilityBoundingSet')[0]!.split(' '),
+): { status: number | null; stdout: string; stderr: string } {
   const dir = mkdtempSync(join(tmpdir(), 'edge-runner-unit-step-'));
   dirs.push(dir);
   const workspace = join(dir, 'workspace');
   mkdirSync(workspace);
   grantWorkspaceToStep(workspace);
-  const plan = planLaunch({ argv: ['/bin/true'], env: { PATH: '/usr/bin:/bin' }, workspace, limits: { ...DEFAULT_STEP_LIMITS }, mode: 'bwrap' });
+  // A step that writes in its workspace and reads it back, as the step user.
+  const argv = ['/bin/sh', '-c', 'echo written > out && cat out && id -u'];
+  const plan = planLaunch({ argv, env: { PATH: '/usr/bin:/bin' }, workspace, limits: { ...DEFAULT_STEP_LIMITS }, mode: 'bwrap' });
   const inputs = [...(plan.fdInputs ?? []), filter].map((bytes, i) => {
     writeFileSync(join(dir, `fd-${i}`), bytes, { mode: 0o600 });
     return openSync(join(dir, `fd-${i}`), 'r');
   });
   try {
     const outerFd = 3 + inputs.length - 1;
-    const result = spawnSync(plan.file, ['--dev-bind', '/', '/', '--seccomp', String(outerFd), '--', plan.file, ...plan.args], {
+    const outer = unitReplay.length > 0 ? [...unitReplay.map((arg) => arg.replaceAll('{dir}', dir))] : ['--dev-bind', '/', '/'];
+    const result = spawnSync(plan.file, [...outer, '--seccomp', String(outerFd), '--', ...boundingSet(caps), plan.file, ...plan.args], {
       cwd: plan.cwd,
       env: plan.env,
-      stdio: ['ignore', 'ignore', 'pipe', ...inputs],
+      stdio: ['ignore', 'pipe', 'pipe', ...inputs],
       encoding: 'utf8',
       timeout: 30_000,
     });
-    return { status: result.status, stderr: result.stderr };
+    return { status: result.status, stdout: result.stdout, stderr: result.stderr };
   } finally {
     for (const fd of inputs) closeSync(fd);
   }
 }
+
+/** setpriv keeping only the unit's CapabilityBoundingSet= (what systemd does with it: PR_CAPBSET_DROP the rest). */
+function boundingSet(caps: string[]): string[] {
+  const kept = caps.map((cap) => `+${cap.replace(/^CAP_/, '').toLowerCase()}`);
+  return ['setpriv', `--bounding-set=-all,${kept.join(',')}`, '--'];
+}
+
+/**
+ * The unit's file system settings, replayed with an outer bwrap (as systemd lays them, in the service's mount
+ * namespace): ProtectSystem=strict (all read-only), PrivateDevices (a /dev of null, zero, random, tty...),
+ * ProtectKernelTunables (/proc/sys and /sys read-only; /sys/fs/cgroup stays writable, not needed here),
+ * PrivateTmp, and the one writable folder (StateDirectory: here the test's own folder).
+ */
+const UNIT_REPLAY = ['--ro-bind', '/', '/', '--dev', '/dev', '--bind', '/proc', '/proc', '--ro-bind', '/proc/sys', '/proc/sys'];
+UNIT_REPLAY.push('--ro-bind', '/sys', '/sys', '--tmpfs', '/tmp', '--bind', '{dir}', '{dir}');
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -197,9 +219,32 @@ describe('the systemd unit', () => {
       const allowed = runPlannedStepUnder(denyFilter([{ nr: SYS_SOCKET, errno: EAFNOSUPPORT, allowArg0: families.map((f) => FAMILIES[f]!) }]));
       expect(allowed.stderr).toBe('');
       expect(allowed.status).toBe(0);
+      expect(allowed.stdout).toBe('written\n65534\n');
       // And the replay is a real one: without AF_NETLINK, bwrap cannot bring up the step's loopback.
       const withoutNetlink = families.filter((f) => f !== 'AF_NETLINK').map((f) => FAMILIES[f]!);
       expect(runPlannedStepUnder(denyFilter([{ nr: SYS_SOCKET, errno: EAFNOSUPPORT, allowArg0: withoutNetlink }])).status).not.toBe(0);
     });
+
+    it.skipIf(!sandboxed)(
+      "runs the runner's planned step as the step user under the unit replayed: its capability bounding set, a read-only system, private /dev and /tmp, read-only kernel tunables, its address families",
+      () => {
+        const families = directive('RestrictAddressFamilies')[0]!
+          .split(' ')
+          .map((f) => FAMILIES[f]!);
+        const filter = denyFilter([{ nr: SYS_SOCKET, errno: EAFNOSUPPORT, allowArg0: families }]);
+        const replayed = runPlannedStepUnder(filter, UNIT_REPLAY);
+        expect(replayed.stderr).toBe('');
+        expect(replayed.stdout).toBe('written\n65534\n');
+        expect(replayed.status).toBe(0);
+        // The replay bites: without CAP_SYS_ADMIN in the set, bwrap cannot make the step's namespaces.
+        const caps = directive('CapabilityBoundingSet')[0]!.split(' ');
+        const without = runPlannedStepUnder(
+          filter,
+          UNIT_REPLAY,
+          caps.filter((cap) => cap !== 'CAP_SYS_ADMIN'),
+        );
+        expect(without.status).not.toBe(0);
+      },
+    );
   });
 });
