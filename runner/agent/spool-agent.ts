@@ -26,7 +26,7 @@ import { CAPS } from '../protocol/wire.js';
 import { SpoolWriter, type DrainResult } from '../spool/outbox.js';
 import { RunError } from './errors.js';
 import { RunLane } from './lane.js';
-import { runCapsule, type CapsuleOutcome } from './run-capsule.js';
+import { freeBytesOf, runCapsule, type CapsuleOutcome } from './run-capsule.js';
 import type { RunnerContext } from './runner.js';
 
 export interface SpoolAgentOptions {
@@ -183,6 +183,13 @@ export class SpoolAgent {
         );
       }
       this.takeCosigned();
+      if (ready.length > 0 && this.belowReserve()) {
+        // runCapsule would record the refusal and, through `decided`, mark the file decided for ever; on a
+        // spool the same file is the only way it comes again, so it waits in in/ until there is room.
+        logger.warn({ waiting: ready.length, reserveBytes: this.ctx.config.store.reserveBytes }, 'disk below reserve; files in in/ wait');
+        this.drainOut();
+        return this.pollMs;
+      }
       for (const file of ready) {
         if (this.stopping.signal.aborted) break;
         await this.take(file);
@@ -233,6 +240,14 @@ export class SpoolAgent {
       },
       'spool file decided',
     );
+  }
+
+  private belowReserve(): boolean {
+    try {
+      return freeBytesOf(this.ctx.state.layout.dir) < this.ctx.config.store.reserveBytes;
+    } catch {
+      return true; // no answer is no room: fail closed, as runCapsule does
+    }
   }
 
   /** The witness's cosignatures carried back in in/ (runner/spool/cosigned.ts): kept when they verify. */

@@ -91,6 +91,20 @@ describe('a spool folder swapped after the agent started', () => {
   });
 });
 
+describe('a spool agent short of disk', () => {
+  it('leaves files in in/ while the state is below its reserve and takes them once there is room (they were decided refused for ever)', async () => {
+    const { ctx, spool, capsule } = setup();
+    const tight = { ...ctx, config: { ...ctx.config, store: { ...ctx.config.store, reserveBytes: 2 ** 52 } } };
+    const short = new SpoolAgent(tight, { dir: spool, now: () => nowMs, sleep: async () => {} });
+    settled(join(spool, 'in', 'c.capsule.json'), capsule());
+    await short.lookOnce();
+    expect(short.view.decided).toBe(0);
+    const roomy = new SpoolAgent(ctx, { dir: spool, now: () => nowMs, sleep: async () => {} });
+    await roomy.lookOnce();
+    expect(roomy.view.outcomes).toEqual([expect.objectContaining({ name: 'c.capsule.json', outcome: 'completed' })]);
+  });
+});
+
 describe('what one look at in/ costs', () => {
   function inboxOver(cap: number) {
     const dir = mkdtempSync(join(tmpdir(), 'spool-holes-'));
