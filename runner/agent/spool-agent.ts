@@ -174,7 +174,11 @@ export class SpoolAgent {
       for (const skipped of passedOver) {
         // What an operator must fix is said once per file name, not at every look.
         const odd =
-          skipped.reason === 'not-regular' || skipped.reason === 'linked' || skipped.reason === 'unreadable' || skipped.reason === 'too-large';
+          skipped.reason === 'not-regular' ||
+          skipped.reason === 'linked' ||
+          skipped.reason === 'unreadable' ||
+          skipped.reason === 'too-large' ||
+          skipped.reason === 'bad-name';
         const level = odd && !this.warned.has(skipped.name) ? 'warn' : 'debug';
         if (odd) this.warned.add(skipped.name);
         logger[level](

@@ -41,7 +41,7 @@ export interface SpoolFile {
   size: number;
 }
 
-export type PassedOver = { name: string; reason: SkipReason | 'settling' | 'decided' | 'too-large'; digest?: string };
+export type PassedOver = { name: string; reason: SkipReason | 'settling' | 'decided' | 'too-large' | 'bad-name'; digest?: string };
 
 export interface InboxOptions {
   inDir: string;
@@ -76,7 +76,12 @@ export class SpoolInbox {
     const passedOver: PassedOver[] = [];
     const present = new Set<string>();
     for (const name of readdirSync(inDir)) {
-      if (!isSpoolCapsuleName(name)) continue; // temporary and foreign names: never read
+      if (!isSpoolCapsuleName(name)) {
+        // Temporary and foreign names: never read. A capsule name this layout refuses (a space, a letter
+        // outside ASCII, over 200 characters) is said, or the operator's file would wait there in silence.
+        if (name.endsWith('.capsule.json') && !name.startsWith('.')) passedOver.push({ name: shortName(name), reason: 'bad-name' });
+        continue;
+      }
       present.add(name);
       let stat;
       try {
@@ -160,6 +165,11 @@ export function lookCosigned(inDir: string, capBytes: number, taken: Map<string,
     found.push({ name, bytes: read.bytes });
   }
   return found;
+}
+
+/** A name as logged: at most 120 characters of it (a name may be 255 bytes of anything). */
+function shortName(name: string): string {
+  return name.length <= 120 ? name : `${name.slice(0, 100)}…${name.slice(-19)}`;
 }
 
 /** The SHA-256 of a whole file read past its cap, in pieces; undefined when it changed meanwhile. */

@@ -155,4 +155,19 @@ describe('what one look at in/ costs', () => {
     nowMs += 1000;
     expect(inbox.look().ready.map((f) => f.name)).toEqual(['ahead.capsule.json']);
   });
+
+  it('says which capsule-looking names it will never read (a space, a non-ASCII letter, a name of 250 characters), once shortened', () => {
+    nowMs = Date.now() + 10_000;
+    const dir = mkdtempSync(join(tmpdir(), 'spool-holes-'));
+    temps.push(dir);
+    const inbox = new SpoolInbox({ inDir: dir, capBytes: () => 1000, isDecided: () => false, now: () => nowMs, settleMs: 0 });
+    const long = `${'a'.repeat(237)}.capsule.json`;
+    for (const name of ['my capsule.capsule.json', 'prüfung.capsule.json', long, '.hidden.capsule.json', 'x.capsule.json.part']) {
+      writeFileSync(join(dir, name), '{}');
+    }
+    const said = inbox.look().passedOver.filter((p) => p.reason === 'bad-name');
+    expect(said.map((p) => p.name).sort()).toEqual(
+      ['my capsule.capsule.json', 'prüfung.capsule.json', `${'a'.repeat(100)}…${long.slice(-19)}`].sort(),
+    );
+  });
 });
