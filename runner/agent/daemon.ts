@@ -112,6 +112,8 @@ export class RunnerAgent {
       client: this.client,
       logger: ctx.logger.child({ part: 'trust' }),
       clock: ctx.clock,
+      // Each decision in the lane (no run decides meanwhile); the fetches outside it.
+      exclusive: (decide) => this.lane.exclusive(decide),
       onUpdated: (trust) => {
         // The live context already holds the new document (signers, policy, expiry); the witness keys follow.
         this.witnesses.splice(0, this.witnesses.length, ...witnessKeysOf(trust));
@@ -322,13 +324,14 @@ export class RunnerAgent {
 
   /**
    * The feed's trust version against the pin: a newer one is fetched and applied step by step under TUF's
-   * rule before any capsule of this feed answer is taken (they may need the new signers), in the lane (no
-   * run decides meanwhile); an older one is only reported, the pin never goes back.
+   * rule before any capsule of this feed answer is taken (they may need the new signers), each step decided
+   * in the lane (no run decides meanwhile) and fetched outside it (a slow coordinator does not hold up a
+   * scheduled run); an older one is only reported, the pin never goes back.
    */
   private async followTrust(version: number): Promise<void> {
     if (version > this.ctx.state.trust.body.version) {
       try {
-        await this.lane.exclusive(() => this.trustFollower.follow(version, this.stopping.signal));
+        await this.trustFollower.follow(version, this.stopping.signal);
       } catch (err) {
         // A store that cannot record the decision: nothing moved; the next feed answer tries again.
         this.ctx.logger.error({ code: isCodedError(err) ? err.code : 'RUN_INTERNAL' }, 'trust update not applied');

@@ -216,6 +216,11 @@ export interface TrustFollowerOptions {
   clock: () => Date;
   /** Called after each step the pin moved (the agent switches its witness keys and reports its status). */
   onUpdated(trust: VerifiedTrust, result: Extract<TrustUpdateResult, { kind: 'updated' }>): void;
+  /**
+   * Runs each decision (finishing, applying) in the agent's run lane, so no run decides meanwhile. Fetches
+   * happen outside it: a coordinator that drips a document for the whole request timeout holds nothing.
+   */
+  exclusive?<T>(decide: () => T): Promise<T>;
 }
 
 /**
@@ -236,20 +241,11 @@ export class TrustFollower {
 
   /** Walks towards `advertised` (Infinity: as far as the coordinator serves); returns the pinned version it reached. */
   async follow(advertised: number, signal: AbortSignal): Promise<number> {
-    const { target, client, logger, clock, onUpdated } = this.options;
+    const { target, client, logger } = this.options;
+    const exclusive = this.options.exclusive ?? (async <T>(decide: () => T) => decide());
     // A move of this process that failed after its record (a full disk between the renames) is finished
     // first, so the same update is not recorded twice.
-    const finished = finishTrustUpdate(target, { discard: false });
-    if (finished.kind === 'finished') {
-      logger.warn({ toVersion: finished.toVersion }, 'trust update recorded earlier finished now');
-      onUpdated(target.state.trust, {
-        kind: 'updated',
-        fromVersion: finished.toVersion - 1,
-        toVersion: finished.toVersion,
-        trustDigest: `sha256:${target.state.identity.trustSha256}`,
-        runnerEnrolled: isEnrolled(target.state),
-      });
-    }
+    await exclusive(() => this.finishOwn());
     for (let steps = 0; steps < TRUST_STEPS_PER_FEED && !signal.aborted; steps++) {
       const pinned = target.state.trust.body.version;
       if (advertised <= pinned) break;
@@ -262,32 +258,55 @@ export class TrustFollower {
         else logger.warn({ trustVersion: version, code: answer.code }, 'trust document not fetched; the pin stays until the next feed answer');
         break;
       }
-      const digest = `sha256:${sha256Hex(answer.value)}`;
-      if (this.refused.has(digest)) break;
-      try {
-        const result = applyTrustUpdate(target, answer.value, {
-          source: 'coordinator',
-          now: clock(),
-          offeredVersion: version,
-          recordRefusal: (code) => !this.recordedCodes.has(code),
-        });
-        if (result.kind === 'unchanged') break;
-        logger.info(
-          { fromVersion: result.fromVersion, toVersion: result.toVersion, trustDigest: result.trustDigest },
-          'trust updated from the coordinator',
-        );
-        if (!result.runnerEnrolled) logger.error({ toVersion: result.toVersion }, RUNNER_NOT_ENROLLED);
-        onUpdated(target.state.trust, result);
-      } catch (err) {
-        if (!(err instanceof TrustError)) throw err;
-        if (this.refused.size >= REFUSALS_REMEMBERED) this.refused.clear();
-        this.refused.add(digest);
-        this.recordedCodes.add(err.code);
-        logger.warn({ trustVersion: version, code: err.code, trustDigest: digest }, 'trust document from the coordinator refused; keeping the pin');
-        break;
-      }
+      // The pin may have moved while the lane was free (a trust update by hand, taken meanwhile): look again.
+      const moved = await exclusive(() => (target.state.trust.body.version === pinned ? this.decide(version, answer.value) : 'moved'));
+      if (moved !== 'moved' && moved !== 'updated') break;
     }
     return target.state.trust.body.version;
+  }
+
+  private finishOwn(): void {
+    const { target, logger, onUpdated } = this.options;
+    const finished = finishTrustUpdate(target, { discard: false });
+    if (finished.kind !== 'finished') return;
+    logger.warn({ toVersion: finished.toVersion }, 'trust update recorded earlier finished now');
+    onUpdated(target.state.trust, {
+      kind: 'updated',
+      fromVersion: finished.toVersion - 1,
+      toVersion: finished.toVersion,
+      trustDigest: `sha256:${target.state.identity.trustSha256}`,
+      runnerEnrolled: isEnrolled(target.state),
+    });
+  }
+
+  /** Applies the document fetched for `version` (in the lane); what the walk does next. */
+  private decide(version: number, bytes: Buffer): 'updated' | 'stop' {
+    const { target, logger, clock, onUpdated } = this.options;
+    const digest = `sha256:${sha256Hex(bytes)}`;
+    if (this.refused.has(digest)) return 'stop';
+    try {
+      const result = applyTrustUpdate(target, bytes, {
+        source: 'coordinator',
+        now: clock(),
+        offeredVersion: version,
+        recordRefusal: (code) => !this.recordedCodes.has(code),
+      });
+      if (result.kind === 'unchanged') return 'stop';
+      logger.info(
+        { fromVersion: result.fromVersion, toVersion: result.toVersion, trustDigest: result.trustDigest },
+        'trust updated from the coordinator',
+      );
+      if (!result.runnerEnrolled) logger.error({ toVersion: result.toVersion }, RUNNER_NOT_ENROLLED);
+      onUpdated(target.state.trust, result);
+      return 'updated';
+    } catch (err) {
+      if (!(err instanceof TrustError)) throw err;
+      if (this.refused.size >= REFUSALS_REMEMBERED) this.refused.clear();
+      this.refused.add(digest);
+      this.recordedCodes.add(err.code);
+      logger.warn({ trustVersion: version, code: err.code, trustDigest: digest }, 'trust document from the coordinator refused; keeping the pin');
+      return 'stop';
+    }
   }
 
   /** Refusals are about the version asked for: once the pin has moved they say nothing more. */

@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PrivateKey } from '../../runner/core/ed25519.js';
 import { openRunner } from '../../runner/agent/runner.js';
 import { TrustFollower } from '../../runner/agent/trust-update.js';
+import { RunLane } from '../../runner/agent/lane.js';
 import { initState } from '../../runner/state/state.js';
 import { Store } from '../../runner/store/store.js';
 import { CLI_ENTRY, runCli } from '../helpers/cli.js';
@@ -111,6 +112,43 @@ describe('a hostile coordinator cannot make the trust follower record or fetch w
       real = true;
       expect(await follower.follow(2, signal)).toBe(2);
       expect(trustRecords(w.stateDir).map((r) => r.kind)).toEqual(['trust.refused', 'trust.refused', 'trust.updated']);
+    } finally {
+      ctx.close();
+    }
+  });
+});
+
+describe('a slow coordinator does not hold the run lane while the trust follower fetches', () => {
+  it('a run waiting for the lane goes while the fetch hangs; the update itself is decided in the lane', async () => {
+    const w = world();
+    const ctx = openRunner(w.stateDir, { launcher: directSelector });
+    try {
+      const lane = new RunLane();
+      let release: (() => void) | undefined;
+      const fetched = new Promise<void>((resolve) => (release = resolve));
+      let asked = false;
+      const busyWhenUpdated: boolean[] = [];
+      const follower = new TrustFollower({
+        target: ctx,
+        client: {
+          trust: async () => {
+            asked = true;
+            await fetched; // a coordinator dripping the document for the whole request timeout
+            return { kind: 'ok' as const, status: 200, value: w.v2 };
+          },
+        },
+        logger: ctx.logger,
+        clock: () => new Date(),
+        exclusive: (decide) => lane.exclusive(decide),
+        onUpdated: () => busyWhenUpdated.push(lane.busy),
+      });
+      const following = follower.follow(2, new AbortController().signal);
+      while (!asked) await new Promise((resolve) => setImmediate(resolve));
+      // A scheduled firing wanting the lane now is not held up by the fetch.
+      expect(await lane.exclusive(() => 'ran')).toBe('ran');
+      release!();
+      expect(await following).toBe(2);
+      expect(busyWhenUpdated).toEqual([true]);
     } finally {
       ctx.close();
     }
