@@ -1,11 +1,12 @@
 /**
  * The answer a rejection owes the coordinator (DESIGN.md: "every capsule gets an answer"): the signed
- * rejection document of an outbox row whose record is `capsule.rejected` or `run.aborted`. Built the first
+ * rejection document of an outbox row whose record is `capsule.rejected`, `run.aborted`, or the
+ * `schedule.ended` of a recurring capsule that never ran. Built the first
  * time the row is sent, from the record itself (its leaf, read back from the log), the run it ends (for an
  * aborted run: which capsule it was), and the record's inclusion proof under a checkpoint that covers it;
  * the shipper keeps the bytes in the row (Store.outboxSetBody), so every retry sends exactly them.
  */
-import { buildRejection, type RejectionFacts } from '../evidence/rejection.js';
+import { buildRejection, scheduleEndCode, type RejectionFacts } from '../evidence/rejection.js';
 import { parseRecordLeaf } from '../log/record.js';
 import type { OutboxRow, Store } from '../store/store.js';
 import type { PrivateKey } from '../core/ed25519.js';
@@ -59,6 +60,17 @@ export function rejectionFactsOf(store: Store, identity: AnswerIdentity, seq: nu
         capsule: run ? { id: run.capsuleId, manifestDigest: run.manifestDigest } : {},
         runId,
         record: { index: seq, kind: 'run.aborted' },
+      };
+    }
+    case 'schedule.ended': {
+      // Queued only for a schedule that never ran (Store.endSchedule): nothing else answered for it.
+      const { capsuleId, manifestDigest, reason } = record.body;
+      return {
+        runner,
+        stage: 'schedule',
+        code: scheduleEndCode(reason),
+        capsule: { id: capsuleId, manifestDigest },
+        record: { index: seq, kind: 'schedule.ended' },
       };
     }
     default:

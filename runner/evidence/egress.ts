@@ -149,7 +149,7 @@ export function guardRejection(document: unknown): void {
   }
   throw new EvidenceError(
     'EGRESS_PROVENANCE',
-    "The rejection's log leaf is not exactly a capsule.rejected or run.aborted record.",
+    "The rejection's log leaf is not exactly a capsule.rejected, run.aborted or schedule.ended record.",
     {},
     problem.cause === undefined ? undefined : { cause: problem.cause },
   );
@@ -161,9 +161,9 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const RUN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-/** A capsule.rejected or run.aborted record with exactly the members RECORD_FIELDS gives it, each in its format. */
+/** A capsule.rejected, run.aborted or schedule.ended record with exactly the members RECORD_FIELDS gives it, each in its format. */
 function isRejectionRecord(record: LogRecord): boolean {
-  if (record.kind !== 'capsule.rejected' && record.kind !== 'run.aborted') return false;
+  if (record.kind !== 'capsule.rejected' && record.kind !== 'run.aborted' && record.kind !== 'schedule.ended') return false;
   const { required, optional } = RECORD_FIELDS[record.kind];
   const allowed: readonly string[] = [...required, ...optional];
   const members = Object.keys(record.body);
@@ -171,7 +171,8 @@ function isRejectionRecord(record: LogRecord): boolean {
   if (!AT.test(record.at)) return false;
   const formats: Record<string, (value: unknown) => boolean> = {
     code: (v) => typeof v === 'string' && CODE.test(v),
-    reason: (v) => typeof v === 'string' && CODE.test(v),
+    // A schedule ends `expired`, `replaced`, or with a code.
+    reason: (v) => typeof v === 'string' && (CODE.test(v) || (record.kind === 'schedule.ended' && (v === 'expired' || v === 'replaced'))),
     runId: (v) => typeof v === 'string' && RUN_ID.test(v),
     capsuleId: (v) => typeof v === 'string' && NAME.test(v),
     manifestDigest: (v) => typeof v === 'string' && DIGEST.test(v),

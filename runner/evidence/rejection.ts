@@ -1,6 +1,7 @@
 /**
- * Signed rejections: every capsule gets an answer. When a runner refuses a capsule (acceptance) or a run
- * stops before it finishes (run.aborted), it ships this document instead of a bundle, so the coordinator
+ * Signed rejections: every capsule gets an answer. When a runner refuses a capsule (acceptance), a run
+ * stops before it finishes (run.aborted), or a recurring capsule's schedule ends before it ever ran
+ * (schedule.ended, stage `schedule`), it ships this document instead of a bundle, so the coordinator
  * knows each capsule's fate on each runner without receiving anything raw:
  *
  *   {"mediaType": REJECTION_MEDIA_TYPE, "statement": DSSE, "log": {index, leaf, inclusionProof, checkpoint}}
@@ -41,11 +42,19 @@ export const REJECTION_MAX_BYTES = 64 * 1024;
 
 export interface RejectionFacts {
   runner: { id: string; keyid: string; version: string };
-  stage: 'acceptance' | 'run';
+  stage: 'acceptance' | 'run' | 'schedule';
   code: string;
   capsule: { id?: string; manifestDigest?: string; fileDigest?: string; fileSize?: number };
   runId?: string;
-  record: { index: number; kind: 'capsule.rejected' | 'run.aborted' };
+  record: { index: number; kind: 'capsule.rejected' | 'run.aborted' | 'schedule.ended' };
+}
+
+/**
+ * The code a schedule.ended record answers with: its reason when that is a code (a signer no longer
+ * trusted, the kept file gone), CAPSULE_EXPIRED for `expired`, CAPSULE_SUPERSEDED for `replaced`.
+ */
+export function scheduleEndCode(reason: string): string {
+  return reason === 'expired' ? 'CAPSULE_EXPIRED' : reason === 'replaced' ? 'CAPSULE_SUPERSEDED' : reason;
 }
 
 export interface VerifiedRejection extends RejectionFacts {
@@ -205,7 +214,8 @@ function toStatement(facts: RejectionFacts, leaf: Buffer): RejectionStatement {
 /**
  * The leaf is the record the predicate describes: its index and kind, the stage that kind belongs to,
  * and for capsule.rejected its code and every capsule fact (present in both or in neither), for
- * run.aborted its reason and run id.
+ * run.aborted its reason and run id, for schedule.ended (a recurring capsule that ended without ever
+ * running) its reason as a code and the capsule id and manifest digest.
  */
 function verifyRecord(record: LogRecord, index: number, facts: RejectionFacts): void {
   const mismatch = (what: string) => new EvidenceError('REJECTION_LOG_MISMATCH', `The rejection's log record does not match its ${what}.`);
@@ -226,6 +236,21 @@ function verifyRecord(record: LogRecord, index: number, facts: RejectionFacts): 
     if (facts.stage !== 'run') throw mismatch('stage');
     if (record.body.reason !== facts.code) throw mismatch('code');
     if (record.body.runId !== facts.runId) throw mismatch('run id');
+    return;
+  }
+  if (record.kind === 'schedule.ended') {
+    if (facts.stage !== 'schedule') throw mismatch('stage');
+    if (scheduleEndCode(record.body.reason) !== facts.code) throw mismatch('code');
+    if (facts.runId !== undefined) throw mismatch('run id');
+    const { capsule } = facts;
+    if (
+      record.body.capsuleId !== capsule.id ||
+      record.body.manifestDigest !== capsule.manifestDigest ||
+      capsule.fileDigest !== undefined ||
+      capsule.fileSize !== undefined
+    ) {
+      throw mismatch('capsule');
+    }
     return;
   }
   throw mismatch('record kind');

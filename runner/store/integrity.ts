@@ -38,7 +38,7 @@ const REPEATED_ACCEPTANCES_SQL = `SELECT COUNT(*) - COUNT(DISTINCT pair) AS n FR
 /**
  * 4. the outbox agrees with the log (schema 7 on): every record that answers for a capsule since the outbox
  *    came (evidence.signed, capsule.rejected, run.aborted) has exactly one row of its kind, and every row
- *    points at such a record. A row lost is an answer the coordinator never gets; a row without its record
+ *    points at such a record (or at the schedule.ended of a schedule that never ran, answered only then). A row lost is an answer the coordinator never gets; a row without its record
  *    is an answer for something the log does not hold.
  */
 const UNMATCHED_OUTBOX_SQL = `SELECT
@@ -48,7 +48,7 @@ const UNMATCHED_OUTBOX_SQL = `SELECT
       AND NOT EXISTS (SELECT 1 FROM outbox_v1 o WHERE o.record_seq = r.seq
         AND o.kind = CASE r.kind WHEN 'evidence.signed' THEN 'bundle' ELSE 'rejection' END)) AS missing,
   (SELECT COUNT(*) FROM outbox_v1 o LEFT JOIN records_v1 r ON r.seq = o.record_seq
-    WHERE r.kind IS NULL OR r.kind NOT IN ('evidence.signed', 'capsule.rejected', 'run.aborted')) AS orphans`;
+    WHERE r.kind IS NULL OR r.kind NOT IN ('evidence.signed', 'capsule.rejected', 'run.aborted', 'schedule.ended')) AS orphans`;
 
 export function verifyStoreIntegrity(db: SqliteDatabase, path: string): void {
   let problems: string[];

@@ -77,7 +77,15 @@ const toSchedule = (row: Row): ScheduleRow => ({
 });
 
 export class ScheduleTable {
-  private readonly statements: { insert: Statement; active: Statement; activeOf: Statement; get: Statement; setSlot: Statement; end: Statement };
+  private readonly statements: {
+    insert: Statement;
+    active: Statement;
+    activeOf: Statement;
+    get: Statement;
+    setSlot: Statement;
+    end: Statement;
+    hasRun: Statement;
+  };
 
   constructor(db: SqliteDatabase) {
     this.statements = {
@@ -92,6 +100,8 @@ export class ScheduleTable {
         'UPDATE schedules_v1 SET last_slot = ? WHERE manifest_digest = ? AND ended_seq IS NULL AND (last_slot IS NULL OR last_slot < ?)',
       ),
       end: db.prepare('UPDATE schedules_v1 SET ended_seq = ?, ended_reason = ? WHERE manifest_digest = ? AND ended_seq IS NULL'),
+      // Rare (at a schedule's end), so a scan of runs_v1 is fine.
+      hasRun: db.prepare('SELECT 1 AS one FROM runs_v1 WHERE manifest_digest = ? LIMIT 1'),
     };
   }
 
@@ -116,6 +126,11 @@ export class ScheduleTable {
   /** False when the slot is not after the one recorded, or the schedule ended (nothing changed). */
   setSlot(manifestDigest: string, slot: string): boolean {
     return Number(this.statements.setSlot.run(slot, manifestDigest, slot).changes) === 1;
+  }
+
+  /** Whether any run of this manifest ever started (a schedule's firing, or an exec of the same capsule). */
+  hasRun(manifestDigest: string): boolean {
+    return this.statements.hasRun.get(manifestDigest) !== undefined;
   }
 
   /** False when it had ended already. */

@@ -421,13 +421,19 @@ export class Store {
     });
   }
 
-  /** A schedule stops firing: the record and the row's end in one transaction; undefined when it had ended. */
+  /**
+   * A schedule stops firing: the record and the row's end in one transaction (and, when it never ran, its
+   * answer queued); undefined when it had ended.
+   */
   endSchedule(body: RecordBodies['schedule.ended']): StoredRecord | undefined {
     return this.db.transaction(() => {
       const row = this.scheduleTable.get(body.manifestDigest);
       if (row === undefined || row.endedSeq !== undefined) return undefined;
       const record = this.appendRecord('schedule.ended', body);
       this.scheduleTable.end(body.manifestDigest, record.seq, body.reason);
+      // Every capsule gets an answer: one that ends without ever having run sent nothing yet, so its end is
+      // answered as a signed rejection (stage `schedule`, runner/agent/answers.ts).
+      if (!this.scheduleTable.hasRun(body.manifestDigest)) this.outbox.insert('rejection', record.seq, undefined, undefined, record.at);
       return record;
     });
   }

@@ -11,6 +11,9 @@ import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
 import { runCapsule } from '../../runner/agent/run-capsule.js';
 import { RunLane } from '../../runner/agent/lane.js';
 import { verifyBundle } from '../../runner/evidence/bundle.js';
+import { buildRejection, verifyRejection } from '../../runner/evidence/rejection.js';
+import { rejectionFactsOf, rejectionFor } from '../../runner/agent/answers.js';
+import { bundleLogFor } from '../../runner/agent/log.js';
 import { parseRecordLeaf, type RecordBodies, type RecordKind } from '../../runner/log/record.js';
 import { Scheduler } from '../../runner/schedule/scheduler.js';
 import type { FiringOutcome } from '../../runner/schedule/fire.js';
@@ -662,5 +665,84 @@ describe('review: one schedule this runtime can no longer read', () => {
       ['old-b', 'SCHEDULE_CRON_INVALID'],
     ]);
     expect(ctx.store.activeSchedules().map((s) => s.capsuleId)).toEqual(['good']);
+  });
+});
+
+describe('review: every capsule gets an answer', () => {
+  /**
+   * The outbox rows queued, oldest first, taken as the shipper does: a rejection's document made from its
+   * record (and verified against the trust), then each row acked so the next comes.
+   */
+  const drain = (ctx: RunnerContext, w: World) => {
+    const rows: { kind: string; recordKind: RecordKind; rejection?: ReturnType<typeof verifyRejection> }[] = [];
+    for (let row = ctx.store.outboxNext(Number.MAX_SAFE_INTEGER); row !== undefined; row = ctx.store.outboxNext(Number.MAX_SAFE_INTEGER)) {
+      const recordKind = parseRecordLeaf(ctx.store.record(row.recordSeq)!.leaf, row.recordSeq).kind;
+      if (row.kind === 'rejection') {
+        const { bytes, digest } = rejectionFor(ctx.store, { runnerId: w.runnerId, key: w.runnerKey }, row);
+        ctx.store.outboxSetBody(row.id, digest, bytes);
+        rows.push({ kind: row.kind, recordKind, rejection: verifyRejection(bytes, w.trust) });
+      } else rows.push({ kind: row.kind, recordKind });
+      ctx.store.outboxAck(row.id, 'created');
+    }
+    return rows;
+  };
+
+  it('a schedule that ends without ever having run (down across all its slots to its expiry) is answered by a signed rejection, stage schedule', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    let ctx = open(w);
+    const scheduled = await accept(ctx, recurring(w, { cron: '0 * * * *' }, {}, 3));
+    expect(drain(ctx, w)).toEqual([]);
+    close(ctx);
+    set('2026-01-01T14:00:00Z');
+    ctx = open(w);
+    await settle(schedulerOf(ctx).scheduler);
+    const rows = drain(ctx, w);
+    expect(rows.map((r) => [r.kind, r.recordKind])).toEqual([['rejection', 'schedule.ended']]);
+    expect(rows[0]!.rejection).toMatchObject({
+      stage: 'schedule',
+      code: 'CAPSULE_EXPIRED',
+      capsule: { id: scheduled.capsuleId, manifestDigest: scheduled.manifestDigest },
+      record: { kind: 'schedule.ended' },
+    });
+    // A runner's claim that does not match the record is refused: another code, another stage.
+    const seq = ctx.store.records().find((r) => parseRecordLeaf(r.leaf, r.seq).kind === 'schedule.ended')!.seq;
+    const facts = rejectionFactsOf(ctx.store, { runnerId: w.runnerId, key: w.runnerKey }, seq);
+    const log = bundleLogFor(ctx.store, { runnerId: w.runnerId, key: w.runnerKey }, seq, ctx.store.record(seq)!.leaf);
+    for (const forged of [
+      { ...facts, code: 'CAPSULE_REPLAY' },
+      { ...facts, stage: 'run' as const },
+    ]) {
+      expect(() => verifyRejection(buildRejection(forged, log, w.runnerKey).bytes, w.trust)).toThrow(
+        expect.objectContaining({ code: 'REJECTION_LOG_MISMATCH' }),
+      );
+    }
+    // The store's integrity check (outbox against log) accepts the row at the next open.
+    close(ctx);
+    ctx = open(w);
+    expect(ctx.store.activeSchedules()).toHaveLength(0);
+  });
+
+  it('replaced before its first slot: the old capsule is answered CAPSULE_SUPERSEDED; one that ran is not answered again at its end', async () => {
+    set('2026-01-01T09:30:00Z');
+    const w = world();
+    const ctx = open(w);
+    const id = 'replaced-early';
+    const first = await accept(ctx, recurring(w, { cron: '0 * * * *' }, { id, issuedAt: '2026-01-01T09:00:00.000Z' }));
+    await accept(ctx, recurring(w, { cron: '15 * * * *' }, { id, issuedAt: '2026-01-01T09:10:00.000Z' }));
+    const answered = drain(ctx, w);
+    expect(answered).toHaveLength(1);
+    expect(answered[0]!.rejection).toMatchObject({
+      stage: 'schedule',
+      code: 'CAPSULE_SUPERSEDED',
+      capsule: { id, manifestDigest: first.manifestDigest },
+    });
+    // The second runs at 10:15 (its bundle queued), then is replaced: its bundles answered for it.
+    set('2026-01-01T10:15:00.100Z');
+    await settle(schedulerOf(ctx).scheduler);
+    expect(drain(ctx, w).map((r) => r.kind)).toEqual(['bundle']);
+    await accept(ctx, recurring(w, { cron: '30 * * * *' }, { id }));
+    expect(records(ctx, 'schedule.ended')).toHaveLength(2);
+    expect(drain(ctx, w)).toEqual([]);
   });
 });
