@@ -706,7 +706,7 @@ describe('review: every capsule gets an answer', () => {
       record: { kind: 'schedule.ended' },
     });
     // A runner's claim that does not match the record is refused: another code, another stage.
-    const seq = ctx.store.records().find((r) => parseRecordLeaf(r.leaf, r.seq).kind === 'schedule.ended')!.seq;
+    const seq = [...ctx.store.records()].find((r) => parseRecordLeaf(r.leaf, r.seq).kind === 'schedule.ended')!.seq;
     const facts = rejectionFactsOf(ctx.store, { runnerId: w.runnerId, key: w.runnerKey }, seq);
     const log = bundleLogFor(ctx.store, { runnerId: w.runnerId, key: w.runnerKey }, seq, ctx.store.record(seq)!.leaf);
     for (const forged of [
