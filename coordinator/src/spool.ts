@@ -88,7 +88,7 @@ export async function importSpool(options: ImportOptions): Promise<SpoolImportRe
     files.push(entry.startsWith('.') ? { file: entry, kind: 'foreign', outcome: 'temporary' } : foreign(entry));
   }
   // Names only until each is handled: a spool of many checkpoints is not held in memory at once.
-  const checkpoints: { file: string; path: string; size: number; rootPrefix: string }[] = [];
+  const checkpoints: { file: string; path: string; size: number; rootPrefix: string; from?: number }[] = [];
   for (const [kind, folder] of FOLDER_KINDS) {
     const path = join(dir, folder);
     const held = kindFolder(path);
@@ -112,7 +112,7 @@ export async function importSpool(options: ImportOptions): Promise<SpoolImportRe
         continue;
       }
       if (parsed.kind === 'checkpoint') {
-        checkpoints.push({ file, path: join(path, name), size: parsed.size, rootPrefix: parsed.rootPrefix });
+        checkpoints.push({ file, path: join(path, name), ...parsed });
         continue;
       }
       const read = readCapped(join(path, name), parsed.kind === 'bundle' ? CAPS.bundleBytes : CAPS.rejectionBytes);
@@ -131,7 +131,8 @@ export async function importSpool(options: ImportOptions): Promise<SpoolImportRe
     }
   }
   // In size order: each checkpoint's proof starts where the previous one spooled ended.
-  checkpoints.sort((a, b) => a.size - b.size || (a.file < b.file ? -1 : 1));
+  // A size's own chain file before its catch-up files (SIZE-ROOT16.from-OLD: proved from an older size).
+  checkpoints.sort((a, b) => a.size - b.size || (a.from ?? Infinity) - (b.from ?? Infinity) || (a.file < b.file ? -1 : 1));
   const verifiers = runnerVerifiers(options.trust);
   for (const checkpoint of checkpoints) {
     const read = readCapped(checkpoint.path, CAPS.addCheckpointBytes);
@@ -219,7 +220,7 @@ function runnerVerifiers(trust: VerifiedTrust): Map<string, { runner: string; ve
 async function importCheckpoint(
   options: ImportOptions,
   verifiers: Map<string, { runner: string; verifier: NoteVerifier }>,
-  checkpoint: { file: string; bytes: Buffer; size: number; rootPrefix: string },
+  checkpoint: { file: string; bytes: Buffer; size: number; rootPrefix: string; from?: number },
 ): Promise<SpoolFileReport> {
   const { file } = checkpoint;
   let request: ParsedAddCheckpoint;
@@ -238,8 +239,11 @@ async function importCheckpoint(
   if (alone.kind === 'error') return refused(file, 'checkpoint', alone.code, alone.message);
   if (alone.kind !== 'cosign') return refused(file, 'checkpoint', 'WITNESS_BODY_MALFORMED', 'The checkpoint is not well formed.');
   const { size, rootHash } = alone.checkpoint;
-  if (toSpoolCheckpointName(size, rootHash) !== file.slice(file.indexOf('/') + 1)) {
+  if (toSpoolCheckpointName(size, rootHash, checkpoint.from) !== file.slice(file.indexOf('/') + 1)) {
     return refused(file, 'checkpoint', 'SPOOL_NAME_MISMATCH', 'The checkpoint is not of the tree size and root its name gives.');
+  }
+  if (checkpoint.from !== undefined && request.oldSize !== checkpoint.from) {
+    return refused(file, 'checkpoint', 'SPOOL_NAME_MISMATCH', 'The checkpoint is not proved from the size its name gives.');
   }
   const at = options.now().toISOString();
   type Decided = { outcome: 'existing' | 'superseded' | 'cosigned' } | { code: string; held?: number; unsigned?: true };
@@ -266,6 +270,10 @@ async function importCheckpoint(
           value: { code: decision.reason },
         };
       case 'conflict':
+        // A catch-up file the chain already went past (nothing was lost after all): nothing to do.
+        if (checkpoint.from !== undefined && held !== undefined && held.size > checkpoint.from) {
+          return { write: none, value: { outcome: 'superseded' } };
+        }
         return { write: none, value: { code: 'WITNESS_CONFLICT', held: decision.size } };
       case 'error':
         return { write: none, value: { code: decision.code } };

@@ -108,6 +108,7 @@ export class SpoolAgent {
       now: this.now,
       logger: ctx.logger.child({ part: 'spool' }),
       checkFolders: this.checkFolders,
+      witnesses: () => witnessKeysOf(ctx.state.trust).map((key) => key.name),
     });
     this.scheduler = new Scheduler(ctx, {
       lane: this.lane,

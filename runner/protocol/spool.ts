@@ -12,6 +12,10 @@
  *   DIR/out/checkpoints/SIZE-ROOT16.checkpoint  a C2SP tlog-witness add-checkpoint body (old size, consistency
  *                                               proof from the previous spooled checkpoint, signed note);
  *                                               SIZE the tree size, ROOT16 the first 16 hex of its root hash
+ *   DIR/out/checkpoints/SIZE-ROOT16.from-OLD.checkpoint
+ *                                               the same tree proved from OLD, the size a witness was last
+ *                                               known to hold (its cosigned file came back below the chain:
+ *                                               a checkpoint file was lost on the way), so it can catch up
  *
  * A name starting with '.' is a writer's temporary file (never complete) and every other name is foreign:
  * both are passed over, never read as a document. Pure: names in, names out.
@@ -31,7 +35,7 @@ export const SPOOL_OUT_FOLDERS: Readonly<Record<SpoolAnswerKind, string>> = {
 /** A capsule file name the spool reads from DIR/in/: a plain name ending `.capsule.json` (no dot first). */
 const CAPSULE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}\.capsule\.json$/;
 const DOCUMENT_NAME = /^([0-9a-f]{64})\.(bundle|rejection)\.json$/;
-const CHECKPOINT_NAME = /^(0|[1-9][0-9]{0,15})-([0-9a-f]{16})\.checkpoint$/;
+const CHECKPOINT_NAME = /^(0|[1-9][0-9]{0,15})-([0-9a-f]{16})(?:\.from-(0|[1-9][0-9]{0,15}))?\.checkpoint$/;
 
 const COSIGNED_NAME = /^(0|[1-9][0-9]{0,15})-([0-9a-f]{16})\.cosigned$/;
 
@@ -58,13 +62,14 @@ export function toSpoolDocumentName(kind: 'bundle' | 'rejection', digest: string
   return `${hexOf(digest)}.${kind}.json`;
 }
 
-export function toSpoolCheckpointName(size: number, rootHash: Uint8Array): string {
-  return `${size}-${Buffer.from(rootHash).toString('hex').slice(0, 16)}.checkpoint`;
+/** The name of a checkpoint file; `from`: a catch-up file, proved from that size (not the previous file's). */
+export function toSpoolCheckpointName(size: number, rootHash: Uint8Array, from?: number): string {
+  return `${size}-${Buffer.from(rootHash).toString('hex').slice(0, 16)}${from === undefined ? '' : `.from-${from}`}.checkpoint`;
 }
 
 export type SpoolName =
   | { kind: 'bundle' | 'rejection'; digest: string }
-  | { kind: 'checkpoint'; size: number; rootPrefix: string }
+  | { kind: 'checkpoint'; size: number; rootPrefix: string; from?: number }
   /** A temporary file of a writer, or a name this layout does not know. */
   | { kind: 'foreign' };
 
@@ -74,8 +79,11 @@ export function parseSpoolOutName(folder: string, name: string): SpoolName {
   if (doc && SPOOL_OUT_FOLDERS[doc[2] as 'bundle' | 'rejection'] === folder)
     return { kind: doc[2] as 'bundle' | 'rejection', digest: `sha256:${doc[1]}` };
   const checkpoint = CHECKPOINT_NAME.exec(name);
-  if (checkpoint && folder === SPOOL_OUT_FOLDERS.checkpoint && Number.isSafeInteger(Number(checkpoint[1])))
-    return { kind: 'checkpoint', size: Number(checkpoint[1]), rootPrefix: checkpoint[2]! };
+  if (checkpoint && folder === SPOOL_OUT_FOLDERS.checkpoint && Number.isSafeInteger(Number(checkpoint[1]))) {
+    const from = checkpoint[3] === undefined ? undefined : Number(checkpoint[3]);
+    if (from !== undefined && !(Number.isSafeInteger(from) && from < Number(checkpoint[1]))) return { kind: 'foreign' };
+    return { kind: 'checkpoint', size: Number(checkpoint[1]), rootPrefix: checkpoint[2]!, ...(from !== undefined ? { from } : {}) };
+  }
   return { kind: 'foreign' };
 }
 

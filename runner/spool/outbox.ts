@@ -8,6 +8,7 @@
  * add-checkpoint body whose consistency proof starts at the previous spooled checkpoint, so a coordinator
  * importing the spool in size order witnesses the log as if the runner had submitted each one.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { isCodedError } from '../core/errors.js';
 import { checkpointNow, type LogIdentity } from '../agent/log.js';
@@ -33,6 +34,8 @@ export interface SpoolWriterOptions {
    * for a symlink): called before every write, so no answer is written through it (ensureSpoolFolders).
    */
   checkFolders?: () => void;
+  /** The trust document's witness names (their cosigned sizes come back through in/: catchUp). */
+  witnesses?: () => readonly string[];
 }
 
 export interface DrainResult {
@@ -71,7 +74,8 @@ export class SpoolWriter {
       }
     }
     const checkpoint = this.checkpointIfGrown();
-    return checkpoint ? { ...result, checkpoint } : result;
+    this.catchUp(checkpoint?.from);
+    return checkpoint ? { ...result, checkpoint: { size: checkpoint.size, name: checkpoint.name } } : result;
   }
 
   /** The row's bytes: its body, or for a rejection not yet made, its document made now and kept in the row. */
@@ -84,7 +88,31 @@ export class SpoolWriter {
     return kept?.body && kept.digest ? { digest: kept.digest, bytes: kept.body } : built;
   }
 
-  private checkpointIfGrown(): { size: number; name: string } | undefined {
+  /**
+   * The chain of spooled checkpoints breaks for good when one file is lost on the way (each proves from the
+   * one before, and the witness holds the size before the lost one). A witness's cosigned checkpoint that
+   * came back (in/SIZE-ROOT16.cosigned) says what it holds: when that is below the latest spooled one, the
+   * latest tree is also written proved from it (SIZE-ROOT16.from-OLD.checkpoint), once per size and witness.
+   * Where nothing was lost, the importer finds the chain ahead of the file and passes it over.
+   */
+  private catchUp(regularFrom: number | undefined): void {
+    const { store, identity, outDir } = this.options;
+    const size = store.spoolCheckpointSize();
+    if (size === 0 || store.merkle.size() !== size) return;
+    const root = store.merkle.root(size);
+    for (const witness of this.options.witnesses?.() ?? []) {
+      const held = store.witnessedSize(witness);
+      if (held === 0 || held >= size || held === regularFrom) continue;
+      const name = toSpoolCheckpointName(size, root, held);
+      const path = join(outDir, SPOOL_OUT_FOLDERS.checkpoint, name);
+      if (existsSync(path)) continue;
+      this.options.checkFolders?.();
+      writeSpoolFileOnce(path, formatAddCheckpoint(held, store.merkle.consistencyProof(held, size), checkpointNow(store, identity).note));
+      this.options.logger.info({ size, from: held, witness, name }, 'catch-up checkpoint spooled');
+    }
+  }
+
+  private checkpointIfGrown(): { size: number; name: string; from: number } | undefined {
     const { store, identity, outDir } = this.options;
     const previous = store.spoolCheckpointSize();
     if (store.merkle.size() <= previous) return undefined;
@@ -95,6 +123,6 @@ export class SpoolWriter {
     writeSpoolFileOnce(join(outDir, SPOOL_OUT_FOLDERS.checkpoint, name), formatAddCheckpoint(previous, proof, checkpoint.note));
     store.spoolCheckpointWritten(checkpoint.size, name);
     this.options.logger.info({ size: checkpoint.size, from: previous, name }, 'checkpoint spooled');
-    return { size: checkpoint.size, name };
+    return { size: checkpoint.size, name, from: previous };
   }
 }

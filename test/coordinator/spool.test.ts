@@ -131,6 +131,50 @@ describe.skipIf(!existsSync(COORDINATOR_ENTRY))('coordinator import of a damaged
     expect(importSpool(state, media).files.find((f) => f.file === `checkpoints/${second}`)).toMatchObject({ outcome: 'cosigned' });
   }, 60_000);
 
+  it('catches up after a checkpoint file was lost on the way: the cosigned file carried back makes the runner prove its latest tree from the witnessed size', async () => {
+    const world = makeLinkWorld({ runnerId: 'runner-import-lost' });
+    worlds.push(world);
+    const ctx = openRunner(world.stateDir, { launcher: directSelector });
+    contexts.push(ctx);
+    const spool = join(world.dir, 'spool');
+    const agent = new SpoolAgent(ctx, { dir: spool, sleep: async () => {} });
+    const take = async (i: number) => {
+      const path = join(spool, 'in', `c${i}.capsule.json`);
+      writeFileSync(path, world.capsule({ id: `c${i}`, target: { runners: ['runner-import-lost'] } }));
+      utimesSync(path, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+      await agent.lookOnce();
+    };
+    for (let i = 0; i < 3; i++) await take(i);
+    const state = initCoordinator(world);
+    const bySize = (names: string[]) => names.sort((a, b) => Number(a.split('-')[0]) - Number(b.split('-')[0]));
+    const chain = bySize(readdirSync(join(spool, 'out', 'checkpoints')));
+    expect(chain).toHaveLength(3);
+    const lost = chain[1]!;
+    const carry = (name: string) => {
+      const media = join(world.dir, name);
+      cpSync(join(spool, 'out'), media, { recursive: true });
+      rmSync(join(media, 'checkpoints', lost)); // lost on the way, every time
+      return media;
+    };
+    const first = importSpool(state, carry('media-1'));
+    expect(first.files.find((f) => f.file === `checkpoints/${chain[2]}`)).toMatchObject({ code: 'WITNESS_CONFLICT' });
+    const exported = runCoordinatorCli(['export', '--state', state, '--runner', 'runner-import-lost', join(spool, 'in')]);
+    expect(exported.status, exported.stderr).toBe(0);
+    await take(3); // the runner takes the cosigned checkpoint back, and its log grows
+    const latest = Number(
+      bySize(readdirSync(join(spool, 'out', 'checkpoints')).filter((n) => !n.includes('.from-')))
+        .pop()!
+        .split('-')[0],
+    );
+    const second = importSpool(state, carry('media-2'));
+    const catchUp = second.files.find((f) => f.file.includes('.from-'));
+    expect(catchUp, JSON.stringify(second.files)).toMatchObject({ outcome: 'cosigned' });
+    expect(catchUp!.file.startsWith(`checkpoints/${latest}-`)).toBe(true);
+    // Carried again, nothing new: every checkpoint file is passed over or already held.
+    const third = importSpool(state, carry('media-3'));
+    expect(third.files.filter((f) => f.file.startsWith('checkpoints/')).map((f) => f.outcome)).not.toContain('cosigned');
+  }, 90_000);
+
   it('refuses each bad file with its code and still loads the rest', async () => {
     const { world, out } = await spoolOf('runner-import-1', 2);
     const stranger = await spoolOf('runner-stranger', 1); // another trust document: its runner is not enrolled here

@@ -49,6 +49,17 @@ describe('spool names', () => {
     });
     expect(parseSpoolOutName('checkpoints', '042-abababababababab.checkpoint')).toEqual({ kind: 'foreign' });
     expect(parseSpoolOutName('bundles', '42-abababababababab.checkpoint')).toEqual({ kind: 'foreign' });
+    // A catch-up file: the same tree proved from an older size (below its own size only).
+    expect(toSpoolCheckpointName(42, root, 7)).toBe('42-abababababababab.from-7.checkpoint');
+    expect(parseSpoolOutName('checkpoints', '42-abababababababab.from-7.checkpoint')).toEqual({
+      kind: 'checkpoint',
+      size: 42,
+      rootPrefix: 'abababababababab',
+      from: 7,
+    });
+    for (const name of ['42-abababababababab.from-42.checkpoint', '42-abababababababab.from-07.checkpoint', '42-abababababababab.from-.checkpoint']) {
+      expect(parseSpoolOutName('checkpoints', name), name).toEqual({ kind: 'foreign' });
+    }
     expect(isSpoolCosignedName(toSpoolCosignedName(42, root))).toBe(true);
     expect(isSpoolCosignedName('42-abab.cosigned')).toBe(false);
   });
