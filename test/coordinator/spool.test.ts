@@ -7,6 +7,7 @@
  */
 import { cpSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -186,6 +187,7 @@ describe.skipIf(!existsSync(COORDINATOR_ENTRY))('coordinator import of a damaged
     symlinkSync(join(media, 'bundles', readdirSync(join(media, 'bundles'))[0]!), join(media, 'rejections', `${'0'.repeat(64)}.rejection.json`));
     writeFileSync(join(media, 'rejections', `${'1'.repeat(64)}.rejection.json`), Buffer.alloc(64 * 1024 + 1, 0x20));
     writeFileSync(join(media, 'bundles', 'notes.txt'), 'foreign');
+    execFileSync('mkfifo', [join(media, 'bundles', `${'f'.repeat(64)}.bundle.json`)]); // a reader that opened it would wait for ever
     writeFileSync(join(media, 'stray.json'), '{}');
     // The later checkpoint alone first: its proof starts at a size the witness does not hold yet.
     const checkpoints = readdirSync(join(media, 'checkpoints')).sort((a, b) => Number(a.split('-')[0]) - Number(b.split('-')[0]));
@@ -200,6 +202,7 @@ describe.skipIf(!existsSync(COORDINATOR_ENTRY))('coordinator import of a damaged
     expect(codeOf(`rejections/${'0'.repeat(64)}.rejection.json`)).toBe('SPOOL_FILE_NOT_REGULAR');
     expect(codeOf(`rejections/${'1'.repeat(64)}.rejection.json`)).toBe('SPOOL_FILE_TOO_LARGE');
     expect(codeOf('bundles/notes.txt')).toBe('SPOOL_FILE_FOREIGN');
+    expect(codeOf(`bundles/${'f'.repeat(64)}.bundle.json`)).toBe('SPOOL_FILE_NOT_REGULAR');
     expect(codeOf('stray.json')).toBe('SPOOL_FILE_FOREIGN');
     expect(codeOf(`checkpoints/${checkpoints[1]}`)).toBe('WITNESS_CONFLICT');
     expect(first.counts.created).toBe(2); // the runner's own two bundles

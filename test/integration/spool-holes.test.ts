@@ -5,6 +5,7 @@
  */
 import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
@@ -169,5 +170,14 @@ describe('what one look at in/ costs', () => {
     expect(said.map((p) => p.name).sort()).toEqual(
       ['my capsule.capsule.json', 'prüfung.capsule.json', `${'a'.repeat(100)}…${long.slice(-19)}`].sort(),
     );
+  });
+
+  it('never blocks on a fifo named *.capsule.json (nobody writes into it): passed over as not a regular file', () => {
+    nowMs = Date.now() + 10_000;
+    const dir = mkdtempSync(join(tmpdir(), 'spool-holes-'));
+    temps.push(dir);
+    execFileSync('mkfifo', [join(dir, 'blocking.capsule.json')]);
+    const inbox = new SpoolInbox({ inDir: dir, capBytes: () => 1000, isDecided: () => false, now: () => nowMs, settleMs: 0 });
+    expect(inbox.look()).toEqual({ ready: [], passedOver: [{ name: 'blocking.capsule.json', reason: 'not-regular' }] });
   });
 });
