@@ -20,7 +20,7 @@
  * capsule bytes (the first ready file always), so 256 files at the cap do not take 256 caps of memory.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { isSpoolCapsuleName, isSpoolCosignedName } from '../protocol/spool.js';
 import { readSpoolFile, type SkipReason } from './files.js';
@@ -85,7 +85,8 @@ export class SpoolInbox {
       present.add(name);
       let stat;
       try {
-        stat = statSync(join(inDir, name), { throwIfNoEntry: false });
+        // Never through a symlink, not even to stat it (a link into a hung network mount would hold the agent).
+        stat = lstatSync(join(inDir, name), { throwIfNoEntry: false });
       } catch {
         passedOver.push({ name, reason: 'unreadable' });
         continue;
