@@ -78,6 +78,8 @@ export class SpoolAgent {
   /** File names already warned about (a symlink, a hard link, an unreadable file). */
   private readonly warned = new Set<string>();
   private readonly checkFolders: () => void;
+  /** The state is below its disk reserve (said once, until there is room again). */
+  private short = false;
 
   constructor(ctx: RunnerContext, options: SpoolAgentOptions) {
     this.ctx = ctx;
@@ -191,10 +193,14 @@ export class SpoolAgent {
       if (ready.length > 0 && this.belowReserve()) {
         // runCapsule would record the refusal and, through `decided`, mark the file decided for ever; on a
         // spool the same file is the only way it comes again, so it waits in in/ until there is room.
-        logger.warn({ waiting: ready.length, reserveBytes: this.ctx.config.store.reserveBytes }, 'disk below reserve; files in in/ wait');
+        if (!this.short)
+          logger.warn({ waiting: ready.length, reserveBytes: this.ctx.config.store.reserveBytes }, 'disk below reserve; files in in/ wait');
+        this.short = true;
         this.drainOut();
         return this.pollMs;
       }
+      if (this.short && ready.length > 0) logger.info({}, 'disk above reserve again; files in in/ are taken');
+      if (ready.length > 0) this.short = false;
       for (const file of ready) {
         if (this.stopping.signal.aborted) break;
         await this.take(file);
