@@ -29,6 +29,8 @@ import { readSpoolFile, type SkipReason } from './files.js';
 export const SPOOL_SETTLE_MS = 2000;
 /** Files taken from in/ per look, oldest modification first; the rest wait for the next look. */
 export const SPOOL_FILES_PER_LOOK = 256;
+/** Names of in/ looked at (one lstat each) per look; a folder holding more is gone round over several looks. */
+export const SPOOL_NAMES_PER_LOOK = 4096;
 /** A file larger than this is never digested (nor decided): passed over as 'too-large'. */
 export const SPOOL_DIGEST_MAX_BYTES = 256 * 1024 * 1024;
 
@@ -50,6 +52,8 @@ export interface InboxOptions {
   isDecided: (digest: string) => boolean;
   now: () => number;
   settleMs?: number;
+  /** Names of in/ looked at per look (default SPOOL_NAMES_PER_LOOK). */
+  namesPerLook?: number;
 }
 
 export class SpoolInbox {
@@ -57,6 +61,8 @@ export class SpoolInbox {
   private readonly known = new Map<string, { size: number; mtimeMs: number; ino: number; digest: string }>();
 
   /** name -> the file as first seen in this state, and when: how long it has stood still, by this clock. */
+  /** Where the next look starts in a folder of more than `namesPerLook` names. */
+  private cursor = 0;
   private readonly unchanged = new Map<string, { size: number; mtimeMs: number; ino: number; since: number }>();
 
   constructor(private readonly options: InboxOptions) {}
@@ -74,15 +80,27 @@ export class SpoolInbox {
     const settle = this.options.settleMs ?? SPOOL_SETTLE_MS;
     const candidates: { name: string; mtimeMs: number; size: number }[] = [];
     const passedOver: PassedOver[] = [];
-    const present = new Set<string>();
-    for (const name of readdirSync(inDir)) {
+    const all = readdirSync(inDir);
+    // Many files (a million decided ones left there) cost one lstat each per look: at most `namesPerLook`
+    // names are looked at, the next ones at the next look, round the folder.
+    const limit = this.options.namesPerLook ?? SPOOL_NAMES_PER_LOOK;
+    let names = all;
+    let pruneKnown = true;
+    if (all.length > limit) {
+      const from = this.cursor < all.length ? this.cursor : 0;
+      names = all.slice(from, from + limit);
+      if (names.length < limit) names = names.concat(all.slice(0, limit - names.length));
+      this.cursor = (from + limit) % all.length;
+      pruneKnown = this.cursor < from || from === 0; // once a round
+    }
+    const present = new Set<string>(pruneKnown ? all : []);
+    for (const name of names) {
       if (!isSpoolCapsuleName(name)) {
         // Temporary and foreign names: never read. A capsule name this layout refuses (a space, a letter
         // outside ASCII, over 200 characters) is said, or the operator's file would wait there in silence.
         if (name.endsWith('.capsule.json') && !name.startsWith('.')) passedOver.push({ name: shortName(name), reason: 'bad-name' });
         continue;
       }
-      present.add(name);
       let stat;
       try {
         // Never through a symlink, not even to stat it (a link into a hung network mount would hold the agent).
@@ -108,8 +126,10 @@ export class SpoolInbox {
       }
       candidates.push({ name, mtimeMs: stat.mtimeMs, size: stat.size });
     }
-    for (const name of this.known.keys()) if (!present.has(name)) this.known.delete(name);
-    for (const name of this.unchanged.keys()) if (!present.has(name)) this.unchanged.delete(name);
+    if (pruneKnown) {
+      for (const name of this.known.keys()) if (!present.has(name)) this.known.delete(name);
+      for (const name of this.unchanged.keys()) if (!present.has(name)) this.unchanged.delete(name);
+    }
     candidates.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.name < b.name ? -1 : 1));
     const ready: SpoolFile[] = [];
     const digests = new Set<string>();

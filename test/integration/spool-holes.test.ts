@@ -180,4 +180,31 @@ describe('what one look at in/ costs', () => {
     const inbox = new SpoolInbox({ inDir: dir, capBytes: () => 1000, isDecided: () => false, now: () => nowMs, settleMs: 0 });
     expect(inbox.look()).toEqual({ ready: [], passedOver: [{ name: 'blocking.capsule.json', reason: 'not-regular' }] });
   });
+
+  it('looks at a bounded number of names per look in a folder of many files, and still takes every one of them round the folder', () => {
+    nowMs = Date.now() + 10_000;
+    const dir = mkdtempSync(join(tmpdir(), 'spool-holes-'));
+    temps.push(dir);
+    const decided = new Set<string>();
+    const inbox = new SpoolInbox({
+      inDir: dir,
+      capBytes: () => 1000,
+      isDecided: (d) => decided.has(d),
+      now: () => nowMs,
+      settleMs: 0,
+      namesPerLook: 10,
+    });
+    for (let i = 0; i < 25; i++) writeFileSync(join(dir, `m${i}.capsule.json`), `${i}`);
+    const taken = new Set<string>();
+    for (let look = 0; look < 3; look++) {
+      const { ready, passedOver } = inbox.look();
+      expect(ready.length + passedOver.length).toBeLessThanOrEqual(10);
+      for (const file of ready) {
+        decided.add(file.digest);
+        taken.add(file.name);
+      }
+    }
+    expect(taken.size).toBe(25);
+    for (let look = 0; look < 3; look++) expect(inbox.look().ready).toEqual([]);
+  });
 });
