@@ -80,6 +80,9 @@ describe.skipIf(!existsSync(CLI_ENTRY))('kill -9 of the spool agent (needs dist/
     ).catch((err: unknown) => {
       throw new Error(`${String(err)}\n${last.stderr.join('').slice(-3000)}`);
     });
+    // The state may already be complete when the last agent starts: SIGTERM only once it listens for it
+    // (it says so as it starts), or Node's default ends it by the signal.
+    await waitFor(() => last.stderr.join('').includes('spool agent started'), 'the last agent started', 60_000);
     last.child.kill('SIGTERM');
     expect(await last.exit, last.stderr.join('').slice(-2000)).toEqual({ code: 0, signal: null });
 
