@@ -9,7 +9,7 @@ import { verifyPublishable } from '../../runner/capsule/verify.js';
 import { verifyBundle, type VerifiedBundle } from '../../runner/evidence/bundle.js';
 import { isCodedError } from '../../runner/core/errors.js';
 import { verifyTrustDocument, type VerifiedTrust } from '../../runner/trust/trust.js';
-import { verifyRejection } from '../../runner/evidence/rejection.js';
+import { verifyRejection, type VerifiedRejection } from '../../runner/evidence/rejection.js';
 import { runnerOrigin } from '../../runner/log/checkpoint.js';
 import { ProtocolError } from '../../runner/protocol/errors.js';
 import { decideAddCheckpoint, formatTlogSize, parseAddCheckpoint, signCosignature, type WitnessDecision } from '../../runner/protocol/witness.js';
@@ -18,7 +18,7 @@ import type { App } from './app.js';
 import { authenticateOperator, authenticateRunner, authenticateRunnerBody, hasBearer, refuseExpiredTrust } from './auth.js';
 import { HttpError } from './errors.js';
 import { readBody, Router, send, sendBytes, sendEmpty, sendJson, type RouteContext } from './http.js';
-import type { StoredAnswer, WitnessWrite } from './store/store.js';
+import type { NewBundle, NewRejection, StoredAnswer, WitnessWrite } from './store/store.js';
 
 /** At most this many capsules per work feed answer (docs/protocol.md). */
 export const FEED_MAX_ITEMS = 100;
@@ -173,17 +173,7 @@ async function putBundle(app: App, ctx: RouteContext): Promise<void> {
   }
   const verified = verifyBundleUnderItsTrust(app, body);
   if (verified.runnerName !== who.name) throw runnerMismatch('bundle');
-  const stored = await app.store.putBundle({
-    digest,
-    bytes: body,
-    runner: verified.runnerName,
-    capsuleId: verified.manifest.id,
-    manifestDigest: verified.statement.predicate.capsule.digest,
-    verdict: verified.statement.predicate.run.verdict,
-    evidenceDigest: verified.evidenceDigest,
-    logIndex: verified.log.index,
-    receivedAt: app.clock().toISOString(),
-  });
+  const stored = await app.store.putBundle(bundleRow(verified, digest, body, app.clock().toISOString()));
   answerStored(app, ctx, digest, stored, who.name);
 }
 
@@ -250,9 +240,30 @@ async function putRejection(app: App, ctx: RouteContext): Promise<void> {
   }
   const verified = verifyRejection(body, app.trust);
   if (verified.runnerName !== who.name) throw runnerMismatch('rejection');
-  const stored = await app.store.putRejection({
+  const stored = await app.store.putRejection(rejectionRow(verified, digest, body, app.clock().toISOString()));
+  answerStored(app, ctx, digest, stored, who.name);
+}
+
+/** The stored row of a verified bundle: what the inbox and a spool import keep beside its bytes. */
+export function bundleRow(verified: VerifiedBundle, digest: string, bytes: Buffer, receivedAt: string): NewBundle {
+  return {
     digest,
-    bytes: body,
+    bytes,
+    runner: verified.runnerName,
+    capsuleId: verified.manifest.id,
+    manifestDigest: verified.statement.predicate.capsule.digest,
+    verdict: verified.statement.predicate.run.verdict,
+    evidenceDigest: verified.evidenceDigest,
+    logIndex: verified.log.index,
+    receivedAt,
+  };
+}
+
+/** The stored row of a verified rejection, likewise. */
+export function rejectionRow(verified: VerifiedRejection, digest: string, bytes: Buffer, receivedAt: string): NewRejection {
+  return {
+    digest,
+    bytes,
     runner: verified.runnerName,
     stage: verified.stage,
     code: verified.code,
@@ -260,9 +271,8 @@ async function putRejection(app: App, ctx: RouteContext): Promise<void> {
     manifestDigest: verified.capsule.manifestDigest ?? null,
     fileDigest: verified.capsule.fileDigest ?? null,
     logIndex: verified.record.index,
-    receivedAt: app.clock().toISOString(),
-  });
-  answerStored(app, ctx, digest, stored, who.name);
+    receivedAt,
+  };
 }
 
 function answerStored(app: App, ctx: RouteContext, digest: string, stored: StoredAnswer, runner: string): void {

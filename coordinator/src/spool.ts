@@ -39,7 +39,7 @@ import type { PrivateKey } from '../../runner/core/ed25519.js';
 import { CAPS } from '../../runner/protocol/wire.js';
 import type { VerifiedTrust } from '../../runner/trust/trust.js';
 import { CoordinatorError } from './errors.js';
-import { verifyBundleUnderItsTrust } from './routes.js';
+import { bundleRow, rejectionRow, verifyBundleUnderItsTrust } from './routes.js';
 import type { CoordinatorStore, StoredAnswer, WitnessWrite } from './store/store.js';
 
 export type SpoolFileOutcome =
@@ -165,31 +165,10 @@ async function importAnswer(
     if (kind === 'bundle') {
       // As the inbox judges it: the pinned trust, or the older kept version its predicate names (routes.ts).
       const verified = verifyBundleUnderItsTrust(options, bytes);
-      stored = await store.putBundle({
-        digest,
-        bytes,
-        runner: verified.runnerName,
-        capsuleId: verified.manifest.id,
-        manifestDigest: verified.statement.predicate.capsule.digest,
-        verdict: verified.statement.predicate.run.verdict,
-        evidenceDigest: verified.evidenceDigest,
-        logIndex: verified.log.index,
-        receivedAt,
-      });
+      stored = await store.putBundle(bundleRow(verified, digest, bytes, receivedAt));
     } else {
       const verified = verifyRejection(bytes, trust);
-      stored = await store.putRejection({
-        digest,
-        bytes,
-        runner: verified.runnerName,
-        stage: verified.stage,
-        code: verified.code,
-        capsuleId: verified.capsule.id ?? null,
-        manifestDigest: verified.capsule.manifestDigest ?? null,
-        fileDigest: verified.capsule.fileDigest ?? null,
-        logIndex: verified.record.index,
-        receivedAt,
-      });
+      stored = await store.putRejection(rejectionRow(verified, digest, bytes, receivedAt));
     }
   } catch (err) {
     if (!isCodedError(err) || err.code === 'COORDINATOR_STORAGE_FULL') throw err;
