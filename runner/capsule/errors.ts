@@ -30,6 +30,8 @@ export type CapsuleErrorCode =
   /** A recurring capsule's `schedule` names no valid cron expression or time zone, or no slot before it expires. */
   | 'CAPSULE_SCHEDULE_INVALID'
   /** A schedule of a capsule with this id, issued later, is active here: an older capsule does not replace it. */
-  | 'CAPSULE_SUPERSEDED';
+  | 'CAPSULE_SUPERSEDED'
+  /** A remediate capsule names a change target the runner's configuration does not declare. */
+  | 'CAPSULE_TARGET_UNDECLARED';
 
 export class CapsuleError extends CodedError<CapsuleErrorCode> {}

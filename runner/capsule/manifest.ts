@@ -53,8 +53,38 @@ export interface Manifest {
   schedule?: { cron: string; timezone?: string };
   /** Names of operator-granted resources (runner configuration `resources`) the steps need bound in. */
   needs?: string[];
-  change?: { target: string; patch: string };
+  /** A remediate capsule's change (and only theirs): what it does to the operator's change target. */
+  change?: Change;
 }
+
+/**
+ * A change to one of the operator's change targets (runner configuration `targets`), by name. `patch` is
+ * the input holding a unified diff whose paths are relative to the target (git's `a/` and `b/` prefixes
+ * are taken off); `files` adds, replaces or deletes whole files, an added or replaced one with the bytes of
+ * the input `from`. Both may be given: the patch is applied first, then the files, and no path twice.
+ */
+export interface Change {
+  target: string;
+  patch?: string;
+  files?: ChangeFile[];
+  /** What the capsule says the change needs; only recorded and compared: the runner derives the tier. */
+  declaredTier?: { approvals: number };
+  /** Evidence digests (`sha256:HEX`) of reproduce runs on this runner that showed the defect. */
+  reproductions?: string[];
+}
+
+export interface ChangeFile {
+  /** Relative to the target. */
+  path: string;
+  action: 'add' | 'replace' | 'delete';
+  /** add and replace: the input whose bytes the file gets. */
+  from?: string;
+  /** add and replace: the file is made executable (mode 0755 instead of 0644). */
+  executable?: boolean;
+}
+
+/** Where a remediate capsule's steps find the staged copy of the change target, in the run's workspace. */
+export const STAGED_TARGET_DIR = 'target';
 
 export { manifestSchema };
 
@@ -93,7 +123,6 @@ function verifyPaths(manifest: Manifest): void {
     throw new CapsuleError('CAPSULE_SCHEMA', "The capsule's validity window is empty: notBefore is not before expiresAt.");
   }
   const all = [...manifest.inputs.map((i) => i.path), ...manifest.collect.map((c) => c.path)];
-  if (manifest.change) all.push(manifest.change.patch);
   for (const path of all) {
     if (!isContainedPath(path)) {
       throw new CapsuleError('CAPSULE_PATH_ESCAPE', `The path "${toPrintableExcerpt(path)}" would leave the run's workspace.`, { path });
@@ -113,9 +142,61 @@ function verifyPaths(manifest: Manifest): void {
         throw new CapsuleError('CAPSULE_SCHEMA', `The input "${toPrintableExcerpt(parent)}" is both a file and a folder.`, { path });
     }
   }
+  verifyChange(manifest, inputs);
   const steps = new Set<string>();
   for (const { name } of manifest.steps) {
     if (steps.has(name)) throw new CapsuleError('CAPSULE_SCHEMA', `The step name "${name}" is used twice.`, { name });
     steps.add(name);
+  }
+}
+
+/**
+ * A remediate capsule has a change and nothing else has one; a change names inputs for its bytes, paths
+ * that stay inside the target, and no path twice. Its inputs stay out of the staged target's folder (they
+ * would overwrite what the change staged), and it never recurs: a change is decided once.
+ */
+function verifyChange(manifest: Manifest, inputs: ReadonlySet<string>): void {
+  const schema = (why: string, details: Record<string, unknown> = {}) => new CapsuleError('CAPSULE_SCHEMA', why, details);
+  const { change } = manifest;
+  if (manifest.kind !== 'remediate') {
+    if (change !== undefined) throw schema(`A ${manifest.kind} capsule carries no change; only a remediate capsule does.`);
+    return;
+  }
+  if (change === undefined) throw schema('A remediate capsule names no change.');
+  if (manifest.schedule !== undefined) throw schema('A remediate capsule cannot recur: each change is proposed and decided once.');
+  if (change.patch === undefined && change.files === undefined) throw schema('The change carries neither a patch nor files.');
+  const staged = [...inputs].find((path) => path === STAGED_TARGET_DIR || path.startsWith(`${STAGED_TARGET_DIR}/`));
+  if (staged !== undefined) {
+    throw schema(`The input "${toPrintableExcerpt(staged)}" is in ${STAGED_TARGET_DIR}/, where the staged copy of the change target goes.`, {
+      path: staged,
+    });
+  }
+  const named = [
+    ...(change.patch === undefined ? [] : [change.patch]),
+    ...(change.files ?? []).flatMap((file) => (file.from === undefined ? [] : [file.from])),
+  ];
+  for (const path of named) {
+    if (!inputs.has(path)) throw schema(`The change names "${toPrintableExcerpt(path)}", which is not one of the capsule's inputs.`, { path });
+  }
+  const paths = new Set<string>();
+  for (const file of change.files ?? []) {
+    if (!isContainedPath(file.path)) {
+      throw new CapsuleError('CAPSULE_PATH_ESCAPE', `The change path "${toPrintableExcerpt(file.path)}" would leave the change target.`, {
+        path: file.path,
+      });
+    }
+    if (paths.has(file.path)) throw schema(`The change lists "${toPrintableExcerpt(file.path)}" twice.`, { path: file.path });
+    paths.add(file.path);
+    if ((file.action === 'delete') !== (file.from === undefined)) {
+      throw schema(
+        file.action === 'delete'
+          ? `The change deletes "${toPrintableExcerpt(file.path)}" and also gives it bytes.`
+          : `The change ${file.action}s "${toPrintableExcerpt(file.path)}" without naming the input that holds its bytes.`,
+        { path: file.path },
+      );
+    }
+    if (file.action === 'delete' && file.executable !== undefined) {
+      throw schema(`The change deletes "${toPrintableExcerpt(file.path)}" and also sets its mode.`, { path: file.path });
+    }
   }
 }

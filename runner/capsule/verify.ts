@@ -143,12 +143,13 @@ function verify(
       blobs: unreferenced.length,
     });
   }
-  // 9. Policy from the signed trust document. Remediation needs approvals, which this version refuses.
+  // 9. Policy from the signed trust document.
   if (!trust.body.policy.allowedKinds.includes(manifest.kind)) {
     throw new CapsuleError('CAPSULE_POLICY', `The trust policy does not allow ${manifest.kind} capsules.`, context);
   }
-  if (manifest.kind === 'remediate') {
-    throw new CapsuleError('CAPSULE_POLICY', 'Remediation capsules need human approvals, which this runner version cannot check yet.', context);
+  // A change is only as governed as the policy that derives its approvals: none, no remediation.
+  if (manifest.kind === 'remediate' && trust.body.policy.remediation === undefined) {
+    throw new CapsuleError('CAPSULE_POLICY', 'The trust policy allows remediate capsules but gives no remediation rules to derive their approvals from.', context);
   }
   return { manifest, manifestBytes: verified.payload, manifestDigest, envelope: verified.verifiedEnvelope, signers: verified.signers, inputs };
 }

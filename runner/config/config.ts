@@ -25,6 +25,24 @@ export interface StepUser {
  */
 export type Resource = { path: string } | { socket: string } | { tcp: string };
 
+/**
+ * One change target: a folder on the host that remediate capsules may change (runner/remediate/), by name.
+ * Changes are staged in a scratch copy first and applied only once approved; `healthCheck` is the
+ * operator's own argv, run on the host after an apply (exit 0 = healthy), whose failure rolls it back.
+ */
+export interface ChangeTarget {
+  /** An absolute folder, other than /. */
+  path: string;
+  /** argv, run without a shell (unless it names one), as the runner's user, in the target folder. */
+  healthCheck?: string[];
+  /** Seconds the health check may take before it is killed and counted a failure (default 60). */
+  healthCheckTimeoutSeconds?: number;
+  /** The most bytes of files the target may hold to be copied and digested (default 256 MiB). */
+  maxBytes?: number;
+  /** The most entries (files, folders, links) it may hold (default 100,000). */
+  maxEntries?: number;
+}
+
 export interface RunnerConfig {
   exec: {
     /** A step without its own `timeoutSeconds` gets this many seconds. */
@@ -111,6 +129,8 @@ export interface RunnerConfig {
    * The evidence records the names, never the paths or addresses.
    */
   resources: Readonly<Record<string, Resource>>;
+  /** Folders remediate capsules may change, by name (a capsule's `change.target`); none by default. */
+  targets: Readonly<Record<string, ChangeTarget>>;
   /** The air-gapped transport (`agent --spool DIR`): capsules from DIR/in/, answers to DIR/out/. */
   spool: {
     /** An absolute folder; '' = no spool (the agent talks to the coordinator). */
@@ -166,6 +186,7 @@ export const DEFAULT_CONFIG: Readonly<RunnerConfig> = deepFreeze({
     flushMs: 5000, // ms
   },
   resources: {},
+  targets: {},
   spool: { dir: '' },
   logLevel: 'silent',
   debug: false,
@@ -182,6 +203,8 @@ export interface ConfigOverrides {
   coordinator?: Partial<RunnerConfig['coordinator']>;
   /** Merged by name: a later layer's entry replaces that name's entry. */
   resources?: Record<string, Resource>;
+  /** Merged by name, as resources are. */
+  targets?: Record<string, ChangeTarget>;
   spool?: Partial<RunnerConfig['spool']>;
   logLevel?: LogLevel;
   debug?: boolean;
@@ -253,6 +276,7 @@ export function resolveConfigWithOrigins(sources: ConfigSources = {}): ResolvedC
       store: { ...config.store, ...overrides.store },
       coordinator: { ...config.coordinator, ...overrides.coordinator },
       resources: { ...config.resources, ...overrides.resources },
+      targets: { ...config.targets, ...overrides.targets },
       spool: { ...config.spool, ...overrides.spool },
       ...(overrides.stepUser ? { stepUser: { uid: overrides.stepUser.uid, gid: overrides.stepUser.gid } } : {}),
       ...(overrides.logLevel !== undefined ? { logLevel: overrides.logLevel } : {}),
@@ -479,7 +503,7 @@ const NON_NEGATIVE: Record<string, readonly string[]> = {
   store: ['busyTimeoutMs'],
   coordinator: ['pollWaitSeconds', 'stopGraceMs', 'flushMs'],
 };
-const SECTIONS = ['exec', 'limits', 'sandbox', 'stepUser', 'store', 'coordinator', 'resources', 'spool', 'logLevel', 'debug'];
+const SECTIONS = ['exec', 'limits', 'sandbox', 'stepUser', 'store', 'coordinator', 'resources', 'targets', 'spool', 'logLevel', 'debug'];
 type TextCheck = { check: (value: unknown) => boolean; why: string };
 /** A file named by absolute path, or '' for none. */
 const FILE_SETTING: TextCheck = {
@@ -524,6 +548,7 @@ export function isSystemFolderPath(path: string): boolean {
 function checkOverrides(overrides: ConfigOverrides, source: ConfigSource, file?: string): void {
   for (const key of Object.keys(overrides)) if (!SECTIONS.includes(key)) throw unknown(key, source, file);
   checkResources(overrides.resources, source);
+  checkTargets(overrides.targets, source, file);
   if (overrides.spool !== undefined) {
     const spool = overrides.spool as unknown;
     if (typeof spool !== 'object' || spool === null || Array.isArray(spool)) throw invalid('spool', source, 'is not an object of settings');
@@ -591,6 +616,47 @@ function checkResources(resources: unknown, source: ConfigSource): void {
       if (!isGrantableAddress(value)) throw invalid(`${setting}.tcp`, source, 'must be a loopback or private host:port');
     } else if (!(typeof value === 'string' && value !== '/' && FILE_SETTING.check(value) && value !== '')) {
       throw invalid(`${setting}.${kind}`, source, 'must be an absolute path other than /');
+    }
+  }
+}
+
+const MAX_TARGETS = 64;
+const TARGET_MEMBERS = ['path', 'healthCheck', 'healthCheckTimeoutSeconds', 'maxBytes', 'maxEntries'];
+
+/** Each change target: a plain name, an absolute folder other than /, and its optional health check and caps. */
+function checkTargets(targets: unknown, source: ConfigSource, file: string | undefined): void {
+  if (targets === undefined) return;
+  if (typeof targets !== 'object' || targets === null || Array.isArray(targets)) throw invalid('targets', source, 'is not a table of change targets');
+  const entries = Object.entries(targets);
+  if (entries.length > MAX_TARGETS) throw invalid('targets', source, `names more than ${MAX_TARGETS} change targets`);
+  for (const [name, target] of entries) {
+    const setting = `targets.${name}`;
+    if (!RESOURCE_NAME.test(name)) throw invalid(setting, source, 'is not a plain name (letters, digits, . _ -)');
+    if (typeof target !== 'object' || target === null || Array.isArray(target)) throw invalid(setting, source, 'is not a table');
+    for (const member of Object.keys(target)) if (!TARGET_MEMBERS.includes(member)) throw unknown(`${setting}.${member}`, source, file);
+    const { path, healthCheck, healthCheckTimeoutSeconds, maxBytes, maxEntries } = target as Record<string, unknown>;
+    if (!(typeof path === 'string' && path !== '' && path !== '/' && FILE_SETTING.check(path))) {
+      throw invalid(`${setting}.path`, source, 'must be an absolute folder other than /');
+    }
+    if (healthCheck !== undefined) {
+      const argv = Array.isArray(healthCheck) ? (healthCheck as unknown[]) : [];
+      const plain =
+        argv.length >= 1 &&
+        argv.length <= 64 &&
+        argv.every((arg) => typeof arg === 'string' && arg !== '' && arg.length <= 4096 && !arg.includes('\0'));
+      if (!plain || !(argv[0] as string).startsWith('/')) {
+        throw invalid(`${setting}.healthCheck`, source, 'must be an argv list whose first item is an absolute path');
+      }
+    }
+    const bounded: Array<[string, unknown, number]> = [
+      ['healthCheckTimeoutSeconds', healthCheckTimeoutSeconds, 86_400],
+      ['maxBytes', maxBytes, 2 ** 40],
+      ['maxEntries', maxEntries, 10_000_000],
+    ];
+    for (const [member, value, max] of bounded) {
+      if (value !== undefined && !(Number.isSafeInteger(value) && (value as number) >= 1 && (value as number) <= max)) {
+        throw invalid(`${setting}.${member}`, source, `is not a whole number from 1 to ${max}`);
+      }
     }
   }
 }

@@ -1,6 +1,7 @@
 /** The evidence statement: in-toto Statement v1 with the edge-runner evidence predicate v1. */
 import type { CapsuleKind } from '../trust/trust.js';
 import type { CollectParser } from '../capsule/manifest.js';
+import type { Footprint, Tier } from '../policy/types.js';
 import { summaryFailed, type ResultSummary } from './parsers/index.js';
 import statementSchema from './predicate.schema.json' with { type: 'json' };
 
@@ -80,7 +81,59 @@ export interface EvidencePredicate {
   };
   steps: StepRecord[];
   artifacts: ArtifactRecord[];
-  policy: { decision: 'allowed'; rule: 'read-only-kind'; trustVersion: number };
+  /**
+   * `read-only-kind`: reproduce and validate. `staged-change`: a remediate proposal (its steps ran on the
+   * staged copy). `approved-change` / `autonomous-change`: the final bundle of a change applied (or rolled
+   * back, or refused) on approvals, or with none because the policy let it.
+   */
+  policy: { decision: 'allowed'; rule: 'read-only-kind' | 'staged-change' | 'approved-change' | 'autonomous-change'; trustVersion: number };
+  /** A remediate capsule's run: its proposal, or what became of the change (runner/remediate/). */
+  remediation?: RemediationEvidence;
+}
+
+/** A reproduction cited by a remediate capsule: a bundle of this runner's own log, by evidence digest. */
+export interface ReproductionRef {
+  evidence: string;
+  capsule: string;
+  verdict: Verdict;
+  runId?: string;
+}
+
+/** The operator's health check after an apply, as the step records are: codes and durations only. */
+export interface HealthCheckRecord {
+  status: 'succeeded' | 'failed' | 'timed-out' | 'spawn-failed';
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  durationMs: number;
+}
+
+/**
+ * `proposed`: the steps ran against the staged copy; an approver decides on this. `applied`: the change is
+ * on the real target and passed the post-apply validation (the steps, against the applied target) and the
+ * health check. `rolled-back`: it was applied and undone (`outcome.code` says why). `refused`: never applied.
+ */
+export interface RemediationEvidence {
+  phase: 'proposed' | 'applied' | 'rolled-back' | 'refused';
+  target: string;
+  /** The change digest (runner/policy/change-digest.ts): what approvals are bound to. */
+  change: string;
+  preState: string;
+  postState: string;
+  /** SHA-256 of the canonical JSON of the trust document's policy the tier was derived from. */
+  policy: string;
+  footprint: Footprint;
+  tier: Tier;
+  /** The reproductions the capsule cited, as this runner's log has them. */
+  reproductions?: ReproductionRef[];
+  /** Final phases: the proposal's evidence digest. */
+  proposal?: string;
+  /** Final phases: the time approvals were counted at (the `change.applying` or `change.refused` record's `at`). */
+  decidedAt?: string;
+  /** Final phases: the approvals counted (the bundle carries their envelopes), or none because none were required. */
+  approvals?: { counted: Array<{ digest: string; approver: string }>; autonomous: boolean };
+  /** Final phases: the target's digest at the end, the code of a rollback or refusal, the checks after apply. */
+  outcome?: { code?: string; targetDigest: string; healthCheck?: HealthCheckRecord; reproductions?: ReproductionRef[] };
 }
 
 export interface Statement {

@@ -60,6 +60,37 @@ export interface RecordBodies {
   'trust.updated': { fromVersion: number; toVersion: number; trustDigest: string; source: string };
   /** A trust document offered as an update was refused with its code; the pin did not move. */
   'trust.refused': { code: string; trustDigest: string; source: string; toVersion?: number };
+  /**
+   * Governed remediation (runner/remediate/). A remediate capsule's change was applied to a scratch copy of
+   * the change target: the digests of the target before (`preState`) and of the copy after (`postState`), and
+   * the change digest binding target, pre-state, change, policy and capsule. Before its staged validation runs.
+   */
+  'change.staged': { runId: string; changeDigest: string; target: string; preState: string; postState: string };
+  /** The proposal's evidence is signed: its verdict (of the staged validation) and the approvals it `required`. */
+  'change.proposed': { runId: string; changeDigest: string; evidenceDigest: string; verdict: Verdict; required: number };
+  /** A signed approval (by the digest of its envelope's bytes) counts toward the change: who, and what they decided. */
+  'approval.accepted': { changeDigest: string; digest: string; approver: string; decision: 'approve' | 'reject' };
+  /** An approval was refused with its code (another change, expired, not an approver, the proposer...). */
+  'approval.refused': { digest: string; code: string; changeDigest?: string; approver?: string };
+  /**
+   * The change is authorized and about to be written to the real target: the digests of the approvals it
+   * relies on (none when the policy lets it apply on its own). The record's `at` is the decision time.
+   */
+  'change.applying': { changeDigest: string; approvals: string[] };
+  /** Every file of the change is written; `targetDigest` is the real target's digest now (the post-state). */
+  'change.applied': { changeDigest: string; targetDigest: string };
+  /** The post-apply validation (its run) and the operator's health check start. */
+  'change.verifying': { changeDigest: string; runId: string };
+  /** The post-apply validation and the health check passed: the change stays. */
+  'change.verified': { changeDigest: string; runId: string };
+  /** Why the change is being undone (a failed validation or health check, an interrupted apply), before a file is restored. */
+  'change.rolling-back': { changeDigest: string; code: string };
+  /** The pre-state is restored and its digest checked equal to the pre-state digest. */
+  'change.rolled-back': { changeDigest: string; code: string; targetDigest: string };
+  /** The restored target's digest is not the pre-state digest: an operator must look (status alarms). */
+  'change.rollback-failed': { changeDigest: string; code: string; targetDigest: string };
+  /** The change will never be applied: stale target, changed policy, a veto, failed staged validation, expiry. */
+  'change.refused': { changeDigest: string; code: string };
 }
 
 export type RecordKind = keyof RecordBodies;
@@ -90,6 +121,18 @@ export const RECORD_FIELDS = {
   'schedule.ended': { required: ['capsuleId', 'manifestDigest', 'reason'], optional: [] },
   'trust.updated': { required: ['fromVersion', 'toVersion', 'trustDigest', 'source'], optional: [] },
   'trust.refused': { required: ['code', 'trustDigest', 'source'], optional: ['toVersion'] },
+  'change.staged': { required: ['runId', 'changeDigest', 'target', 'preState', 'postState'], optional: [] },
+  'change.proposed': { required: ['runId', 'changeDigest', 'evidenceDigest', 'verdict', 'required'], optional: [] },
+  'approval.accepted': { required: ['changeDigest', 'digest', 'approver', 'decision'], optional: [] },
+  'approval.refused': { required: ['digest', 'code'], optional: ['changeDigest', 'approver'] },
+  'change.applying': { required: ['changeDigest', 'approvals'], optional: [] },
+  'change.applied': { required: ['changeDigest', 'targetDigest'], optional: [] },
+  'change.verifying': { required: ['changeDigest', 'runId'], optional: [] },
+  'change.verified': { required: ['changeDigest', 'runId'], optional: [] },
+  'change.rolling-back': { required: ['changeDigest', 'code'], optional: [] },
+  'change.rolled-back': { required: ['changeDigest', 'code', 'targetDigest'], optional: [] },
+  'change.rollback-failed': { required: ['changeDigest', 'code', 'targetDigest'], optional: [] },
+  'change.refused': { required: ['changeDigest', 'code'], optional: [] },
 } as const satisfies { readonly [K in RecordKind]: FieldSpec<RecordBodies[K]> };
 
 // Every required member of every body is listed as required, every optional one as optional.

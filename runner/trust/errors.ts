@@ -17,6 +17,8 @@ export type TrustErrorCode =
   /** A runner key also holds another role. */
   | 'TRUST_ROLE_CONFLICT'
   /** A runner's name is also the name of another key. */
-  | 'TRUST_NAME_DUPLICATE';
+  | 'TRUST_NAME_DUPLICATE'
+  /** The remediation policy names an undeclared surface or group, or asks more approvals than can be given. */
+  | 'TRUST_POLICY_INVALID';
 
 export class TrustError extends CodedError<TrustErrorCode> {}

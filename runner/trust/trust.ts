@@ -32,8 +32,44 @@ export interface TrustDocumentBody {
     maxCapsuleBytes?: number;
     /** What a recurring capsule does about slots missed while the runner was down (default `skip`). */
     schedule?: { catchUp: ScheduleCatchUp };
+    /** Governed remediation (runner/policy/): without it, remediate capsules are refused. */
+    remediation?: RemediationPolicy;
   };
 }
+
+/**
+ * How many named people must approve a change, derived from what it touches (runner/policy/tier.ts):
+ * `surfaces` map path patterns (path.matchesGlob, relative to the change target) to surface names; a path
+ * matching none is on the surface `unclassified`. `dependsOn` is the system graph: `payments: [ledger]`
+ * says payments depends on ledger, so a change to ledger also reaches payments. `rules` give each surface's
+ * approvals (distinct persons, from `group` when set, else any approver), `default` every other surface's.
+ */
+export interface RemediationPolicy {
+  surfaces: Record<string, string[]>;
+  dependsOn?: Record<string, string[]>;
+  rules: Record<string, ApprovalRule>;
+  default: ApprovalRule;
+  /** Approver groups: group name -> names of persons (key names holding the approver role). */
+  groups?: Record<string, string[]>;
+  /** Surfaces a change may never touch or reach without at least one human approval. */
+  noAutonomy?: string[];
+  /** Surfaces whose changes may apply with zero approvals when their rule says 0 (never a no-autonomy one). */
+  autoApply?: string[];
+  /** The longest an approval may be valid for, from its signing to its notAfter, in seconds (default 7 days). */
+  approvalMaxSeconds?: number;
+}
+
+export interface ApprovalRule {
+  /** Distinct persons who must approve (0 only takes effect on an autoApply surface). */
+  approvals: number;
+  /** The approver group they must belong to; absent: any key name holding the approver role. */
+  group?: string;
+  /** A counted approval must carry a change-control reference (a change ticket). */
+  changeControl?: boolean;
+}
+
+/** The surface of a path that no pattern of the policy names. */
+export const UNCLASSIFIED_SURFACE = 'unclassified';
 
 export interface VerifiedTrust {
   body: TrustDocumentBody;
@@ -220,6 +256,7 @@ function verifyRoles(body: TrustDocumentBody): void {
       }
     }
   }
+  verifyRemediationPolicy(body);
   for (const role of ['root', 'capsule-signer', 'runner', 'approver', 'witness'] as const) {
     const holders = entries.filter(([, entry]) => entry.roles.includes(role));
     const count = role === 'approver' ? new Set(holders.map(([, entry]) => entry.name)).size : holders.length;
@@ -233,6 +270,48 @@ function verifyRoles(body: TrustDocumentBody): void {
         `The ${role} threshold is ${threshold} but the document lists ${count} ${unit}${count === 1 ? '' : 's'}.`,
         { role, threshold, actual: count },
       );
+    }
+  }
+}
+
+/**
+ * A remediation policy that cannot be met or says two things is refused (TRUST_POLICY_INVALID): every surface
+ * it names is declared (or `unclassified`), every group it names exists and holds only approver names, a
+ * rule never asks for more persons than can approve, and no surface is both auto-applied and no-autonomy.
+ */
+function verifyRemediationPolicy(body: TrustDocumentBody): void {
+  const policy = body.policy.remediation;
+  if (policy === undefined) return;
+  const invalid = (why: string, details: Record<string, unknown> = {}) =>
+    new TrustError('TRUST_POLICY_INVALID', `The remediation policy ${why}.`, details);
+  const surfaces = new Set([...Object.keys(policy.surfaces), UNCLASSIFIED_SURFACE]);
+  const named: Array<[string, string]> = [
+    ...Object.entries(policy.dependsOn ?? {}).flatMap(([from, to]) => [from, ...to].map((s) => ['dependsOn', s] as [string, string])),
+    ...Object.keys(policy.rules).map((s) => ['rules', s] as [string, string]),
+    ...(policy.noAutonomy ?? []).map((s) => ['noAutonomy', s] as [string, string]),
+    ...(policy.autoApply ?? []).map((s) => ['autoApply', s] as [string, string]),
+  ];
+  for (const [where, surface] of named) {
+    if (!surfaces.has(surface)) throw invalid(`names the surface "${surface}" in ${where}, which no surface pattern declares`, { surface });
+  }
+  const both = (policy.autoApply ?? []).find((s) => (policy.noAutonomy ?? []).includes(s));
+  if (both !== undefined) throw invalid(`lists "${both}" both as auto-apply and as no-autonomy`, { surface: both });
+  const approverNames = new Set(
+    Object.values(body.keys)
+      .filter((entry) => entry.roles.includes('approver'))
+      .map((entry) => entry.name),
+  );
+  for (const [group, members] of Object.entries(policy.groups ?? {})) {
+    const stranger = members.find((name) => !approverNames.has(name));
+    if (stranger !== undefined) throw invalid(`puts "${stranger}" in the group "${group}", but no approver key has that name`, { group });
+  }
+  for (const [surface, rule] of [...Object.entries(policy.rules), ['default', policy.default] as const]) {
+    const pool = rule.group === undefined ? approverNames.size : policy.groups?.[rule.group]?.length;
+    if (pool === undefined) throw invalid(`gives "${surface}" the group "${rule.group}", which it does not define`, { surface });
+    // The fewest persons the rule can need: a no-autonomy surface needs one even when its rule says 0.
+    const needed = Math.max(rule.approvals, (policy.noAutonomy ?? []).includes(surface) ? 1 : 0);
+    if (needed > pool) {
+      throw invalid(`asks ${needed} approvals for "${surface}" from ${pool} person${pool === 1 ? '' : 's'} who can approve`, { surface });
     }
   }
 }

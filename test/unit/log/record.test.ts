@@ -97,6 +97,54 @@ const BODIES: { [K in RecordKind]: [RecordBodies[K], RecordBodies[K]] } = {
     { code: 'TRUST_ROLLBACK', trustDigest: DIGEST, source: 'file' },
     { code: 'TRUST_VERSION_SKIP', trustDigest: DIGEST, source: 'coordinator', toVersion: 4 },
   ],
+  'change.staged': [
+    { runId: RUN_ID, changeDigest: DIGEST, target: 'ledger-config', preState: DIGEST, postState: DIGEST },
+    { runId: RUN_ID, changeDigest: DIGEST, target: 'payments.deploy', preState: DIGEST, postState: DIGEST },
+  ],
+  'change.proposed': [
+    { runId: RUN_ID, changeDigest: DIGEST, evidenceDigest: DIGEST, verdict: 'pass', required: 2 },
+    { runId: RUN_ID, changeDigest: DIGEST, evidenceDigest: DIGEST, verdict: 'fail', required: 0 },
+  ],
+  'approval.accepted': [
+    { changeDigest: DIGEST, digest: DIGEST, approver: 'alice', decision: 'approve' },
+    { changeDigest: DIGEST, digest: DIGEST, approver: 'bob@bank.example', decision: 'reject' },
+  ],
+  'approval.refused': [
+    { digest: DIGEST, code: 'APPROVAL_EXPIRED' },
+    { digest: DIGEST, code: 'APPROVAL_SELF', changeDigest: DIGEST, approver: 'carol' },
+  ],
+  'change.applying': [
+    { changeDigest: DIGEST, approvals: [] },
+    { changeDigest: DIGEST, approvals: [DIGEST, DIGEST] },
+  ],
+  'change.applied': [
+    { changeDigest: DIGEST, targetDigest: DIGEST },
+    { changeDigest: DIGEST, targetDigest: DIGEST },
+  ],
+  'change.verifying': [
+    { changeDigest: DIGEST, runId: RUN_ID },
+    { changeDigest: DIGEST, runId: RUN_ID },
+  ],
+  'change.verified': [
+    { changeDigest: DIGEST, runId: RUN_ID },
+    { changeDigest: DIGEST, runId: RUN_ID },
+  ],
+  'change.rolling-back': [
+    { changeDigest: DIGEST, code: 'CHANGE_HEALTH_CHECK_FAILED' },
+    { changeDigest: DIGEST, code: 'CHANGE_INTERRUPTED' },
+  ],
+  'change.rolled-back': [
+    { changeDigest: DIGEST, code: 'CHANGE_HEALTH_CHECK_FAILED', targetDigest: DIGEST },
+    { changeDigest: DIGEST, code: 'CHANGE_VALIDATION_FAILED', targetDigest: DIGEST },
+  ],
+  'change.rollback-failed': [
+    { changeDigest: DIGEST, code: 'CHANGE_ROLLBACK_MISMATCH', targetDigest: DIGEST },
+    { changeDigest: DIGEST, code: 'CHANGE_ROLLBACK_MISMATCH', targetDigest: DIGEST },
+  ],
+  'change.refused': [
+    { changeDigest: DIGEST, code: 'CHANGE_STALE' },
+    { changeDigest: DIGEST, code: 'CHANGE_VETOED' },
+  ],
 };
 
 const leafOf = (text: string) => Buffer.from(text, 'utf8');
