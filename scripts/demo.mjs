@@ -7,7 +7,7 @@
 // from the coordinator and verified offline; a tampered capsule refused. Through the real CLIs.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -124,7 +124,19 @@ rows.push(['coordinator', `serving /v1 on ${base} (SQLite in ${join(work, 'coord
 
 // 4. The runner: its state folder, and its agent pointed at the coordinator (short backoff for the demo).
 cli(['init', '--state', 'state', '--id', 'runner-demo-1', '--trust', 'trust.dsse.json', '--key', 'runner.key', '--label', 'demo']);
-writeFileSync(join(work, 'agent.json'), JSON.stringify({ coordinator: { backoffBaseMs: 250, backoffCapMs: 1000, pollWaitSeconds: 20 } }));
+// The ledger service deployed on this host: the folder the reproduction reads (an operator's read-only grant)
+// and remediation changes (an operator's change target, with the operator's own health check).
+const service = join(work, 'ledger-service');
+cpSync(join(root, 'scripts', 'demo', 'ledger-service'), service, { recursive: true });
+writeFileSync(join(work, 'host-limits.conf'), 'max_posting_batch = 1000\n');
+writeFileSync(
+  join(work, 'agent.json'),
+  JSON.stringify({
+    coordinator: { backoffBaseMs: 250, backoffCapMs: 1000, pollWaitSeconds: 20 },
+    resources: { 'ledger-service': { path: service } },
+    targets: { 'ledger-service': { path: service, healthCheck: ['/bin/sh', join(service, 'bin', 'health.sh'), join(work, 'host-limits.conf')] } },
+  }),
+);
 const agent = start(entry, ['agent', '--state', 'state', '--coordinator', base, '--config', 'agent.json'], 'agent', {
   EDGE_RUNNER_LOG_LEVEL: 'info',
 });
