@@ -9,6 +9,8 @@ import { DEFAULT_CONFIG } from '../config/config.js';
 import { existsSync } from 'node:fs';
 import { encodeRecordLeaf, type RecordBodies, type RecordKind } from '../log/record.js';
 import { sha256Hex } from '../core/digest.js';
+import { APPROVALS_SCHEMA_SQL, ApprovalTable, type ApprovalRow, type ApprovalSource } from './approvals.js';
+import { ChangeTable, CHANGES_SCHEMA_SQL, type ChangeRow, type ChangeState, type ChangeUpdate, type NewChange } from './changes.js';
 import { CheckpointTable, CHECKPOINTS_SCHEMA_SQL, type StoredCheckpoint } from './checkpoints.js';
 import { COSIGNATURES_SCHEMA_SQL, CosignatureTable, type StoredCosignature } from './cosignatures.js';
 import { FEED_CURSOR_SCHEMA_SQL, FeedCursorTable } from './feed.js';
@@ -29,6 +31,10 @@ import { buildMerkleNodesV1, MERKLE_NODES_V1_SQL, moveTreeIntoRecords } from './
 
 export type { OutboxKind, OutboxRow, OutboxStats, ProcessIdentity, RunRow, RunStatus, StoredCheckpoint, StoredCosignature, StoredRecord };
 export type { ScheduleRow };
+export type { ApprovalRow, ApprovalSource, ChangeRow, ChangeState, ChangeUpdate, NewChange };
+
+/** The records that move a change's state machine (runner/remediate/machine.ts). */
+export type ChangeRecordKind = Extract<RecordKind, `change.${string}`>;
 
 /** Records that answer for a capsule on their own: each gets an outbox row (a rejection) in its transaction. */
 const REJECTION_KINDS: ReadonlySet<RecordKind> = new Set(['capsule.rejected', 'run.aborted']);
@@ -77,6 +83,8 @@ const MIGRATIONS: readonly { sql?: string; after?: (db: SqliteDatabase) => void 
   // 8: operations: recurring capsules and how far each fired; the spool folder's decided capsule files; the
   // error records indexed for status (a partial index: only a record of an error kind writes to it).
   { sql: `${SCHEDULES_SCHEMA_SQL}\n${SPOOL_INBOX_SCHEMA_SQL}\n${RECORD_ERRORS_INDEX_SQL}` },
+  // 9: governed remediation: the changes proposed and where each is, and the approvals given for them.
+  { sql: `${CHANGES_SCHEMA_SQL}\n${APPROVALS_SCHEMA_SQL}` },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -96,6 +104,8 @@ export class Store {
   private readonly cosignatureTable: CosignatureTable;
   private readonly scheduleTable: ScheduleTable;
   private readonly spoolTable: SpoolTable;
+  private readonly changeTable: ChangeTable;
+  private readonly approvalTable: ApprovalTable;
   /** The time of a record, as its `at`. */
   private readonly timestamp: () => string;
 
@@ -114,6 +124,8 @@ export class Store {
     this.cosignatureTable = new CosignatureTable(db);
     this.scheduleTable = new ScheduleTable(db);
     this.spoolTable = new SpoolTable(db);
+    this.changeTable = new ChangeTable(db);
+    this.approvalTable = new ApprovalTable(db);
   }
 
   static open(path: string, options: StoreOptions = {}): Store {
@@ -453,6 +465,103 @@ export class Store {
 
   run(runId: string): RunRow | undefined {
     return this.runs.get(runId);
+  }
+
+  // Governed remediation (changes_v1, approvals_v1: runner/store/changes.ts, approvals.ts; runner/remediate/).
+
+  /** A proposal: its change.proposed record and its row, in one transaction (the caller's: the bundle's). */
+  proposeChange(body: RecordBodies['change.proposed'], change: NewChange): StoredRecord {
+    return this.db.transaction(() => {
+      const record = this.appendRecord('change.proposed', body, body.runId);
+      this.changeTable.insert(change, record.seq, record.at);
+      return record;
+    });
+  }
+
+  /**
+   * One transition of a change's state machine: the record, then the row moved from `from` to `to`, in one
+   * transaction. A row not in `from` (another process moved it) rolls the record back (STORE_WRITE_FAILED),
+   * as does a second change taking a target that one holds (the unique index). change.applying and
+   * change.refused set the decision time to their record's `at`.
+   */
+  moveChange<K extends Exclude<ChangeRecordKind, 'change.staged' | 'change.proposed'>>(
+    kind: K,
+    body: RecordBodies[K] & { changeDigest: string },
+    from: ChangeState | readonly ChangeState[],
+    to: ChangeState,
+    update: ChangeUpdate = {},
+  ): StoredRecord {
+    return this.db.transaction(() => {
+      const row = this.changeTable.get(body.changeDigest);
+      const states: readonly ChangeState[] = typeof from === 'string' ? [from] : from;
+      if (row === undefined || !states.includes(row.state)) {
+        throw new StoreError('STORE_WRITE_FAILED', `The change ${body.changeDigest} is not ${states.join(' or ')}, so it cannot become ${to}.`, {});
+      }
+      const record = this.appendRecord(kind, body);
+      const decided = kind === 'change.applying' || kind === 'change.refused' ? { decidedAt: record.at } : {};
+      if (!this.changeTable.move(body.changeDigest, row.state, to, record.seq, record.at, { ...update, ...decided })) {
+        throw new StoreError('STORE_WRITE_FAILED', `The change ${body.changeDigest} moved while it was being recorded.`, {});
+      }
+      return record;
+    });
+  }
+
+  change(changeDigest: string): ChangeRow | undefined {
+    return this.changeTable.get(changeDigest);
+  }
+
+  /** Every change proposed on this runner, oldest first. */
+  changes(): ChangeRow[] {
+    return this.changeTable.list();
+  }
+
+  /** Changes waiting for approvals or holding their target (the resume at open reads these). */
+  openChanges(): ChangeRow[] {
+    return this.changeTable.open();
+  }
+
+  /** The change holding `target` (applying, applied, verifying or rolling back), if one does. */
+  changeHolding(target: string): ChangeRow | undefined {
+    return this.changeTable.activeOn(target);
+  }
+
+  /** The run whose signed evidence has this digest, if this runner signed it (a cited reproduction). */
+  runOfEvidence(evidenceDigest: string): ReturnType<ChangeTable['runOfEvidence']> {
+    return this.changeTable.runOfEvidence(evidenceDigest);
+  }
+
+  /** The file digest a capsule was accepted with (its capsule.accepted record). */
+  acceptedFileOf(manifestDigest: string): string | undefined {
+    return this.changeTable.acceptedFileOf(manifestDigest);
+  }
+
+  /**
+   * An approval decided: its approval.accepted or approval.refused record and its row, in one transaction.
+   * `again`: a refusal of the same digest stored before is replaced (a refusal that time may undo).
+   */
+  decideApproval(
+    decision:
+      { kind: 'approval.accepted'; body: RecordBodies['approval.accepted'] } | { kind: 'approval.refused'; body: RecordBodies['approval.refused'] },
+    row: Omit<ApprovalRow, 'recordSeq' | 'receivedAt' | 'status'>,
+    again = false,
+  ): StoredRecord {
+    return this.db.transaction(() => {
+      if (again) this.approvalTable.forgetRefusal(row.digest);
+      const record =
+        decision.kind === 'approval.accepted' ? this.appendRecord(decision.kind, decision.body) : this.appendRecord(decision.kind, decision.body);
+      const status = decision.kind === 'approval.accepted' ? 'accepted' : 'refused';
+      this.approvalTable.insert({ ...row, status, recordSeq: record.seq, receivedAt: record.at });
+      return record;
+    });
+  }
+
+  approval(digest: string): ApprovalRow | undefined {
+    return this.approvalTable.get(digest);
+  }
+
+  /** The accepted approvals of a change, in the order they came. */
+  approvalsOf(changeDigest: string): ApprovalRow[] {
+    return this.approvalTable.acceptedOf(changeDigest);
   }
 
   /** Number of records, which is the size of the Merkle tree. */
