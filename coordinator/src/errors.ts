@@ -15,12 +15,23 @@ export type CoordinatorErrorCode =
   | 'FEED_BAD_QUERY'
   | 'FEED_CAPSULE_NOT_FOUND'
   | 'FEED_CURSOR_AHEAD'
+  /** The work feed's `approvals` cursor is past every approval stored here (the database is an older copy). */
+  | 'FEED_APPROVALS_CURSOR_AHEAD'
   /** GET /v1/trust/{version}: no kept trust document has that version. */
   | 'FEED_TRUST_NOT_FOUND'
   | 'INBOX_DIGEST_MISMATCH'
   | 'INBOX_RUNNER_MISMATCH'
   | 'INBOX_NOT_FOUND'
   | 'INBOX_RECORD_CONFLICT'
+  // Approvals (coordinator/src/approvals.ts): the approval verified, but it does not answer a proposal held here.
+  /** The approval's `proposal` is not the evidence digest of any bundle this coordinator holds. */
+  | 'INBOX_PROPOSAL_UNKNOWN'
+  /** The bundle the approval names is not a remediation proposal (phase `proposed`). */
+  | 'INBOX_NOT_A_PROPOSAL'
+  /** The approval's change digest, target, capsule or runner is not the proposal's. */
+  | 'INBOX_PROPOSAL_MISMATCH'
+  /** The proposal already has as many approvals as the coordinator keeps for one (64). */
+  | 'INBOX_APPROVALS_FULL'
   | 'OPERATOR_UNAUTHORIZED'
   | 'OPERATOR_BAD_QUERY'
   | 'COORDINATOR_CONFIG'

@@ -13,11 +13,21 @@ import { verifyRejection, type VerifiedRejection } from '../../runner/evidence/r
 import { runnerOrigin } from '../../runner/log/checkpoint.js';
 import { ProtocolError } from '../../runner/protocol/errors.js';
 import { decideAddCheckpoint, formatTlogSize, parseAddCheckpoint, signCosignature, type WitnessDecision } from '../../runner/protocol/witness.js';
-import { CAPS, formatInboxAck, formatWorkFeed, parseStatusReport, type WorkItem } from '../../runner/protocol/wire.js';
+import {
+  CAPS,
+  formatInboxAck,
+  formatWorkFeed,
+  parseStatusReport,
+  WORK_FEED_MAX_APPROVALS,
+  type ApprovalItem,
+  type WorkItem,
+} from '../../runner/protocol/wire.js';
+import { getApproval, listApprovals, putApproval } from './approvals.js';
 import type { App } from './app.js';
 import { authenticateOperator, authenticateRunner, authenticateRunnerBody, hasBearer, refuseExpiredTrust } from './auth.js';
 import { HttpError } from './errors.js';
 import { readBody, Router, send, sendBytes, sendEmpty, sendJson, type RouteContext } from './http.js';
+import { badQuery, onlyParams, queryInteger, textParam } from './query.js';
 import type { NewBundle, NewRejection, StoredAnswer, WitnessWrite } from './store/store.js';
 
 /** At most this many capsules per work feed answer (docs/protocol.md). */
@@ -50,7 +60,10 @@ export function buildRouter(app: App): Router {
     .add('GET', path('/v1/bundles'), (ctx) => listBundles(app, ctx))
     .add('PUT', path(`/v1/rejections/${HEX}`), (ctx) => putRejection(app, ctx))
     .add('GET', path(`/v1/rejections/${HEX}`), (ctx) => getStored(app, ctx, 'rejection'))
-    .add('GET', path('/v1/rejections'), (ctx) => listRejections(app, ctx));
+    .add('GET', path('/v1/rejections'), (ctx) => listRejections(app, ctx))
+    .add('PUT', path(`/v1/approvals/${HEX}`), (ctx) => putApproval(app, ctx))
+    .add('GET', path(`/v1/approvals/${HEX}`), (ctx) => getApproval(app, ctx))
+    .add('GET', path('/v1/approvals'), (ctx) => listApprovals(app, ctx));
 }
 
 /** Operator token when the request has an Authorization header, else a runner signature. */
@@ -76,14 +89,17 @@ async function getTrustVersion(app: App, ctx: RouteContext): Promise<void> {
 }
 
 /**
- * The long poll: answers at once when capsules after `after` are addressed to the runner, else waits (at most
- * `wait` seconds) for a publish that targets it, then 204. The poll registers before it first asks the store,
- * so a publish between the two is never missed.
+ * The long poll: answers at once when capsules after `after` are addressed to the runner (or, when it asks
+ * with `approvals`, approvals after that cursor answer its proposals), else waits (at most `wait` seconds)
+ * for a publish that targets it or an approval for it, then 204. The poll registers before it first asks
+ * the store, so a publish between the two is never missed.
  */
 async function getWork(app: App, ctx: RouteContext): Promise<void> {
   const after = queryInteger(ctx, 'after', 0, Number.MAX_SAFE_INTEGER, 0, 'FEED_BAD_QUERY');
   const wait = queryInteger(ctx, 'wait', 0, FEED_MAX_WAIT_SECONDS, FEED_DEFAULT_WAIT_SECONDS, 'FEED_BAD_QUERY');
-  onlyParams(ctx, ['after', 'wait'], 'FEED_BAD_QUERY');
+  // Absent: the runner does not take approvals (one older than them), and its answers never carry the member.
+  const approvalsAfter = ctx.query.has('approvals') ? queryInteger(ctx, 'approvals', 0, Number.MAX_SAFE_INTEGER, 0, 'FEED_BAD_QUERY') : undefined;
+  onlyParams(ctx, ['after', 'wait', 'approvals'], 'FEED_BAD_QUERY');
   const who = await authenticateRunner(app, ctx, { pathRunner: ctx.params.id! });
   const runner = who.name;
   // A cursor past every capsule published here was not handed out by this database (it was restored from an
@@ -92,9 +108,22 @@ async function getWork(app: App, ctx: RouteContext): Promise<void> {
   if (after > (await app.store.lastCursor())) {
     throw new HttpError(409, 'FEED_CURSOR_AHEAD', 'The cursor is past every capsule this coordinator has published.');
   }
+  // Likewise for approvals; a runner may start its approvals over from 0 (it keeps each approval once).
+  if (approvalsAfter !== undefined && approvalsAfter > (await app.store.lastApprovalCursor())) {
+    throw new HttpError(409, 'FEED_APPROVALS_CURSOR_AHEAD', 'The approvals cursor is past every approval this coordinator holds.');
+  }
   const labels = await app.store.runnerLabels(runner);
-  const answer = (items: WorkItem[]) =>
-    sendBytes(ctx.res, 200, formatWorkFeed({ items, cursor: items.at(-1)!.cursor, trust: { version: app.trust.body.version } }));
+  const answer = (items: WorkItem[], approvals: ApprovalItem[]) =>
+    sendBytes(
+      ctx.res,
+      200,
+      formatWorkFeed({
+        items,
+        cursor: items.at(-1)?.cursor ?? after,
+        trust: { version: app.trust.body.version },
+        ...(approvalsAfter !== undefined ? { approvals } : {}),
+      }),
+    );
 
   await new Promise<void>((resolve, reject) => {
     let done = false;
@@ -118,10 +147,11 @@ async function getWork(app: App, ctx: RouteContext): Promise<void> {
         do {
           lookAgain = false;
           const items = await app.store.workFor(runner, after, FEED_MAX_ITEMS);
+          const approvals = approvalsAfter === undefined ? [] : await approvalItems(app, runner, approvalsAfter);
           if (done) return;
-          if (items.length > 0) {
+          if (items.length > 0 || approvals.length > 0) {
             finish();
-            answer(items);
+            answer(items, approvals);
             return;
           }
         } while (lookAgain);
@@ -147,6 +177,11 @@ async function getWork(app: App, ctx: RouteContext): Promise<void> {
     app.polls.add(waiter);
     void look();
   });
+}
+
+async function approvalItems(app: App, runner: string, after: number): Promise<ApprovalItem[]> {
+  const rows = await app.store.approvalsFor(runner, after, WORK_FEED_MAX_APPROVALS);
+  return rows.map((row) => ({ cursor: row.cursor, approval: row.digest, proposal: row.proposal, size: row.size }));
 }
 
 async function putStatus(app: App, ctx: RouteContext): Promise<void> {
@@ -470,38 +505,6 @@ async function getFleet(app: App, ctx: RouteContext): Promise<void> {
     };
   });
   sendJson(ctx.res, 200, { runners, trust: { version: app.trust.body.version } });
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Query helpers
-
-function badQuery(why: string, code = 'OPERATOR_BAD_QUERY'): HttpError {
-  return new HttpError(400, code, `The query is not valid: ${why}.`);
-}
-
-function onlyParams(ctx: RouteContext, names: readonly string[], code: string): void {
-  const seen = new Set<string>();
-  for (const name of ctx.query.keys()) {
-    if (!names.includes(name)) throw badQuery(`it has an unknown parameter`, code);
-    if (seen.has(name)) throw badQuery(`${name} is given twice`, code);
-    seen.add(name);
-  }
-}
-
-function queryInteger(ctx: RouteContext, name: string, min: number, max: number, fallback: number, code: string): number {
-  const text = ctx.query.get(name);
-  if (text === null) return fallback;
-  if (!/^(?:0|[1-9][0-9]{0,15})$/.test(text)) throw badQuery(`${name} is not a whole number`, code);
-  const value = Number(text);
-  if (value < min || value > max) throw badQuery(`${name} is not between ${min} and ${max}`, code);
-  return value;
-}
-
-function textParam<K extends string>(ctx: RouteContext, name: K): Partial<Record<K, string>> {
-  const value = ctx.query.get(name);
-  if (value === null) return {};
-  if (value.length === 0 || value.length > 256) throw badQuery(`${name} is empty or too long`);
-  return { [name]: value } as Partial<Record<K, string>>;
 }
 
 /** A wire body that does not parse is the client's fault: 400 with the protocol's code. */

@@ -17,6 +17,7 @@ import type { PrivateKey } from '../core/ed25519.js';
 import { REJECTION_MEDIA_TYPE } from '../evidence/rejection.js';
 import { signRequest } from '../protocol/http-signature.js';
 import {
+  approvalPath,
   CAPS,
   formatStatusReport,
   parseInboxAck,
@@ -72,9 +73,13 @@ export class CoordinatorClient {
     this.dispatcher = options.dispatcher ?? dispatcherFor(settings);
   }
 
-  /** The work feed after `after`, waiting up to `waitSeconds` for work; `null` is 204 (no work came). */
-  work(after: number, waitSeconds: number, signal?: AbortSignal): Promise<Answer<WorkFeed | null>> {
-    const path = `/v1/runners/${encodeURIComponent(this.runnerId)}/work?after=${after}&wait=${waitSeconds}`;
+  /**
+   * The work feed after `after`, waiting up to `waitSeconds` for work; `null` is 204 (no work came). With
+   * `approvalsAfter`, approvals after that cursor for this runner's proposals come too (and end the wait).
+   */
+  work(after: number, waitSeconds: number, signal?: AbortSignal, approvalsAfter?: number): Promise<Answer<WorkFeed | null>> {
+    const approvals = approvalsAfter === undefined ? '' : `&approvals=${approvalsAfter}`;
+    const path = `/v1/runners/${encodeURIComponent(this.runnerId)}/work?after=${after}&wait=${waitSeconds}${approvals}`;
     return this.send('GET', path, {
       cap: CAPS.workFeedBytes,
       expect: { statuses: [200, 204], parse: (r) => (r.status === 204 ? null : parseWorkFeed(r.body)) },
@@ -94,6 +99,25 @@ export class CoordinatorClient {
         statuses: [200],
         parse: (r) => {
           if (sha256Hex(r.body) !== hex) throw new ApiError('API_UNEXPECTED_BODY', 'The capsule served does not have the digest it was asked for.');
+          return r.body;
+        },
+      },
+      signal,
+    });
+  }
+
+  /**
+   * An approval of one of this runner's proposals (`sha256:HEX`, the approval digest: the SHA-256 of the
+   * canonical envelope the coordinator serves); bytes with another digest are not it (retried).
+   */
+  approval(digest: string, signal?: AbortSignal): Promise<Answer<Buffer>> {
+    const hex = hexOf(digest);
+    return this.send('GET', approvalPath(digest), {
+      cap: CAPS.approvalBytes,
+      expect: {
+        statuses: [200],
+        parse: (r) => {
+          if (sha256Hex(r.body) !== hex) throw new ApiError('API_UNEXPECTED_BODY', 'The approval served does not have the digest it was asked for.');
           return r.body;
         },
       },

@@ -15,6 +15,7 @@ import { JsonError, parseJson } from '../core/json.js';
 import { checkSchema } from '../core/schema.js';
 import { CAPSULE_MAX_BYTES } from '../capsule/capsule-file.js';
 import { BUNDLE_MAX_BYTES } from '../evidence/bundle.js';
+import { APPROVAL_MAX_BYTES } from '../policy/approval.js';
 import { ProtocolError } from './errors.js';
 
 /** Every body on the link has a cap, checked before it is parsed (bytes). */
@@ -28,6 +29,8 @@ export const CAPS = {
   statusReportBytes: 8 * 1024,
   inboxAckBytes: 4 * 1024,
   errorBodyBytes: 4 * 1024,
+  /** An approval envelope (`PUT` and `GET /v1/approvals/{hex}`). */
+  approvalBytes: APPROVAL_MAX_BYTES,
 } as const;
 
 /**
@@ -48,6 +51,23 @@ export const TRUST_STEPS_PER_FEED = 16;
 /** The work feed answers at most this many items at once. */
 export const WORK_FEED_MAX_ITEMS = 100;
 
+/** The work feed answers at most this many approvals at once (beside at most WORK_FEED_MAX_ITEMS capsules). */
+export const WORK_FEED_MAX_APPROVALS = 100;
+
+/**
+ * An approval uploaded to the coordinator for a proposal this runner made. Its cursor is the approvals
+ * feed's own (not the capsules'): the runner asks with `approvals=CURSOR` and keeps it apart.
+ */
+export interface ApprovalItem {
+  cursor: number;
+  /** The approval digest: SHA-256 of the canonical JSON of the verified envelope, i.e. of the bytes served. */
+  approval: string;
+  /** The evidence digest of the proposal bundle it answers. */
+  proposal: string;
+  /** Bytes of the approval as served. */
+  size: number;
+}
+
 export interface WorkItem {
   cursor: number;
   /** `sha256:HEX` of the capsule file. */
@@ -61,6 +81,18 @@ export interface WorkFeed {
   items: WorkItem[];
   cursor: number;
   trust: { version: number };
+  /**
+   * Only when the runner asked (`approvals=CURSOR`), in approval cursor order: a runner that never asks (one
+   * older than approvals) gets the feed it always parsed, and a feed without the member parses here too.
+   */
+  approvals?: ApprovalItem[];
+}
+
+/** The path of one approval (`sha256:HEX`): PUT by operators, GET by the runner whose proposal it answers. */
+export function approvalPath(digest: string): string {
+  const match = /^sha256:([0-9a-f]{64})$/.exec(digest);
+  if (!match) throw new TypeError(`not a sha256 digest: ${digest.slice(0, 80)}`);
+  return `/v1/approvals/${match[1]}`;
 }
 
 export interface RunnerStatusReport {
@@ -113,6 +145,21 @@ const workFeedSchema = {
       additionalProperties: false,
       required: ['version'],
       properties: { version: { ...count, minimum: 1 } },
+    },
+    approvals: {
+      type: 'array',
+      maxItems: WORK_FEED_MAX_APPROVALS,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['cursor', 'approval', 'proposal', 'size'],
+        properties: {
+          cursor: { ...count, minimum: 1 },
+          approval: digest,
+          proposal: digest,
+          size: { type: 'integer', minimum: 1, maximum: CAPS.approvalBytes },
+        },
+      },
     },
   },
 } as const;
@@ -188,13 +235,26 @@ export function formatErrorBody(body: ErrorBody): Buffer {
   return formatBody(body, CAPS.errorBodyBytes, errorBodySchema, 'error body');
 }
 
-/** Items come in strictly increasing cursor order and the feed's cursor is the last one's (or any, when empty). */
+/**
+ * Items come in strictly increasing cursor order and the feed's cursor is the last one's (or any, when
+ * empty); approvals, in increasing order of their own cursor.
+ */
 function checkFeedOrder(feed: WorkFeed): void {
-  let previous = 0;
-  for (const item of feed.items) {
-    if (item.cursor <= previous) throw new ProtocolError('PROTOCOL_BODY_SCHEMA', 'The work feed items are not in increasing cursor order.');
-    previous = item.cursor;
-  }
+  const increasing = (cursors: number[], what: string) => {
+    let previous = 0;
+    for (const cursor of cursors) {
+      if (cursor <= previous) throw new ProtocolError('PROTOCOL_BODY_SCHEMA', `The work feed ${what} are not in increasing cursor order.`);
+      previous = cursor;
+    }
+  };
+  increasing(
+    feed.items.map((item) => item.cursor),
+    'items',
+  );
+  increasing(
+    (feed.approvals ?? []).map((item) => item.cursor),
+    'approvals',
+  );
   const last = feed.items[feed.items.length - 1];
   if (last !== undefined && feed.cursor !== last.cursor) {
     throw new ProtocolError('PROTOCOL_BODY_SCHEMA', "The work feed's cursor is not its last item's.");

@@ -9,10 +9,13 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { RunnerStatusReport, WorkItem } from '../../../runner/protocol/wire.js';
 import { CoordinatorError } from '../errors.js';
 import type {
+  ApprovalEntry,
+  ApprovalFilter,
   BundleEntry,
   BundleFilter,
   CoordinatorStore,
   HeldCheckpoint,
+  NewApproval,
   NewBundle,
   NewCapsule,
   NewRejection,
@@ -21,11 +24,18 @@ import type {
   RejectionFilter,
   RunnerEntry,
   StoredAnswer,
+  StoredApproval,
+  StoredProposal,
   WitnessWrite,
 } from './store.js';
-import { FORK_EVIDENCE_PER_LOG } from './store.js';
+import { FORK_EVIDENCE_PER_LOG, MAX_APPROVALS_PER_PROPOSAL } from './store.js';
 
-export const SCHEMA_VERSION = 1;
+/**
+ * 2: approvals (issue 11) and bundles by evidence digest. A version 1 database is brought to 2 at open: the
+ * schema below only adds tables and indexes (IF NOT EXISTS), so the upgrade is running it and the new number.
+ */
+export const SCHEMA_VERSION = 2;
+const UPGRADABLE_FROM = '1';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS coordinator_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +71,7 @@ CREATE TABLE IF NOT EXISTS bundles (
 CREATE INDEX IF NOT EXISTS bundles_by_received ON bundles (received_at, digest);
 CREATE INDEX IF NOT EXISTS bundles_by_runner ON bundles (runner, received_at);
 CREATE INDEX IF NOT EXISTS bundles_by_record ON bundles (runner, log_index);
+CREATE INDEX IF NOT EXISTS bundles_by_evidence ON bundles (evidence_digest);
 CREATE TABLE IF NOT EXISTS rejections (
   digest TEXT PRIMARY KEY,
   runner TEXT NOT NULL,
@@ -122,9 +133,29 @@ CREATE TABLE IF NOT EXISTS request_nonces (
   PRIMARY KEY (keyid, nonce)
 );
 CREATE INDEX IF NOT EXISTS request_nonces_by_expiry ON request_nonces (expires_at);
+CREATE TABLE IF NOT EXISTS approvals (
+  seq INTEGER PRIMARY KEY,
+  digest TEXT NOT NULL UNIQUE,
+  proposal TEXT NOT NULL,
+  runner TEXT NOT NULL,
+  change_digest TEXT NOT NULL,
+  target TEXT NOT NULL,
+  approver TEXT NOT NULL,
+  keyid TEXT NOT NULL,
+  decision TEXT NOT NULL CHECK (decision IN ('approve', 'reject')),
+  signed_at TEXT NOT NULL,
+  not_after TEXT NOT NULL,
+  received_at TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  bytes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS approvals_by_runner ON approvals (runner, seq);
+CREATE INDEX IF NOT EXISTS approvals_by_proposal ON approvals (proposal, seq);
 `;
 
 type Row = Record<string, unknown>;
+
+const APPROVAL_COLUMNS = 'seq, digest, proposal, runner, change_digest, target, approver, decision, signed_at, not_after, received_at, size';
 
 export class SqliteCoordinatorStore implements CoordinatorStore {
   private readonly db: DatabaseSync;
@@ -183,6 +214,14 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
         INSERT INTO witness_state (origin, runner, size, root_hash, note, cosigned_at) VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root_hash = excluded.root_hash, note = excluded.note,
           cosigned_at = excluded.cosigned_at`),
+      bundleByEvidence: p('SELECT runner, bytes FROM bundles WHERE evidence_digest = ? ORDER BY received_at LIMIT 1'),
+      approvalByDigest: p('SELECT seq, runner, bytes FROM approvals WHERE digest = ?'),
+      approvalsOfProposal: p('SELECT COUNT(*) AS n FROM approvals WHERE proposal = ?'),
+      insertApproval: p(`
+        INSERT INTO approvals (digest, proposal, runner, change_digest, target, approver, keyid, decision, signed_at, not_after, received_at, size, bytes)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      lastApprovalCursor: p('SELECT COALESCE(MAX(seq), 0) AS n FROM approvals'),
+      approvalsFor: p(`SELECT ${APPROVAL_COLUMNS} FROM approvals WHERE runner = ? AND seq > ? ORDER BY seq LIMIT ?`),
       insertFork: p(`
         INSERT INTO forks (origin, runner, held_size, held_root, held_note, submitted, reason, detected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
     };
@@ -203,6 +242,7 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
       try {
         db.exec(SCHEMA);
         db.prepare('INSERT INTO coordinator_meta (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING').run('schema_version', String(SCHEMA_VERSION));
+        db.prepare("UPDATE coordinator_meta SET value = ? WHERE name = 'schema_version' AND value = ?").run(String(SCHEMA_VERSION), UPGRADABLE_FROM);
         db.exec('COMMIT');
       } catch (err) {
         db.exec('ROLLBACK');
@@ -383,6 +423,63 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
     }));
   }
 
+  async bundleByEvidence(evidenceDigest: string): Promise<StoredProposal | undefined> {
+    const row = this.s.bundleByEvidence!.get(evidenceDigest) as Row | undefined;
+    return row && { runner: String(row.runner), bytes: blob(row)! };
+  }
+
+  async putApproval(a: NewApproval): Promise<StoredApproval> {
+    return this.tx(() => {
+      const existing = this.s.approvalByDigest!.get(a.digest) as Row | undefined;
+      if (existing) return { stored: 'existing' as const, cursor: Number(existing.seq), runner: String(existing.runner) };
+      if (Number((this.s.approvalsOfProposal!.get(a.proposal) as Row).n) >= MAX_APPROVALS_PER_PROPOSAL) return { stored: 'full' as const };
+      const { lastInsertRowid } = this.s.insertApproval!.run(
+        a.digest,
+        a.proposal,
+        a.runner,
+        a.change,
+        a.target,
+        a.approver,
+        a.keyid,
+        a.decision,
+        a.signedAt,
+        a.notAfter,
+        a.receivedAt,
+        a.bytes.length,
+        a.bytes,
+      );
+      return { stored: 'created' as const, cursor: Number(lastInsertRowid), runner: a.runner };
+    });
+  }
+
+  async approval(digest: string): Promise<{ cursor: number; runner: string; bytes: Buffer } | undefined> {
+    const row = this.s.approvalByDigest!.get(digest) as Row | undefined;
+    return row && { cursor: Number(row.seq), runner: String(row.runner), bytes: blob(row)! };
+  }
+
+  async lastApprovalCursor(): Promise<number> {
+    return Number((this.s.lastApprovalCursor!.get() as Row).n);
+  }
+
+  async approvalsFor(runner: string, after: number, limit: number): Promise<ApprovalEntry[]> {
+    return (this.s.approvalsFor!.all(runner, after, limit) as Row[]).map(approvalEntry);
+  }
+
+  async listApprovals(f: ApprovalFilter): Promise<ApprovalEntry[]> {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (f.proposal !== undefined) {
+      where.push('proposal = ?');
+      params.push(f.proposal);
+    }
+    if (f.runner !== undefined) {
+      where.push('runner = ?');
+      params.push(f.runner);
+    }
+    const sql = `SELECT ${APPROVAL_COLUMNS} FROM approvals ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq LIMIT ?`;
+    return (this.db.prepare(sql).all(...params, f.limit) as Row[]).map(approvalEntry);
+  }
+
   async admitRequest(r: { keyid: string; nonce: string; expiresAt: number; nowSeconds: number; runner: string; at: string }): Promise<boolean> {
     return this.tx(() => {
       this.s.pruneNonces!.run(r.nowSeconds);
@@ -496,6 +593,23 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
   close(): void {
     if (this.db.isOpen) this.db.close();
   }
+}
+
+function approvalEntry(row: Row): ApprovalEntry {
+  return {
+    cursor: Number(row.seq),
+    digest: String(row.digest),
+    proposal: String(row.proposal),
+    runner: String(row.runner),
+    change: String(row.change_digest),
+    target: String(row.target),
+    approver: String(row.approver),
+    decision: row.decision === 'reject' ? 'reject' : 'approve',
+    signedAt: String(row.signed_at),
+    notAfter: String(row.not_after),
+    receivedAt: String(row.received_at),
+    size: Number(row.size),
+  };
 }
 
 function blob(row: unknown): Buffer | undefined {

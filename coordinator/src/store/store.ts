@@ -103,6 +103,62 @@ export interface RejectionFilter {
   limit: number;
 }
 
+export interface NewApproval {
+  /** The approval digest (plan: SHA-256 of the canonical JSON of the verified envelope), which is also the SHA-256 of `bytes`. */
+  digest: string;
+  /** The canonical JSON of the verified envelope: what runners are served, byte for byte. */
+  bytes: Buffer;
+  /** The evidence digest of the proposal bundle the approval answers. */
+  proposal: string;
+  /** The runner that made the proposal (the stored bundle's, never the approval's word). */
+  runner: string;
+  change: string;
+  target: string;
+  approver: string;
+  keyid: string;
+  decision: 'approve' | 'reject';
+  signedAt: string;
+  notAfter: string;
+  receivedAt: string;
+}
+
+export interface ApprovalEntry {
+  cursor: number;
+  digest: string;
+  proposal: string;
+  runner: string;
+  change: string;
+  target: string;
+  approver: string;
+  decision: 'approve' | 'reject';
+  signedAt: string;
+  notAfter: string;
+  receivedAt: string;
+  /** Bytes of the approval as served. */
+  size: number;
+}
+
+export interface ApprovalFilter {
+  proposal?: string;
+  runner?: string;
+  limit: number;
+}
+
+/**
+ * 'full': the proposal already has MAX_APPROVALS_PER_PROPOSAL approvals here (nothing stored). Each one is
+ * signed by an approver key, but one approver re-signing in a loop could otherwise fill the disk.
+ */
+export type StoredApproval = { stored: 'created' | 'existing'; cursor: number; runner: string } | { stored: 'full' };
+
+/** Approvals kept per proposal; a bundle carries at most 32, and a person counts once. */
+export const MAX_APPROVALS_PER_PROPOSAL = 64;
+
+/** What an approval upload needs to know of the stored proposal bundle. */
+export interface StoredProposal {
+  runner: string;
+  bytes: Buffer;
+}
+
 export interface RunnerEntry {
   id: string;
   keyid: string;
@@ -145,6 +201,22 @@ export interface CoordinatorStore {
   rejectionRunner(digest: string): Promise<string | undefined>;
   rejectionBytes(digest: string): Promise<Buffer | undefined>;
   listRejections(filter: RejectionFilter): Promise<RejectionEntry[]>;
+
+  /** The bundle whose evidence digest (SHA-256 of its signed statement) is this, with its runner. */
+  bundleByEvidence(evidenceDigest: string): Promise<StoredProposal | undefined>;
+
+  /**
+   * Stores a verified approval once by digest, in one transaction: 'existing' (with the first cursor) when it
+   * was already there, 'full' when its proposal has MAX_APPROVALS_PER_PROPOSAL. The cursor is its place in
+   * the approvals feed, shared by all runners (each sees only those of its own proposals).
+   */
+  putApproval(approval: NewApproval): Promise<StoredApproval>;
+  approval(digest: string): Promise<{ cursor: number; runner: string; bytes: Buffer } | undefined>;
+  /** The cursor of the last approval stored (0 when none). */
+  lastApprovalCursor(): Promise<number>;
+  /** Approvals after `after` of proposals `runner` made, in cursor order. */
+  approvalsFor(runner: string, after: number, limit: number): Promise<ApprovalEntry[]>;
+  listApprovals(filter: ApprovalFilter): Promise<ApprovalEntry[]>;
 
   /**
    * Admits one signed request, in one transaction: records its nonce until the signature expires (seconds
