@@ -48,8 +48,12 @@ export function signEvidence(statement: Statement, context: EgressContext, key: 
   return { envelope: signEnvelope(IN_TOTO_PAYLOAD_TYPE, payload, [key]), payload, digest: `sha256:${sha256Hex(payload)}` };
 }
 
-export function buildBundle(evidence: Envelope, capsule: Envelope, log?: BundleLog): Bundle {
-  return { mediaType: BUNDLE_MEDIA_TYPE, evidence, capsule, approvals: [], ...(log ? { log } : {}) };
+/**
+ * `approvals`: a final remediation bundle's approval envelopes as verifyApproval rebuilt them, in the order
+ * countApprovals gives: the counted ones, then the vetoes (`[...count.counted, ...count.vetoes]`).
+ */
+export function buildBundle(evidence: Envelope, capsule: Envelope, log?: BundleLog, approvals: readonly Envelope[] = []): Bundle {
+  return { mediaType: BUNDLE_MEDIA_TYPE, evidence, capsule, approvals: [...approvals], ...(log ? { log } : {}) };
 }
 
 /**

@@ -112,9 +112,8 @@ export function countApprovals(input: CountInput): ApprovalCount {
       missing.push({ ...(requirement.group === undefined ? {} : { group: requirement.group }), approvals: requirement.approvals - have });
     }
   }
-  if (counted.length < tier.approvals && !missing.some((requirement) => requirement.group === undefined)) {
-    missing.unshift({ approvals: tier.approvals - counted.length });
-  }
+  // The tier's total is the largest requirement when derived; a tier given otherwise still needs it.
+  if (missing.length === 0 && counted.length < tier.approvals) missing.push({ approvals: tier.approvals - counted.length });
   const changeControlMet = !tier.changeControl || counted.some((approval) => approval.predicate.changeTicket !== undefined);
   return {
     counted,
