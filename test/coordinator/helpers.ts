@@ -33,14 +33,17 @@ export interface CoordinatorWorld {
   stateDir: string;
   /** More enrolled runners (makeCoordinatorWorld's extraRunners), ids `runner-sim-N`. */
   extraRunners: { id: string; key: PrivateKey }[];
+  /** Keys with the approver role (makeCoordinatorWorld's approvers), names `approver-N`. */
+  approvers: { name: string; key: PrivateKey }[];
 }
 
 /** The test world's keys plus a witness key and a second runner, in one trust document signed by its root. */
-export function makeCoordinatorWorld(options: { extraRunners?: number } = {}): CoordinatorWorld {
+export function makeCoordinatorWorld(options: { extraRunners?: number; approvers?: number } = {}): CoordinatorWorld {
   const world = makeWorld();
   const witnessKey = PrivateKey.generate();
   const otherRunnerKey = PrivateKey.generate();
   const extraRunners = Array.from({ length: options.extraRunners ?? 0 }, (_, i) => ({ id: `runner-sim-${i + 1}`, key: PrivateKey.generate() }));
+  const approvers = Array.from({ length: options.approvers ?? 0 }, (_, i) => ({ name: `approver-${i + 1}`, key: PrivateKey.generate() }));
   const keys: NamedKey[] = [
     { name: 'root-1', key: world.root, roles: ['root'] },
     ...world.signers.map((key, i) => ({ name: `signer-${i + 1}`, key, roles: ['capsule-signer' as const] })),
@@ -48,6 +51,7 @@ export function makeCoordinatorWorld(options: { extraRunners?: number } = {}): C
     { name: 'runner-test-2', key: otherRunnerKey, roles: ['runner'] },
     { name: 'coordinator-witness', key: witnessKey, roles: ['witness'] },
     ...extraRunners.map(({ id, key }) => ({ name: id, key, roles: ['runner' as const] })),
+    ...approvers.map(({ name, key }) => ({ name, key, roles: ['approver' as const] })),
   ];
   const body = makeTrustBody(keys);
   (body.roles as Record<string, { threshold: number }>).witness = { threshold: 1 };
@@ -73,6 +77,7 @@ export function makeCoordinatorWorld(options: { extraRunners?: number } = {}): C
     tokenPath,
     stateDir: join(world.dir, 'coordinator'),
     extraRunners,
+    approvers,
   };
 }
 
