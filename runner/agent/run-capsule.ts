@@ -30,13 +30,24 @@ import { ScheduleError } from '../schedule/errors.js';
 import { nextSlotAfter, parseSchedule } from '../schedule/slots.js';
 import { catchUpOfTrust, recordDueAsMissed } from '../schedule/missed.js';
 import { RUNNER_VERSION } from '../version.js';
+import { ChangeError } from '../remediate/errors.js';
+import { RemediationError } from '../remediate/machine-errors.js';
+import { prepareProposal, proposalEvidenceOf, stageProposal, type Prepared, type Staged } from '../remediate/propose.js';
+import { recordProposal, remediationEgressOf, type ChangeOutcome } from '../remediate/machine.js';
 import { RunError } from './errors.js';
 import type { Launcher } from './launcher.js';
 import { sealedLogFor } from './log.js';
 import { removeRunFolder, type RunnerContext } from './runner.js';
 
 export type CapsuleOutcome =
-  | { kind: 'rejected'; code: CapsuleErrorCode; message: string; capsuleId?: string; fileDigest?: string }
+  /** `code`: CAPSULE_*, or a remediate capsule's change refused before its nonce burnt (CHANGE_*). */
+  | {
+      kind: 'rejected';
+      code: CapsuleErrorCode | ChangeError['code'] | RemediationError['code'];
+      message: string;
+      capsuleId?: string;
+      fileDigest?: string;
+    }
   /**
    * A recurring capsule, accepted once and kept: nothing ran now; the agent's scheduler fires it at each
    * slot (runner/schedule/scheduler.ts). `replaced`: the manifest digests of the schedules it ended.
@@ -52,6 +63,8 @@ export type CapsuleOutcome =
       bundle: Bundle;
       bundlePath: string;
       evidenceDigest: string;
+      /** A remediate capsule's proposal: its change, and what became of it (auto-apply may have applied it). */
+      change?: ChangeOutcome;
     };
 
 export interface RunCapsuleOptions {
@@ -90,9 +103,13 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
   // A file read only up to the cap has no digest we could stand behind: its size is recorded instead.
   const fileDigest = size === bytes.length ? `sha256:${sha256Hex(bytes)}` : undefined;
   const decided = options.decided ?? (() => {});
-  const reject = (err: CapsuleError): CapsuleOutcome => {
-    const capsuleId = typeof err.details.capsuleId === 'string' ? err.details.capsuleId : undefined;
-    const manifestDigest = typeof err.details.manifestDigest === 'string' ? err.details.manifestDigest : undefined;
+  const reject = (
+    err: CapsuleError | ChangeError | RemediationError,
+    context: { capsuleId?: string; manifestDigest?: string } = {},
+  ): CapsuleOutcome => {
+    const details = err.details as Readonly<Record<string, unknown>>;
+    const capsuleId = typeof details.capsuleId === 'string' ? details.capsuleId : context.capsuleId;
+    const manifestDigest = typeof details.manifestDigest === 'string' ? details.manifestDigest : context.manifestDigest;
     store.transaction(() => {
       store.appendRecord('capsule.rejected', {
         code: err.code,
@@ -109,6 +126,7 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
 
   let accepted: AcceptedCapsule | undefined;
   let launcher: Launcher;
+  let prepared: Prepared | undefined;
   try {
     accepted = verifyCapsule(bytes, {
       trust: state.trust,
@@ -117,6 +135,8 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
       hasSeen: (id, nonce) => store.hasSeen(id, nonce),
     });
     launcher = admitAccepted(ctx, accepted);
+    // A remediate capsule's change is checked against the real target (read only) before its nonce burns.
+    if (accepted.manifest.kind === 'remediate') prepared = prepareRemediation(ctx, accepted, fileDigest, size, decisionTime);
     // Before the nonce is burnt: a capsule refused for want of room can be sent again once there is room.
     refuseBelowReserve(ctx, accepted, fileDigest ? { fileDigest } : { fileSize: size }, decided);
     const { manifest, manifestDigest, signers } = accepted;
@@ -129,7 +149,8 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
         manifestDigest,
       });
     }
-    if (schedule) ctx.state.blobs.put(bytes);
+    // A remediate capsule's file is kept too: its change is applied (and its steps run again) once approved.
+    if (schedule || prepared) ctx.state.blobs.put(bytes);
     let replaced: ScheduleRow[] = [];
     store.transaction(() => {
       replaced = supersededBy(ctx, accepted!);
@@ -166,12 +187,27 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     }
   } catch (err) {
     if (err instanceof CapsuleError) return reject(err);
+    if ((err instanceof ChangeError || err instanceof RemediationError) && accepted) {
+      return reject(err, { capsuleId: accepted.manifest.id, manifestDigest: accepted.manifestDigest });
+    }
     if (err instanceof StoreError && err.code === 'STORE_REPLAY' && accepted) {
       return reject(new CapsuleError('CAPSULE_REPLAY', err.message, { capsuleId: accepted.manifest.id }, { cause: err }));
     }
     throw err;
   }
-  return runAccepted(ctx, accepted, launcher, options);
+  const outcome = await runAccepted(ctx, accepted, launcher, { ...options, ...(prepared ? { remediation: prepared } : {}) });
+  return outcome;
+}
+
+/** The proposal checks before the nonce burns; a capsule file read only up to its cap has no digest to keep it by. */
+function prepareRemediation(ctx: RunnerContext, accepted: AcceptedCapsule, fileDigest: string | undefined, size: number, now: Date): Prepared {
+  if (fileDigest === undefined) {
+    throw new CapsuleError('CAPSULE_TOO_LARGE', `The remediate capsule file is ${size} bytes, more than was read of it.`, {
+      capsuleId: accepted.manifest.id,
+      manifestDigest: accepted.manifestDigest,
+    });
+  }
+  return prepareProposal(ctx, accepted, fileDigest, now);
 }
 
 /**
@@ -334,13 +370,13 @@ function grantsOf(ctx: RunnerContext, { manifest, manifestDigest }: AcceptedCaps
 }
 
 /** The run's grants, their tcp forwarders listening: what each step's plan binds, and what `close` ends. */
-interface BoundResources {
+export interface BoundResources {
   grants: ResolvedGrant[];
   mounts: ResourceMount[];
   close: () => Promise<void>;
 }
 
-async function bindResources(ctx: RunnerContext, accepted: AcceptedCapsule): Promise<BoundResources> {
+export async function bindResources(ctx: RunnerContext, accepted: AcceptedCapsule): Promise<BoundResources> {
   const grants = grantsOf(ctx, accepted); // again: a grant may have gone from the host since acceptance
   const tcp = grants.flatMap((grant) => (grant.upstream ? [{ name: grant.name, ...grant.upstream }] : []));
   let forwarders: Forwarders | undefined;
@@ -374,7 +410,7 @@ export async function runAccepted(
   ctx: RunnerContext,
   accepted: AcceptedCapsule,
   launcher: Launcher,
-  { signal, stopping, scheduled }: Pick<RunCapsuleOptions, 'signal' | 'stopping'> & { scheduled?: ScheduledRun },
+  { signal, stopping, scheduled, remediation }: Pick<RunCapsuleOptions, 'signal' | 'stopping'> & { scheduled?: ScheduledRun; remediation?: Prepared },
 ): Promise<CapsuleOutcome & { kind: 'completed' }> {
   const { manifest } = accepted;
   const { store } = ctx;
@@ -403,7 +439,7 @@ export async function runAccepted(
   try {
     resources = await bindResources(ctx, accepted);
     const scheduledFor = scheduled?.scheduledFor;
-    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops, signal, stopping, scheduledFor, resources });
+    return await runSteps(ctx, accepted, launcher, { runId, runDir, startedAt, ops, signal, stopping, scheduledFor, resources, remediation });
   } catch (err) {
     // Whatever stopped the run midway is recorded, with a code, unless the run already ended. A full disk
     // (RUN_DISK_FULL) may refuse that record too: the workspace, most likely what filled it, is freed first
@@ -442,7 +478,7 @@ function abortReasonOf(err: unknown): string {
 }
 
 /** Ends a run that stopped midway; never throws (the store may be what is failing). */
-function endRun(store: RunnerContext['store'], runId: string, reason: string): 'aborted' | 'already-ended' | 'not-recorded' {
+export function endRun(store: RunnerContext['store'], runId: string, reason: string): 'aborted' | 'already-ended' | 'not-recorded' {
   try {
     if (store.run(runId)?.status !== 'running') return 'already-ended';
     store.abortRun({ runId, reason });
@@ -462,22 +498,27 @@ interface RunContext {
   stopping: AbortSignal | undefined;
   scheduledFor: string | undefined;
   resources: BoundResources;
+  remediation?: Prepared | undefined;
 }
 
 async function runSteps(
   ctx: RunnerContext,
   accepted: AcceptedCapsule,
   launcher: Launcher,
-  { runId, runDir, startedAt, ops, signal, stopping, scheduledFor, resources }: RunContext,
+  { runId, runDir, startedAt, ops, signal, stopping, scheduledFor, resources, remediation }: RunContext,
 ): Promise<CapsuleOutcome & { kind: 'completed' }> {
-  const { state, store, config } = ctx;
+  const { state, store } = ctx;
   const { manifest } = accepted;
   let workspace: string;
+  let staged: Staged | undefined;
   try {
     workspace = createWorkspace(runDir);
     writeInputs(workspace, manifest.inputs, accepted.inputs);
+    // The change staged in <workspace>/target before the workspace is given to the step user.
+    if (remediation) staged = stageProposal(ctx, remediation, accepted, workspace, runId);
     launcher.prepare(workspace);
   } catch (err) {
+    if (err instanceof ChangeError || err instanceof RemediationError) throw err;
     // A symlink on an input's way is the capsule's doing: it is rejected with the capsule's code.
     if (err instanceof ExecError && err.code === 'EXEC_PATH_ESCAPE') {
       throw new CapsuleError('CAPSULE_PATH_ESCAPE', err.message, { capsuleId: manifest.id, manifestDigest: accepted.manifestDigest }, { cause: err });
@@ -485,6 +526,105 @@ async function runSteps(
     throw new RunError('RUN_WORKSPACE_FAILED', 'The run workspace could not be prepared; nothing was executed.', { runId }, { cause: err });
   }
 
+  const extraEnv: Record<string, string> = staged ? { EDGE_RUNNER_TARGET: staged.stagedPath } : {};
+  const { steps, artifacts, verdict } = await executeSteps(ctx, accepted, launcher, { runId, workspace, ops, signal, stopping, resources, extraEnv });
+  const endedAt = ctx.clock();
+
+  const runner = { id: state.identity.id, keyid: state.key.keyid };
+  const statement = buildStatement({
+    runner: { ...runner, version: RUNNER_VERSION },
+    capsule: { id: manifest.id, kind: manifest.kind, digest: accepted.manifestDigest, signers: accepted.signers },
+    run: {
+      id: runId,
+      startedAt: startedAt.toISOString(),
+      endedAt: endedAt.toISOString(),
+      isolation: launcher.isolation,
+      ...(launcher.sandbox ? { sandbox: sandboxOf(launcher, resources.grants) } : {}),
+      verdict,
+      ...(scheduledFor !== undefined ? { scheduledFor } : {}),
+      ...(resources.grants.length > 0 ? { resources: resources.grants.map((grant) => grant.name) } : {}),
+    },
+    steps,
+    artifacts,
+    policy: { decision: 'allowed', rule: staged ? 'staged-change' : 'read-only-kind', trustVersion: state.trust.body.version },
+    ...(staged ? { remediation: proposalEvidenceOf(staged) } : {}),
+  });
+  const evidence = signEvidence(
+    statement,
+    { manifest, runner, ...(staged ? { remediation: remediationEgressOf(ctx, staged.plan) } : {}) },
+    state.key,
+  );
+  // The run's end, its evidence and its bundle queued for the coordinator: one transaction, so a runner killed
+  // anywhere here leaves either a running run (aborted at the next start, and answered as such) or all three.
+  let bundle: Bundle | undefined;
+  let bundleText = '';
+  let change: ChangeOutcome | undefined;
+  store.transaction(() => {
+    store.finishRun({ runId, verdict });
+    store.recordEvidence({ runId, evidenceDigest: evidence.digest }, (record) => {
+      const sealed = sealedLogFor(store, { runnerId: state.identity.id, key: state.key }, record.seq, record.leaf);
+      bundle = buildBundle(evidence.envelope, accepted.envelope, sealed.log);
+      guardBundle(bundle);
+      bundleText = formatBundle(bundle);
+      return { bundle: Buffer.from(bundleText, 'utf8'), checkpoint: sealed.checkpoint };
+    });
+    // The proposal is the bundle's: its record and its row, in the same transaction.
+    if (staged) change = recordProposal(ctx, staged, accepted, { runId, evidenceDigest: evidence.digest, verdict });
+  });
+  ops.info({ verdict, isolation: launcher.isolation }, 'run finished');
+  const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
+  // A copy for the operator; the outbox row holds the same bytes for the coordinator.
+  writeFileAtomic(bundlePath, bundleText);
+  return {
+    kind: 'completed',
+    runId,
+    capsuleId: manifest.id,
+    verdict,
+    isolation: launcher.isolation,
+    steps,
+    bundle: bundle!,
+    bundlePath,
+    evidenceDigest: evidence.digest,
+    ...(change ? { change } : {}),
+  };
+}
+
+/** What the steps of a run did: each step's record, the collected artifacts and the verdict over them. */
+export interface ExecutedSteps {
+  steps: StepRecord[];
+  artifacts: ReturnType<typeof collectArtifacts>;
+  verdict: Verdict;
+}
+
+/**
+ * Runs the capsule's steps in `workspace`, one after the other (a failed step stops the rest unless it may
+ * fail), each recorded as step.finished; then collects and decides the verdict. `extraEnv`: the runner's
+ * own variables (a remediation's EDGE_RUNNER_TARGET), set over the step's.
+ */
+export async function executeSteps(
+  ctx: RunnerContext,
+  accepted: AcceptedCapsule,
+  launcher: Launcher,
+  {
+    runId,
+    workspace,
+    ops,
+    signal,
+    stopping,
+    resources,
+    extraEnv = {},
+  }: {
+    runId: string;
+    workspace: string;
+    ops: RunnerContext['logger'];
+    signal: AbortSignal | undefined;
+    stopping: AbortSignal | undefined;
+    resources: BoundResources;
+    extraEnv?: Record<string, string>;
+  },
+): Promise<ExecutedSteps> {
+  const { state, store, config } = ctx;
+  const { manifest } = accepted;
   const steps: StepRecord[] = [];
   let stopped = false;
   for (const step of manifest.steps) {
@@ -494,7 +634,12 @@ async function runSteps(
       continue;
     }
     // The runner's resource variables win over the step's own of the same name.
-    const plan = launcher.plan(step.run, { ...buildStepEnv(workspace, step.env), ...toResourceEnv(resources.grants) }, workspace, resources.mounts);
+    const plan = launcher.plan(
+      step.run,
+      { ...buildStepEnv(workspace, step.env), ...toResourceEnv(resources.grants), ...extraEnv },
+      workspace,
+      resources.mounts,
+    );
     const outcome = await runStep({
       plan,
       timeoutMs: (step.timeoutSeconds ?? config.exec.defaultStepTimeoutSeconds) * 1000,
@@ -524,57 +669,7 @@ async function runSteps(
 
   const artifacts = collectArtifacts(workspace, manifest.collect, state.blobs, config.exec.collectMaxBytes);
   const continueOnFailure = new Set(manifest.steps.filter((s) => s.continueOnFailure).map((s) => s.name));
-  const verdict = decideVerdict(steps, artifacts, continueOnFailure);
-  const endedAt = ctx.clock();
-
-  const runner = { id: state.identity.id, keyid: state.key.keyid };
-  const statement = buildStatement({
-    runner: { ...runner, version: RUNNER_VERSION },
-    capsule: { id: manifest.id, kind: manifest.kind, digest: accepted.manifestDigest, signers: accepted.signers },
-    run: {
-      id: runId,
-      startedAt: startedAt.toISOString(),
-      endedAt: endedAt.toISOString(),
-      isolation: launcher.isolation,
-      ...(launcher.sandbox ? { sandbox: sandboxOf(launcher, resources.grants) } : {}),
-      verdict,
-      ...(scheduledFor !== undefined ? { scheduledFor } : {}),
-      ...(resources.grants.length > 0 ? { resources: resources.grants.map((grant) => grant.name) } : {}),
-    },
-    steps,
-    artifacts,
-    policy: { decision: 'allowed', rule: 'read-only-kind', trustVersion: state.trust.body.version },
-  });
-  const evidence = signEvidence(statement, { manifest, runner }, state.key);
-  // The run's end, its evidence and its bundle queued for the coordinator: one transaction, so a runner killed
-  // anywhere here leaves either a running run (aborted at the next start, and answered as such) or all three.
-  let bundle: Bundle | undefined;
-  let bundleText = '';
-  store.transaction(() => {
-    store.finishRun({ runId, verdict });
-    store.recordEvidence({ runId, evidenceDigest: evidence.digest }, (record) => {
-      const sealed = sealedLogFor(store, { runnerId: state.identity.id, key: state.key }, record.seq, record.leaf);
-      bundle = buildBundle(evidence.envelope, accepted.envelope, sealed.log);
-      guardBundle(bundle);
-      bundleText = formatBundle(bundle);
-      return { bundle: Buffer.from(bundleText, 'utf8'), checkpoint: sealed.checkpoint };
-    });
-  });
-  ops.info({ verdict, isolation: launcher.isolation }, 'run finished');
-  const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
-  // A copy for the operator; the outbox row holds the same bytes for the coordinator.
-  writeFileAtomic(bundlePath, bundleText);
-  return {
-    kind: 'completed',
-    runId,
-    capsuleId: manifest.id,
-    verdict,
-    isolation: launcher.isolation,
-    steps,
-    bundle: bundle!,
-    bundlePath,
-    evidenceDigest: evidence.digest,
-  };
+  return { steps, artifacts, verdict: decideVerdict(steps, artifacts, continueOnFailure) };
 }
 
 /** The capsule's needed resource names, sorted and once each: what run.started and the evidence carry. */
@@ -583,12 +678,12 @@ function neededOf({ manifest }: AcceptedCapsule): string[] {
 }
 
 /** The launcher's sandbox as this run used it: a step with a socket or tcp grant ran under the AF_UNIX filter. */
-function sandboxOf(launcher: Launcher, grants: readonly ResolvedGrant[]): NonNullable<Launcher['sandbox']> {
+export function sandboxOf(launcher: Launcher, grants: readonly ResolvedGrant[]): NonNullable<Launcher['sandbox']> {
   const sandbox = launcher.sandbox!;
   return needsUnixSockets(grants) && sandbox.syscallFilter !== undefined ? { ...sandbox, syscallFilter: SYSCALL_FILTER_UNIX } : sandbox;
 }
 
-function agentStopped(runId: string): RunError {
+export function agentStopped(runId: string): RunError {
   return new RunError('RUN_AGENT_STOPPED', 'The agent stopped while the run was going on; the run is recorded as aborted.', { runId });
 }
 

@@ -15,6 +15,7 @@ import { Store } from '../store/store.js';
 import type { LauncherSelector } from './launcher.js';
 import { silentLogger, type Logger } from './logger.js';
 import { finishTrustUpdate } from './trust-update.js';
+import { resumeChanges, resumeOnOpen } from '../remediate/machine.js';
 
 /** One clock reading per decision: callers read it once and pass the value on. */
 export type Clock = () => Date;
@@ -79,7 +80,7 @@ export function openRunner(stateDir: string, options: OpenRunnerOptions): Runner
   for (const runId of abortedOnOpen) logger.warn({ runId }, 'run of a runner that died recorded as aborted');
   removeLeftovers(state, store, config, abortedOnOpen, logger);
   let closed = false;
-  return {
+  const ctx: RunnerContext = {
     state,
     store,
     config,
@@ -93,6 +94,10 @@ export function openRunner(stateDir: string, options: OpenRunnerOptions): Runner
       store.close();
     },
   };
+  // Changes a dead runner was applying, verifying or rolling back: rolled back or restored again now
+  // (runner/remediate/machine.ts); those it had fully written are verified by resumeChanges.
+  resumeOnOpen(ctx);
+  return ctx;
 }
 
 const RUN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -156,6 +161,8 @@ export function removeRunFolder(store: Store, runId: string, runDir: string, ops
 export async function withRunner<T>(stateDir: string, options: OpenRunnerOptions, fn: (ctx: RunnerContext) => T | Promise<T>): Promise<T> {
   const ctx = openRunner(stateDir, options);
   try {
+    // Every open resumes what a dead runner left of a change (verifications are async: here, not in openRunner).
+    await resumeChanges(ctx);
     return await fn(ctx);
   } finally {
     ctx.close();

@@ -16,6 +16,19 @@ import rejectionSchema from './rejection.schema.json' with { type: 'json' };
 export interface EgressContext {
   manifest: Manifest;
   runner: { id: string; keyid: string };
+  /** A remediation's evidence: where each of its strings may come from (runner/remediate/machine.ts). */
+  remediation?: RemediationEgress;
+}
+
+/**
+ * The provenance of a remediation member's strings: the target is the signed change's; footprint paths are
+ * those of the plan derived from the signed change; surfaces and groups are the signed policy's names;
+ * approvers are key names of the trust document.
+ */
+export interface RemediationEgress {
+  paths: ReadonlySet<string>;
+  policyNames: ReadonlySet<string>;
+  approvers: ReadonlySet<string>;
 }
 
 export function guardStatement(statement: Statement, context: EgressContext): void {
@@ -38,6 +51,28 @@ export function guardStatement(statement: Statement, context: EgressContext): vo
   for (const name of predicate.run.resources ?? []) provenance(needs.has(name), 'resource name');
   const allowedSubjects = new Set([`capsule/${context.manifest.id}`, ...[...collectPaths].map((path) => `artifact/${path}`)]);
   for (const subject of statement.subject) provenance(allowedSubjects.has(subject.name), 'subject name');
+  if (predicate.remediation !== undefined) guardRemediation(predicate.remediation, context, provenance);
+}
+
+/** Every string of a remediation member is the signed change's, the signed policy's or the trust document's. */
+function guardRemediation(
+  remediation: NonNullable<Statement['predicate']['remediation']>,
+  context: EgressContext,
+  provenance: (ok: boolean, what: string) => void,
+): void {
+  const egress = context.remediation;
+  provenance(egress !== undefined && remediation.target === context.manifest.change?.target, 'change target');
+  const { paths, policyNames, approvers } = egress!;
+  for (const file of remediation.footprint.files) provenance(paths.has(file.path), 'footprint path');
+  for (const surface of [...remediation.footprint.surfaces, ...remediation.footprint.dependents]) provenance(policyNames.has(surface), 'surface');
+  for (const rule of remediation.tier.rules) {
+    provenance(policyNames.has(rule.surface) && (rule.group === undefined || policyNames.has(rule.group)), 'tier rule');
+  }
+  for (const requirement of remediation.tier.requirements) provenance(requirement.group === undefined || policyNames.has(requirement.group), 'group');
+  for (const approval of remediation.approvals?.counted ?? []) provenance(approvers.has(approval.approver), 'approver');
+  const reproductions = new Set(context.manifest.change?.reproductions ?? []);
+  // The cited ones are the signed change's; those run again after an apply are the runner's own (digests).
+  for (const ref of remediation.reproductions ?? []) provenance(reproductions.has(ref.evidence), 'reproduction');
 }
 
 /** Why a bundle is not one the runner would write: a member outside the closed schema, or a log leaf that is more than the record. */

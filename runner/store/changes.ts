@@ -152,7 +152,7 @@ const toChange = (row: Row): ChangeRow => ({
 /** A new proposal: everything but what later states set. */
 export type NewChange = Omit<
   ChangeRow,
-  'state' | 'stateSeq' | 'updatedAt' | 'decidedAt' | 'approvals' | 'code' | 'verifyRunId' | 'finalEvidence' | 'owner'
+  'proposedSeq' | 'proposedAt' | 'state' | 'stateSeq' | 'updatedAt' | 'decidedAt' | 'approvals' | 'code' | 'verifyRunId' | 'finalEvidence' | 'owner'
 >;
 
 /** What a state change may set besides the state (undefined leaves a column as it is). */
@@ -216,8 +216,8 @@ export class ChangeTable {
       c.fileDigest,
       c.proposalRunId,
       c.proposalEvidence,
-      c.proposedSeq,
-      c.proposedAt,
+      seq,
+      at,
       c.acceptedAt,
       c.preState,
       c.postState,
