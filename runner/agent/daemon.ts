@@ -6,6 +6,12 @@
  * behind the cursor, or read again: never run twice, never skipped). The shipper sends the answers and
  * the witness gets the checkpoints, concurrently with the runs.
  *
+ * Approvals of this runner's proposals come in the same feed answers, after a cursor of their own (kept in
+ * the store under APPROVALS_CURSOR_PREFIX + the coordinator URL): each is fetched by digest and handed to
+ * acceptApproval in the run lane (it records its acceptance or refusal and applies the change once it is
+ * authorized), then the cursor moves past it. A crash between the two delivers it again at the next start,
+ * which is harmless: the runner keeps an approval once by digest.
+ *
  * A capsule that cannot be fetched is retried with backoff, never passed over. At stop (SIGTERM): no more
  * polling, a running capsule gets `stopGraceMs` to end and is then aborted (its run is recorded as aborted,
  * RUN_AGENT_STOPPED, and answered as such), the outbox is flushed for at most `flushMs`, and the agent returns.
@@ -19,7 +25,8 @@ import { OutboxError } from '../outbox/errors.js';
 import { realSleep, Shipper, type Sleep } from '../outbox/shipper.js';
 import { WitnessSubmitter, witnessKeysOf } from '../outbox/witness.js';
 import type { WitnessKey } from '../protocol/witness.js';
-import { parseStatusReport, formatStatusReport, type RunnerStatusReport, type WorkItem } from '../protocol/wire.js';
+import { parseStatusReport, formatStatusReport, type ApprovalItem, type RunnerStatusReport, type WorkItem } from '../protocol/wire.js';
+import { acceptApproval } from '../remediate/approvals.js';
 import { RUNNER_VERSION } from '../version.js';
 import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
 import { rejectionFor } from './answers.js';
@@ -48,8 +55,16 @@ export interface AgentView {
   /** The coordinator's trust version as its feed last said, and how it compares with the pinned one. */
   coordinatorTrust: { version: number; relation: 'same' | 'older' | 'newer' } | undefined;
   capsulesRun: number;
+  /** Approvals the feed delivered and acceptApproval decided (accepted or refused). */
+  approvalsTaken: number;
   lastStatusAt: number | undefined;
 }
+
+/**
+ * The approvals feed's cursor is kept beside the capsules' in the store's feed cursors, under the coordinator
+ * URL with this prefix (a space: no URL starts so, so the two never share a row).
+ */
+export const APPROVALS_CURSOR_PREFIX = 'approvals ';
 
 export class RunnerAgent {
   readonly client: CoordinatorClient;
@@ -57,13 +72,20 @@ export class RunnerAgent {
   /** Fires the recurring capsules this runner accepted (runner/schedule), beside the feed, through the lane. */
   readonly scheduler: Scheduler;
   readonly lane: RunLane;
-  readonly view: AgentView = { coordinatorTrust: undefined, capsulesRun: 0, lastStatusAt: undefined };
+  readonly view: AgentView = { coordinatorTrust: undefined, capsulesRun: 0, approvalsTaken: 0, lastStatusAt: undefined };
   private readonly ctx: RunnerContext;
   private readonly now: () => number;
   private readonly sleep: Sleep;
   private readonly backoff: BackoffPolicy;
   /** The feed's cursor key in the store: the coordinator's base URL as configured. */
   private readonly feedKey: string;
+  /** The approvals feed's cursor key in the store. */
+  private readonly approvalsKey: string;
+  /**
+   * Whether the feed is asked for approvals: until a coordinator older than them refuses the parameter
+   * (400 FEED_BAD_QUERY), after which this agent reads the feed without it, as it did before approvals.
+   */
+  private askApprovals = true;
   /** Aborted at stop: the long poll, backoff sleeps, capsule fetches. */
   private readonly stopping = new AbortController();
   /** Aborted a grace after stop: the running step. */
@@ -93,6 +115,7 @@ export class RunnerAgent {
     this.backoff = { baseMs: link.backoffBaseMs, capMs: link.backoffCapMs, random };
     this.client = options.client ?? new CoordinatorClient({ settings: link, runnerId: ctx.state.identity.id, key: ctx.state.key, clock: ctx.clock });
     this.feedKey = this.client.baseUrl;
+    this.approvalsKey = `${APPROVALS_CURSOR_PREFIX}${this.client.baseUrl}`;
     this.lane = options.lane ?? new RunLane();
     this.scheduler = new Scheduler(ctx, {
       lane: this.lane,
@@ -205,9 +228,11 @@ export class RunnerAgent {
       await this.reportStatusIfDue(stop);
       if (stop.aborted) break;
       const cursor = store.feedCursor(this.feedKey);
+      const approvalsCursor = this.askApprovals ? store.feedCursor(this.approvalsKey) : undefined;
       const askedAt = performance.now();
-      const answer = await this.client.work(cursor, wait, stop);
+      const answer = await this.client.work(cursor, wait, stop, approvalsCursor);
       if (stop.aborted) break;
+      if (answer.kind === 'permanent' && approvalsCursor !== undefined && this.approvalsRefused(answer.code, approvalsCursor)) continue;
       if (answer.kind !== 'ok') {
         failures += 1;
         const delay = backoffDelayMs(failures, this.backoff, answer.kind === 'retry' ? answer.retryAfterMs : undefined);
@@ -219,7 +244,8 @@ export class RunnerAgent {
       if (answer.value !== null) await this.followTrust(answer.value.trust.version);
       if (stop.aborted) break;
       const fresh = answer.value === null ? [] : answer.value.items.filter((item) => item.cursor > cursor);
-      if (fresh.length === 0) {
+      const freshApprovals = (answer.value?.approvals ?? []).filter((item) => approvalsCursor !== undefined && item.cursor > approvalsCursor);
+      if (fresh.length === 0 && freshApprovals.length === 0) {
         // No new work. A 204 at the end of the wait is the feed working; an answer without new work before
         // the wait is up (a feed that lists only what was decided, a coordinator that ignores `wait`) is
         // backed off like a failure, and even a well-behaved empty poll comes at most once a second: the
@@ -237,12 +263,109 @@ export class RunnerAgent {
         continue;
       }
       idle = 0;
+      let readAgain = false;
       for (const item of fresh) {
         if (stop.aborted) break;
         if (item.cursor <= store.feedCursor(this.feedKey)) continue; // decided already (a feed read twice)
         const decided = await this.takeCapsule(item);
-        if (!decided) break; // read the feed again from the stored cursor
+        if (!decided) {
+          readAgain = true;
+          break; // read the feed again from the stored cursor
+        }
       }
+      if (readAgain) continue;
+      for (const item of freshApprovals) {
+        if (stop.aborted) break;
+        if (item.cursor <= store.feedCursor(this.approvalsKey)) continue;
+        if (!(await this.takeApproval(item))) break;
+      }
+    }
+  }
+
+  /**
+   * A feed refusal that is about the approvals parameter, handled so the feed goes on: a coordinator older
+   * than approvals (400 FEED_BAD_QUERY) is read without it from now on; an approvals cursor the coordinator
+   * never handed out (409 FEED_APPROVALS_CURSOR_AHEAD: its database is an older copy) starts over from 0,
+   * which delivers each approval once more at most. True when the feed should be read again at once.
+   */
+  private approvalsRefused(code: string, cursor: number): boolean {
+    const { store, logger } = this.ctx;
+    if (code === 'FEED_BAD_QUERY') {
+      this.askApprovals = false;
+      logger.warn({ code }, 'the coordinator does not deliver approvals (it refuses the parameter); the feed is read without them');
+      return true;
+    }
+    if (code === 'FEED_APPROVALS_CURSOR_AHEAD' && cursor > 0) {
+      store.setFeedCursor(this.approvalsKey, 0);
+      logger.warn({ code, cursor }, 'the approvals cursor is past what the coordinator holds; approvals are read again from the start');
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * One approval of the feed: fetched by digest (retried with backoff while the answer is retryable), then
+   * decided in the run lane by acceptApproval, and the approvals cursor moved past it. An approval the
+   * coordinator answers for good that it will not serve (404: not this runner's) is passed over with a
+   * warning: retrying it would hold the feed for ever, and an approver can hand it over by file. False when
+   * the feed should be read again (stopping, or the decision failed: a full disk, a store not written).
+   */
+  private async takeApproval(item: ApprovalItem): Promise<boolean> {
+    const { store, logger } = this.ctx;
+    const stop = this.stopping.signal;
+    let bytes: Buffer | undefined;
+    for (let failures = 1; bytes === undefined; failures++) {
+      const answer = await this.client.approval(item.approval, stop);
+      if (stop.aborted) return false;
+      if (answer.kind === 'ok') {
+        bytes = answer.value;
+        break;
+      }
+      if (answer.kind === 'permanent') {
+        logger.warn({ approval: item.approval, cursor: item.cursor, code: answer.code, status: answer.status }, 'approval not served; passed over');
+        store.setFeedCursor(this.approvalsKey, item.cursor);
+        return true;
+      }
+      const delay = backoffDelayMs(failures, this.backoff, answer.retryAfterMs);
+      logger.warn({ approval: item.approval, cursor: item.cursor, code: answer.code, delayMs: delay }, 'approval not fetched; will retry');
+      await this.sleep(delay, stop);
+      if (stop.aborted) return false;
+    }
+    const taken = bytes;
+    const run = this.lane.exclusive(async () => {
+      if (stop.aborted)
+        throw new RunError('RUN_AGENT_STOPPED', 'The agent stopped before the approval was taken; it is read again at the next start.');
+      const outcome = await acceptApproval(this.ctx, taken, 'coordinator', { stopping: stop, signal: this.abortRun.signal });
+      store.setFeedCursor(this.approvalsKey, item.cursor);
+      return outcome;
+    });
+    this.running = run;
+    try {
+      const outcome = await run;
+      this.view.approvalsTaken += 1;
+      this.runFailures = 0;
+      logger.info(
+        {
+          approval: item.approval,
+          cursor: item.cursor,
+          proposal: item.proposal,
+          status: outcome.status,
+          ...(outcome.code !== undefined ? { code: outcome.code } : {}),
+          ...(outcome.change !== undefined ? { change: outcome.change.state } : {}),
+        },
+        'approval decided',
+      );
+      return true;
+    } catch (err) {
+      const code = isCodedError(err) ? err.code : 'RUN_INTERNAL';
+      logger.error({ approval: item.approval, cursor: item.cursor, code }, 'approval not decided; read again');
+      this.runFailures += 1;
+      if (!stop.aborted) await this.sleep(backoffDelayMs(this.runFailures, this.backoff), stop);
+      return false;
+    } finally {
+      this.running = undefined;
+      this.statusDirty = true;
+      this.shipper.wake();
     }
   }
 

@@ -22,10 +22,10 @@ import { formatErrorBody, formatInboxAck, formatWorkFeed, parseStatusReport, typ
 import { decideAddCheckpoint, formatTlogSize, parseAddCheckpoint, signCosignature } from '../../runner/protocol/witness.js';
 import { initState } from '../../runner/state/state.js';
 import { Store } from '../../runner/store/store.js';
-import { verifyTrustDocument, type VerifiedTrust } from '../../runner/trust/trust.js';
+import { verifyTrustDocument, type TrustDocumentBody, type VerifiedTrust } from '../../runner/trust/trust.js';
 import type { CapsuleFile } from '../../runner/capsule/capsule-file.js';
 import { packCapsule, type ManifestTemplate } from '../../runner/capsule/pack.js';
-import { baseTemplate, makeTrustBody, signTrust } from './world.js';
+import { baseTemplate, makeTrustBody, signTrust, type NamedKey } from './world.js';
 
 export interface LinkWorld {
   dir: string;
@@ -43,7 +43,17 @@ export interface LinkWorld {
   cleanup(): void;
 }
 
-export function makeLinkWorld(options: { runnerId?: string; labels?: string[]; trustVersion?: number } = {}): LinkWorld {
+export function makeLinkWorld(
+  options: {
+    runnerId?: string;
+    labels?: string[];
+    trustVersion?: number;
+    /** More keys in the trust document (approvers, say). */
+    extraKeys?: NamedKey[];
+    /** The trust policy, over the default one (allowed kinds, a remediation section). */
+    policy?: Partial<TrustDocumentBody['policy']>;
+  } = {},
+): LinkWorld {
   const dir = mkdtempSync(join(tmpdir(), 'edge-runner-agent-'));
   const root = PrivateKey.generate();
   const signer = PrivateKey.generate();
@@ -56,8 +66,10 @@ export function makeLinkWorld(options: { runnerId?: string; labels?: string[]; t
     { name: 'signer-1', key: signer, roles: ['capsule-signer'] },
     { name: runnerId, key: runnerKey, roles: ['runner'] },
     { name: witnessName, key: witnessKey, roles: ['witness' as never] },
+    ...(options.extraKeys ?? []),
   ]);
   (body.roles as Record<string, { threshold: number }>).witness = { threshold: 1 };
+  if (options.policy !== undefined) body.policy = { ...body.policy, ...options.policy };
   if (options.trustVersion !== undefined) body.version = options.trustVersion;
   const trustBytes = signTrust(body, [root]);
   writeFileSync(join(dir, 'trust.dsse.json'), trustBytes);

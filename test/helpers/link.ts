@@ -97,9 +97,18 @@ export interface SpawnedAgent {
   stop(): Promise<{ code: number | null; signal: string | null }>;
 }
 
-/** `edge-runner agent` on the world's state folder, quick backoff and short polls, with exactly `env`. */
-export function spawnAgent(world: LinkWorld, coordinatorUrl: string, env: Record<string, string> = {}, name = 'agent'): SpawnedAgent {
-  return spawnAgentWith(world, ['--coordinator', coordinatorUrl], env, name);
+/**
+ * `edge-runner agent` on the world's state folder, quick backoff and short polls, with exactly `env`;
+ * `config`: more members of its configuration file (change targets, say).
+ */
+export function spawnAgent(
+  world: LinkWorld,
+  coordinatorUrl: string,
+  env: Record<string, string> = {},
+  name = 'agent',
+  config: Record<string, unknown> = {},
+): SpawnedAgent {
+  return spawnAgentWith(world, ['--coordinator', coordinatorUrl], env, name, config);
 }
 
 /** `edge-runner agent --spool DIR` (air-gapped, no coordinator) on the world's state folder, with exactly `env`. */
@@ -107,11 +116,17 @@ export function spawnSpoolAgent(world: LinkWorld, spoolDir: string, env: Record<
   return spawnAgentWith(world, ['--spool', spoolDir], env, name);
 }
 
-function spawnAgentWith(world: LinkWorld, args: string[], env: Record<string, string>, name: string): SpawnedAgent {
+function spawnAgentWith(
+  world: LinkWorld,
+  args: string[],
+  env: Record<string, string>,
+  name: string,
+  more: Record<string, unknown> = {},
+): SpawnedAgent {
   const config = join(world.dir, `${name}.json`);
   writeFileSync(
     config,
-    JSON.stringify({ coordinator: { pollWaitSeconds: 1, backoffBaseMs: 50, backoffCapMs: 400, flushMs: 3000, requestTimeoutMs: 5000 } }),
+    JSON.stringify({ coordinator: { pollWaitSeconds: 1, backoffBaseMs: 50, backoffCapMs: 400, flushMs: 3000, requestTimeoutMs: 5000 }, ...more }),
   );
   const child = spawn(process.execPath, [CLI_ENTRY, 'agent', '--state', world.stateDir, '--config', config, ...args], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: world.dir, ...env },
