@@ -12,6 +12,7 @@ import { EXIT, exitCodeFor, printError } from './output.js';
 import { statusCommand } from './status-command.js';
 import { trustCommand } from './trust.js';
 import { verifyCommand } from './verify.js';
+import { changeCommand } from './change.js';
 
 export function buildProgram(): Command {
   const program = new Command('edge-runner')
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
     capsuleCommand(),
     execCommand(),
     verifyCommand(),
+    changeCommand(),
     logCommand(),
     agentCommand(),
     statusCommand(),

@@ -12,6 +12,7 @@ import { packCapsule, type ManifestTemplate } from '../../runner/capsule/pack.js
 import {
   TRUST_PAYLOAD_TYPE,
   verifyTrustDocument,
+  type RemediationPolicy,
   type Role,
   type ScheduleCatchUp,
   type TrustDocumentBody,
@@ -59,6 +60,10 @@ export interface WorldOptions {
   witness?: boolean;
   /** The signed policy's catch-up rule for recurring capsules (absent: the policy names none, so `skip`). */
   catchUp?: ScheduleCatchUp;
+  /** More keys for the trust document (approvers, say), beside the world's own. */
+  extraKeys?: NamedKey[];
+  /** The signed policy's remediation section; remediate capsules are then allowed too. */
+  remediation?: RemediationPolicy;
 }
 
 /** The witness key's name in a world made with `witness`: a C2SP cosigner name. */
@@ -122,7 +127,10 @@ export function makeWorld(options: WorldOptions = {}): World {
   ];
   const witnessKey = options.witness ? PrivateKey.generate() : undefined;
   if (witnessKey) keys.push({ name: WITNESS_NAME, key: witnessKey, roles: ['witness'] });
-  const trustBody = makeTrustBody(keys, { 'capsule-signer': options.signerThreshold ?? 1 }, options.allowedKinds);
+  keys.push(...(options.extraKeys ?? []));
+  const kinds = options.allowedKinds ?? (options.remediation ? ['reproduce', 'validate', 'remediate'] : undefined);
+  const trustBody = makeTrustBody(keys, { 'capsule-signer': options.signerThreshold ?? 1 }, kinds);
+  if (options.remediation !== undefined) trustBody.policy.remediation = options.remediation;
   if (options.catchUp !== undefined) trustBody.policy.schedule = { catchUp: options.catchUp };
   const trustBytes = signTrust(trustBody, [root]);
   const trustPath = join(dir, 'trust.dsse.json');

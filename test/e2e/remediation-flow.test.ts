@@ -1,0 +1,57 @@
+/**
+ * Governed remediation through the real CLI (dist/runner/main.js): a remediate capsule proposed by `exec`
+ * (staged, validated on the copy, the real target untouched), approvals given with `change approve`, the
+ * change applied, verified, and its final bundle carrying the approvals it relied on.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLI_ENTRY } from '../helpers/cli.js';
+import { LEDGER_PATCH, makeRemediationWorld, type RemediationWorld } from '../helpers/remediation.js';
+
+const worlds: RemediationWorld[] = [];
+afterEach(() => {
+  for (const w of worlds.splice(0)) w.cleanup();
+});
+const world = (options?: Parameters<typeof makeRemediationWorld>[0]) => {
+  const w = makeRemediationWorld(options);
+  worlds.push(w);
+  return w;
+};
+
+/** Proposes the ledger rounding fix; returns the proposal's bundle path and evidence digest. */
+function propose(w: RemediationWorld) {
+  const { result, json } = w.exec(w.remediate({ patch: 'fix.diff' }, { 'fix.diff': LEDGER_PATCH }));
+  expect(result.status, `${result.stdout}${result.stderr}`).toBe(0);
+  const bundle = String(json!.bundle);
+  return { bundle, evidence: String(json!.evidenceDigest), ...w.remediationOf(bundle) };
+}
+
+describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation through the CLI (needs dist/)', () => {
+  it('proposes without touching the target, then applies on two ledger owners and seals a final bundle with their approvals', () => {
+    const w = world();
+    const proposal = propose(w);
+    expect(proposal.remediation.phase).toBe('proposed');
+    expect(proposal.remediation.tier.approvals).toBe(2);
+    expect(proposal.remediation.footprint.surfaces).toEqual(['ledger']);
+    expect(proposal.remediation.footprint.dependents).toEqual(['payments']);
+    expect(readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8')).toBe('mode=floor\n');
+
+    const one = w.change(['approve', w.approve(proposal, w.keys.alice, 'alice')]);
+    expect(one.result.status, one.result.stderr).toBe(0);
+    expect((one.json!.change as { state: string }).state).toBe('proposed');
+    expect(readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8')).toBe('mode=floor\n');
+
+    const two = w.change(['approve', w.approve(proposal, w.keys.bob, 'bob')]);
+    expect(two.result.status, `${two.result.stdout}${two.result.stderr}`).toBe(0);
+    const change = two.json!.change as { state: string; bundlePath: string };
+    expect(change.state).toBe('verified');
+    expect(readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8')).toBe('mode=half-even\n');
+    const final = w.remediationOf(change.bundlePath);
+    expect(final.remediation.phase).toBe('applied');
+    expect(final.remediation.approvals!.counted.map((a) => a.approver)).toEqual(['alice', 'bob']);
+    expect(final.remediation.outcome!.targetDigest).toBe(proposal.remediation.postState);
+    const bundle = JSON.parse(readFileSync(change.bundlePath, 'utf8')) as { approvals: unknown[] };
+    expect(bundle.approvals).toHaveLength(2);
+  });
+});
