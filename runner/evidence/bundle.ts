@@ -2,7 +2,8 @@
  * Bundles: one JSON file an auditor verifies alone, given the trust document. Building signs the guarded
  * statement with the runner key; verifying (pure) checks the evidence signature by an enrolled runner key,
  * the capsule envelope against the capsule-signer threshold, both schemas, that the statement's capsule
- * subject is the digest of that capsule's manifest, the log proof, and last that the file is exactly what
+ * subject is the digest of that capsule's manifest, a remediation's change digest, tier and approvals
+ * (recomputed, derived and counted again: evidence/remediation.ts), the log proof, and last that the file is exactly what
  * a runner writes: the closed bundle check of the egress guard (checkClosedBundle) and envelopes that hold
  * only signatures that verified. A bundle that passes carries nothing a runner would not let out.
  */
@@ -18,6 +19,7 @@ import type { VerifiedTrust } from '../trust/trust.js';
 import { verifyBundleLog, type BundleLogMember, type VerifiedBundleLog } from '../log/bundle-log.js';
 import { EvidenceError } from './errors.js';
 import { checkClosedBundle, guardStatement, type EgressContext } from './egress.js';
+import { verifyRemediation, type VerifiedRemediation } from './remediation.js';
 import { IN_TOTO_PAYLOAD_TYPE, statementSchema, type Statement } from './statement.js';
 
 export const BUNDLE_MEDIA_TYPE = 'application/vnd.edge-runner.bundle.v1+json';
@@ -74,6 +76,8 @@ export interface VerifiedBundle {
   capsuleSigners: string[];
   evidenceDigest: string;
   log: VerifiedBundleLog;
+  /** A remediate capsule's bundle: its remediation member, and for a decided change the approvals counted again. */
+  remediation?: VerifiedRemediation;
 }
 
 export function parseBundle(bytes: Uint8Array): Bundle {
@@ -160,6 +164,19 @@ export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust): VerifiedB
   if (predicate.capsule.id !== manifest.id || predicate.capsule.kind !== manifest.kind) throw inconsistent('capsule identity');
   if ([...predicate.capsule.signers].sort().join() !== capsule.signers.join()) throw inconsistent('capsule signer list');
 
+  // 5b. A remediation holds offline (evidence/remediation.ts): the change digest recomputed, the footprint and
+  // tier derived again from the signed policy, and a decided change's approvals verified and counted again at
+  // its decision time. A bundle that is not a decided change carries no approvals.
+  const remediation = verifyRemediation({
+    statement,
+    manifest,
+    manifestDigest: `sha256:${manifestHex}`,
+    capsuleSigners: capsule.signers,
+    approvals: bundle.approvals,
+    trust,
+  });
+  const approvals = remediation?.approvals.map((approval) => approval.envelope) ?? [];
+
   // 6. The evidence record is in the runner's log, under a checkpoint the runner signed (LOG_* codes).
   const evidenceDigest = `sha256:${sha256Hex(evidence.payload)}`;
   if (bundle.log === undefined) {
@@ -169,15 +186,15 @@ export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust): VerifiedB
   const log = verifyBundleLog(bundle.log, { runnerId: runnerName, runnerKey, evidenceDigest });
 
   // 7. Nothing rides along: the file is what a runner writes. The same closed check the runner applies
-  // before writing (every member known and bounded, keyids that are keyids, no approvals until approvals
-  // exist, the log leaf exactly the evidence record), and each envelope exactly as rebuilt from the
+  // before writing (every member known and bounded, keyids that are keyids, approvals only in a decided
+  // change's bundle, the log leaf exactly the evidence record), and each envelope exactly as rebuilt from the
   // signatures that verified: no extra signature, no keyid that is not its signer's, canonical base64.
-  verifyClosed(bundle, evidence.verifiedEnvelope, capsule.verifiedEnvelope);
+  verifyClosed(bundle, evidence.verifiedEnvelope, capsule.verifiedEnvelope, approvals);
 
   // 8. And byte for byte: the file is the one spelling the runner writes of the bundle rebuilt from what
   // verified (no trailing bytes, no other whitespace, escapes, member order or number forms).
   const { index, leaf, inclusionProof, checkpoint } = bundle.log;
-  const rebuilt = buildBundle(evidence.verifiedEnvelope, capsule.verifiedEnvelope, { index, leaf, inclusionProof, checkpoint });
+  const rebuilt = buildBundle(evidence.verifiedEnvelope, capsule.verifiedEnvelope, { index, leaf, inclusionProof, checkpoint }, approvals);
   const expected = formatBundle(rebuilt);
   if (bytes.length !== Buffer.byteLength(expected, 'utf8') || !Buffer.from(expected, 'utf8').equals(Buffer.from(bytes))) {
     throw new EvidenceError(
@@ -195,10 +212,11 @@ export function verifyBundle(bytes: Uint8Array, trust: VerifiedTrust): VerifiedB
     runnerName,
     capsuleSigners: capsule.signers,
     evidenceDigest,
+    ...(remediation === undefined ? {} : { remediation }),
   };
 }
 
-function verifyClosed(bundle: Bundle, evidence: Envelope, capsule: Envelope): void {
+function verifyClosed(bundle: Bundle, evidence: Envelope, capsule: Envelope, approvals: readonly Envelope[]): void {
   const problem = checkClosedBundle(bundle);
   if (problem?.kind === 'schema') {
     throw new EvidenceError(
@@ -220,6 +238,7 @@ function verifyClosed(bundle: Bundle, evidence: Envelope, capsule: Envelope): vo
   for (const [what, received, rebuilt] of [
     ['evidence', bundle.evidence, evidence],
     ['capsule', bundle.capsule, capsule],
+    ...bundle.approvals.map((approval, i) => [`approval ${i + 1}`, approval, approvals[i]] as const),
   ] as const) {
     if (toCanonicalJson(received) !== toCanonicalJson(rebuilt)) {
       throw new EvidenceError(

@@ -4,11 +4,14 @@
  * provenance: it must be a value the signed capsule or the runner's own identity supplied. Nothing that a
  * step printed, a file held or the host environment contained can pass.
  */
+import { toCanonicalJson } from '../core/canonical-json.js';
+import { JsonError, parseJson } from '../core/json.js';
 import { checkSchema } from '../core/schema.js';
 import { LogError } from '../log/errors.js';
 import { parseRecordLeaf, RECORD_FIELDS, type LogRecord } from '../log/record.js';
 import type { Manifest } from '../capsule/manifest.js';
 import { EvidenceError } from './errors.js';
+import { FINAL_PHASES } from './remediation.js';
 import { statementSchema, type Statement } from './statement.js';
 import bundleSchema from './bundle.schema.json' with { type: 'json' };
 import rejectionSchema from './rejection.schema.json' with { type: 'json' };
@@ -82,13 +85,13 @@ export type ClosedBundleProblem = { kind: 'schema'; path: string; message: strin
  * The whole bundle as it is about to be written (guardBundle) or as `verify` reads it (verifyBundle): the
  * one closed check both apply, so a gate that trusts `verify` lets out exactly what the runner writes. A
  * closed schema over every member (envelopes of at most one evidence and 32 capsule signatures with keyids
- * that are keyids, canonical base64 within caps, `approvals` empty until approvals exist, the checkpoint
+ * that are keyids, canonical base64 within caps, approvals only in the bundle of a decided change, each once, the checkpoint
  * note's exact shape), and the log leaf decoded and checked to be the evidence record and nothing else: a
  * record exactly as runner/log/record.ts encodes it (parseRecordLeaf), of kind evidence.signed, with the
  * members RECORD_FIELDS gives that kind, each in its format. Returns undefined when the bundle passes.
  */
 export function checkClosedBundle(bundle: unknown): ClosedBundleProblem | undefined {
-  const problem = checkSchema(bundleSchema, bundle);
+  const problem = checkSchema(bundleSchema, bundle) ?? approvalsProblem(bundle as { evidence: { payload: string }; approvals: unknown[] });
   if (problem) return { kind: 'schema', ...problem };
   let record: LogRecord;
   try {
@@ -98,6 +101,25 @@ export function checkClosedBundle(bundle: unknown): ClosedBundleProblem | undefi
     return { kind: 'leaf', cause };
   }
   return isEvidenceRecord(record) ? undefined : { kind: 'leaf' };
+}
+
+/**
+ * Approvals ride only in the final bundle of a change decided on them (phase applied, rolled-back or
+ * refused), each once: a proposal or a read-only run's bundle carrying one would let anything signed ride out.
+ * Who signed them and whether they count is verifyBundle's question (it has the trust document).
+ */
+function approvalsProblem(bundle: { evidence: { payload: string }; approvals: unknown[] }): { path: string; message: string } | undefined {
+  if (bundle.approvals.length === 0) return undefined;
+  let phase: unknown;
+  try {
+    const statement = parseJson(Buffer.from(bundle.evidence.payload, 'base64')) as { predicate?: { remediation?: { phase?: unknown } } } | null;
+    phase = statement?.predicate?.remediation?.phase;
+  } catch (cause) {
+    if (!(cause instanceof JsonError)) throw cause;
+  }
+  if (!FINAL_PHASES.has(phase as never)) return { path: '/approvals', message: 'only the bundle of a decided change carries approvals' };
+  const seen = new Set(bundle.approvals.map((approval) => toCanonicalJson(approval)));
+  return seen.size === bundle.approvals.length ? undefined : { path: '/approvals', message: 'an approval is carried twice' };
 }
 
 /**

@@ -16,6 +16,10 @@ export type EvidenceErrorCode =
   | 'BUNDLE_SCHEMA'
   | 'BUNDLE_SIGNATURE_UNVERIFIED'
   | 'BUNDLE_NOT_CANONICAL'
+  // Governed remediation (verifyBundle, runner/policy/): the message names which check failed.
+  | 'BUNDLE_APPROVALS_INVALID'
+  | 'BUNDLE_TIER_MISMATCH'
+  | 'BUNDLE_CHANGE_DIGEST'
   // Signed rejections (rejection.ts)
   | 'REJECTION_TOO_LARGE'
   | 'REJECTION_UNPARSEABLE'

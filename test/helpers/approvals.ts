@@ -251,7 +251,11 @@ export function makeApprovalWorld(policy: RemediationPolicy = TEST_POLICY): Appr
   }
 
   function final(p: Proposal, options: FinalOptions = {}) {
-    const approvals = options.approvals ?? [];
+    // As countApprovals orders them: the approvals by approver name, then the rejects.
+    const byName = (a: VerifiedApproval, b: VerifiedApproval) => (a.approver < b.approver ? -1 : a.approver > b.approver ? 1 : 0);
+    const approves = (options.approvals ?? []).filter((a) => a.predicate.decision === 'approve').sort(byName);
+    const rejects = (options.approvals ?? []).filter((a) => a.predicate.decision === 'reject').sort(byName);
+    const approvals = [...approves, ...rejects];
     const autonomous = options.autonomous ?? approvals.length === 0;
     const phase = options.phase ?? 'applied';
     const remediation: RemediationEvidence = {
@@ -260,7 +264,7 @@ export function makeApprovalWorld(policy: RemediationPolicy = TEST_POLICY): Appr
       proposal: p.evidenceDigest,
       decidedAt: (options.decidedAt ?? new Date()).toISOString(),
       approvals: {
-        counted: approvals.filter((a) => a.predicate.decision === 'approve').map((a) => ({ digest: a.digest, approver: a.approver })),
+        counted: approves.map((a) => ({ digest: a.digest, approver: a.approver })),
         autonomous,
       },
       outcome: {
