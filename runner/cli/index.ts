@@ -1,6 +1,7 @@
 /** The command line: the contract other tools and auditors rely on. One file per command. */
 import { Command, CommanderError } from 'commander';
 import { agentCommand } from './agent.js';
+import { approveCommand } from './approve.js';
 import { capsuleCommand } from './capsule.js';
 import { configCommand } from './config.js';
 import { execCommand } from './exec.js';
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
     capsuleCommand(),
     execCommand(),
     verifyCommand(),
+    approveCommand(),
     changeCommand(),
     logCommand(),
     agentCommand(),

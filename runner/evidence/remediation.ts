@@ -135,7 +135,8 @@ export function verifyRemediation(input: RemediationCheckInput): VerifiedRemedia
     throw invalid('the evidence lists other counted approvals than the bundle carries');
   }
   if (remediation.approvals!.autonomous) {
-    if (tier.approvals !== 0 || counted.length > 0) throw invalid(`the change is said to need no approval but its tier needs ${tier.approvals}`);
+    // No human was required: the tier is 0 (an approval given anyway may still be listed, and counted).
+    if (tier.approvals !== 0) throw invalid(`the change is said to need no approval but its tier needs ${tier.approvals}`);
   } else if (remediation.phase !== 'refused' && !count.satisfied) {
     const missing = count.missing.map((m) => `${m.approvals} more${m.group === undefined ? '' : ` from ${m.group}`}`).join(', ');
     throw invalid(

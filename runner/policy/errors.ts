@@ -32,6 +32,11 @@ export type ApprovalErrorCode =
   /** The approver belongs to none of the groups the change's tier requires approvals from. */
   | 'APPROVAL_GROUP'
   /** The change requires change control and the approval carries no change ticket. */
-  | 'APPROVAL_CHANGE_TICKET';
+  | 'APPROVAL_CHANGE_TICKET'
+  // `edge-runner approve` refusing to sign:
+  /** The bundle offered for approval is not a proposal (a remediation in phase `proposed`). */
+  | 'APPROVAL_NOT_PROPOSAL'
+  /** The proposal's staged validation did not pass: only a reject can be signed for it. */
+  | 'APPROVAL_STAGED_FAILED';
 
 export class ApprovalError extends CodedError<ApprovalErrorCode> {}
