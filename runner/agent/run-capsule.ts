@@ -33,7 +33,7 @@ import { RUNNER_VERSION } from '../version.js';
 import { ChangeError } from '../remediate/errors.js';
 import { RemediationError } from '../remediate/machine-errors.js';
 import { prepareProposal, proposalEvidenceOf, stageProposal, type Prepared, type Staged } from '../remediate/propose.js';
-import { recordProposal, remediationEgressOf, type ChangeOutcome } from '../remediate/machine.js';
+import { decideChange, recordProposal, remediationEgressOf, type ChangeOutcome } from '../remediate/machine.js';
 import { RunError } from './errors.js';
 import type { Launcher } from './launcher.js';
 import { sealedLogFor } from './log.js';
@@ -196,6 +196,11 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
     throw err;
   }
   const outcome = await runAccepted(ctx, accepted, launcher, { ...options, ...(prepared ? { remediation: prepared } : {}) });
+  // Auto-apply: a change whose derived tier needs nobody, and whose staged validation passed, is decided now.
+  if (outcome.change?.state === 'proposed' && outcome.change.required === 0) {
+    const stop = { ...(options.signal ? { signal: options.signal } : {}), ...(options.stopping ? { stopping: options.stopping } : {}) };
+    return { ...outcome, change: await decideChange(ctx, outcome.change.changeDigest, stop) };
+  }
   return outcome;
 }
 

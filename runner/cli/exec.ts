@@ -60,6 +60,7 @@ export function execCommand(): Command {
           isolation: result.isolation,
           evidenceDigest: result.evidenceDigest,
           bundle: opts.out ?? result.bundlePath,
+          ...(result.change ? { change: result.change } : {}),
           steps: result.steps.map((s) => ({ name: s.name, status: s.status, exitCode: s.exitCode, signal: s.signal, durationMs: s.durationMs })),
         });
       } else {
@@ -71,6 +72,12 @@ export function execCommand(): Command {
           ),
           `evidence ${result.evidenceDigest}`,
           `bundle ${opts.out ?? result.bundlePath}`,
+          // A remediate capsule's proposal: what its change needs, or what became of it (auto-apply).
+          ...(result.change
+            ? [
+                `change ${result.change.changeDigest}: ${result.change.state}${result.change.code ? ` (${result.change.code})` : ''}, ${result.change.required} approvals required`,
+              ]
+            : []),
         ];
         process.stdout.write(`${lines.join('\n')}\n`);
       }

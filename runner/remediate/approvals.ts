@@ -79,6 +79,12 @@ export async function receiveApproval(
     return { status: 'refused', digest, code, message, approver, decision, changeDigest };
   };
   if (row === undefined) return refuse('APPROVAL_WRONG_CHANGE', 'The approval names a change that was never proposed on this runner.', false);
+  // One person counts once: a second approval (another key, another expiry) of a person already accepted
+  // for this change is refused, whichever digest sorts first (counting would pick one; the log says which).
+  if (store.approvalsOf(changeDigest).some((a) => a.approver === approver && a.decision === decision)) {
+    const outcome = refuse('APPROVAL_DUPLICATE_PERSON', `${approver} already gave an approval of this change; a person counts once.`, true);
+    return { ...outcome, change: await decideChange(ctx, changeDigest, options) };
+  }
   // Counted with the others already given, at the clock: refused now if it could never count (another
   // proposal, the proposer, a second approval of one person, expired, not in the group...).
   const count = countFor(ctx, row, ctx.clock(), [verified]);

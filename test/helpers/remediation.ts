@@ -43,7 +43,9 @@ export interface ApproveOptions {
   changeTicket?: string;
 }
 
-export const LEDGER_PATCH = ['--- a/ledger/rounding.txt', '+++ b/ledger/rounding.txt', '@@ -1 +1 @@', '-mode=floor', '+mode=half-even', ''].join('\n');
+export const LEDGER_PATCH = ['--- a/ledger/rounding.txt', '+++ b/ledger/rounding.txt', '@@ -1 +1 @@', '-mode=floor', '+mode=half-even', ''].join(
+  '\n',
+);
 
 export interface RemediationWorldOptions {
   policy?: RemediationPolicy;
@@ -80,7 +82,9 @@ export function makeRemediationWorld(options: RemediationWorldOptions = {}): Rem
   const configPath = join(world.dir, 'runner-config.json');
   writeFileSync(
     configPath,
-    JSON.stringify({ targets: { config: { path: target, ...(options.healthCheck ? { healthCheck: options.healthCheck, healthCheckTimeoutSeconds: 20 } : {}) } } }),
+    JSON.stringify({
+      targets: { config: { path: target, ...(options.healthCheck ? { healthCheck: options.healthCheck, healthCheckTimeoutSeconds: 20 } : {}) } },
+    }),
   );
   chmodSync(configPath, 0o600);
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', EDGE_RUNNER_CONFIG: configPath };
