@@ -18,7 +18,14 @@ import { verifyBundle } from '../../runner/evidence/bundle.js';
 import { verifyRejection } from '../../runner/evidence/rejection.js';
 import { runnerOrigin } from '../../runner/log/checkpoint.js';
 import { verifyRequest } from '../../runner/protocol/http-signature.js';
-import { formatErrorBody, formatInboxAck, formatWorkFeed, parseStatusReport, type RunnerStatusReport } from '../../runner/protocol/wire.js';
+import {
+  formatErrorBody,
+  formatInboxAck,
+  formatWorkFeed,
+  parseStatusReport,
+  type ApprovalItem,
+  type RunnerStatusReport,
+} from '../../runner/protocol/wire.js';
 import { decideAddCheckpoint, formatTlogSize, parseAddCheckpoint, signCosignature } from '../../runner/protocol/witness.js';
 import { initState } from '../../runner/state/state.js';
 import { Store } from '../../runner/store/store.js';
@@ -103,7 +110,7 @@ export function makeLinkWorld(
   };
 }
 
-export type Route = 'work' | 'capsule' | 'bundle' | 'rejection' | 'checkpoint' | 'status' | 'trust';
+export type Route = 'work' | 'capsule' | 'bundle' | 'rejection' | 'checkpoint' | 'status' | 'trust' | 'approval';
 
 export type Fault =
   | { route: Route; kind: 'status'; status: number; body?: string; headers?: Record<string, string> }
@@ -118,6 +125,8 @@ export interface Exchange {
   route: Route;
   method: string;
   path: string;
+  /** The query string as sent (`?after=0&wait=1`, or ''). */
+  query: string;
   at: number;
   answered: number | 'dropped';
 }
@@ -136,6 +145,11 @@ export class StandInCoordinator {
   readonly signatureFailures: string[] = [];
   private readonly capsules = new Map<string, Buffer>();
   private readonly feed: { cursor: number; capsule: string; size: number }[] = [];
+  /** Approvals offered to the runner (the feed's `approvals` member, when the runner asks), and their bytes. */
+  private readonly approvalFeed: ApprovalItem[] = [];
+  private readonly approvalBytes = new Map<string, Buffer>();
+  /** Answer the `approvals` parameter 400 FEED_BAD_QUERY, as a coordinator older than approvals does. */
+  refuseApprovalsParameter = false;
   private readonly nonces = new Set<string>();
   /** The checkpoint the witness holds for the runner (what it last cosigned). */
   held: { size: number; rootHash: Buffer } | undefined;
@@ -188,6 +202,19 @@ export class StandInCoordinator {
     return { cursor, digest: `sha256:${hex}` };
   }
 
+  /**
+   * Offers an approval (any bytes: the runner judges them) for `proposal`: listed in the feed after the
+   * runner's approvals cursor and served by its SHA-256, unless `served` is false (then 404).
+   */
+  offerApproval(bytes: Buffer, proposal: string, options: { served?: boolean } = {}): { cursor: number; digest: string } {
+    const hex = sha256(bytes);
+    if (options.served !== false) this.approvalBytes.set(hex, bytes);
+    const cursor = this.approvalFeed.length + 1;
+    this.approvalFeed.push({ cursor, approval: `sha256:${hex}`, proposal, size: bytes.length });
+    for (const wake of this.waiters.splice(0)) wake();
+    return { cursor, digest: `sha256:${hex}` };
+  }
+
   count(route: Route): number {
     return this.exchanges.filter((e) => e.route === route).length;
   }
@@ -198,7 +225,14 @@ export class StandInCoordinator {
     const body = Buffer.concat(chunks);
     const url = new URL(req.url ?? '/', this.url);
     const route = routeOf(req.method ?? '', url.pathname);
-    const exchange: Exchange = { route: route ?? 'trust', method: req.method ?? '', path: url.pathname, at: Date.now(), answered: 0 };
+    const exchange: Exchange = {
+      route: route ?? 'trust',
+      method: req.method ?? '',
+      path: url.pathname,
+      query: url.search,
+      at: Date.now(),
+      answered: 0,
+    };
     if (route) this.exchanges.push(exchange);
     const answer = (status: number, content?: string | Buffer, headers: Record<string, string> = {}) => {
       exchange.answered = status;
@@ -251,8 +285,13 @@ export class StandInCoordinator {
       case 'work': {
         const after = Number(url.searchParams.get('after') ?? '0');
         const wait = Math.min(Number(url.searchParams.get('wait') ?? '30'), 60);
+        const asked = url.searchParams.get('approvals');
+        if (asked !== null && this.refuseApprovalsParameter) return fail(400, 'FEED_BAD_QUERY');
+        const approvalsAfter = asked === null ? undefined : Number(asked);
+        if (approvalsAfter !== undefined && approvalsAfter > this.approvalFeed.length) return fail(409, 'FEED_APPROVALS_CURSOR_AHEAD');
+        const approvals = () => (approvalsAfter === undefined ? [] : this.approvalFeed.filter((item) => item.cursor > approvalsAfter).slice(0, 100));
         const deadline = Date.now() + wait * 1000;
-        while (this.feed.every((item) => item.cursor <= after) && Date.now() < deadline && this.server) {
+        while (this.feed.every((item) => item.cursor <= after) && approvals().length === 0 && Date.now() < deadline && this.server) {
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
             this.waiters.push(() => {
@@ -263,8 +302,21 @@ export class StandInCoordinator {
         }
         if (!this.server) return;
         const items = this.feed.filter((item) => item.cursor > after).slice(0, 100);
-        if (items.length === 0) return respond(204);
-        return respond(200, formatWorkFeed({ items, cursor: items.at(-1)!.cursor, trust: { version: this.trustVersion } }));
+        const offered = approvals();
+        if (items.length === 0 && offered.length === 0) return respond(204);
+        return respond(
+          200,
+          formatWorkFeed({
+            items,
+            cursor: items.at(-1)?.cursor ?? after,
+            trust: { version: this.trustVersion },
+            ...(approvalsAfter !== undefined ? { approvals: offered } : {}),
+          }),
+        );
+      }
+      case 'approval': {
+        const bytes = this.approvalBytes.get(url.pathname.split('/').pop()!);
+        return bytes ? respond(200, bytes) : fail(404, 'INBOX_NOT_FOUND');
       }
       case 'capsule': {
         const bytes = this.capsules.get(url.pathname.split('/').pop()!);
@@ -330,6 +382,7 @@ function routeOf(method: string, path: string): Route | undefined {
   if (method === 'POST' && /^\/v1\/runners\/[^/]+\/add-checkpoint$/.test(path)) return 'checkpoint';
   if (method === 'PUT' && /^\/v1\/runners\/[^/]+\/status$/.test(path)) return 'status';
   if (method === 'GET' && path === '/v1/trust') return 'trust';
+  if (method === 'GET' && /^\/v1\/approvals\/[0-9a-f]{64}$/.test(path)) return 'approval';
   return undefined;
 }
 
