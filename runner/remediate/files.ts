@@ -120,13 +120,23 @@ interface SnapshotIndex {
  * Keeps, in `dir` (created 0700), what restorePlan needs: the bytes (by SHA-256, fsync'ed), mode and owner
  * of every file the plan modifies or deletes, checked against the plan's `before` (else CHANGE_SNAPSHOT_FAILED:
  * the target is not what the plan was made against), and the folders writePlan will create. Its index is
- * written last. Call it before writePlan, every time (it is idempotent).
+ * written last; once it is there, snapshotPlan of the same plan returns at once (so it is safe to call again
+ * after a crash, even one inside the writePlan that followed), and of another plan is CHANGE_RESTORE_FAILED.
  */
 export function snapshotPlan(root: string, plan: readonly FilePlan[], dir: string): void {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (err) {
     throw writeFailure(dir, err);
+  }
+  // Once kept, a snapshot is never taken again: after a writePlan began, the target is no longer the
+  // pre-state, and a second look would miss the folders the write created.
+  const existing = readSnapshotIndex(dir);
+  if (existing !== undefined) {
+    const kept = new Map(existing.files.map((file) => [file.path, file.sha256]));
+    const same = plan.every((file) => file.before === undefined || kept.get(file.path) === file.before.sha256);
+    if (same && kept.size === plan.filter((file) => file.before !== undefined).length) return;
+    throw restoreFailed(SNAPSHOT_INDEX, 'the snapshot folder already holds the snapshot of another plan');
   }
   const index: SnapshotIndex = { version: 1, files: [], folders: [] };
   const folders = new Set<string>();
