@@ -78,6 +78,8 @@ export interface ProposalOptions {
   files?: FootprintFile[];
   preState?: string;
   postState?: string;
+  /** The capsule's description (free text a signer wrote: printed escaped). */
+  description?: string;
 }
 
 export interface FinalOptions {
@@ -150,6 +152,7 @@ export function makeApprovalWorld(policy: RemediationPolicy = TEST_POLICY): Appr
       steps: [{ name: 'check', run: ['/bin/true'] }],
       inputs: [{ path: 'change.diff' }],
       change,
+      ...(options.description === undefined ? {} : { description: options.description }),
     });
     const capsule = packCapsule(template, new Map([['change.diff', Buffer.from(TEST_PATCH)]]), [keys.signer]);
     const manifestBytes = Buffer.from(capsule.envelope.payload, 'base64');
