@@ -5,11 +5,9 @@
 import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseRecordLeaf, type LogRecord } from '../../runner/log/record.js';
 import { readTree } from '../../runner/remediate/tree.js';
 import { CLI_ENTRY, runCli } from '../helpers/cli.js';
-import { withRawDb } from '../helpers/raw-db.js';
-import { LEDGER_PATCH, makeRemediationWorld, type RemediationWorld, type RemediationWorldOptions } from '../helpers/remediation.js';
+import { LEDGER_PATCH, makeRemediationWorld, recordsOf, type RemediationWorld, type RemediationWorldOptions } from '../helpers/remediation.js';
 
 const worlds: RemediationWorld[] = [];
 afterEach(() => {
@@ -24,14 +22,6 @@ const world = (options?: RemediationWorldOptions) => {
 const CAPS = { maxBytes: 1 << 20, maxEntries: 1000 };
 const rounding = (w: RemediationWorld) => readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8');
 
-/** Every record of the state folder's log, decoded. */
-export function recordsOf(w: RemediationWorld): LogRecord[] {
-  return withRawDb(
-    join(w.stateDir, 'runner.db'),
-    (db) => (db.prepare('SELECT leaf FROM records_v1 ORDER BY seq').all() as { leaf: Uint8Array }[]).map((row) => parseRecordLeaf(row.leaf)),
-    { readOnly: true },
-  );
-}
 const kinds = (w: RemediationWorld, prefix: string) => recordsOf(w).filter((r) => r.kind.startsWith(prefix));
 
 function propose(
@@ -63,7 +53,7 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation threat rows (needs
       const { status, out } = approve(w, w.approve(p, w.keys.alice, 'alice', { changeDigest: `sha256:${'c'.repeat(64)}` }));
       expect(status).toBe(3);
       expect(out.approvals[0]).toMatchObject({ status: 'refused', code: 'APPROVAL_WRONG_CHANGE' });
-      expect(kinds(w, 'approval.refused').map((r) => r.body.code)).toEqual(['APPROVAL_WRONG_CHANGE']);
+      expect(kinds(w, 'approval.refused').map((r) => (r.body as { code?: string }).code)).toEqual(['APPROVAL_WRONG_CHANGE']);
     });
 
     it('counts the same approval given twice once (decided once, by digest), and a second approval by the same person not at all', () => {
@@ -197,7 +187,7 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation threat rows (needs
       const { result, json } = w.exec(w.remediate({ patch: 'fix.diff' }, { 'fix.diff': patch }));
       expect(result.status).toBe(3);
       expect(json!.code).toBe('CHANGE_HUNK_FAILED');
-      expect(kinds(w, 'capsule.rejected').map((r) => r.body.code)).toEqual(['CHANGE_HUNK_FAILED']);
+      expect(kinds(w, 'capsule.rejected').map((r) => (r.body as { code?: string }).code)).toEqual(['CHANGE_HUNK_FAILED']);
       expect(kinds(w, 'capsule.accepted')).toHaveLength(0);
     });
 

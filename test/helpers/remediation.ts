@@ -13,7 +13,9 @@ import type { ManifestTemplate } from '../../runner/capsule/pack.js';
 import { formatApproval, signApproval } from '../../runner/policy/approval.js';
 import type { RemediationEvidence } from '../../runner/evidence/statement.js';
 import type { RemediationPolicy } from '../../runner/trust/trust.js';
+import { parseRecordLeaf, type LogRecord } from '../../runner/log/record.js';
 import { TEST_POLICY } from './approvals.js';
+import { withRawDb } from './raw-db.js';
 import { runCli, type CliResult } from './cli.js';
 import { makeWorld, type World } from './world.js';
 
@@ -154,4 +156,13 @@ export function makeRemediationWorld(options: RemediationWorldOptions = {}): Rem
       return { result, json: parse(result) };
     },
   };
+}
+
+/** Every record of a world's log, decoded (read-only, beside no running runner). */
+export function recordsOf(w: World): LogRecord[] {
+  return withRawDb(
+    join(w.stateDir, 'runner.db'),
+    (db) => (db.prepare('SELECT leaf FROM records_v1 ORDER BY seq').all() as { leaf: Uint8Array }[]).map((row) => parseRecordLeaf(row.leaf)),
+    { readOnly: true },
+  );
 }
