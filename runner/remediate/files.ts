@@ -39,17 +39,17 @@ import { sha256Hex } from '../core/digest.js';
 import { toPrintableExcerpt } from '../core/printable.js';
 import { EXCLUSIVE_CREATE_FLAGS, writeFailure, writeFileAtomic, writeFully } from '../state/files.js';
 import { ChangeError } from './errors.js';
-import type { FilePlan, PlannedRead } from './patch.js';
+import { TEMP_PREFIX, type FilePlan, type PlannedRead } from './patch.js';
+
+export { TEMP_PREFIX };
 import { at, FILE_READ_FLAGS, FOLDER_FLAGS } from './tree.js';
 
-/** The start of every temporary name a write leaves beside its file (the rest: 32 hex digits of the path's SHA-256). */
-export const TEMP_PREFIX = '.edge-runner-tmp-';
 /** The snapshot's index in the snapshot folder, written last: once it is there, every kept file is. */
 export const SNAPSHOT_INDEX = 'snapshot.json';
 /** Mode of a folder the plan creates. */
 export const CREATED_FOLDER_MODE = 0o755;
 
-/** The fixed temporary name of a planned path, in the path's own folder. */
+/** The fixed temporary name of a planned path, in the path's own folder: TEMP_PREFIX + 32 hex digits of the path's SHA-256. */
 export const tempNameOf = (path: string): string => `${TEMP_PREFIX}${sha256Hex(Buffer.from(path, 'utf8')).slice(0, 32)}`;
 
 const isRoot = (): boolean => process.getuid?.() === 0;

@@ -11,7 +11,8 @@
  *
  * Supported: git's `a/` and `b/` names, `/dev/null` for an added or deleted file, `new file mode` 100644 or
  * 100755. Refused with CHANGE_PATCH_INVALID: a binary patch, a rename or copy, a mode change, a symlink, a
- * hunk without a file, names that are not UTF-8, more than PATCH_MAX_FILES files or PATCH_MAX_HUNKS hunks.
+ * hunk without a file, names that are not UTF-8, more than PATCH_MAX_BYTES bytes, PATCH_MAX_FILES files or
+ * PATCH_MAX_HUNKS hunks.
  * The diff is read as bytes (latin1, lossless) for its lines and as UTF-8 for its names (git's quoted names
  * decoded by jsdiff), and both readings must have the same shape.
  */
@@ -37,6 +38,8 @@ export interface FilePlan {
 /** What `read` says of a path of the target: its bytes and mode, nothing there, or something that is not a plain file reached without symlinks. */
 export type PlannedRead = { bytes: Buffer; mode: number } | 'absent' | 'not-a-file';
 
+/** Bytes of one patch (a capsule may carry 64 MiB; a diff this large is no reviewable change). */
+export const PATCH_MAX_BYTES = 16 * 1024 * 1024;
 /** Files one patch may change. */
 export const PATCH_MAX_FILES = 10_000;
 /** Hunks one patch may hold, over all its files. */
@@ -45,6 +48,12 @@ export const PATCH_MAX_HUNKS = 100_000;
 const REPLACE_DIFF_MAX_EDITS = 1000;
 /** Lines beyond which a replaced file is not diffed at all (counted as all removed and all added). */
 const REPLACE_DIFF_MAX_LINES = 100_000;
+
+/**
+ * The start of the temporary names the writer leaves beside a file it renames into place (files.ts): a
+ * change may not name such a file, or the writer's clean-up would remove it.
+ */
+export const TEMP_PREFIX = '.edge-runner-tmp-';
 
 export const NEW_FILE_MODE = 0o644;
 export const NEW_EXECUTABLE_MODE = 0o755;
@@ -59,6 +68,9 @@ export function planChange(change: Change, inputs: ReadonlyMap<string, Buffer>, 
   const claim = (path: string): void => {
     if (!isContainedPath(path)) {
       throw new ChangeError('CHANGE_PATH_ESCAPE', `The change path "${toPrintableExcerpt(path)}" would leave the change target.`, { path });
+    }
+    if (path.split('/').some((segment) => segment.startsWith(TEMP_PREFIX))) {
+      throw new ChangeError('CHANGE_PATH_ESCAPE', `The change path "${toPrintableExcerpt(path)}" is in the runner's own temporary names.`, { path });
     }
     if (plans.has(path)) throw new ChangeError('CHANGE_PATH_TWICE', `The change touches "${toPrintableExcerpt(path)}" twice.`, { path });
   };
@@ -224,6 +236,7 @@ const SUPPORTED_FILE_MODES: ReadonlyMap<string, number> = new Map([
 
 /** The files of a unified diff, each with the path it changes; throws CHANGE_PATCH_INVALID or CHANGE_PATH_*. */
 export function parseChangePatch(bytes: Buffer): PatchedFile[] {
+  if (bytes.length > PATCH_MAX_BYTES) throw invalid(`it is over the ${PATCH_MAX_BYTES}-byte cap`);
   const text = bytes.toString('latin1');
   let hunkHeaders = 0;
   HUNK_HEADER.lastIndex = 0;

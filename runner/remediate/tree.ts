@@ -105,7 +105,7 @@ export function readTree(root: string, caps: TreeCaps): TreeState {
  * Copies the target to `dest` (created 0700; it must not exist) and returns the state of what it copied:
  * the digest is computed from the bytes written to the copy, so it is the copy's own state even when the
  * source changes meanwhile (a re-read of the source would then differ). Symlinks are copied as symlinks,
- * modes exactly (a setuid bit too: steps see the copy only through bwrap's nosuid binds). A failure removes
+ * modes exactly (a setuid bit too: it is the target's own, and bwrap binds the workspace nosuid). A failure removes
  * what was copied. Errors writing the copy are STATE_WRITE_FAILED / STATE_DISK_FULL.
  */
 export function copyTree(root: string, dest: string, caps: TreeCaps): TreeState {

@@ -8,7 +8,15 @@ import { describe, expect, it } from 'vitest';
 import type { Change } from '../../../runner/capsule/manifest.js';
 import { sha256Hex } from '../../../runner/core/digest.js';
 import { ChangeError } from '../../../runner/remediate/errors.js';
-import { PATCH_MAX_FILES, PATCH_MAX_HUNKS, planChange, type FilePlan, type PlannedRead } from '../../../runner/remediate/patch.js';
+import {
+  PATCH_MAX_BYTES,
+  PATCH_MAX_FILES,
+  PATCH_MAX_HUNKS,
+  planChange,
+  TEMP_PREFIX,
+  type FilePlan,
+  type PlannedRead,
+} from '../../../runner/remediate/patch.js';
 import { codeOf } from '../../helpers/codes.js';
 import { gitDiff } from '../../helpers/git-diff.js';
 
@@ -261,6 +269,21 @@ describe('planChange', () => {
       expect(err.message).toContain(`more than ${PATCH_MAX_HUNKS} hunks`);
     });
 
+    it(`takes a patch of ${PATCH_MAX_BYTES} bytes and refuses one byte more`, () => {
+      const lines = 16_384;
+      const header = `--- /dev/null\n+++ b/big\n@@ -0,0 +1,${lines} @@\n`;
+      const body = PATCH_MAX_BYTES - header.length;
+      const width = Math.floor(body / lines) - 2; // '+', the text, '\n'
+      const last = body - (lines - 1) * (width + 2) - 2;
+      const patch = header + `+${'x'.repeat(width)}\n`.repeat(lines - 1) + `+${'y'.repeat(last)}\n`;
+      expect(patch.length).toBe(PATCH_MAX_BYTES);
+      expect(plan({}, patch)[0]!.after!.bytes.length).toBe(PATCH_MAX_BYTES - header.length - lines);
+      const over = patch.replace(`+${'y'.repeat(last)}\n`, `+${'y'.repeat(last + 1)}\n`);
+      const err = catchChangeError(() => plan({}, over));
+      expect(err.code).toBe('CHANGE_PATCH_INVALID');
+      expect(err.message).toContain(`over the ${PATCH_MAX_BYTES}-byte cap`);
+    });
+
     it(`takes ${PATCH_MAX_FILES} files and refuses one more`, () => {
       const files = (n: number) => Array.from({ length: n }, (_, i) => `--- /dev/null\n+++ b/f${i}\n@@ -0,0 +1 @@\n+x\n`).join('');
       expect(plan({}, files(PATCH_MAX_FILES))).toHaveLength(PATCH_MAX_FILES);
@@ -281,6 +304,11 @@ describe('planChange', () => {
 
     it.each([['../x'], ['/etc/x'], ['a//b'], ['a/./b'], ['a\\b'], ['a\0b'], ['']])('rejects the files path %j', (path) => {
       expect(planCode({}, undefined, [{ path, action: 'add', from: 'in' }], { in: 'x\n' })).toBe('CHANGE_PATH_ESCAPE');
+    });
+
+    it("rejects a path in the writer's own temporary names (its clean-up would remove the file)", () => {
+      expect(planCode({}, undefined, [{ path: `conf/${TEMP_PREFIX}0123`, action: 'add', from: 'in' }], { in: 'x' })).toBe('CHANGE_PATH_ESCAPE');
+      expect(planCode({}, `--- /dev/null\n+++ b/${TEMP_PREFIX}x/y\n@@ -0,0 +1 @@\n+y\n`)).toBe('CHANGE_PATH_ESCAPE');
     });
 
     it('rejects a path that `read` finds through a symlink, at a folder or at a special file', () => {
