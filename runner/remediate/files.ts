@@ -175,12 +175,17 @@ export function snapshotPlan(root: string, plan: readonly FilePlan[], dir: strin
  * Puts every planned path of `root` back as it was before the plan: an added file removed, a modified or
  * deleted one rewritten from the snapshot in `dir` (its bytes checked by digest; mode and owner as kept),
  * the temporary names of writePlan and restorePlan removed, the folders writePlan created removed when they
- * are empty. Idempotent; same rename discipline as writePlan. Throws CHANGE_RESTORE_FAILED when a file it
- * must rewrite has no snapshot (or one that does not match), or a folder stands where a file was.
+ * are empty. Idempotent; same rename discipline as writePlan. Without a snapshot index in `dir` it does
+ * nothing (writePlan must only ever run after snapshotPlan returned). Throws CHANGE_RESTORE_FAILED when a
+ * file it must rewrite has no kept bytes (or bytes that do not match), or a folder stands where a file was;
+ * CHANGE_PATH_ESCAPE when a symlink is on a planned path's way (never followed); STATE_* when a write fails.
  */
 export function restorePlan(root: string, plan: readonly FilePlan[], dir: string): void {
   const index = readSnapshotIndex(dir);
-  const kept = new Map(index?.files.map((file) => [file.path, file]) ?? []);
+  // No index: snapshotPlan never finished, so writePlan never began (the caller's order), and nothing of the
+  // plan's is in the target. Touching nothing is then exact: a file that differs was changed by someone else.
+  if (index === undefined) return;
+  const kept = new Map(index.files.map((file) => [file.path, file]));
   const rootFd = openRoot(root);
   try {
     for (const file of plan) {
@@ -207,7 +212,7 @@ export function restorePlan(root: string, plan: readonly FilePlan[], dir: string
       }
     }
     // Deepest first: a created folder inside another created folder goes before it.
-    for (const folder of [...(index?.folders ?? [])].sort().reverse()) removeCreatedFolder(rootFd, folder);
+    for (const folder of [...index.folders].sort().reverse()) removeCreatedFolder(rootFd, folder);
   } finally {
     closeSync(rootFd);
   }

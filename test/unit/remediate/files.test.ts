@@ -218,10 +218,13 @@ describe('the change files', () => {
       expect(codeOf(() => snapshotPlan(root, other, snap))).toBe('CHANGE_RESTORE_FAILED');
     });
 
-    it('is a no-op before any write, even without a snapshot (snapshotPlan never finished, so writePlan never began)', () => {
-      const pre = readTree(root, CAPS).digest;
-      restorePlan(root, planOf(PLAN_FILES, PLAN_INPUTS), join(dir, 'no-snapshot'));
-      expect(readTree(root, CAPS).digest).toBe(pre);
+    it('does nothing without a snapshot index (snapshotPlan never finished, so writePlan never began), even to a file someone else changed', () => {
+      const plan = planOf(PLAN_FILES, PLAN_INPUTS);
+      writeFileSync(join(root, 'conf', 'app.ini'), 'edited by the operator\n');
+      const before = readTree(root, CAPS).digest;
+      restorePlan(root, plan, join(dir, 'no-snapshot'));
+      expect(readTree(root, CAPS).digest).toBe(before);
+      expect(readFileSync(join(root, 'conf', 'app.ini'), 'utf8')).toBe('edited by the operator\n');
     });
 
     it('rejects with CHANGE_SNAPSHOT_FAILED a target that changed since the plan, and with CHANGE_RESTORE_FAILED a snapshot that was altered', () => {
