@@ -34,6 +34,8 @@ export const OUTBOX_STALE_MS = 3_600_000;
 export const SCHEDULE_BEHIND_MS = 5 * 60_000;
 /** The latest checkpoint not cosigned for this long, with a coordinator configured, is a warning. */
 export const WITNESS_STALE_MS = 3_600_000;
+/** A change applying, verifying or rolling back with no transition for this long is a warning (its runner died?). */
+export const CHANGE_STUCK_MS = 15 * 60_000;
 /** Free disk under this many times the reserve is a warning (under the reserve itself, critical). */
 export const DISK_WARNING_FACTOR = 2;
 
@@ -49,7 +51,9 @@ export type StatusCode =
   | 'STATUS_SCHEDULE_BEHIND'
   | 'STATUS_WITNESS_STALE'
   | 'STATUS_LOG_ROLLED_BACK'
-  | 'STATUS_TRUST_UPDATE_PENDING';
+  | 'STATUS_TRUST_UPDATE_PENDING'
+  | 'STATUS_CHANGE_ROLLBACK_FAILED'
+  | 'STATUS_CHANGE_STUCK';
 
 export interface StatusProblem {
   level: 'warning' | 'critical';
@@ -93,6 +97,13 @@ export interface StatusReport {
    */
   config: { file: string | null };
   lastError: { seq: number; kind: string; code: string; at: string } | null;
+  /** Governed changes: waiting for approvals, in progress, and rollbacks that failed (each a critical condition). */
+  changes: {
+    pending: number;
+    oldestPendingAt: string | null;
+    inProgress: { changeDigest: string; target: string; state: string; updatedAt: string }[];
+    rollbackFailed: { changeDigest: string; target: string; code: string; updatedAt: string }[];
+  };
   problems: StatusProblem[];
 }
 
@@ -298,6 +309,23 @@ export function judgeStatus(
       message: `The checkpoint at size ${checkpoint.size} (signed ${checkpoint.signedAt}) is not cosigned; the last cosigned size is ${witnessed?.size ?? 'none'}.`,
     });
   }
+  const changes = snapshot.changes ?? { pending: 0, oldestPendingAt: undefined, inProgress: [], rollbackFailed: [] };
+  for (const failed of changes.rollbackFailed) {
+    problems.push({
+      level: 'critical',
+      code: 'STATUS_CHANGE_ROLLBACK_FAILED',
+      message: `The change ${failed.changeDigest} to target ${failed.target} was rolled back (${failed.code}) but the target is not at its pre-state digest: look at it by hand.`,
+    });
+  }
+  for (const held of changes.inProgress) {
+    if (now - Date.parse(held.updatedAt) > CHANGE_STUCK_MS) {
+      problems.push({
+        level: 'warning',
+        code: 'STATUS_CHANGE_STUCK',
+        message: `The change ${held.changeDigest} to target ${held.target} has been ${held.state} since ${held.updatedAt}: if its runner died, any command on the state folder resumes it.`,
+      });
+    }
+  }
   const level: StatusLevel = problems.some((p) => p.level === 'critical') ? 'critical' : problems.length > 0 ? 'warning' : 'ok';
   return {
     status: level,
@@ -333,6 +361,7 @@ export function judgeStatus(
     lastError: snapshot.lastError
       ? { seq: snapshot.lastError.seq, kind: snapshot.lastError.kind, code: snapshot.lastError.code, at: snapshot.lastError.at }
       : null,
+    changes: { ...changes, oldestPendingAt: changes.oldestPendingAt ?? null },
     problems,
   };
 }
@@ -365,6 +394,11 @@ export function formatStatus(report: StatusReport): string {
   for (const s of report.schedules) {
     lines.push(`schedule    ${s.capsuleId} "${s.cron}" (${s.timezone}): next ${s.nextFiring ?? 'none before it expires'}, expires ${s.expiresAt}`);
   }
+  const { changes } = report;
+  const inProgress = changes.inProgress.map((c) => `${c.target} ${c.state}`).join(', ');
+  lines.push(
+    `changes     ${changes.pending} pending approval${changes.oldestPendingAt ? ` (oldest proposed ${changes.oldestPendingAt})` : ''}${inProgress ? `, in progress: ${inProgress}` : ''}${changes.rollbackFailed.length > 0 ? `, ${changes.rollbackFailed.length} rollback(s) FAILED` : ''}`,
+  );
   lines.push(`disk        ${formatBytes(disk.freeBytes)} free on ${disk.path} (reserve ${formatBytes(disk.reserveBytes)})`);
   lines.push(`config      ${report.config.file ?? 'no configuration file (defaults, runner.json, environment): give --config as the agent has it'}`);
   const error = report.lastError;

@@ -47,12 +47,27 @@ export interface StatusSnapshot {
   };
   lastError: { seq: number; kind: string; at: string; code: string } | undefined;
   schedules: ScheduleRow[];
+  /** Governed changes (changes_v1, schema 9): waiting for approvals, holding their target, or failed to roll back. */
+  changes?: ChangesStatus;
   /**
    * The size of the log's high-water mark beside the database (runner/store/head.ts): the last checkpoint
    * the runner signed. A log smaller than it is an older copy of the database (Store.open refuses it).
    */
   headSize: number | undefined;
 }
+
+export interface ChangesStatus {
+  /** Proposed and waiting for approvals. */
+  pending: number;
+  oldestPendingAt: string | undefined;
+  /** Being applied, verified or rolled back (a process holds the target), oldest first; at most 16. */
+  inProgress: { changeDigest: string; target: string; state: string; updatedAt: string }[];
+  /** Restored to a digest other than the pre-state: an operator must look. At most 16, newest first. */
+  rollbackFailed: { changeDigest: string; target: string; code: string; updatedAt: string }[];
+}
+
+/** The most changes of each list status shows. */
+const STATUS_CHANGES_MAX = 16;
 
 export class StatusReader {
   private readonly db: SqliteDatabase;
@@ -61,6 +76,7 @@ export class StatusReader {
     Statement
   >;
   private readonly schedules: ScheduleTable;
+  private readonly changes: Record<'pending' | 'inProgress' | 'rollbackFailed', Statement> | undefined;
   readonly schemaVersion: number;
 
   private constructor(db: SqliteDatabase, schemaVersion: number) {
@@ -84,6 +100,32 @@ export class StatusReader {
       ),
     };
     this.schedules = new ScheduleTable(db);
+    this.changes =
+      schemaVersion < 9
+        ? undefined
+        : {
+            pending: db.prepare(`SELECT COUNT(*) AS n, MIN(proposed_at) AS oldest FROM changes_v1 WHERE state = 'proposed'`),
+            inProgress: db.prepare(
+              `SELECT change_digest AS changeDigest, target, state, updated_at AS updatedAt FROM changes_v1
+               WHERE state IN ('applying', 'applied', 'verifying', 'rolling-back') ORDER BY updated_at LIMIT ${STATUS_CHANGES_MAX}`,
+            ),
+            rollbackFailed: db.prepare(
+              `SELECT change_digest AS changeDigest, target, coalesce(code, '') AS code, updated_at AS updatedAt FROM changes_v1
+               WHERE state = 'rollback-failed' ORDER BY state_seq DESC LIMIT ${STATUS_CHANGES_MAX}`,
+            ),
+          };
+  }
+
+  private readChanges(): ChangesStatus | undefined {
+    const c = this.changes;
+    if (c === undefined) return undefined;
+    const pending = c.pending.get() as { n: number; oldest: string | null };
+    return {
+      pending: Number(pending.n),
+      oldestPendingAt: pending.oldest ?? undefined,
+      inProgress: c.inProgress.all() as unknown as ChangesStatus['inProgress'],
+      rollbackFailed: c.rollbackFailed.all() as unknown as ChangesStatus['rollbackFailed'],
+    };
   }
 
   /**
@@ -187,6 +229,7 @@ export class StatusReader {
         },
         lastError: error && { seq: Number(error.seq), kind: error.kind, at: error.at, code: codeOfLeaf(error.leaf) },
         schedules: this.schedules.active(),
+        ...(this.changes ? { changes: this.readChanges() } : {}),
         headSize: undefined,
       };
     });

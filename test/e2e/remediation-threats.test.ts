@@ -277,12 +277,30 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation threat rows (needs
     });
   });
 
+  it('says rollback-failed when the target was also edited during the verification (a local user), and status is critical with STATUS_CHANGE_ROLLBACK_FAILED', () => {
+    const w = world({ healthCheck: ['/bin/sh', '-c', 'echo planted > docs/other.txt; exit 1'] });
+    const before = readTree(w.target, CAPS).digest;
+    const p = propose(w);
+    const { status, out } = approve(w, w.approve(p, w.keys.alice, 'alice'), w.approve(p, w.keys.bob, 'bob'));
+    expect(status).toBe(1);
+    expect(out.change).toMatchObject({ state: 'rollback-failed', code: 'CHANGE_HEALTH_CHECK_FAILED' });
+    expect(rounding(w)).toBe('mode=floor\n'); // every planned path restored; the stranger's file is not the runner's to remove
+    expect(readTree(w.target, CAPS).digest).not.toBe(before);
+    const report = runCli(['status', '--state', w.stateDir, '--json'], { env: w.env });
+    expect(report.status).toBe(2);
+    const json = JSON.parse(report.stdout) as { problems: Array<{ code: string }>; changes: { rollbackFailed: unknown[] } };
+    expect(json.problems.map((p) => p.code)).toContain('STATUS_CHANGE_ROLLBACK_FAILED');
+    expect(json.changes.rollbackFailed).toHaveLength(1);
+  });
+
   it('lists and shows changes with their state', () => {
     const w = world();
     const p = propose(w);
     const list = w.change(['list']);
     expect(list.result.status).toBe(0);
     expect((list.json!.changes as Array<{ change: string; state: string }>)[0]).toMatchObject({ change: p.remediation.change, state: 'proposed' });
+    const report = JSON.parse(runCli(['status', '--state', w.stateDir, '--json'], { env: w.env }).stdout) as { changes: { pending: number } };
+    expect(report.changes.pending).toBe(1);
     const shown = w.change(['show', p.remediation.change]);
     expect(shown.json).toMatchObject({ change: p.remediation.change, required: 2, preState: p.remediation.preState });
     const unknown = runCli(['change', 'show', `sha256:${'e'.repeat(64)}`, '--state', w.stateDir], { env: w.env });
