@@ -240,7 +240,7 @@ function verifyClosed(bundle: Bundle, evidence: Envelope, capsule: Envelope, app
     ['capsule', bundle.capsule, capsule],
     ...bundle.approvals.map((approval, i) => [`approval ${i + 1}`, approval, approvals[i]] as const),
   ] as const) {
-    if (toCanonicalJson(received) !== toCanonicalJson(rebuilt)) {
+    if (rebuilt === undefined || toCanonicalJson(received) !== toCanonicalJson(rebuilt)) {
       throw new EvidenceError(
         'BUNDLE_SIGNATURE_UNVERIFIED',
         `The ${what} envelope holds more than the signatures that verified (an extra or unverifiable signature, a keyid that is not its signer's, or non-canonical base64).`,

@@ -51,7 +51,7 @@ export function verifyRemediation(input: RemediationCheckInput): VerifiedRemedia
     if (manifest.kind === 'remediate') throw inconsistent('of a remediate capsule carries no remediation member');
     if (predicate.policy.rule !== 'read-only-kind')
       throw inconsistent(`of a ${manifest.kind} capsule names the policy rule ${predicate.policy.rule}`);
-    if (approvals.length > 0) throw invalid('a bundle that is not a decided change carries no approvals');
+    // Approvals here are refused by the closed bundle check (BUNDLE_SCHEMA at /approvals), as the runner's guard refuses them.
     return undefined;
   }
   if (manifest.kind !== 'remediate' || manifest.change === undefined)
@@ -61,7 +61,8 @@ export function verifyRemediation(input: RemediationCheckInput): VerifiedRemedia
   if (predicate.policy.rule !== expectedRule)
     throw inconsistent(`of a ${remediation.phase} change names the policy rule ${predicate.policy.rule}, not ${expectedRule}`);
   if (!final) {
-    if (approvals.length > 0 || remediation.approvals !== undefined) throw invalid('a proposal carries no approvals');
+    // Approval envelopes in a proposal's bundle: the closed bundle check, as above.
+    if (remediation.approvals !== undefined) throw inconsistent('of a proposal names approvals');
   } else if (
     remediation.proposal === undefined ||
     remediation.decidedAt === undefined ||

@@ -30,9 +30,9 @@ describe('verifyBundle of a remediation', () => {
       expect(verified.remediation?.approvals).toEqual([]);
     });
 
-    it('carrying an approval is refused (BUNDLE_APPROVALS_INVALID), and the runner would not write it (EGRESS_SCHEMA)', () => {
+    it('carrying an approval is refused (BUNDLE_SCHEMA), and the runner would not write it (EGRESS_SCHEMA)', () => {
       const carrying = { ...proposal.bundle, approvals: [owners()[0]!.envelope] };
-      expect(codeOf(() => verify(encode(carrying)))).toBe('BUNDLE_APPROVALS_INVALID');
+      expect(codeOf(() => verify(encode(carrying)))).toBe('BUNDLE_SCHEMA');
       expect(checkClosedBundle(carrying)).toMatchObject({ kind: 'schema', path: '/approvals' });
       expect(codeOf(() => guardBundle(carrying))).toBe('EGRESS_SCHEMA');
     });
