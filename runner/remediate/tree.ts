@@ -4,8 +4,8 @@
  *
  * THE TREE DIGEST (a contract: pre-state, post-state and target digests are all computed this way):
  *   every entry below the target folder, recursively, symlinks never followed, one line each, sorted by the
- *   '/'-joined relative path (code-unit order; the same as byte order of the UTF-8 names except between
- *   U+E000–U+FFFF and characters above U+FFFF):
+ *   bytes of the '/'-joined relative path in UTF-8 (`LC_ALL=C sort`; JavaScript's code-unit order differs
+ *   from it only between U+E000–U+FFFF and characters above U+FFFF, and the auditor's sort is bytes):
  *     file <mode> <sha256 hex of the content> <path>\n
  *     dir <mode> - <path>\n
  *     symlink 0777 <sha256 hex of the link text> <path>\n
@@ -47,7 +47,7 @@ export type TreeEntry =
 export interface TreeState {
   /** `sha256:HEX` over the entries' lines (see the top of this file). */
   digest: string;
-  /** Sorted by path (code-unit order). */
+  /** Sorted by path (UTF-8 byte order). */
   entries: TreeEntry[];
 }
 
@@ -89,9 +89,12 @@ export function treeDigestOf(entries: readonly TreeEntry[]): string {
   return `sha256:${hash.digest('hex')}`;
 }
 
-/** Entries sorted by path in code-unit order (a copy). */
+/** Entries sorted by the UTF-8 bytes of their paths (a copy). */
 export function sortEntries(entries: readonly TreeEntry[]): TreeEntry[] {
-  return [...entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return entries
+    .map((entry) => ({ key: Buffer.from(entry.path, 'utf8'), entry }))
+    .sort((a, b) => Buffer.compare(a.key, b.key))
+    .map(({ entry }) => entry);
 }
 
 export const toOctalMode = (mode: number): string => (mode & 0o7777).toString(8).padStart(4, '0');

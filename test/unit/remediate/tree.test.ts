@@ -83,7 +83,14 @@ describe('the tree digest', () => {
     expect(readTree(root, CAPS)).toEqual({ digest: `sha256:${hex('')}`, entries: [] });
   });
 
-  it('sorts by the whole path in code-unit order ("a.b" before "a/b", "a-b" before "a/")', () => {
+  it('sorts by the UTF-8 bytes of the whole path, as `LC_ALL=C sort` does (U+E000 before U+1F600, which code-unit order reverses)', () => {
+    writeFileSync(join(root, '\u{1F600}'), '');
+    writeFileSync(join(root, '\uE000'), '');
+    expect(readTree(root, CAPS).entries.map((e) => e.path)).toEqual(['\uE000', '\u{1F600}']);
+    expect(['\uE000', '\u{1F600}'].sort()).toEqual(['\u{1F600}', '\uE000']);
+  });
+
+  it('sorts by the whole path ("a.b" before "a/b", "a-b" before "a/")', () => {
     mkdirSync(join(root, 'a'));
     writeFileSync(join(root, 'a', 'b'), '');
     writeFileSync(join(root, 'a.b'), '');
@@ -96,6 +103,8 @@ describe('the tree digest', () => {
     mkdirSync(join(root, 'deep', 'er'), { recursive: true });
     writeFileSync(join(root, 'deep', 'er', 'café ünïcode'), 'x');
     writeFileSync(join(root, '-leading-dash'), 'y\n');
+    writeFileSync(join(root, '\u{1F600}'), '');
+    writeFileSync(join(root, '\uE000'), '');
     symlinkSync('target with\nnewline', join(root, 'odd-link'));
     expect(auditorDigest(root)).toBe(readTree(root, CAPS).digest);
   });
