@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI_ENTRY } from '../helpers/cli.js';
+import { CLI_ENTRY, runCli } from '../helpers/cli.js';
 import { LEDGER_PATCH, makeRemediationWorld, type RemediationWorld } from '../helpers/remediation.js';
 
 const worlds: RemediationWorld[] = [];
@@ -53,5 +53,10 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation through the CLI (n
     expect(final.remediation.outcome!.targetDigest).toBe(proposal.remediation.postState);
     const bundle = JSON.parse(readFileSync(change.bundlePath, 'utf8')) as { approvals: unknown[] };
     expect(bundle.approvals).toHaveLength(2);
+    // Offline, against the trust document alone: the proposal, and the final bundle with its approvals.
+    for (const path of [proposal.bundle, change.bundlePath]) {
+      const verified = runCli(['verify', path, '--trust', w.trustPath]);
+      expect(verified.status, `${verified.stdout}${verified.stderr}`).toBe(0);
+    }
   });
 });

@@ -22,6 +22,11 @@ const world = (options?: RemediationWorldOptions) => {
 const CAPS = { maxBytes: 1 << 20, maxEntries: 1000 };
 const rounding = (w: RemediationWorld) => readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8');
 
+/** `edge-runner verify` of a bundle against the world's trust document alone: exit 0. */
+function verifiesOffline(w: RemediationWorld, bundle: string): void {
+  const verified = runCli(['verify', bundle, '--trust', w.trustPath]);
+  expect(verified.status, `${verified.stdout}${verified.stderr}`).toBe(0);
+}
 const kinds = (w: RemediationWorld, prefix: string) => recordsOf(w).filter((r) => r.kind.startsWith(prefix));
 
 function propose(
@@ -166,6 +171,7 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation threat rows (needs
       expect(readFileSync(join(w.target, 'docs', 'readme.md'), 'utf8')).toBe('# ledger v2\n');
       const final = w.remediationOf(change.bundlePath).remediation;
       expect(final.approvals).toEqual({ counted: [], autonomous: true });
+      verifiesOffline(w, change.bundlePath);
     });
   });
 
@@ -179,6 +185,9 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation threat rows (needs
       expect(out.change).toMatchObject({ state: 'refused', code: 'CHANGE_STALE' });
       expect(rounding(w)).toBe('mode=ceil\n');
       expect(kinds(w, 'change.applied')).toHaveLength(0);
+      const bundle = (out.change as unknown as { bundlePath: string }).bundlePath;
+      expect(w.remediationOf(bundle).remediation).toMatchObject({ phase: 'refused', outcome: { code: 'CHANGE_STALE' } });
+      verifiesOffline(w, bundle);
     });
 
     it('rejects a hunk that does not apply exactly with CHANGE_HUNK_FAILED before the nonce burns', () => {
@@ -265,6 +274,7 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation threat rows (needs
       const final = w.remediationOf((out.change as unknown as { bundlePath: string }).bundlePath).remediation;
       expect(final).toMatchObject({ phase: 'rolled-back', outcome: { code: 'CHANGE_HEALTH_CHECK_FAILED', targetDigest: before } });
       expect(final.outcome!.healthCheck!.status).toBe('failed');
+      verifiesOffline(w, (out.change as unknown as { bundlePath: string }).bundlePath);
       expect(kinds(w, 'change.').map((r) => r.kind)).toEqual([
         'change.staged',
         'change.proposed',
