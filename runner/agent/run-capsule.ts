@@ -149,8 +149,9 @@ export async function runCapsule(ctx: RunnerContext, bytes: Buffer, options: Run
         manifestDigest,
       });
     }
-    // A remediate capsule's file is kept too: its change is applied (and its steps run again) once approved.
-    if (schedule || prepared) ctx.state.blobs.put(bytes);
+    // A remediate capsule's file is kept too: its change is applied (and its steps run again) once approved;
+    // and a reproduce capsule's, which a remediation may cite and run again after its apply (it must pass then).
+    if (schedule || prepared || (manifest.kind === 'reproduce' && fileDigest)) ctx.state.blobs.put(bytes);
     let replaced: ScheduleRow[] = [];
     store.transaction(() => {
       replaced = supersededBy(ctx, accepted!);
