@@ -205,6 +205,7 @@ program
         runner: o.runner,
         written: result.written,
         existing: result.existing,
+        approvals: result.approvals,
         ...(result.cosigned !== undefined ? { cosignedSize: result.cosigned } : {}),
       });
     } finally {

@@ -9,7 +9,9 @@
  *   trusted for its name: a file whose bytes are not what its name says (altered, or half-copied) is refused
  *   with SPOOL_DIGEST_MISMATCH. Every file gets an outcome and, when refused, a code.
  * - exportSpool writes the capsules published for one runner into a folder (its DIR/in/ on the media), one
- *   HEX.capsule.json each, never partially visible (temporary dot-name, fsync, link, fsync of the folder).
+ *   HEX.capsule.json each, and the approvals uploaded for its proposals, one HEX.approval.json each (the
+ *   canonical envelope, HEX its approval digest), never partially visible (temporary dot-name, fsync, link,
+ *   fsync of the folder).
  *
  * There is no request signature on a file: who sent a document is who signed it (the runner key enrolled in
  * the trust document), which the verification establishes.
@@ -33,7 +35,14 @@ import { join } from 'node:path';
 import { isCodedError } from '../../runner/core/errors.js';
 import { verifyRejection } from '../../runner/evidence/rejection.js';
 import { runnerOrigin, type NoteVerifier } from '../../runner/log/checkpoint.js';
-import { SPOOL_OUT_FOLDERS, parseSpoolOutName, toSpoolCapsuleName, toSpoolCheckpointName, toSpoolCosignedName } from '../../runner/protocol/spool.js';
+import {
+  SPOOL_OUT_FOLDERS,
+  parseSpoolOutName,
+  toSpoolApprovalName,
+  toSpoolCapsuleName,
+  toSpoolCheckpointName,
+  toSpoolCosignedName,
+} from '../../runner/protocol/spool.js';
 import { decideAddCheckpoint, parseAddCheckpoint, signCosignature, type ParsedAddCheckpoint } from '../../runner/protocol/witness.js';
 import type { PrivateKey } from '../../runner/core/ed25519.js';
 import { CAPS } from '../../runner/protocol/wire.js';
@@ -280,18 +289,21 @@ export interface ExportOptions {
 }
 
 /**
- * Writes the capsules published for `runner` (by id, or by a label it reported) into `dir`, and the
- * checkpoint this witness holds for its log with a cosignature line appended (what add-checkpoint would
- * have answered), so an air-gapped runner learns what was witnessed.
+ * Writes the capsules published for `runner` (by id, or by a label it reported) into `dir`, the approvals
+ * uploaded for its proposals (what its work feed would carry), and the checkpoint this witness holds for its
+ * log with a cosignature line appended (what add-checkpoint would have answered), so an air-gapped runner
+ * learns what was witnessed. `approvals` counts the approval files among `written` and `existing`.
  */
-export async function exportSpool(options: ExportOptions): Promise<{ written: number; existing: number; files: string[]; cosigned?: number }> {
+export async function exportSpool(
+  options: ExportOptions,
+): Promise<{ written: number; existing: number; files: string[]; approvals: number; cosigned?: number }> {
   const { runner, dir, store, trust } = options;
   const runnerKey = trust.keyByName(runner, 'runner');
   if (runnerKey === undefined) {
     throw new CoordinatorError('COORDINATOR_CONFIG', `No runner named ${runner} is enrolled in the trust document.`);
   }
   folderOrFail(dir);
-  const result = { written: 0, existing: 0, files: [] as string[] };
+  const result = { written: 0, existing: 0, files: [] as string[], approvals: 0 };
   for (let after = 0; ;) {
     const items = await store.workFor(runner, after, 500);
     if (items.length === 0) break;
@@ -302,6 +314,19 @@ export async function exportSpool(options: ExportOptions): Promise<{ written: nu
       result[writeOnce(join(dir, name), bytes) ? 'written' : 'existing'] += 1;
       result.files.push(name);
       after = item.cursor;
+    }
+  }
+  for (let after = 0; ;) {
+    const items = await store.approvalsFor(runner, after, 500);
+    if (items.length === 0) break;
+    for (const item of items) {
+      after = item.cursor;
+      const held = await store.approval(item.digest);
+      if (held === undefined) continue;
+      const name = toSpoolApprovalName(item.digest);
+      result[writeOnce(join(dir, name), held.bytes) ? 'written' : 'existing'] += 1;
+      result.approvals += 1;
+      result.files.push(name);
     }
   }
   if (options.witness === undefined) return result;

@@ -5,7 +5,8 @@
  * record that decides it (runCapsule's `decided`), as the work feed's cursor is. Every answer (bundle,
  * rejection) and a checkpoint of the log go to DIR/out/ as content-addressed files with the outbox's
  * guarantees (runner/spool/outbox.ts). Recurring capsules fire through the same Scheduler as the online
- * agent's, and their bundles go to DIR/out/ too.
+ * agent's, and their bundles go to DIR/out/ too. Approval files in DIR/in/ (runner/spool/approvals.ts) go to
+ * acceptApproval in the same lane, as the online agent's feed delivers them.
  *
  * At stop (SIGTERM): no new file is taken, a running capsule gets `stopGraceMs` to end and is then aborted
  * (recorded, answered with a rejection), and the outbox is drained to DIR/out/ before the agent returns.
@@ -18,7 +19,9 @@ import { realSleep, type Sleep } from '../outbox/shipper.js';
 import { SPOOL_IN, SPOOL_OUT, SPOOL_OUT_FOLDERS } from '../protocol/spool.js';
 import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
 import { ensureSpoolFolders } from '../spool/files.js';
+import { SpoolApprovals } from '../spool/approvals.js';
 import { acceptCosigned } from '../spool/cosigned.js';
+import { acceptApproval } from '../remediate/approvals.js';
 import { lookCosigned, SpoolInbox, type SpoolFile } from '../spool/inbox.js';
 import { originOf } from './log.js';
 import { witnessKeysOf } from '../protocol/witness.js';
@@ -65,6 +68,7 @@ export class SpoolAgent {
   private readonly pollMs: number;
   private readonly backoff: BackoffPolicy;
   private readonly inbox: SpoolInbox;
+  private readonly approvals: SpoolApprovals;
   private readonly writer: SpoolWriter;
   private readonly dir: string;
   private readonly inDir: string;
@@ -100,6 +104,11 @@ export class SpoolAgent {
       inDir: this.inDir,
       capBytes: () => ctx.state.trust.body.policy.maxCapsuleBytes ?? CAPSULE_MAX_BYTES,
       isDecided: (digest) => ctx.store.spoolDecidedSeq(digest) !== undefined,
+      now: this.now,
+      ...(options.settleMs !== undefined ? { settleMs: options.settleMs } : {}),
+    });
+    this.approvals = new SpoolApprovals({
+      inDir: this.inDir,
       now: this.now,
       ...(options.settleMs !== undefined ? { settleMs: options.settleMs } : {}),
     });
@@ -190,6 +199,7 @@ export class SpoolAgent {
         );
       }
       this.takeCosigned();
+      await this.takeApprovals();
       if (ready.length > 0 && this.belowReserve()) {
         // runCapsule would record the refusal and, through `decided`, mark the file decided for ever; on a
         // spool the same file is the only way it comes again, so it waits in in/ until there is room.
@@ -273,6 +283,47 @@ export class SpoolAgent {
         if (!isCodedError(err) || !err.code.startsWith('SPOOL_')) throw err;
         logger.warn({ file: name, code: err.code }, 'cosigned checkpoint not taken');
       }
+    }
+  }
+
+  /**
+   * Approval files in in/: each handed to acceptApproval in the run lane (recorded as accepted or refused; a
+   * change it authorizes is applied before this returns). A decision that fails (a full disk) leaves the file
+   * to be read again at the next look, and the look backs off.
+   */
+  private async takeApprovals(): Promise<void> {
+    const { logger } = this.ctx;
+    const stop = this.stopping.signal;
+    const { ready, passedOver } = this.approvals.look();
+    for (const skipped of passedOver) {
+      const level = skipped.reason !== 'settling' && !this.warned.has(skipped.name) ? 'warn' : 'debug';
+      if (level === 'warn') this.warned.add(skipped.name);
+      logger[level]({ file: skipped.name, reason: skipped.reason }, 'spool approval passed over');
+    }
+    for (const file of ready) {
+      if (stop.aborted) {
+        this.approvals.release(file.name);
+        continue;
+      }
+      try {
+        const outcome = await this.lane.exclusive(() =>
+          acceptApproval(this.ctx, file.bytes, 'spool', { stopping: stop, signal: this.abortRun.signal }),
+        );
+        logger.info(
+          {
+            file: file.name,
+            approval: outcome.digest,
+            status: outcome.status,
+            ...(outcome.code !== undefined ? { code: outcome.code } : {}),
+            ...(outcome.change !== undefined ? { change: outcome.change.state } : {}),
+          },
+          'spool approval decided',
+        );
+      } catch (err) {
+        this.approvals.release(file.name);
+        throw err;
+      }
+      this.drainOut();
     }
   }
 

@@ -7,6 +7,9 @@
  *   DIR/in/NAME.capsule.json                    capsule files (the coordinator's export names them HEX.capsule.json)
  *   DIR/in/SIZE-ROOT16.cosigned                 the runner's checkpoint as the witness holds it, with the
  *                                               witness's cosignature line appended (a C2SP signed note)
+ *   DIR/in/NAME.approval.json                   an approval of one of the runner's proposals (a DSSE
+ *                                               envelope; the export names it HEX.approval.json, HEX the
+ *                                               approval digest, and writes the canonical envelope)
  *   DIR/out/bundles/HEX.bundle.json             a bundle, HEX the SHA-256 of its bytes
  *   DIR/out/rejections/HEX.rejection.json       a signed rejection, HEX the SHA-256 of its bytes
  *   DIR/out/checkpoints/SIZE-ROOT16.checkpoint  a C2SP tlog-witness add-checkpoint body (old size, consistency
@@ -38,6 +41,17 @@ const DOCUMENT_NAME = /^([0-9a-f]{64})\.(bundle|rejection)\.json$/;
 const CHECKPOINT_NAME = /^(0|[1-9][0-9]{0,15})-([0-9a-f]{16})(?:\.from-(0|[1-9][0-9]{0,15}))?\.checkpoint$/;
 
 const COSIGNED_NAME = /^(0|[1-9][0-9]{0,15})-([0-9a-f]{16})\.cosigned$/;
+const APPROVAL_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}\.approval\.json$/;
+
+/** An approval file name the spool reads from DIR/in/: a plain name ending `.approval.json` (no dot first). */
+export function isSpoolApprovalName(name: string): boolean {
+  return APPROVAL_NAME.test(name);
+}
+
+/** The exported name of an approval: its digest (`sha256:HEX`) as HEX.approval.json. */
+export function toSpoolApprovalName(digest: string): string {
+  return `${hexOf(digest)}.approval.json`;
+}
 
 /** The name in DIR/in/ of a cosigned checkpoint of a tree of `size` leaves with this root. */
 export function toSpoolCosignedName(size: number, rootHash: Uint8Array): string {

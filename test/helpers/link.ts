@@ -112,8 +112,14 @@ export function spawnAgent(
 }
 
 /** `edge-runner agent --spool DIR` (air-gapped, no coordinator) on the world's state folder, with exactly `env`. */
-export function spawnSpoolAgent(world: LinkWorld, spoolDir: string, env: Record<string, string> = {}, name = 'spool-agent'): SpawnedAgent {
-  return spawnAgentWith(world, ['--spool', spoolDir], env, name);
+export function spawnSpoolAgent(
+  world: LinkWorld,
+  spoolDir: string,
+  env: Record<string, string> = {},
+  name = 'spool-agent',
+  config: Record<string, unknown> = {},
+): SpawnedAgent {
+  return spawnAgentWith(world, ['--spool', spoolDir], env, name, config);
 }
 
 function spawnAgentWith(
