@@ -321,11 +321,13 @@ function walkFile(walk: Walk, fd: number, name: string, path: string, destFd: nu
   }
 }
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 /** A folder entry's name as text: valid UTF-8 and no control character, or the target is refused. */
 function toEntryName(raw: Buffer, prefix: string): string {
   let name: string;
   try {
-    name = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+    name = STRICT_UTF8.decode(raw);
   } catch {
     throw unsupported(prefix === '' ? raw.toString('latin1') : `${prefix}/${raw.toString('latin1')}`, 'has a name that is not UTF-8');
   }
