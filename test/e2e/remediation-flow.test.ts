@@ -59,4 +59,47 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation through the CLI (n
       expect(verified.status, `${verified.stdout}${verified.stderr}`).toBe(0);
     }
   });
+
+  describe('a cited reproduction', () => {
+    /** A reproduce capsule reading the deployed file through the grant: it fails while the defect is there. */
+    function reproduce(w: RemediationWorld): string {
+      const file = w.capsule({
+        kind: 'reproduce',
+        needs: ['ledger'],
+        steps: [{ name: 'rounding', run: ['/bin/sh', '-c', 'grep -q half-even "$EDGE_RUNNER_RESOURCE_LEDGER/ledger/rounding.txt"'] }],
+      });
+      const { result, json } = w.exec(w.writeCapsule(file, 'reproduce.capsule.json'));
+      expect(result.status, `${result.stdout}${result.stderr}`).toBe(1);
+      expect(json!.verdict).toBe('fail');
+      return String(json!.evidenceDigest);
+    }
+
+    it('is carried by the proposal as this runner ran it, run again after the apply, and must then pass', () => {
+      const w = world({ grantTarget: true });
+      const evidence = reproduce(w);
+      const { result, json } = w.exec(w.remediate({ patch: 'fix.diff', reproductions: [evidence] }, { 'fix.diff': LEDGER_PATCH }));
+      expect(result.status, `${result.stdout}${result.stderr}`).toBe(0);
+      const proposal = { bundle: String(json!.bundle), evidence: String(json!.evidenceDigest) };
+      expect(w.remediationOf(proposal.bundle).remediation.reproductions).toEqual([expect.objectContaining({ evidence, verdict: 'fail' })]);
+      const two = w.change(['approve', w.approve(proposal, w.keys.alice, 'alice'), w.approve(proposal, w.keys.bob, 'bob')]);
+      const change = two.json!.change as { state: string; bundlePath: string };
+      expect(change.state, `${two.result.stdout}${two.result.stderr}`).toBe('verified');
+      const again = w.remediationOf(change.bundlePath).remediation.outcome!.reproductions!;
+      expect(again).toHaveLength(1);
+      expect(again[0]!.verdict).toBe('pass');
+      expect(again[0]!.evidence).not.toBe(evidence);
+    });
+
+    it('that still fails after the apply rolls the change back (CHANGE_REPRODUCTION_FAILED)', () => {
+      const w = world({ grantTarget: true });
+      const evidence = reproduce(w);
+      const notAFix = LEDGER_PATCH.replace('+mode=half-even', '+mode=round');
+      const { json } = w.exec(w.remediate({ patch: 'fix.diff', reproductions: [evidence] }, { 'fix.diff': notAFix }));
+      const proposal = { bundle: String(json!.bundle), evidence: String(json!.evidenceDigest) };
+      const two = w.change(['approve', w.approve(proposal, w.keys.alice, 'alice'), w.approve(proposal, w.keys.bob, 'bob')]);
+      expect(two.result.status).toBe(1);
+      expect(two.json!.change).toMatchObject({ state: 'rolled-back', code: 'CHANGE_REPRODUCTION_FAILED' });
+      expect(readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8')).toBe('mode=floor\n');
+    });
+  });
 });

@@ -53,6 +53,8 @@ export interface RemediationWorldOptions {
   policy?: RemediationPolicy;
   /** The target's health check argv. */
   healthCheck?: string[];
+  /** Grant the target folder to steps as resource `ledger` (a reproduce capsule reads the deployed files so). */
+  grantTarget?: boolean;
 }
 
 export function makeRemediationWorld(options: RemediationWorldOptions = {}): RemediationWorld {
@@ -86,6 +88,7 @@ export function makeRemediationWorld(options: RemediationWorldOptions = {}): Rem
     configPath,
     JSON.stringify({
       targets: { config: { path: target, ...(options.healthCheck ? { healthCheck: options.healthCheck, healthCheckTimeoutSeconds: 20 } : {}) } },
+      ...(options.grantTarget ? { resources: { ledger: { path: target } } } : {}),
     }),
   );
   chmodSync(configPath, 0o600);
