@@ -78,6 +78,7 @@ export function readPlanned(root: string, path: string): PlannedRead {
  * (its temporary file removed: the file is the old one or the new one).
  */
 export function writePlan(root: string, plan: readonly FilePlan[]): void {
+  verifyPlanPaths(plan);
   const rootFd = openRoot(root);
   try {
     for (const file of plan) {
@@ -98,7 +99,7 @@ export function writePlan(root: string, plan: readonly FilePlan[]): void {
           const owner = current ?? fstatSync(parent.fd);
           replaceAt(parent.fd, name, file.path, file.after.bytes, file.after.mode, owner);
         }
-        syncFd(parent.fd);
+        syncFd(parent.fd, file.path);
       } finally {
         parent.close();
       }
@@ -124,6 +125,7 @@ interface SnapshotIndex {
  * after a crash, even one inside the writePlan that followed), and of another plan is CHANGE_RESTORE_FAILED.
  */
 export function snapshotPlan(root: string, plan: readonly FilePlan[], dir: string): void {
+  verifyPlanPaths(plan);
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (err) {
@@ -181,6 +183,7 @@ export function snapshotPlan(root: string, plan: readonly FilePlan[], dir: strin
  * CHANGE_PATH_ESCAPE when a symlink is on a planned path's way (never followed); STATE_* when a write fails.
  */
 export function restorePlan(root: string, plan: readonly FilePlan[], dir: string): void {
+  verifyPlanPaths(plan);
   const index = readSnapshotIndex(dir);
   // No index: snapshotPlan never finished, so writePlan never began (the caller's order), and nothing of the
   // plan's is in the target. Touching nothing is then exact: a file that differs was changed by someone else.
@@ -206,7 +209,7 @@ export function restorePlan(root: string, plan: readonly FilePlan[], dir: string
           const owner = snapshot ?? current ?? fstatSync(parent.fd);
           replaceAt(parent.fd, name, file.path, bytes, file.before.mode, owner);
         }
-        syncFd(parent.fd);
+        syncFd(parent.fd, file.path);
       } finally {
         parent.close();
       }
@@ -311,7 +314,7 @@ function createFolderAt(parentFd: number, name: string, path: string): number {
       fchownSync(fd, parent.uid, parent.gid);
     }
     fchmodSync(fd, CREATED_FOLDER_MODE);
-    syncFd(parentFd);
+    syncFd(parentFd, path);
   } catch (err) {
     closeSync(fd);
     throw writeFailure(path, err);
@@ -351,7 +354,7 @@ function removeCreatedFolder(rootFd: number, folder: string): void {
   if (typeof parent === 'string') return;
   try {
     rmdirSync(at(parent.fd, name));
-    syncFd(parent.fd);
+    syncFd(parent.fd, folder);
   } catch (err) {
     const errno = errnoOf(err);
     // ENOTEMPTY: something else is in it now (the digest check after the restore says so); ENOTDIR: not ours.
@@ -463,12 +466,32 @@ function unlinkAt(fd: number, name: string, path: string): void {
 }
 
 /** fsync of an open folder; a file system that refuses it on folders is not a failure (as syncFolder). */
-function syncFd(fd: number): void {
+function syncFd(fd: number, path: string): void {
   try {
     fsyncSync(fd);
   } catch (err) {
     const errno = errnoOf(err);
-    if (errno !== 'EINVAL' && errno !== 'EISDIR') throw err;
+    if (errno !== 'EINVAL' && errno !== 'EISDIR') throw writeFailure(path, err);
+  }
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/**
+ * The plan is read back from the runner's store before an apply or a rollback: its paths are checked again
+ * as planChange checked them (a `..` segment would open the folder above), and its digests, which name
+ * the snapshot's files, are hex.
+ */
+function verifyPlanPaths(plan: readonly FilePlan[]): void {
+  for (const file of plan) {
+    const digests = [file.before?.sha256, file.after?.sha256].filter((d) => d !== undefined);
+    if (
+      !isContainedPath(file.path) ||
+      file.path.split('/').some((segment) => segment.startsWith(TEMP_PREFIX)) ||
+      !digests.every((d) => SHA256_HEX.test(d))
+    ) {
+      throw escape(file.path);
+    }
   }
 }
 

@@ -147,6 +147,23 @@ describe('the change files', () => {
       expect(readdirSync(outside)).toEqual(['app.ini']);
     });
 
+    it('rejects with CHANGE_PATH_ESCAPE a plan read back with a path or digest that leaves the target or the snapshot', () => {
+      const bytes = Buffer.from('pwned\n');
+      const escaping: FilePlan = {
+        path: '../outside/x',
+        action: 'add',
+        after: { bytes, sha256: 'a'.repeat(64), mode: 0o644 },
+        linesAdded: 1,
+        linesRemoved: 0,
+      };
+      expect(codeOf(() => writePlan(root, [escaping]))).toBe('CHANGE_PATH_ESCAPE');
+      const [file] = planOf([{ path: 'conf/app.ini', action: 'delete' }], {});
+      const forged: FilePlan = { ...file!, before: { ...file!.before!, sha256: '../../outside/app.ini' } };
+      expect(codeOf(() => snapshotPlan(root, [forged], snap))).toBe('CHANGE_PATH_ESCAPE');
+      expect(codeOf(() => restorePlan(root, [forged], snap))).toBe('CHANGE_PATH_ESCAPE');
+      expect(readdirSync(outside)).toEqual(['app.ini']);
+    });
+
     it('never writes outside while a local user swaps a folder for a symlink and back as fast as they can', async () => {
       const plan = planOf([{ path: 'conf/app.ini', action: 'replace', from: 'in' }], { in: 'changed\n' });
       // The swapper: conf <-> a symlink to outside, in a loop, until killed.
