@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { copyTree, readTree, TREE_MAX_DEPTH, treeDigestOf, type TreeCaps } from '../../../runner/remediate/tree.js';
 import { codeOf } from '../../helpers/codes.js';
@@ -185,6 +186,29 @@ describe('the tree digest', () => {
       mkdirSync(join(path, 'd'));
       expect(codeOf(() => readTree(root, CAPS))).toBe('CHANGE_TARGET_TOO_LARGE');
     });
+
+    it.runIf(isRoot && existsSync('/usr/bin/setpriv'))(
+      'rejects with CHANGE_TARGET_UNREADABLE a folder it may not read (as root: the built tree.js run as uid 65534)',
+      () => {
+        const entry = fileURLToPath(new URL('../../../dist/runner/remediate/tree.js', import.meta.url));
+        if (!existsSync(entry)) throw new Error(`${entry} is missing: run \`npx tsc -p tsconfig.build.json\` (npm test does)`);
+        chmodSync(dir, 0o755);
+        chmodSync(root, 0o755);
+        mkdirSync(join(root, 'locked'), { mode: 0o700 });
+        writeFileSync(join(root, 'locked', 'x'), '');
+        const script = `const { readTree } = await import(${JSON.stringify(pathToFileURL(entry).href)});
+          try { readTree(${JSON.stringify(root)}, { maxBytes: 1e9, maxEntries: 1e6 }); console.log('read'); } catch (err) { console.log(err.code); }`;
+        const result = spawnSync(
+          '/usr/bin/setpriv',
+          ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script],
+          {
+            encoding: 'utf8',
+            env: { PATH: '/usr/bin:/bin' },
+          },
+        );
+        expect(result.stdout.trim(), result.stderr).toBe('CHANGE_TARGET_UNREADABLE');
+      },
+    );
 
     it.skipIf(isRoot)('rejects with CHANGE_TARGET_UNREADABLE a folder it may not read (not as root: root reads it)', () => {
       mkdirSync(join(root, 'locked'));
