@@ -220,7 +220,7 @@ describe('publishing capsules (POST /v1/capsules)', () => {
     const manifest = JSON.parse(JSON.stringify(cw.world.capsule()));
     const payload = JSON.parse(Buffer.from(manifest.envelope.payload, 'base64').toString());
     payload.kind = 'remediate';
-    payload.change = undefined;
+    payload.change = { target: 'ledger-service', files: [{ path: 'config/ledger.conf', action: 'delete' }] };
     const envelope = signEnvelope(manifest.envelope.payloadType, Buffer.from(JSON.stringify(payload)), [cw.world.signers[0]!]);
     const answer = await publish(Buffer.from(JSON.stringify({ ...manifest, envelope })));
     expect(answer.status).toBe(422);
