@@ -1,4 +1,5 @@
 /** The tier: the strictest rule of every touched and dependent surface; the capsule's claim only compared. */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { deriveFootprint } from '../../../runner/policy/surfaces.js';
 import { deriveTier } from '../../../runner/policy/tier.js';
@@ -112,5 +113,20 @@ describe('deriveTier', () => {
   it('uses the default rule for a surface named like an Object member (own rules only)', () => {
     const policy: RemediationPolicy = { ...TEST_POLICY, surfaces: { constructor: ['c/**'] }, rules: {}, default: { approvals: 2 } };
     expect(tierOf(policy, 'c/x').rules[0]).toMatchObject({ surface: 'constructor', source: 'default', approvals: 2 });
+  });
+});
+
+describe('deriveTier over any set of paths (property)', () => {
+  const paths = ['ledger/a', 'ledger/.b', 'payments/c', 'docs/d.md', 'e.md', 'src/f.c', '.github/g'];
+  it('is the largest rule, never zero on a no-autonomy or unlisted surface, whatever the order of the files', () => {
+    fc.assert(
+      fc.property(fc.shuffledSubarray(paths, { minLength: 1 }), (chosen) => {
+        const tier = tierOf(TEST_POLICY, ...chosen);
+        expect(tier.approvals).toBe(Math.max(...tier.rules.map((r) => r.approvals)));
+        for (const rule of tier.rules) if (rule.noAutonomy || !rule.autoApply) expect(rule.approvals).toBeGreaterThanOrEqual(1);
+        expect(tierOf(TEST_POLICY, ...[...chosen].reverse())).toEqual(tier);
+        if (chosen.some((p) => p.startsWith('ledger/'))) expect(tier.approvals).toBeGreaterThanOrEqual(2);
+      }),
+    );
   });
 });
