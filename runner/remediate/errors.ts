@@ -28,8 +28,8 @@ export interface ChangeErrorDetails {
   CHANGE_PATH_TWICE: { path: string };
   /** The change changes no byte and no mode of its target. */
   CHANGE_EMPTY: Record<string, never>;
-  /** A file the plan changes is not, when its snapshot is taken, what the plan was made against: nothing is written. */
-  CHANGE_SNAPSHOT_FAILED: { path: string };
+  /** A planned file is not what the plan was made against (when its snapshot is taken, or when it is written): it is not written. */
+  CHANGE_TARGET_CHANGED: { path: string };
   /** A snapshot of the pre-state is missing or does not match its digest, so a planned path cannot be put back. */
   CHANGE_RESTORE_FAILED: { path: string; why: string };
 }

@@ -73,9 +73,10 @@ export function readPlanned(root: string, path: string): PlannedRead {
 
 /**
  * Writes the plan to `root`, file by file in path order (see the top of this file). A file already as
- * planned is left; a file already deleted stays deleted. Throws CHANGE_PATH_ESCAPE when a symlink or a
- * non-folder is on the way or at the path, and STATE_WRITE_FAILED / STATE_DISK_FULL when a write fails
- * (its temporary file removed: the file is the old one or the new one).
+ * planned is left; a file already deleted stays deleted; a file that is neither as planned nor as the plan
+ * found it (someone changed it since) is CHANGE_TARGET_CHANGED and not written. Throws CHANGE_PATH_ESCAPE
+ * when a symlink or a non-folder is on the way or at the path, and STATE_WRITE_FAILED / STATE_DISK_FULL
+ * when a write fails (its temporary file removed: the file is the old one or the new one).
  */
 export function writePlan(root: string, plan: readonly FilePlan[]): void {
   verifyPlanPaths(plan);
@@ -91,14 +92,15 @@ export function writePlan(root: string, plan: readonly FilePlan[]): void {
         removeTemp(parent.fd, file.path);
         const current = lstatAt(parent.fd, name, file.path);
         if (current !== undefined && !current.isFile()) throw escape(file.path);
-        if (file.after === undefined) {
-          if (current === undefined) continue;
-          unlinkAt(parent.fd, name, file.path);
-        } else {
-          if (current !== undefined && isAlready(parent.fd, name, file.after)) continue;
-          const owner = current ?? fstatSync(parent.fd);
-          replaceAt(parent.fd, name, file.path, file.after.bytes, file.after.mode, owner);
-        }
+        // What is there must be the plan's before (or, written already, its after): a file someone changed
+        // or made since the plan is never overwritten.
+        const now = current === undefined ? undefined : stateAt(parent.fd, name);
+        const is = (want: { sha256: string; mode: number } | undefined) =>
+          want === undefined ? now === undefined : now !== undefined && now.sha256 === want.sha256 && now.mode === want.mode;
+        if (is(file.after)) continue;
+        if (!is(file.before)) throw changed(file.path);
+        if (file.after === undefined) unlinkAt(parent.fd, name, file.path);
+        else replaceAt(parent.fd, name, file.path, file.after.bytes, file.after.mode, current ?? fstatSync(parent.fd));
         syncFd(parent.fd, file.path);
       } finally {
         parent.close();
@@ -119,7 +121,7 @@ interface SnapshotIndex {
 
 /**
  * Keeps, in `dir` (created 0700), what restorePlan needs: the bytes (by SHA-256, fsync'ed), mode and owner
- * of every file the plan modifies or deletes, checked against the plan's `before` (else CHANGE_SNAPSHOT_FAILED:
+ * of every file the plan modifies or deletes, checked against the plan's `before` (else CHANGE_TARGET_CHANGED:
  * the target is not what the plan was made against), and the folders writePlan will create. Its index is
  * written last; once it is there, snapshotPlan of the same plan returns at once (so it is safe to call again
  * after a crash, even one inside the writePlan that followed), and of another plan is CHANGE_RESTORE_FAILED.
@@ -155,13 +157,7 @@ export function snapshotPlan(root: string, plan: readonly FilePlan[], dir: strin
       if (parent === 'not-a-file') throw escape(file.path);
       const current = parent === 'absent' ? 'absent' : withClose(parent, () => readFileAt(parent.fd, name, file.path));
       if (current === 'not-a-file') throw escape(file.path);
-      if (current === 'absent' || sha256Hex(current.bytes) !== file.before.sha256 || current.mode !== file.before.mode) {
-        throw new ChangeError(
-          'CHANGE_SNAPSHOT_FAILED',
-          `The change target's "${toPrintableExcerpt(file.path)}" is not what the change was planned against; nothing was written.`,
-          { path: file.path },
-        );
-      }
+      if (current === 'absent' || sha256Hex(current.bytes) !== file.before.sha256 || current.mode !== file.before.mode) throw changed(file.path);
       const blob = join(dir, file.before.sha256);
       if (!isBlobKept(blob, file.before.sha256)) writeFileAtomic(blob, current.bytes, { mode: 0o600 });
       index.files.push({ path: file.path, sha256: file.before.sha256, mode: file.before.mode, uid: current.uid, gid: current.gid });
@@ -405,20 +401,26 @@ function lstatAt(fd: number, name: string, path: string): Stats | undefined {
   }
 }
 
-/** Whether the plain file at(fd, name) already has `want`'s digest and mode. */
-function isAlready(fd: number, name: string, want: { sha256: string; mode: number }): boolean {
+/** The digest and mode of the plain file at(fd, name), read without following a symlink; undefined when it is not one. */
+function stateAt(fd: number, name: string): { sha256: string; mode: number } | undefined {
   let file: number;
   try {
     file = openSync(at(fd, name), FILE_READ_FLAGS);
   } catch {
-    return false;
+    return undefined;
   }
   try {
     const stat = fstatSync(file);
-    return stat.isFile() && (stat.mode & 0o7777) === want.mode && sha256Hex(readFileSync(file)) === want.sha256;
+    return stat.isFile() ? { sha256: sha256Hex(readFileSync(file)), mode: stat.mode & 0o7777 } : undefined;
   } finally {
     closeSync(file);
   }
+}
+
+/** Whether the plain file at(fd, name) already has `want`'s digest and mode. */
+function isAlready(fd: number, name: string, want: { sha256: string; mode: number }): boolean {
+  const now = stateAt(fd, name);
+  return now !== undefined && now.sha256 === want.sha256 && now.mode === want.mode;
 }
 
 /**
@@ -547,6 +549,14 @@ function escape(path: string): ChangeError<'CHANGE_PATH_ESCAPE'> {
   return new ChangeError(
     'CHANGE_PATH_ESCAPE',
     `The change path "${toPrintableExcerpt(path)}" is not a plain file of the change target (a symlink, a folder or a special file is there or on the way).`,
+    { path },
+  );
+}
+
+function changed(path: string): ChangeError<'CHANGE_TARGET_CHANGED'> {
+  return new ChangeError(
+    'CHANGE_TARGET_CHANGED',
+    `The change target's "${toPrintableExcerpt(path)}" is not what the change was planned against; it was not written.`,
     { path },
   );
 }

@@ -111,6 +111,18 @@ describe('the change files', () => {
       expect(readTree(root, CAPS).digest).toBe(once);
     });
 
+    it('rejects with CHANGE_TARGET_CHANGED, and never overwrites, a file someone changed or made since the plan', () => {
+      const plan = planOf(PLAN_FILES, PLAN_INPUTS);
+      writeFileSync(join(root, 'conf', 'app.ini'), 'the operator edited this\n');
+      expect(codeOf(() => writePlan(root, plan))).toBe('CHANGE_TARGET_CHANGED');
+      expect(readFileSync(join(root, 'conf', 'app.ini'), 'utf8')).toBe('the operator edited this\n');
+      writeFileSync(join(root, 'conf', 'app.ini'), 'rounding = half-up\n');
+      mkdirSync(join(root, 'new', 'deep'), { recursive: true });
+      writeFileSync(join(root, 'new', 'deep', 'tool.sh'), 'someone else made this\n');
+      expect(codeOf(() => writePlan(root, plan))).toBe('CHANGE_TARGET_CHANGED');
+      expect(readFileSync(join(root, 'new', 'deep', 'tool.sh'), 'utf8')).toBe('someone else made this\n');
+    });
+
     it('gives the same tree on a copy and on the real folder (the post-state a proposal names is what apply writes)', () => {
       const copy = join(dir, 'copy');
       spawnSync('cp', ['-a', root, copy]);
@@ -244,10 +256,10 @@ describe('the change files', () => {
       expect(readFileSync(join(root, 'conf', 'app.ini'), 'utf8')).toBe('edited by the operator\n');
     });
 
-    it('rejects with CHANGE_SNAPSHOT_FAILED a target that changed since the plan, and with CHANGE_RESTORE_FAILED a snapshot that was altered', () => {
+    it('rejects with CHANGE_TARGET_CHANGED a target that changed since the plan, and with CHANGE_RESTORE_FAILED a snapshot that was altered', () => {
       const plan = planOf(PLAN_FILES, PLAN_INPUTS);
       writeFileSync(join(root, 'conf', 'app.ini'), 'edited by someone\n');
-      expect(codeOf(() => snapshotPlan(root, plan, snap))).toBe('CHANGE_SNAPSHOT_FAILED');
+      expect(codeOf(() => snapshotPlan(root, plan, snap))).toBe('CHANGE_TARGET_CHANGED');
       writeFileSync(join(root, 'conf', 'app.ini'), 'rounding = half-up\n');
       snapshotPlan(root, plan, snap);
       writePlan(root, plan);
