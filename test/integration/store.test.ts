@@ -180,6 +180,8 @@ describe('the runner store (a real SQLite file)', () => {
       withRawDb(path, (db) => {
         expect(value(db, 'PRAGMA user_version')).toBe(SCHEMA_VERSION);
         expect(tables(db)).toEqual([
+          'approvals_v1',
+          'changes_v1',
           'checkpoints_v1',
           'cosignatures_v1',
           'feed_cursor_v1',
