@@ -306,7 +306,9 @@ function verifyRemediationPolicy(body: TrustDocumentBody): void {
     if (stranger !== undefined) throw invalid(`puts "${stranger}" in the group "${group}", but no approver key has that name`, { group });
   }
   for (const [surface, rule] of [...Object.entries(policy.rules), ['default', policy.default] as const]) {
-    const pool = rule.group === undefined ? approverNames.size : policy.groups?.[rule.group]?.length;
+    // Own members only: a group named `constructor` must not find Object's.
+    const groups = policy.groups ?? {};
+    const pool = rule.group === undefined ? approverNames.size : Object.hasOwn(groups, rule.group) ? groups[rule.group]!.length : undefined;
     if (pool === undefined) throw invalid(`gives "${surface}" the group "${rule.group}", which it does not define`, { surface });
     // The fewest persons the rule can need: a no-autonomy surface needs one even when its rule says 0.
     const needed = Math.max(rule.approvals, (policy.noAutonomy ?? []).includes(surface) ? 1 : 0);
