@@ -39,7 +39,7 @@ import { sha256Hex } from '../core/digest.js';
 import { toPrintableExcerpt } from '../core/printable.js';
 import { EXCLUSIVE_CREATE_FLAGS, writeFailure, writeFileAtomic, writeFully } from '../state/files.js';
 import { ChangeError } from './errors.js';
-import { TEMP_PREFIX, type FilePlan, type PlannedRead } from './patch.js';
+import { TEMP_PREFIX, verifyChangePath, type FilePlan, type PlannedRead } from './patch.js';
 
 export { TEMP_PREFIX };
 import { at, FILE_READ_FLAGS, FOLDER_FLAGS } from './tree.js';
@@ -487,13 +487,8 @@ const SHA256_HEX = /^[0-9a-f]{64}$/;
 function verifyPlanPaths(plan: readonly FilePlan[]): void {
   for (const file of plan) {
     const digests = [file.before?.sha256, file.after?.sha256].filter((d) => d !== undefined);
-    if (
-      !isContainedPath(file.path) ||
-      file.path.split('/').some((segment) => segment.startsWith(TEMP_PREFIX)) ||
-      !digests.every((d) => SHA256_HEX.test(d))
-    ) {
-      throw escape(file.path);
-    }
+    verifyChangePath(file.path);
+    if (!digests.every((d) => SHA256_HEX.test(d))) throw escape(file.path);
   }
 }
 

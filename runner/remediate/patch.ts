@@ -66,12 +66,7 @@ export const NEW_EXECUTABLE_MODE = 0o755;
 export function planChange(change: Change, inputs: ReadonlyMap<string, Buffer>, read: (path: string) => PlannedRead): FilePlan[] {
   const plans = new Map<string, FilePlan>();
   const claim = (path: string): void => {
-    if (!isContainedPath(path)) {
-      throw new ChangeError('CHANGE_PATH_ESCAPE', `The change path "${toPrintableExcerpt(path)}" would leave the change target.`, { path });
-    }
-    if (path.split('/').some((segment) => segment.startsWith(TEMP_PREFIX))) {
-      throw new ChangeError('CHANGE_PATH_ESCAPE', `The change path "${toPrintableExcerpt(path)}" is in the runner's own temporary names.`, { path });
-    }
+    verifyChangePath(path);
     if (plans.has(path)) throw new ChangeError('CHANGE_PATH_TWICE', `The change touches "${toPrintableExcerpt(path)}" twice.`, { path });
   };
   if (change.patch !== undefined) {
@@ -146,6 +141,23 @@ export function planChange(change: Change, inputs: ReadonlyMap<string, Buffer>, 
   const sorted = [...plans.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   if (sorted.every(isNoChange)) throw new ChangeError('CHANGE_EMPTY', 'The change changes no byte and no mode of its target.', {});
   return sorted;
+}
+
+/**
+ * A path a change may name: inside the target by construction (isContainedPath: relative, no `..`, `.` or
+ * empty segment, no NUL or backslash), plain text (no control character, no lone surrogate: the tree digest
+ * refuses such names, and a file made with one could not be digested), and none of the writer's temporary
+ * names. Throws CHANGE_PATH_ESCAPE.
+ */
+const NOT_PLAIN =
+  // eslint-disable-next-line no-control-regex
+  /[\u0000-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+export function verifyChangePath(path: string): void {
+  const refuse = (why: string) => new ChangeError('CHANGE_PATH_ESCAPE', `The change path "${toPrintableExcerpt(path)}" ${why}.`, { path });
+  if (!isContainedPath(path)) throw refuse('would leave the change target');
+  if (NOT_PLAIN.test(path)) throw refuse('is not plain text (a control character or a lone surrogate)');
+  if (path.split('/').some((segment) => segment.startsWith(TEMP_PREFIX))) throw refuse("is in the runner's own temporary names");
 }
 
 /** Whether a planned file stays as it was (same bytes, same mode). */
@@ -304,9 +316,7 @@ function toPatchedFile(index: StructuredPatch, named: StructuredPatch): PatchedF
     path = strip(newName, 'b/');
     if (strip(oldName, 'a/') !== path) throw invalid(`it renames "${toPrintableExcerpt(oldName)}"`);
   }
-  if (!isContainedPath(path)) {
-    throw new ChangeError('CHANGE_PATH_ESCAPE', `The change path "${toPrintableExcerpt(path)}" would leave the change target.`, { path });
-  }
+  verifyChangePath(path);
   if (!add && !remove && index.hunks.length === 0) throw invalid(`it names "${toPrintableExcerpt(path)}" without a hunk`, path);
   const mode = add && index.newMode !== undefined ? SUPPORTED_FILE_MODES.get(index.newMode) : undefined;
   return { path, kind: add ? 'add' : remove ? 'delete' : 'modify', ...(mode === undefined ? {} : { mode }), index };

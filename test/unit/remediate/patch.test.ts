@@ -302,8 +302,15 @@ describe('planChange', () => {
       expect(planCode({}, diff)).toBe('CHANGE_PATH_ESCAPE');
     });
 
-    it.each([['../x'], ['/etc/x'], ['a//b'], ['a/./b'], ['a\\b'], ['a\0b'], ['']])('rejects the files path %j', (path) => {
-      expect(planCode({}, undefined, [{ path, action: 'add', from: 'in' }], { in: 'x\n' })).toBe('CHANGE_PATH_ESCAPE');
+    it.each([['../x'], ['/etc/x'], ['a//b'], ['a/./b'], ['a\\b'], ['a\0b'], [''], ['x\r'], ['a\nb'], ['\ud800'], ['\udc00x']])(
+      'rejects the files path %j',
+      (path) => {
+        expect(planCode({}, undefined, [{ path, action: 'add', from: 'in' }], { in: 'x\n' })).toBe('CHANGE_PATH_ESCAPE');
+      },
+    );
+
+    it('rejects a CRLF git header naming a file with a carriage return (git header only: an empty file added)', () => {
+      expect(planCode({}, 'diff --git a/x b/x\r\nnew file mode 100644\r\nindex 0000000..e69de29\r\n')).toBe('CHANGE_PATH_ESCAPE');
     });
 
     it("rejects a path in the writer's own temporary names (its clean-up would remove the file)", () => {
