@@ -81,6 +81,8 @@ export function execCommand(): Command {
         ];
         process.stdout.write(`${lines.join('\n')}\n`);
       }
-      process.exitCode = result.verdict === 'pass' ? EXIT.ok : EXIT.failed;
+      // A remediation applied on its own (auto-apply) and rolled back or refused did not succeed either.
+      const changeFailed = result.change !== undefined && ['rolled-back', 'rollback-failed', 'refused'].includes(result.change.state);
+      process.exitCode = result.verdict === 'pass' && !changeFailed ? EXIT.ok : EXIT.failed;
     });
 }

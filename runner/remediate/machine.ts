@@ -510,7 +510,8 @@ interface FinalRun {
  * Back to the pre-state: `change.rolling-back` (from `from`) before any file is restored, every planned
  * path put back, the digest checked: `change.rolled-back` (equal to the pre-state) or
  * `change.rollback-failed` (an alarm), with the final bundle. A restore that throws leaves the change
- * rolling back: the next open tries again.
+ * rolling back only when the process dies in it (the next open restores again); a restore that fails
+ * (CHANGE_RESTORE_FAILED, a full disk) ends rollback-failed unless the digest is the pre-state after all.
  */
 function rollBack(
   ctx: RunnerContext,
@@ -532,7 +533,14 @@ function rollBack(
   ctx.logger.warn({ changeDigest: row.changeDigest, code }, 'rolling back');
   if (config === undefined)
     throw new RemediationError('CHANGE_STALE', `The change target "${row.target}" is no longer declared; the rollback waits for it.`);
-  restorePlan(config.path, planOf(ctx, detailsOf(row)), snapshotDirOf(ctx, row));
+  try {
+    restorePlan(config.path, planOf(ctx, detailsOf(row)), snapshotDirOf(ctx, row));
+  } catch (err) {
+    // A restore that cannot finish (a file someone else changed meanwhile is never overwritten; a full
+    // disk) ends in the alarm below unless the target is at its pre-state after all: never silent.
+    if (!isCodedError(err)) throw err;
+    ctx.logger.error({ changeDigest: row.changeDigest, code: err.code }, 'restore failed');
+  }
   const now = digestNow(ctx, row);
   const restored = now === row.preState;
   const kind = restored ? 'change.rolled-back' : 'change.rollback-failed';
