@@ -18,7 +18,11 @@ export interface ChangeErrorDetails {
   CHANGE_PATCH_INVALID: { why: string; path?: string };
   /** A hunk does not apply exactly at the line it names (no fuzz, no offset). */
   CHANGE_HUNK_FAILED: { path: string; hunk: number };
-  /** A path leaves the target: absolute, `..`, empty or `.` segment, NUL, backslash, or through a symlink or non-folder. */
+  /**
+   * A path leaves the target or is not a plain name in it: absolute, `..`, empty or `.` segment, NUL,
+   * backslash, a control character or lone surrogate, the writer's temporary names, or a symlink, folder or
+   * special file at it or on its way.
+   */
   CHANGE_PATH_ESCAPE: { path: string };
   /** The change adds a file that is already there. */
   CHANGE_FILE_EXISTS: { path: string };
