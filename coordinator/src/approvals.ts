@@ -8,6 +8,7 @@
  * delivery right (the runner) and spares an approver a silent refusal (a proposal that is not one, an
  * approval already expired).
  */
+import { DEFAULT_CLOCK_SKEW_MS } from '../../runner/capsule/verify.js';
 import { toCanonicalJson } from '../../runner/core/canonical-json.js';
 import { sha256Hex } from '../../runner/core/digest.js';
 import { parseJson } from '../../runner/core/json.js';
@@ -31,7 +32,8 @@ const DIGEST = /^sha256:[0-9a-f]{64}$/;
  * verified, so other whitespace in the uploaded file is the same approval). In order: the operator token, the
  * trust document's expiry, the body under its cap (413 before a byte is read when Content-Length says so),
  * verifyApproval (422 with its APPROVAL_* code), the digest, the same approval again (200, nothing more
- * checked: it verified when first stored), expiry, the proposal, and one transaction that stores it.
+ * checked: it verified when first stored), expiry, a signing time ahead of the clock, the proposal, whether
+ * its change was decided already, and one transaction that stores it (caps per proposal and per person).
  */
 export async function putApproval(app: App, ctx: RouteContext): Promise<void> {
   authenticateOperator(app, ctx);
@@ -56,6 +58,15 @@ export async function putApproval(app: App, ctx: RouteContext): Promise<void> {
   if (Date.parse(predicate.notAfter) <= now.getTime()) {
     throw new HttpError(422, 'APPROVAL_EXPIRED', `The approval expired at ${predicate.notAfter}; no runner would count it.`);
   }
+  // The runner refuses an approval signed later than its clock plus the skew, and the feed brings an approval
+  // once: stored here, it would be refused there and never count (its upload again is only 'existing').
+  if (Date.parse(predicate.signedAt) > now.getTime() + DEFAULT_CLOCK_SKEW_MS) {
+    throw new HttpError(
+      422,
+      'APPROVAL_NOT_YET_VALID',
+      `The approval is signed at ${predicate.signedAt}, ahead of this coordinator's clock; a runner would refuse it (check the approver's clock and sign again).`,
+    );
+  }
   const held = await app.store.bundleByEvidence(predicate.proposal);
   if (held === undefined) {
     throw new HttpError(422, 'INBOX_PROPOSAL_UNKNOWN', 'The approval names a proposal whose bundle this coordinator does not hold.');
@@ -69,6 +80,13 @@ export async function putApproval(app: App, ctx: RouteContext): Promise<void> {
   ].filter((what): what is string => what !== false);
   if (mismatch.length > 0) {
     throw new HttpError(422, 'INBOX_PROPOSAL_MISMATCH', `The approval's ${mismatch.join(', ')} is not the proposal's.`);
+  }
+  if (await decidedOnItsRunner(app, held.runner, proposal)) {
+    throw new HttpError(
+      409,
+      'INBOX_CHANGE_DECIDED',
+      'The runner already decided this change (its final bundle is here: applied, rolled back or refused); an approval cannot count any more.',
+    );
   }
   const stored = await app.store.putApproval({
     digest,
@@ -86,6 +104,13 @@ export async function putApproval(app: App, ctx: RouteContext): Promise<void> {
   });
   if (stored.stored === 'full') {
     throw new HttpError(409, 'INBOX_APPROVALS_FULL', 'The proposal already has as many approvals as this coordinator keeps for one.');
+  }
+  if (stored.stored === 'person-full') {
+    throw new HttpError(
+      409,
+      'INBOX_APPROVER_FULL',
+      `${verified.approver} already has as many approvals of this proposal here as one person may (a person counts once).`,
+    );
   }
   // The runner's waiting poll answers now rather than at the end of its wait.
   if (stored.stored === 'created') app.polls.notify({ runners: [stored.runner], labels: [] });
@@ -135,12 +160,31 @@ export async function listApprovals(app: App, ctx: RouteContext): Promise<void> 
   sendJson(ctx.res, 200, { items });
 }
 
+/** Bundles of one capsule a runner sent: its proposal and its final bundle, a few more at most. */
+const BUNDLES_OF_A_CAPSULE = 16;
+
+/**
+ * Whether the runner sent the final bundle of this change (phase applied, rolled-back or refused): the
+ * bundles it sent for the proposal's capsule, read as proposalOf reads the proposal.
+ */
+async function decidedOnItsRunner(app: App, runner: string, proposal: { change: string; capsule: string }): Promise<boolean> {
+  for (const bytes of await app.store.bundlesOfCapsule(runner, proposal.capsule, BUNDLES_OF_A_CAPSULE)) {
+    const remediation = statementOf(bytes).predicate.remediation;
+    if (remediation !== undefined && remediation.phase !== 'proposed' && remediation.change === proposal.change) return true;
+  }
+  return false;
+}
+
+function statementOf(bytes: Buffer): Statement {
+  return parseJson(Buffer.from(parseBundle(bytes).evidence.payload, 'base64')) as Statement;
+}
+
 /**
  * What the stored proposal bundle says (it verified in full when the runner sent it; its signed statement
  * is read again here, not re-verified): its change digest, target and capsule, when it is a proposal.
  */
 function proposalOf(held: StoredProposal): { change: string; target: string; capsule: string } {
-  const statement = parseJson(Buffer.from(parseBundle(held.bytes).evidence.payload, 'base64')) as Statement;
+  const statement = statementOf(held.bytes);
   const remediation = statement.predicate.remediation;
   if (remediation?.phase !== 'proposed') {
     throw new HttpError(422, 'INBOX_NOT_A_PROPOSAL', 'The bundle the approval names is not a remediation proposal.');

@@ -32,6 +32,10 @@ export type CoordinatorErrorCode =
   | 'INBOX_PROPOSAL_MISMATCH'
   /** The proposal already has as many approvals as the coordinator keeps for one (64). */
   | 'INBOX_APPROVALS_FULL'
+  /** The approver already has as many approvals of the proposal here as one person may (4). */
+  | 'INBOX_APPROVER_FULL'
+  /** The runner already sent the change's final bundle (applied, rolled back, refused): no approval counts now. */
+  | 'INBOX_CHANGE_DECIDED'
   | 'OPERATOR_UNAUTHORIZED'
   | 'OPERATOR_BAD_QUERY'
   | 'COORDINATOR_CONFIG'

@@ -4,23 +4,14 @@
  * whose proposal it answers (and by no other runner), the operator's list, and the work feed that carries
  * approvals after their own cursor to the runner that asks for them.
  *
- * The proposals here are bundles written into the coordinator's database as the inbox would have stored them
- * (the coordinator reads a held proposal's signed statement, it does not verify it again); the real path,
- * a runner's proposal shipped through the inbox, is test/e2e/agent-approvals.test.ts.
+ * The proposals here are bundles written into the coordinator's database (./approval-fixtures.ts).
  */
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toCanonicalJson } from '../../runner/core/canonical-json.js';
 import { sha256Hex } from '../../runner/core/digest.js';
-import { signEnvelope } from '../../runner/core/dsse.js';
-import type { PrivateKey } from '../../runner/core/ed25519.js';
-import { BUNDLE_MEDIA_TYPE, formatBundle } from '../../runner/evidence/bundle.js';
-import { IN_TOTO_PAYLOAD_TYPE } from '../../runner/evidence/statement.js';
-import { formatApproval, signApproval, type ApprovalPredicate } from '../../runner/policy/approval.js';
 import { CAPS, formatWorkFeed, parseWorkFeed } from '../../runner/protocol/wire.js';
 import { SCHEMA_VERSION, SqliteCoordinatorStore } from '../../coordinator/src/store/sqlite.js';
 import {
@@ -33,100 +24,19 @@ import {
   type CoordinatorWorld,
   type RunningCoordinator,
 } from './helpers.js';
+import { approvalFixtures, digestRef } from './approval-fixtures.js';
 
 let cw: CoordinatorWorld;
 let coordinator: RunningCoordinator;
 let base: string;
-let logIndex = 10_000;
-
-const digestRef = () => `sha256:${randomBytes(32).toString('hex')}`;
-
-interface Proposal {
-  evidence: string;
-  runner: string;
-  change: string;
-  target: string;
-  capsule: { id: string; digest: string };
-}
-
-/**
- * A proposal bundle of `runner`'s, kept in the coordinator's bundles table as the inbox keeps one: the bytes
- * of a bundle whose signed statement has a `proposed` remediation member.
- */
-function holdProposal(runner: string, runnerKey: PrivateKey, phase: string | null = 'proposed'): Proposal {
-  const capsule = { id: `fix-${randomBytes(3).toString('hex')}`, digest: digestRef() };
-  const change = digestRef();
-  const statement = {
-    _type: 'https://in-toto.io/Statement/v1',
-    subject: [{ name: `capsule/${capsule.id}`, digest: { sha256: capsule.digest.slice(7) } }],
-    predicateType: 'https://edge-runner.dev/evidence/v1',
-    predicate: {
-      runner: { id: runner, keyid: runnerKey.keyid },
-      capsule: { ...capsule, kind: 'remediate', signers: [] },
-      run: { verdict: 'pass' },
-      ...(phase === null
-        ? {}
-        : { remediation: { phase, target: 'ledger', change, preState: digestRef(), postState: digestRef(), policy: digestRef() } }),
-    },
-  };
-  const payload = Buffer.from(toCanonicalJson(statement), 'utf8');
-  const evidence = `sha256:${sha256Hex(payload)}`;
-  const bundle = {
-    mediaType: BUNDLE_MEDIA_TYPE,
-    evidence: signEnvelope(IN_TOTO_PAYLOAD_TYPE, payload, [runnerKey]),
-    capsule: signEnvelope('application/vnd.edge-runner.capsule+json', Buffer.from('{}'), [cw.world.signers[0]!]),
-    approvals: [],
-  };
-  const bytes = Buffer.from(formatBundle(bundle as never));
-  const db = new DatabaseSync(join(cw.stateDir, 'coordinator.db'));
-  try {
-    db.exec('PRAGMA busy_timeout = 5000');
-    db.prepare(
-      `INSERT INTO bundles (digest, runner, capsule_id, manifest_digest, verdict, evidence_digest, log_index, received_at, bytes)
-       VALUES (?, ?, ?, ?, 'pass', ?, ?, ?, ?)`,
-    ).run(`sha256:${sha256Hex(bytes)}`, runner, capsule.id, capsule.digest, evidence, logIndex++, new Date().toISOString(), bytes);
-  } finally {
-    db.close();
-  }
-  return { evidence, runner, change, target: 'ledger', capsule };
-}
-
-function approvalFor(
-  proposal: Proposal,
-  approver: { name: string; key: PrivateKey },
-  patch: Partial<ApprovalPredicate> = {},
-  change = proposal.change,
-): { bytes: Buffer; digest: string; hex: string } {
-  const signedAt = new Date(Date.now() - 60_000);
-  const predicate: ApprovalPredicate = {
-    proposal: proposal.evidence,
-    runner: proposal.runner,
-    target: proposal.target,
-    capsule: proposal.capsule,
-    approver: approver.name,
-    decision: 'approve',
-    signedAt: signedAt.toISOString(),
-    notAfter: new Date(signedAt.getTime() + 86_400_000).toISOString(),
-    ...patch,
-  };
-  const signed = signApproval(change, predicate, approver.key);
-  return { bytes: Buffer.from(formatApproval(signed.envelope)), digest: signed.digest, hex: signed.digest.slice(7) };
-}
+const { rows, holdProposal, approvalFor } = approvalFixtures(() => cw);
 
 const upload = (hex: string, body: Buffer | string, headers: Record<string, string> = bearer(cw.token)) =>
   call(`${base}/v1/approvals/${hex}`, { method: 'PUT', headers, body });
 const work = (query: string, key = cw.world.runnerKey, id = cw.world.runnerId) => signedCall(`${base}/v1/runners/${id}/work?${query}`, key);
-const rows = (sql: string, ...params: string[]) => {
-  const db = new DatabaseSync(join(cw.stateDir, 'coordinator.db'), { readOnly: true });
-  try {
-    return db.prepare(sql).all(...params) as Record<string, unknown>[];
-  } finally {
-    db.close();
-  }
-};
 
 beforeAll(async () => {
-  cw = makeCoordinatorWorld({ approvers: 3 });
+  cw = makeCoordinatorWorld({ approvers: 17 });
   initCoordinator(cw);
   coordinator = await startCoordinator(cw.stateDir);
   base = coordinator.url;
@@ -288,11 +198,12 @@ describe('PUT /v1/approvals/{hex}', () => {
 
     it('past 64 approvals of one proposal: 409 INBOX_APPROVALS_FULL, and nothing more is stored for it', async () => {
       const proposal = holdProposal(cw.world.runnerId, cw.world.runnerKey);
+      // Four of each of 16 persons (one person may hold only MAX_APPROVALS_PER_PERSON: approvals-holes.test.ts).
       for (let i = 0; i < 64; i++) {
-        const approval = approvalFor(proposal, cw.approvers[0]!, { signedAt: new Date(Date.now() - 60_000 - i * 1000).toISOString() });
+        const approval = approvalFor(proposal, cw.approvers[i % 16]!, { signedAt: new Date(Date.now() - 60_000 - i * 1000).toISOString() });
         expect((await upload(approval.hex, approval.bytes)).status).toBe(201);
       }
-      const more = approvalFor(proposal, cw.approvers[1]!);
+      const more = approvalFor(proposal, cw.approvers[16]!);
       const answer = await upload(more.hex, more.bytes);
       expect(answer.status).toBe(409);
       expect(answer.json().code).toBe('INBOX_APPROVALS_FULL');

@@ -28,7 +28,7 @@ import type {
   StoredProposal,
   WitnessWrite,
 } from './store.js';
-import { FORK_EVIDENCE_PER_LOG, MAX_APPROVALS_PER_PROPOSAL } from './store.js';
+import { FORK_EVIDENCE_PER_LOG, MAX_APPROVALS_PER_PERSON, MAX_APPROVALS_PER_PROPOSAL } from './store.js';
 
 /**
  * 2: approvals (issue 11) and bundles by evidence digest. A version 1 database is brought to 2 at open: the
@@ -72,6 +72,7 @@ CREATE INDEX IF NOT EXISTS bundles_by_received ON bundles (received_at, digest);
 CREATE INDEX IF NOT EXISTS bundles_by_runner ON bundles (runner, received_at);
 CREATE INDEX IF NOT EXISTS bundles_by_record ON bundles (runner, log_index);
 CREATE INDEX IF NOT EXISTS bundles_by_evidence ON bundles (evidence_digest);
+CREATE INDEX IF NOT EXISTS bundles_by_capsule ON bundles (runner, manifest_digest);
 CREATE TABLE IF NOT EXISTS rejections (
   digest TEXT PRIMARY KEY,
   runner TEXT NOT NULL,
@@ -217,6 +218,8 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
       bundleByEvidence: p('SELECT runner, bytes FROM bundles WHERE evidence_digest = ? ORDER BY received_at LIMIT 1'),
       approvalByDigest: p('SELECT seq, runner, bytes FROM approvals WHERE digest = ?'),
       approvalsOfProposal: p('SELECT COUNT(*) AS n FROM approvals WHERE proposal = ?'),
+      approvalsOfPerson: p('SELECT COUNT(*) AS n FROM approvals WHERE proposal = ? AND approver = ?'),
+      bundlesOfCapsule: p('SELECT bytes FROM bundles WHERE runner = ? AND manifest_digest = ? ORDER BY received_at LIMIT ?'),
       insertApproval: p(`
         INSERT INTO approvals (digest, proposal, runner, change_digest, target, approver, keyid, decision, signed_at, not_after, received_at, size, bytes)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
@@ -428,11 +431,18 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
     return row && { runner: String(row.runner), bytes: blob(row)! };
   }
 
+  async bundlesOfCapsule(runner: string, manifestDigest: string, limit: number): Promise<Buffer[]> {
+    return (this.s.bundlesOfCapsule!.all(runner, manifestDigest, limit) as Row[]).map((row) => blob(row)!);
+  }
+
   async putApproval(a: NewApproval): Promise<StoredApproval> {
     return this.tx(() => {
       const existing = this.s.approvalByDigest!.get(a.digest) as Row | undefined;
       if (existing) return { stored: 'existing' as const, cursor: Number(existing.seq), runner: String(existing.runner) };
       if (Number((this.s.approvalsOfProposal!.get(a.proposal) as Row).n) >= MAX_APPROVALS_PER_PROPOSAL) return { stored: 'full' as const };
+      if (Number((this.s.approvalsOfPerson!.get(a.proposal, a.approver) as Row).n) >= MAX_APPROVALS_PER_PERSON) {
+        return { stored: 'person-full' as const };
+      }
       const { lastInsertRowid } = this.s.insertApproval!.run(
         a.digest,
         a.proposal,

@@ -148,10 +148,17 @@ export interface ApprovalFilter {
  * 'full': the proposal already has MAX_APPROVALS_PER_PROPOSAL approvals here (nothing stored). Each one is
  * signed by an approver key, but one approver re-signing in a loop could otherwise fill the disk.
  */
-export type StoredApproval = { stored: 'created' | 'existing'; cursor: number; runner: string } | { stored: 'full' };
+export type StoredApproval = { stored: 'created' | 'existing'; cursor: number; runner: string } | { stored: 'full' } | { stored: 'person-full' };
 
 /** Approvals kept per proposal; a bundle carries at most 32, and a person counts once. */
 export const MAX_APPROVALS_PER_PROPOSAL = 64;
+
+/**
+ * Approvals kept per person for one proposal ('person-full' past it): an approve, a reject, a re-signing
+ * with a later expiry. Without it one approver re-signing could take all MAX_APPROVALS_PER_PROPOSAL places
+ * and keep everyone else's approvals of that proposal out.
+ */
+export const MAX_APPROVALS_PER_PERSON = 4;
 
 /** What an approval upload needs to know of the stored proposal bundle. */
 export interface StoredProposal {
@@ -204,10 +211,13 @@ export interface CoordinatorStore {
 
   /** The bundle whose evidence digest (SHA-256 of its signed statement) is this, with its runner. */
   bundleByEvidence(evidenceDigest: string): Promise<StoredProposal | undefined>;
+  /** The bytes of the bundles `runner` sent for the capsule of this manifest digest (at most `limit`). */
+  bundlesOfCapsule(runner: string, manifestDigest: string, limit: number): Promise<Buffer[]>;
 
   /**
    * Stores a verified approval once by digest, in one transaction: 'existing' (with the first cursor) when it
-   * was already there, 'full' when its proposal has MAX_APPROVALS_PER_PROPOSAL. The cursor is its place in
+   * was already there, 'full' when its proposal has MAX_APPROVALS_PER_PROPOSAL, 'person-full' when it has
+   * MAX_APPROVALS_PER_PERSON of this approver. The cursor is its place in
    * the approvals feed, shared by all runners (each sees only those of its own proposals).
    */
   putApproval(approval: NewApproval): Promise<StoredApproval>;
