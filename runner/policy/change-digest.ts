@@ -17,8 +17,9 @@ export function policyDigest(policy: TrustDocumentBody['policy']): string {
 
 /**
  * The change as the capsule signed it: `manifest.change`, and every input it names (the patch, each file's
- * `from`) as the manifest lists it (path, sha256, size, executable), sorted by path. The inputs' digests
- * stand for their bytes.
+ * `from`) as the manifest lists it (path, sha256, size, executable), sorted by the UTF-8 bytes of the path
+ * (code-point order: what jq's sort_by and LC_ALL=C sort give; UTF-16 order differs for names mixing
+ * U+E000–U+FFFF and astral characters). The inputs' digests stand for their bytes.
  */
 export function changeSpecDigest(manifest: Manifest): string {
   const { change } = manifest;
@@ -30,7 +31,7 @@ export function changeSpecDigest(manifest: Manifest): string {
   const inputs = manifest.inputs
     .filter((input) => named.has(input.path))
     .map(({ path, sha256, size, executable }) => ({ path, sha256, size, ...(executable === undefined ? {} : { executable }) }))
-    .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    .sort((a, b) => Buffer.compare(Buffer.from(a.path, 'utf8'), Buffer.from(b.path, 'utf8')));
   return digestOf({ change, inputs });
 }
 

@@ -80,6 +80,8 @@ export interface ProposalOptions {
   postState?: string;
   /** The capsule's description (free text a signer wrote: printed escaped). */
   description?: string;
+  /** More inputs (path -> bytes) beside change.diff, e.g. the `from` files of `change.files`. */
+  inputs?: Record<string, string>;
 }
 
 export interface FinalOptions {
@@ -150,11 +152,15 @@ export function makeApprovalWorld(policy: RemediationPolicy = TEST_POLICY): Appr
       kind: 'remediate',
       id: `fix-${randomBytes(4).toString('hex')}`,
       steps: [{ name: 'check', run: ['/bin/true'] }],
-      inputs: [{ path: 'change.diff' }],
+      inputs: [{ path: 'change.diff' }, ...Object.keys(options.inputs ?? {}).map((path) => ({ path }))],
       change,
       ...(options.description === undefined ? {} : { description: options.description }),
     });
-    const capsule = packCapsule(template, new Map([['change.diff', Buffer.from(TEST_PATCH)]]), [keys.signer]);
+    const blobs = new Map([
+      ['change.diff', Buffer.from(TEST_PATCH)],
+      ...Object.entries(options.inputs ?? {}).map(([path, text]) => [path, Buffer.from(text)] as const),
+    ]);
+    const capsule = packCapsule(template, blobs, [keys.signer]);
     const manifestBytes = Buffer.from(capsule.envelope.payload, 'base64');
     const manifest = parseManifest(manifestBytes);
     const manifestDigest = `sha256:${sha256Hex(manifestBytes)}`;
