@@ -36,36 +36,42 @@ export async function receiveApproval(
   source: ApprovalSource,
   options: DecideOptions = {},
 ): Promise<ApprovalOutcome> {
-  const { store } = ctx;
-  let verified: VerifiedApproval;
+  // Verified outside the lock (pure); decided under it, so two processes given one approval decide it once.
+  let verified: VerifiedApproval | ApprovalError;
   try {
     verified = verifyApproval(bytes, ctx.state.trust);
   } catch (err) {
     if (!(err instanceof ApprovalError)) throw err;
+    verified = err;
+  }
+  const input = verified;
+  const outcome = ctx.store.transaction(() => decideApprovalNow(ctx, bytes, input, source));
+  // The change it names is decided again (it may now be authorized, or vetoed), outside the transaction.
+  const digest = outcome.changeDigest;
+  const decide = outcome.status !== 'refused' || outcome.code !== 'APPROVAL_WRONG_CHANGE';
+  if (digest === undefined || !decide || ctx.store.change(digest) === undefined) return outcome;
+  return { ...outcome, change: await decideChange(ctx, digest, options) };
+}
+
+/** The approval's decision, recorded (or found recorded): in the caller's transaction. */
+function decideApprovalNow(ctx: RunnerContext, bytes: Buffer, verified: VerifiedApproval | ApprovalError, source: ApprovalSource): ApprovalOutcome {
+  const { store } = ctx;
+  if (verified instanceof ApprovalError) {
     // Not verifiable as an approval: decided by the digest of its bytes.
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
     const known = store.approval(digest);
     if (known !== undefined) return { status: 'known', digest, ...(known.code !== undefined ? { code: known.code } : {}) };
-    store.decideApproval({ kind: 'approval.refused', body: { digest, code: err.code } }, { digest, code: err.code, source });
-    ctx.logger.warn({ digest, code: err.code, source }, 'approval refused');
-    return { status: 'refused', digest, code: err.code, message: err.message };
+    store.decideApproval({ kind: 'approval.refused', body: { digest, code: verified.code } }, { digest, code: verified.code, source });
+    ctx.logger.warn({ digest, code: verified.code, source }, 'approval refused');
+    return { status: 'refused', digest, code: verified.code, message: verified.message };
   }
   const { digest, changeDigest, approver } = verified;
   const decision = verified.predicate.decision;
   const known = store.approval(digest);
   const again = known !== undefined && known.status === 'refused' && TIME_BOUND.has(known.code ?? '');
   if (known !== undefined && !again) {
-    const change =
-      known.status === 'accepted' && known.changeDigest !== undefined ? await decideIfKnown(ctx, known.changeDigest, options) : undefined;
-    return {
-      status: 'known',
-      digest,
-      ...(known.code !== undefined ? { code: known.code } : {}),
-      approver,
-      decision,
-      changeDigest,
-      ...(change ? { change } : {}),
-    };
+    const named = known.status === 'accepted' ? { changeDigest } : {};
+    return { status: 'known', digest, ...(known.code !== undefined ? { code: known.code } : {}), approver, decision, ...named };
   }
   const row = store.change(changeDigest);
   const common = { digest, keyid: verified.keyid, approver, decision, source, envelope: toCanonicalJson(verified.envelope) };
@@ -82,24 +88,16 @@ export async function receiveApproval(
   // One person counts once: a second approval (another key, another expiry) of a person already accepted
   // for this change is refused, whichever digest sorts first (counting would pick one; the log says which).
   if (store.approvalsOf(changeDigest).some((a) => a.approver === approver && a.decision === decision)) {
-    const outcome = refuse('APPROVAL_DUPLICATE_PERSON', `${approver} already gave an approval of this change; a person counts once.`, true);
-    return { ...outcome, change: await decideChange(ctx, changeDigest, options) };
+    return refuse('APPROVAL_DUPLICATE_PERSON', `${approver} already gave an approval of this change; a person counts once.`, true);
   }
   // Counted with the others already given, at the clock: refused now if it could never count (another
-  // proposal, the proposer, a second approval of one person, expired, not in the group...).
+  // proposal, the proposer, expired, too long, not in the group, no change ticket...).
   const count = countFor(ctx, row, ctx.clock(), [verified]);
   const refused = count.refused.find((r) => r.approval.digest === digest);
-  if (refused !== undefined) {
-    const outcome = refuse(refused.code, refused.message, true);
-    return { ...outcome, change: await decideChange(ctx, changeDigest, options) };
-  }
+  if (refused !== undefined) return refuse(refused.code, refused.message, true);
   store.decideApproval({ kind: 'approval.accepted', body: { changeDigest, digest, approver, decision } }, { ...common, changeDigest }, again);
   ctx.logger.info({ digest, approver, decision, source, changeDigest }, 'approval accepted');
-  return { status: 'accepted', digest, approver, decision, changeDigest, change: await decideChange(ctx, changeDigest, options) };
-}
-
-async function decideIfKnown(ctx: RunnerContext, changeDigest: string, options: DecideOptions): Promise<ChangeOutcome | undefined> {
-  return ctx.store.change(changeDigest) === undefined ? undefined : decideChange(ctx, changeDigest, options);
+  return { status: 'accepted', digest, approver, decision, changeDigest };
 }
 
 /** The contract's other name (plan11.md): the agent's coordinator delivery calls either. */

@@ -284,7 +284,13 @@ export async function decideChange(ctx: RunnerContext, changeDigest: string, opt
     if (err instanceof StoreError && err.code === 'STORE_WRITE_FAILED') return outcomeOf(store.change(changeDigest)!, { busy: true });
     throw err;
   }
-  return applyChange(ctx, store.change(changeDigest)!, loaded, count.counted, options);
+  const outcome = await applyChange(ctx, store.change(changeDigest)!, loaded, count.counted, options);
+  // Others that waited for the target (busy) are decided now: most are stale, which the log then says.
+  for (const waiting of store.openChanges()) {
+    if (waiting.state === 'proposed' && waiting.target === row.target && waiting.changeDigest !== changeDigest)
+      await decideChange(ctx, waiting.changeDigest, options);
+  }
+  return outcome;
 }
 
 class DecisionMoved extends Error {}
@@ -671,6 +677,7 @@ export function resumeOnOpen(ctx: RunnerContext, isAlive: (owner: NonNullable<Ch
       if (row.state === 'applying') {
         const now = digestNow(ctx, row);
         if (now === row.postState) {
+          // Held by nobody: resumeChanges verifies it, in this process or the next that opens (change.verifying is taken once).
           ctx.store.moveChange('change.applied', { changeDigest: row.changeDigest, targetDigest: now }, 'applying', 'applied', { owner: null });
           outcomes.push(outcomeOf(ctx.store.change(row.changeDigest)!));
         } else outcomes.push(rollBack(ctx, row, 'applying', 'CHANGE_INTERRUPTED', loaded, counted));
@@ -696,8 +703,10 @@ function countedOf(ctx: RunnerContext, row: ChangeRow): VerifiedApproval[] {
  */
 export async function resumeChanges(ctx: RunnerContext, options: DecideOptions = {}): Promise<ChangeOutcome[]> {
   const outcomes = resumeOnOpen(ctx);
+  const self = currentProcess();
+  const mine = (row: ChangeRow) => row.owner !== undefined && self !== undefined && row.owner.pid === self.pid && row.owner.start === self.start;
   for (const row of ctx.store.openChanges()) {
-    if (row.state === 'applied' && !heldByTheLiving(row, isProcessAlive)) {
+    if (row.state === 'applied' && (mine(row) || !heldByTheLiving(row, isProcessAlive))) {
       const loaded = loadCapsule(ctx, row);
       const counted = countedOf(ctx, row);
       if (loaded === undefined) {
@@ -713,7 +722,12 @@ export async function resumeChanges(ctx: RunnerContext, options: DecideOptions =
         );
         outcomes.push(rollBack(ctx, ctx.store.change(row.changeDigest)!, 'rolling-back', 'CHANGE_CAPSULE_UNAVAILABLE', undefined, counted));
       } else {
-        outcomes.push(await verifyChange(ctx, row, loaded, counted, options));
+        try {
+          outcomes.push(await verifyChange(ctx, row, loaded, counted, options));
+        } catch (err) {
+          // Another process took it on between the read and change.verifying: it is that one's now.
+          if (!(err instanceof StoreError && err.code === 'STORE_WRITE_FAILED')) throw err;
+        }
       }
     } else if (row.state === 'proposed' && ctx.store.changeHolding(row.target) === undefined) {
       const decided = await decideChange(ctx, row.changeDigest, options);

@@ -190,6 +190,18 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation threat rows (needs
       verifiesOffline(w, bundle);
     });
 
+    it('applies only the first of two proposals made against the same pre-state; the second is then stale (CHANGE_STALE)', () => {
+      const w = world();
+      const first = propose(w);
+      const second = propose(w, { files: [{ path: 'ledger/limits.txt', action: 'add', from: 'limits.txt' }] }, { 'limits.txt': 'max=10\n' });
+      expect(second.remediation.preState).toBe(first.remediation.preState);
+      expect(approve(w, w.approve(first, w.keys.alice, 'alice'), w.approve(first, w.keys.bob, 'bob')).out.change!.state).toBe('verified');
+      const late = approve(w, w.approve(second, w.keys.alice, 'alice'), w.approve(second, w.keys.carol, 'carol'));
+      expect(late.out.change).toMatchObject({ state: 'refused', code: 'CHANGE_STALE' });
+      expect(existsSync(join(w.target, 'ledger', 'limits.txt'))).toBe(false);
+      expect(kinds(w, 'change.applying')).toHaveLength(1);
+    });
+
     it('rejects a hunk that does not apply exactly with CHANGE_HUNK_FAILED before the nonce burns', () => {
       const w = world();
       const patch = LEDGER_PATCH.replace('-mode=floor', '-mode=round');

@@ -3,7 +3,7 @@
  * in the middle of an apply, a policy changed between proposal and approval, approvals bound to another
  * proposal, oversized and garbage approval files.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -94,6 +94,29 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation holes (needs dist/
     expect(status).toBe(1);
     expect(out.change).toMatchObject({ state: 'refused', code: 'CHANGE_POLICY_CHANGED' });
     expect(readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8')).toBe('mode=floor\n');
+  });
+
+  it('applies a change once when two commands hand in its approvals at the same moment', async () => {
+    const w = world();
+    const p = propose(w);
+    const files = [w.approve(p, w.keys.alice, 'alice'), w.approve(p, w.keys.bob, 'bob')];
+    const run = () =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [CLI_ENTRY, 'change', 'approve', ...files, '--state', w.stateDir, '--json'], {
+          env: w.env,
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        child.on('exit', (code) => resolve({ code, stderr }));
+      });
+    const ends = await Promise.all([run(), run()]);
+    for (const end of ends) expect([0, 3], end.stderr).toContain(end.code);
+    const records = recordsOf(w);
+    expect(records.filter((r) => r.kind === 'change.applying')).toHaveLength(1);
+    expect(records.filter((r) => r.kind === 'change.verified')).toHaveLength(1);
+    expect(records.filter((r) => r.kind === 'approval.accepted')).toHaveLength(2);
+    expect(readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8')).toBe('mode=half-even\n');
   });
 
   it('refuses an approval of this change digest that names another proposal bundle (APPROVAL_WRONG_PROPOSAL)', () => {
