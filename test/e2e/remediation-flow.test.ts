@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLI_ENTRY, runCli } from '../helpers/cli.js';
-import { LEDGER_PATCH, makeRemediationWorld, type RemediationWorld } from '../helpers/remediation.js';
+import { auditLog, LEDGER_PATCH, makeRemediationWorld, type RemediationWorld } from '../helpers/remediation.js';
 
 const worlds: RemediationWorld[] = [];
 afterEach(() => {
@@ -58,6 +58,8 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation through the CLI (n
       const verified = runCli(['verify', path, '--trust', w.trustPath]);
       expect(verified.status, `${verified.stdout}${verified.stderr}`).toBe(0);
     }
+    const audit = auditLog(w);
+    expect(audit.status, `${audit.stdout}${audit.stderr}`).toBe(0);
   });
 
   describe('a cited reproduction', () => {

@@ -169,3 +169,11 @@ export function recordsOf(w: World): LogRecord[] {
     { readOnly: true },
   );
 }
+
+/** `log export` then `log verify` of a world's log: the audit accepts every record the remediation wrote. */
+export function auditLog(w: World): CliResult {
+  const out = join(w.dir, 'log-export.jsonl');
+  const exported = runCli(['log', 'export', '--state', w.stateDir, '--out', out]);
+  if (exported.status !== 0) return exported;
+  return runCli(['log', 'verify', out, '--trust', w.trustPath]);
+}

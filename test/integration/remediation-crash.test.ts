@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readTree } from '../../runner/remediate/tree.js';
 import { CLI_ENTRY } from '../helpers/cli.js';
-import { makeRemediationWorld, recordsOf, type RemediationWorld, type RemediationWorldOptions } from '../helpers/remediation.js';
+import { auditLog, makeRemediationWorld, recordsOf, type RemediationWorld, type RemediationWorldOptions } from '../helpers/remediation.js';
 
 const worlds: RemediationWorld[] = [];
 afterEach(() => {
@@ -133,5 +133,7 @@ describe.skipIf(!existsSync(CLI_ENTRY))('kill -9 of edge-runner change approve w
     expect(stateOf(w)).toMatchObject({ state: 'rolled-back', code: 'CHANGE_HEALTH_CHECK_FAILED' });
     expect(readTree(w.target, CAPS).digest).toBe(before);
     expect(changeKinds(w)).toEqual(['change.applying', 'change.applied', 'change.verifying', 'change.rolling-back', 'change.rolled-back']);
+    const audit = auditLog(w);
+    expect(audit.status, `${audit.stdout}${audit.stderr}`).toBe(0);
   });
 });
