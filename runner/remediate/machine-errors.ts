@@ -31,6 +31,8 @@ export type RemediationErrorCode =
   | 'CHANGE_HEALTH_CHECK_FAILED'
   /** Another change holds the target (being applied, verified or rolled back). */
   | 'CHANGE_TARGET_BUSY'
+  /** The change touches more files (or longer paths) than a proposal's evidence can carry (FOOTPRINT_MAX_FILES, FOOTPRINT_MAX_PATH_CHARS). */
+  | 'CHANGE_FOOTPRINT_TOO_LARGE'
   /** No change with this digest was proposed on this runner. */
   | 'CHANGE_UNKNOWN';
 

@@ -36,6 +36,10 @@ export const DEFAULT_TARGET_MAX_BYTES = 256 * 1024 * 1024; // bytes
 export const DEFAULT_TARGET_MAX_ENTRIES = 100_000;
 export const DEFAULT_HEALTH_CHECK_TIMEOUT_SECONDS = 60;
 
+/** The most files a change may touch, and the longest path it may name: what the evidence's footprint carries. */
+export const FOOTPRINT_MAX_FILES = 4096;
+export const FOOTPRINT_MAX_PATH_CHARS = 1024;
+
 export function capsOf(target: ChangeTarget): TargetCaps {
   return { maxBytes: target.maxBytes ?? DEFAULT_TARGET_MAX_BYTES, maxEntries: target.maxEntries ?? DEFAULT_TARGET_MAX_ENTRIES };
 }
@@ -103,6 +107,14 @@ export function prepareProposal(ctx: RunnerContext, accepted: AcceptedCapsule, f
   const policy = remediationPolicyOf(ctx);
   const pre = readTree(config.path, caps);
   const plan = planChange(change, accepted.inputs, (path) => readPlanned(config.path, path));
+  // Refused here, before the nonce burns: the proposal's evidence could not carry the footprint.
+  if (plan.length > FOOTPRINT_MAX_FILES || plan.some((file) => file.path.length > FOOTPRINT_MAX_PATH_CHARS)) {
+    throw new RemediationError(
+      'CHANGE_FOOTPRINT_TOO_LARGE',
+      `The change touches ${plan.length} files (at most ${FOOTPRINT_MAX_FILES}, paths of at most ${FOOTPRINT_MAX_PATH_CHARS} characters); split it.`,
+      context,
+    );
+  }
   const footprint = deriveFootprint(
     plan.map(({ path, action, linesAdded, linesRemoved }) => ({ path, action, linesAdded, linesRemoved })),
     policy,

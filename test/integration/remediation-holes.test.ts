@@ -82,6 +82,25 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation holes (needs dist/
     },
   );
 
+  it.each([
+    ['4,097 files', Array.from({ length: 4097 }, (_, i) => `--- /dev/null\n+++ b/many/f${i}.txt\n@@ -0,0 +1 @@\n+x\n`).join('')],
+    ['a path of 1,026 characters', `--- /dev/null\n+++ b/${Array.from({ length: 5 }, () => 'd'.repeat(204)).join('/')}/x\n@@ -0,0 +1 @@\n+x\n`],
+  ])('rejects a change whose footprint the evidence cannot carry (%s) with CHANGE_FOOTPRINT_TOO_LARGE before the nonce burns', (_name, patch) => {
+    const w = world();
+    const { result, json } = w.exec(w.remediate({ patch: 'fix.diff' }, { 'fix.diff': patch }));
+    expect(result.status, result.stderr).toBe(3);
+    expect(json!.code).toBe('CHANGE_FOOTPRINT_TOO_LARGE');
+    expect(recordsOf(w).filter((r) => r.kind === 'capsule.accepted')).toHaveLength(0);
+  });
+
+  it('proposes a change whose path is 1,024 characters, at the cap', () => {
+    const w = world();
+    const path = Array.from({ length: 5 }, () => 'd'.repeat(204)).join('/');
+    expect(path).toHaveLength(1024);
+    const { result } = w.exec(w.remediate({ patch: 'fix.diff' }, { 'fix.diff': `--- /dev/null\n+++ b/${path}\n@@ -0,0 +1 @@\n+x\n` }));
+    expect(result.status, result.stderr).toBe(0);
+  });
+
   it('refuses a change whose policy changed since it was proposed (CHANGE_POLICY_CHANGED): old approvals do not count under a new policy', () => {
     const w = world();
     const p = propose(w);
