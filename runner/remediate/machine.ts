@@ -19,7 +19,7 @@
  * authorized) is sealed in the transaction of the last transition and carries the approvals counted.
  */
 import { randomUUID } from 'node:crypto';
-import { lstatSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256Hex } from '../core/digest.js';
 import { isCodedError } from '../core/errors.js';
@@ -38,7 +38,7 @@ import {
   type StepRecord,
   type Verdict,
 } from '../evidence/statement.js';
-import { createWorkspace, writeInputs } from '../exec/workspace.js';
+import { createWorkspace, removeTree, writeInputs } from '../exec/workspace.js';
 import { verifyApproval, type VerifiedApproval } from '../policy/approval.js';
 import { policyDigest } from '../policy/change-digest.js';
 import { countApprovals, type ApprovalCount } from '../policy/count.js';
@@ -255,8 +255,14 @@ export async function decideChange(ctx: RunnerContext, changeDigest: string, opt
   const refuse = (code: RemediationErrorCode, counted: readonly VerifiedApproval[] = [], loaded?: Loaded) =>
     refuseChange(ctx, row, code, counted, loaded);
 
+  const now = ctx.clock();
+  // An expired pin decides nothing (as no capsule is accepted under it); the change waits for a new one.
+  if (Date.parse(ctx.state.trust.body.expires) <= now.getTime()) {
+    ctx.logger.warn({ changeDigest, expires: ctx.state.trust.body.expires }, 'change not decided: the pinned trust document expired');
+    return outcomeOf(row);
+  }
   if (policyDigest(ctx.state.trust.body.policy) !== row.policyDigest) return refuse('CHANGE_POLICY_CHANGED');
-  const count = countFor(ctx, row, ctx.clock());
+  const count = countFor(ctx, row, now);
   if (count.vetoes.length > 0) return refuse('CHANGE_VETOED');
   if (!count.satisfied) return outcomeOf(row, { counted: count.counted.length, missing: count.missing });
   const loaded = loadCapsule(ctx, row);
@@ -650,7 +656,21 @@ function sealFinal(ctx: RunnerContext, row: ChangeRow, loaded: Loaded, final: Fi
   });
   const bundlePath = join(state.layout.bundles, `${runId}.bundle.json`);
   writeFileAtomic(bundlePath, bundleText);
+  // The kept before-bytes served the rollback; a change that ended (other than a failed rollback, which an
+  // operator may need them for) no longer needs them.
+  const ended = store.change(row.changeDigest)?.state;
+  if (ended === 'verified' || ended === 'rolled-back' || ended === 'refused') forgetSnapshot(ctx, row);
   return { finalEvidence: evidence.digest, bundlePath };
+}
+
+/** Removes a final change's kept before-bytes; best effort (a leftover is only disk, never evidence). */
+function forgetSnapshot(ctx: RunnerContext, row: ChangeRow): void {
+  try {
+    const dir = snapshotDirOf(ctx, row);
+    if (existsSync(dir)) removeTree(dir);
+  } catch (err) {
+    ctx.logger.warn({ changeDigest: row.changeDigest, code: isCodedError(err) ? err.code : 'RUN_INTERNAL' }, 'kept change files not removed');
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation through the CLI (n
       const verified = runCli(['verify', path, '--trust', w.trustPath]);
       expect(verified.status, `${verified.stdout}${verified.stderr}`).toBe(0);
     }
+    // The before-bytes kept for a rollback are gone once the change is verified.
+    expect(existsSync(join(w.stateDir, 'changes', proposal.remediation.change.slice('sha256:'.length)))).toBe(false);
     const audit = auditLog(w);
     expect(audit.status, `${audit.stdout}${audit.stderr}`).toBe(0);
   });
