@@ -20,6 +20,11 @@ export interface CountInput {
   changeDigest: string;
   /** The proposal bundle's evidence digest they must name. */
   proposal: string;
+  /**
+   * What the proposal was: the runner that made it (its name), the change target, the capsule. An approval
+   * whose predicate names another is refused, though its digests bind it here: a person read those fields.
+   */
+  proposed?: { runner: string; target: string; capsule: { id: string; digest: string } };
   tier: Tier;
   /** Keyids that signed the capsule: their persons (by name, any of their keys) may not approve. */
   capsuleSigners: readonly string[];
@@ -56,7 +61,8 @@ export interface ApprovalCount {
 /**
  * Counts, for each approval in digest order: the key still holds the approver role under the name the
  * approval gives (APPROVAL_SIGNATURE), it is bound to this change digest (APPROVAL_WRONG_CHANGE) and
- * proposal (APPROVAL_WRONG_PROPOSAL), it was signed by the decision time plus the skew
+ * proposal (APPROVAL_WRONG_PROPOSAL) and names the proposal's target, runner and capsule (the same codes),
+ * it was signed by the decision time plus the skew
  * (APPROVAL_NOT_YET_VALID) and expires after it (APPROVAL_EXPIRED), it is valid no longer than the policy
  * allows (APPROVAL_TOO_LONG), its person signed no part of the capsule (APPROVAL_SELF: by name, so another
  * key of the same person is refused too), the person is in a required group when every requirement names
@@ -135,6 +141,15 @@ function checkOne(approval: VerifiedApproval, input: CountInput): [ApprovalError
   }
   if (approval.changeDigest !== input.changeDigest) return ['APPROVAL_WRONG_CHANGE', 'The approval is for another change.'];
   if (predicate.proposal !== input.proposal) return ['APPROVAL_WRONG_PROPOSAL', 'The approval names another proposal bundle.'];
+  const { proposed } = input;
+  if (proposed !== undefined) {
+    if (predicate.target !== proposed.target) return ['APPROVAL_WRONG_CHANGE', 'The approval names another change target.'];
+    if (predicate.runner !== proposed.runner)
+      return ['APPROVAL_WRONG_PROPOSAL', 'The approval names another runner than the one that proposed the change.'];
+    if (predicate.capsule.id !== proposed.capsule.id || predicate.capsule.digest !== proposed.capsule.digest) {
+      return ['APPROVAL_WRONG_PROPOSAL', 'The approval names another capsule than the one the change was proposed by.'];
+    }
+  }
   const signedAt = Date.parse(predicate.signedAt);
   const notAfter = Date.parse(predicate.notAfter);
   if (signedAt > at + (input.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS)) {
