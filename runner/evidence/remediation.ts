@@ -120,6 +120,7 @@ export function verifyRemediation(input: RemediationCheckInput): VerifiedRemedia
     approvals: verified,
     changeDigest: remediation.change,
     proposal: remediation.proposal!,
+    proposed: { runner: predicate.runner.id, target: remediation.target, capsule: { id: manifest.id, digest: input.manifestDigest } },
     tier,
     capsuleSigners: input.capsuleSigners,
     trust: input.trust,

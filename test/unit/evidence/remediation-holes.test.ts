@@ -1,0 +1,57 @@
+/**
+ * A hostile review of the offline check of final remediation bundles: approvals whose predicate names
+ * another runner or capsule than the proposal, and a coordinator adding approvals to a bundle it relays.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatBundle, verifyBundle } from '../../../runner/evidence/bundle.js';
+import { codeOf } from '../../helpers/codes.js';
+import { makeApprovalWorld, type ApprovalWorld, type Proposal } from '../../helpers/approvals.js';
+
+describe('verifyBundle of a final remediation bundle under attack', () => {
+  let world: ApprovalWorld;
+  let proposal: Proposal;
+  beforeAll(() => {
+    world = makeApprovalWorld();
+    proposal = world.proposal();
+  });
+  afterAll(() => world.cleanup());
+  const verify = (bytes: Buffer) => verifyBundle(bytes, world.trust);
+
+  it.each([
+    ['another runner', { runner: 'runner-elsewhere' }],
+    ['another capsule', () => ({ capsule: { id: 'other-fix', digest: `sha256:${'c'.repeat(64)}` } })],
+  ])('refuses an applied change counting an approval that names %s (BUNDLE_APPROVALS_INVALID)', (_what, patch) => {
+    const edit = typeof patch === 'function' ? patch() : patch;
+    const approvals = [world.approve(proposal, world.keys.alice, edit), world.approve(proposal, world.keys.bob)];
+    const { bytes } = world.final(proposal, { approvals });
+    let err: (Error & { code?: string }) | undefined;
+    try {
+      verify(bytes);
+    } catch (e) {
+      err = e as Error & { code?: string };
+    }
+    expect(err?.code).toBe('BUNDLE_APPROVALS_INVALID');
+    expect(err?.message).toContain('APPROVAL_WRONG_PROPOSAL');
+  });
+
+  it("refuses an applied change to which a relay added a third owner's approval (the evidence lists two)", () => {
+    const approvals = [world.approve(proposal, world.keys.alice), world.approve(proposal, world.keys.bob)];
+    const { bundle } = world.final(proposal, { approvals });
+    const carol = world.approve(proposal, world.keys.carol);
+    const added = { ...bundle, approvals: [...bundle.approvals, carol.envelope] };
+    expect(codeOf(() => verify(Buffer.from(formatBundle(added))))).toBe('BUNDLE_APPROVALS_INVALID');
+  });
+
+  it('refuses an applied change to which a relay added a reject signed after the decision (not yet valid then)', () => {
+    const decidedAt = new Date(Date.now() - 3600_000);
+    const at = (ms: number) => new Date(decidedAt.getTime() + ms).toISOString();
+    const approvals = [
+      world.approve(proposal, world.keys.alice, { signedAt: at(-60_000), notAfter: at(3600_000) }),
+      world.approve(proposal, world.keys.bob, { signedAt: at(-60_000), notAfter: at(3600_000) }),
+    ];
+    const { bundle } = world.final(proposal, { approvals, decidedAt });
+    const late = world.approve(proposal, world.keys.carol, { decision: 'reject', signedAt: at(120_000), notAfter: at(3600_000) });
+    const added = { ...bundle, approvals: [...bundle.approvals, late.envelope] };
+    expect(codeOf(() => verify(Buffer.from(formatBundle(added))))).toBe('BUNDLE_APPROVALS_INVALID');
+  });
+});
