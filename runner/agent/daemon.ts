@@ -10,7 +10,11 @@
  * the store under APPROVALS_CURSOR_PREFIX + the coordinator URL): each is fetched by digest and handed to
  * acceptApproval in the run lane (it records its acceptance or refusal and applies the change once it is
  * authorized), then the cursor moves past it. A crash between the two delivers it again at the next start,
- * which is harmless: the runner keeps an approval once by digest.
+ * which is harmless: the runner keeps an approval once by digest. What the coordinator serves is checked
+ * first: bytes that are not an approval by an approver key of the runner's trust, or an approval naming
+ * another runner, are passed over with a warning and no record (a coordinator could make them up without end,
+ * and the log keeps every record for ever); an approval that cannot be fetched now does not hold up the
+ * capsules (the feed is read again, capsules first).
  *
  * A capsule that cannot be fetched is retried with backoff, never passed over. At stop (SIGTERM): no more
  * polling, a running capsule gets `stopGraceMs` to end and is then aborted (its run is recorded as aborted,
@@ -26,6 +30,8 @@ import { realSleep, Shipper, type Sleep } from '../outbox/shipper.js';
 import { WitnessSubmitter, witnessKeysOf } from '../outbox/witness.js';
 import type { WitnessKey } from '../protocol/witness.js';
 import { parseStatusReport, formatStatusReport, type ApprovalItem, type RunnerStatusReport, type WorkItem } from '../protocol/wire.js';
+import { ApprovalError } from '../policy/errors.js';
+import { verifyApproval } from '../policy/approval.js';
 import { acceptApproval } from '../remediate/approvals.js';
 import { RUNNER_VERSION } from '../version.js';
 import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
@@ -57,6 +63,8 @@ export interface AgentView {
   capsulesRun: number;
   /** Approvals the feed delivered and acceptApproval decided (accepted or refused). */
   approvalsTaken: number;
+  /** What the feed served as approvals that were not this runner's to decide (not recorded): see takeApproval. */
+  approvalsPassedOver: number;
   lastStatusAt: number | undefined;
 }
 
@@ -66,13 +74,16 @@ export interface AgentView {
  */
 export const APPROVALS_CURSOR_PREFIX = 'approvals ';
 
+/** A coordinator that refused the approvals parameter (one older than them) is asked again after this long. */
+export const APPROVALS_ASK_AGAIN_MS = 10 * 60_000;
+
 export class RunnerAgent {
   readonly client: CoordinatorClient;
   readonly shipper: Shipper;
   /** Fires the recurring capsules this runner accepted (runner/schedule), beside the feed, through the lane. */
   readonly scheduler: Scheduler;
   readonly lane: RunLane;
-  readonly view: AgentView = { coordinatorTrust: undefined, capsulesRun: 0, approvalsTaken: 0, lastStatusAt: undefined };
+  readonly view: AgentView = { coordinatorTrust: undefined, capsulesRun: 0, approvalsTaken: 0, approvalsPassedOver: 0, lastStatusAt: undefined };
   private readonly ctx: RunnerContext;
   private readonly now: () => number;
   private readonly sleep: Sleep;
@@ -82,10 +93,11 @@ export class RunnerAgent {
   /** The approvals feed's cursor key in the store. */
   private readonly approvalsKey: string;
   /**
-   * Whether the feed is asked for approvals: until a coordinator older than them refuses the parameter
-   * (400 FEED_BAD_QUERY), after which this agent reads the feed without it, as it did before approvals.
+   * The feed is asked for approvals except until this time (by `now`): a coordinator older than them refuses
+   * the parameter (400 FEED_BAD_QUERY) and is read without it, as before approvals, for APPROVALS_ASK_AGAIN_MS;
+   * then asked again, so a coordinator upgraded while the agent runs delivers them without a restart.
    */
-  private askApprovals = true;
+  private approvalsOffUntil = Number.NEGATIVE_INFINITY;
   /** Aborted at stop: the long poll, backoff sleeps, capsule fetches. */
   private readonly stopping = new AbortController();
   /** Aborted a grace after stop: the running step. */
@@ -99,6 +111,8 @@ export class RunnerAgent {
   private progressReport: Promise<void> | undefined;
   /** Capsules in a row that stopped with an error before they were decided. */
   private runFailures = 0;
+  /** Fetches of approvals in a row that got a retryable answer (their backoff). */
+  private approvalFetchFailures = 0;
 
   constructor(ctx: RunnerContext, options: AgentOptions = {}) {
     const link = ctx.config.coordinator;
@@ -228,7 +242,7 @@ export class RunnerAgent {
       await this.reportStatusIfDue(stop);
       if (stop.aborted) break;
       const cursor = store.feedCursor(this.feedKey);
-      const approvalsCursor = this.askApprovals ? store.feedCursor(this.approvalsKey) : undefined;
+      const approvalsCursor = this.now() >= this.approvalsOffUntil ? store.feedCursor(this.approvalsKey) : undefined;
       const askedAt = performance.now();
       const answer = await this.client.work(cursor, wait, stop, approvalsCursor);
       if (stop.aborted) break;
@@ -291,8 +305,11 @@ export class RunnerAgent {
   private approvalsRefused(code: string, cursor: number): boolean {
     const { store, logger } = this.ctx;
     if (code === 'FEED_BAD_QUERY') {
-      this.askApprovals = false;
-      logger.warn({ code }, 'the coordinator does not deliver approvals (it refuses the parameter); the feed is read without them');
+      this.approvalsOffUntil = this.now() + APPROVALS_ASK_AGAIN_MS;
+      logger.warn(
+        { code, askAgainMs: APPROVALS_ASK_AGAIN_MS },
+        'the coordinator does not deliver approvals (it refuses the parameter); the feed is read without them for a while',
+      );
       return true;
     }
     if (code === 'FEED_APPROVALS_CURSOR_AHEAD' && cursor > 0) {
@@ -304,34 +321,38 @@ export class RunnerAgent {
   }
 
   /**
-   * One approval of the feed: fetched by digest (retried with backoff while the answer is retryable), then
-   * decided in the run lane by acceptApproval, and the approvals cursor moved past it. An approval the
-   * coordinator answers for good that it will not serve (404: not this runner's) is passed over with a
-   * warning: retrying it would hold the feed for ever, and an approver can hand it over by file. False when
-   * the feed should be read again (stopping, or the decision failed: a full disk, a store not written).
+   * One approval of the feed: fetched by digest, checked, then decided in the run lane by acceptApproval, and
+   * the approvals cursor moved past it. An approval the coordinator answers for good that it will not serve
+   * (404: not this runner's) is passed over with a warning: retrying it would hold the feed for ever, and an
+   * approver can hand it over by file. One it cannot serve now (a retryable answer) is asked for again after a
+   * backoff, from a new read of the feed: the capsules in that answer come first, so an approval the
+   * coordinator keeps failing never holds them up. False when the feed should be read again (stopping, a
+   * fetch to retry, or the decision failed: a full disk, a store not written).
    */
   private async takeApproval(item: ApprovalItem): Promise<boolean> {
     const { store, logger } = this.ctx;
     const stop = this.stopping.signal;
-    let bytes: Buffer | undefined;
-    for (let failures = 1; bytes === undefined; failures++) {
-      const answer = await this.client.approval(item.approval, stop);
-      if (stop.aborted) return false;
-      if (answer.kind === 'ok') {
-        bytes = answer.value;
-        break;
-      }
-      if (answer.kind === 'permanent') {
-        logger.warn({ approval: item.approval, cursor: item.cursor, code: answer.code, status: answer.status }, 'approval not served; passed over');
-        store.setFeedCursor(this.approvalsKey, item.cursor);
-        return true;
-      }
-      const delay = backoffDelayMs(failures, this.backoff, answer.retryAfterMs);
+    const answer = await this.client.approval(item.approval, stop);
+    if (stop.aborted) return false;
+    if (answer.kind === 'permanent') {
+      logger.warn({ approval: item.approval, cursor: item.cursor, code: answer.code, status: answer.status }, 'approval not served; passed over');
+      store.setFeedCursor(this.approvalsKey, item.cursor);
+      return true;
+    }
+    if (answer.kind === 'retry') {
+      this.approvalFetchFailures += 1;
+      const delay = backoffDelayMs(this.approvalFetchFailures, this.backoff, answer.retryAfterMs);
       logger.warn({ approval: item.approval, cursor: item.cursor, code: answer.code, delayMs: delay }, 'approval not fetched; will retry');
       await this.sleep(delay, stop);
-      if (stop.aborted) return false;
+      return false;
     }
-    const taken = bytes;
+    this.approvalFetchFailures = 0;
+    const taken = answer.value;
+    if (!this.isOurs(item, taken)) {
+      this.view.approvalsPassedOver += 1;
+      store.setFeedCursor(this.approvalsKey, item.cursor);
+      return true;
+    }
     const run = this.lane.exclusive(async () => {
       if (stop.aborted)
         throw new RunError('RUN_AGENT_STOPPED', 'The agent stopped before the approval was taken; it is read again at the next start.');
@@ -367,6 +388,32 @@ export class RunnerAgent {
       this.statusDirty = true;
       this.shipper.wake();
     }
+  }
+
+  /**
+   * Whether bytes the feed served are an approval this runner is to decide: one signed by an approver key of
+   * its pinned trust (verifyApproval, as acceptApproval checks it again) naming this runner. Anything else is
+   * not recorded: a refusal of each would be a log record a coordinator could make the runner append without
+   * end (an approval is kept once by its digest, but junk has a new digest every time), and an approval of
+   * another runner's proposal is that runner's. Said in the agent's log, and counted in the view.
+   */
+  private isOurs(item: ApprovalItem, bytes: Buffer): boolean {
+    const { state, logger } = this.ctx;
+    try {
+      const verified = verifyApproval(bytes, state.trust);
+      if (verified.predicate.runner === state.identity.id) return true;
+      logger.warn(
+        { approval: item.approval, cursor: item.cursor, approver: verified.approver },
+        "the feed served an approval of another runner's proposal; passed over",
+      );
+    } catch (err) {
+      if (!(err instanceof ApprovalError)) throw err;
+      logger.warn(
+        { approval: item.approval, cursor: item.cursor, code: err.code },
+        'the feed served bytes that are not an approval; passed over, not recorded',
+      );
+    }
+    return false;
   }
 
   /**

@@ -5,7 +5,7 @@
  * given, and injects faults on demand: a status with a body, an HTML page, a connection closed before the
  * answer, or the request stored and then the connection closed.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -13,7 +13,9 @@ import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { toCanonicalJson } from '../../runner/core/canonical-json.js';
 import { PrivateKey } from '../../runner/core/ed25519.js';
+import { signApproval } from '../../runner/policy/approval.js';
 import { verifyBundle } from '../../runner/evidence/bundle.js';
 import { verifyRejection } from '../../runner/evidence/rejection.js';
 import { runnerOrigin } from '../../runner/log/checkpoint.js';
@@ -108,6 +110,36 @@ export function makeLinkWorld(
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Two approver keys (the trust document's approver threshold is 2), for makeLinkWorld's extraKeys. */
+export function approverKeys(): NamedKey[] {
+  return [1, 2].map((n) => ({ name: `approver-${n}`, key: PrivateKey.generate(), roles: ['approver' as const] }));
+}
+
+/**
+ * A genuine approval by `approver` naming `runner`, of a change and proposal made up here (so the runner
+ * refuses it, APPROVAL_WRONG_CHANGE, and records that): the canonical envelope a coordinator serves, whose
+ * SHA-256 is its approval digest.
+ */
+export function madeUpApproval(approver: NamedKey, runner: string): Buffer {
+  const ref = () => `sha256:${randomBytes(32).toString('hex')}`;
+  const signedAt = new Date(Date.now() - 60_000);
+  const signed = signApproval(
+    ref(),
+    {
+      proposal: ref(),
+      runner,
+      target: 'ledger',
+      capsule: { id: 'fix-1', digest: ref() },
+      approver: approver.name,
+      decision: 'approve',
+      signedAt: signedAt.toISOString(),
+      notAfter: new Date(signedAt.getTime() + 3_600_000).toISOString(),
+    },
+    approver.key,
+  );
+  return Buffer.from(toCanonicalJson(signed.envelope), 'utf8');
 }
 
 export type Route = 'work' | 'capsule' | 'bundle' | 'rejection' | 'checkpoint' | 'status' | 'trust' | 'approval';

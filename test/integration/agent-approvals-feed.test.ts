@@ -2,14 +2,16 @@
  * The agent's approvals feed against a stand-in coordinator on 127.0.0.1 (test/helpers/agent-link.ts): real
  * HTTP and request signatures, a real state folder and store. What the agent does with what the feed says
  * of approvals: a coordinator older than them, a cursor the coordinator never handed out, an approval it
- * will not serve, one served with other bytes than its digest, and the cursor across a restart. The bytes
- * offered here are not approvals (the runner refuses them, APPROVAL_UNPARSEABLE, and records that): what
- * is tested is delivery; a real approval's whole way is test/integration/agent-approvals.test.ts.
+ * will not serve, one served with other bytes than its digest, and the cursor across a restart. The approvals
+ * offered here are genuine but of changes never proposed here (the runner refuses them, APPROVAL_WRONG_CHANGE,
+ * and records that): what is tested is delivery; a real approval's whole way is
+ * test/integration/agent-approvals.test.ts, and what the feed serves that is not an approval,
+ * approvals-link-holes.test.ts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { APPROVALS_CURSOR_PREFIX, RunnerAgent } from '../../runner/agent/daemon.js';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
-import { makeLinkWorld, StandInCoordinator, waitFor, type LinkWorld } from '../helpers/agent-link.js';
+import { approverKeys, madeUpApproval, makeLinkWorld, StandInCoordinator, waitFor, type LinkWorld } from '../helpers/agent-link.js';
 import { directSelector } from '../helpers/runner.js';
 
 interface Running {
@@ -30,7 +32,7 @@ afterEach(async () => {
 });
 
 async function setUp(): Promise<{ world: LinkWorld; coordinator: StandInCoordinator }> {
-  const world = makeLinkWorld();
+  const world = makeLinkWorld({ extraKeys: approvers });
   const coordinator = new StandInCoordinator(world);
   await coordinator.start();
   worlds.push({ world, coordinator });
@@ -62,6 +64,9 @@ async function stop(r: Running): Promise<void> {
 }
 
 const PROPOSAL = `sha256:${'1'.repeat(64)}`;
+const approvers = approverKeys();
+/** An approval for this runner, of a change it never proposed. */
+const ours = (world: LinkWorld) => madeUpApproval(approvers[0]!, world.runnerId);
 const approvalsCursor = (r: Running) => r.ctx.store.feedCursor(`${APPROVALS_CURSOR_PREFIX}${r.agent.client.baseUrl}`);
 const refusedApprovals = (r: Running) => (digest: string) => r.ctx.store.approval(digest);
 const workQueries = (coordinator: StandInCoordinator) => coordinator.exchanges.filter((e) => e.route === 'work').map((e) => e.query);
@@ -72,10 +77,10 @@ describe('the agent and the approvals feed', () => {
   it('asks for approvals from its cursor, fetches each once by digest, decides it (recorded), and moves the cursor past it', async () => {
     const { world, coordinator } = await setUp();
     const r = start(world, coordinator);
-    const offered = coordinator.offerApproval(Buffer.from('{"not":"an approval"}'), PROPOSAL);
+    const offered = coordinator.offerApproval(ours(world), PROPOSAL);
     await waitFor(() => approvalsCursor(r) === offered.cursor, 'the approvals cursor past the approval');
     expect(workQueries(coordinator)[0]).toContain('approvals=0');
-    expect(refusedApprovals(r)(offered.digest)).toMatchObject({ status: 'refused', code: 'APPROVAL_UNPARSEABLE', source: 'coordinator' });
+    expect(refusedApprovals(r)(offered.digest)).toMatchObject({ status: 'refused', code: 'APPROVAL_WRONG_CHANGE', source: 'coordinator' });
     expect(r.agent.view.approvalsTaken).toBe(1);
     expect(fetches(coordinator, offered.digest)).toBe(1);
   });
@@ -83,7 +88,7 @@ describe('the agent and the approvals feed', () => {
   it('keeps its approvals cursor across a restart: an approval decided is not fetched again', async () => {
     const { world, coordinator } = await setUp();
     const first = start(world, coordinator);
-    const offered = coordinator.offerApproval(Buffer.from('[1]'), PROPOSAL);
+    const offered = coordinator.offerApproval(ours(world), PROPOSAL);
     await waitFor(() => approvalsCursor(first) === offered.cursor, 'the first approval decided');
     await stop(first);
     const polls = workQueries(coordinator).length;
@@ -113,7 +118,7 @@ describe('the agent and the approvals feed', () => {
   it('starts its approvals over from 0 when the coordinator never handed out its cursor (409 FEED_APPROVALS_CURSOR_AHEAD)', async () => {
     const { world, coordinator } = await setUp();
     const r = start(world, coordinator, (ctx) => ctx.store.setFeedCursor(`${APPROVALS_CURSOR_PREFIX}${coordinator.url}`, 50));
-    const offered = coordinator.offerApproval(Buffer.from('"x"'), PROPOSAL);
+    const offered = coordinator.offerApproval(ours(world), PROPOSAL);
     await waitFor(() => approvalsCursor(r) === offered.cursor, 'the approval taken after the reset');
     const queries = workQueries(coordinator);
     expect(queries[0]).toContain('approvals=50');
@@ -124,8 +129,8 @@ describe('the agent and the approvals feed', () => {
   it('passes over an approval the coordinator will not serve (404), with a warning, and takes the next', async () => {
     const { world, coordinator } = await setUp();
     const r = start(world, coordinator);
-    const missing = coordinator.offerApproval(Buffer.from('"gone"'), PROPOSAL, { served: false });
-    const next = coordinator.offerApproval(Buffer.from('"next"'), PROPOSAL);
+    const missing = coordinator.offerApproval(ours(world), PROPOSAL, { served: false });
+    const next = coordinator.offerApproval(ours(world), PROPOSAL);
     await waitFor(() => approvalsCursor(r) === next.cursor, 'the cursor past both');
     expect(fetches(coordinator, missing.digest)).toBe(1);
     expect(refusedApprovals(r)(missing.digest)).toBeUndefined();
@@ -136,7 +141,7 @@ describe('the agent and the approvals feed', () => {
     const { world, coordinator } = await setUp();
     coordinator.faults.push({ route: 'approval', kind: 'status', status: 200, body: '"other bytes"' });
     const r = start(world, coordinator);
-    const offered = coordinator.offerApproval(Buffer.from('"right bytes"'), PROPOSAL);
+    const offered = coordinator.offerApproval(ours(world), PROPOSAL);
     await waitFor(() => approvalsCursor(r) === offered.cursor, 'the approval decided');
     expect(fetches(coordinator, offered.digest)).toBe(2);
     expect(refusedApprovals(r)(offered.digest)).toMatchObject({ status: 'refused' });

@@ -1,0 +1,110 @@
+/**
+ * A hostile review of how approvals travel to the runner through the work feed, against the stand-in
+ * coordinator on 127.0.0.1 (test/helpers/agent-link.ts: real HTTP, request signatures, a real state folder
+ * and store): a coordinator serving junk for ever, approvals for other runners, an approval it cannot serve,
+ * and a coordinator that learns approvals (it was upgraded) while the agent runs.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { APPROVALS_CURSOR_PREFIX, APPROVALS_ASK_AGAIN_MS, RunnerAgent } from '../../runner/agent/daemon.js';
+import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
+import { approverKeys, madeUpApproval, makeLinkWorld, StandInCoordinator, waitFor, type LinkWorld } from '../helpers/agent-link.js';
+import { directSelector } from '../helpers/runner.js';
+
+interface Running {
+  ctx: RunnerContext;
+  agent: RunnerAgent;
+  done: Promise<void>;
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn();
+});
+
+const approvers = approverKeys();
+
+async function setUp(): Promise<{ world: LinkWorld; coordinator: StandInCoordinator }> {
+  const world = makeLinkWorld({ extraKeys: approvers });
+  const coordinator = new StandInCoordinator(world);
+  await coordinator.start();
+  cleanups.push(
+    () => world.cleanup(),
+    () => coordinator.stop(),
+  );
+  return { world, coordinator };
+}
+
+function start(world: LinkWorld, coordinator: StandInCoordinator, now?: () => number): Running {
+  const ctx = openRunner(world.stateDir, {
+    launcher: directSelector,
+    config: {
+      flags: {
+        coordinator: { url: coordinator.url, pollWaitSeconds: 1, backoffBaseMs: 20, backoffCapMs: 300, requestTimeoutMs: 5000, flushMs: 2000 },
+      },
+    },
+  });
+  const agent = new RunnerAgent(ctx, now ? { now } : {});
+  const running = { ctx, agent, done: agent.run() };
+  cleanups.push(async () => {
+    agent.stop();
+    await running.done.catch(() => {});
+    ctx.close();
+  });
+  return running;
+}
+
+const PROPOSAL = `sha256:${'1'.repeat(64)}`;
+const approvalsCursor = (r: Running) => r.ctx.store.feedCursor(`${APPROVALS_CURSOR_PREFIX}${r.agent.client.baseUrl}`);
+const logSize = (r: Running) => r.ctx.store.recordCount();
+const fetches = (coordinator: StandInCoordinator, digest: string) =>
+  coordinator.exchanges.filter((e) => e.route === 'approval' && e.path.endsWith(digest.slice(7))).length;
+
+describe('a hostile coordinator and the approvals feed', () => {
+  it('junk served as approvals (a full answer of 100, and more) is passed over without a record: the log does not grow with what a coordinator makes up', async () => {
+    const { world, coordinator } = await setUp();
+    const r = start(world, coordinator);
+    await waitFor(() => r.agent.view.lastStatusAt !== undefined, 'the agent up');
+    const before = logSize(r);
+    const offered = Array.from({ length: 150 }, (_, i) => coordinator.offerApproval(Buffer.from(`{"junk":${i}}`), PROPOSAL));
+    await waitFor(() => approvalsCursor(r) === offered.at(-1)!.cursor, 'the cursor past the junk', 30_000);
+    expect(offered.every((o) => r.ctx.store.approval(o.digest) === undefined)).toBe(true);
+    expect(logSize(r) - before).toBe(0);
+    expect(r.agent.view.approvalsPassedOver).toBe(150);
+  });
+
+  it("a genuine approval of another runner's proposal is passed over without a record (not this runner's to decide)", async () => {
+    const { world, coordinator } = await setUp();
+    const r = start(world, coordinator);
+    await waitFor(() => r.agent.view.lastStatusAt !== undefined, 'the agent up');
+    const before = logSize(r);
+    const offered = coordinator.offerApproval(madeUpApproval(approvers[0]!, 'runner-elsewhere'), PROPOSAL);
+    await waitFor(() => approvalsCursor(r) === offered.cursor, 'the cursor past it');
+    expect(logSize(r) - before).toBe(0);
+    expect(r.agent.view.approvalsPassedOver).toBe(1);
+  });
+
+  it('an approval the coordinator fails to serve (500 for ever) does not hold up capsules: they run while the approval is asked for again', async () => {
+    const { world, coordinator } = await setUp();
+    for (let i = 0; i < 100_000; i++) coordinator.faults.push({ route: 'approval', kind: 'status', status: 500, body: '' });
+    const r = start(world, coordinator);
+    const stuck = coordinator.offerApproval(Buffer.from('"never served"'), PROPOSAL);
+    await waitFor(() => fetches(coordinator, stuck.digest) >= 2, 'the approval asked for twice');
+    coordinator.publish(world.capsule({ target: { runners: [world.runnerId] } }));
+    await waitFor(() => coordinator.bundles.size === 1, 'the capsule run and its bundle shipped');
+    expect(approvalsCursor(r)).toBe(0);
+    expect(r.agent.view.capsulesRun).toBe(1);
+  });
+
+  it('a coordinator older than approvals (400 FEED_BAD_QUERY) is asked for them again later: one upgraded while the agent runs delivers them', async () => {
+    const { world, coordinator } = await setUp();
+    coordinator.refuseApprovalsParameter = true;
+    let offset = 0;
+    const r = start(world, coordinator, () => Date.now() + offset);
+    await waitFor(() => coordinator.exchanges.some((e) => e.route === 'work' && !e.query.includes('approvals')), 'a poll without approvals');
+    coordinator.refuseApprovalsParameter = false;
+    const offered = coordinator.offerApproval(Buffer.from('"after the upgrade"'), PROPOSAL);
+    offset = APPROVALS_ASK_AGAIN_MS + 1000;
+    await waitFor(() => approvalsCursor(r) === offered.cursor, 'the approval taken after the coordinator learnt approvals');
+    expect(fetches(coordinator, offered.digest)).toBe(1);
+  });
+});
