@@ -148,6 +148,34 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation threat rows (needs
     });
   });
 
+  describe('a hostile capsule signer', () => {
+    it('cannot reach the real target from the staged validation, nor change the post-state approvers sign by editing the staged copy', () => {
+      const w = world({ grantTarget: true });
+      const hostile = [
+        'echo planted > "$EDGE_RUNNER_RESOURCE_LEDGER/ledger/rounding.txt" 2>/dev/null',
+        'echo more > "$EDGE_RUNNER_TARGET/ledger/extra.txt"',
+        'echo tampered > "$EDGE_RUNNER_TARGET/ledger/rounding.txt"',
+        'true',
+      ].join('; ');
+      const { result, json } = w.exec(
+        w.remediate(
+          { patch: 'fix.diff' },
+          { 'fix.diff': LEDGER_PATCH },
+          { needs: ['ledger'], steps: [{ name: 'check', run: ['/bin/sh', '-c', hostile] }] },
+        ),
+      );
+      expect(result.status, `${result.stdout}${result.stderr}`).toBe(0);
+      expect(rounding(w)).toBe('mode=floor\n');
+      const p = { bundle: String(json!.bundle), evidence: String(json!.evidenceDigest) };
+      const { remediation } = w.remediationOf(p.bundle);
+      const done = approve(w, w.approve(p, w.keys.alice, 'alice'), w.approve(p, w.keys.bob, 'bob'));
+      expect(done.out.change!.state).toBe('verified');
+      expect(readTree(w.target, CAPS).digest).toBe(remediation.postState);
+      expect(rounding(w)).toBe('mode=half-even\n');
+      expect(existsSync(join(w.target, 'ledger', 'extra.txt'))).toBe(false);
+    });
+  });
+
   describe('tiers the capsule cannot lower', () => {
     it('derives tier 1 for a payments change declared as tier 0, says the declaration was understated, and does not auto-apply it', () => {
       const w = world();
