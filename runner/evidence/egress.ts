@@ -11,6 +11,7 @@ import { LogError } from '../log/errors.js';
 import { parseRecordLeaf, RECORD_FIELDS, type LogRecord } from '../log/record.js';
 import type { Manifest } from '../capsule/manifest.js';
 import { EvidenceError } from './errors.js';
+import { approvalSchema } from '../policy/approval.js';
 import { FINAL_PHASES } from './remediation.js';
 import { statementSchema, type Statement } from './statement.js';
 import bundleSchema from './bundle.schema.json' with { type: 'json' };
@@ -85,7 +86,7 @@ export type ClosedBundleProblem = { kind: 'schema'; path: string; message: strin
  * The whole bundle as it is about to be written (guardBundle) or as `verify` reads it (verifyBundle): the
  * one closed check both apply, so a gate that trusts `verify` lets out exactly what the runner writes. A
  * closed schema over every member (envelopes of at most one evidence and 32 capsule signatures with keyids
- * that are keyids, canonical base64 within caps, approvals only in the bundle of a decided change, each once, the checkpoint
+ * that are keyids, canonical base64 within caps, approvals only in the bundle of a decided change, each once and each an approval statement, the checkpoint
  * note's exact shape), and the log leaf decoded and checked to be the evidence record and nothing else: a
  * record exactly as runner/log/record.ts encodes it (parseRecordLeaf), of kind evidence.signed, with the
  * members RECORD_FIELDS gives that kind, each in its format. Returns undefined when the bundle passes.
@@ -118,8 +119,23 @@ function approvalsProblem(bundle: { evidence: { payload: string }; approvals: un
     if (!(cause instanceof JsonError)) throw cause;
   }
   if (!FINAL_PHASES.has(phase as never)) return { path: '/approvals', message: 'only the bundle of a decided change carries approvals' };
+  // Each is an approval statement (the closed approval schema), so nothing else signed rides out as one.
+  for (const [i, approval] of bundle.approvals.entries()) {
+    if (!isApprovalStatement((approval as { payload: string }).payload)) {
+      return { path: `/approvals/${i}`, message: 'the payload is not an approval statement' };
+    }
+  }
   const seen = new Set(bundle.approvals.map((approval) => toCanonicalJson(approval)));
   return seen.size === bundle.approvals.length ? undefined : { path: '/approvals', message: 'an approval is carried twice' };
+}
+
+function isApprovalStatement(payload: string): boolean {
+  try {
+    return checkSchema(approvalSchema, parseJson(Buffer.from(payload, 'base64'))) === undefined;
+  } catch (cause) {
+    if (!(cause instanceof JsonError)) throw cause;
+    return false;
+  }
 }
 
 /**

@@ -4,6 +4,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatBundle, verifyBundle } from '../../../runner/evidence/bundle.js';
+import { checkClosedBundle, guardBundle } from '../../../runner/evidence/egress.js';
+import { signEnvelope } from '../../../runner/core/dsse.js';
+import { IN_TOTO_PAYLOAD_TYPE } from '../../../runner/evidence/statement.js';
 import { codeOf } from '../../helpers/codes.js';
 import { makeApprovalWorld, type ApprovalWorld, type Proposal } from '../../helpers/approvals.js';
 
@@ -53,5 +56,15 @@ describe('verifyBundle of a final remediation bundle under attack', () => {
     const late = world.approve(proposal, world.keys.carol, { decision: 'reject', signedAt: at(120_000), notAfter: at(3600_000) });
     const added = { ...bundle, approvals: [...bundle.approvals, late.envelope] };
     expect(codeOf(() => verify(Buffer.from(formatBundle(added))))).toBe('BUNDLE_APPROVALS_INVALID');
+  });
+
+  it('lets no other signed statement ride out as an approval of a final bundle (the closed check: EGRESS_SCHEMA)', () => {
+    const approvals = [world.approve(proposal, world.keys.alice), world.approve(proposal, world.keys.bob)];
+    const { bundle } = world.final(proposal, { approvals });
+    const smuggled = signEnvelope(IN_TOTO_PAYLOAD_TYPE, Buffer.from(JSON.stringify({ secret: 'the host /etc/shadow' })), [world.keys.alice]);
+    const carrying = { ...bundle, approvals: [...bundle.approvals, smuggled] };
+    expect(checkClosedBundle(carrying)).toMatchObject({ kind: 'schema', path: '/approvals/2' });
+    expect(codeOf(() => guardBundle(carrying))).toBe('EGRESS_SCHEMA');
+    expect(checkClosedBundle(bundle)).toBeUndefined();
   });
 });
