@@ -3,7 +3,12 @@
  * file), from the side of an operator-token holder and of approvers: what would make an approval that was
  * stored (201) never count, or keep other people's approvals out.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteCoordinatorStore } from '../../coordinator/src/store/sqlite.js';
 import { DEFAULT_CLOCK_SKEW_MS } from '../../runner/capsule/verify.js';
 import { bearer, call, initCoordinator, makeCoordinatorWorld, startCoordinator, type CoordinatorWorld, type RunningCoordinator } from './helpers.js';
 import { approvalFixtures } from './approval-fixtures.js';
@@ -71,6 +76,29 @@ describe('approvals the coordinator must not take', () => {
       expect(answer.status, phase).toBe(409);
       expect(answer.json().code).toBe('INBOX_CHANGE_DECIDED');
       expect(rows('SELECT digest FROM approvals WHERE proposal = ?', proposal.evidence)).toHaveLength(0);
+    }
+  });
+});
+
+describe('the coordinator database of another schema', () => {
+  it('a newer schema is refused before anything is written to it (this binary does not put back the tables a later one dropped)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'coordinator-schema-'));
+    try {
+      const path = join(dir, 'coordinator.db');
+      SqliteCoordinatorStore.open(path, { create: true }).close();
+      const db = new DatabaseSync(path);
+      db.exec("UPDATE coordinator_meta SET value = '3' WHERE name = 'schema_version'; DROP TABLE approvals; DROP INDEX bundles_by_evidence;");
+      db.close();
+      expect(() => SqliteCoordinatorStore.open(path)).toThrow(/schema version 3/);
+      const after = new DatabaseSync(path, { readOnly: true });
+      try {
+        const names = after.prepare("SELECT name FROM sqlite_master WHERE name IN ('approvals', 'bundles_by_evidence')").all();
+        expect(names).toEqual([]);
+      } finally {
+        after.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -243,6 +243,12 @@ export class SqliteCoordinatorStore implements CoordinatorStore {
       }
       db.exec('BEGIN IMMEDIATE');
       try {
+        // Another version is refused before anything is written: the schema below would otherwise put back
+        // into a newer database the tables and indexes a later version dropped or renamed.
+        const held = hasMeta ? (db.prepare("SELECT value FROM coordinator_meta WHERE name = 'schema_version'").get() as Row | undefined) : undefined;
+        if (held !== undefined && held.value !== String(SCHEMA_VERSION) && held.value !== UPGRADABLE_FROM) {
+          throw new CoordinatorError('COORDINATOR_CONFIG', `${path} has schema version ${String(held.value)}, not ${SCHEMA_VERSION}.`);
+        }
         db.exec(SCHEMA);
         db.prepare('INSERT INTO coordinator_meta (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING').run('schema_version', String(SCHEMA_VERSION));
         db.prepare("UPDATE coordinator_meta SET value = ? WHERE name = 'schema_version' AND value = ?").run(String(SCHEMA_VERSION), UPGRADABLE_FROM);
