@@ -95,7 +95,8 @@ export function openRunner(stateDir: string, options: OpenRunnerOptions): Runner
     },
   };
   // Changes a dead runner was applying, verifying or rolling back: rolled back or restored again now
-  // (runner/remediate/machine.ts); those it had fully written are verified by resumeChanges.
+  // (runner/remediate/machine.ts); those it had fully written are verified by resumeChanges. Each change's
+  // failure is logged there and left for the next open.
   resumeOnOpen(ctx);
   return ctx;
 }
@@ -162,7 +163,12 @@ export async function withRunner<T>(stateDir: string, options: OpenRunnerOptions
   const ctx = openRunner(stateDir, options);
   try {
     // Every open resumes what a dead runner left of a change (verifications are async: here, not in openRunner).
-    await resumeChanges(ctx);
+    // A resume that fails (a full disk) does not stop the command: status says the change is stuck.
+    try {
+      await resumeChanges(ctx);
+    } catch (err) {
+      ctx.logger.error({ code: isCodedError(err) ? err.code : 'RUN_INTERNAL' }, 'changes not resumed');
+    }
     return await fn(ctx);
   } finally {
     ctx.close();
