@@ -691,9 +691,9 @@ export function resumeOnOpen(ctx: RunnerContext, isAlive: (owner: NonNullable<Ch
   for (const row of ctx.store.openChanges()) {
     if (!ACTIVE_CHANGE_STATES.includes(row.state) || heldByTheLiving(row, isAlive)) continue;
     ctx.logger.warn({ changeDigest: row.changeDigest, state: row.state }, 'change of a runner that died taken on');
-    const loaded = loadCapsule(ctx, row);
-    const counted = countedOf(ctx, row);
     try {
+      const loaded = loadCapsule(ctx, row);
+      const counted = countedOf(ctx, row);
       if (row.state === 'applying') {
         const now = digestNow(ctx, row);
         if (now === row.postState) {
