@@ -12,7 +12,7 @@ import { isCodedError } from '../core/errors.js';
 import { BUNDLE_MAX_BYTES, verifyBundle, type VerifiedBundle } from '../evidence/bundle.js';
 import type { RemediationEvidence } from '../evidence/statement.js';
 import { formatApproval, signApproval, type ApprovalPredicate } from '../policy/approval.js';
-import { DEFAULT_APPROVAL_MAX_SECONDS } from '../policy/count.js';
+import { DEFAULT_APPROVAL_MAX_SECONDS, personOf } from '../policy/count.js';
 import { ApprovalError } from '../policy/errors.js';
 import { surfacesOfPath } from '../policy/surfaces.js';
 import type { Tier } from '../policy/types.js';
@@ -80,8 +80,10 @@ function approve(file: string, opts: ApproveOptions): void {
   const decision = opts.reject ? 'reject' : 'approve';
 
   // 2. Nothing is signed that would not count.
-  const signerNames = new Set(verified.capsuleSigners.map((keyid) => trust.nameOf(keyid)));
-  if (signerNames.has(approver)) {
+  const signerNames = new Set(
+    verified.capsuleSigners.flatMap((keyid) => (trust.nameOf(keyid) === undefined ? [] : [personOf(trust.nameOf(keyid)!)])),
+  );
+  if (signerNames.has(personOf(approver))) {
     throw new ApprovalError('APPROVAL_SELF', `${toPrintable(approver)} signed this capsule; the proposer cannot authorize their own change.`);
   }
   const verdict = verified.statement.predicate.run.verdict;

@@ -44,11 +44,11 @@ export interface RefusedApproval {
 }
 
 export interface ApprovalCount {
-  /** One `approve` per person, sorted by approver name. */
+  /** One `approve` per person, sorted by person (personOf the approver name). */
   counted: VerifiedApproval[];
   /** Every other approval with its code, sorted by digest. */
   refused: RefusedApproval[];
-  /** One `reject` per person who rejected the change and could have approved it, sorted by approver name. */
+  /** One `reject` per person who rejected the change and could have approved it, sorted by person. */
   vetoes: VerifiedApproval[];
   /** Enough counted persons for every requirement, change control met, and no veto. */
   satisfied: boolean;
@@ -67,7 +67,7 @@ export interface ApprovalCount {
  * allows (APPROVAL_TOO_LONG), its person signed no part of the capsule (APPROVAL_SELF: by name, so another
  * key of the same person is refused too), the person is in a required group when every requirement names
  * one (APPROVAL_GROUP), and with change control it carries a ticket (APPROVAL_CHANGE_TICKET). Then once
- * per person (APPROVAL_DUPLICATE_PERSON): a person's reject is a veto and outweighs their approvals;
+ * per person (APPROVAL_DUPLICATE_PERSON; a person is a key name without case, personOf): a person's reject is a veto and outweighs their approvals;
  * among a person's approvals the one with the smallest digest counts.
  */
 export function countApprovals(input: CountInput): ApprovalCount {
@@ -88,16 +88,17 @@ export function countApprovals(input: CountInput): ApprovalCount {
       refuse(approval, ...problem);
       continue;
     }
-    eligible.set(approval.approver, [...(eligible.get(approval.approver) ?? []), approval]);
+    const person = personOf(approval.approver);
+    eligible.set(person, [...(eligible.get(person) ?? []), approval]);
   }
 
   const counted: VerifiedApproval[] = [];
   const vetoes: VerifiedApproval[] = [];
-  for (const [person, theirs] of [...eligible.entries()].sort(([a], [b]) => byCodeUnit(a, b))) {
+  for (const [, theirs] of [...eligible.entries()].sort(([a], [b]) => byCodeUnit(a, b))) {
     const rejects = theirs.filter((approval) => approval.predicate.decision === 'reject');
     const kept = rejects[0] ?? theirs[0]!;
     (rejects.length > 0 ? vetoes : counted).push(kept);
-    const who = toPrintableExcerpt(person);
+    const who = toPrintableExcerpt(theirs[0]!.approver);
     for (const other of theirs) {
       if (other === kept) continue;
       refuse(
@@ -162,8 +163,8 @@ function checkOne(approval: VerifiedApproval, input: CountInput): [ApprovalError
   if (notAfter - signedAt > maxSeconds * 1000) {
     return ['APPROVAL_TOO_LONG', `The approval is valid for longer than the ${maxSeconds} seconds the policy allows.`];
   }
-  const signerNames = new Set(input.capsuleSigners.map((keyid) => trust.nameOf(keyid)).filter((name) => name !== undefined));
-  if (input.capsuleSigners.includes(approval.keyid) || signerNames.has(approval.approver)) {
+  const signerNames = new Set(input.capsuleSigners.flatMap((keyid) => (trust.nameOf(keyid) === undefined ? [] : [personOf(trust.nameOf(keyid)!)])));
+  if (input.capsuleSigners.includes(approval.keyid) || signerNames.has(personOf(approval.approver))) {
     return ['APPROVAL_SELF', `${toPrintableExcerpt(approval.approver)} signed the capsule; the proposer cannot authorize their own change.`];
   }
   const groups = tier.requirements.map((requirement) => requirement.group);
@@ -179,6 +180,16 @@ function checkOne(approval: VerifiedApproval, input: CountInput): [ApprovalError
     return ['APPROVAL_CHANGE_TICKET', 'This change requires change control and the approval carries no change ticket.'];
   }
   return undefined;
+}
+
+/**
+ * The person a trust document's key name stands for: the name without case (names are ASCII: letters,
+ * digits, `._@-`). Names are often addresses, and Alice@Example.com is alice@example.com: a root that
+ * enrolled one person's two keys under two spellings must not give them two approvals, or let one spelling
+ * approve what the other signed. Group membership stays exact (a spelling the group does not list is out).
+ */
+export function personOf(name: string): string {
+  return name.toLowerCase();
 }
 
 /** The persons of a policy group (own members only: `constructor` is a valid group name). */

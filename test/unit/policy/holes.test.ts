@@ -8,6 +8,11 @@ import type { VerifiedApproval } from '../../../runner/policy/approval.js';
 import { MAX_MATCHED_PATH_SEGMENTS, surfacesOfPath } from '../../../runner/policy/surfaces.js';
 import { deriveFootprint } from '../../../runner/policy/surfaces.js';
 import { deriveTier } from '../../../runner/policy/tier.js';
+import { signApproval, verifyApproval } from '../../../runner/policy/approval.js';
+import { PrivateKey } from '../../../runner/core/ed25519.js';
+import { verifyTrustDocument } from '../../../runner/trust/trust.js';
+import type { Tier } from '../../../runner/policy/types.js';
+import { makeTrustBody, signTrust } from '../../helpers/world.js';
 import { makeApprovalWorld, TEST_POLICY, type ApprovalWorld, type Proposal } from '../../helpers/approvals.js';
 
 describe('surfacesOfPath against paths chosen to dodge the patterns', () => {
@@ -104,5 +109,66 @@ describe('countApprovals when the predicate names another runner, target or caps
     const result = count([approval]);
     expect(result.counted).toEqual([]);
     expect(result.refused.map((r) => r.code)).toEqual([code]);
+  });
+});
+
+describe('countApprovals when the trust document spells one person two ways (names differing in case only)', () => {
+  // Names are often addresses, and Alice@Example.com is alice@example.com: counting them as two persons, or
+  // letting one approve what the other signed, would turn a root's slip into a second approver.
+  const root = PrivateKey.generate();
+  const alice = PrivateKey.generate();
+  const aliceUpper = PrivateKey.generate();
+  const bob = PrivateKey.generate();
+  const signer = PrivateKey.generate();
+  const body = makeTrustBody(
+    [
+      { name: 'root-1', key: root, roles: ['root'] },
+      { name: 'alice@example.com', key: alice, roles: ['approver'] },
+      { name: 'Alice@Example.com', key: aliceUpper, roles: ['approver'] },
+      { name: 'bob@example.com', key: bob, roles: ['approver'] },
+      { name: 'Bob@example.com', key: signer, roles: ['capsule-signer'] },
+    ],
+    { approver: 1 },
+  );
+  const trust = verifyTrustDocument(signTrust(body, [root]));
+  const at = new Date('2026-12-02T12:00:00.000Z');
+  const changeDigest = `sha256:${'d'.repeat(64)}`;
+  const proposal = `sha256:${'e'.repeat(64)}`;
+  const tier: Tier = { approvals: 2, requirements: [{ approvals: 2 }], changeControl: false, rules: [] };
+  const approve = (key: PrivateKey) =>
+    verifyApproval(
+      Buffer.from(
+        JSON.stringify(
+          signApproval(
+            changeDigest,
+            {
+              proposal,
+              runner: 'runner-1',
+              target: 'config',
+              capsule: { id: 'fix', digest: `sha256:${'f'.repeat(64)}` },
+              approver: trust.nameOf(key.keyid)!,
+              decision: 'approve',
+              signedAt: '2026-12-02T11:00:00.000Z',
+              notAfter: '2026-12-02T13:00:00.000Z',
+            },
+            key,
+          ).envelope,
+        ),
+      ),
+      trust,
+    );
+  const count = (approvals: VerifiedApproval[], capsuleSigners: string[] = []) =>
+    countApprovals({ approvals, changeDigest, proposal, tier, capsuleSigners, trust, decisionTime: at });
+
+  it('counts alice@example.com and Alice@Example.com once (APPROVAL_DUPLICATE_PERSON)', () => {
+    const result = count([approve(alice), approve(aliceUpper)]);
+    expect(result.counted).toHaveLength(1);
+    expect(result.refused.map((r) => r.code)).toEqual(['APPROVAL_DUPLICATE_PERSON']);
+    expect(result.satisfied).toBe(false);
+  });
+
+  it('refuses bob@example.com when Bob@example.com signed the capsule (APPROVAL_SELF)', () => {
+    const result = count([approve(bob), approve(alice)], [signer.keyid]);
+    expect(result.refused.map((r) => [r.approval.approver, r.code])).toEqual([['bob@example.com', 'APPROVAL_SELF']]);
   });
 });
