@@ -31,7 +31,8 @@ import { WitnessSubmitter, witnessKeysOf } from '../outbox/witness.js';
 import type { WitnessKey } from '../protocol/witness.js';
 import { parseStatusReport, formatStatusReport, type ApprovalItem, type RunnerStatusReport, type WorkItem } from '../protocol/wire.js';
 import { ApprovalError } from '../policy/errors.js';
-import { verifyApproval } from '../policy/approval.js';
+import { verifyApproval, type VerifiedApproval } from '../policy/approval.js';
+import { DEFAULT_CLOCK_SKEW_MS } from '../capsule/verify.js';
 import { acceptApproval } from '../remediate/approvals.js';
 import { RUNNER_VERSION } from '../version.js';
 import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
@@ -77,6 +78,20 @@ export const APPROVALS_CURSOR_PREFIX = 'approvals ';
 /** A coordinator that refused the approvals parameter (one older than them) is asked again after this long. */
 export const APPROVALS_ASK_AGAIN_MS = 10 * 60_000;
 
+/** Approvals kept for later (refused for the time) at most at once, and decisions of each at most. */
+const LATER_APPROVALS = 64;
+const LATER_TRIES = 3;
+
+interface LaterApproval {
+  item: ApprovalItem;
+  bytes: Buffer;
+  verified: VerifiedApproval;
+  /** Decisions so far. */
+  tries: number;
+  /** By the runner's clock (ms): when it is decided again. */
+  dueAt?: number;
+}
+
 export class RunnerAgent {
   readonly client: CoordinatorClient;
   readonly shipper: Shipper;
@@ -113,6 +128,8 @@ export class RunnerAgent {
   private runFailures = 0;
   /** Fetches of approvals in a row that got a retryable answer (their backoff). */
   private approvalFetchFailures = 0;
+  /** Approvals refused only for the time, by digest, to be decided again at `dueAt` (keepForLater). */
+  private readonly later = new Map<string, LaterApproval>();
 
   constructor(ctx: RunnerContext, options: AgentOptions = {}) {
     const link = ctx.config.coordinator;
@@ -241,6 +258,8 @@ export class RunnerAgent {
       await this.takeMovedPin();
       await this.reportStatusIfDue(stop);
       if (stop.aborted) break;
+      await this.takeDueApprovals();
+      if (stop.aborted) break;
       const cursor = store.feedCursor(this.feedKey);
       const approvalsCursor = this.now() >= this.approvalsOffUntil ? store.feedCursor(this.approvalsKey) : undefined;
       const askedAt = performance.now();
@@ -348,16 +367,31 @@ export class RunnerAgent {
     }
     this.approvalFetchFailures = 0;
     const taken = answer.value;
-    if (!this.isOurs(item, taken)) {
+    const verified = this.ours(item, taken);
+    if (verified === undefined) {
       this.view.approvalsPassedOver += 1;
       store.setFeedCursor(this.approvalsKey, item.cursor);
       return true;
     }
+    return this.decideApproval({ item, bytes: taken, verified, tries: 1 }, true);
+  }
+
+  /**
+   * Decides an approval in the run lane with acceptApproval and, for one the feed just brought (`fromFeed`),
+   * moves the approvals cursor past it. One refused only for the time (APPROVAL_NOT_YET_VALID: signed ahead of
+   * this runner's clock plus the skew) is kept, in this process, to be decided again once the clock reaches
+   * it (takeDueApprovals): the feed brings an approval once, and the coordinator would answer its upload
+   * again only 'existing'. False when it was not decided (read the feed again).
+   */
+  private async decideApproval(later: LaterApproval, fromFeed: boolean): Promise<boolean> {
+    const { store, logger } = this.ctx;
+    const stop = this.stopping.signal;
+    const { item, bytes } = later;
     const run = this.lane.exclusive(async () => {
       if (stop.aborted)
         throw new RunError('RUN_AGENT_STOPPED', 'The agent stopped before the approval was taken; it is read again at the next start.');
-      const outcome = await acceptApproval(this.ctx, taken, 'coordinator', { stopping: stop, signal: this.abortRun.signal });
-      store.setFeedCursor(this.approvalsKey, item.cursor);
+      const outcome = await acceptApproval(this.ctx, bytes, 'coordinator', { stopping: stop, signal: this.abortRun.signal });
+      if (fromFeed) store.setFeedCursor(this.approvalsKey, item.cursor);
       return outcome;
     });
     this.running = run;
@@ -365,6 +399,7 @@ export class RunnerAgent {
       const outcome = await run;
       this.view.approvalsTaken += 1;
       this.runFailures = 0;
+      if (outcome.status === 'refused' && outcome.code === 'APPROVAL_NOT_YET_VALID') this.keepForLater(later);
       logger.info(
         {
           approval: item.approval,
@@ -397,11 +432,11 @@ export class RunnerAgent {
    * end (an approval is kept once by its digest, but junk has a new digest every time), and an approval of
    * another runner's proposal is that runner's. Said in the agent's log, and counted in the view.
    */
-  private isOurs(item: ApprovalItem, bytes: Buffer): boolean {
+  private ours(item: ApprovalItem, bytes: Buffer): VerifiedApproval | undefined {
     const { state, logger } = this.ctx;
     try {
       const verified = verifyApproval(bytes, state.trust);
-      if (verified.predicate.runner === state.identity.id) return true;
+      if (verified.predicate.runner === state.identity.id) return verified;
       logger.warn(
         { approval: item.approval, cursor: item.cursor, approver: verified.approver },
         "the feed served an approval of another runner's proposal; passed over",
@@ -413,7 +448,31 @@ export class RunnerAgent {
         'the feed served bytes that are not an approval; passed over, not recorded',
       );
     }
-    return false;
+    return undefined;
+  }
+
+  /**
+   * Keeps an approval refused for the time until the runner's clock is past its signing time less the skew
+   * (a second after), if that is before it expires; at most LATER_APPROVALS of them and LATER_TRIES decisions
+   * each (a clock that went back again), so a coordinator cannot make it a loop or a heap.
+   */
+  private keepForLater(later: LaterApproval): void {
+    const { predicate } = later.verified;
+    const dueAt = Date.parse(predicate.signedAt) - DEFAULT_CLOCK_SKEW_MS + 1000;
+    if (later.tries >= LATER_TRIES || dueAt >= Date.parse(predicate.notAfter) || this.later.size >= LATER_APPROVALS) return;
+    this.later.set(later.verified.digest, { ...later, tries: later.tries + 1, dueAt });
+    this.ctx.logger.info({ approval: later.item.approval, dueAt: new Date(dueAt).toISOString() }, 'approval not yet valid here; decided again then');
+  }
+
+  /** The approvals kept for later whose time has come, decided again (in the run lane; the cursor stays). */
+  private async takeDueApprovals(): Promise<void> {
+    const now = this.ctx.clock().getTime();
+    for (const [digest, later] of [...this.later]) {
+      if (this.stopping.signal.aborted) return;
+      if ((later.dueAt ?? 0) > now) continue;
+      this.later.delete(digest);
+      if (!(await this.decideApproval(later, false))) this.later.set(digest, later);
+    }
   }
 
   /**

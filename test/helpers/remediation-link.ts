@@ -35,7 +35,7 @@ export interface RemediationLinkWorld {
   /** The remediate capsule file (JSON) fixing ledger/rounding.txt, addressed to the runner. */
   capsule(): Buffer;
   /** An approval envelope of `proposal` by `name`, as `edge-runner approve` writes it, and its digest. */
-  approve(proposal: HeldProposal, name: 'alice' | 'bob' | 'signer-1'): { digest: string; bytes: string };
+  approve(proposal: HeldProposal, name: 'alice' | 'bob' | 'signer-1', signedAt?: Date): { digest: string; bytes: string };
 }
 
 /** A bundle as read back from the coordinator or the spool: its signed statement and evidence digest. */
@@ -84,9 +84,8 @@ export function makeRemediationLinkWorld(options: { runnerId?: string } = {}): R
       );
       return Buffer.from(JSON.stringify(file));
     },
-    approve(proposal, name) {
+    approve(proposal, name, signedAt = new Date(Date.now() - 5_000)) {
       const remediation = proposal.statement.predicate.remediation!;
-      const signedAt = new Date(Date.now() - 5_000);
       const signed = signApproval(
         remediation.change,
         {

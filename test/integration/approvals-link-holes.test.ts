@@ -9,6 +9,7 @@ import { APPROVALS_CURSOR_PREFIX, APPROVALS_ASK_AGAIN_MS, RunnerAgent } from '..
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
 import { approverKeys, madeUpApproval, makeLinkWorld, StandInCoordinator, waitFor, type LinkWorld } from '../helpers/agent-link.js';
 import { directSelector } from '../helpers/runner.js';
+import { makeRemediationLinkWorld, readHeldBundle } from '../helpers/remediation-link.js';
 
 interface Running {
   ctx: RunnerContext;
@@ -107,4 +108,49 @@ describe('a hostile coordinator and the approvals feed', () => {
     await waitFor(() => approvalsCursor(r) === offered.cursor, 'the approval taken after the coordinator learnt approvals');
     expect(fetches(coordinator, offered.digest)).toBe(1);
   });
+});
+
+describe('an approval refused only for the time', () => {
+  it('refused as not yet valid (the runner clock behind the approver): decided again once the runner clock reaches it, though the feed brings it once; the change is applied', async () => {
+    const w = makeRemediationLinkWorld();
+    const coordinator = new StandInCoordinator(w.world);
+    await coordinator.start();
+    cleanups.push(
+      () => w.world.cleanup(),
+      () => coordinator.stop(),
+    );
+    let offset = 0;
+    const ctx = openRunner(w.world.stateDir, {
+      launcher: directSelector,
+      clock: () => new Date(Date.now() + offset),
+      config: {
+        flags: {
+          coordinator: { url: coordinator.url, pollWaitSeconds: 1, backoffBaseMs: 20, backoffCapMs: 300, requestTimeoutMs: 5000, flushMs: 2000 },
+          targets: w.config.targets,
+        },
+      },
+    });
+    const agent = new RunnerAgent(ctx);
+    const done = agent.run();
+    cleanups.push(async () => {
+      agent.stop();
+      await done.catch(() => {});
+      ctx.close();
+    });
+    coordinator.publish(w.capsule());
+    await waitFor(() => coordinator.bundles.size === 1, 'the proposal shipped', 60_000);
+    const proposal = readHeldBundle([...coordinator.bundles.values()][0]!);
+    // The runner's clock falls 50 s behind (its requests still verify: they expire 60 s after they are made)
+    // and the approvers' runs 45 s ahead (the coordinator takes it: within its 60 s skew): to the runner the
+    // approvals are signed 95 s ahead, beyond its 60 s skew.
+    offset = -50_000;
+    const approvals = (['alice', 'bob'] as const).map((name) => w.approve(proposal, name, new Date(Date.now() + 45_000)));
+    const offered = approvals.map((a) => coordinator.offerApproval(Buffer.from(a.bytes), proposal.evidence));
+    await waitFor(() => approvals.every((a) => ctx.store.approval(a.digest)?.code === 'APPROVAL_NOT_YET_VALID'), 'both refused for the time');
+    offset = 0; // the clock put right
+    await waitFor(() => coordinator.bundles.size === 2, 'the final bundle shipped', 60_000);
+    expect(approvals.map((a) => ctx.store.approval(a.digest)?.status)).toEqual(['accepted', 'accepted']);
+    expect(offered.map((o) => fetches(coordinator, o.digest))).toEqual([1, 1]);
+    expect(ctx.store.change(proposal.statement.predicate.remediation!.change)?.state).toBe('verified');
+  }, 120_000);
 });
