@@ -175,8 +175,14 @@ function planOf(ctx: RunnerContext, details: ChangeDetails): FilePlan[] {
   });
 }
 
-/** The proposal's capsule again: the kept file, verified under the pinned trust as at its acceptance, admitted. */
-function loadCapsule(ctx: RunnerContext, row: ChangeRow): { accepted: AcceptedCapsule; launcher: Launcher } | undefined {
+/** What the host lacks for now (the capsule's isolation, a grant): the change waits instead of being refused. */
+const HOST_CODES = new Set(['CAPSULE_ISOLATION_UNAVAILABLE', 'CAPSULE_RESOURCE_UNGRANTED']);
+
+/**
+ * The proposal's capsule again: the kept file, verified under the pinned trust as at its acceptance, admitted.
+ * Undefined when the file is gone or no longer verifies; `{ host }` when this host cannot run it now.
+ */
+function loadCapsule(ctx: RunnerContext, row: ChangeRow): Loaded | { host: string } | undefined {
   const cap = ctx.state.trust.body.policy.maxCapsuleBytes ?? CAPSULE_MAX_BYTES;
   const bytes = readKept(ctx, row.fileDigest, cap);
   if (bytes === undefined) return undefined;
@@ -190,9 +196,15 @@ function loadCapsule(ctx: RunnerContext, row: ChangeRow): { accepted: AcceptedCa
     if (accepted.manifestDigest !== row.manifestDigest) return undefined;
     return { accepted, launcher: admitAccepted(ctx, accepted) };
   } catch (err) {
-    if (err instanceof CapsuleError) return undefined;
+    if (err instanceof CapsuleError) return HOST_CODES.has(err.code) ? { host: err.code } : undefined;
     throw err;
   }
+}
+
+/** A loaded capsule, or undefined (for a rollback, which needs none to restore files). */
+function loadedOf(ctx: RunnerContext, row: ChangeRow): Loaded | undefined {
+  const loaded = loadCapsule(ctx, row);
+  return loaded === undefined || 'host' in loaded ? undefined : loaded;
 }
 
 /** The change's accepted approvals, verified again under the pinned trust (a key rotated out no longer counts). */
@@ -267,6 +279,7 @@ export async function decideChange(ctx: RunnerContext, changeDigest: string, opt
   if (!count.satisfied) return outcomeOf(row, { counted: count.counted.length, missing: count.missing });
   const loaded = loadCapsule(ctx, row);
   if (loaded === undefined) return refuse('CHANGE_CAPSULE_UNAVAILABLE');
+  if ('host' in loaded) return outcomeOf(row, { counted: count.counted.length, code: loaded.host });
   if (store.changeHolding(row.target) !== undefined) return outcomeOf(row, { counted: count.counted.length, busy: true });
   const config = ctx.config.targets[row.target];
   // A target the configuration no longer declares (or a changed folder) is not the one proposed on.
@@ -692,7 +705,7 @@ export function resumeOnOpen(ctx: RunnerContext, isAlive: (owner: NonNullable<Ch
     if (!ACTIVE_CHANGE_STATES.includes(row.state) || heldByTheLiving(row, isAlive)) continue;
     ctx.logger.warn({ changeDigest: row.changeDigest, state: row.state }, 'change of a runner that died taken on');
     try {
-      const loaded = loadCapsule(ctx, row);
+      const loaded = loadedOf(ctx, row);
       const counted = countedOf(ctx, row);
       if (row.state === 'applying') {
         const now = digestNow(ctx, row);
@@ -727,7 +740,7 @@ export async function resumeChanges(ctx: RunnerContext, options: DecideOptions =
   const mine = (row: ChangeRow) => row.owner !== undefined && self !== undefined && row.owner.pid === self.pid && row.owner.start === self.start;
   for (const row of ctx.store.openChanges()) {
     if (row.state === 'applied' && (mine(row) || !heldByTheLiving(row, isProcessAlive))) {
-      const loaded = loadCapsule(ctx, row);
+      const loaded = loadedOf(ctx, row);
       const counted = countedOf(ctx, row);
       if (loaded === undefined) {
         ctx.store.moveChange(
