@@ -6,6 +6,7 @@
  * envelope is verified and counted again at the recorded decision time. Pure.
  */
 import { toCanonicalJson } from '../core/canonical-json.js';
+import { toPrintableExcerpt } from '../core/printable.js';
 import type { Envelope } from '../core/dsse.js';
 import type { Manifest } from '../capsule/manifest.js';
 import { verifyApproval, type VerifiedApproval } from '../policy/approval.js';
@@ -17,6 +18,9 @@ import { deriveTier } from '../policy/tier.js';
 import type { VerifiedTrust } from '../trust/trust.js';
 import { EvidenceError } from './errors.js';
 import type { RemediationEvidence, Statement } from './statement.js';
+
+/** A change's `files` action as the footprint (and the plan) names it. */
+const FOOTPRINT_ACTION = { add: 'add', replace: 'modify', delete: 'delete' } as const;
 
 /** The phases of a change decided on approvals (or on none): only their bundles carry approvals. */
 export const FINAL_PHASES: ReadonlySet<RemediationEvidence['phase']> = new Set(['applied', 'rolled-back', 'refused']);
@@ -99,6 +103,17 @@ export function verifyRemediation(input: RemediationCheckInput): VerifiedRemedia
       'BUNDLE_TIER_MISMATCH',
       "The evidence's footprint is not the one the signed policy gives its files (surfaces, dependents or line totals differ).",
     );
+  }
+  // The paths the signed change names itself (its `files`; the patch's bytes are not in the bundle) are
+  // in the footprint with their action: a runner cannot leave one out to lower the tier.
+  for (const file of manifest.change.files ?? []) {
+    const action = FOOTPRINT_ACTION[file.action];
+    if (!footprint.files.some((entry) => entry.path === file.path && entry.action === action)) {
+      throw new EvidenceError(
+        'BUNDLE_TIER_MISMATCH',
+        `The evidence's footprint does not ${action} "${toPrintableExcerpt(file.path)}", which the capsule's change does.`,
+      );
+    }
   }
   const tier = deriveTier(footprint, rules, manifest.change.declaredTier);
   if (toCanonicalJson(tier) !== toCanonicalJson(remediation.tier)) {

@@ -67,4 +67,39 @@ describe('verifyBundle of a final remediation bundle under attack', () => {
     expect(codeOf(() => guardBundle(carrying))).toBe('EGRESS_SCHEMA');
     expect(checkClosedBundle(bundle)).toBeUndefined();
   });
+
+  describe("a footprint that leaves out a file the capsule's change names (a runner understating the tier)", () => {
+    const files = [{ path: 'ledger/limits.txt', action: 'add' as const, from: 'limits.txt' }];
+    const inputs = { 'limits.txt': 'max=10\n' };
+
+    it('is refused (BUNDLE_TIER_MISMATCH) when the named file is missing from the footprint', () => {
+      const understated = world.proposal({
+        change: { files },
+        inputs,
+        files: [{ path: 'docs/notes.md', action: 'modify', linesAdded: 1, linesRemoved: 1 }],
+      });
+      expect(codeOf(() => verify(understated.bytes))).toBe('BUNDLE_TIER_MISMATCH');
+    });
+
+    it('is refused when the footprint gives the named file another action', () => {
+      const other = world.proposal({
+        change: { files },
+        inputs,
+        files: [{ path: 'ledger/limits.txt', action: 'modify', linesAdded: 1, linesRemoved: 0 }],
+      });
+      expect(codeOf(() => verify(other.bytes))).toBe('BUNDLE_TIER_MISMATCH');
+    });
+
+    it('verifies when the footprint has it (beside the patch file)', () => {
+      const honest = world.proposal({
+        change: { files },
+        inputs,
+        files: [
+          { path: 'ledger/limits.txt', action: 'add', linesAdded: 1, linesRemoved: 0 },
+          { path: 'ledger/rounding.txt', action: 'modify', linesAdded: 1, linesRemoved: 1 },
+        ],
+      });
+      expect(codeOf(() => verify(honest.bytes))).toBeUndefined();
+    });
+  });
 });
