@@ -10,7 +10,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readTree } from '../../runner/remediate/tree.js';
+import { openRunner } from '../../runner/agent/runner.js';
+import { currentProcess } from '../../runner/state/process.js';
 import { CLI_ENTRY } from '../helpers/cli.js';
+import { withRawDb } from '../helpers/raw-db.js';
+import { directSelector } from '../helpers/runner.js';
 import { auditLog, makeRemediationWorld, recordsOf, type RemediationWorld, type RemediationWorldOptions } from '../helpers/remediation.js';
 
 const worlds: RemediationWorld[] = [];
@@ -135,5 +139,24 @@ describe.skipIf(!existsSync(CLI_ENTRY))('kill -9 of edge-runner change approve w
     expect(changeKinds(w)).toEqual(['change.applying', 'change.applied', 'change.verifying', 'change.rolling-back', 'change.rolled-back']);
     const audit = auditLog(w);
     expect(audit.status, `${audit.stdout}${audit.stderr}`).toBe(0);
+  });
+});
+
+describe.skipIf(!existsSync(CLI_ENTRY))('a change held by a live process (needs dist/)', () => {
+  it('is left alone by another open, and taken on once its holder is gone', async () => {
+    const { w, before } = setUp();
+    const ctx = openRunner(w.stateDir, { launcher: directSelector, config: { file: JSON.parse(readFileSync(w.configPath, 'utf8')) as never } });
+    const [row] = ctx.store.openChanges();
+    // This test process stands in for a runner applying the change: it holds it, alive.
+    ctx.store.moveChange('change.applying', { changeDigest: row!.changeDigest, approvals: [] }, 'proposed', 'applying', {
+      approvals: [],
+      owner: currentProcess() ?? null,
+    });
+    ctx.close();
+    expect(stateOf(w)).toMatchObject({ state: 'applying' }); // another command's open: still held, untouched
+    // The holder "dies": a process identity that is not alive.
+    withRawDb(join(w.stateDir, 'runner.db'), (db) => db.prepare('UPDATE changes_v1 SET owner_pid = 999999999').run());
+    expect(stateOf(w)).toMatchObject({ state: 'rolled-back', code: 'CHANGE_INTERRUPTED' });
+    expect(readTree(w.target, CAPS).digest).toBe(before);
   });
 });
