@@ -22,6 +22,8 @@ import { ensureSpoolFolders } from '../spool/files.js';
 import { SpoolApprovals } from '../spool/approvals.js';
 import { acceptCosigned } from '../spool/cosigned.js';
 import { acceptApproval } from '../remediate/approvals.js';
+import { verifyApproval } from '../policy/approval.js';
+import { DEFAULT_CLOCK_SKEW_MS } from '../capsule/verify.js';
 import { lookCosigned, SpoolInbox, type SpoolFile } from '../spool/inbox.js';
 import { originOf } from './log.js';
 import { witnessKeysOf } from '../protocol/witness.js';
@@ -47,6 +49,9 @@ export interface SpoolAgentOptions {
   schedule?: Pick<SchedulerOptions, 'maxSleepMs' | 'onTimeToleranceMs' | 'onFiring'>;
 }
 
+/** Times one approval file refused for the time is read again (a clock that keeps going back). */
+const LATER_TRIES = 3;
+
 /** Decisions kept in the view (the log has them all). */
 const OUTCOMES_KEPT = 100;
 
@@ -69,6 +74,8 @@ export class SpoolAgent {
   private readonly backoff: BackoffPolicy;
   private readonly inbox: SpoolInbox;
   private readonly approvals: SpoolApprovals;
+  /** Approval files read again for the time (readAgainWhenValid), by name: how many times. */
+  private readonly laterTries = new Map<string, number>();
   private readonly writer: SpoolWriter;
   private readonly dir: string;
   private readonly inDir: string;
@@ -309,6 +316,7 @@ export class SpoolAgent {
         const outcome = await this.lane.exclusive(() =>
           acceptApproval(this.ctx, file.bytes, 'spool', { stopping: stop, signal: this.abortRun.signal }),
         );
+        if (outcome.status === 'refused' && outcome.code === 'APPROVAL_NOT_YET_VALID') this.readAgainWhenValid(file);
         logger.info(
           {
             file: file.name,
@@ -325,6 +333,27 @@ export class SpoolAgent {
       }
       this.drainOut();
     }
+  }
+
+  /**
+   * An approval file refused only for the time (signed ahead of this runner's clock plus the skew) is read
+   * again once the clock is past its signing time less the skew, if that is before it expires, at most
+   * LATER_TRIES times per file in this process: a file is otherwise read once per version, and it would
+   * count only after the agent restarted or someone touched it.
+   */
+  private readAgainWhenValid(file: { name: string; bytes: Buffer }): void {
+    const tries = (this.laterTries.get(file.name) ?? 0) + 1;
+    if (tries > LATER_TRIES) return;
+    let predicate;
+    try {
+      predicate = verifyApproval(file.bytes, this.ctx.state.trust).predicate;
+    } catch {
+      return;
+    }
+    const at = Date.parse(predicate.signedAt) - DEFAULT_CLOCK_SKEW_MS + 1000;
+    if (at >= Date.parse(predicate.notAfter)) return;
+    this.laterTries.set(file.name, tries);
+    this.approvals.readAgainAt(file.name, at);
   }
 
   /** Drains the outbox to out/; a store or disk failure is logged and tried again at the next drain. */

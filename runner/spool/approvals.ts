@@ -27,11 +27,14 @@ interface Version {
   ino: number;
 }
 
+/** A version handed over, and when (by this clock) it may be handed over again: see readAgainAt. */
+type Taken = Version & { againAt?: number };
+
 const same = (a: Version | undefined, b: Version) => a !== undefined && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino;
 
 export class SpoolApprovals {
   /** name -> the version handed over (or found over its cap): not read again while it stays so. */
-  private readonly taken = new Map<string, Version>();
+  private readonly taken = new Map<string, Taken>();
   /** name -> the version first seen, and when (by this clock): a file whose mtime is ahead still settles. */
   private readonly unchanged = new Map<string, Version & { since: number }>();
 
@@ -53,7 +56,8 @@ export class SpoolApprovals {
       const stat = lstatSync(join(inDir, name), { throwIfNoEntry: false });
       if (stat === undefined) continue;
       const version = { size: stat.size, mtimeMs: stat.mtimeMs, ino: stat.ino };
-      if (same(this.taken.get(name), version)) continue;
+      const taken = this.taken.get(name);
+      if (same(taken, version) && (taken!.againAt === undefined || at < taken!.againAt)) continue;
       const seen = this.unchanged.get(name);
       const since = same(seen, version) && seen!.since <= at ? seen!.since : at;
       if (since === at) this.unchanged.set(name, { ...version, since });
@@ -66,8 +70,7 @@ export class SpoolApprovals {
         passedOver.push({ name, reason: read.reason });
         continue;
       }
-      const taken = { size: read.size, mtimeMs: read.mtimeMs, ino: read.ino };
-      this.taken.set(name, taken);
+      this.taken.set(name, { size: read.size, mtimeMs: read.mtimeMs, ino: read.ino });
       if (read.kind === 'over-cap') {
         passedOver.push({ name, reason: 'too-large' });
         continue;
@@ -80,5 +83,14 @@ export class SpoolApprovals {
   /** The file was not decided (the store failed): read again at the next look. */
   release(name: string): void {
     this.taken.delete(name);
+  }
+
+  /**
+   * The file was refused only for the time (an approval signed ahead of the runner's clock): handed over
+   * again, once, at the first look from `at` (by this clock), unchanged or not.
+   */
+  readAgainAt(name: string, at: number): void {
+    const taken = this.taken.get(name);
+    if (taken !== undefined) this.taken.set(name, { ...taken, againAt: at });
   }
 }

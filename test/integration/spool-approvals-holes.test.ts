@@ -1,0 +1,72 @@
+/**
+ * A hostile review of approvals carried to an air-gapped runner (runner/spool/approvals.ts, the spool agent
+ * in this process with an injected clock, a real state folder and store, steps run directly): what the
+ * agent does with an approval that is refused only for the time.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
+import { SpoolAgent } from '../../runner/agent/spool-agent.js';
+import { makeRemediationLinkWorld, readHeldBundle, type RemediationLinkWorld } from '../helpers/remediation-link.js';
+import { directSelector } from '../helpers/runner.js';
+
+let nowMs = Date.now();
+const contexts: RunnerContext[] = [];
+const worlds: RemediationLinkWorld[] = [];
+afterEach(() => {
+  for (const ctx of contexts.splice(0)) ctx.close();
+  for (const w of worlds.splice(0)) w.world.cleanup();
+});
+
+/** Writes a file last modified a minute before the injected now (settled). */
+function settled(path: string, bytes: Buffer | string): void {
+  writeFileSync(path, bytes);
+  const at = new Date(nowMs - 60_000);
+  utimesSync(path, at, at);
+}
+
+describe('approvals in a spool', () => {
+  it('one refused as not yet valid (signed ahead of the runner clock) is read again once the clock reaches it, not only after a restart: the change is applied', async () => {
+    nowMs = Date.now();
+    const w = makeRemediationLinkWorld({ runnerId: 'runner-spool-later' });
+    worlds.push(w);
+    const ctx = openRunner(w.world.stateDir, {
+      launcher: directSelector,
+      clock: () => new Date(nowMs),
+      config: { flags: { targets: w.config.targets } },
+    });
+    contexts.push(ctx);
+    const spool = join(w.world.dir, 'spool');
+    mkdirSync(join(spool, 'in'), { recursive: true });
+    const agent = new SpoolAgent(ctx, { dir: spool, now: () => nowMs, sleep: async () => {} });
+    settled(join(spool, 'in', 'fix.capsule.json'), w.capsule());
+    await agent.lookOnce();
+    const bundles = () => {
+      const dir = join(spool, 'out', 'bundles');
+      return existsSync(dir)
+        ? readdirSync(dir)
+            .filter((n) => n.endsWith('.bundle.json'))
+            .map((n) => readHeldBundle(readFileSync(join(dir, n))))
+        : [];
+    };
+    const proposal = bundles().find((b) => b.statement.predicate.remediation?.phase === 'proposed');
+    expect(proposal).toBeDefined();
+    // Signed two minutes ahead of the runner's clock (the approver's clock, or the runner's, is off).
+    const approvals = (['alice', 'bob'] as const).map((name) => w.approve(proposal!, name, new Date(nowMs + 120_000)));
+    approvals.forEach((a, i) => settled(join(spool, 'in', `${i}.approval.json`), a.bytes));
+    await agent.lookOnce();
+    expect(approvals.map((a) => ctx.store.approval(a.digest)?.code)).toEqual(['APPROVAL_NOT_YET_VALID', 'APPROVAL_NOT_YET_VALID']);
+    nowMs += 30_000;
+    await agent.lookOnce(); // not yet due: nothing decided again
+    expect(approvals.map((a) => ctx.store.approval(a.digest)?.code)).toEqual(['APPROVAL_NOT_YET_VALID', 'APPROVAL_NOT_YET_VALID']);
+    nowMs += 40_000;
+    await agent.lookOnce();
+    expect(approvals.map((a) => ctx.store.approval(a.digest)?.status)).toEqual(['accepted', 'accepted']);
+    expect(ctx.store.change(proposal!.statement.predicate.remediation!.change)?.state).toBe('verified');
+    const records = ctx.store.recordCount();
+    nowMs += 600_000;
+    await agent.lookOnce(); // decided: not read again
+    expect(ctx.store.recordCount()).toBe(records);
+  }, 120_000);
+});
