@@ -52,7 +52,16 @@ import { RUNNER_VERSION } from '../version.js';
 import type { Launcher } from '../agent/launcher.js';
 import { sealedLogFor } from '../agent/log.js';
 import { removeRunFolder, type RunnerContext } from '../agent/runner.js';
-import { admitAccepted, bindResources, endRun, executeSteps, runAccepted, sandboxOf, type BoundResources } from '../agent/run-capsule.js';
+import {
+  admitAccepted,
+  bindResources,
+  endRun,
+  executeSteps,
+  freeBytesOf,
+  runAccepted,
+  sandboxOf,
+  type BoundResources,
+} from '../agent/run-capsule.js';
 import { restorePlan, snapshotPlan, writePlan } from './files.js';
 import type { FilePlan } from './patch.js';
 import { copyTree, readTree } from './tree.js';
@@ -280,6 +289,8 @@ export async function decideChange(ctx: RunnerContext, changeDigest: string, opt
   const loaded = loadCapsule(ctx, row);
   if (loaded === undefined) return refuse('CHANGE_CAPSULE_UNAVAILABLE');
   if ('host' in loaded) return outcomeOf(row, { counted: count.counted.length, code: loaded.host });
+  // As a run: no apply starts with the state's disk below its reserve (its records and bundle need the room).
+  if (belowReserve(ctx)) return outcomeOf(row, { counted: count.counted.length, code: 'RUN_DISK_RESERVE' });
   if (store.changeHolding(row.target) !== undefined) return outcomeOf(row, { counted: count.counted.length, busy: true });
   const config = ctx.config.targets[row.target];
   // A target the configuration no longer declares (or a changed folder) is not the one proposed on.
@@ -313,6 +324,14 @@ export async function decideChange(ctx: RunnerContext, changeDigest: string, opt
 }
 
 class DecisionMoved extends Error {}
+
+function belowReserve(ctx: RunnerContext): boolean {
+  try {
+    return freeBytesOf(ctx.state.layout.dir) < ctx.config.store.reserveBytes;
+  } catch {
+    return true; // no answer is no room
+  }
+}
 
 interface Loaded {
   accepted: AcceptedCapsule;

@@ -101,6 +101,21 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation holes (needs dist/
     expect(result.status, result.stderr).toBe(0);
   });
 
+  it('waits (RUN_DISK_RESERVE) to apply an authorized change while the state disk is below its reserve, and applies it at the next open once there is room', () => {
+    const w = world();
+    const p = propose(w);
+    const config = readFileSync(w.configPath, 'utf8');
+    writeFileSync(w.configPath, JSON.stringify({ ...(JSON.parse(config) as object), store: { reserveBytes: 1e15 } }));
+    const { status, out } = approve(w, w.approve(p, w.keys.alice, 'alice'), w.approve(p, w.keys.bob, 'bob'));
+    expect(status).toBe(0);
+    expect(out.change).toMatchObject({ state: 'proposed', code: 'RUN_DISK_RESERVE' });
+    expect(readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8')).toBe('mode=floor\n');
+    writeFileSync(w.configPath, config);
+    const resumed = w.change(['resume']);
+    expect((resumed.json!.changes as Array<{ state: string }>)[0]!.state).toBe('verified');
+    expect(readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8')).toBe('mode=half-even\n');
+  });
+
   it('refuses a change whose policy changed since it was proposed (CHANGE_POLICY_CHANGED): old approvals do not count under a new policy', () => {
     const w = world();
     const p = propose(w);
