@@ -24,6 +24,7 @@ import type { RunnerContext } from '../agent/runner.js';
 import { readPlanned, writePlan } from './files.js';
 import { planChange, type FilePlan } from './patch.js';
 import { copyTree, readTree } from './tree.js';
+import { ChangeError } from './errors.js';
 import { RemediationError } from './machine-errors.js';
 
 /** The target's caps, defaults applied (runner configuration `targets.NAME`). */
@@ -164,6 +165,9 @@ export function stageProposal(ctx: RunnerContext, prepared: Prepared, accepted: 
   const plan = planChange(accepted.manifest.change!, accepted.inputs, (path) => readPlanned(stagedPath, path));
   writePlan(stagedPath, plan);
   const postState = readTree(stagedPath, prepared.caps).digest;
+  // An apply that changes nothing is not a success: never proposed (planChange refuses it first; this holds
+  // whatever the plan said, by the digests themselves).
+  if (postState === prepared.preState) throw new ChangeError('CHANGE_EMPTY', 'The staged change leaves the target as it was.', {});
   const changeDigest = changeDigestOf({
     target: prepared.target,
     preState: prepared.preState,
