@@ -152,7 +152,9 @@ function notAfterOf(text: string, now: Date): Date {
     : RFC3339_UTC.test(text)
       ? new Date(text)
       : undefined;
-  if (at === undefined || Number.isNaN(at.getTime())) {
+  // Date rolls 2026-11-31 over to December 1: only a real calendar time is signed as typed.
+  const real = at !== undefined && !Number.isNaN(at.getTime()) && (duration !== null || at.toISOString().slice(0, 19) === text.slice(0, 19));
+  if (at === undefined || !real) {
     throw new UsageError(`--not-after "${toPrintable(text)}" is neither a duration such as 30m, 24h or 7d nor an RFC 3339 UTC time.`);
   }
   if (at.getTime() <= now.getTime()) throw new UsageError(`--not-after ${at.toISOString()} is not in the future.`);

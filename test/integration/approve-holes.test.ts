@@ -4,6 +4,10 @@
  * sha256sum, as the README tells an auditor to, and compared with what the runner's code computes.
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeKeyPair } from '../../runner/state/keyfile.js';
+import { runCli } from '../helpers/cli.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatApproval, signApproval } from '../../runner/policy/approval.js';
 import { changeSpecDigest, policyDigest } from '../../runner/policy/change-digest.js';
@@ -92,4 +96,25 @@ describe.skipIf(!hasTools)('approval digests recomputed by an auditor with jq -c
     const r = spawnSync('bash', ['-c', 'jq -cjS . "$1" | sha256sum | cut -d" " -f1', 'digest', path], { encoding: 'utf8' });
     expect(`sha256:${r.stdout.trim()}`).toBe(signed.digest);
   });
+});
+
+describe('edge-runner approve --not-after', () => {
+  let world: ApprovalWorld;
+  beforeAll(() => {
+    world = makeApprovalWorld();
+  });
+  afterAll(() => world.cleanup());
+
+  it.each(['2026-11-31T12:00:00Z', '2027-02-29T12:00:00Z', '2026-12-03T24:00:00Z'])(
+    'refuses %s, a time no calendar has (Date would roll it over), and signs nothing',
+    (when) => {
+      const proposalPath = world.write('p.bundle.json', world.proposal().bytes);
+      const key = writeKeyPair(join(world.dir, `alice-${when.slice(0, 10)}`), world.keys.alice).privatePath;
+      const out = join(world.dir, `a-${when.slice(0, 13)}.json`);
+      const r = runCli(['approve', proposalPath, '--key', key, '--trust', world.trustPath, '--out', out, '--not-after', when, '--yes']);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain('is neither a duration');
+      expect(existsSync(out)).toBe(false);
+    },
+  );
 });
