@@ -122,7 +122,7 @@ export function changeCommand(): Command {
         `  target ${shown.target}, capsule ${shown.capsuleId}, staged validation ${shown.verdict}`,
         `  pre-state ${shown.preState}`,
         `  post-state ${shown.postState}`,
-        `  footprint: ${shown.footprint.files.length} files, +${shown.footprint.linesAdded} -${shown.footprint.linesRemoved} lines; surfaces ${shown.footprint.surfaces.join(', ') || '-'}; dependents ${shown.footprint.dependents.join(', ') || '-'}`,
+        `  footprint: ${shown.footprint.files.length} file(s), +${shown.footprint.linesAdded} -${shown.footprint.linesRemoved} lines; surfaces ${shown.footprint.surfaces.join(', ') || '-'}; dependents ${shown.footprint.dependents.join(', ') || '-'}`,
         ...shown.footprint.files.map((f) => `    ${f.action.padEnd(6)} ${toPrintable(f.path)} +${f.linesAdded} -${f.linesRemoved}`),
         `  tier: ${shown.tier.approvals} approvals${shown.tier.changeControl ? ', change control' : ''}${shown.tier.declared ? ` (declared ${shown.tier.declared.approvals}: ${shown.tier.declared.comparison})` : ''}`,
         ...shown.tier.rules.map(

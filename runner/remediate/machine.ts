@@ -291,7 +291,7 @@ export async function decideChange(ctx: RunnerContext, changeDigest: string, opt
   if ('host' in loaded) return outcomeOf(row, { counted: count.counted.length, code: loaded.host });
   // As a run: no apply starts with the state's disk below its reserve (its records and bundle need the room).
   if (belowReserve(ctx)) return outcomeOf(row, { counted: count.counted.length, code: 'RUN_DISK_RESERVE' });
-  if (store.changeHolding(row.target) !== undefined) return outcomeOf(row, { counted: count.counted.length, busy: true });
+  if (store.changeHolding(row.target) !== undefined) return outcomeOf(row, { counted: count.counted.length, busy: true, code: 'CHANGE_TARGET_BUSY' });
   const config = ctx.config.targets[row.target];
   // A target the configuration no longer declares (or a changed folder) is not the one proposed on.
   if (config === undefined || !isAtState(config.path, capsOf(config), row.preState)) return refuse('CHANGE_STALE', count.counted, loaded);
@@ -311,7 +311,10 @@ export async function decideChange(ctx: RunnerContext, changeDigest: string, opt
   } catch (err) {
     if (err instanceof DecisionMoved) return outcomeOf(store.change(changeDigest)!, { counted: decided?.counted.length ?? 0 });
     // Another process took the target (the unique index) or the change between the checks and the record.
-    if (err instanceof StoreError && err.code === 'STORE_WRITE_FAILED') return outcomeOf(store.change(changeDigest)!, { busy: true });
+    if (err instanceof StoreError && err.code === 'STORE_WRITE_FAILED') {
+      const moved = store.change(changeDigest)!;
+      return outcomeOf(moved, moved.state === 'proposed' ? { busy: true, code: 'CHANGE_TARGET_BUSY' } : {});
+    }
     throw err;
   }
   const outcome = await applyChange(ctx, store.change(changeDigest)!, loaded, count.counted, options);
