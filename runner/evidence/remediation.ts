@@ -76,6 +76,11 @@ export function verifyRemediation(input: RemediationCheckInput): VerifiedRemedia
     throw inconsistent(`of a ${remediation.phase} change does not name its proposal, decision time, approvals and outcome`);
   }
 
+  // The reproductions the capsule cites are the ones the evidence carries (an approver reads their verdicts), in its order.
+  const cited = manifest.change.reproductions ?? [];
+  const carried = (remediation.reproductions ?? []).map((ref) => ref.evidence);
+  if (cited.join() !== carried.join()) throw inconsistent('does not carry exactly the reproductions the capsule cites');
+
   // b. The change digest: the capsule in this bundle, its change, the states, and this trust document's policy.
   const changeDigestError = (what: string) => new EvidenceError('BUNDLE_CHANGE_DIGEST', `The evidence's change digest does not hold: ${what}.`);
   if (remediation.target !== manifest.change.target) throw changeDigestError("the target is not the capsule's change target");

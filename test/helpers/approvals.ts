@@ -82,6 +82,8 @@ export interface ProposalOptions {
   description?: string;
   /** More inputs (path -> bytes) beside change.diff, e.g. the `from` files of `change.files`. */
   inputs?: Record<string, string>;
+  /** Edits the remediation member before signing (to forge what a runner would not write). */
+  edit?: (remediation: RemediationEvidence) => void;
 }
 
 export interface FinalOptions {
@@ -187,6 +189,7 @@ export function makeApprovalWorld(policy: RemediationPolicy = TEST_POLICY): Appr
       footprint,
       tier,
     };
+    options.edit?.(remediation);
     const { bundle, bytes, evidenceDigest } = seal(
       manifest,
       manifestDigest,

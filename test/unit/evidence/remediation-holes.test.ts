@@ -102,4 +102,28 @@ describe('verifyBundle of a final remediation bundle under attack', () => {
       expect(codeOf(() => verify(honest.bytes))).toBeUndefined();
     });
   });
+
+  describe('the reproductions the capsule cites', () => {
+    const cited = [`sha256:${'1'.repeat(64)}`, `sha256:${'2'.repeat(64)}`];
+    const ref = (evidence: string) => ({ evidence, capsule: 'repro-rounding', verdict: 'fail' as const });
+
+    it('verifies a proposal that carries each, in the order cited', () => {
+      const p = world.proposal({ change: { reproductions: cited }, edit: (r) => (r.reproductions = cited.map(ref)) });
+      expect(codeOf(() => verify(p.bytes))).toBeUndefined();
+    });
+
+    it.each([
+      ['leaves one out', (r: { reproductions?: unknown[] }) => (r.reproductions = [ref(cited[0]!)])],
+      ['carries none', () => undefined],
+    ])('refuses a proposal that %s (BUNDLE_INCONSISTENT)', (_what, edit) => {
+      const p = world.proposal({ change: { reproductions: cited }, edit });
+      expect(codeOf(() => verify(p.bytes))).toBe('BUNDLE_INCONSISTENT');
+    });
+
+    it("never signs one carrying a reproduction the capsule does not cite (the runner's guard: EGRESS_PROVENANCE)", () => {
+      const other = [ref(cited[0]!), ref(`sha256:${'3'.repeat(64)}`)];
+      expect(codeOf(() => world.proposal({ change: { reproductions: cited }, edit: (r) => (r.reproductions = other) }))).toBe('EGRESS_PROVENANCE');
+      expect(codeOf(() => world.proposal({ edit: (r) => (r.reproductions = [ref(cited[0]!)]) }))).toBe('EGRESS_PROVENANCE');
+    });
+  });
 });
