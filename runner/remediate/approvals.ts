@@ -11,6 +11,7 @@ import { ApprovalError } from '../policy/errors.js';
 import { verifyApproval, type VerifiedApproval } from '../policy/approval.js';
 import type { ApprovalSource } from '../store/approvals.js';
 import type { RunnerContext } from '../agent/runner.js';
+import { personOf } from '../policy/count.js';
 import { countFor, decideChange, type ChangeOutcome, type DecideOptions } from './machine.js';
 
 export interface ApprovalOutcome {
@@ -87,7 +88,9 @@ function decideApprovalNow(ctx: RunnerContext, bytes: Buffer, verified: Verified
   if (row === undefined) return refuse('APPROVAL_WRONG_CHANGE', 'The approval names a change that was never proposed on this runner.', false);
   // One person counts once: a second approval (another key, another expiry) of a person already accepted
   // for this change is refused, whichever digest sorts first (counting would pick one; the log says which).
-  if (store.approvalsOf(changeDigest).some((a) => a.approver === approver && a.decision === decision)) {
+  if (
+    store.approvalsOf(changeDigest).some((a) => a.approver !== undefined && personOf(a.approver) === personOf(approver) && a.decision === decision)
+  ) {
     return refuse('APPROVAL_DUPLICATE_PERSON', `${approver} already gave an approval of this change; a person counts once.`, true);
   }
   // Counted with the others already given, at the clock: refused now if it could never count (another
