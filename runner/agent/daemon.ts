@@ -39,6 +39,7 @@ import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
 import { rejectionFor } from './answers.js';
 import { RunError } from './errors.js';
 import { RunLane } from './lane.js';
+import { WaitingChanges } from './waiting-changes.js';
 import { runCapsule } from './run-capsule.js';
 import type { RunnerContext } from './runner.js';
 import { movedPin, reloadMovedPin, TrustFollower } from './trust-update.js';
@@ -55,6 +56,8 @@ export interface AgentOptions {
   lane?: RunLane;
   /** Tests and benchmarks: the scheduler's bounds and its firing hook (its clock and sleep are the agent's). */
   schedule?: Pick<SchedulerOptions, 'maxSleepMs' | 'onTimeToleranceMs' | 'onFiring'>;
+  /** How often open changes are decided again while the agent runs (runner/agent/waiting-changes.ts). */
+  waitingChangesEveryMs?: number;
 }
 
 /** What the agent knows about the link, for its status and for tests. */
@@ -130,6 +133,7 @@ export class RunnerAgent {
   private approvalFetchFailures = 0;
   /** Approvals refused only for the time, by digest, to be decided again at `dueAt` (keepForLater). */
   private readonly later = new Map<string, LaterApproval>();
+  private readonly waitingChanges: WaitingChanges;
 
   constructor(ctx: RunnerContext, options: AgentOptions = {}) {
     const link = ctx.config.coordinator;
@@ -148,6 +152,7 @@ export class RunnerAgent {
     this.feedKey = this.client.baseUrl;
     this.approvalsKey = `${APPROVALS_CURSOR_PREFIX}${this.client.baseUrl}`;
     this.lane = options.lane ?? new RunLane();
+    this.waitingChanges = new WaitingChanges(ctx, this.lane, this.now, options.waitingChangesEveryMs);
     this.scheduler = new Scheduler(ctx, {
       lane: this.lane,
       now: this.now,
@@ -259,6 +264,8 @@ export class RunnerAgent {
       await this.reportStatusIfDue(stop);
       if (stop.aborted) break;
       await this.takeDueApprovals();
+      if (stop.aborted) break;
+      await this.decideWaitingChanges();
       if (stop.aborted) break;
       const cursor = store.feedCursor(this.feedKey);
       const approvalsCursor = this.now() >= this.approvalsOffUntil ? store.feedCursor(this.approvalsKey) : undefined;
@@ -462,6 +469,18 @@ export class RunnerAgent {
     if (later.tries >= LATER_TRIES || dueAt >= Date.parse(predicate.notAfter) || this.later.size >= LATER_APPROVALS) return;
     this.later.set(later.verified.digest, { ...later, tries: later.tries + 1, dueAt });
     this.ctx.logger.info({ approval: later.item.approval, dueAt: new Date(dueAt).toISOString() }, 'approval not yet valid here; decided again then');
+  }
+
+  /** Open changes decided again when it is time (runner/agent/waiting-changes.ts), as the lane's run. */
+  private async decideWaitingChanges(): Promise<void> {
+    const signals = { stopping: this.stopping.signal, signal: this.abortRun.signal };
+    try {
+      if (!(await this.waitingChanges.decideIfDue(signals, (run) => (this.running = run)))) return;
+    } finally {
+      this.running = undefined;
+    }
+    this.statusDirty = true;
+    this.shipper.wake();
   }
 
   /** The approvals kept for later whose time has come, decided again (in the run lane; the cursor stays). */

@@ -31,6 +31,7 @@ import { CAPS } from '../protocol/wire.js';
 import { SpoolWriter, type DrainResult } from '../spool/outbox.js';
 import { RunError } from './errors.js';
 import { RunLane } from './lane.js';
+import { WaitingChanges } from './waiting-changes.js';
 import { freeBytesOf, runCapsule, type CapsuleOutcome } from './run-capsule.js';
 import type { RunnerContext } from './runner.js';
 
@@ -47,6 +48,8 @@ export interface SpoolAgentOptions {
   settleMs?: number;
   random?: () => number;
   schedule?: Pick<SchedulerOptions, 'maxSleepMs' | 'onTimeToleranceMs' | 'onFiring'>;
+  /** How often open changes are decided again while the agent runs (runner/agent/waiting-changes.ts). */
+  waitingChangesEveryMs?: number;
 }
 
 /** Times one approval file refused for the time is read again (a clock that keeps going back). */
@@ -74,6 +77,7 @@ export class SpoolAgent {
   private readonly backoff: BackoffPolicy;
   private readonly inbox: SpoolInbox;
   private readonly approvals: SpoolApprovals;
+  private readonly waitingChanges: WaitingChanges;
   /** Approval files read again for the time (readAgainWhenValid), by name: how many times. */
   private readonly laterTries = new Map<string, number>();
   private readonly writer: SpoolWriter;
@@ -107,6 +111,7 @@ export class SpoolAgent {
     this.checkFolders = () => ensureSpoolFolders(options.dir, subfolders);
     this.checkFolders();
     this.lane = options.lane ?? new RunLane();
+    this.waitingChanges = new WaitingChanges(ctx, this.lane, this.now, options.waitingChangesEveryMs);
     this.inbox = new SpoolInbox({
       inDir: this.inDir,
       capBytes: () => ctx.state.trust.body.policy.maxCapsuleBytes ?? CAPSULE_MAX_BYTES,
@@ -207,6 +212,7 @@ export class SpoolAgent {
       }
       this.takeCosigned();
       await this.takeApprovals();
+      await this.waitingChanges.decideIfDue({ stopping: this.stopping.signal, signal: this.abortRun.signal });
       if (ready.length > 0 && this.belowReserve()) {
         // runCapsule would record the refusal and, through `decided`, mark the file decided for ever; on a
         // spool the same file is the only way it comes again, so it waits in in/ until there is room.

@@ -154,3 +154,48 @@ describe('an approval refused only for the time', () => {
     expect(ctx.store.change(proposal.statement.predicate.remediation!.change)?.state).toBe('verified');
   }, 120_000);
 });
+
+describe('an authorized change that waits', () => {
+  it('waiting for room on the state disk (RUN_DISK_RESERVE) when its approvals came, is applied by the running agent once there is room, not only at its next start', async () => {
+    const w = makeRemediationLinkWorld();
+    const coordinator = new StandInCoordinator(w.world);
+    await coordinator.start();
+    cleanups.push(
+      () => w.world.cleanup(),
+      () => coordinator.stop(),
+    );
+    const opened = openRunner(w.world.stateDir, {
+      launcher: directSelector,
+      config: {
+        flags: {
+          coordinator: { url: coordinator.url, pollWaitSeconds: 1, backoffBaseMs: 20, backoffCapMs: 300, requestTimeoutMs: 5000, flushMs: 2000 },
+          targets: w.config.targets,
+        },
+      },
+    });
+    // The disk fills up and frees again while the agent runs: the context's reserve says so.
+    let full = false;
+    const fullConfig = { ...opened.config, store: { ...opened.config.store, reserveBytes: 2 ** 60 } };
+    const ctx = new Proxy(opened, { get: (target, name) => (name === 'config' && full ? fullConfig : Reflect.get(target, name)) });
+    const agent = new RunnerAgent(ctx, { waitingChangesEveryMs: 200 });
+    const done = agent.run();
+    cleanups.push(async () => {
+      agent.stop();
+      await done.catch(() => {});
+      opened.close();
+    });
+    coordinator.publish(w.capsule());
+    await waitFor(() => coordinator.bundles.size === 1, 'the proposal shipped', 60_000);
+    const proposal = readHeldBundle([...coordinator.bundles.values()][0]!);
+    const change = proposal.statement.predicate.remediation!.change;
+    full = true;
+    const approvals = (['alice', 'bob'] as const).map((name) => w.approve(proposal, name));
+    for (const a of approvals) coordinator.offerApproval(Buffer.from(a.bytes), proposal.evidence);
+    await waitFor(() => approvals.every((a) => opened.store.approval(a.digest)?.status === 'accepted'), 'both approvals accepted');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(opened.store.change(change)?.state).toBe('proposed');
+    full = false; // room again
+    await waitFor(() => opened.store.change(change)?.state === 'verified', 'the change applied and verified', 60_000);
+    await waitFor(() => coordinator.bundles.size === 2, 'the final bundle shipped', 30_000);
+  }, 120_000);
+});

@@ -69,4 +69,37 @@ describe('approvals in a spool', () => {
     await agent.lookOnce(); // decided: not read again
     expect(ctx.store.recordCount()).toBe(records);
   }, 120_000);
+
+  it('an authorized change that waited for room on the state disk (RUN_DISK_RESERVE) is applied by the running agent once there is room', async () => {
+    nowMs = Date.now();
+    const w = makeRemediationLinkWorld({ runnerId: 'runner-spool-room' });
+    worlds.push(w);
+    const opened = openRunner(w.world.stateDir, {
+      launcher: directSelector,
+      clock: () => new Date(nowMs),
+      config: { flags: { targets: w.config.targets } },
+    });
+    contexts.push(opened);
+    let full = false;
+    const fullConfig = { ...opened.config, store: { ...opened.config.store, reserveBytes: 2 ** 60 } };
+    const ctx = new Proxy(opened, { get: (target, name) => (name === 'config' && full ? fullConfig : Reflect.get(target, name)) });
+    const spool = join(w.world.dir, 'spool');
+    mkdirSync(join(spool, 'in'), { recursive: true });
+    const agent = new SpoolAgent(ctx, { dir: spool, now: () => nowMs, sleep: async () => {}, waitingChangesEveryMs: 1000 });
+    settled(join(spool, 'in', 'fix.capsule.json'), w.capsule());
+    await agent.lookOnce();
+    const dir = join(spool, 'out', 'bundles');
+    const proposal = readdirSync(dir)
+      .map((n) => readHeldBundle(readFileSync(join(dir, n))))
+      .find((b) => b.statement.predicate.remediation?.phase === 'proposed')!;
+    const change = proposal.statement.predicate.remediation!.change;
+    full = true;
+    (['alice', 'bob'] as const).forEach((name, i) => settled(join(spool, 'in', `${i}.approval.json`), w.approve(proposal, name).bytes));
+    await agent.lookOnce();
+    expect(opened.store.change(change)).toMatchObject({ state: 'proposed' });
+    full = false;
+    nowMs += 2000;
+    await agent.lookOnce();
+    expect(opened.store.change(change)?.state).toBe('verified');
+  }, 120_000);
 });
