@@ -48,7 +48,13 @@ export function verifyRemediation(input: RemediationCheckInput): VerifiedRemedia
   const { predicate } = statement;
   const remediation = predicate.remediation;
   const inconsistent = (what: string) => new EvidenceError('BUNDLE_INCONSISTENT', `The evidence ${what}.`);
-  const invalid = (what: string) => new EvidenceError('BUNDLE_APPROVALS_INVALID', `The bundle's approvals do not hold: ${what}.`);
+  // Keys rotate under one policy (the same change digest): an auditor holding another version is told which the runner used.
+  const decidedUnder = predicate.policy.trustVersion;
+  const versionHint =
+    decidedUnder === input.trust.body.version
+      ? ''
+      : ` (the runner signed this evidence under trust document version ${decidedUnder}; this is version ${input.trust.body.version})`;
+  const invalid = (what: string) => new EvidenceError('BUNDLE_APPROVALS_INVALID', `The bundle's approvals do not hold: ${what}${versionHint}.`);
 
   // a. The kind, the policy rule and the phase agree.
   if (remediation === undefined) {

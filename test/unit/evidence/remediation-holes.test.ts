@@ -8,6 +8,9 @@ import { checkClosedBundle, guardBundle } from '../../../runner/evidence/egress.
 import { signEnvelope } from '../../../runner/core/dsse.js';
 import { IN_TOTO_PAYLOAD_TYPE } from '../../../runner/evidence/statement.js';
 import { codeOf } from '../../helpers/codes.js';
+import { signTrust } from '../../helpers/world.js';
+import { PrivateKey } from '../../../runner/core/ed25519.js';
+import { verifyTrustDocument } from '../../../runner/trust/trust.js';
 import { makeApprovalWorld, type ApprovalWorld, type Proposal } from '../../helpers/approvals.js';
 
 describe('verifyBundle of a final remediation bundle under attack', () => {
@@ -125,5 +128,25 @@ describe('verifyBundle of a final remediation bundle under attack', () => {
       expect(codeOf(() => world.proposal({ change: { reproductions: cited }, edit: (r) => (r.reproductions = other) }))).toBe('EGRESS_PROVENANCE');
       expect(codeOf(() => world.proposal({ edit: (r) => (r.reproductions = [ref(cited[0]!)]) }))).toBe('EGRESS_PROVENANCE');
     });
+  });
+
+  it('names the trust document version the runner signed under when an approval does not verify under this one', () => {
+    const approvals = [world.approve(proposal, world.keys.alice), world.approve(proposal, world.keys.bob)];
+    const { bytes } = world.final(proposal, { approvals });
+    // Version 2, the same policy (so the same change digest), bob's key rotated.
+    const body = structuredClone(world.trustBody);
+    body.version = 2;
+    const rotated = PrivateKey.generate();
+    body.keys[rotated.keyid] = { ...body.keys[world.keys.bob.keyid]!, publicKey: rotated.publicKey.toPem() };
+    delete body.keys[world.keys.bob.keyid];
+    const v2 = verifyTrustDocument(signTrust(body, [world.keys.root]));
+    let message = '';
+    try {
+      verifyBundle(bytes, v2);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain('APPROVAL_SIGNATURE');
+    expect(message).toContain('signed this evidence under trust document version 1; this is version 2');
   });
 });
