@@ -117,4 +117,15 @@ describe('edge-runner approve --not-after', () => {
       expect(existsSync(out)).toBe(false);
     },
   );
+
+  it('prints footprint paths with a bidi override, a C1 CSI or a line separator escaped (a capsule signer chose them)', () => {
+    const path = 'ledger/\u202etxt.exe\u009b2K\u2028OK';
+    const proposalPath = world.write('bidi.bundle.json', world.proposal({ files: [{ path, action: 'add', linesAdded: 1, linesRemoved: 0 }] }).bytes);
+    const key = writeKeyPair(join(world.dir, 'alice-bidi'), world.keys.alice).privatePath;
+    const out = join(world.dir, 'bidi.approval.json');
+    const r = runCli(['approve', proposalPath, '--key', key, '--trust', world.trustPath, '--out', out, '--yes']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('add    ledger/\\u202etxt.exe\\u009b2K\\u2028OK  +1 -0  [ledger]');
+    expect(r.stdout).not.toMatch(/[\u202e\u009b\u2028]/);
+  });
 });
