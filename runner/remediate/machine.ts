@@ -32,6 +32,7 @@ import { buildBundle, formatBundle, signEvidence, type Bundle } from '../evidenc
 import { guardBundle, type RemediationEgress } from '../evidence/egress.js';
 import {
   buildStatement,
+  type ArtifactRecord,
   type HealthCheckRecord,
   type RemediationEvidence,
   type ReproductionRef,
@@ -456,6 +457,7 @@ async function verifyChange(
   const runDir = join(ctx.state.layout.runs, runId);
   let resources: BoundResources | undefined;
   let steps: StepRecord[] = [];
+  let artifacts: ArtifactRecord[] = [];
   let verdict: Verdict = 'error';
   let failure: string | undefined;
   let healthCheck: HealthCheckRecord | undefined;
@@ -477,6 +479,7 @@ async function verifyChange(
       extraEnv: { EDGE_RUNNER_TARGET: join(workspace, STAGED_TARGET_DIR) },
     });
     steps = executed.steps;
+    artifacts = executed.artifacts;
     verdict = executed.verdict;
     if (failure === undefined && verdict !== 'pass') failure = 'CHANGE_VERIFY_FAILED';
     await resources.close();
@@ -500,7 +503,7 @@ async function verifyChange(
     await resources?.close();
     if (!ctx.config.exec.keepWorkspace) removeRunFolder(store, runId, runDir, ops);
   }
-  const run = { runId, startedAt, steps, healthCheck, reproductions };
+  const run = { runId, startedAt, steps, artifacts, healthCheck, reproductions };
   if (failure === undefined) {
     const final = sealFinal(ctx, row, loaded, {
       phase: 'applied',
@@ -549,6 +552,8 @@ interface FinalRun {
   runId: string;
   startedAt: Date;
   steps: StepRecord[];
+  /** What the post-apply validation collected (its test results), as its steps are. */
+  artifacts: ArtifactRecord[];
   healthCheck?: HealthCheckRecord | undefined;
   reproductions?: ReproductionRef[];
 }
@@ -641,6 +646,7 @@ function sealFinal(ctx: RunnerContext, row: ChangeRow, loaded: Loaded, final: Fi
   const runId = running ? final.run!.runId : randomUUID();
   const startedAt = running ? final.run!.startedAt : ctx.clock();
   const steps = running ? final.run!.steps : [];
+  const artifacts = running ? final.run!.artifacts : [];
   const autonomous = row.required === 0;
   // The decision time: change.applying's `at` (or, for a refusal, the time of this sealing, which its record shares).
   const decidedAt = store.change(row.changeDigest)?.decidedAt ?? ctx.clock().toISOString();
@@ -671,7 +677,7 @@ function sealFinal(ctx: RunnerContext, row: ChangeRow, loaded: Loaded, final: Fi
       verdict: final.verdict,
     },
     steps,
-    artifacts: [],
+    artifacts,
     policy: { decision: 'allowed', rule: autonomous ? 'autonomous-change' : 'approved-change', trustVersion: state.trust.body.version },
     remediation,
   });

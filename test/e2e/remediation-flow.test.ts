@@ -3,6 +3,7 @@
  * (staged, validated on the copy, the real target untouched), approvals given with `change approve`, the
  * change applied, verified, and its final bundle carrying the approvals it relied on.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -62,6 +63,30 @@ describe.skipIf(!existsSync(CLI_ENTRY))('governed remediation through the CLI (n
     expect(existsSync(join(w.stateDir, 'changes', proposal.remediation.change.slice('sha256:'.length)))).toBe(false);
     const audit = auditLog(w);
     expect(audit.status, `${audit.stdout}${audit.stderr}`).toBe(0);
+  });
+
+  it("carries the post-apply validation's collected artifacts in the final bundle, as its steps", () => {
+    const w = world();
+    const steps = [{ name: 'check', run: ['/bin/sh', '-c', 'mkdir -p out && cp "$EDGE_RUNNER_TARGET/ledger/rounding.txt" out/rounding.txt'] }];
+    const { json } = w.exec(
+      w.remediate({ patch: 'fix.diff' }, { 'fix.diff': LEDGER_PATCH }, { steps, collect: [{ path: 'out/rounding.txt', as: 'file' }] }),
+    );
+    const proposal = { bundle: String(json!.bundle), evidence: String(json!.evidenceDigest) };
+    const two = w.change(['approve', w.approve(proposal, w.keys.alice, 'alice'), w.approve(proposal, w.keys.bob, 'bob')]);
+    const change = two.json!.change as { state: string; bundlePath: string };
+    expect(change.state).toBe('verified');
+    const final = JSON.parse(readFileSync(change.bundlePath, 'utf8')) as { evidence: { payload: string } };
+    const statement = JSON.parse(Buffer.from(final.evidence.payload, 'base64').toString('utf8')) as {
+      subject: Array<{ name: string; digest: { sha256: string } }>;
+      predicate: { steps: Array<{ name: string; status: string }>; artifacts: Array<{ path: string; digest: string }> };
+    };
+    expect(statement.predicate.steps.map((s) => [s.name, s.status])).toEqual([['check', 'succeeded']]);
+    // The copy the validation read was the applied target: the digest of its half-even file.
+    const applied = createHash('sha256').update('mode=half-even\n').digest('hex');
+    expect(statement.predicate.artifacts).toEqual([expect.objectContaining({ path: 'out/rounding.txt', digest: `sha256:${applied}` })]);
+    expect(statement.subject.map((s) => s.name)).toContain('artifact/out/rounding.txt');
+    const verified = runCli(['verify', change.bundlePath, '--trust', w.trustPath]);
+    expect(verified.status, verified.stdout).toBe(0);
   });
 
   describe('a cited reproduction', () => {
