@@ -32,7 +32,6 @@ import type { WitnessKey } from '../protocol/witness.js';
 import { parseStatusReport, formatStatusReport, type ApprovalItem, type RunnerStatusReport, type WorkItem } from '../protocol/wire.js';
 import { ApprovalError } from '../policy/errors.js';
 import { verifyApproval, type VerifiedApproval } from '../policy/approval.js';
-import { DEFAULT_CLOCK_SKEW_MS } from '../capsule/verify.js';
 import { acceptApproval } from '../remediate/approvals.js';
 import { RUNNER_VERSION } from '../version.js';
 import { Scheduler, type SchedulerOptions } from '../schedule/scheduler.js';
@@ -40,6 +39,7 @@ import { rejectionFor } from './answers.js';
 import { RunError } from './errors.js';
 import { RunLane } from './lane.js';
 import { WaitingChanges } from './waiting-changes.js';
+import { earlyUntil, validFrom } from './approvals-later.js';
 import { runCapsule } from './run-capsule.js';
 import type { RunnerContext } from './runner.js';
 import { movedPin, reloadMovedPin, TrustFollower } from './trust-update.js';
@@ -380,7 +380,14 @@ export class RunnerAgent {
       store.setFeedCursor(this.approvalsKey, item.cursor);
       return true;
     }
-    return this.decideApproval({ item, bytes: taken, verified, tries: 1 }, true);
+    const later = { item, bytes: taken, verified, tries: 1 };
+    // Refused for the time already (another spelling of it): kept for its time, not refused again.
+    if (earlyUntil(this.ctx, verified) !== undefined) {
+      this.keepForLater(later);
+      store.setFeedCursor(this.approvalsKey, item.cursor);
+      return true;
+    }
+    return this.decideApproval(later, true);
   }
 
   /**
@@ -464,9 +471,9 @@ export class RunnerAgent {
    * each (a clock that went back again), so a coordinator cannot make it a loop or a heap.
    */
   private keepForLater(later: LaterApproval): void {
-    const { predicate } = later.verified;
-    const dueAt = Date.parse(predicate.signedAt) - DEFAULT_CLOCK_SKEW_MS + 1000;
-    if (later.tries >= LATER_TRIES || dueAt >= Date.parse(predicate.notAfter) || this.later.size >= LATER_APPROVALS) return;
+    const dueAt = validFrom(later.verified);
+    const kept = this.later.has(later.verified.digest);
+    if (later.tries >= LATER_TRIES || dueAt >= Date.parse(later.verified.predicate.notAfter) || (!kept && this.later.size >= LATER_APPROVALS)) return;
     this.later.set(later.verified.digest, { ...later, tries: later.tries + 1, dueAt });
     this.ctx.logger.info({ approval: later.item.approval, dueAt: new Date(dueAt).toISOString() }, 'approval not yet valid here; decided again then');
   }

@@ -22,8 +22,8 @@ import { ensureSpoolFolders } from '../spool/files.js';
 import { SpoolApprovals } from '../spool/approvals.js';
 import { acceptCosigned } from '../spool/cosigned.js';
 import { acceptApproval } from '../remediate/approvals.js';
-import { verifyApproval } from '../policy/approval.js';
-import { DEFAULT_CLOCK_SKEW_MS } from '../capsule/verify.js';
+import { verifyApproval, type VerifiedApproval } from '../policy/approval.js';
+import { earlyUntil, validFrom } from './approvals-later.js';
 import { lookCosigned, SpoolInbox, type SpoolFile } from '../spool/inbox.js';
 import { originOf } from './log.js';
 import { witnessKeysOf } from '../protocol/witness.js';
@@ -318,6 +318,14 @@ export class SpoolAgent {
         this.approvals.release(file.name);
         continue;
       }
+      // Refused for the time already (the same approval in another file, or this one rewritten): read again
+      // at its time, not refused again now.
+      const verified = this.verified(file.bytes);
+      const early = verified === undefined ? undefined : earlyUntil(this.ctx, verified);
+      if (early !== undefined) {
+        this.approvals.readAgainAt(file.name, early);
+        continue;
+      }
       try {
         const outcome = await this.lane.exclusive(() =>
           acceptApproval(this.ctx, file.bytes, 'spool', { stopping: stop, signal: this.abortRun.signal }),
@@ -350,16 +358,20 @@ export class SpoolAgent {
   private readAgainWhenValid(file: { name: string; bytes: Buffer }): void {
     const tries = (this.laterTries.get(file.name) ?? 0) + 1;
     if (tries > LATER_TRIES) return;
-    let predicate;
-    try {
-      predicate = verifyApproval(file.bytes, this.ctx.state.trust).predicate;
-    } catch {
-      return;
-    }
-    const at = Date.parse(predicate.signedAt) - DEFAULT_CLOCK_SKEW_MS + 1000;
-    if (at >= Date.parse(predicate.notAfter)) return;
+    const verified = this.verified(file.bytes);
+    if (verified === undefined) return;
+    const at = validFrom(verified);
+    if (at >= Date.parse(verified.predicate.notAfter)) return;
     this.laterTries.set(file.name, tries);
     this.approvals.readAgainAt(file.name, at);
+  }
+
+  private verified(bytes: Buffer): VerifiedApproval | undefined {
+    try {
+      return verifyApproval(bytes, this.ctx.state.trust);
+    } catch {
+      return undefined;
+    }
   }
 
   /** Drains the outbox to out/; a store or disk failure is logged and tried again at the next drain. */

@@ -4,11 +4,13 @@
  * and store): a coordinator serving junk for ever, approvals for other runners, an approval it cannot serve,
  * and a coordinator that learns approvals (it was upgraded) while the agent runs.
  */
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { APPROVALS_CURSOR_PREFIX, APPROVALS_ASK_AGAIN_MS, RunnerAgent } from '../../runner/agent/daemon.js';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
 import { approverKeys, madeUpApproval, makeLinkWorld, StandInCoordinator, waitFor, type LinkWorld } from '../helpers/agent-link.js';
 import { directSelector } from '../helpers/runner.js';
+import { column, withRawDb } from '../helpers/raw-db.js';
 import { makeRemediationLinkWorld, readHeldBundle } from '../helpers/remediation-link.js';
 
 interface Running {
@@ -55,6 +57,10 @@ function start(world: LinkWorld, coordinator: StandInCoordinator, now?: () => nu
 }
 
 const PROPOSAL = `sha256:${'1'.repeat(64)}`;
+const approvalRecords = (stateDir: string) =>
+  withRawDb(join(stateDir, 'runner.db'), (db) => column<string>(db, "SELECT kind FROM records_v1 WHERE kind LIKE 'approval.%' ORDER BY seq"), {
+    readOnly: true,
+  });
 const approvalsCursor = (r: Running) => r.ctx.store.feedCursor(`${APPROVALS_CURSOR_PREFIX}${r.agent.client.baseUrl}`);
 const logSize = (r: Running) => r.ctx.store.recordCount();
 const fetches = (coordinator: StandInCoordinator, digest: string) =>
@@ -152,6 +158,43 @@ describe('an approval refused only for the time', () => {
     expect(approvals.map((a) => ctx.store.approval(a.digest)?.status)).toEqual(['accepted', 'accepted']);
     expect(offered.map((o) => fetches(coordinator, o.digest))).toEqual([1, 1]);
     expect(ctx.store.change(proposal.statement.predicate.remediation!.change)?.state).toBe('verified');
+  }, 120_000);
+});
+
+describe('an approval refused for the time, served again and again', () => {
+  it('the same approval (signed ahead) under 20 spellings is refused once: a refusal for the time is not recorded again before its time', async () => {
+    const w = makeRemediationLinkWorld();
+    const coordinator = new StandInCoordinator(w.world);
+    await coordinator.start();
+    cleanups.push(
+      () => w.world.cleanup(),
+      () => coordinator.stop(),
+    );
+    const ctx = openRunner(w.world.stateDir, {
+      launcher: directSelector,
+      config: {
+        flags: {
+          coordinator: { url: coordinator.url, pollWaitSeconds: 1, backoffBaseMs: 20, backoffCapMs: 300, requestTimeoutMs: 5000, flushMs: 2000 },
+          targets: w.config.targets,
+        },
+      },
+    });
+    const agent = new RunnerAgent(ctx);
+    const done = agent.run();
+    cleanups.push(async () => {
+      agent.stop();
+      await done.catch(() => {});
+      ctx.close();
+    });
+    coordinator.publish(w.capsule());
+    await waitFor(() => coordinator.bundles.size === 1, 'the proposal shipped', 60_000);
+    const proposal = readHeldBundle([...coordinator.bundles.values()][0]!);
+    const ahead = w.approve(proposal, 'alice', new Date(Date.now() + 3_600_000));
+    const spellings = Array.from({ length: 20 }, (_, i) => Buffer.from(JSON.stringify(JSON.parse(ahead.bytes), null, i + 1)));
+    const offered = spellings.map((bytes) => coordinator.offerApproval(bytes, proposal.evidence));
+    await waitFor(() => approvalsCursor({ ctx, agent, done }) === offered.at(-1)!.cursor, 'the cursor past every spelling');
+    expect(ctx.store.approval(ahead.digest)?.code).toBe('APPROVAL_NOT_YET_VALID');
+    expect(approvalRecords(w.world.stateDir)).toEqual(['approval.refused']);
   }, 120_000);
 });
 

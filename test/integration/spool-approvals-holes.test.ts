@@ -10,6 +10,12 @@ import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
 import { SpoolAgent } from '../../runner/agent/spool-agent.js';
 import { makeRemediationLinkWorld, readHeldBundle, type RemediationLinkWorld } from '../helpers/remediation-link.js';
 import { directSelector } from '../helpers/runner.js';
+import { column, withRawDb } from '../helpers/raw-db.js';
+
+const approvalRecords = (stateDir: string) =>
+  withRawDb(join(stateDir, 'runner.db'), (db) => column<string>(db, "SELECT kind FROM records_v1 WHERE kind LIKE 'approval.%' ORDER BY seq"), {
+    readOnly: true,
+  });
 
 let nowMs = Date.now();
 const contexts: RunnerContext[] = [];
@@ -55,8 +61,11 @@ describe('approvals in a spool', () => {
     // Signed two minutes ahead of the runner's clock (the approver's clock, or the runner's, is off).
     const approvals = (['alice', 'bob'] as const).map((name) => w.approve(proposal!, name, new Date(nowMs + 120_000)));
     approvals.forEach((a, i) => settled(join(spool, 'in', `${i}.approval.json`), a.bytes));
+    // Alice's also in another spelling: refused for the time once, not once per file.
+    settled(join(spool, 'in', '2.approval.json'), JSON.stringify(JSON.parse(approvals[0]!.bytes)));
     await agent.lookOnce();
     expect(approvals.map((a) => ctx.store.approval(a.digest)?.code)).toEqual(['APPROVAL_NOT_YET_VALID', 'APPROVAL_NOT_YET_VALID']);
+    expect(approvalRecords(w.world.stateDir)).toEqual(['approval.refused', 'approval.refused']);
     nowMs += 30_000;
     await agent.lookOnce(); // not yet due: nothing decided again
     expect(approvals.map((a) => ctx.store.approval(a.digest)?.code)).toEqual(['APPROVAL_NOT_YET_VALID', 'APPROVAL_NOT_YET_VALID']);
