@@ -131,6 +131,8 @@ export class RunnerAgent {
   private runFailures = 0;
   /** Fetches of approvals in a row that got a retryable answer (their backoff). */
   private approvalFetchFailures = 0;
+  /** The trust version the feed last named (an approval by a key of a newer version waits for the pin). */
+  private feedTrustVersion: number | undefined;
   /** Approvals refused only for the time, by digest, to be decided again at `dueAt` (keepForLater). */
   private readonly later = new Map<string, LaterApproval>();
   private readonly waitingChanges: WaitingChanges;
@@ -281,7 +283,10 @@ export class RunnerAgent {
         continue;
       }
       failures = 0;
-      if (answer.value !== null) await this.followTrust(answer.value.trust.version);
+      if (answer.value !== null) {
+        this.feedTrustVersion = answer.value.trust.version;
+        await this.followTrust(answer.value.trust.version);
+      }
       if (stop.aborted) break;
       const fresh = answer.value === null ? [] : answer.value.items.filter((item) => item.cursor > cursor);
       const freshApprovals = (answer.value?.approvals ?? []).filter((item) => approvalsCursor !== undefined && item.cursor > approvalsCursor);
@@ -375,6 +380,13 @@ export class RunnerAgent {
     this.approvalFetchFailures = 0;
     const taken = answer.value;
     const verified = this.ours(item, taken);
+    if (verified === 'later') {
+      // Signed by a key the pin does not know while the coordinator names a newer trust version: the runner
+      // catches up first (the trust follower), then decides it. Meanwhile the feed is read again, capsules first.
+      this.approvalFetchFailures += 1;
+      await this.sleep(backoffDelayMs(this.approvalFetchFailures, this.backoff), stop);
+      return false;
+    }
     if (verified === undefined) {
       this.view.approvalsPassedOver += 1;
       store.setFeedCursor(this.approvalsKey, item.cursor);
@@ -441,12 +453,13 @@ export class RunnerAgent {
 
   /**
    * Whether bytes the feed served are an approval this runner is to decide: one signed by an approver key of
-   * its pinned trust (verifyApproval, as acceptApproval checks it again) naming this runner. Anything else is
+   * its pinned trust (verifyApproval, as acceptApproval checks it again) naming this runner; 'later' when the
+   * signature does not verify and the feed names a newer trust version than the pin. Anything else is
    * not recorded: a refusal of each would be a log record a coordinator could make the runner append without
    * end (an approval is kept once by its digest, but junk has a new digest every time), and an approval of
    * another runner's proposal is that runner's. Said in the agent's log, and counted in the view.
    */
-  private ours(item: ApprovalItem, bytes: Buffer): VerifiedApproval | undefined {
+  private ours(item: ApprovalItem, bytes: Buffer): VerifiedApproval | 'later' | undefined {
     const { state, logger } = this.ctx;
     try {
       const verified = verifyApproval(bytes, state.trust);
@@ -457,6 +470,13 @@ export class RunnerAgent {
       );
     } catch (err) {
       if (!(err instanceof ApprovalError)) throw err;
+      if (err.code === 'APPROVAL_SIGNATURE' && (this.feedTrustVersion ?? 0) > state.trust.body.version) {
+        logger.warn(
+          { approval: item.approval, cursor: item.cursor, code: err.code, coordinatorTrustVersion: this.feedTrustVersion },
+          'approval signed by a key the pinned trust does not know, under a newer coordinator trust; taken once the pin catches up',
+        );
+        return 'later';
+      }
       logger.warn(
         { approval: item.approval, cursor: item.cursor, code: err.code },
         'the feed served bytes that are not an approval; passed over, not recorded',

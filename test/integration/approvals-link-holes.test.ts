@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { APPROVALS_CURSOR_PREFIX, APPROVALS_ASK_AGAIN_MS, RunnerAgent } from '../../runner/agent/daemon.js';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
+import { PrivateKey } from '../../runner/core/ed25519.js';
 import { approverKeys, madeUpApproval, makeLinkWorld, StandInCoordinator, waitFor, type LinkWorld } from '../helpers/agent-link.js';
 import { directSelector } from '../helpers/runner.js';
 import { column, withRawDb } from '../helpers/raw-db.js';
@@ -159,6 +160,24 @@ describe('an approval refused only for the time', () => {
     expect(offered.map((o) => fetches(coordinator, o.digest))).toEqual([1, 1]);
     expect(ctx.store.change(proposal.statement.predicate.remediation!.change)?.state).toBe('verified');
   }, 120_000);
+});
+
+describe('an approval signed by a key of a trust version the runner has not pinned yet', () => {
+  it('is not passed over while the coordinator names a newer trust version than the pin (the runner catches up first): asked for again, capsules still run; passed over once the versions agree', async () => {
+    const { world, coordinator } = await setUp();
+    coordinator.trustVersion = world.trust.body.version + 1; // and GET /v1/trust/{that} is not served: the pin stays behind
+    const r = start(world, coordinator);
+    const newcomer = { name: 'approver-3', key: PrivateKey.generate(), roles: ['approver' as const] };
+    const offered = coordinator.offerApproval(madeUpApproval(newcomer, world.runnerId), PROPOSAL);
+    await waitFor(() => fetches(coordinator, offered.digest) >= 3, 'the approval asked for again');
+    coordinator.publish(world.capsule({ target: { runners: [world.runnerId] } }));
+    await waitFor(() => coordinator.bundles.size === 1, 'the capsule run meanwhile');
+    expect(approvalsCursor(r)).toBe(0);
+    expect(r.agent.view.approvalsPassedOver).toBe(0);
+    coordinator.trustVersion = world.trust.body.version;
+    await waitFor(() => approvalsCursor(r) === offered.cursor, 'passed over once the versions agree');
+    expect(r.ctx.store.approval(offered.digest)).toBeUndefined();
+  });
 });
 
 describe('an approval refused for the time, served again and again', () => {
