@@ -69,6 +69,10 @@ describe('the remediation policy, checked at load', () => {
     expect(answer).toMatch(message);
   });
 
+  it.each(['ledger/\u007f*', 'ledger/\n*', '/etc/**', 'ledger/../payments/**'])('refuses the surface pattern %j with TRUST_SCHEMA', (pattern) => {
+    expect(refusal({ ...VALID, surfaces: { ...VALID.surfaces, ledger: [pattern] } })).toMatch(/^TRUST_SCHEMA: /);
+  });
+
   it('lets `unclassified` (paths no pattern names) carry a rule without declaring it', () => {
     expect(refusal({ ...VALID, rules: { ...VALID.rules, unclassified: { approvals: 2 } } })).toBe('loaded');
   });
