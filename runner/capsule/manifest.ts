@@ -179,7 +179,7 @@ function verifyChange(manifest: Manifest, inputs: ReadonlySet<string>): void {
     if (!inputs.has(path)) throw schema(`The change names "${toPrintableExcerpt(path)}", which is not one of the capsule's inputs.`, { path });
     // Plain text only: the change spec digest is recomputed with jq, which writes a control character (DEL
     // included) as an escape where canonical JSON writes it raw.
-    if (/[\u0000-\u001f\u007f]/.test(path))
+    if ([...path].some((c) => c.charCodeAt(0) < 0x20 || c === '\u007f'))
       throw schema(`The change names the input "${toPrintableExcerpt(path)}", whose name holds a control character.`, { path });
   }
   const paths = new Set<string>();
