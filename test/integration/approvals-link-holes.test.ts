@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { APPROVALS_CURSOR_PREFIX, APPROVALS_ASK_AGAIN_MS, RunnerAgent } from '../../runner/agent/daemon.js';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
 import { PrivateKey } from '../../runner/core/ed25519.js';
+import { acceptApproval } from '../../runner/remediate/approvals.js';
 import { approverKeys, madeUpApproval, makeLinkWorld, StandInCoordinator, waitFor, type LinkWorld } from '../helpers/agent-link.js';
 import { directSelector } from '../helpers/runner.js';
 import { column, withRawDb } from '../helpers/raw-db.js';
@@ -160,6 +161,23 @@ describe('an approval refused only for the time', () => {
     expect(offered.map((o) => fetches(coordinator, o.digest))).toEqual([1, 1]);
     expect(ctx.store.change(proposal.statement.predicate.remediation!.change)?.state).toBe('verified');
   }, 120_000);
+});
+
+describe('a crash between deciding an approval and moving the cursor', () => {
+  it('the approval comes again and is known: no second record, the cursor moves past it', async () => {
+    const { world, coordinator } = await setUp();
+    const bytes = madeUpApproval(approvers[0]!, world.runnerId);
+    const offered = coordinator.offerApproval(bytes, PROPOSAL);
+    // What the agent did before it died: the decision recorded, the cursor not yet moved.
+    const before = openRunner(world.stateDir, { launcher: directSelector });
+    const decided = await acceptApproval(before, bytes, 'coordinator');
+    expect(decided.status).toBe('refused');
+    before.close();
+    const r = start(world, coordinator);
+    await waitFor(() => approvalsCursor(r) === offered.cursor, 'the cursor past it');
+    expect(approvalRecords(world.stateDir)).toEqual(['approval.refused']);
+    expect(r.agent.view.approvalsTaken).toBe(1);
+  });
 });
 
 describe('an approval signed by a key of a trust version the runner has not pinned yet', () => {

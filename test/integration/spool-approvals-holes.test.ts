@@ -3,11 +3,27 @@
  * in this process with an injected clock, a real state folder and store, steps run directly): what the
  * agent does with an approval that is refused only for the time.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  existsSync,
+  linkSync,
+  lutimesSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openRunner, type RunnerContext } from '../../runner/agent/runner.js';
 import { SpoolAgent } from '../../runner/agent/spool-agent.js';
+import { CAPS } from '../../runner/protocol/wire.js';
+import { SpoolApprovals } from '../../runner/spool/approvals.js';
 import { makeRemediationLinkWorld, readHeldBundle, type RemediationLinkWorld } from '../helpers/remediation-link.js';
 import { directSelector } from '../helpers/runner.js';
 import { column, withRawDb } from '../helpers/raw-db.js';
@@ -111,4 +127,40 @@ describe('approvals in a spool', () => {
     await agent.lookOnce();
     expect(opened.store.change(change)?.state).toBe('verified');
   }, 120_000);
+});
+
+describe('what a local user drops into in/ as an approval', () => {
+  it('a symlink, a hard link, a fifo, a folder and a file over the cap are passed over unread (with the reason), a dot-name is not looked at, a capsule name is not an approval', () => {
+    nowMs = Date.now();
+    const dir = mkdtempSync(join(tmpdir(), 'spool-approvals-'));
+    try {
+      const inDir = join(dir, 'in');
+      mkdirSync(inDir);
+      const secret = join(dir, 'secret.txt');
+      writeFileSync(secret, 'not for the runner');
+      symlinkSync(secret, join(inDir, 'link.approval.json'));
+      settled(join(dir, 'original'), '{}');
+      linkSync(join(dir, 'original'), join(inDir, 'hard.approval.json'));
+      execFileSync('mkfifo', [join(inDir, 'fifo.approval.json')]);
+      mkdirSync(join(inDir, 'folder.approval.json'));
+      settled(join(inDir, 'huge.approval.json'), Buffer.alloc(CAPS.approvalBytes + 1, 0x20));
+      settled(join(inDir, '.half.approval.json'), '{}');
+      settled(join(inDir, 'x.approval.json.capsule.json'), '{}');
+      for (const name of ['fifo.approval.json', 'folder.approval.json', 'link.approval.json']) {
+        const at = new Date(nowMs - 60_000);
+        lutimesSync(join(inDir, name), at, at);
+      }
+      const look = new SpoolApprovals({ inDir, now: () => nowMs }).look();
+      expect(look.ready).toEqual([]);
+      expect(Object.fromEntries(look.passedOver.map((p) => [p.name, p.reason]))).toEqual({
+        'fifo.approval.json': 'not-regular',
+        'folder.approval.json': 'not-regular',
+        'hard.approval.json': 'linked',
+        'huge.approval.json': 'too-large',
+        'link.approval.json': 'not-regular',
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
