@@ -9,6 +9,7 @@
 #   for the granted-resource tests (test/helpers/postgres.ts); the packaged cluster is not used.
 #   perl      -> perl with Test::More (Debian's perl, perl-modules) for the validate-config-repo example capsule,
 #   whose vendored Config::Tiny suite runs in the sandbox (test/integration/example-capsule-config-repo.test.ts).
+#   jq        -> the auditor's recipes (canonical JSON, the remediation digests) run as the README gives them.
 set -eu
 missing=""
 if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/golang.org/x/mod/sumdb/note ]; then
@@ -19,8 +20,9 @@ command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 command -v psql >/dev/null 2>&1 || missing="$missing postgresql-client"
 ls /usr/share/perl/*/Test/More.pm >/dev/null 2>&1 || missing="$missing perl"
+command -v jq >/dev/null 2>&1 || missing="$missing jq"
 if [ -z "$missing" ]; then
-  echo "test-deps: go, golang.org/x/mod, tinyproxy, openssl, postgresql and perl already present"
+  echo "test-deps: go, golang.org/x/mod, tinyproxy, openssl, postgresql, perl and jq already present"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
