@@ -239,6 +239,9 @@ export function countFor(ctx: RunnerContext, row: ChangeRow, at: Date, extra: re
     approvals,
     changeDigest: row.changeDigest,
     proposal: row.proposalEvidence,
+    // What the proposal named: an approval naming another runner, target or capsule is refused here as
+    // offline verify refuses it, so the runner never applies on one and then signs a bundle verify refuses.
+    proposed: { runner: ctx.state.identity.id, target: row.target, capsule: { id: row.capsuleId, digest: row.manifestDigest } },
     tier: details.evidence.tier,
     capsuleSigners: details.signers,
     trust: ctx.state.trust,

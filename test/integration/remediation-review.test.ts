@@ -1,0 +1,86 @@
+/**
+ * Review of the remediation state machine (issue 11), through the real CLI (dist/runner/main.js): holes a
+ * hostile approver, capsule signer or local user could use, each closed by the commit that added its test.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { PrivateKey } from '../../runner/core/ed25519.js';
+import { formatApproval, signApproval } from '../../runner/policy/approval.js';
+import { CLI_ENTRY, runCli } from '../helpers/cli.js';
+import { LEDGER_PATCH, makeRemediationWorld, recordsOf, type RemediationWorld } from '../helpers/remediation.js';
+
+const worlds: RemediationWorld[] = [];
+afterEach(() => {
+  for (const w of worlds.splice(0)) w.cleanup();
+});
+const world = () => {
+  const w = makeRemediationWorld();
+  worlds.push(w);
+  return w;
+};
+const rounding = (w: RemediationWorld) => readFileSync(join(w.target, 'ledger', 'rounding.txt'), 'utf8');
+const kinds = (w: RemediationWorld, kind: string) => recordsOf(w).filter((r) => r.kind === kind);
+
+function propose(w: RemediationWorld) {
+  const { result, json } = w.exec(w.remediate({ patch: 'fix.diff' }, { 'fix.diff': LEDGER_PATCH }));
+  expect(result.status, `${result.stdout}${result.stderr}`).toBe(0);
+  return { bundle: String(json!.bundle), evidence: String(json!.evidenceDigest) };
+}
+
+/** An approval bound to the proposal's digests whose readable fields (runner, capsule) say something else. */
+function approveNaming(
+  w: RemediationWorld,
+  p: { bundle: string; evidence: string },
+  key: PrivateKey,
+  approver: string,
+  names: { runner?: string; capsule?: { id: string; digest: string } },
+): string {
+  const { remediation, capsule, runner } = w.remediationOf(p.bundle);
+  const signedAt = new Date(Date.now() - 1000);
+  const signed = signApproval(
+    remediation.change,
+    {
+      proposal: p.evidence,
+      runner: names.runner ?? runner,
+      target: remediation.target,
+      capsule: names.capsule ?? { id: capsule.id, digest: capsule.digest },
+      approver,
+      decision: 'approve',
+      signedAt: signedAt.toISOString().replace(/\.\d+Z$/, 'Z'),
+      notAfter: new Date(signedAt.getTime() + 3600_000).toISOString().replace(/\.\d+Z$/, 'Z'),
+    },
+    key,
+  );
+  const path = join(w.dir, `named-${approver}-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(path, formatApproval(signed.envelope));
+  return path;
+}
+
+type Approved = {
+  approvals: Array<{ status: string; code?: string }>;
+  change: { state: string; code?: string; counted?: number; bundlePath?: string } | null;
+};
+const approve = (w: RemediationWorld, ...files: string[]) => w.change(['approve', ...files]).json as unknown as Approved;
+
+describe.skipIf(!existsSync(CLI_ENTRY))('remediation review (needs dist/)', () => {
+  it('refuses approvals naming another runner or another capsule (APPROVAL_WRONG_PROPOSAL), so the change is not applied on them', () => {
+    const w = world();
+    const p = propose(w);
+    const out = approve(
+      w,
+      approveNaming(w, p, w.keys.alice, 'alice', { runner: 'some-other-runner' }),
+      approveNaming(w, p, w.keys.bob, 'bob', { capsule: { id: 'another-capsule', digest: `sha256:${'d'.repeat(64)}` } }),
+    );
+    expect(out.approvals.map((a) => a.code)).toEqual(['APPROVAL_WRONG_PROPOSAL', 'APPROVAL_WRONG_PROPOSAL']);
+    expect(out.change).toMatchObject({ state: 'proposed' });
+    expect(rounding(w)).toBe('mode=floor\n');
+    expect(kinds(w, 'change.applying')).toHaveLength(0);
+    // Two right ones apply it, and the final bundle verifies offline.
+    const right = approve(w, w.approve(p, w.keys.alice, 'alice'), w.approve(p, w.keys.bob, 'bob'));
+    expect(right.change).toMatchObject({ state: 'verified' });
+    const bundle = right.change!.bundlePath;
+    expect(bundle).toBeDefined();
+    expect(runCli(['verify', bundle!, '--trust', w.trustPath]).status).toBe(0);
+  });
+});
