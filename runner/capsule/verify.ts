@@ -149,7 +149,11 @@ function verify(
   }
   // A change is only as governed as the policy that derives its approvals: none, no remediation.
   if (manifest.kind === 'remediate' && trust.body.policy.remediation === undefined) {
-    throw new CapsuleError('CAPSULE_POLICY', 'The trust policy allows remediate capsules but gives no remediation rules to derive their approvals from.', context);
+    throw new CapsuleError(
+      'CAPSULE_POLICY',
+      'The trust policy allows remediate capsules but gives no remediation rules to derive their approvals from.',
+      context,
+    );
   }
   return { manifest, manifestBytes: verified.payload, manifestDigest, envelope: verified.verifiedEnvelope, signers: verified.signers, inputs };
 }
