@@ -162,6 +162,10 @@ export function verifyRemediation(input: RemediationCheckInput): VerifiedRemedia
   if (toCanonicalJson(counted) !== toCanonicalJson(remediation.approvals!.counted)) {
     throw invalid('the evidence lists other counted approvals than the bundle carries');
   }
+  // A veto is the signed answer of a vetoed change: its envelope travels in the bundle (the evidence lists only counted ones).
+  if (remediation.phase === 'refused' && remediation.outcome?.code === 'CHANGE_VETOED' && count.vetoes.length === 0) {
+    throw invalid('the change is said to be vetoed and the bundle carries no veto');
+  }
   if (remediation.approvals!.autonomous) {
     // No human was required: the tier is 0 (an approval given anyway may still be listed, and counted).
     if (tier.approvals !== 0) throw invalid(`the change is said to need no approval but its tier needs ${tier.approvals}`);

@@ -288,7 +288,13 @@ export async function decideChange(ctx: RunnerContext, changeDigest: string, opt
   }
   if (policyDigest(ctx.state.trust.body.policy) !== row.policyDigest) return refuse('CHANGE_POLICY_CHANGED');
   const count = countFor(ctx, row, now);
-  if (count.vetoes.length > 0) return refuse('CHANGE_VETOED');
+  if (count.vetoes.length > 0) {
+    // A veto is a signed answer: the final bundle (phase refused) carries the vetoes' envelopes, so the
+    // coordinator and the approvers learn it, and verify checks each veto is an eligible person's.
+    const vetoed = loadCapsule(ctx, row);
+    const sealable = vetoed !== undefined && !('host' in vetoed) ? vetoed : undefined;
+    return refuseChange(ctx, row, 'CHANGE_VETOED', count.counted, sealable, { vetoes: count.vetoes, decidedAt: now });
+  }
   if (!count.satisfied) return outcomeOf(row, { counted: count.counted.length, missing: count.missing });
   const loaded = loadCapsule(ctx, row);
   if (loaded === undefined) return refuse('CHANGE_CAPSULE_UNAVAILABLE');
@@ -372,17 +378,21 @@ function refuseChange(
   code: RemediationErrorCode,
   counted: readonly VerifiedApproval[],
   loaded?: Loaded,
+  decision: { vetoes?: readonly VerifiedApproval[]; decidedAt?: Date } = {},
 ): ChangeOutcome {
   const from: ChangeState = row.state;
+  const vetoes = decision.vetoes ?? [];
   ctx.logger.warn({ changeDigest: row.changeDigest, code }, 'change refused');
-  // A change refused once it was authorized (stale) gets a final bundle with the approvals it had.
-  if (loaded !== undefined && counted.length >= row.required) {
+  // A change refused once it was authorized (stale), or vetoed, gets a final bundle with the approvals it had.
+  if (loaded !== undefined && (counted.length >= row.required || vetoes.length > 0)) {
     const final = sealFinal(ctx, row, loaded, {
       phase: 'refused',
       verdict: 'error',
       code,
       targetDigest: digestNow(ctx, row) ?? row.preState,
       counted,
+      vetoes,
+      ...(decision.decidedAt ? { decidedAt: decision.decidedAt } : {}),
       transition: (finalEvidence) =>
         ctx.store.moveChange('change.refused', { changeDigest: row.changeDigest, code }, from, 'refused', { code, finalEvidence, owner: null }),
     });
@@ -629,6 +639,10 @@ interface FinalOptions {
   code?: string;
   targetDigest: string;
   counted: readonly VerifiedApproval[];
+  /** A refusal's vetoes: carried after the counted approvals in `bundle.approvals`, as verify counts them. */
+  vetoes?: readonly VerifiedApproval[];
+  /** The time the approvals were counted at, when it is not a recorded change.applying's. */
+  decidedAt?: Date;
   /** The verification run, when it got that far; otherwise a run of its own carries the bundle. */
   run?: FinalRun;
   /** The last transition, in the bundle's transaction, given the final evidence digest. */
@@ -652,7 +666,7 @@ function sealFinal(ctx: RunnerContext, row: ChangeRow, loaded: Loaded, final: Fi
   const artifacts = running ? final.run!.artifacts : [];
   const autonomous = row.required === 0;
   // The decision time: change.applying's `at` (or, for a refusal, the time of this sealing, which its record shares).
-  const decidedAt = store.change(row.changeDigest)?.decidedAt ?? ctx.clock().toISOString();
+  const decidedAt = final.decidedAt?.toISOString() ?? store.change(row.changeDigest)?.decidedAt ?? ctx.clock().toISOString();
   const outcome: NonNullable<RemediationEvidence['outcome']> = {
     ...(final.code !== undefined ? { code: final.code } : {}),
     targetDigest: final.targetDigest,
@@ -692,7 +706,10 @@ function sealFinal(ctx: RunnerContext, row: ChangeRow, loaded: Loaded, final: Fi
     store.finishRun({ runId, verdict: final.verdict });
     store.recordEvidence({ runId, evidenceDigest: evidence.digest }, (record) => {
       const sealed = sealedLogFor(store, { runnerId: state.identity.id, key: state.key }, record.seq, record.leaf);
-      const bundle: Bundle = { ...buildBundle(evidence.envelope, accepted.envelope, sealed.log), approvals: final.counted.map((a) => a.envelope) };
+      const bundle: Bundle = {
+        ...buildBundle(evidence.envelope, accepted.envelope, sealed.log),
+        approvals: [...final.counted, ...(final.vetoes ?? [])].map((a) => a.envelope),
+      };
       guardBundle(bundle);
       bundleText = formatBundle(bundle);
       return { bundle: Buffer.from(bundleText, 'utf8'), checkpoint: sealed.checkpoint };

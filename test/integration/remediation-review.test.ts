@@ -83,4 +83,28 @@ describe.skipIf(!existsSync(CLI_ENTRY))('remediation review (needs dist/)', () =
     expect(bundle).toBeDefined();
     expect(runCli(['verify', bundle!, '--trust', w.trustPath]).status).toBe(0);
   });
+
+  it('answers a veto with a signed final bundle (phase refused, CHANGE_VETOED) carrying the veto, which verifies offline; stripped of the veto it does not', () => {
+    const w = world();
+    const p = propose(w);
+    approve(w, w.approve(p, w.keys.alice, 'alice'));
+    const out = approve(w, w.approve(p, w.keys.carol, 'carol', { decision: 'reject' }));
+    expect(out.change).toMatchObject({ state: 'refused', code: 'CHANGE_VETOED' });
+    const path = out.change!.bundlePath;
+    expect(path, 'a vetoed change has a final bundle').toBeDefined();
+    const { remediation } = w.remediationOf(path!);
+    expect(remediation).toMatchObject({ phase: 'refused', outcome: { code: 'CHANGE_VETOED' } });
+    expect(remediation.approvals!.counted.map((a) => a.approver)).toEqual(['alice']);
+    const bundle = JSON.parse(readFileSync(path!, 'utf8')) as { approvals: unknown[] };
+    expect(bundle.approvals).toHaveLength(2);
+    const verified = runCli(['verify', path!, '--trust', w.trustPath]);
+    expect(verified.status, `${verified.stdout}${verified.stderr}`).toBe(0);
+    const stripped = join(w.dir, 'stripped.bundle.json');
+    writeFileSync(stripped, JSON.stringify({ ...bundle, approvals: bundle.approvals.slice(0, 1) }));
+    const refused = runCli(['verify', stripped, '--trust', w.trustPath]);
+    expect(refused.status).not.toBe(0);
+    expect(`${refused.stdout}${refused.stderr}`).toContain('BUNDLE_APPROVALS_INVALID');
+    expect(rounding(w)).toBe('mode=floor\n');
+    expect(kinds(w, 'change.applying')).toHaveLength(0);
+  });
 });
