@@ -508,6 +508,9 @@ async function verifyChange(
       healthCheck = await runHealthCheck(config.healthCheck, config.path, config.healthCheckTimeoutSeconds ?? DEFAULT_HEALTH_CHECK_TIMEOUT_SECONDS);
       if (healthCheck.status !== 'succeeded') failure = 'CHANGE_HEALTH_CHECK_FAILED';
     }
+    // The copy was checked at its start; the steps, reproductions and health check took time in which a
+    // local user may have edited the real target. The bundle signs targetDigest = postState: read it again.
+    if (failure === undefined && digestNow(ctx, row) !== row.postState) failure = 'CHANGE_APPLY_MISMATCH';
   } catch (err) {
     ops.warn({ code: isCodedError(err) ? err.code : 'RUN_INTERNAL' }, 'verification stopped midway; rolling back');
     failure = 'CHANGE_INTERRUPTED';

@@ -7,15 +7,16 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { PrivateKey } from '../../runner/core/ed25519.js';
 import { formatApproval, signApproval } from '../../runner/policy/approval.js';
+import { readTree } from '../../runner/remediate/tree.js';
 import { CLI_ENTRY, runCli } from '../helpers/cli.js';
-import { LEDGER_PATCH, makeRemediationWorld, recordsOf, type RemediationWorld } from '../helpers/remediation.js';
+import { LEDGER_PATCH, makeRemediationWorld, recordsOf, type RemediationWorld, type RemediationWorldOptions } from '../helpers/remediation.js';
 
 const worlds: RemediationWorld[] = [];
 afterEach(() => {
   for (const w of worlds.splice(0)) w.cleanup();
 });
-const world = () => {
-  const w = makeRemediationWorld();
+const world = (options?: RemediationWorldOptions) => {
+  const w = makeRemediationWorld(options);
   worlds.push(w);
   return w;
 };
@@ -106,5 +107,19 @@ describe.skipIf(!existsSync(CLI_ENTRY))('remediation review (needs dist/)', () =
     expect(`${refused.stdout}${refused.stderr}`).toContain('BUNDLE_APPROVALS_INVALID');
     expect(rounding(w)).toBe('mode=floor\n');
     expect(kinds(w, 'change.applying')).toHaveLength(0);
+  });
+
+  it('does not sign a change verified whose target a local user edited after the verification copy (the health check passed): the digest is read again before the seal', () => {
+    // The health check runs on the real target after the copy: an edit it makes stands for a local user's then.
+    const w = world({ healthCheck: ['/bin/sh', '-c', 'echo planted > docs/other.txt'] });
+    const p = propose(w);
+    const out = approve(w, w.approve(p, w.keys.alice, 'alice'), w.approve(p, w.keys.bob, 'bob'));
+    const now = readTree(w.target, { maxBytes: 1 << 20, maxEntries: 1000 }).digest;
+    const path = out.change!.bundlePath!;
+    const { remediation } = w.remediationOf(path);
+    // Whatever the outcome, the signed target digest is the one the target has.
+    expect(remediation.outcome!.targetDigest).toBe(now);
+    expect(out.change).toMatchObject({ state: 'rollback-failed', code: 'CHANGE_APPLY_MISMATCH' });
+    expect(rounding(w)).toBe('mode=floor\n');
   });
 });
