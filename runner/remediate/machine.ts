@@ -786,9 +786,13 @@ function countedOf(ctx: RunnerContext, row: ChangeRow): VerifiedApproval[] {
  * that came while the target was held, or auto-apply cut short). Run it in the agent's run lane.
  */
 export async function resumeChanges(ctx: RunnerContext, options: DecideOptions = {}): Promise<ChangeOutcome[]> {
-  const outcomes = resumeOnOpen(ctx);
   const self = currentProcess();
-  const mine = (row: ChangeRow) => row.owner !== undefined && self !== undefined && row.owner.pid === self.pid && row.owner.start === self.start;
+  const isSelf = (owner: NonNullable<ChangeRow['owner']>) => self !== undefined && owner.pid === self.pid && owner.start === self.start;
+  const mine = (row: ChangeRow) => row.owner !== undefined && isSelf(row.owner);
+  // Every decision of this process runs in the run lane, as this does: a change this process still holds
+  // is one whose decision threw midway (its final bundle not sealed: a full disk), taken on as a dead one's,
+  // or a long-lived agent left it verifying (the target at its post-state, unverified) until a restart.
+  const outcomes = resumeOnOpen(ctx, (owner) => !isSelf(owner) && isProcessAlive(owner));
   for (const row of ctx.store.openChanges()) {
     if (row.state === 'applied' && (mine(row) || !heldByTheLiving(row, isProcessAlive))) {
       const loaded = loadedOf(ctx, row);

@@ -2,19 +2,32 @@
  * Review of the remediation state machine (issue 11), through the real CLI (dist/runner/main.js): holes a
  * hostile approver, capsule signer or local user could use, each closed by the commit that added its test.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { PrivateKey } from '../../runner/core/ed25519.js';
 import { formatApproval, signApproval } from '../../runner/policy/approval.js';
 import { readTree } from '../../runner/remediate/tree.js';
+import { sandboxLauncherSelector } from '../../runner/agent/launcher.js';
+import { openRunner } from '../../runner/agent/runner.js';
+import { acceptApproval } from '../../runner/remediate/approvals.js';
+import { resumeChanges } from '../../runner/remediate/machine.js';
 import { CLI_ENTRY, runCli } from '../helpers/cli.js';
 import { LEDGER_PATCH, makeRemediationWorld, recordsOf, type RemediationWorld, type RemediationWorldOptions } from '../helpers/remediation.js';
 
 const worlds: RemediationWorld[] = [];
+const mounts: string[] = [];
 afterEach(() => {
+  for (const mount of mounts.splice(0)) spawnSync('umount', ['-l', mount]);
   for (const w of worlds.splice(0)) w.cleanup();
 });
+/** Whether a tmpfs can be mounted here (root, and mount allowed). */
+function canMountTmpfs(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  return spawnSync('sh', ['-c', 'd=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs "$d" && umount "$d"; s=$?; rmdir "$d"; exit $s']).status === 0;
+}
 const world = (options?: RemediationWorldOptions) => {
   const w = makeRemediationWorld(options);
   worlds.push(w);
@@ -122,4 +135,40 @@ describe.skipIf(!existsSync(CLI_ENTRY))('remediation review (needs dist/)', () =
     expect(out.change).toMatchObject({ state: 'rollback-failed', code: 'CHANGE_APPLY_MISMATCH' });
     expect(rounding(w)).toBe('mode=floor\n');
   });
+
+  it.runIf(canMountTmpfs())(
+    'takes on, in the same long-lived process, a change whose final bundle could not be sealed (the state disk filled during the verification), instead of leaving it verifying until a restart',
+    async () => {
+      const w = world();
+      // The state folder on a small tmpfs of its own; the health check fills it (a full disk at the sealing).
+      const aside = mkdtempSync(join(tmpdir(), 'edge-runner-state-aside-'));
+      execFileSync('cp', ['-a', `${w.stateDir}/.`, aside]);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', w.stateDir]);
+      mounts.push(w.stateDir);
+      execFileSync('cp', ['-a', `${aside}/.`, w.stateDir]);
+      rmSync(aside, { recursive: true, force: true });
+      const fill = join(w.stateDir, 'fill');
+      const config = JSON.parse(readFileSync(w.configPath, 'utf8')) as { targets: { config: Record<string, unknown> } };
+      config.targets.config.healthCheck = ['/bin/sh', '-c', `cat /dev/zero > ${fill} 2>/dev/null; exit 0`];
+      writeFileSync(w.configPath, JSON.stringify({ ...config, store: { reserveBytes: 1 } }));
+      const p = propose(w);
+      const file = JSON.parse(readFileSync(w.configPath, 'utf8')) as Record<string, unknown>;
+      const ctx = openRunner(w.stateDir, { launcher: sandboxLauncherSelector(), config: { file: file as never, env: w.env } });
+      try {
+        await acceptApproval(ctx, readFileSync(w.approve(p, w.keys.alice, 'alice')), 'file');
+        await expect(acceptApproval(ctx, readFileSync(w.approve(p, w.keys.bob, 'bob')), 'file')).rejects.toThrow();
+        const stuck = ctx.store.changes()[0]!;
+        expect(stuck.state).toBe('verifying');
+        // Room again; the agent's next round (resumeChanges in its run lane) ends the change.
+        rmSync(fill);
+        const outcomes = await resumeChanges(ctx);
+        expect(outcomes.map((o) => o.state)).toEqual(['rolled-back']);
+        expect(ctx.store.changes()[0]).toMatchObject({ state: 'rolled-back', code: 'CHANGE_INTERRUPTED' });
+        expect(rounding(w)).toBe('mode=floor\n');
+      } finally {
+        ctx.close();
+      }
+    },
+    60_000,
+  );
 });
