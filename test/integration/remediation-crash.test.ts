@@ -82,8 +82,8 @@ function setUp(options: RemediationWorldOptions = {}) {
   return { w, before, postState, approvals };
 }
 
-function killedApprove(w: RemediationWorld, approvals: string[], at: string) {
-  const env = { NODE_OPTIONS: `--require ${preload(w.dir)}`, KILL_AT: at, KILL_TARGET: w.target };
+function killedApprove(w: RemediationWorld, approvals: string[], at: string, folder = w.target) {
+  const env = { NODE_OPTIONS: `--require ${preload(w.dir)}`, KILL_AT: at, KILL_TARGET: folder };
   const killed = w.change(['approve', ...approvals], env);
   expect(killed.result.status, `${killed.result.stdout}${killed.result.stderr}`).toBeNull();
   expect(killed.result.stderr).toBe('');
@@ -111,6 +111,20 @@ describe.skipIf(!existsSync(CLI_ENTRY))('kill -9 of edge-runner change approve w
     expect(stateOf(w)).toMatchObject({ state: 'rolled-back' });
     expect(changeKinds(w)).toHaveLength(3);
   });
+
+  // The kept before-bytes are renamed into <state>/changes/<digest>/ after change.applying, before any write
+  // to the target: two files, then the index (renames 1..3). Killed there, nothing of the plan is written.
+  it.each(['1:before', '2:after', '3:after'])(
+    'killed after change.applying and before the first write to the target (the snapshot, rename %s): the next open rolls back to the pre-state, never writing forward',
+    (at) => {
+      const { w, before, approvals } = setUp();
+      killedApprove(w, approvals, at, join(w.stateDir, 'changes'));
+      expect(readTree(w.target, CAPS).digest).toBe(before);
+      expect(stateOf(w)).toMatchObject({ state: 'rolled-back', code: 'CHANGE_INTERRUPTED' });
+      expect(readTree(w.target, CAPS).digest).toBe(before);
+      expect(changeKinds(w)).toEqual(['change.applying', 'change.rolling-back', 'change.rolled-back']);
+    },
+  );
 
   it('killed after the last file of the apply: the next open finds the post-state, records it applied and verifies it, once', () => {
     const { w, postState, approvals } = setUp();
