@@ -604,8 +604,10 @@ function rollBack(
   try {
     restorePlan(config.path, planOf(ctx, detailsOf(row)), snapshotDirOf(ctx, row));
   } catch (err) {
-    // A restore that cannot finish (a file someone else changed meanwhile is never overwritten; a full
-    // disk) ends in the alarm below unless the target is at its pre-state after all: never silent.
+    // A restore that cannot finish (a folder standing where a planned file was, a full disk) ends in the
+    // alarm below unless the target is at its pre-state after all: never silent. A planned file someone
+    // else edited meanwhile is put back to its before-bytes (the pre-state is the promise); other files are
+    // never touched, so their edits leave the target off its pre-state (rollback-failed).
     if (!isCodedError(err)) throw err;
     ctx.logger.error({ changeDigest: row.changeDigest, code: err.code }, 'restore failed');
   }
