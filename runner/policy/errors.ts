@@ -37,6 +37,8 @@ export type ApprovalErrorCode =
   /** The bundle offered for approval is not a proposal (a remediation in phase `proposed`). */
   | 'APPROVAL_NOT_PROPOSAL'
   /** The proposal's staged validation did not pass: only a reject can be signed for it. */
-  | 'APPROVAL_STAGED_FAILED';
+  | 'APPROVAL_STAGED_FAILED'
+  /** The runner: the change the approval names was already decided (applied, rolled back, refused, or under way). */
+  | 'APPROVAL_CHANGE_DECIDED';
 
 export class ApprovalError extends CodedError<ApprovalErrorCode> {}

@@ -86,6 +86,10 @@ function decideApprovalNow(ctx: RunnerContext, bytes: Buffer, verified: Verified
     return { status: 'refused', digest, code, message, approver, decision, changeDigest };
   };
   if (row === undefined) return refuse('APPROVAL_WRONG_CHANGE', 'The approval names a change that was never proposed on this runner.', false);
+  // An approval after the decision changes nothing; recorded as accepted, the log would say it counted.
+  if (row.state !== 'proposed') {
+    return refuse('APPROVAL_CHANGE_DECIDED', `The change was already decided (${row.state}); an approval no longer counts for it.`, true);
+  }
   // One person counts once: a second approval (another key, another expiry) of a person already accepted
   // for this change is refused, whichever digest sorts first (counting would pick one; the log says which).
   if (

@@ -98,6 +98,18 @@ describe.skipIf(!existsSync(CLI_ENTRY))('remediation review (needs dist/)', () =
     expect(runCli(['verify', bundle!, '--trust', w.trustPath]).status).toBe(0);
   });
 
+  it('refuses an approval that arrives after the change was decided (APPROVAL_CHANGE_DECIDED), so the log never says it counted', () => {
+    const w = world();
+    const p = propose(w);
+    expect(approve(w, w.approve(p, w.keys.alice, 'alice'), w.approve(p, w.keys.bob, 'bob')).change).toMatchObject({ state: 'verified' });
+    const late = approve(w, w.approve(p, w.keys.carol, 'carol'));
+    expect(late.approvals.map((a) => a.code)).toEqual(['APPROVAL_CHANGE_DECIDED']);
+    expect(late.change).toMatchObject({ state: 'verified' });
+    expect(kinds(w, 'approval.accepted')).toHaveLength(2);
+    expect(kinds(w, 'approval.refused').map((r) => (r.body as { code: string }).code)).toEqual(['APPROVAL_CHANGE_DECIDED']);
+    expect(kinds(w, 'change.applying')).toHaveLength(1);
+  });
+
   it('answers a veto with a signed final bundle (phase refused, CHANGE_VETOED) carrying the veto, which verifies offline; stripped of the veto it does not', () => {
     const w = world();
     const p = propose(w);
