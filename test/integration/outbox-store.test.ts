@@ -209,7 +209,7 @@ describe('the outbox checked against the log at open', () => {
     // As a schema 6 store would be: no outbox tables (nor those of later versions), the version 6.
     withRawDb(`${w.stateDir}/runner.db`, (db) =>
       db.exec(
-        'DROP TABLE outbox_v1; DROP TABLE outbox_start_v1; DROP TABLE feed_cursor_v1; DROP TABLE cosignatures_v1; DROP TABLE schedules_v1; DROP TABLE spool_inbox_v1; DROP TABLE spool_checkpoints_v1; DROP INDEX IF EXISTS records_v1_errors; PRAGMA user_version = 6;',
+        'DROP TABLE outbox_v1; DROP TABLE outbox_start_v1; DROP TABLE feed_cursor_v1; DROP TABLE cosignatures_v1; DROP TABLE schedules_v1; DROP TABLE spool_inbox_v1; DROP TABLE spool_checkpoints_v1; DROP INDEX IF EXISTS records_v1_errors; DROP TABLE changes_v1; DROP TABLE approvals_v1; PRAGMA user_version = 6;',
       ),
     );
     const store = Store.open(`${w.stateDir}/runner.db`);

@@ -210,12 +210,12 @@ describe.skipIf(!built)('a coordinator serving the wrong document for a trust ve
     ]);
     serve = 'real';
     await publish();
+    // trust.updated is recorded before the pin moves (runner.json is rewritten just after): wait for both.
     await waitForAsync(
-      () => trustRecords(world.stateDir).some((r) => r.kind === 'trust.updated'),
-      `the real v2 applied\n${agent.stderr().slice(-3000)}`,
+      () => trustRecords(world.stateDir).some((r) => r.kind === 'trust.updated') && pinOf(world.stateDir).trustSha256 === sha256(v2.bytes),
+      `the real v2 applied and pinned\n${agent.stderr().slice(-3000)}`,
       30_000,
     );
-    expect(pinOf(world.stateDir).trustSha256).toBe(sha256(v2.bytes));
     // The live context took v2's signers: that capsule ran.
     await waitForAsync(
       async () => ((await coordinator.operator(`/v1/bundles?runner=${world.runnerId}`)).json().items as unknown[]).length === 1,
