@@ -50,6 +50,7 @@ describe('CAPS', () => {
       statusReportBytes: 8192,
       inboxAckBytes: 4096,
       errorBodyBytes: 4096,
+      approvalBytes: 16384,
     });
   });
 });
